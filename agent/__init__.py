@@ -1,0 +1,1 @@
+"""spiffe-agent: node attestation, sync, SVID cache and the Workload API."""

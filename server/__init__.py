@@ -1,0 +1,1 @@
+"""spiffe-server: CA, registration store, node attestation and server APIs."""
