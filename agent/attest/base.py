@@ -1,0 +1,49 @@
+"""Workload attestor seam and the concurrent fan-out.
+
+All configured attestors run at once; their selectors are unioned and the call
+fails only if every attestor failed (SPIRE semantics)::
+
+    selectors = await attest_all([unix, docker], pid)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Protocol
+
+from agent.errors import WorkloadAttestationError
+from spiffe_py.selectors import Selector
+
+log = logging.getLogger(__name__)
+
+
+class WorkloadAttestor(Protocol):
+    """Produces selectors for a local process."""
+
+    name: str
+
+    async def attest(self, pid: int) -> frozenset[Selector]:
+        """Selectors describing ``pid``."""
+        ...
+
+
+async def attest_all(attestors: Sequence[WorkloadAttestor], pid: int) -> frozenset[Selector]:
+    """Run all attestors concurrently and union their selectors; fail only if all fail."""
+    if not attestors:
+        raise ValueError("attest: no workload attestors configured")
+    results = await asyncio.gather(*(a.attest(pid) for a in attestors), return_exceptions=True)
+    selectors: set[Selector] = set()
+    failures = 0
+    for attestor, result in zip(attestors, results, strict=True):
+        if isinstance(result, BaseException):
+            if not isinstance(result, Exception):
+                raise result
+            failures += 1
+            log.warning("workload attestor %s failed for pid %d: %s", attestor.name, pid, result)
+        else:
+            selectors |= result
+    if failures == len(attestors):
+        raise WorkloadAttestationError(f"attest: all workload attestors failed for pid {pid!r}")
+    return frozenset(selectors)
