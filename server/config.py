@@ -1,0 +1,338 @@
+"""spiffe-server configuration: a TOML file plus command-line overrides.
+
+Unknown keys are an error naming the key; flags override the file::
+
+    cfg = load_config(Path("server.toml"), {"data_dir": "/tmp/srv"})
+    for warning in cfg.warnings():
+        print(warning)
+
+Durations are integers (seconds) or strings such as ``"90s"``, ``"5m"``, ``"24h"``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from spiffe_py.errors import SpiffeError
+from spiffe_py.spiffeid import TrustDomain
+
+DEFAULT_DATA_DIR = Path("/var/lib/spiffe-server")
+CA_KEY_TYPES = frozenset({"ec-p256", "ec-p384", "rsa-2048", "rsa-4096"})
+LOG_LEVELS = frozenset({"debug", "info", "warning", "error"})
+LOG_FORMATS = frozenset({"text", "json"})
+_MAX_UNIX_PATH = 107  # sun_path is 108 bytes including the terminating NUL
+_DURATION = re.compile(r"^(\d+)(s|m|h|d)$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class ConfigError(SpiffeError, ValueError):
+    """The configuration is invalid; the message names the key."""
+
+    grpc_status = "INVALID_ARGUMENT"
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamAuthorityConfig:
+    """A disk-based upstream CA: our CA becomes an intermediate signed by it."""
+
+    cert_file: Path
+    key_file: Path
+
+
+@dataclass(frozen=True, slots=True)
+class JoinTokenConfig:
+    """The join_token node attestor (enabled by default)."""
+
+    enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class X509PopConfig:
+    """The x509pop node attestor: agents prove possession of a key certified by ``ca_bundle_path``."""
+
+    ca_bundle_path: Path
+
+
+@dataclass(frozen=True, slots=True)
+class NodeAttestorsConfig:
+    """Which node attestors the server accepts."""
+
+    join_token: JoinTokenConfig = field(default_factory=JoinTokenConfig)
+    x509pop: X509PopConfig | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HealthConfig:
+    """HTTP liveness/readiness listener (off unless the table is present)."""
+
+    bind_address: str = "127.0.0.1"
+    bind_port: int = 8080
+    live_path: str = "/live"
+    ready_path: str = "/ready"
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """Prometheus HTTP listener (off unless the table is present)."""
+
+    bind_address: str = "127.0.0.1"
+    bind_port: int = 9988
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """The validated configuration of one spiffe-server."""
+
+    trust_domain: TrustDomain
+    data_dir: Path = DEFAULT_DATA_DIR
+    bind_address: str = "127.0.0.1"
+    bind_port: int = 8081
+    socket_path: Path | None = None
+    database: str | None = None
+    log_level: str = "info"
+    log_format: str = "text"
+    ca_key_type: str = "ec-p256"
+    ca_ttl: timedelta = timedelta(hours=24)
+    default_x509_svid_ttl: timedelta = timedelta(hours=1)
+    default_jwt_svid_ttl: timedelta = timedelta(minutes=5)
+    jwt_issuer: str = ""
+    upstream_authority: UpstreamAuthorityConfig | None = None
+    node_attestors: NodeAttestorsConfig = field(default_factory=NodeAttestorsConfig)
+    admin_uids: tuple[int, ...] = ()
+    health: HealthConfig | None = None
+    metrics: MetricsConfig | None = None
+    policy_file: Path | None = None
+
+    @property
+    def admin_socket(self) -> Path:
+        """The admin API socket (default ``<data_dir>/api.sock``)."""
+        return self.socket_path if self.socket_path is not None else self.data_dir / "api.sock"
+
+    @property
+    def database_url(self) -> str:
+        """The datastore: a ``postgresql://`` URL or a SQLite file path (default in the data dir)."""
+        return self.database if self.database else str(self.data_dir / "datastore.sqlite3")
+
+    def warnings(self) -> list[str]:
+        """Non-fatal problems worth telling the operator about."""
+        out = []
+        limit = self.ca_ttl / 6
+        for name in ("default_x509_svid_ttl", "default_jwt_svid_ttl"):
+            ttl: timedelta = getattr(self, name)
+            if ttl > limit:
+                out.append(f"config: {name} ({_fmt(ttl)}) exceeds ca_ttl/6 ({_fmt(limit)}); "
+                           "SVIDs will be cut short at CA expiry")
+        return out
+
+
+def _fmt(delta: timedelta) -> str:
+    return f"{int(delta.total_seconds())}s"
+
+
+def parse_duration(value: object, key: str) -> timedelta:
+    """Parse seconds (int) or ``<n>s|m|h|d``; must be positive."""
+    if isinstance(value, bool):
+        raise ConfigError(f"config: {key}: must be a duration such as '90s', '5m' or '24h', got {value!r}")
+    if isinstance(value, int):
+        seconds = value
+    elif isinstance(value, str) and (m := _DURATION.match(value.strip())):
+        seconds = int(m.group(1)) * _UNITS[m.group(2)]
+    else:
+        raise ConfigError(f"config: {key}: must be a duration such as '90s', '5m' or '24h', got {value!r}")
+    if seconds <= 0:
+        raise ConfigError(f"config: {key}: must be positive, got {value!r}")
+    return timedelta(seconds=seconds)
+
+
+def _expect(value: object, kind: type | tuple[type, ...], key: str) -> Any:
+    if isinstance(value, bool) and kind is not bool:
+        raise ConfigError(f"config: {key}: expected {_kind_name(kind)}, got {value!r}")
+    if not isinstance(value, kind):
+        raise ConfigError(f"config: {key}: expected {_kind_name(kind)}, got {value!r}")
+    return value
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    names = {bool: "a boolean", int: "an integer", str: "a string", dict: "a table", list: "a list"}
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def _table(raw: object, key: str, known: frozenset[str]) -> dict[str, Any]:
+    table: dict[str, Any] = _expect(raw, dict, key)
+    for name in table:
+        if name not in known:
+            raise ConfigError(f"config: unknown key {_join(key, name)!r}")
+    return table
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _port(value: object, key: str) -> int:
+    port: int = _expect(value, int, key)
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"config: {key}: must be within 0..65535, got {port!r}")
+    return port
+
+
+def _address(value: object, key: str) -> str:
+    text: str = _expect(value, str, key)
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        if text != "localhost":
+            raise ConfigError(f"config: {key}: must be an IP address, got {text!r}") from None
+    return text
+
+
+def _choice(value: object, key: str, allowed: frozenset[str]) -> str:
+    text: str = _expect(value, str, key)
+    if text.lower() not in allowed:
+        raise ConfigError(f"config: {key}: must be one of {', '.join(sorted(allowed))}, got {text!r}")
+    return text.lower()
+
+
+def _names(cls: type) -> frozenset[str]:
+    return frozenset(f.name for f in dataclasses.fields(cls))
+
+
+def _listener(raw: object, key: str, cls: type[HealthConfig] | type[MetricsConfig]) -> Any:
+    table = _table(raw, key, _names(cls))
+    kwargs: dict[str, Any] = {}
+    for name, value in table.items():
+        sub = _join(key, name)
+        if name == "bind_port":
+            kwargs[name] = _port(value, sub)
+        elif name == "bind_address":
+            kwargs[name] = _address(value, sub)
+        else:
+            path: str = _expect(value, str, sub)
+            if not path.startswith("/"):
+                raise ConfigError(f"config: {sub}: must start with '/', got {path!r}")
+            kwargs[name] = path
+    return cls(**kwargs)
+
+
+def _upstream(raw: object) -> UpstreamAuthorityConfig:
+    table = _table(raw, "upstream_authority", _names(UpstreamAuthorityConfig))
+    for name in ("cert_file", "key_file"):
+        if name not in table:
+            raise ConfigError(f"config: upstream_authority.{name}: required")
+    return UpstreamAuthorityConfig(
+        cert_file=Path(_expect(table["cert_file"], str, "upstream_authority.cert_file")),
+        key_file=Path(_expect(table["key_file"], str, "upstream_authority.key_file")))
+
+
+def _node_attestors(raw: object) -> NodeAttestorsConfig:
+    table = _table(raw, "node_attestors", _names(NodeAttestorsConfig))
+    join_token = JoinTokenConfig()
+    if "join_token" in table:
+        jt = _table(table["join_token"], "node_attestors.join_token", _names(JoinTokenConfig))
+        enabled = _expect(jt.get("enabled", True), bool, "node_attestors.join_token.enabled")
+        join_token = JoinTokenConfig(enabled=enabled)
+    x509pop = None
+    if "x509pop" in table:
+        xp = _table(table["x509pop"], "node_attestors.x509pop", _names(X509PopConfig))
+        if "ca_bundle_path" not in xp:
+            raise ConfigError("config: node_attestors.x509pop.ca_bundle_path: required")
+        x509pop = X509PopConfig(Path(_expect(xp["ca_bundle_path"], str, "node_attestors.x509pop.ca_bundle_path")))
+    return NodeAttestorsConfig(join_token=join_token, x509pop=x509pop)
+
+
+def _admin_uids(raw: object) -> tuple[int, ...]:
+    items: list[Any] = _expect(raw, list, "admin_uids")
+    return tuple(_uid(v) for v in items)
+
+
+def _uid(value: object) -> int:
+    uid: int = _expect(value, int, "admin_uids")
+    if uid < 0:
+        raise ConfigError(f"config: admin_uids: must be non-negative, got {uid!r}")
+    return uid
+
+
+def _database(raw: object) -> str:
+    text: str = _expect(raw, str, "database")
+    if not text:
+        raise ConfigError("config: database: must not be empty")
+    return text
+
+
+def _socket(raw: object) -> Path:
+    path = Path(_expect(raw, str, "socket_path"))
+    if len(str(path)) > _MAX_UNIX_PATH:
+        raise ConfigError(f"config: socket_path: longer than {_MAX_UNIX_PATH} bytes: {str(path)!r}")
+    return path
+
+
+def _trust_domain(raw: object) -> TrustDomain:
+    try:
+        return TrustDomain.parse(_expect(raw, str, "trust_domain"))
+    except SpiffeError as err:
+        raise ConfigError(f"config: trust_domain: {err}") from err
+
+
+# key -> converter of the raw TOML value; the order does not matter.
+_SCALARS: dict[str, Any] = {
+    "trust_domain": _trust_domain,
+    "data_dir": lambda v: Path(_expect(v, str, "data_dir")),
+    "bind_address": lambda v: _address(v, "bind_address"),
+    "bind_port": lambda v: _port(v, "bind_port"),
+    "socket_path": _socket,
+    "database": _database,
+    "log_level": lambda v: _choice(v, "log_level", LOG_LEVELS),
+    "log_format": lambda v: _choice(v, "log_format", LOG_FORMATS),
+    "ca_key_type": lambda v: _choice(v, "ca_key_type", CA_KEY_TYPES),
+    "ca_ttl": lambda v: parse_duration(v, "ca_ttl"),
+    "default_x509_svid_ttl": lambda v: parse_duration(v, "default_x509_svid_ttl"),
+    "default_jwt_svid_ttl": lambda v: parse_duration(v, "default_jwt_svid_ttl"),
+    "jwt_issuer": lambda v: _expect(v, str, "jwt_issuer"),
+    "upstream_authority": _upstream,
+    "node_attestors": _node_attestors,
+    "admin_uids": _admin_uids,
+    "health": lambda v: _listener(v, "health", HealthConfig),
+    "metrics": lambda v: _listener(v, "metrics", MetricsConfig),
+    "policy_file": lambda v: Path(_expect(v, str, "policy_file")),
+}
+
+
+def build_config(raw: Mapping[str, Any]) -> ServerConfig:
+    """Validate a raw mapping (parsed TOML with overrides applied) into a :class:`ServerConfig`."""
+    table = _table(dict(raw), "", frozenset(_SCALARS))
+    if "trust_domain" not in table:
+        raise ConfigError("config: trust_domain: required (set it in the file or pass --trust-domain)")
+    cfg = ServerConfig(**{name: _SCALARS[name](value) for name, value in table.items()})
+    if cfg.socket_path is None and len(str(cfg.admin_socket)) > _MAX_UNIX_PATH:
+        raise ConfigError(f"config: socket_path: default {str(cfg.admin_socket)!r} is too long; set socket_path")
+    return cfg
+
+
+def parse_config(text: str, overrides: Mapping[str, Any] | None = None) -> ServerConfig:
+    """Parse TOML text, then apply flag overrides (``None`` values are ignored)."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"config: not valid TOML: {err}") from err
+    raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return build_config(raw)
+
+
+def load_config(path: Path | None, overrides: Mapping[str, Any] | None = None) -> ServerConfig:
+    """Read the TOML file at ``path`` (if any) and apply flag overrides."""
+    text = ""
+    if path is not None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as err:
+            raise ConfigError(f"config: cannot read {str(path)!r}: {err.strerror}") from err
+    return parse_config(text, overrides)

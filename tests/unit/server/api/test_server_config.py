@@ -1,0 +1,104 @@
+"""server.config: TOML + flag overrides, unknown keys, defaults, warnings."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from server.config import ConfigError, load_config, parse_config, parse_duration
+
+
+def test_defaults_with_only_trust_domain() -> None:
+    cfg = parse_config("", {"trust_domain": "example.org", "data_dir": "/tmp/d"})
+    assert str(cfg.trust_domain) == "example.org"
+    assert (cfg.bind_address, cfg.bind_port) == ("127.0.0.1", 8081)
+    assert cfg.admin_socket == Path("/tmp/d/api.sock")
+    assert cfg.database_url == "/tmp/d/datastore.sqlite3"
+    assert (cfg.log_level, cfg.log_format, cfg.ca_key_type) == ("info", "text", "ec-p256")
+    assert cfg.ca_ttl == timedelta(hours=24)
+    assert cfg.default_x509_svid_ttl == timedelta(hours=1)
+    assert cfg.default_jwt_svid_ttl == timedelta(minutes=5)
+    assert cfg.health is None and cfg.metrics is None
+    assert cfg.node_attestors.join_token.enabled and cfg.node_attestors.x509pop is None
+    assert cfg.warnings() == []
+
+
+def test_full_file_parses() -> None:
+    cfg = parse_config("""
+trust_domain = "example.org"
+bind_port = 9000
+database = "postgresql://postgres@127.0.0.1:5432/test"
+ca_ttl = "2h"
+default_x509_svid_ttl = 600
+admin_uids = [1000, 1001]
+[upstream_authority]
+cert_file = "/etc/up.pem"
+key_file = "/etc/up.key"
+[node_attestors.x509pop]
+ca_bundle_path = "/etc/ca.pem"
+[health]
+bind_port = 8088
+[metrics]
+""")
+    assert cfg.bind_port == 9000
+    assert cfg.database_url.startswith("postgresql://")
+    assert cfg.ca_ttl == timedelta(hours=2) and cfg.default_x509_svid_ttl == timedelta(seconds=600)
+    assert cfg.admin_uids == (1000, 1001)
+    assert cfg.upstream_authority is not None and cfg.upstream_authority.key_file == Path("/etc/up.key")
+    assert cfg.node_attestors.x509pop is not None
+    assert cfg.health is not None and cfg.health.bind_port == 8088 and cfg.health.live_path == "/live"
+    assert cfg.metrics is not None and cfg.metrics.bind_port == 9988
+
+
+def test_flags_override_file() -> None:
+    cfg = parse_config('trust_domain = "a.org"\nbind_port = 1', {"trust_domain": "b.org", "bind_port": 2,
+                                                                 "log_level": None})
+    assert (str(cfg.trust_domain), cfg.bind_port, cfg.log_level) == ("b.org", 2, "info")
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('trust_domain = "x.org"\nbogus = 1', "config: unknown key 'bogus'"),
+    ('trust_domain = "x.org"\n[health]\nport = 1', "config: unknown key 'health.port'"),
+    ('trust_domain = "x.org"\n[node_attestors.x509pop]\nca = "a"', "config: unknown key 'node_attestors.x509pop.ca'"),
+    ("bind_port = 1", "config: trust_domain: required"),
+    ('trust_domain = "Bad_TD"', "config: trust_domain: spiffeid:"),
+    ('trust_domain = "x.org"\nbind_port = 70000', "config: bind_port: must be within 0..65535"),
+    ('trust_domain = "x.org"\nbind_address = "nowhere"', "config: bind_address: must be an IP address"),
+    ('trust_domain = "x.org"\nlog_format = "xml"', "config: log_format: must be one of json, text"),
+    ('trust_domain = "x.org"\nca_key_type = "dsa"', "config: ca_key_type: must be one of"),
+    ('trust_domain = "x.org"\nca_ttl = "-5m"', "config: ca_ttl: must be a duration"),
+    ('trust_domain = "x.org"\nca_ttl = 0', "config: ca_ttl: must be positive"),
+    ('trust_domain = "x.org"\nadmin_uids = [-1]', "config: admin_uids: must be non-negative"),
+    ('trust_domain = "x.org"\n[upstream_authority]\ncert_file = "a"', "config: upstream_authority.key_file: required"),
+    ('trust_domain = "x.org"\n[health]\nlive_path = "live"', "config: health.live_path: must start with '/'"),
+    ('trust_domain = = "x.org"', "config: not valid TOML"),
+    ('trust_domain = "x.org"\nbind_port = "8081"', "config: bind_port: expected an integer"),
+])
+def test_invalid_config_names_key(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        parse_config(text)
+    assert str(exc.value).startswith(message)
+
+
+def test_long_default_socket_is_rejected() -> None:
+    with pytest.raises(ConfigError, match="config: socket_path: default"):
+        parse_config("", {"trust_domain": "x.org", "data_dir": "/" + "d" * 120})
+
+
+def test_svid_ttl_over_ca_ttl_sixth_warns() -> None:
+    cfg = parse_config('trust_domain = "x.org"\nca_ttl = "60s"\n'
+                       'default_x509_svid_ttl = "20s"\ndefault_jwt_svid_ttl = "10s"')
+    (warning,) = cfg.warnings()
+    assert warning.startswith("config: default_x509_svid_ttl (20s) exceeds ca_ttl/6 (10s)")
+
+
+def test_load_config_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config: cannot read"):
+        load_config(tmp_path / "nope.toml")
+
+
+@pytest.mark.parametrize(("value", "seconds"), [(5, 5), ("90s", 90), ("5m", 300), ("24h", 86400), ("1d", 86400)])
+def test_parse_duration(value: object, seconds: int) -> None:
+    assert parse_duration(value, "k") == timedelta(seconds=seconds)
