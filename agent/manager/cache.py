@@ -1,0 +1,273 @@
+"""The agent's workload cache (pure: no I/O, no clock reads).
+
+It holds the authorized entries and bundles from the last sync, the X.509-SVIDs
+minted for those entries (LRU-bounded, never evicting one an open stream uses)
+and JWT-SVIDs keyed by (SPIFFE ID, sorted audiences)::
+
+    cache = WorkloadCache(max_x509_svids=1000)
+    cache.apply_sync(SyncUpdate(full=True, entries=entries, bundle=bundle))
+    view = cache.view(workload_selectors)        # default identity first, hints unique
+    todo = cache.svid_targets([workload_selectors], now=now)
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from spiffe_py.bundle import SpiffeBundle
+from spiffe_py.rotation import half_life, should_rotate
+from spiffe_py.selectors import Selector, matches
+from spiffe_py.spiffeid import SpiffeId, TrustDomain
+
+DEFAULT_MAX_X509_SVIDS = 1000
+DEFAULT_MAX_JWT_SVIDS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """An authorized registration entry as the agent sees it."""
+
+    id: str
+    spiffe_id: SpiffeId
+    selectors: frozenset[Selector]
+    hint: str = ""
+    federates_with: tuple[TrustDomain, ...] = ()
+    created_at: int = 0
+    revision: int = 0
+    x509_svid_ttl: int = 0
+    jwt_svid_ttl: int = 0
+    dns_names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedSvid:
+    """An X.509-SVID minted for an entry; the key never leaves agent memory."""
+
+    entry_id: str
+    spiffe_id: SpiffeId
+    cert_chain: tuple[bytes, ...]  # DER, leaf first
+    key_der: bytes  # PKCS#8
+    not_before: datetime
+    not_after: datetime
+
+    def __repr__(self) -> str:
+        # keep the private key out of logs and tracebacks
+        return f"IssuedSvid(entry_id={self.entry_id!r}, spiffe_id={str(self.spiffe_id)!r}, not_after={self.not_after})"
+
+
+@dataclass(frozen=True, slots=True)
+class JwtToken:
+    """A JWT-SVID minted by the server."""
+
+    token: str
+    spiffe_id: SpiffeId
+    audience: tuple[str, ...]
+    issued_at: datetime
+    expires_at: datetime
+
+    def __repr__(self) -> str:
+        return f"JwtToken(spiffe_id={str(self.spiffe_id)!r}, audience={self.audience!r}, expires_at={self.expires_at})"
+
+
+@dataclass(frozen=True, slots=True)
+class SyncUpdate:
+    """One SyncAuthorized message in domain form."""
+
+    full: bool
+    entries: tuple[Entry, ...] = ()
+    removed_entry_ids: tuple[str, ...] = ()
+    bundle: SpiffeBundle | None = None
+    federated_bundles: tuple[SpiffeBundle, ...] | None = None  # None = unchanged
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """An entry the workload is entitled to, with its SVID once minted."""
+
+    entry: Entry
+    svid: IssuedSvid | None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadView:
+    """Everything one workload may see, computed from the cache."""
+
+    identities: tuple[Identity, ...]
+    bundle: SpiffeBundle | None
+    federated: Mapping[TrustDomain, SpiffeBundle] = field(default_factory=dict)
+
+    @property
+    def complete(self) -> bool:
+        """True when every identity has an SVID."""
+        return all(i.svid is not None for i in self.identities)
+
+    def svids(self) -> tuple[tuple[Entry, IssuedSvid], ...]:
+        """Identities that have SVIDs, default first."""
+        return tuple((i.entry, i.svid) for i in self.identities if i.svid is not None)
+
+
+def order_identities(entries: Iterable[Entry]) -> list[Entry]:
+    """Order by entry id (default identity first, like SPIRE) and keep hints unique (oldest entry wins)."""
+    by_id = sorted(entries, key=lambda e: e.id)
+    winners: dict[str, Entry] = {}
+    for e in sorted(by_id, key=lambda e: (e.created_at, e.id)):
+        if e.hint:
+            winners.setdefault(e.hint, e)
+    return [e for e in by_id if not e.hint or winners[e.hint] is e]
+
+
+def _jwt_key(spiffe_id: SpiffeId, audience: Iterable[str]) -> tuple[str, tuple[str, ...]]:
+    return str(spiffe_id), tuple(sorted(set(audience)))
+
+
+class WorkloadCache:
+    """Entries, bundles and SVIDs; owned by one asyncio task (the manager), so no locks."""
+
+    def __init__(
+        self, *, max_x509_svids: int = DEFAULT_MAX_X509_SVIDS, max_jwt_svids: int = DEFAULT_MAX_JWT_SVIDS
+    ) -> None:
+        if max_x509_svids < 1 or max_jwt_svids < 1:
+            raise ValueError("cache: limits must be positive")
+        self._max_x509 = max_x509_svids
+        self._max_jwt = max_jwt_svids
+        self._entries: dict[str, Entry] = {}
+        self._bundle: SpiffeBundle | None = None
+        self._federated: dict[TrustDomain, SpiffeBundle] = {}
+        self._svids: OrderedDict[str, IssuedSvid] = OrderedDict()  # LRU: oldest use first
+        self._pins: dict[str, int] = {}
+        self._jwts: OrderedDict[tuple[str, tuple[str, ...]], JwtToken] = OrderedDict()
+        self._ready = False
+
+    @property
+    def ready(self) -> bool:
+        """True once a full sync has been applied."""
+        return self._ready
+
+    @property
+    def bundle(self) -> SpiffeBundle | None:
+        """The own trust domain's bundle."""
+        return self._bundle
+
+    def entries(self) -> tuple[Entry, ...]:
+        """All authorized entries, by id."""
+        return tuple(sorted(self._entries.values(), key=lambda e: e.id))
+
+    def apply_sync(self, update: SyncUpdate) -> bool:
+        """Apply a sync message; True if anything a workload can see changed."""
+        before = (dict(self._entries), self._bundle, dict(self._federated))
+        if update.full:
+            self._entries = {e.id: e for e in update.entries}
+            self._ready = True
+        else:
+            for entry_id in update.removed_entry_ids:
+                self._entries.pop(entry_id, None)
+            self._entries.update((e.id, e) for e in update.entries)
+        if update.bundle is not None:
+            self._bundle = update.bundle
+        if update.federated_bundles is not None:
+            self._federated = {b.trust_domain: b for b in update.federated_bundles}
+        self._drop_orphans()
+        return (self._entries, self._bundle, self._federated) != before
+
+    def _drop_orphans(self) -> None:
+        for entry_id in [i for i in self._svids if self._stale_svid(i)]:
+            del self._svids[entry_id]
+        live = {str(e.spiffe_id) for e in self._entries.values()}
+        for key in [k for k in self._jwts if k[0] not in live]:
+            del self._jwts[key]
+
+    def _stale_svid(self, entry_id: str) -> bool:
+        entry = self._entries.get(entry_id)
+        # an entry whose SPIFFE ID changed must not keep serving the old SVID
+        return entry is None or entry.spiffe_id != self._svids[entry_id].spiffe_id
+
+    def matching(self, selectors: Iterable[Selector]) -> list[Entry]:
+        """Entries whose selectors are all among the workload's, ordered with unique hints."""
+        workload = frozenset(selectors)
+        return order_identities(e for e in self._entries.values() if matches(e.selectors, workload))
+
+    def view(self, selectors: Iterable[Selector]) -> WorkloadView:
+        """What a workload with ``selectors`` may see now; marks its SVIDs as recently used."""
+        entries = self.matching(selectors)
+        identities = []
+        for e in entries:
+            svid = self._svids.get(e.id)
+            if svid is not None:
+                self._svids.move_to_end(e.id)
+            identities.append(Identity(e, svid))
+        wanted = {td for e in entries for td in e.federates_with}
+        federated = {td: b for td, b in self._federated.items() if td in wanted}
+        return WorkloadView(tuple(identities), self._bundle, federated)
+
+    def pin(self, entry_ids: Iterable[str]) -> None:
+        """Protect SVIDs from eviction while an open stream uses them."""
+        for i in entry_ids:
+            self._pins[i] = self._pins.get(i, 0) + 1
+
+    def unpin(self, entry_ids: Iterable[str]) -> None:
+        """Release a :meth:`pin`."""
+        for i in entry_ids:
+            left = self._pins.get(i, 0) - 1
+            if left > 0:
+                self._pins[i] = left
+            else:
+                self._pins.pop(i, None)
+
+    def put_svid(self, svid: IssuedSvid) -> None:
+        """Store a minted SVID, then evict least recently used unpinned ones over the limit."""
+        if svid.entry_id not in self._entries:
+            return
+        self._svids[svid.entry_id] = svid
+        self._svids.move_to_end(svid.entry_id)
+        for entry_id in list(self._svids):
+            if len(self._svids) <= self._max_x509:
+                break
+            if entry_id not in self._pins and entry_id != svid.entry_id:
+                del self._svids[entry_id]
+
+    def svid_count(self) -> int:
+        """Number of cached X.509-SVIDs."""
+        return len(self._svids)
+
+    def has_svid(self, entry_id: str) -> bool:
+        """True if an SVID for ``entry_id`` is cached."""
+        return entry_id in self._svids
+
+    def svid_targets(
+        self, subscribers: Sequence[Iterable[Selector]], *, now: datetime, jitter: float = 0.0
+    ) -> list[Entry]:
+        """Entries to mint now: missing or past half-life; subscribed ones first, then prefetch within the limit."""
+        needed: dict[str, Entry] = {}
+        for selectors in subscribers:
+            needed.update((e.id, e) for e in self.matching(selectors))
+        for e in self.entries():
+            if len(needed) >= self._max_x509:
+                break
+            needed.setdefault(e.id, e)
+        return [e for e in needed.values() if self._needs_svid(e.id, now=now, jitter=jitter)]
+
+    def _needs_svid(self, entry_id: str, *, now: datetime, jitter: float) -> bool:
+        svid = self._svids.get(entry_id)
+        if svid is None:
+            return True
+        return should_rotate(now=now, not_before=svid.not_before, not_after=svid.not_after, jitter=jitter)
+
+    def get_jwt(self, spiffe_id: SpiffeId, audience: Iterable[str], *, now: datetime) -> JwtToken | None:
+        """A cached JWT-SVID still before its half-life, else None."""
+        key = _jwt_key(spiffe_id, audience)
+        token = self._jwts.get(key)
+        if token is None or now >= half_life(token.issued_at, token.expires_at):
+            return None
+        self._jwts.move_to_end(key)
+        return token
+
+    def put_jwt(self, token: JwtToken) -> None:
+        """Cache a JWT-SVID (bounded, least recently used dropped first)."""
+        key = _jwt_key(token.spiffe_id, token.audience)
+        self._jwts[key] = token
+        self._jwts.move_to_end(key)
+        while len(self._jwts) > self._max_jwt:
+            self._jwts.popitem(last=False)
