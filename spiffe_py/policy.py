@@ -160,19 +160,24 @@ def _triple_quote_state(line: str, open_delim: str | None) -> str | None:
         pos = start + 3
 
 
-def _when_lines(text: str) -> list[int | None]:
-    """For each ``[[rule]]`` table, the 1-based line where its CEL expression starts."""
-    found: list[int | None] = []
+@dataclass(slots=True)
+class _RuleLines:
+    header: int | None = None
+    when: int | None = None
+
+
+def _rule_lines(text: str) -> list[_RuleLines]:
+    """For each ``[[rule]]`` table: its header line and the line where its CEL expression starts."""
+    found: list[_RuleLines] = []
     open_delim: str | None = None
     for number, line in enumerate(text.splitlines(), start=1):
         if open_delim is None:
             if _RULE_HEADER.match(line):
-                found.append(None)
-            elif (m := _WHEN_KEY.match(line)) and found and found[-1] is None:
+                found.append(_RuleLines(header=number))
+            elif (m := _WHEN_KEY.match(line)) and found and found[-1].when is None:
                 value = m.group("value").strip()
                 # TOML drops a newline right after an opening triple quote
-                skip = 1 if value in ('"""', "'''") else 0
-                found[-1] = number + skip
+                found[-1].when = number + (1 if value in ('"""', "'''") else 0)
         open_delim = _triple_quote_state(line, open_delim)
     return found
 
@@ -197,9 +202,9 @@ def _parse_max_ttl(value: object, err: Callable[[str], PolicyError]) -> timedelt
     return timedelta(seconds=value)
 
 
-def _parse_rule(raw: object, index: int, *, source: str, line: int | None) -> Rule:
+def _parse_rule(raw: object, index: int, *, source: str, lines: _RuleLines) -> Rule:
     def err(reason: str, name: str | None = None) -> PolicyError:
-        return PolicyError(reason, source=source, line=line, rule=name)
+        return PolicyError(reason, source=source, line=lines.header, rule=name)
 
     if not isinstance(raw, dict):
         raise err(f"rule #{index + 1} must be a table")
@@ -222,8 +227,8 @@ def _parse_rule(raw: object, index: int, *, source: str, line: int | None) -> Ru
     max_ttl = _parse_max_ttl(raw.get("max_ttl"), lambda m: err(m, name))
     if max_ttl is not None and effect is Effect.DENY:
         raise err("'max_ttl' applies only to allow rules", name)
-    program = _compile(when, source=source, line=line, name=name)
-    return Rule(name=name, when=when, effect=effect, reason=reason, max_ttl=max_ttl, line=line, program=program)
+    program = _compile(when, source=source, line=lines.when, name=name)
+    return Rule(name=name, when=when, effect=effect, reason=reason, max_ttl=max_ttl, line=lines.when, program=program)
 
 
 def parse_policy(text: str, source_name: str = "<string>") -> Policy:
@@ -244,10 +249,11 @@ def parse_policy(text: str, source_name: str = "<string>") -> Policy:
     raw_rules = data.get("rule", [])
     if not isinstance(raw_rules, list) or len(raw_rules) > MAX_RULES:
         raise PolicyError(f"'rule' must be an array of at most {MAX_RULES} tables", source=source_name)
-    lines = _when_lines(text)
-    lines += [None] * (len(raw_rules) - len(lines))
+    # tomllib keeps no positions, so a light scan of the text maps each rule to its lines
+    lines = _rule_lines(text)
+    lines += [_RuleLines() for _ in range(len(raw_rules) - len(lines))]
     rules = tuple(
-        _parse_rule(raw, i, source=source_name, line=lines[i]) for i, raw in enumerate(raw_rules)
+        _parse_rule(raw, i, source=source_name, lines=lines[i]) for i, raw in enumerate(raw_rules)
     )
     names = [r.name for r in rules]
     duplicates = sorted({n for n in names if names.count(n) > 1})
