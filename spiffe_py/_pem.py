@@ -1,0 +1,157 @@
+"""PEM / DER helpers for certificates and private keys (private; callers wrap :class:`DecodeError`).
+
+certs = certificates_from_any(pem_or_concatenated_der)
+key = private_key_from_any(pkcs8_pem_or_der)
+pem = certificates_to_pem(certs)
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Iterable
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+
+MAX_INPUT_BYTES = 4 * 1024 * 1024  # far above any sane chain/bundle; bounds work on hostile input
+MAX_CERTIFICATES = 1000
+
+SigningKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+
+_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]{1,64})-----\r?\n(.*?)-----END \1-----", re.DOTALL)
+_PEM_START = b"-----BEGIN "
+
+
+class DecodeError(ValueError):
+    """Bytes were not the expected PEM/DER content; the message names the problem, never the data."""
+
+
+def _bounded(data: bytes) -> bytes:
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise TypeError("expected bytes")
+    if len(data) > MAX_INPUT_BYTES:
+        raise DecodeError(f"input is larger than {MAX_INPUT_BYTES} bytes")
+    return bytes(data)
+
+
+def is_pem(data: bytes) -> bool:
+    """True if ``data`` looks like PEM text rather than DER."""
+    return _PEM_START in data[:MAX_INPUT_BYTES]
+
+
+def pem_blocks(data: bytes) -> list[tuple[str, bytes]]:
+    """Decode every PEM block as ``(label, der)``; text between blocks is ignored (RFC 7468 §5.2)."""
+    data = _bounded(data)
+    blocks: list[tuple[str, bytes]] = []
+    for match in _PEM_BLOCK.finditer(data):
+        body = b"".join(match.group(2).split())
+        try:
+            blocks.append((match.group(1).decode(), base64.b64decode(body, validate=True)))
+        except binascii.Error as err:
+            raise DecodeError("invalid base64 in pem block") from err
+    if data.count(_PEM_START) != len(blocks):
+        raise DecodeError("malformed pem block")
+    return blocks
+
+
+def split_der(data: bytes) -> list[bytes]:
+    """Split concatenated DER SEQUENCEs (a Workload API chain or bundle) into single objects."""
+    data = _bounded(data)
+    parts: list[bytes] = []
+    offset = 0
+    while offset < len(data):
+        end = offset + _der_length(data, offset)
+        parts.append(data[offset:end])
+        offset = end
+        if len(parts) > MAX_CERTIFICATES:
+            raise DecodeError(f"more than {MAX_CERTIFICATES} certificates")
+    return parts
+
+
+def _der_length(data: bytes, offset: int) -> int:
+    """Total length of the DER SEQUENCE (tag + length + content) starting at ``offset``."""
+    if offset + 2 > len(data) or data[offset] != 0x30:
+        raise DecodeError("der data is not a sequence")
+    first = data[offset + 1]
+    if first < 0x80:
+        header, length = 2, first
+    else:
+        count = first & 0x7F
+        if count == 0 or count > 4 or offset + 2 + count > len(data):
+            raise DecodeError("der sequence has an invalid length")
+        header, length = 2 + count, int.from_bytes(data[offset + 2 : offset + 2 + count], "big")
+    if offset + header + length > len(data):
+        raise DecodeError("der sequence is truncated")
+    return header + length
+
+
+def _load_der_certificate(der: bytes) -> x509.Certificate:
+    try:
+        return x509.load_der_x509_certificate(der)
+    except ValueError as err:
+        raise DecodeError("invalid certificate") from err
+
+
+def certificates_from_pem(data: bytes) -> list[x509.Certificate]:
+    """Certificates from PEM; any block other than CERTIFICATE is an error."""
+    blocks = pem_blocks(data)
+    if any(label != "CERTIFICATE" for label, _ in blocks):
+        raise DecodeError("pem block is not a certificate")
+    if len(blocks) > MAX_CERTIFICATES:
+        raise DecodeError(f"more than {MAX_CERTIFICATES} certificates")
+    return [_load_der_certificate(der) for _, der in blocks]
+
+
+def certificates_from_der(data: bytes) -> list[x509.Certificate]:
+    """Certificates from concatenated DER."""
+    return [_load_der_certificate(der) for der in split_der(data)]
+
+
+def certificates_from_any(data: bytes) -> list[x509.Certificate]:
+    """Certificates from PEM or concatenated DER (detected)."""
+    return certificates_from_pem(data) if is_pem(data) else certificates_from_der(data)
+
+
+def certificates_to_pem(certs: Iterable[x509.Certificate]) -> bytes:
+    """Concatenated PEM CERTIFICATE blocks."""
+    return b"".join(cert.public_bytes(serialization.Encoding.PEM) for cert in certs)
+
+
+def certificates_to_der(certs: Iterable[x509.Certificate]) -> bytes:
+    """Concatenated DER certificates."""
+    return b"".join(cert.public_bytes(serialization.Encoding.DER) for cert in certs)
+
+
+def private_key_from_any(data: bytes) -> SigningKey:
+    """An unencrypted PKCS#8 EC or RSA private key from PEM (``PRIVATE KEY``) or DER."""
+    data = _bounded(data)
+    if is_pem(data):
+        blocks = pem_blocks(data)
+        if len(blocks) != 1 or blocks[0][0] != "PRIVATE KEY":
+            raise DecodeError("expected exactly one pem block of type PRIVATE KEY (pkcs#8)")
+        data = blocks[0][1]
+    try:
+        key: PrivateKeyTypes = serialization.load_der_private_key(data, password=None)
+    except (ValueError, TypeError) as err:  # TypeError: the key is encrypted
+        raise DecodeError("invalid or encrypted private key") from err
+    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        raise DecodeError("unsupported private key type (want ec or rsa)")
+    return key
+
+
+def private_key_to_der(key: SigningKey) -> bytes:
+    """Unencrypted PKCS#8 DER."""
+    return key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def private_key_to_pem(key: SigningKey) -> bytes:
+    """Unencrypted PKCS#8 PEM."""
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
