@@ -1,0 +1,77 @@
+"""The server datastore: registration entries, agents, join tokens, bundles, CA journal,
+revocations and the audit chain, on SQLite or PostgreSQL.
+
+    store = open_datastore("postgresql://postgres@127.0.0.1:5432/spiffe")   # or a path / sqlite:///path
+    entry = store.create_entry(RegistrationEntry(...))
+    page = store.list_entries(EntryFilter(by_parent_id=agent_id), Page(size=500))
+"""
+
+from __future__ import annotations
+
+import os
+
+from server.datastore._store import SqlDataStore
+from server.datastore.base import (
+    AgentStore,
+    AuditStore,
+    BundleStore,
+    CaJournalStore,
+    ChangeStore,
+    DataStore,
+    EntryStore,
+    JoinTokenStore,
+    RevocationStore,
+    TokenStore,
+)
+from server.datastore.errors import (
+    AlreadyExistsError,
+    ConflictError,
+    DataStoreError,
+    InvalidArgumentError,
+    LimitExceededError,
+    NotFoundError,
+    SchemaVersionError,
+)
+from server.datastore.models import (
+    AgentFilter,
+    AttestedAgent,
+    AuditFilter,
+    AuditRecord,
+    BundleRecord,
+    Change,
+    ChangeBatch,
+    ChangeKind,
+    EntryFilter,
+    JoinToken,
+    MatchMode,
+    Page,
+    PageResult,
+    RegistrationEntry,
+    Revocation,
+    RevocationKind,
+    SelectorMatch,
+)
+
+__all__ = [
+    "AgentFilter", "AgentStore", "AlreadyExistsError", "AttestedAgent", "AuditFilter", "AuditRecord", "AuditStore",
+    "BundleRecord", "BundleStore", "CaJournalStore", "Change", "ChangeBatch", "ChangeKind", "ChangeStore",
+    "ConflictError", "DataStore", "DataStoreError", "EntryFilter", "EntryStore", "InvalidArgumentError",
+    "JoinToken", "JoinTokenStore", "LimitExceededError", "MatchMode", "NotFoundError", "Page", "PageResult",
+    "RegistrationEntry", "Revocation", "RevocationKind", "RevocationStore", "SchemaVersionError", "SelectorMatch",
+    "SqlDataStore", "TokenStore", "open_datastore",
+]
+
+_POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+_SQLITE_SCHEME = "sqlite://"
+
+
+def open_datastore(target: str | os.PathLike[str]) -> SqlDataStore:
+    """Open by URL scheme: ``postgresql://``/``postgres://``, ``sqlite:///path``, or a plain file/dir path."""
+    text = os.fspath(target)
+    if text.startswith(_POSTGRES_SCHEMES):
+        from server.datastore.postgres import open_postgres  # psycopg only when asked for
+
+        return open_postgres(text)
+    from server.datastore.sqlite import open_sqlite
+
+    return open_sqlite(text.removeprefix(_SQLITE_SCHEME))

@@ -1,0 +1,426 @@
+# ruff: noqa: S608  -- SQL text is assembled only from our own column lists; every value is a bound parameter.
+"""The SQL datastore, written once for every backend (see ``schema.Backend``).
+
+    store = SqlDataStore(SqliteBackend(path))     # migrates on open
+    entry = store.create_entry(entry)
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
+from datetime import datetime
+
+from server.datastore import _codec as codec
+from server.datastore._query import agent_where, audit_where, entry_where
+from server.datastore.errors import (
+    AlreadyExistsError,
+    ConflictError,
+    InvalidArgumentError,
+    LimitExceededError,
+    NotFoundError,
+)
+from server.datastore.models import (
+    MAX_IDS_PER_QUERY,
+    MAX_JOURNAL_BYTES,
+    MAX_PAGE_SIZE,
+    MAX_REVOCATIONS,
+    AgentFilter,
+    AttestedAgent,
+    AuditFilter,
+    AuditRecord,
+    BundleRecord,
+    Change,
+    ChangeBatch,
+    ChangeKind,
+    EntryFilter,
+    JoinToken,
+    Page,
+    PageResult,
+    RegistrationEntry,
+    Revocation,
+    check_int,
+    check_str,
+    check_time,
+)
+from server.datastore.schema import Backend, Tx, UniqueViolation, migrate
+
+_ENTRY_SELECT = f"SELECT {', '.join('e.' + c for c in codec.ENTRY_COLUMNS)} FROM entries e"
+_AGENT_COLS = ", ".join(codec.AGENT_COLUMNS)
+_AUDIT_COLS = ", ".join(codec.AUDIT_COLUMNS)
+
+
+def _insert(tx: Tx, table: str, row: dict[str, object]) -> None:
+    # Column names come from our own codec, never from input.
+    marks = ", ".join("?" for _ in row)
+    tx.execute(f"INSERT INTO {table} ({', '.join(row)}) VALUES ({marks})", list(row.values()))
+
+
+def _bump(tx: Tx, counter: str) -> int:
+    # The row lock taken here serialises writers, so sequence numbers become visible in order.
+    return int(tx.execute("UPDATE counters SET value = value + 1 WHERE name = ? RETURNING value", (counter,))[0][0])
+
+
+def _counter(tx: Tx, counter: str) -> int:
+    return int(tx.execute("SELECT value FROM counters WHERE name = ?", (counter,))[0][0])
+
+
+def _record_change(tx: Tx, kind: ChangeKind, key: str, *, deleted: bool = False) -> None:
+    _insert(tx, "changes", {"seq": _bump(tx, "change"), "kind": kind.value, "key": key, "deleted": deleted})
+
+
+def _page_of(items: Sequence[object], page: Page, key: str) -> str:
+    # We fetch size + 1 rows: the extra one only tells whether another page exists.
+    return key if len(items) > page.size else ""
+
+
+class SqlDataStore:
+    """The datastore over one backend; thread-safe (each method is one transaction)."""
+
+    def __init__(self, backend: Backend, *, max_revocations: int = MAX_REVOCATIONS) -> None:
+        self._backend = backend
+        self._max_revocations = max_revocations
+        self.schema_version = migrate(backend)
+
+    def close(self) -> None:
+        """Release connections."""
+        self._backend.close()
+
+    # -- entries -----------------------------------------------------------------------------
+
+    def _insert_entry(self, tx: Tx, entry: RegistrationEntry) -> None:
+        row = codec.entry_row(entry)
+        similar = tx.execute("SELECT id FROM entries WHERE identity_key = ?", (row["identity_key"],))
+        if similar:
+            raise AlreadyExistsError(
+                f"datastore: similar entry already exists (same parent_id, spiffe_id, selectors): {similar[0][0]!r}")
+        try:
+            _insert(tx, "entries", row)
+        except UniqueViolation as err:
+            raise AlreadyExistsError(f"datastore: entry already exists: {entry.id!r}") from err
+        for sel in entry.selectors:
+            _insert(tx, "entry_selectors", {"entry_id": entry.id, "type": sel.type, "value": sel.value})
+        for key, value in entry.labels.items():
+            _insert(tx, "entry_labels", {"entry_id": entry.id, "key": key, "value": value})
+
+    def _delete_entry(self, tx: Tx, entry_id: str) -> RegistrationEntry:
+        rows = tx.execute(f"DELETE FROM entries WHERE id = ? RETURNING {', '.join(codec.ENTRY_COLUMNS)}", (entry_id,))
+        if not rows:
+            raise NotFoundError(f"datastore: no such entry: {entry_id!r}")
+        tx.execute("DELETE FROM entry_selectors WHERE entry_id = ?", (entry_id,))
+        tx.execute("DELETE FROM entry_labels WHERE entry_id = ?", (entry_id,))
+        return codec.entry_from_row(rows[0])
+
+    def create_entry(self, entry: RegistrationEntry) -> RegistrationEntry:
+        """Store a new entry (revision 0, ID generated if empty); AlreadyExistsError on a duplicate."""
+        entry = replace(entry, id=entry.id or str(uuid.uuid4()), revision=0)
+        with self._backend.transaction() as tx:
+            self._insert_entry(tx, entry)
+            _record_change(tx, ChangeKind.ENTRY, entry.id)
+        return entry
+
+    def update_entry(self, entry: RegistrationEntry) -> RegistrationEntry:
+        """Replace the entry with ``entry.id`` and bump its revision; keeps ``created_at``."""
+        with self._backend.transaction() as tx:
+            old = self._delete_entry(tx, entry.id)
+            entry = replace(entry, revision=old.revision + 1, created_at=old.created_at)
+            self._insert_entry(tx, entry)
+            _record_change(tx, ChangeKind.ENTRY, entry.id)
+        return entry
+
+    def delete_entry(self, entry_id: str) -> RegistrationEntry:
+        """Delete and return the entry; NotFoundError if absent."""
+        with self._backend.transaction() as tx:
+            entry = self._delete_entry(tx, entry_id)
+            _record_change(tx, ChangeKind.ENTRY, entry_id, deleted=True)
+        return entry
+
+    def get_entry(self, entry_id: str) -> RegistrationEntry:
+        """The entry with this ID; NotFoundError if absent."""
+        with self._backend.transaction() as tx:
+            rows = tx.execute(f"{_ENTRY_SELECT} WHERE e.id = ?", (entry_id,))
+        if not rows:
+            raise NotFoundError(f"datastore: no such entry: {entry_id!r}")
+        return codec.entry_from_row(rows[0])
+
+    def list_entries(self, filter: EntryFilter | None = None,
+                     page: Page | None = None) -> PageResult[RegistrationEntry]:
+        """One page of entries matching ``filter``, ordered by ID."""
+        page = page or Page()
+        where, params = entry_where(filter or EntryFilter(), after=page.token)
+        with self._backend.transaction() as tx:
+            rows = tx.execute(f"{_ENTRY_SELECT} WHERE {where} ORDER BY e.id LIMIT ?", [*params, page.size + 1])
+        items = tuple(codec.entry_from_row(r) for r in rows[: page.size])
+        return PageResult(items, _page_of(rows, page, items[-1].id if items else ""))
+
+    def count_entries(self, filter: EntryFilter | None = None) -> int:
+        """How many entries match ``filter``."""
+        where, params = entry_where(filter or EntryFilter())
+        with self._backend.transaction() as tx:
+            return int(tx.execute(f"SELECT COUNT(*) FROM entries e WHERE {where}", params)[0][0])
+
+    def list_by_parent_ids(self, parent_ids: Iterable[str]) -> tuple[RegistrationEntry, ...]:
+        """All entries whose parent is one of ``parent_ids`` (at most 1000 IDs), ordered by ID."""
+        ids = sorted(set(parent_ids))
+        if len(ids) > MAX_IDS_PER_QUERY:
+            raise InvalidArgumentError("parent_ids", f"at most {MAX_IDS_PER_QUERY} allowed, got {len(ids)}")
+        if not ids:
+            return ()
+        marks = ", ".join("?" for _ in ids)
+        with self._backend.transaction() as tx:
+            rows = tx.execute(f"{_ENTRY_SELECT} WHERE e.parent_id IN ({marks}) ORDER BY e.id", ids)
+        return tuple(codec.entry_from_row(r) for r in rows)
+
+    def prune_entries(self, *, now: datetime) -> int:
+        """Delete entries whose ``expires_at`` is before ``now``; returns how many."""
+        check_time("now", now)
+        with self._backend.transaction() as tx:
+            expired = tx.execute("SELECT id FROM entries WHERE expires_at < ?", (codec.to_micros(now),))
+            for (entry_id,) in expired:
+                self._delete_entry(tx, entry_id)
+                _record_change(tx, ChangeKind.ENTRY, entry_id, deleted=True)
+        return len(expired)
+
+    # -- change log ----------------------------------------------------------------------------
+
+    def change_seq(self) -> int:
+        """The sequence number of the newest committed change (0 if none)."""
+        with self._backend.transaction() as tx:
+            return _counter(tx, "change")
+
+    def changes_since(self, seq: int, *, limit: int = MAX_PAGE_SIZE) -> ChangeBatch:
+        """Changes with a sequence number above ``seq``, oldest first (at most ``limit``)."""
+        check_int("seq", seq, high=2**62)
+        check_int("limit", limit, low=1, high=MAX_PAGE_SIZE)
+        with self._backend.transaction() as tx:
+            rows = tx.execute("SELECT seq, kind, key, deleted FROM changes WHERE seq > ? ORDER BY seq LIMIT ?",
+                              (seq, limit))
+            truncated = seq < _counter(tx, "change_pruned")
+        changes = tuple(Change(int(s), ChangeKind(k), key, bool(d)) for s, k, key, d in rows)
+        return ChangeBatch(changes, history_truncated=truncated)
+
+    def prune_changes(self, *, keep_last: int) -> int:
+        """Forget all but the newest ``keep_last`` changes; returns how many were removed."""
+        check_int("keep_last", keep_last, high=2**62)
+        with self._backend.transaction() as tx:
+            cutoff = _counter(tx, "change") - keep_last
+            removed = tx.execute("DELETE FROM changes WHERE seq <= ? RETURNING seq", (cutoff,))
+            tx.execute("UPDATE counters SET value = CASE WHEN value < ? THEN ? ELSE value END WHERE name = ?",
+                       (cutoff, cutoff, "change_pruned"))
+        return len(removed)
+
+    # -- agents --------------------------------------------------------------------------------
+
+    def create_agent(self, agent: AttestedAgent) -> AttestedAgent:
+        """Store a new agent; AlreadyExistsError if its SPIFFE ID is known."""
+        with self._backend.transaction() as tx:
+            try:
+                _insert(tx, "agents", codec.agent_row(agent))
+            except UniqueViolation as err:
+                raise AlreadyExistsError(f"datastore: agent already exists: {agent.spiffe_id!r}") from err
+            _record_change(tx, ChangeKind.AGENT, agent.spiffe_id)
+        return agent
+
+    def _update_agent(self, spiffe_id: str, values: dict[str, object]) -> AttestedAgent:
+        sets = ", ".join(f"{column} = ?" for column in values)
+        with self._backend.transaction() as tx:
+            rows = tx.execute(f"UPDATE agents SET {sets} WHERE spiffe_id = ? RETURNING {_AGENT_COLS}",
+                              [*values.values(), spiffe_id])
+            if not rows:
+                raise NotFoundError(f"datastore: no such agent: {spiffe_id!r}")
+            _record_change(tx, ChangeKind.AGENT, spiffe_id)
+        return codec.agent_from_row(rows[0])
+
+    def update_agent(self, agent: AttestedAgent) -> AttestedAgent:
+        """Replace the agent with ``agent.spiffe_id`` (keeps ``created_at``); NotFoundError if absent."""
+        row = codec.agent_row(agent)
+        del row["created_at"], row["spiffe_id"]
+        return self._update_agent(agent.spiffe_id, row)
+
+    def get_agent(self, spiffe_id: str) -> AttestedAgent:
+        """The agent with this ID; NotFoundError if absent."""
+        with self._backend.transaction() as tx:
+            rows = tx.execute(f"SELECT {_AGENT_COLS} FROM agents WHERE spiffe_id = ?", (spiffe_id,))
+        if not rows:
+            raise NotFoundError(f"datastore: no such agent: {spiffe_id!r}")
+        return codec.agent_from_row(rows[0])
+
+    def list_agents(self, filter: AgentFilter | None = None, page: Page | None = None) -> PageResult[AttestedAgent]:
+        """One page of agents matching ``filter``, ordered by SPIFFE ID."""
+        page = page or Page()
+        where, params = agent_where(filter or AgentFilter(), after=page.token)
+        with self._backend.transaction() as tx:
+            rows = tx.execute(f"SELECT {_AGENT_COLS} FROM agents WHERE {where} ORDER BY spiffe_id LIMIT ?",
+                              [*params, page.size + 1])
+        items = tuple(codec.agent_from_row(r) for r in rows[: page.size])
+        return PageResult(items, _page_of(rows, page, items[-1].spiffe_id if items else ""))
+
+    def count_agents(self, filter: AgentFilter | None = None) -> int:
+        """How many agents match ``filter``."""
+        where, params = agent_where(filter or AgentFilter())
+        with self._backend.transaction() as tx:
+            return int(tx.execute(f"SELECT COUNT(*) FROM agents WHERE {where}", params)[0][0])
+
+    def ban_agent(self, spiffe_id: str, *, now: datetime) -> AttestedAgent:
+        """Mark the agent banned; NotFoundError if absent."""
+        check_time("now", now)
+        return self._update_agent(spiffe_id, {"banned": True, "updated_at": codec.to_micros(now)})
+
+    def delete_agent(self, spiffe_id: str) -> AttestedAgent:
+        """Evict: delete and return the agent; NotFoundError if absent."""
+        with self._backend.transaction() as tx:
+            rows = tx.execute(f"DELETE FROM agents WHERE spiffe_id = ? RETURNING {_AGENT_COLS}", (spiffe_id,))
+            if not rows:
+                raise NotFoundError(f"datastore: no such agent: {spiffe_id!r}")
+            _record_change(tx, ChangeKind.AGENT, spiffe_id, deleted=True)
+        return codec.agent_from_row(rows[0])
+
+    # -- join tokens ---------------------------------------------------------------------------
+
+    def create_join_token(self, token: JoinToken) -> None:
+        """Store a new token (hashed); AlreadyExistsError if it exists."""
+        row = {"token_hash": codec.token_hash(token.token), "expires_at": codec.to_micros(token.expires_at),
+               "spiffe_id": token.spiffe_id}
+        with self._backend.transaction() as tx:
+            try:
+                _insert(tx, "join_tokens", row)
+            except UniqueViolation as err:
+                raise AlreadyExistsError("datastore: join token already exists") from err
+
+    def consume(self, token: str, *, now: datetime) -> JoinToken | None:
+        """Atomically remove and return the token; None if unknown, already used or expired at ``now``."""
+        check_str("token", token)
+        check_time("now", now)
+        # DELETE ... RETURNING: of two racing consumers only one gets the row back.
+        with self._backend.transaction() as tx:
+            rows = tx.execute("DELETE FROM join_tokens WHERE token_hash = ? RETURNING expires_at, spiffe_id",
+                              (codec.token_hash(token),))
+        if not rows or codec.from_micros(rows[0][0]) <= now:
+            return None
+        return JoinToken(token=token, expires_at=codec.from_micros(rows[0][0]), spiffe_id=rows[0][1])
+
+    def prune_join_tokens(self, *, now: datetime) -> int:
+        """Delete tokens expired at ``now``; returns how many."""
+        check_time("now", now)
+        with self._backend.transaction() as tx:
+            return len(tx.execute("DELETE FROM join_tokens WHERE expires_at <= ? RETURNING token_hash",
+                                  (codec.to_micros(now),)))
+
+    # -- bundles -------------------------------------------------------------------------------
+
+    def get_bundle(self, trust_domain: str) -> BundleRecord:
+        """The bundle of ``trust_domain``; NotFoundError if absent."""
+        with self._backend.transaction() as tx:
+            rows = tx.execute("SELECT trust_domain, data, sequence FROM bundles WHERE trust_domain = ?",
+                              (trust_domain,))
+        if not rows:
+            raise NotFoundError(f"datastore: no bundle for trust domain: {trust_domain!r}")
+        return BundleRecord(trust_domain=rows[0][0], data=bytes(rows[0][1]), sequence=int(rows[0][2]))
+
+    def set_bundle(self, bundle: BundleRecord) -> None:
+        """Create or replace the bundle of ``bundle.trust_domain``."""
+        with self._backend.transaction() as tx:
+            tx.execute("INSERT INTO bundles (trust_domain, data, sequence) VALUES (?, ?, ?) ON CONFLICT (trust_domain)"
+                       " DO UPDATE SET data = excluded.data, sequence = excluded.sequence",
+                       (bundle.trust_domain, bundle.data, bundle.sequence))
+            _record_change(tx, ChangeKind.BUNDLE, bundle.trust_domain)
+
+    def list_bundles(self) -> tuple[BundleRecord, ...]:
+        """All bundles, ordered by trust domain."""
+        with self._backend.transaction() as tx:
+            rows = tx.execute("SELECT trust_domain, data, sequence FROM bundles ORDER BY trust_domain")
+        return tuple(BundleRecord(trust_domain=td, data=bytes(data), sequence=int(seq)) for td, data, seq in rows)
+
+    def delete_bundle(self, trust_domain: str) -> None:
+        """Delete a bundle; NotFoundError if absent."""
+        with self._backend.transaction() as tx:
+            if not tx.execute("DELETE FROM bundles WHERE trust_domain = ? RETURNING trust_domain", (trust_domain,)):
+                raise NotFoundError(f"datastore: no bundle for trust domain: {trust_domain!r}")
+            _record_change(tx, ChangeKind.BUNDLE, trust_domain, deleted=True)
+
+    # -- CA journal ----------------------------------------------------------------------------
+
+    def load_journal(self) -> bytes | None:
+        """The saved CA journal, or None if never saved."""
+        with self._backend.transaction() as tx:
+            rows = tx.execute("SELECT data FROM ca_journal WHERE id = 1")
+        return bytes(rows[0][0]) if rows else None
+
+    def save_journal(self, data: bytes) -> None:
+        """Replace the CA journal."""
+        if not isinstance(data, bytes) or len(data) > MAX_JOURNAL_BYTES:
+            raise InvalidArgumentError("journal", f"must be bytes of at most {MAX_JOURNAL_BYTES} bytes")
+        with self._backend.transaction() as tx:
+            tx.execute("INSERT INTO ca_journal (id, data) VALUES (1, ?)"
+                       " ON CONFLICT (id) DO UPDATE SET data = excluded.data", (data,))
+
+    # -- revocations ---------------------------------------------------------------------------
+
+    def add_revocation(self, revocation: Revocation) -> None:
+        """Record a revocation (idempotent); LimitExceededError when the table is full."""
+        row = codec.revocation_row(revocation)
+        with self._backend.transaction() as tx:
+            if int(tx.execute("SELECT COUNT(*) FROM revocations")[0][0]) >= self._max_revocations:
+                raise LimitExceededError(f"datastore: revocation list is full ({self._max_revocations}); prune first")
+            marks = ", ".join("?" for _ in row)
+            tx.execute(f"INSERT INTO revocations ({', '.join(row)}) VALUES ({marks})"
+                       " ON CONFLICT (kind, value) DO NOTHING", list(row.values()))
+
+    def list_revocations(self, *, now: datetime) -> tuple[Revocation, ...]:
+        """Revocations not yet expired at ``now``, ordered by kind and value."""
+        check_time("now", now)
+        with self._backend.transaction() as tx:
+            rows = tx.execute(f"SELECT {', '.join(codec.REVOCATION_COLUMNS)} FROM revocations"
+                              " WHERE expires_at > ? ORDER BY kind, value", (codec.to_micros(now),))
+        return tuple(codec.revocation_from_row(r) for r in rows)
+
+    def count_revocations(self) -> int:
+        """How many revocations are stored (expired ones included until pruned)."""
+        with self._backend.transaction() as tx:
+            return int(tx.execute("SELECT COUNT(*) FROM revocations")[0][0])
+
+    def prune_revocations(self, *, now: datetime) -> int:
+        """Delete revocations expired at ``now``; returns how many."""
+        check_time("now", now)
+        with self._backend.transaction() as tx:
+            return len(tx.execute("DELETE FROM revocations WHERE expires_at <= ? RETURNING value",
+                                  (codec.to_micros(now),)))
+
+    # -- audit ---------------------------------------------------------------------------------
+
+    def append_audit(self, record: AuditRecord) -> AuditRecord:
+        """Append; ConflictError unless ``record.prev_hash`` is the newest hash ("" when empty)."""
+        with self._backend.transaction() as tx:
+            seq = _bump(tx, "audit")  # also serialises appenders until commit
+            last = tx.execute("SELECT hash FROM audit ORDER BY seq DESC LIMIT 1")
+            newest = last[0][0] if last else ""
+            if record.prev_hash != newest:
+                raise ConflictError(f"datastore: audit prev_hash {record.prev_hash!r} is not the newest {newest!r}")
+            record = replace(record, seq=seq)
+            _insert(tx, "audit", codec.audit_row(record))
+        return record
+
+    def list_audit(self, filter: AuditFilter | None = None, page: Page | None = None) -> PageResult[AuditRecord]:
+        """One page of matching records in chain order."""
+        page = page or Page()
+        try:
+            after = int(page.token or "0")
+        except ValueError:
+            raise InvalidArgumentError("page_token", "not a token of this listing") from None
+        where, params = audit_where(filter or AuditFilter(), after=after)
+        with self._backend.transaction() as tx:
+            rows = tx.execute(f"SELECT {_AUDIT_COLS} FROM audit WHERE {where} ORDER BY seq LIMIT ?",
+                              [*params, page.size + 1])
+        items = tuple(codec.audit_from_row(r) for r in rows[: page.size])
+        return PageResult(items, _page_of(rows, page, str(items[-1].seq) if items else ""))
+
+    def iter_audit(self) -> Iterator[AuditRecord]:
+        """Every record in chain order (fetched page by page)."""
+        page = Page(size=MAX_PAGE_SIZE)
+        while True:
+            result = self.list_audit(page=page)
+            yield from result.items
+            if not result.next_token:
+                return
+            page = Page(result.next_token, MAX_PAGE_SIZE)

@@ -1,0 +1,211 @@
+"""The datastore interface, split into narrow protocols so consumers depend on little.
+
+Every method is synchronous and thread-safe; asyncio callers use ``asyncio.to_thread``::
+
+    def authorize(store: EntryStore, agent_id: str) -> tuple[RegistrationEntry, ...]:
+        return store.list_by_parent_ids([agent_id])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from typing import Protocol
+
+from server.datastore.models import (
+    AgentFilter,
+    AttestedAgent,
+    AuditFilter,
+    AuditRecord,
+    BundleRecord,
+    ChangeBatch,
+    EntryFilter,
+    JoinToken,
+    Page,
+    PageResult,
+    RegistrationEntry,
+    Revocation,
+)
+
+
+class EntryStore(Protocol):
+    """Registration entries."""
+
+    def create_entry(self, entry: RegistrationEntry) -> RegistrationEntry:
+        """Store a new entry (revision 0, ID generated if empty); AlreadyExistsError on a duplicate."""
+        ...
+
+    def update_entry(self, entry: RegistrationEntry) -> RegistrationEntry:
+        """Replace the entry with ``entry.id`` and bump its revision; keeps ``created_at``."""
+        ...
+
+    def delete_entry(self, entry_id: str) -> RegistrationEntry:
+        """Delete and return the entry; NotFoundError if absent."""
+        ...
+
+    def get_entry(self, entry_id: str) -> RegistrationEntry:
+        """The entry with this ID; NotFoundError if absent."""
+        ...
+
+    def list_entries(self, filter: EntryFilter | None = None,
+                     page: Page | None = None) -> PageResult[RegistrationEntry]:
+        """One page of entries matching ``filter``, ordered by ID."""
+        ...
+
+    def count_entries(self, filter: EntryFilter | None = None) -> int:
+        """How many entries match ``filter``."""
+        ...
+
+    def list_by_parent_ids(self, parent_ids: Iterable[str]) -> tuple[RegistrationEntry, ...]:
+        """All entries whose parent is one of ``parent_ids`` (at most 1000 IDs)."""
+        ...
+
+    def prune_entries(self, *, now: datetime) -> int:
+        """Delete entries whose ``expires_at`` is before ``now``; returns how many."""
+        ...
+
+
+class ChangeStore(Protocol):
+    """A global, monotonically increasing change log (entries, agents, bundles)."""
+
+    def change_seq(self) -> int:
+        """The sequence number of the newest committed change (0 if none)."""
+        ...
+
+    def changes_since(self, seq: int, *, limit: int = 1000) -> ChangeBatch:
+        """Changes with a sequence number above ``seq``, oldest first."""
+        ...
+
+    def prune_changes(self, *, keep_last: int) -> int:
+        """Forget all but the newest ``keep_last`` changes; returns how many were removed."""
+        ...
+
+
+class AgentStore(Protocol):
+    """Attested node agents."""
+
+    def create_agent(self, agent: AttestedAgent) -> AttestedAgent:
+        """Store a new agent; AlreadyExistsError if its SPIFFE ID is known."""
+        ...
+
+    def update_agent(self, agent: AttestedAgent) -> AttestedAgent:
+        """Replace the agent with ``agent.spiffe_id`` (keeps ``created_at``); NotFoundError if absent."""
+        ...
+
+    def get_agent(self, spiffe_id: str) -> AttestedAgent:
+        """The agent with this ID; NotFoundError if absent."""
+        ...
+
+    def list_agents(self, filter: AgentFilter | None = None, page: Page | None = None) -> PageResult[AttestedAgent]:
+        """One page of agents matching ``filter``, ordered by SPIFFE ID."""
+        ...
+
+    def count_agents(self, filter: AgentFilter | None = None) -> int:
+        """How many agents match ``filter``."""
+        ...
+
+    def ban_agent(self, spiffe_id: str, *, now: datetime) -> AttestedAgent:
+        """Mark the agent banned; NotFoundError if absent."""
+        ...
+
+    def delete_agent(self, spiffe_id: str) -> AttestedAgent:
+        """Evict: delete and return the agent; NotFoundError if absent."""
+        ...
+
+
+class JoinTokenStore(Protocol):
+    """Single-use join tokens (stored hashed)."""
+
+    def create_join_token(self, token: JoinToken) -> None:
+        """Store a new token; AlreadyExistsError if it exists."""
+        ...
+
+    def consume(self, token: str, *, now: datetime) -> JoinToken | None:
+        """Atomically remove and return the token; None if unknown, used or expired."""
+        ...
+
+    def prune_join_tokens(self, *, now: datetime) -> int:
+        """Delete expired tokens; returns how many."""
+        ...
+
+
+TokenStore = JoinTokenStore
+
+
+class BundleStore(Protocol):
+    """Trust bundles by trust domain name."""
+
+    def get_bundle(self, trust_domain: str) -> BundleRecord:
+        """The bundle of ``trust_domain``; NotFoundError if absent."""
+        ...
+
+    def set_bundle(self, bundle: BundleRecord) -> None:
+        """Create or replace the bundle of ``bundle.trust_domain``."""
+        ...
+
+    def list_bundles(self) -> tuple[BundleRecord, ...]:
+        """All bundles, ordered by trust domain."""
+        ...
+
+    def delete_bundle(self, trust_domain: str) -> None:
+        """Delete a bundle; NotFoundError if absent."""
+        ...
+
+
+class CaJournalStore(Protocol):
+    """The CA's journal, an opaque blob."""
+
+    def load_journal(self) -> bytes | None:
+        """The saved journal, or None if never saved."""
+        ...
+
+    def save_journal(self, data: bytes) -> None:
+        """Replace the journal."""
+        ...
+
+
+class RevocationStore(Protocol):
+    """Revoked X.509 serials and JWT IDs."""
+
+    def add_revocation(self, revocation: Revocation) -> None:
+        """Record a revocation (idempotent); LimitExceededError when the table is full."""
+        ...
+
+    def list_revocations(self, *, now: datetime) -> tuple[Revocation, ...]:
+        """Revocations not yet expired at ``now``."""
+        ...
+
+    def count_revocations(self) -> int:
+        """How many revocations are stored (expired ones included until pruned)."""
+        ...
+
+    def prune_revocations(self, *, now: datetime) -> int:
+        """Delete revocations expired at ``now``; returns how many."""
+        ...
+
+
+class AuditStore(Protocol):
+    """The append-only audit chain."""
+
+    def append_audit(self, record: AuditRecord) -> AuditRecord:
+        """Append; ConflictError unless ``record.prev_hash`` is the newest hash ("" when empty)."""
+        ...
+
+    def list_audit(self, filter: AuditFilter | None = None, page: Page | None = None) -> PageResult[AuditRecord]:
+        """One page of matching records in chain order."""
+        ...
+
+    def iter_audit(self) -> Iterator[AuditRecord]:
+        """Every record in chain order (fetched page by page)."""
+        ...
+
+
+class DataStore(
+    EntryStore, ChangeStore, AgentStore, JoinTokenStore, BundleStore, CaJournalStore, RevocationStore, AuditStore,
+    Protocol,
+):
+    """The whole datastore."""
+
+    def close(self) -> None:
+        """Release connections; the store is unusable afterwards."""
+        ...

@@ -1,0 +1,368 @@
+"""Records kept by the server datastore (frozen values, validated on construction).
+
+Every bound the store enforces is checked here, so an API handler that builds a
+record from a request gets an :class:`InvalidArgumentError` naming the field::
+
+    entry = RegistrationEntry(
+        spiffe_id="spiffe://example.org/web",
+        parent_id="spiffe://example.org/spire/agent/join_token/abc",
+        selectors=(Selector.parse("unix:uid:1000"),),
+        created_at=now,
+    )
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import MappingProxyType
+from typing import Generic, TypeVar
+
+from server.datastore.errors import InvalidArgumentError
+from spiffe_py.selectors import Selector
+
+MAX_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = 100
+MAX_SELECTORS = 64
+MAX_DNS_NAMES = 32
+MAX_LABELS = 64
+MAX_FEDERATES_WITH = 64
+MAX_JWT_CLAIMS = 64
+MAX_STRING_BYTES = 2048
+MAX_IDS_PER_QUERY = 1000
+MAX_BUNDLE_BYTES = 1 << 20
+MAX_JOURNAL_BYTES = 4 << 20
+MAX_AUDIT_RECORD_BYTES = 64 << 10
+MAX_REVOCATIONS = 100_000
+MAX_SECONDS = 2**31 - 1
+
+T = TypeVar("T")
+
+
+def check_str(name: str, value: str, *, required: bool = False, limit: int = MAX_STRING_BYTES) -> None:
+    """Raise InvalidArgumentError unless ``value`` is a str of at most ``limit`` UTF-8 bytes without NUL."""
+    if not isinstance(value, str):
+        raise InvalidArgumentError(name, f"must be a string, got {type(value).__name__}")
+    if required and not value:
+        raise InvalidArgumentError(name, "must not be empty")
+    if "\x00" in value:
+        raise InvalidArgumentError(name, "must not contain NUL")
+    if len(value.encode("utf-8", "surrogatepass")) > limit:
+        raise InvalidArgumentError(name, f"must be at most {limit} bytes")
+
+
+def check_count(name: str, items: tuple[object, ...] | Mapping[str, str], limit: int) -> None:
+    """Raise InvalidArgumentError if there are more than ``limit`` items."""
+    if len(items) > limit:
+        raise InvalidArgumentError(name, f"at most {limit} allowed, got {len(items)}")
+
+
+def check_int(name: str, value: int, *, low: int = 0, high: int = MAX_SECONDS) -> None:
+    """Raise InvalidArgumentError unless ``low <= value <= high``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidArgumentError(name, f"must be an integer in [{low}, {high}], got {value!r}")
+
+
+def check_time(name: str, value: datetime | None) -> None:
+    """Raise InvalidArgumentError unless ``value`` is None or a tz-aware datetime."""
+    if value is not None and (not isinstance(value, datetime) or value.utcoffset() is None):
+        raise InvalidArgumentError(name, "must be a timezone-aware datetime")
+
+
+def _strings(name: str, values: Iterable[str], limit: int) -> tuple[str, ...]:
+    items = tuple(values)
+    check_count(name, items, limit)
+    for item in items:
+        check_str(name, item, required=True)
+    return items
+
+
+def _mapping(name: str, values: Mapping[str, str], limit: int) -> Mapping[str, str]:
+    items = dict(sorted(dict(values).items()))
+    check_count(name, items, limit)
+    for key, value in items.items():
+        check_str(name, key, required=True)
+        check_str(name, value)
+    return MappingProxyType(items)
+
+
+def normalize_selectors(name: str, values: Iterable[Selector], *, required: bool) -> tuple[Selector, ...]:
+    """Sorted, de-duplicated selectors within the bound; raises InvalidArgumentError."""
+    items = tuple(values)
+    for item in items:
+        if not isinstance(item, Selector):
+            raise InvalidArgumentError(name, f"must contain Selector values, got {type(item).__name__}")
+    result = tuple(sorted(set(items)))
+    check_count(name, result, MAX_SELECTORS)
+    if required and not result:
+        raise InvalidArgumentError(name, "at least one selector is required")
+    return result
+
+
+def _set(obj: object, name: str, value: object) -> None:
+    # Normalisation inside a frozen dataclass's __post_init__.
+    object.__setattr__(obj, name, value)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RegistrationEntry:
+    """A registration entry; ``id`` empty means "let the store generate one"."""
+
+    spiffe_id: str
+    parent_id: str
+    selectors: tuple[Selector, ...]
+    created_at: datetime
+    id: str = ""
+    x509_svid_ttl: int = 0
+    jwt_svid_ttl: int = 0
+    dns_names: tuple[str, ...] = ()
+    hint: str = ""
+    admin: bool = False
+    downstream: bool = False
+    federates_with: tuple[str, ...] = ()
+    expires_at: datetime | None = None
+    revision: int = 0
+    labels: Mapping[str, str] = field(default_factory=dict)
+    bind_to_process: bool = False
+    max_lifetime: int = 0
+    jwt_claims: Mapping[str, str] = field(default_factory=dict)
+    quarantined: bool = False
+
+    def __post_init__(self) -> None:
+        check_str("id", self.id)
+        check_str("spiffe_id", self.spiffe_id, required=True)
+        check_str("parent_id", self.parent_id, required=True)
+        check_str("hint", self.hint)
+        _set(self, "selectors", normalize_selectors("selectors", self.selectors, required=True))
+        _set(self, "dns_names", _strings("dns_names", self.dns_names, MAX_DNS_NAMES))
+        _set(self, "federates_with", tuple(sorted(set(_strings("federates_with", self.federates_with,
+                                                                MAX_FEDERATES_WITH)))))
+        _set(self, "labels", _mapping("labels", self.labels, MAX_LABELS))
+        _set(self, "jwt_claims", _mapping("jwt_claims", self.jwt_claims, MAX_JWT_CLAIMS))
+        for name in ("x509_svid_ttl", "jwt_svid_ttl", "max_lifetime"):
+            check_int(name, getattr(self, name))
+        check_int("revision", self.revision, high=2**62)
+        check_time("created_at", self.created_at)
+        check_time("expires_at", self.expires_at)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttestedAgent:
+    """A node agent that completed attestation."""
+
+    spiffe_id: str
+    attestation_type: str
+    serial: str
+    expires_at: datetime
+    created_at: datetime
+    updated_at: datetime
+    banned: bool = False
+    selectors: tuple[Selector, ...] = ()
+    can_reattest: bool = False
+
+    def __post_init__(self) -> None:
+        check_str("spiffe_id", self.spiffe_id, required=True)
+        check_str("attestation_type", self.attestation_type, required=True)
+        check_str("serial", self.serial)
+        _set(self, "selectors", normalize_selectors("selectors", self.selectors, required=False))
+        for name in ("expires_at", "created_at", "updated_at"):
+            check_time(name, getattr(self, name))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JoinToken:
+    """A single-use join token; ``spiffe_id`` is the optional alias the agent will get."""
+
+    token: str = field(repr=False)  # a secret until used: never in logs
+    expires_at: datetime
+    spiffe_id: str | None = None
+
+    def __post_init__(self) -> None:
+        check_str("token", self.token, required=True)
+        check_time("expires_at", self.expires_at)
+        if self.spiffe_id is not None:
+            check_str("spiffe_id", self.spiffe_id, required=True)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BundleRecord:
+    """A trust domain's bundle as opaque SPIFFE bundle JSON."""
+
+    trust_domain: str
+    data: bytes = field(repr=False)
+    sequence: int = 0
+
+    def __post_init__(self) -> None:
+        check_str("trust_domain", self.trust_domain, required=True)
+        if not isinstance(self.data, bytes) or len(self.data) > MAX_BUNDLE_BYTES:
+            raise InvalidArgumentError("data", f"must be bytes of at most {MAX_BUNDLE_BYTES} bytes")
+        check_int("sequence", self.sequence, high=2**62)
+
+
+class RevocationKind(enum.Enum):
+    """What a revocation names: an X.509 serial number or a JWT ``jti``."""
+
+    SERIAL = "serial"
+    JTI = "jti"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Revocation:
+    """A revoked credential, kept until the credential itself would have expired."""
+
+    kind: RevocationKind
+    value: str
+    revoked_at: datetime
+    expires_at: datetime
+    entry_id: str = ""
+    agent_id: str = ""
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.kind, RevocationKind):
+            raise InvalidArgumentError("kind", f"must be a RevocationKind, got {self.kind!r}")
+        check_str("value", self.value, required=True)
+        for name in ("entry_id", "agent_id", "reason"):
+            check_str(name, getattr(self, name))
+        check_time("revoked_at", self.revoked_at)
+        check_time("expires_at", self.expires_at)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditRecord:
+    """One link of the audit hash chain; the store only keeps it (hashing lives elsewhere)."""
+
+    time: datetime
+    record: str
+    prev_hash: str
+    hash: str
+    spiffe_id: str = ""
+    decision: str = ""
+    seq: int = 0
+
+    def __post_init__(self) -> None:
+        check_time("time", self.time)
+        check_str("record", self.record, required=True, limit=MAX_AUDIT_RECORD_BYTES)
+        check_str("prev_hash", self.prev_hash)
+        check_str("hash", self.hash, required=True)
+        check_str("spiffe_id", self.spiffe_id)
+        check_str("decision", self.decision)
+
+
+class MatchMode(enum.Enum):
+    """How an entry's selectors are compared with the filter's selectors."""
+
+    EXACT = "exact"  # same set
+    SUBSET = "subset"  # entry's set is a subset of the filter's (what a workload with them gets)
+    SUPERSET = "superset"  # entry's set contains all of the filter's
+    ANY = "any"  # at least one in common
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SelectorMatch:
+    """A selector filter: a non-empty selector set and a match mode."""
+
+    selectors: tuple[Selector, ...]
+    mode: MatchMode = MatchMode.EXACT
+
+    def __post_init__(self) -> None:
+        _set(self, "selectors", normalize_selectors("by_selectors", self.selectors, required=True))
+        if not isinstance(self.mode, MatchMode):
+            raise InvalidArgumentError("by_selectors", f"unknown match mode {self.mode!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EntryFilter:
+    """Conditions an entry must all meet to be listed or counted; None means "any"."""
+
+    by_spiffe_id: str | None = None
+    by_parent_id: str | None = None
+    by_selectors: SelectorMatch | None = None
+    by_hint: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("by_spiffe_id", "by_parent_id", "by_hint"):
+            value = getattr(self, name)
+            if value is not None:
+                check_str(name, value)
+        _set(self, "labels", _mapping("labels", self.labels, MAX_LABELS))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentFilter:
+    """Conditions an agent must all meet to be listed or counted; None means "any"."""
+
+    attestation_type: str | None = None
+    banned: bool | None = None
+    can_reattest: bool | None = None
+    expires_before: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.attestation_type is not None:
+            check_str("attestation_type", self.attestation_type)
+        check_time("expires_before", self.expires_before)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditFilter:
+    """Conditions on audit records; None means "any"."""
+
+    since: datetime | None = None
+    spiffe_id: str | None = None
+    decision: str | None = None
+
+    def __post_init__(self) -> None:
+        check_time("since", self.since)
+        for name in ("spiffe_id", "decision"):
+            value = getattr(self, name)
+            if value is not None:
+                check_str(name, value)
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """Which page to fetch: ``token`` from the previous result ("" for the first) and a size."""
+
+    token: str = ""
+    size: int = DEFAULT_PAGE_SIZE
+
+    def __post_init__(self) -> None:
+        check_str("page_token", self.token)
+        check_int("page_size", self.size, low=1, high=MAX_PAGE_SIZE)
+
+
+@dataclass(frozen=True, slots=True)
+class PageResult(Generic[T]):
+    """One page of results; ``next_token`` is "" on the last page."""
+
+    items: tuple[T, ...]
+    next_token: str = ""
+
+
+class ChangeKind(enum.Enum):
+    """Which table a change touched."""
+
+    ENTRY = "entry"
+    AGENT = "agent"
+    BUNDLE = "bundle"
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One committed change: ``key`` is the entry ID, agent SPIFFE ID or trust domain."""
+
+    seq: int
+    kind: ChangeKind
+    key: str
+    deleted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeBatch:
+    """Changes after a sequence number; ``history_truncated`` means some were pruned: reload all."""
+
+    changes: tuple[Change, ...]
+    history_truncated: bool = False

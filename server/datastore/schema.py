@@ -1,0 +1,153 @@
+"""Schema, versioned migrations and the tiny SQL dialect layer shared by both backends.
+
+Queries are written once with ``?`` placeholders; a :class:`Dialect` renders them::
+
+    POSTGRES.render("SELECT 1 FROM entries WHERE id = ?")   # -> "... WHERE id = %s"
+    version = migrate(backend)                               # applies pending migrations
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from server.datastore.errors import DataStoreError, SchemaVersionError
+
+
+class UniqueViolation(DataStoreError):
+    """A backend reported a unique-constraint violation (mapped to AlreadyExistsError by the store)."""
+
+
+class Tx(Protocol):
+    """One open transaction."""
+
+    def execute(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement (``?`` placeholders) and return its rows ([] if none)."""
+        ...
+
+
+class Backend(Protocol):
+    """A database connection (or pool) that hands out transactions."""
+
+    dialect: Dialect
+
+    def transaction(self) -> AbstractContextManager[Tx]:
+        """A transaction committed on normal exit, rolled back on an exception."""
+        ...
+
+    def close(self) -> None:
+        """Close every connection."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """What differs between SQLite and PostgreSQL in our SQL."""
+
+    name: str
+    placeholder: str
+    blob: str
+    migration_lock: str  # statement serialising concurrent migrations ("" if the BEGIN already does)
+
+    def render(self, sql: str) -> str:
+        """Turn shared SQL (``?`` placeholders, ``{blob}`` type) into this dialect's SQL."""
+        if "%" in sql:
+            raise ValueError("schema: shared SQL must not contain '%'")
+        return sql.replace("{blob}", self.blob).replace("?", self.placeholder)
+
+
+SQLITE = Dialect(name="sqlite", placeholder="?", blob="BLOB", migration_lock="")
+# Any constant works as the advisory lock key; it only has to be the same for every server.
+POSTGRES = Dialect(name="postgresql", placeholder="%s", blob="BYTEA",
+                   migration_lock="SELECT pg_advisory_xact_lock(7340423110)")
+
+# Times are integer Unix microseconds; JSON columns hold small bounded lists/maps that are
+# only read back whole (filterable parts are normalised into side tables).
+_V1 = (
+    "CREATE TABLE counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL)",
+    "INSERT INTO counters (name, value) VALUES ('change', 0), ('change_pruned', 0), ('audit', 0)",
+    """CREATE TABLE entries (
+        id TEXT PRIMARY KEY,
+        spiffe_id TEXT NOT NULL,
+        parent_id TEXT NOT NULL,
+        identity_key TEXT NOT NULL UNIQUE,
+        selector_key TEXT NOT NULL,
+        selectors TEXT NOT NULL,
+        x509_svid_ttl BIGINT NOT NULL,
+        jwt_svid_ttl BIGINT NOT NULL,
+        dns_names TEXT NOT NULL,
+        hint TEXT NOT NULL,
+        admin BOOLEAN NOT NULL,
+        downstream BOOLEAN NOT NULL,
+        federates_with TEXT NOT NULL,
+        expires_at BIGINT,
+        revision BIGINT NOT NULL,
+        created_at BIGINT NOT NULL,
+        labels TEXT NOT NULL,
+        bind_to_process BOOLEAN NOT NULL,
+        max_lifetime BIGINT NOT NULL,
+        jwt_claims TEXT NOT NULL,
+        quarantined BOOLEAN NOT NULL)""",
+    "CREATE INDEX entries_parent_id ON entries (parent_id)",
+    "CREATE INDEX entries_spiffe_id ON entries (spiffe_id)",
+    "CREATE INDEX entries_selector_key ON entries (selector_key)",
+    "CREATE INDEX entries_expires_at ON entries (expires_at)",
+    """CREATE TABLE entry_selectors (
+        entry_id TEXT NOT NULL, type TEXT NOT NULL, value TEXT NOT NULL,
+        PRIMARY KEY (entry_id, type, value))""",
+    "CREATE INDEX entry_selectors_type_value ON entry_selectors (type, value)",
+    """CREATE TABLE entry_labels (
+        entry_id TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
+        PRIMARY KEY (entry_id, key))""",
+    """CREATE TABLE agents (
+        spiffe_id TEXT PRIMARY KEY,
+        attestation_type TEXT NOT NULL,
+        serial TEXT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        banned BOOLEAN NOT NULL,
+        can_reattest BOOLEAN NOT NULL,
+        selectors TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL)""",
+    """CREATE TABLE join_tokens (
+        token_hash TEXT PRIMARY KEY, expires_at BIGINT NOT NULL, spiffe_id TEXT)""",
+    "CREATE TABLE bundles (trust_domain TEXT PRIMARY KEY, data {blob} NOT NULL, sequence BIGINT NOT NULL)",
+    "CREATE TABLE ca_journal (id INTEGER PRIMARY KEY, data {blob} NOT NULL)",
+    """CREATE TABLE revocations (
+        kind TEXT NOT NULL, value TEXT NOT NULL, entry_id TEXT NOT NULL, agent_id TEXT NOT NULL,
+        reason TEXT NOT NULL, revoked_at BIGINT NOT NULL, expires_at BIGINT NOT NULL,
+        PRIMARY KEY (kind, value))""",
+    "CREATE INDEX revocations_expires_at ON revocations (expires_at)",
+    """CREATE TABLE audit (
+        seq BIGINT PRIMARY KEY, time BIGINT NOT NULL, record TEXT NOT NULL, prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL, spiffe_id TEXT NOT NULL, decision TEXT NOT NULL)""",
+    "CREATE INDEX audit_time ON audit (time)",
+    "CREATE TABLE changes (seq BIGINT PRIMARY KEY, kind TEXT NOT NULL, key TEXT NOT NULL, deleted BOOLEAN NOT NULL)",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+"""Migration N (1-based) is ``MIGRATIONS[N - 1]``; append new ones, never edit applied ones."""
+
+
+def migrate(backend: Backend, migrations: Sequence[Sequence[str]] = MIGRATIONS) -> int:
+    """Apply pending migrations in one transaction; returns the schema version.
+
+    Raises:
+        SchemaVersionError: the database was written by newer code.
+    """
+    dialect = backend.dialect
+    with backend.transaction() as tx:
+        if dialect.migration_lock:
+            tx.execute(dialect.migration_lock)
+        tx.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY)")
+        current = int(tx.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version")[0][0])
+        if current > len(migrations):
+            raise SchemaVersionError(
+                f"datastore: database schema version {current} is newer than supported version {len(migrations)}")
+        for version in range(current + 1, len(migrations) + 1):
+            for statement in migrations[version - 1]:
+                tx.execute(statement)
+            tx.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+    return len(migrations)
