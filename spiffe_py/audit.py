@@ -1,0 +1,355 @@
+"""Tamper-evident audit trail: hash-chained JSON records, a JSONL sink and a pure verifier.
+
+Each record carries ``seq``, the previous record's hash (``prev_hash``) and its own ``hash``:
+SHA-256 over the canonical JSON (sorted keys, no whitespace, UTF-8) of every other field::
+
+    log = AuditLog(JsonlFileSink(Path("/var/lib/spiffe-py/audit.jsonl")))
+    log.append(build_event(now=clock.now(), actor="agent", spiffe_id="spiffe://td/w", selectors=["unix:uid:0"],
+                           decision="allow", reason="no deny rule matched", method="FetchJWTSVID", jti="abc"))
+    result = verify_chain(load_jsonl(path))   # VerifyResult(ok, index, seq, kind, reason)
+
+:func:`build_event` refuses values that look like a PEM private key or a JWT, so that no secret
+can be written to the trail by mistake.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import math
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from spiffe_py.errors import SpiffeError
+
+GENESIS_HASH = "0" * 64
+MAX_DETAILS_BYTES = 16 * 1024
+MAX_LINE_BYTES = 256 * 1024
+_SEALED_KEYS = ("seq", "prev_hash", "hash")
+_HASH_RE = re.compile(r"[0-9a-f]{64}")
+_PEM_PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
+# a JWS compact serialisation: base64url header starting '{"' (eyJ), payload, signature
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*")
+
+
+class AuditSecretError(SpiffeError, ValueError):
+    """An audit field looked like a private key or a token; the value is never shown."""
+
+
+class AuditWriteError(SpiffeError, OSError):
+    """The audit sink could not durably write a record (disk full, unwritable, ...)."""
+
+
+class Outcome(enum.StrEnum):
+    """The ``decision`` field."""
+
+    ALLOW = "allow"
+    DENY = "deny"
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """One audit record before chaining; build it with :func:`build_event`."""
+
+    time: str
+    actor: str
+    spiffe_id: str | None
+    selectors: tuple[str, ...]
+    decision: Outcome
+    reason: str
+    method: str
+    serial: str | None = None
+    jti: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-ready fields (without seq and hashes)."""
+        return {
+            "time": self.time, "actor": self.actor, "spiffe_id": self.spiffe_id, "selectors": list(self.selectors),
+            "decision": str(self.decision), "reason": self.reason, "method": self.method,
+            "serial": self.serial, "jti": self.jti, "details": dict(self.details),
+        }
+
+
+def _check_secret(value: str, where: str) -> None:
+    if _PEM_PRIVATE_KEY.search(value):
+        raise AuditSecretError(f"audit: {where} looks like a private key; refusing to record it")
+    if _JWT.search(value):
+        raise AuditSecretError(f"audit: {where} looks like a JWT; refusing to record it")
+
+
+def _check_json(value: object, where: str) -> None:
+    """Only plain JSON types, finite numbers and no secrets, recursively."""
+    if isinstance(value, str):
+        _check_secret(value, where)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"audit: {where} is not a finite number")
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"audit: {where} keys must be strings")
+            _check_secret(key, f"a key of {where}")
+            _check_json(item, f"{where}.{key}")
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            _check_json(item, f"{where}[{i}]")
+    elif value is not None and not isinstance(value, bool | int | float):
+        raise TypeError(f"audit: {where} has non-JSON type {type(value).__name__}")
+
+
+def format_time(now: datetime) -> str:
+    """RFC 3339 UTC with microseconds and a ``Z`` suffix."""
+    if now.tzinfo is None:
+        raise ValueError("audit: now must be timezone-aware")
+    return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def build_event(
+    *,
+    now: datetime,
+    actor: str,
+    spiffe_id: str | None,
+    selectors: Iterable[object],
+    decision: Outcome | str,
+    reason: str,
+    method: str,
+    serial: str | None = None,
+    jti: str | None = None,
+    details: Mapping[str, Any] | None = None,
+) -> AuditEvent:
+    """Build an event, refusing private keys and JWTs anywhere in it.
+
+    Raises:
+        AuditSecretError: a value (or a details key) looks like a PEM private key or a JWT.
+    """
+    event = AuditEvent(
+        time=format_time(now), actor=actor, spiffe_id=spiffe_id, selectors=tuple(str(s) for s in selectors),
+        decision=Outcome(decision), reason=reason, method=method, serial=serial, jti=jti,
+        details=dict(details or {}),
+    )
+    fields = event.to_dict()
+    for name, value in fields.items():
+        _check_json(value, name)
+    if len(canonical_json(fields["details"])) > MAX_DETAILS_BYTES:
+        raise ValueError(f"audit: details larger than {MAX_DETAILS_BYTES} bytes")
+    return event
+
+
+def canonical_json(value: object) -> bytes:
+    """Sorted keys, no whitespace, UTF-8: the bytes that get hashed."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def record_hash(record: Mapping[str, Any]) -> str:
+    """SHA-256 (hex) over the canonical JSON of every field except ``hash``."""
+    return hashlib.sha256(canonical_json({k: v for k, v in record.items() if k != "hash"})).hexdigest()
+
+
+def seal_record(event: AuditEvent, *, seq: int, prev_hash: str) -> dict[str, Any]:
+    """Chain ``event`` after the record whose hash is ``prev_hash``."""
+    record = event.to_dict()
+    record["seq"] = seq
+    record["prev_hash"] = prev_hash
+    record["hash"] = record_hash(record)
+    return record
+
+
+# --- verification ----------------------------------------------------------------------------
+
+
+class BreakKind(enum.StrEnum):
+    """Why a chain failed to verify."""
+
+    MALFORMED = "malformed"
+    EDITED = "edited"
+    REMOVED = "removed"
+    REORDERED = "reordered"
+    TRUNCATED = "truncated"
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyResult:
+    """Outcome of :func:`verify_chain`; for a broken chain, the FIRST broken link."""
+
+    ok: bool
+    count: int
+    index: int | None = None
+    seq: int | None = None
+    kind: BreakKind | None = None
+    reason: str = ""
+
+
+def _malformed(record: object) -> str | None:
+    if not isinstance(record, Mapping):
+        return "record is not an object"
+    seq, prev, digest = (record.get(k) for k in _SEALED_KEYS)
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+        return "seq is missing or not a non-negative integer"
+    for name, value in (("prev_hash", prev), ("hash", digest)):
+        if not isinstance(value, str) or not _HASH_RE.fullmatch(value):
+            return f"{name} is missing or not 64 lowercase hex digits"
+    return None
+
+
+def _broken(index: int, record: Mapping[str, Any] | None, kind: BreakKind, reason: str, count: int) -> VerifyResult:
+    seq = record.get("seq") if record is not None else None
+    return VerifyResult(ok=False, count=count, index=index, seq=seq if isinstance(seq, int) else None,
+                        kind=kind, reason=reason)
+
+
+def _link_break(index: int, seq: int, expected_seq: int, later_seqs: set[int]) -> tuple[BreakKind, str]:
+    """Classify a record whose prev_hash or seq does not follow the record before it."""
+    if seq == expected_seq:
+        if index == 0:
+            return BreakKind.EDITED, "prev_hash does not match the expected start of the chain"
+        # both records hash correctly, so one of them was rewritten and rehashed
+        return BreakKind.EDITED, f"prev_hash does not match record {index - 1}: a record was rewritten"
+    if expected_seq in later_seqs or seq < expected_seq:
+        return BreakKind.REORDERED, f"expected seq {expected_seq}, found seq {seq} out of order"
+    return BreakKind.REMOVED, f"records with seq {expected_seq}..{seq - 1} are missing"
+
+
+def verify_chain(
+    records: Sequence[Mapping[str, Any]],
+    *,
+    prev_hash: str = GENESIS_HASH,
+    first_seq: int = 0,
+    head_hash: str | None = None,
+) -> VerifyResult:
+    """Check every hash and link; pure. ``head_hash`` (the last hash seen elsewhere) detects truncation.
+
+    By default the chain must start at seq 0 after :data:`GENESIS_HASH`; pass ``prev_hash`` and
+    ``first_seq`` to verify a later segment.
+    """
+    count = len(records)
+    seqs = [r.get("seq") if isinstance(r, Mapping) else None for r in records]
+    expected_prev, expected_seq = prev_hash, first_seq
+    for index, record in enumerate(records):
+        problem = _malformed(record)
+        if problem is not None:
+            return _broken(index, record if isinstance(record, Mapping) else None, BreakKind.MALFORMED, problem, count)
+        try:
+            digest = record_hash(record)
+        except ValueError as err:  # e.g. NaN parsed from the file cannot be canonicalised
+            return _broken(index, record, BreakKind.MALFORMED, f"not canonical JSON: {err}", count)
+        if digest != record["hash"]:
+            return _broken(index, record, BreakKind.EDITED, "hash does not match the record's content", count)
+        if record["prev_hash"] != expected_prev or record["seq"] != expected_seq:
+            later = {s for s in seqs[index + 1:] if isinstance(s, int)}
+            kind, reason = _link_break(index, record["seq"], expected_seq, later)
+            return _broken(index, record, kind, reason, count)
+        expected_prev, expected_seq = record["hash"], expected_seq + 1
+    if head_hash is not None and head_hash != expected_prev:
+        return _broken(count, None, BreakKind.TRUNCATED, "the last record is not the expected head", count)
+    return VerifyResult(ok=True, count=count)
+
+
+# --- sinks -----------------------------------------------------------------------------------
+
+
+class AuditSink(Protocol):
+    """Somewhere sealed records go, durably and in order."""
+
+    def write(self, record: Mapping[str, Any]) -> None: ...
+
+
+def parse_jsonl(text: str) -> list[dict[str, Any]]:
+    """Parse a JSONL audit file (blank lines ignored).
+
+    Raises:
+        ValueError: a line is not a JSON object.
+    """
+    records: list[dict[str, Any]] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        if len(line) > MAX_LINE_BYTES:
+            raise ValueError(f"audit: line {number} is longer than {MAX_LINE_BYTES} bytes")
+        value = json.loads(line)
+        if not isinstance(value, dict):
+            raise ValueError(f"audit: line {number} is not a JSON object")
+        records.append(value)
+    return records
+
+
+def load_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Read a JSONL audit file, then :func:`parse_jsonl` it."""
+    return parse_jsonl(path.read_text(encoding="utf-8"))
+
+
+class JsonlFileSink:
+    """Append-only JSONL file, one canonical record per line, fsync'ed before returning.
+
+    A failed write calls ``on_error`` (for a metric or a log line) and raises
+    :class:`AuditWriteError`; nothing is silently dropped.
+    """
+
+    def __init__(self, path: Path, *, on_error: Callable[[OSError], None] | None = None) -> None:
+        self.path = path
+        self._on_error = on_error
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        """Append one record and fsync."""
+        line = canonical_json(record) + b"\n"
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                written = os.write(fd, line)
+                if written != len(line):
+                    raise OSError(f"short write ({written} of {len(line)} bytes)")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as err:
+            if self._on_error is not None:
+                self._on_error(err)
+            raise AuditWriteError(f"audit: cannot write to {str(self.path)!r}: {err.strerror or err}") from err
+
+
+class AuditLog:
+    """Seals events into the chain and writes them; the chain advances only after a durable write."""
+
+    def __init__(self, sink: AuditSink, *, last: Mapping[str, Any] | None = None) -> None:
+        self._sink = sink
+        self._seq = 0 if last is None else int(last["seq"]) + 1
+        self._prev = GENESIS_HASH if last is None else str(last["hash"])
+
+    @property
+    def head(self) -> tuple[int, str]:
+        """(next seq, hash of the last record)."""
+        return self._seq, self._prev
+
+    def append(self, event: AuditEvent) -> dict[str, Any]:
+        """Seal, write, then advance; raises :class:`AuditWriteError` without advancing."""
+        record = seal_record(event, seq=self._seq, prev_hash=self._prev)
+        self._sink.write(record)
+        self._seq, self._prev = self._seq + 1, record["hash"]
+        return record
+
+
+__all__ = [
+    "GENESIS_HASH",
+    "AuditEvent",
+    "AuditLog",
+    "AuditSecretError",
+    "AuditSink",
+    "AuditWriteError",
+    "BreakKind",
+    "JsonlFileSink",
+    "Outcome",
+    "VerifyResult",
+    "build_event",
+    "canonical_json",
+    "format_time",
+    "load_jsonl",
+    "parse_jsonl",
+    "record_hash",
+    "seal_record",
+    "verify_chain",
+]
