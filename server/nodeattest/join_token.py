@@ -1,0 +1,89 @@
+"""The join_token node attestor: a single-use, short-lived, server-generated secret (TOFU).
+
+    record = generate_join_token(now=clock.now())          # give record.token to the operator
+    attestor = JoinTokenAttestor(td, store)
+    result = await attestor.attest(token.encode(), challenge, now=clock.now())
+    # result.agent_id == spiffe://td/spire/agent/join_token/<token>; result.can_reattest is False
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from server.errors import AttestationError
+from server.nodeattest.base import AttestResult, ChallengeFn, agent_id
+from spiffe_py.spiffeid import TrustDomain
+
+NAME = "join_token"
+DEFAULT_JOIN_TOKEN_TTL = timedelta(seconds=600)  # SPIRE `token generate -ttl` default
+# The token becomes an ID path segment, so keep to the segment alphabet; never echo it back.
+_TOKEN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
+
+
+@dataclass(frozen=True, slots=True)
+class JoinTokenRecord:
+    """A stored join token and when it stops being usable."""
+
+    token: str = field(repr=False)  # a secret: keep it out of reprs and logs
+    expires_at: datetime
+
+
+class JoinTokenStore(Protocol):
+    """Where join tokens live until used."""
+
+    def consume(self, token: str, *, now: datetime) -> JoinTokenRecord | None:
+        """Atomically delete ``token`` and return its record, or None if it does not exist."""
+        ...
+
+
+class MemoryJoinTokenStore:
+    """Join tokens in a dict (tests, single-process servers)."""
+
+    def __init__(self) -> None:
+        self._records: dict[str, JoinTokenRecord] = {}
+
+    def add(self, record: JoinTokenRecord) -> None:
+        """Store a token."""
+        self._records[record.token] = record
+
+    def consume(self, token: str, *, now: datetime) -> JoinTokenRecord | None:
+        """Remove and return the token's record."""
+        del now  # expiry is the attestor's decision; the store only guarantees single use
+        return self._records.pop(token, None)
+
+
+def generate_join_token(*, now: datetime, ttl: timedelta = DEFAULT_JOIN_TOKEN_TTL) -> JoinTokenRecord:
+    """A fresh random (UUIDv4, 122 random bits) join token valid for ``ttl``."""
+    if ttl <= timedelta(0):
+        raise ValueError("join_token: ttl must be positive")
+    return JoinTokenRecord(token=str(uuid.uuid4()), expires_at=now + ttl)
+
+
+class JoinTokenAttestor:
+    """Attests an agent that presents an unused, unexpired join token."""
+
+    name = NAME
+
+    def __init__(self, trust_domain: TrustDomain, store: JoinTokenStore) -> None:
+        self._trust_domain = trust_domain
+        self._store = store
+
+    async def attest(self, payload: bytes, challenge: ChallengeFn, *, now: datetime) -> AttestResult:
+        """Consume the token in ``payload``; no challenge is sent."""
+        del challenge
+        try:
+            token = payload.decode("ascii")
+        except UnicodeDecodeError:
+            raise AttestationError(NAME, "join token is malformed") from None
+        if not _TOKEN.fullmatch(token):
+            raise AttestationError(NAME, "join token is malformed")
+        record = self._store.consume(token, now=now)
+        if record is None:
+            raise AttestationError(NAME, "join token does not exist or has already been used")
+        if now >= record.expires_at:
+            raise AttestationError(NAME, "join token has expired")
+        return AttestResult(agent_id=agent_id(self._trust_domain, NAME, token), selectors=(), can_reattest=False)

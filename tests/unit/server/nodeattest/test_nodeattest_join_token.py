@@ -1,0 +1,94 @@
+"""join_token node attestor: single use, expiry, agent ID form, no token in messages."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from server.errors import AttestationError
+from server.nodeattest.join_token import (
+    DEFAULT_JOIN_TOKEN_TTL,
+    JoinTokenAttestor,
+    JoinTokenRecord,
+    MemoryJoinTokenStore,
+    generate_join_token,
+)
+from spiffe_py.spiffeid import SpiffeId, TrustDomain
+
+NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
+TD = TrustDomain.parse("example.org")
+
+
+async def no_challenge(_: bytes) -> bytes:
+    raise AssertionError("join_token must not send a challenge")
+
+
+def attestor_with(*records: JoinTokenRecord) -> JoinTokenAttestor:
+    store = MemoryJoinTokenStore()
+    for record in records:
+        store.add(record)
+    return JoinTokenAttestor(TD, store)
+
+
+def test_generate_join_token_is_uuid4_with_default_ttl() -> None:
+    record = generate_join_token(now=NOW)
+    assert uuid.UUID(record.token).version == 4
+    assert record.expires_at == NOW + timedelta(seconds=600) == NOW + DEFAULT_JOIN_TOKEN_TTL
+    assert record.token not in repr(record)
+    assert generate_join_token(now=NOW).token != record.token
+
+
+def test_generate_join_token_rejects_non_positive_ttl() -> None:
+    with pytest.raises(ValueError, match="ttl must be positive"):
+        generate_join_token(now=NOW, ttl=timedelta(0))
+
+
+async def test_attest_returns_spire_agent_id_without_reattest() -> None:
+    record = generate_join_token(now=NOW)
+    result = await attestor_with(record).attest(record.token.encode(), no_challenge, now=NOW)
+    assert result.agent_id == SpiffeId.parse(f"spiffe://example.org/spire/agent/join_token/{record.token}")
+    assert result.selectors == ()
+    assert result.can_reattest is False
+
+
+async def test_attest_token_is_single_use() -> None:
+    record = generate_join_token(now=NOW)
+    attestor = attestor_with(record)
+    await attestor.attest(record.token.encode(), no_challenge, now=NOW)
+    with pytest.raises(AttestationError) as info:
+        await attestor.attest(record.token.encode(), no_challenge, now=NOW)
+    assert str(info.value) == "join_token: join token does not exist or has already been used"
+    assert info.value.grpc_status == "PERMISSION_DENIED"
+    assert info.value.attestor == "join_token"
+
+
+async def test_attest_unknown_token_is_refused_without_echoing_it() -> None:
+    token = str(uuid.uuid4())
+    with pytest.raises(AttestationError, match="does not exist") as info:
+        await attestor_with().attest(token.encode(), no_challenge, now=NOW)
+    assert token not in str(info.value)
+
+
+async def test_attest_expired_token_is_refused_and_consumed() -> None:
+    record = generate_join_token(now=NOW, ttl=timedelta(seconds=60))
+    attestor = attestor_with(record)
+    with pytest.raises(AttestationError, match=r"^join_token: join token has expired$"):
+        await attestor.attest(record.token.encode(), no_challenge, now=NOW + timedelta(seconds=60))
+    with pytest.raises(AttestationError, match="already been used"):
+        await attestor.attest(record.token.encode(), no_challenge, now=NOW)
+
+
+async def test_attest_token_valid_until_just_before_expiry() -> None:
+    record = generate_join_token(now=NOW, ttl=timedelta(seconds=60))
+    result = await attestor_with(record).attest(record.token.encode(), no_challenge,
+                                                now=NOW + timedelta(seconds=59))
+    assert result.agent_id.path.endswith(record.token)
+
+
+@pytest.mark.parametrize("payload", [b"", b"..", b"../etc", b"a/b", "t\u00e9".encode(), b"\xff\xfe", b"x" * 129])
+async def test_attest_malformed_token_is_refused(payload: bytes) -> None:
+    record = JoinTokenRecord(token=payload.decode("latin-1"), expires_at=NOW + timedelta(hours=1))
+    with pytest.raises(AttestationError, match=r"^join_token: join token is malformed$"):
+        await attestor_with(record).attest(payload, no_challenge, now=NOW)
