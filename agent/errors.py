@@ -42,3 +42,9 @@ class AgentConfigError(AgentError, ValueError):
     """The agent configuration is invalid."""
 
     grpc_status = "INVALID_ARGUMENT"
+
+
+class NoIdentityIssuedError(AgentError):
+    """The caller matches no registration entry (or not the requested one)."""
+
+    grpc_status = "PERMISSION_DENIED"

@@ -1,0 +1,140 @@
+"""grpclib client for the server's Agent API (I/O adapter).
+
+The server is verified against the trust bundle with hostname checks off; its
+SPIFFE ID (``spiffe://<td>/spire/server``) is then checked on every call before
+any request body (join token, CSR) is sent::
+
+    ctx = server_ssl_context(bundle_certs, client_cert=(svid_path, key_path))
+    client = ServerClient("127.0.0.1", 8081, td, ctx)
+    async for msg in client.sync_authorized(): ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from grpclib.client import Channel
+from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
+
+from agent.errors import ServerUnavailableError
+from spiffe_py._proto.spiffepy.server.v1 import agent_pb2
+from spiffe_py._proto.spiffepy.server.v1.agent_grpc import AgentAPIStub
+from spiffe_py.spiffeid import SpiffeId, TrustDomain
+
+CALL_TIMEOUT = 30.0
+_TRANSPORT_ERRORS = (OSError, ssl.SSLError, asyncio.TimeoutError, StreamTerminatedError, ProtocolError)
+
+
+class ServerCallError(ServerUnavailableError):
+    """An Agent API call failed; ``status`` is the gRPC status name (UNAVAILABLE for transport errors)."""
+
+    def __init__(self, message: str, status: str = "UNAVAILABLE") -> None:
+        self.status = status
+        super().__init__(message)
+
+
+def server_ssl_context(
+    bundle: Sequence[x509.Certificate], *, client_cert: tuple[Path, Path] | None = None, insecure: bool = False
+) -> ssl.SSLContext:
+    """TLS context trusting ``bundle`` (SPIFFE IDs have no hostname, so hostname checks are off)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.check_hostname = False
+    if insecure:
+        ctx.verify_mode = ssl.CERT_NONE
+    else:
+        if not bundle:
+            raise ValueError("client: a trust bundle is required unless bootstrapping insecurely")
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        pem = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in bundle)
+        ctx.load_verify_locations(cadata=pem.decode())
+    if client_cert is not None:
+        ctx.load_cert_chain(certfile=str(client_cert[0]), keyfile=str(client_cert[1]))
+    ctx.set_alpn_protocols(["h2"])
+    return ctx
+
+
+def peer_spiffe_ids(cert: dict[str, Any] | None) -> list[str]:
+    """URI SANs from ``ssl.SSLSocket.getpeercert()`` output."""
+    if not cert:
+        return []
+    return [value for kind, value in cert.get("subjectAltName", ()) if kind == "URI"]
+
+
+class ServerClient:
+    """One connection to the server's Agent API."""
+
+    def __init__(self, host: str, port: int, trust_domain: TrustDomain, ctx: ssl.SSLContext) -> None:
+        self._expected = str(SpiffeId.from_path(trust_domain, "/spire/server"))
+        self._verify_peer = ctx.verify_mode == ssl.CERT_REQUIRED
+        self._channel = Channel(host, port, ssl=ctx)
+        self._stub = AgentAPIStub(self._channel)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._channel.close()
+
+    def _check_peer(self, stream: Any) -> None:
+        if not self._verify_peer:
+            return  # insecure bootstrap: nothing to check the ID against
+        ids = peer_spiffe_ids(stream.peer.cert())
+        if ids != [self._expected]:
+            raise ServerCallError(f"client: server presented {ids!r}, expected {self._expected!r}", "UNAUTHENTICATED")
+
+    async def _unary(self, method: Any, request: Any) -> Any:
+        try:
+            async with method.open(timeout=CALL_TIMEOUT) as stream:
+                await stream.send_request()
+                self._check_peer(stream)
+                await stream.send_message(request, end=True)
+                return await stream.recv_message()
+        except GRPCError as err:
+            raise ServerCallError(f"client: server refused the call: {err.message!r}", err.status.name) from err
+        except _TRANSPORT_ERRORS as err:
+            raise ServerCallError(f"client: server unreachable: {type(err).__name__}") from err
+
+    async def attest_join_token(self, token: str, csr_der: bytes) -> agent_pb2.AttestResult:
+        """Node attestation with a join token; returns the result step."""
+        params = agent_pb2.AttestParams(attestation_type="join_token", payload=token.encode(), csr=csr_der)
+        request = agent_pb2.AttestAgentRequest(params=params)
+        response = await self._unary(self._stub.AttestAgent, request)
+        if response is None or not response.HasField("result"):
+            raise ServerCallError("client: server sent no attestation result")
+        result: agent_pb2.AttestResult = response.result
+        return result
+
+    async def renew(self, csr_der: bytes) -> list[bytes]:
+        """Renew the agent SVID; returns the new DER chain."""
+        response = await self._unary(self._stub.RenewAgent, agent_pb2.RenewAgentRequest(csr=csr_der))
+        return list(response.svid_chain)
+
+    async def batch_new_x509(self, params: Sequence[agent_pb2.NewX509SVIDParams]) -> list[agent_pb2.X509SVIDResult]:
+        """Sign a batch of workload CSRs."""
+        response = await self._unary(self._stub.BatchNewX509SVID, agent_pb2.BatchNewX509SVIDRequest(params=params))
+        return list(response.results)
+
+    async def new_jwt(self, entry_id: str, audience: Sequence[str]) -> agent_pb2.NewJWTSVIDResponse:
+        """Mint a JWT-SVID for an entry."""
+        request = agent_pb2.NewJWTSVIDRequest(entry_id=entry_id, audience=list(audience))
+        response: agent_pb2.NewJWTSVIDResponse = await self._unary(self._stub.NewJWTSVID, request)
+        return response
+
+    async def sync_authorized(self) -> AsyncIterator[agent_pb2.SyncAuthorizedResponse]:
+        """Stream of sync messages (first one full) until the server ends it."""
+        try:
+            async with self._stub.SyncAuthorized.open() as stream:
+                await stream.send_request()
+                self._check_peer(stream)
+                await stream.send_message(agent_pb2.SyncAuthorizedRequest(), end=True)
+                async for msg in stream:
+                    yield msg
+        except GRPCError as err:
+            raise ServerCallError(f"client: sync refused: {err.message!r}", err.status.name) from err
+        except _TRANSPORT_ERRORS as err:
+            raise ServerCallError(f"client: sync stream broke: {type(err).__name__}") from err

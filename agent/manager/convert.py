@@ -1,0 +1,126 @@
+"""Agent API protobuf messages to agent domain objects (pure).
+
+Everything here handles server input, so it is validated and bounded::
+
+    update = sync_update_from_proto(msg)      # SyncAuthorizedResponse -> SyncUpdate
+    svid = issued_svid(entry, chain_der, key) # checks the leaf's SPIFFE ID
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+
+from agent.errors import AgentError
+from agent.manager.cache import Entry, IssuedSvid, SyncUpdate
+from spiffe_py._proto.spiffepy.server.v1 import agent_pb2, types_pb2
+from spiffe_py.bundle import SpiffeBundle
+from spiffe_py.errors import SpiffeError
+from spiffe_py.selectors import Selector
+from spiffe_py.spiffeid import SpiffeId, TrustDomain
+
+MAX_CHAIN_CERTS = 16
+
+
+class ServerResponseError(AgentError):
+    """The server sent something the agent cannot accept."""
+
+    grpc_status = "UNAVAILABLE"
+
+
+def entry_from_proto(msg: types_pb2.Entry) -> Entry:
+    """Convert one authorized entry."""
+    try:
+        return Entry(
+            id=msg.id,
+            spiffe_id=SpiffeId.parse(msg.spiffe_id),
+            selectors=frozenset(Selector(s.type, s.value) for s in msg.selectors),
+            hint=msg.hint,
+            federates_with=tuple(TrustDomain.parse(td) for td in msg.federates_with),
+            created_at=msg.created_at,
+            revision=msg.revision,
+            x509_svid_ttl=msg.x509_svid_ttl,
+            jwt_svid_ttl=msg.jwt_svid_ttl,
+            dns_names=tuple(msg.dns_names),
+        )
+    except SpiffeError as err:
+        raise ServerResponseError(f"sync: server sent an invalid entry: {msg.id!r}") from err
+
+
+def _public_key(der: bytes) -> PublicKeyTypes:
+    return serialization.load_der_public_key(der)
+
+
+def bundle_from_proto(msg: types_pb2.Bundle) -> SpiffeBundle:
+    """Convert a wire bundle into a SpiffeBundle."""
+    try:
+        return SpiffeBundle(
+            trust_domain=TrustDomain.parse(msg.trust_domain),
+            x509_authorities=tuple(x509.load_der_x509_certificate(d) for d in msg.x509_authorities),
+            jwt_authorities={k.key_id: _public_key(k.public_key) for k in msg.jwt_authorities},
+            sequence_number=msg.sequence_number or None,
+            refresh_hint=timedelta(seconds=msg.refresh_hint) if msg.refresh_hint > 0 else None,
+        )
+    except (ValueError, SpiffeError) as err:
+        raise ServerResponseError(f"sync: server sent an invalid bundle for {msg.trust_domain!r}") from err
+
+
+def sync_update_from_proto(msg: agent_pb2.SyncAuthorizedResponse) -> SyncUpdate:
+    """Convert one SyncAuthorized message."""
+    federated = None
+    if msg.full or msg.federated_bundles:
+        federated = tuple(bundle_from_proto(b) for b in msg.federated_bundles)
+    return SyncUpdate(
+        full=msg.full,
+        entries=tuple(entry_from_proto(e) for e in msg.entries),
+        removed_entry_ids=tuple(msg.removed_entry_ids),
+        bundle=bundle_from_proto(msg.bundle) if msg.HasField("bundle") else None,
+        federated_bundles=federated,
+    )
+
+
+def load_chain(chain_der: list[bytes] | tuple[bytes, ...]) -> tuple[x509.Certificate, ...]:
+    """Parse a DER chain (leaf first) from the server."""
+    if not chain_der or len(chain_der) > MAX_CHAIN_CERTS:
+        raise ServerResponseError("svid: server sent an empty or oversized certificate chain")
+    try:
+        return tuple(x509.load_der_x509_certificate(d) for d in chain_der)
+    except ValueError as err:
+        raise ServerResponseError("svid: server sent a malformed certificate") from err
+
+
+def leaf_spiffe_id(cert: x509.Certificate) -> SpiffeId:
+    """The single URI SAN of a certificate as a SPIFFE ID."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        uris = san.get_values_for_type(x509.UniformResourceIdentifier)
+        if len(uris) != 1:
+            raise ServerResponseError(f"svid: certificate must carry exactly one uri san: {uris!r}")
+        return SpiffeId.parse(uris[0])
+    except (x509.ExtensionNotFound, SpiffeError) as err:
+        raise ServerResponseError("svid: certificate has no valid spiffe id") from err
+
+
+def issued_svid(entry: Entry, chain_der: list[bytes], key: ec.EllipticCurvePrivateKey) -> IssuedSvid:
+    """Build an IssuedSvid after checking the leaf names the entry's ID and holds our key."""
+    chain = load_chain(chain_der)
+    leaf = chain[0]
+    if leaf_spiffe_id(leaf) != entry.spiffe_id:
+        raise ServerResponseError(f"svid: server issued the wrong spiffe id for entry {entry.id!r}")
+    if leaf.public_key() != key.public_key():
+        raise ServerResponseError(f"svid: issued certificate does not match our key for entry {entry.id!r}")
+    key_der = key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return IssuedSvid(
+        entry_id=entry.id,
+        spiffe_id=entry.spiffe_id,
+        cert_chain=tuple(chain_der),
+        key_der=key_der,
+        not_before=leaf.not_valid_before_utc,
+        not_after=leaf.not_valid_after_utc,
+    )

@@ -1,0 +1,365 @@
+"""The agent manager: node attestation, server sync, SVID minting and rotation (async shell).
+
+One asyncio task group owns the :class:`WorkloadCache`; Workload API handlers
+read views from it and are woken on every change::
+
+    manager = Manager(config, clock=SystemClock())
+    await manager.start()                       # load stored identity or attest with the join token
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(manager.run())
+        ...
+    async with manager.subscribe(selectors) as sub:
+        view = await sub.next()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
+
+from agent.errors import AgentConfigError, NoIdentityIssuedError, NotReadyError
+from agent.manager.cache import DEFAULT_MAX_X509_SVIDS, Entry, JwtToken, WorkloadCache, WorkloadView
+from agent.manager.client import ServerCallError, ServerClient, server_ssl_context
+from agent.manager.convert import (
+    ServerResponseError,
+    bundle_from_proto,
+    issued_svid,
+    leaf_spiffe_id,
+    load_chain,
+    sync_update_from_proto,
+)
+from agent.manager.storage import AgentState, key_path, load_state, save_state, svid_path
+from spiffe_py._proto.spiffepy.server.v1 import agent_pb2
+from spiffe_py.clock import Clock
+from spiffe_py.errors import SpiffeError
+from spiffe_py.rotation import should_rotate
+from spiffe_py.selectors import Selector
+from spiffe_py.spiffeid import SpiffeId, TrustDomain
+
+log = logging.getLogger(__name__)
+
+CSR_BATCH = 500  # SPIRE's batch limit
+MAX_JWT_BYTES = 64 * 1024
+MAX_BACKOFF = 30.0
+JITTER = 0.1  # rotate within ±10% of half-life, like SPIRE
+
+
+@dataclass(frozen=True, slots=True)
+class ManagerConfig:
+    """What the manager needs to reach and trust the server."""
+
+    trust_domain: TrustDomain
+    server_host: str
+    server_port: int
+    data_dir: Path
+    join_token: str | None = None
+    bootstrap_bundle: tuple[x509.Certificate, ...] = ()
+    insecure_bootstrap: bool = False
+    resync_interval: float = 60.0
+    rotation_tick: float = 5.0
+    max_x509_svids: int = DEFAULT_MAX_X509_SVIDS
+    dns_names: tuple[str, ...] = field(default=())
+
+    def __repr__(self) -> str:
+        return f"ManagerConfig(trust_domain={self.trust_domain.name!r}, server={self.server_host}:{self.server_port})"
+
+
+def new_key() -> ec.EllipticCurvePrivateKey:
+    """A fresh EC P-256 key."""
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def build_csr(key: ec.EllipticCurvePrivateKey, spiffe_id: SpiffeId | None = None) -> bytes:
+    """DER CSR for ``key``, with the SPIFFE ID as URI SAN when known."""
+    builder = x509.CertificateSigningRequestBuilder().subject_name(
+        x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "SPIFFE")])
+    )
+    if spiffe_id is not None:
+        san = x509.SubjectAlternativeName([x509.UniformResourceIdentifier(str(spiffe_id))])
+        builder = builder.add_extension(san, critical=False)
+    return builder.sign(key, hashes.SHA256()).public_bytes(Encoding.DER)
+
+
+class Subscription:
+    """One open Workload API stream's interest in the cache."""
+
+    def __init__(self, manager: Manager, selectors: frozenset[Selector]) -> None:
+        self.selectors = selectors
+        self._manager = manager
+        self._changed = asyncio.Event()
+        self._changed.set()  # the first view is due immediately (WA-06)
+        self._pinned: list[str] = []
+
+    def notify(self) -> None:
+        """Wake the stream."""
+        self._changed.set()
+
+    async def next(self) -> WorkloadView:
+        """Wait for a change, then return the current view."""
+        await self._changed.wait()
+        self._changed.clear()
+        view = self._manager.view(self.selectors)
+        self._repin([i.entry.id for i in view.identities])
+        return view
+
+    def _repin(self, entry_ids: list[str]) -> None:
+        self._manager.cache.pin(entry_ids)
+        self._manager.cache.unpin(self._pinned)
+        self._pinned = entry_ids
+
+    def close(self) -> None:
+        """Release pins."""
+        self._repin([])
+
+
+class Manager:
+    """Owns the agent identity, the server connection and the workload cache."""
+
+    def __init__(self, config: ManagerConfig, *, clock: Clock, rng: random.Random | None = None) -> None:
+        self.config = config
+        self.cache = WorkloadCache(max_x509_svids=config.max_x509_svids)
+        self._clock = clock
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
+        self._state: AgentState | None = None
+        self._client: ServerClient | None = None
+        self._subs: set[Subscription] = set()
+        self._mint_kick = asyncio.Event()
+
+    # ---- workload-facing -------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        """True after the first full sync."""
+        return self.cache.ready
+
+    @property
+    def agent_id(self) -> SpiffeId | None:
+        """The agent's SPIFFE ID once attested."""
+        return None if self._state is None else self._state.spiffe_id
+
+    def view(self, selectors: frozenset[Selector]) -> WorkloadView:
+        """Current view for a workload; NotReadyError before the first sync."""
+        if not self.cache.ready:
+            raise NotReadyError("agent: not synced with the server yet")
+        return self.cache.view(selectors)
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, selectors: frozenset[Selector]) -> AsyncIterator[Subscription]:
+        """Register interest in ``selectors``; SVIDs for them are minted first."""
+        sub = Subscription(self, selectors)
+        self._subs.add(sub)
+        self._mint_kick.set()
+        try:
+            yield sub
+        finally:
+            self._subs.discard(sub)
+            sub.close()
+
+    async def fetch_jwt_svids(
+        self, selectors: frozenset[Selector], audience: Sequence[str], spiffe_id: SpiffeId | None = None
+    ) -> list[tuple[Entry, JwtToken]]:
+        """JWT-SVIDs for the caller's identities (or only ``spiffe_id``); cached until half-life."""
+        if not self.cache.ready:
+            raise NotReadyError("agent: not synced with the server yet")
+        entries = [e for e in self.cache.matching(selectors) if spiffe_id is None or e.spiffe_id == spiffe_id]
+        if not entries:
+            raise NoIdentityIssuedError("no identity issued")
+        return [(e, await self._jwt_for(e, audience)) for e in entries]
+
+    async def _jwt_for(self, entry: Entry, audience: Sequence[str]) -> JwtToken:
+        cached = self.cache.get_jwt(entry.spiffe_id, audience, now=self._clock.now())
+        if cached is not None:
+            return cached
+        resp = await self._require_client().new_jwt(entry.id, audience)
+        if not resp.token or len(resp.token) > MAX_JWT_BYTES or resp.expires_at <= resp.issued_at:
+            raise ServerResponseError(f"jwt: server sent an unusable jwt-svid for entry {entry.id!r}")
+        token = JwtToken(
+            token=resp.token,
+            spiffe_id=entry.spiffe_id,
+            audience=tuple(audience),
+            issued_at=datetime.fromtimestamp(resp.issued_at, UTC),
+            expires_at=datetime.fromtimestamp(resp.expires_at, UTC),
+        )
+        self.cache.put_jwt(token)
+        return token
+
+    def _notify(self) -> None:
+        for sub in self._subs:
+            sub.notify()
+
+    # ---- identity --------------------------------------------------------
+    def _require_client(self) -> ServerClient:
+        if self._client is None:
+            raise NotReadyError("agent: not attested yet")
+        return self._client
+
+    def _connect(self, state: AgentState) -> None:
+        ctx = server_ssl_context(
+            state.bundle, client_cert=(svid_path(self.config.data_dir), key_path(self.config.data_dir))
+        )
+        old, self._client = self._client, ServerClient(
+            self.config.server_host, self.config.server_port, self.config.trust_domain, ctx
+        )
+        if old is not None:
+            old.close()  # breaks an open sync stream so it reconnects with the new credentials
+
+    def _adopt(self, state: AgentState) -> None:
+        save_state(self.config.data_dir, state)
+        self._state = state
+        self._connect(state)
+
+    async def start(self) -> None:
+        """Load the stored agent identity, or attest with the join token (retrying while unreachable)."""
+        stored = load_state(self.config.data_dir)
+        if stored is not None and stored.not_after > self._clock.now():
+            log.info("using stored agent identity %s", stored.spiffe_id)
+            self._state = stored
+            self._connect(stored)
+            return
+        if not self.config.join_token:
+            raise AgentConfigError("agent: no usable stored identity and no join token given")
+        backoff = 1.0
+        while True:
+            try:
+                self._adopt(await self._attest(self.config.join_token))
+                log.info("attested as %s", self._state.spiffe_id if self._state else "?")
+                return
+            except ServerCallError as err:
+                if err.status != "UNAVAILABLE":
+                    raise
+                log.warning("node attestation failed, retrying in %.0fs: %s", backoff, err)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+
+    async def _attest(self, token: str) -> AgentState:
+        ctx = server_ssl_context(self.config.bootstrap_bundle, insecure=self.config.insecure_bootstrap)
+        client = ServerClient(self.config.server_host, self.config.server_port, self.config.trust_domain, ctx)
+        key = new_key()
+        try:
+            result = await client.attest_join_token(token, build_csr(key))
+        finally:
+            client.close()
+        chain = self._check_agent_chain(result.svid_chain, key, None)
+        bundle = bundle_from_proto(result.bundle)
+        if bundle.trust_domain != self.config.trust_domain or not bundle.x509_authorities:
+            raise ServerResponseError("attest: server returned a bundle for the wrong trust domain")
+        return AgentState(leaf_spiffe_id(chain[0]), chain, key, bundle.x509_authorities, result.can_reattest)
+
+    def _check_agent_chain(
+        self, chain_der: Sequence[bytes], key: ec.EllipticCurvePrivateKey, expected: SpiffeId | None
+    ) -> tuple[x509.Certificate, ...]:
+        chain = load_chain(list(chain_der))
+        sid = leaf_spiffe_id(chain[0])
+        if chain[0].public_key() != key.public_key():
+            raise ServerResponseError("attest: agent svid does not hold our key")
+        if not sid.member_of(self.config.trust_domain) or (expected is not None and sid != expected):
+            raise ServerResponseError(f"attest: unexpected agent spiffe id: {str(sid)!r}")
+        return chain
+
+    async def _renew(self, state: AgentState) -> None:
+        key = new_key()
+        chain_der = await self._require_client().renew(build_csr(key, state.spiffe_id))
+        chain = self._check_agent_chain(chain_der, key, state.spiffe_id)
+        self._adopt(AgentState(state.spiffe_id, chain, key, state.bundle, state.can_reattest))
+        log.info("renewed agent svid, valid until %s", chain[0].not_valid_after_utc)
+
+    # ---- loops -----------------------------------------------------------
+    async def run(self) -> None:
+        """Run sync, minting and agent rotation until cancelled."""
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._sync_loop())
+            tg.create_task(self._mint_loop())
+            tg.create_task(self._rotate_loop())
+
+    def _jitter(self) -> float:
+        return self._rng.uniform(-JITTER, JITTER)
+
+    async def _sync_loop(self) -> None:
+        backoff = 1.0
+        while True:
+            try:
+                # leaving the stream after resync_interval forces a fresh full state
+                await asyncio.wait_for(self._consume_sync(), self.config.resync_interval)
+                backoff = 1.0
+            except TimeoutError:
+                backoff = 1.0
+            except (ServerCallError, ServerResponseError) as err:
+                log.warning("sync with server failed, retrying in %.0fs: %s", backoff, err)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+
+    async def _consume_sync(self) -> None:
+        async for msg in self._require_client().sync_authorized():
+            update = sync_update_from_proto(msg)
+            if self.cache.apply_sync(update):
+                self._mint_kick.set()
+                self._notify()
+            if update.bundle is not None:
+                self._maybe_update_trust(update.bundle.x509_authorities)
+
+    def _maybe_update_trust(self, authorities: tuple[x509.Certificate, ...]) -> None:
+        state = self._state
+        if state is None or not authorities or set(authorities) == set(state.bundle):
+            return
+        new = AgentState(state.spiffe_id, state.chain, state.key, authorities, state.can_reattest)
+        save_state(self.config.data_dir, new)
+        self._state = new  # the next reconnect trusts the new authorities
+
+    async def _mint_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._mint_kick.wait(), self.config.rotation_tick)
+            self._mint_kick.clear()
+            if not self.cache.ready:
+                continue
+            subscribers = [s.selectors for s in self._subs]
+            targets = self.cache.svid_targets(subscribers, now=self._clock.now(), jitter=self._jitter())
+            try:
+                for i in range(0, len(targets), CSR_BATCH):
+                    await self._mint(targets[i : i + CSR_BATCH])
+            except ServerCallError as err:
+                log.warning("minting workload svids failed: %s", err)
+
+    async def _mint(self, entries: list[Entry]) -> None:
+        keys = {e.id: new_key() for e in entries}
+        by_id = {e.id: e for e in entries}
+        params = [agent_pb2.NewX509SVIDParams(entry_id=e.id, csr=build_csr(keys[e.id], e.spiffe_id)) for e in entries]
+        results = await self._require_client().batch_new_x509(params)
+        for r in results:
+            entry = by_id.get(r.entry_id)
+            if entry is None:
+                continue
+            if r.status_code != 0:
+                log.warning("server refused svid for entry %s: %s", r.entry_id, r.status_message[:200])
+                continue
+            try:
+                self.cache.put_svid(issued_svid(entry, list(r.cert_chain), keys[r.entry_id]))
+            except SpiffeError as err:
+                log.warning("rejected svid for entry %s: %s", r.entry_id, err)
+        self._notify()
+
+    async def _rotate_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.rotation_tick)
+            state = self._state
+            if state is None:
+                continue
+            if not should_rotate(
+                now=self._clock.now(), not_before=state.not_before, not_after=state.not_after, jitter=self._jitter()
+            ):
+                continue
+            try:
+                await self._renew(state)
+            except (ServerCallError, ServerResponseError) as err:
+                log.warning("agent svid renewal failed: %s", err)

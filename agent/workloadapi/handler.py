@@ -1,0 +1,212 @@
+"""SpiffeWorkloadAPI handlers (grpclib) over narrow seams.
+
+Order of checks on every call: security header (WE-04..06), caller attestation,
+readiness (WE-13), identity (WE-14). Errors map to gRPC status in one table::
+
+    handler = WorkloadApiHandler(attestor=caller_attestor, source=manager, validator=JwtSvidValidator(clock))
+    server = grpclib.server.Server([handler])
+    await server.start(path="/tmp/spiffe-py-agent/public/api.sock")
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
+
+from google.protobuf import struct_pb2
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+
+from agent.errors import NoIdentityIssuedError
+from agent.manager.cache import Entry, JwtToken, WorkloadView
+from agent.workloadapi.convert import (
+    audience_list,
+    jwt_bundles_response,
+    jwt_svid_response,
+    visible_bundles,
+    x509_bundles_response,
+    x509_svid_response,
+)
+from spiffe_py._peercred import PeerCred, peer_cred
+from spiffe_py._proto import workload_pb2
+from spiffe_py._proto.workload_grpc import SpiffeWorkloadAPIBase
+from spiffe_py.bundle import SpiffeBundle
+from spiffe_py.errors import SpiffeError
+from spiffe_py.selectors import Selector
+from spiffe_py.spiffeid import SpiffeId
+
+log = logging.getLogger(__name__)
+
+SECURITY_HEADER = "workload.spiffe.io"
+MAX_TOKEN_BYTES = 64 * 1024
+MAX_AUDIENCES = 32
+
+
+class CallerAttestor(Protocol):
+    """Selectors for the process behind a connection."""
+
+    async def attest(self, cred: PeerCred) -> frozenset[Selector]:
+        """Attest the caller."""
+        ...
+
+
+class ViewSubscription(Protocol):
+    """A stream's subscription to cache changes."""
+
+    async def next(self) -> WorkloadView:
+        """Wait for a change and return the current view."""
+        ...
+
+
+class WorkloadSource(Protocol):
+    """What the handlers need from the manager."""
+
+    def view(self, selectors: frozenset[Selector]) -> WorkloadView:
+        """Current view; raises NotReadyError before the first sync."""
+        ...
+
+    def subscribe(self, selectors: frozenset[Selector]) -> AbstractAsyncContextManager[ViewSubscription]:
+        """Subscribe to changes."""
+        ...
+
+    async def fetch_jwt_svids(
+        self, selectors: frozenset[Selector], audience: Sequence[str], spiffe_id: SpiffeId | None = None
+    ) -> list[tuple[Entry, JwtToken]]:
+        """JWT-SVIDs for the caller's identities."""
+        ...
+
+
+class JwtValidator(Protocol):
+    """Validates a JWT-SVID against the bundles the caller may see."""
+
+    def validate(
+        self, token: str, audience: str, bundles: Sequence[SpiffeBundle]
+    ) -> tuple[SpiffeId, Mapping[str, Any]]:
+        """Return (subject, claims); raise SpiffeError when invalid."""
+        ...
+
+
+def to_grpc_error(err: Exception) -> GRPCError:
+    """The one table from agent/domain errors to gRPC status."""
+    if isinstance(err, GRPCError):
+        return err
+    if isinstance(err, SpiffeError):
+        status = Status.__members__.get(err.grpc_status, Status.INTERNAL)
+        return GRPCError(status, str(err))
+    log.exception("workload api: unexpected error", exc_info=err)
+    return GRPCError(Status.INTERNAL, "internal error")
+
+
+def _invalid(message: str) -> GRPCError:
+    return GRPCError(Status.INVALID_ARGUMENT, message)
+
+
+def check_security_header(metadata: Any) -> None:
+    """Exactly one ``workload.spiffe.io: true`` (WE-04..06)."""
+    values = [] if metadata is None else metadata.getall(SECURITY_HEADER, [])
+    if values != ["true"]:
+        raise _invalid("security header missing from request")
+
+
+class WorkloadApiHandler(SpiffeWorkloadAPIBase):  # type: ignore[misc]
+    """The Workload API service."""
+
+    def __init__(
+        self,
+        *,
+        attestor: CallerAttestor,
+        source: WorkloadSource,
+        validator: JwtValidator,
+        credentials: Callable[[Any], PeerCred] = peer_cred,
+    ) -> None:
+        self._attestor = attestor
+        self._source = source
+        self._validator = validator
+        self._credentials = credentials
+
+    async def _caller(self, stream: Any) -> tuple[Any, frozenset[Selector]]:
+        # header first: no attestation work for requests that fail it
+        check_security_header(stream.metadata)
+        request = await stream.recv_message()
+        try:
+            return request, await self._attestor.attest(self._credentials(stream))
+        except Exception as err:
+            raise to_grpc_error(err) from err
+
+    async def _stream_views(self, stream: Any, build: Callable[[WorkloadView], Any], need_svids: bool) -> None:
+        _, selectors = await self._caller(stream)
+        try:
+            async with self._source.subscribe(selectors) as sub:
+                last = None
+                while True:
+                    view = await sub.next()
+                    if not view.identities:
+                        raise NoIdentityIssuedError("no identity issued")
+                    if need_svids and not view.complete:
+                        continue  # wait until every identity is minted so the default comes first
+                    msg = build(view)
+                    if msg != last:
+                        await stream.send_message(msg)
+                        last = msg
+        except GRPCError:
+            raise
+        except Exception as err:
+            raise to_grpc_error(err) from err
+
+    async def FetchX509SVID(self, stream: Any) -> None:
+        """Stream X.509-SVIDs: full state now, then on every change."""
+        await self._stream_views(stream, x509_svid_response, need_svids=True)
+
+    async def FetchX509Bundles(self, stream: Any) -> None:
+        """Stream X.509 bundles."""
+        await self._stream_views(stream, x509_bundles_response, need_svids=False)
+
+    async def FetchJWTBundles(self, stream: Any) -> None:
+        """Stream JWT bundles (JWKS)."""
+        await self._stream_views(stream, jwt_bundles_response, need_svids=False)
+
+    async def FetchJWTSVID(self, stream: Any) -> None:
+        """Mint (or reuse cached) JWT-SVIDs for the caller."""
+        request, selectors = await self._caller(stream)
+        audience = audience_list(request.audience)
+        if not audience:
+            raise _invalid("audience must be specified")
+        if len(audience) > MAX_AUDIENCES:
+            raise _invalid(f"too many audience values (max {MAX_AUDIENCES})")
+        try:
+            spiffe_id = SpiffeId.parse(request.spiffe_id) if request.spiffe_id else None
+            tokens = await self._source.fetch_jwt_svids(selectors, audience, spiffe_id)
+        except Exception as err:
+            raise to_grpc_error(err) from err
+        await stream.send_message(jwt_svid_response(tokens))
+
+    async def ValidateJWTSVID(self, stream: Any) -> None:
+        """Validate a JWT-SVID against the bundles the caller may see; return its claims."""
+        request, selectors = await self._caller(stream)
+        if not request.audience:
+            raise _invalid("audience must be specified")
+        if not request.svid:
+            raise _invalid("svid must be specified")
+        if len(request.svid) > MAX_TOKEN_BYTES:
+            raise _invalid("svid is too large")
+        try:
+            bundles = visible_bundles(self._source.view(selectors))
+            subject, claims = self._validator.validate(request.svid, request.audience, bundles)
+        except SpiffeError as err:
+            status = Status.INVALID_ARGUMENT if err.grpc_status != "UNAVAILABLE" else Status.UNAVAILABLE
+            raise GRPCError(status, str(err)) from err
+        except Exception as err:
+            raise to_grpc_error(err) from err
+        struct = struct_pb2.Struct()
+        struct.update(dict(claims))
+        await stream.send_message(workload_pb2.ValidateJWTSVIDResponse(spiffe_id=str(subject), claims=struct))
+
+    async def FetchWITSVID(self, stream: Any) -> None:
+        """WIT-SVIDs are not supported (WA-28)."""
+        raise GRPCError(Status.UNIMPLEMENTED, "wit-svid profile is not supported")
+
+    async def FetchWITBundles(self, stream: Any) -> None:
+        """WIT bundles are not supported (WA-28)."""
+        raise GRPCError(Status.UNIMPLEMENTED, "wit-svid profile is not supported")
