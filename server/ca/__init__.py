@@ -1,0 +1,1 @@
+"""Server CA: templates, signer, key managers, slot model and the rotating CA manager."""
