@@ -28,13 +28,13 @@ def test_container_pid_cgroup_names_container_id(docker_engine: DockerEngine) ->
 
 
 def test_container_runs_host_python(docker_engine: DockerEngine, tmp_path: Path) -> None:
-    """sys.executable runs inside the busybox container via the read-only binds."""
-    script = "import cryptography, sys, pathlib; pathlib.Path(sys.argv[1]).write_text('ok'); print(1)"
+    """sys.executable runs inside the busybox container via the read-only binds, with our env."""
+    script = "import cryptography, os, sys, pathlib; pathlib.Path(sys.argv[1]).write_text('ok'); print(os.environ['X'])"
     out = tmp_path / "out.txt"
-    cid = docker_engine.run([sys.executable, "-c", script, str(out)], share=tmp_path)
+    cid = docker_engine.run([sys.executable, "-c", script, str(out)], env={"X": "from-env"}, share=tmp_path)
     try:
         assert docker_engine.wait(cid) == 0, docker_engine.logs(cid)
-        assert docker_engine.logs(cid).strip() == "1"
+        assert docker_engine.logs(cid).strip() == "from-env"
         # The shared directory is writable from inside (a Unix socket will travel this way).
         assert out.read_text() == "ok"
     finally:
