@@ -43,7 +43,7 @@ class AgentState:
     can_reattest: bool = False
 
     def __repr__(self) -> str:
-        return f"AgentState(spiffe_id={str(self.spiffe_id)!r}, not_after={self.not_after})"
+        return f"AgentState(not_after={self.not_after})"  # the ID may embed the join token
 
     @property
     def not_before(self) -> datetime:

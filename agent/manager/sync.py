@@ -76,6 +76,13 @@ class ManagerConfig:
         return f"ManagerConfig(trust_domain={self.trust_domain.name!r}, server={self.server_host}:{self.server_port})"
 
 
+def display_id(spiffe_id: SpiffeId) -> str:
+    """An agent ID safe for logs: a join-token agent's ID embeds the token, so it is masked."""
+    text = str(spiffe_id)
+    head, sep, _ = text.partition("/spire/agent/join_token/")
+    return f"{head}{sep}[REDACTED]" if sep else text
+
+
 def new_key() -> ec.EllipticCurvePrivateKey:
     """A fresh EC P-256 key."""
     return ec.generate_private_key(ec.SECP256R1())
@@ -223,7 +230,7 @@ class Manager:
         """Load the stored agent identity, or attest with the join token (retrying while unreachable)."""
         stored = load_state(self.config.data_dir)
         if stored is not None and stored.not_after > self._clock.now():
-            log.info("using stored agent identity %s", stored.spiffe_id)
+            log.info("using stored agent identity %s", display_id(stored.spiffe_id))
             self._state = stored
             self._connect(stored)
             return
@@ -232,8 +239,9 @@ class Manager:
         backoff = 1.0
         while True:
             try:
-                self._adopt(await self._attest(self.config.join_token))
-                log.info("attested as %s", self._state.spiffe_id if self._state else "?")
+                state = await self._attest(self.config.join_token)
+                self._adopt(state)
+                log.info("attested as %s", display_id(state.spiffe_id))
                 return
             except ServerCallError as err:
                 if err.status != "UNAVAILABLE":
@@ -264,7 +272,7 @@ class Manager:
         if chain[0].public_key() != key.public_key():
             raise ServerResponseError("attest: agent svid does not hold our key")
         if not sid.member_of(self.config.trust_domain) or (expected is not None and sid != expected):
-            raise ServerResponseError(f"attest: unexpected agent spiffe id: {str(sid)!r}")
+            raise ServerResponseError(f"attest: unexpected agent spiffe id: {display_id(sid)!r}")
         return chain
 
     async def _renew(self, state: AgentState) -> None:

@@ -1,0 +1,124 @@
+"""Composition root of the agent: build objects from config, serve the Workload API socket.
+
+::
+
+    await run_agent(load_config(Path("agent.toml"), {}))
+
+The socket is world-connectable (0777) inside a 0755 directory owned by the
+agent's user; anything else (a group/world-writable or foreign-owned directory)
+is refused because another user could swap the socket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import stat
+from pathlib import Path
+
+from cryptography import x509
+from grpclib.server import Server
+
+from agent.attest.base import WorkloadAttestor
+from agent.attest.caller import CallerAttestor
+from agent.attest.docker import DockerAttestor, DockerEngineApi, socket_path_from_docker_host
+from agent.attest.procfs import LinuxProcFs
+from agent.attest.unix import SystemUserDb, UnixAttestor
+from agent.config import AgentConfig
+from agent.errors import AgentConfigError
+from agent.manager.sync import Manager, ManagerConfig
+from agent.workloadapi.handler import WorkloadApiHandler
+from agent.workloadapi.jwt import JwtSvidValidator
+from spiffe_py import _pem
+from spiffe_py.clock import SystemClock
+
+log = logging.getLogger(__name__)
+
+
+def build_attestors(cfg: AgentConfig, procfs: LinuxProcFs) -> list[WorkloadAttestor]:
+    """The configured workload attestors."""
+    out: list[WorkloadAttestor] = []
+    for name in cfg.workload_attestors:
+        if name == "unix":
+            out.append(
+                UnixAttestor(
+                    procfs,
+                    SystemUserDb(),
+                    discover_workload_path=cfg.discover_workload_path,
+                    workload_size_limit=cfg.workload_size_limit,
+                )
+            )
+        elif name == "docker":
+            host = cfg.docker_host or os.environ.get("DOCKER_HOST")
+            out.append(DockerAttestor(procfs, DockerEngineApi(socket_path_from_docker_host(host))))
+    return out
+
+
+def manager_config(cfg: AgentConfig) -> ManagerConfig:
+    """ManagerConfig from AgentConfig (reads the bootstrap bundle file)."""
+    bundle: tuple[x509.Certificate, ...] = ()
+    if cfg.trust_bundle:
+        try:
+            bundle = tuple(_pem.certificates_from_any(Path(cfg.trust_bundle).read_bytes()))
+        except (OSError, ValueError) as err:
+            raise AgentConfigError(f"config: cannot load trust_bundle {cfg.trust_bundle!r}") from err
+    return ManagerConfig(
+        trust_domain=cfg.td(),
+        server_host=cfg.server_address,
+        server_port=cfg.server_port,
+        data_dir=Path(cfg.data_dir),
+        join_token=cfg.join_token,
+        bootstrap_bundle=bundle,
+        insecure_bootstrap=cfg.insecure_bootstrap,
+        resync_interval=cfg.resync_interval,
+        max_x509_svids=cfg.max_x509_svids,
+    )
+
+
+def prepare_socket_dir(socket_path: Path) -> None:
+    """Create the socket's directory 0755 and refuse unsafe existing ones; remove a stale socket."""
+    directory = socket_path.parent
+    directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+    st = directory.stat()
+    if st.st_uid != os.geteuid() or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise AgentConfigError(
+            f"agent: socket directory must be ours and not group/world-writable: {str(directory)!r}"
+        )
+    os.chmod(directory, 0o755)  # noqa: S103 - everyone must reach the socket; only we may write here
+    with contextlib.suppress(FileNotFoundError):
+        if not stat.S_ISSOCK(os.lstat(socket_path).st_mode):
+            raise AgentConfigError(f"agent: socket_path exists and is not a socket: {str(socket_path)!r}")
+        _remove_socket(socket_path)
+
+
+async def run_agent(cfg: AgentConfig) -> None:
+    """Serve the Workload API until cancelled."""
+    cfg.validate()
+    clock = SystemClock()
+    manager = Manager(manager_config(cfg), clock=clock)
+    procfs = LinuxProcFs()
+    handler = WorkloadApiHandler(
+        attestor=CallerAttestor(procfs, build_attestors(cfg, procfs)),
+        source=manager,
+        validator=JwtSvidValidator(clock),
+    )
+    socket_path = Path(cfg.socket_path)
+    prepare_socket_dir(socket_path)
+    server = Server([handler])
+    # serve before attesting so callers get UNAVAILABLE rather than a missing socket (WE-13)
+    await server.start(path=str(socket_path))
+    os.chmod(socket_path, 0o777)  # noqa: S103 - any local workload may connect (WE-12); attestation decides
+    log.info("workload api listening on %s", socket_path)
+    try:
+        await manager.start()
+        await manager.run()
+    finally:
+        server.close()
+        await server.wait_closed()
+        _remove_socket(socket_path)
+
+
+def _remove_socket(socket_path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        socket_path.unlink()

@@ -1,0 +1,121 @@
+"""Agent configuration: TOML file (unknown keys are errors) overridden by CLI flags.
+
+::
+
+    cfg = load_config(Path("agent.toml"), overrides={"join_token": token})
+    cfg.validate()
+
+Example file::
+
+    trust_domain = "example.org"
+    server_address = "127.0.0.1"
+    server_port = 8081
+    trust_bundle = "/etc/spiffe-py/bootstrap.pem"
+    workload_attestors = ["unix", "docker"]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agent.errors import AgentConfigError
+from spiffe_py.errors import InvalidTrustDomainError
+from spiffe_py.spiffeid import TrustDomain
+
+DEFAULT_SOCKET_PATH = "/tmp/spiffe-py-agent/public/api.sock"  # noqa: S108 - the documented default location
+DEFAULT_DATA_DIR = "./.spiffe-agent-data"
+ATTESTORS = ("unix", "docker")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    """All agent settings; field names are the TOML keys."""
+
+    trust_domain: str = ""
+    server_address: str = "127.0.0.1"
+    server_port: int = 8081
+    socket_path: str = DEFAULT_SOCKET_PATH
+    data_dir: str = DEFAULT_DATA_DIR
+    join_token: str | None = None
+    trust_bundle: str | None = None
+    insecure_bootstrap: bool = False
+    log_level: str = "info"
+    workload_attestors: tuple[str, ...] = ("unix",)
+    discover_workload_path: bool = False
+    workload_size_limit: int = 0
+    docker_host: str | None = None  # unix:///path; default: $DOCKER_HOST or /var/run/docker.sock
+    resync_interval: float = 60.0
+    max_x509_svids: int = 1000
+
+    def __repr__(self) -> str:
+        # never show the join token
+        return f"AgentConfig(trust_domain={self.trust_domain!r}, server={self.server_address}:{self.server_port})"
+
+    def td(self) -> TrustDomain:
+        """The parsed trust domain."""
+        try:
+            return TrustDomain.parse(self.trust_domain)
+        except InvalidTrustDomainError as err:
+            raise AgentConfigError(f"config: invalid trust_domain: {self.trust_domain!r}") from err
+
+    def validate(self) -> None:
+        """Check values; raises AgentConfigError with the first problem."""
+        self.td()
+        if not 0 < self.server_port < 65536:
+            raise AgentConfigError(f"config: server_port out of range: {self.server_port!r}")
+        if self.trust_bundle and self.insecure_bootstrap:
+            raise AgentConfigError("config: trust_bundle and insecure_bootstrap are mutually exclusive")
+        if self.trust_bundle and not Path(self.trust_bundle).is_file():
+            raise AgentConfigError(f"config: trust_bundle file not found: {self.trust_bundle!r}")
+        if not Path(self.socket_path).is_absolute():
+            raise AgentConfigError(f"config: socket_path must be absolute: {self.socket_path!r}")
+        unknown = [a for a in self.workload_attestors if a not in ATTESTORS]
+        if unknown or not self.workload_attestors:
+            raise AgentConfigError(f"config: workload_attestors must be among {ATTESTORS!r}: {unknown!r}")
+        if self.log_level not in LOG_LEVELS:
+            raise AgentConfigError(f"config: log_level must be one of {LOG_LEVELS!r}: {self.log_level!r}")
+        if self.resync_interval <= 0 or self.max_x509_svids < 1:
+            raise AgentConfigError("config: resync_interval and max_x509_svids must be positive")
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(AgentConfig)}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    if name == "workload_attestors":
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise AgentConfigError("config: workload_attestors must be a list of strings")
+        return tuple(value)
+    default = _FIELDS[name].default
+    expected: type = type(default) if default is not None else str
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        raise AgentConfigError(f"config: {name} must be of type {expected.__name__}")
+    return value
+
+
+def build_config(values: Mapping[str, Any]) -> AgentConfig:
+    """Build a config from a mapping; unknown keys are errors."""
+    unknown = sorted(set(values) - set(_FIELDS))
+    if unknown:
+        raise AgentConfigError(f"config: unknown keys: {unknown!r}")
+    return AgentConfig(**{k: _coerce(k, v) for k, v in values.items()})
+
+
+def load_config(path: Path | None, overrides: Mapping[str, Any]) -> AgentConfig:
+    """Read the TOML file (if any), then apply non-None overrides."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            values = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as err:
+            raise AgentConfigError(f"config: cannot read {str(path)!r}: {err}") from err
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return build_config(values)
