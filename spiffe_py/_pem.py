@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
@@ -24,6 +25,16 @@ SigningKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]{1,64})-----\r?\n(.*?)-----END \1-----", re.DOTALL)
 _PEM_START = b"-----BEGIN "
+
+
+# Everything cryptography raises for a malformed certificate (some are not ValueErrors).
+_CERT_ERRORS = (
+    ValueError,
+    UnsupportedAlgorithm,
+    x509.InvalidVersion,
+    x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType,
+)
 
 
 class DecodeError(ValueError):
@@ -89,11 +100,22 @@ def _der_length(data: bytes, offset: int) -> int:
     return header + length
 
 
+def checked_certificate(cert: x509.Certificate) -> x509.Certificate:
+    """``cert`` after touching every field we use: cryptography parses lazily, so accessors could raise later."""
+    try:
+        _ = (cert.subject, cert.issuer, cert.extensions, cert.not_valid_before_utc, cert.not_valid_after_utc)
+        _ = (cert.public_key(), cert.signature_hash_algorithm)
+    except _CERT_ERRORS as err:
+        raise DecodeError("invalid certificate") from err
+    return cert
+
+
 def _load_der_certificate(der: bytes) -> x509.Certificate:
     try:
-        return x509.load_der_x509_certificate(der)
-    except ValueError as err:
+        cert = x509.load_der_x509_certificate(der)
+    except _CERT_ERRORS as err:
         raise DecodeError("invalid certificate") from err
+    return checked_certificate(cert)
 
 
 def certificates_from_pem(data: bytes) -> list[x509.Certificate]:

@@ -303,9 +303,12 @@ def _x5c_certificate(jwk: Mapping[str, Any]) -> x509.Certificate | None:
     if not x5c[0]:
         return None
     try:
-        return x509.load_der_x509_certificate(base64.b64decode(x5c[0], validate=True))
-    except (binascii.Error, ValueError) as err:
+        certs = _pem.certificates_from_der(base64.b64decode(x5c[0], validate=True))
+    except (binascii.Error, _pem.DecodeError) as err:
         raise _fail("'x5c' does not hold a base64 der certificate") from err
+    if len(certs) != 1:  # X5-20: exactly one certificate per x5c value
+        raise _fail("'x5c' value must hold exactly one certificate")
+    return certs[0]
 
 
 def parse_bundle_map(data: bytes) -> dict[TrustDomain, SpiffeBundle]:

@@ -41,28 +41,30 @@ PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 _CURVES: dict[str, ec.EllipticCurve] = {"ec-p256": ec.SECP256R1(), "ec-p384": ec.SECP384R1(), "ec-p521": ec.SECP521R1()}
 
 
-def _ku(*, digital_signature: bool = False, key_cert_sign: bool = False, crl_sign: bool = False) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=digital_signature,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=key_cert_sign,
-        crl_sign=crl_sign,
-        encipher_only=False,
-        decipher_only=False,
-    )
-
-
-LEAF_KEY_USAGE = _ku(digital_signature=True)
-CA_KEY_USAGE = _ku(key_cert_sign=True, crl_sign=True)
-SERVER_AND_CLIENT = (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH)
+_KEY_USAGE_FLAGS = (
+    "digital_signature",
+    "content_commitment",
+    "key_encipherment",
+    "data_encipherment",
+    "key_agreement",
+    "key_cert_sign",
+    "crl_sign",
+    "encipher_only",
+    "decipher_only",
+)
 
 
 def key_usage(**flags: bool) -> x509.KeyUsage:
     """A KeyUsage with only the given flags set, e.g. ``key_usage(digital_signature=True, crl_sign=True)``."""
-    return _ku(**flags)
+    unknown = set(flags) - set(_KEY_USAGE_FLAGS)
+    if unknown:
+        raise TypeError(f"unknown key usage flags: {sorted(unknown)}")
+    return x509.KeyUsage(**{name: flags.get(name, False) for name in _KEY_USAGE_FLAGS})
+
+
+LEAF_KEY_USAGE = key_usage(digital_signature=True)
+CA_KEY_USAGE = key_usage(key_cert_sign=True, crl_sign=True)
+SERVER_AND_CLIENT = (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH)
 
 
 def generate_key(key_type: KeyType = "ec-p256") -> PrivateKey:
