@@ -269,3 +269,34 @@ def test_load_refuses_missing_oversized_and_non_utf8(tmp_path: Path) -> None:
     latin.write_bytes(b"# caf\xe9\n")
     with pytest.raises(PolicyError, match="not valid UTF-8"):
         load_policy(latin)
+
+
+# --- only the reachable part of the document is converted; results must not change -------------
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        'entry["labels"]["approved"] == "true"',  # index syntax keeps the whole root
+        '[entry].exists(e, e.labels.approved == "true")',  # bare mention keeps the whole root
+        'entry . labels.approved == "true"',
+        'has(entry.labels.approved) && entry.labels.approved == "true" && time.now > timestamp("2020-01-01T00:00:00Z")',
+    ],
+)
+def test_projection_keeps_every_field_a_rule_reads(when: str) -> None:
+    policy = parse_policy(rules(f"name = 'approved'\nwhen = '{when}'\neffect = 'deny'\nreason = 'seen'"))
+    assert policy.evaluate(doc(entry=EntryFacts(labels={"approved": "true"}))).reason == "seen"
+    assert policy.evaluate(doc(entry=EntryFacts(labels={"approved": "no"}))).allowed
+
+
+def test_projection_drops_unread_fields_but_unknown_roots_pass_through() -> None:
+    policy = parse_policy(rules(
+        "name = 'a'\nwhen = 'workload.uid == 1 && extra.flag'\neffect = 'deny'\nreason = 'r'",
+        "name = 'b'\nwhen = '\"workload.pid\" == \"x\"'\neffect = 'allow'",
+    ))
+    d = doc(workload=WorkloadFacts(uid=1, pid=7))
+    d["extra"] = {"flag": True}
+    assert policy.evaluate(d).reason == "r"
+    # a rule naming a field that is absent from the document still fails closed
+    missing = parse_policy(rules("name = 'm'\nwhen = 'workload.gid == 1'\neffect = 'allow'"))
+    assert "KeyError" in missing.evaluate(d).reason
