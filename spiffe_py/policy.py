@@ -325,7 +325,10 @@ _FileSignature = tuple[int, int, int, int]
 
 
 def _signature(path: Path) -> _FileSignature:
-    st = path.stat()
+    try:
+        st = path.stat()
+    except OSError as err:
+        raise PolicyError(f"cannot read: {err.strerror}", source=str(path)) from err
     if not stat.S_ISREG(st.st_mode):
         raise PolicyError("not a regular file", source=str(path))
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
@@ -353,10 +356,7 @@ class PolicyHolder:
         self._interval = check_interval
         self._on_reload = on_reload
         self._on_error = on_error
-        try:
-            self._signature: _FileSignature | None = _signature(path)
-        except OSError as err:
-            raise PolicyError(f"cannot read: {err.strerror}", source=str(path)) from err
+        self._signature: _FileSignature | None = _signature(path)
         self._policy = load_policy(path)
         self._checked_at = clock.now()
         self.last_error: PolicyError | None = None
@@ -378,12 +378,13 @@ class PolicyHolder:
     def check(self) -> bool:
         """Reload now if the file changed; True if a new policy took effect."""
         try:
-            sig: _FileSignature | None = _signature(self.path)
-        except (OSError, PolicyError) as err:
-            self._fail(err if isinstance(err, PolicyError) else PolicyError(
-                f"cannot read: {err.strerror}", source=str(self.path)))
-            sig = None
-        if sig is None or sig == self._signature:
+            sig = _signature(self.path)
+        except PolicyError as err:
+            if self._signature is not None:  # report a vanished file once, not on every check
+                self._signature = None
+                self._fail(err)
+            return False
+        if sig == self._signature:
             return False
         self._signature = sig
         try:

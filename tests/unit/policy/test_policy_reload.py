@@ -76,14 +76,24 @@ def test_broken_policy_keeps_previous_and_reports_file_and_line(policy_file: Pat
     assert holder.evaluate(DOC).allowed
 
 
-def test_deleted_file_keeps_previous_policy(policy_file: Path) -> None:
+def test_deleted_file_keeps_previous_policy_until_it_returns(policy_file: Path) -> None:
     rewrite(policy_file, DENY_ALL, bump=1)
-    holder = PolicyHolder(policy_file, clock=ManualClock(START))
+    errors: list[PolicyError] = []
+    holder = PolicyHolder(policy_file, clock=ManualClock(START), on_error=errors.append)
     policy_file.unlink()
     assert holder.check() is False
-    assert holder.last_error is not None
-    assert "cannot read: No such file or directory" in str(holder.last_error)
+    assert holder.check() is False
+    assert [str(e) for e in errors] == [f"policy: {policy_file}: cannot read: No such file or directory"]
+    assert holder.last_error is errors[0]
     assert holder.evaluate(DOC).reason == "closed"
+    policy_file.write_text("")
+    assert holder.check() is True
+    assert holder.evaluate(DOC).allowed
+
+
+def test_directory_instead_of_file_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(PolicyError, match="not a regular file"):
+        PolicyHolder(tmp_path, clock=ManualClock(START))
 
 
 def test_replaced_inode_same_size_and_mtime_is_detected(policy_file: Path) -> None:
