@@ -3,7 +3,7 @@
 Each record carries ``seq``, the previous record's hash (``prev_hash``) and its own ``hash``:
 SHA-256 over the canonical JSON (sorted keys, no whitespace, UTF-8) of every other field::
 
-    log = AuditLog(JsonlFileSink(Path("/var/lib/spiffe-py/audit.jsonl")))
+    log = AuditLog.resume(JsonlFileSink(path), load_jsonl(path))   # verifies, then continues
     log.append(build_event(now=clock.now(), actor="agent", spiffe_id="spiffe://td/w", selectors=["unix:uid:0"],
                            decision="allow", reason="no deny rule matched", method="FetchJWTSVID", jti="abc"))
     result = verify_chain(load_jsonl(path))   # VerifyResult(ok, index, seq, kind, reason)
@@ -44,6 +44,14 @@ class AuditSecretError(SpiffeError, ValueError):
 
 class AuditWriteError(SpiffeError, OSError):
     """The audit sink could not durably write a record (disk full, unwritable, ...)."""
+
+
+class AuditChainError(SpiffeError, ValueError):
+    """Existing records do not verify, so the chain cannot be resumed; ``.result`` says where."""
+
+    def __init__(self, result: VerifyResult) -> None:
+        self.result = result
+        super().__init__(f"audit: chain broken at index {result.index} ({result.kind}): {result.reason}")
 
 
 class Outcome(enum.StrEnum):
@@ -320,6 +328,18 @@ class AuditLog:
         self._seq = 0 if last is None else int(last["seq"]) + 1
         self._prev = GENESIS_HASH if last is None else str(last["hash"])
 
+    @classmethod
+    def resume(cls, sink: AuditSink, records: Sequence[Mapping[str, Any]]) -> AuditLog:
+        """Continue after ``records`` (e.g. the sink's file) once they verify.
+
+        Raises:
+            AuditChainError: the existing records are broken; the caller decides what to do.
+        """
+        result = verify_chain(records)
+        if not result.ok:
+            raise AuditChainError(result)
+        return cls(sink, last=records[-1] if records else None)
+
     @property
     def head(self) -> tuple[int, str]:
         """(next seq, hash of the last record)."""
@@ -335,6 +355,7 @@ class AuditLog:
 
 __all__ = [
     "GENESIS_HASH",
+    "AuditChainError",
     "AuditEvent",
     "AuditLog",
     "AuditSecretError",

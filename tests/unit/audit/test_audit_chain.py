@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from spiffe_py.audit import (
     GENESIS_HASH,
+    AuditChainError,
     AuditEvent,
     AuditLog,
     AuditSecretError,
@@ -219,7 +220,7 @@ def test_jsonl_sink_appends_and_resumes_chain(tmp_path: Path) -> None:
         log.append(event(i))
     assert path.stat().st_mode & 0o777 == 0o600
     records = load_jsonl(path)
-    resumed = AuditLog(JsonlFileSink(path), last=records[-1])
+    resumed = AuditLog.resume(JsonlFileSink(path), records)
     assert resumed.head == (3, records[-1]["hash"])
     resumed.append(event(3))
     all_records = load_jsonl(path)
@@ -228,6 +229,15 @@ def test_jsonl_sink_appends_and_resumes_chain(tmp_path: Path) -> None:
     # each line is exactly the canonical encoding
     first_line = path.read_bytes().splitlines()[0]
     assert first_line == canonical_json(all_records[0])
+
+
+def test_resume_refuses_a_broken_chain_and_starts_fresh_on_empty() -> None:
+    records = chain(3)
+    del records[1]
+    with pytest.raises(AuditChainError, match=r"audit: chain broken at index 1 \(removed\)") as info:
+        AuditLog.resume(ListSink(), records)
+    assert info.value.result.seq == 2
+    assert AuditLog.resume(ListSink(), []).head == (0, GENESIS_HASH)
 
 
 def test_jsonl_file_edit_detected(tmp_path: Path) -> None:
