@@ -32,10 +32,19 @@ class JoinTokenRecord:
     expires_at: datetime
 
 
+class JoinTokenLike(Protocol):
+    """What the attestor needs from a stored token (the datastore's record satisfies it)."""
+
+    @property
+    def expires_at(self) -> datetime:
+        """When the token stops being usable."""
+        ...
+
+
 class JoinTokenStore(Protocol):
     """Where join tokens live until used."""
 
-    def consume(self, token: str, *, now: datetime) -> JoinTokenRecord | None:
+    def consume(self, token: str, *, now: datetime) -> JoinTokenLike | None:
         """Atomically delete ``token`` and return its record, or None if it does not exist."""
         ...
 

@@ -1,0 +1,163 @@
+"""The only module that signs with a CA key: template → sign → re-validate the output.
+
+    ca = sign_ca(trust_domain=td, key=key, ttl=DEFAULT_CA_TTL, now=now)          # self-signed
+    chain = sign_x509_svid(ca, X509SvidParams(spiffe_id=sid, public_key=pub), policy=SvidPolicy(), now=now)
+    pub = public_key_from_csr(csr_der, spiffe_id=sid)                            # InvalidCsrError if bad
+    token = sign_jwt(claims, key=jwt_key, kid=kid)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TypeGuard
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from server.ca.keys import CaPrivateKey, UpstreamAuthority
+from server.ca.templates import (
+    CA_SUBJECT,
+    CertPublicKey,
+    SvidPolicy,
+    X509SvidParams,
+    authority_id,
+    build_ca_template,
+    build_x509_svid_template,
+)
+from server.errors import InvalidCsrError
+from spiffe_py.errors import InvalidSpiffeIdError
+from spiffe_py.jwtsvid import sign_jwt_svid
+from spiffe_py.spiffeid import SpiffeId, TrustDomain
+from spiffe_py.x509svid import validate_leaf_profile, validate_signing_profile
+
+MAX_CSR_BYTES = 16 * 1024
+_MIN_RSA_BITS = 2048
+
+
+@dataclass(frozen=True, slots=True)
+class X509Authority:
+    """A signing CA: its certificate, its key and the certificates between it and the bundle roots."""
+
+    cert: x509.Certificate
+    key: CaPrivateKey
+    intermediates: tuple[x509.Certificate, ...] = ()
+
+    @property
+    def authority_id(self) -> str:
+        """Hex subject key identifier (SPIRE's authority ID)."""
+        return authority_id(self.cert)
+
+    @property
+    def chain(self) -> tuple[x509.Certificate, ...]:
+        """What follows a leaf it signs: the CA cert, then any intermediates (never a bundle root)."""
+        return (self.cert, *self.intermediates)
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedCsr:
+    """The parts of a verified CSR we use."""
+
+    public_key: CertPublicKey
+    spiffe_id: SpiffeId | None  # the single URI SAN, if the CSR has one
+    dns_names: tuple[str, ...]
+
+
+def _hash_for(key: CaPrivateKey) -> hashes.SHA256 | hashes.SHA384:
+    if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size > 256:
+        return hashes.SHA384()
+    return hashes.SHA256()
+
+
+def _sign(builder: x509.CertificateBuilder, key: CaPrivateKey) -> x509.Certificate:
+    return builder.sign(key, _hash_for(key))
+
+
+def sign_ca(
+    *,
+    trust_domain: TrustDomain,
+    key: CaPrivateKey,
+    ttl: timedelta,
+    now: datetime,
+    upstream: UpstreamAuthority | None = None,
+    subject: x509.Name = CA_SUBJECT,
+) -> X509Authority:
+    """A new server CA for ``key``: self-signed, or an intermediate signed by ``upstream``."""
+    template = build_ca_template(trust_domain=trust_domain, public_key=key.public_key(), ttl=ttl, now=now,
+                                 issuer=None if upstream is None else upstream.cert, subject=subject)
+    if upstream is None:
+        cert = _sign(template, key)
+        intermediates: tuple[x509.Certificate, ...] = ()
+    else:
+        cert = _sign(template, upstream.key)
+        above = (upstream.cert, *upstream.intermediates)
+        intermediates = tuple(c for c in above if c not in upstream.roots)
+    validate_signing_profile(cert)
+    return X509Authority(cert=cert, key=key, intermediates=intermediates)
+
+
+def sign_x509_svid(
+    authority: X509Authority, params: X509SvidParams, *, policy: SvidPolicy, now: datetime
+) -> tuple[x509.Certificate, ...]:
+    """Sign one X.509-SVID; returns leaf first, then the authority chain."""
+    leaf = _sign(build_x509_svid_template(params, policy=policy, issuer=authority.cert, now=now), authority.key)
+    validate_leaf_profile(leaf)  # defence in depth on our own output (SPIRE credvalidator)
+    return (leaf, *authority.chain)
+
+
+def sign_jwt(claims: Mapping[str, Any], *, key: CaPrivateKey, kid: str) -> str:
+    """Sign JWT-SVID claims with a JWT authority key."""
+    return sign_jwt_svid(claims, key, kid)
+
+
+def parse_csr(der: bytes) -> ParsedCsr:
+    """Parse and verify a DER CSR from an untrusted caller."""
+    if len(der) > MAX_CSR_BYTES:
+        raise InvalidCsrError(f"ca: csr is larger than {MAX_CSR_BYTES} bytes")
+    try:
+        csr = x509.load_der_x509_csr(der)
+    except ValueError as err:
+        raise InvalidCsrError("ca: malformed csr") from err
+    if not csr.is_signature_valid:
+        raise InvalidCsrError("ca: csr signature is invalid")
+    try:
+        public_key = csr.public_key()
+    except (ValueError, UnsupportedAlgorithm) as err:
+        raise InvalidCsrError("ca: csr public key cannot be decoded") from err
+    if not _acceptable_key(public_key):
+        raise InvalidCsrError(f"ca: csr public key must be ec p-256/p-384 or rsa >= {_MIN_RSA_BITS} bits")
+    uris, dns_names = _csr_sans(csr)
+    if len(uris) > 1:
+        raise InvalidCsrError(f"ca: csr must hold at most one uri san: {uris!r}")
+    try:
+        spiffe_id = SpiffeId.parse(uris[0]) if uris else None
+    except InvalidSpiffeIdError as err:
+        raise InvalidCsrError(f"ca: csr uri san is not a valid spiffe id: {err.reason}") from err
+    return ParsedCsr(public_key=public_key, spiffe_id=spiffe_id, dns_names=tuple(dns_names))
+
+
+def public_key_from_csr(der: bytes, *, spiffe_id: SpiffeId) -> CertPublicKey:
+    """The CSR's public key, after checking any URI SAN it carries is ``spiffe_id``."""
+    parsed = parse_csr(der)
+    if parsed.spiffe_id is not None and parsed.spiffe_id != spiffe_id:
+        raise InvalidCsrError(f"ca: csr spiffe id {str(parsed.spiffe_id)!r} does not match {str(spiffe_id)!r}")
+    return parsed.public_key
+
+
+def _acceptable_key(key: object) -> TypeGuard[CertPublicKey]:
+    if isinstance(key, rsa.RSAPublicKey):
+        return key.key_size >= _MIN_RSA_BITS
+    return isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1 | ec.SECP384R1)
+
+
+def _csr_sans(csr: x509.CertificateSigningRequest) -> tuple[list[str], list[str]]:
+    try:
+        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return [], []
+    except ValueError as err:  # duplicate or undecodable extensions
+        raise InvalidCsrError("ca: csr extensions are malformed") from err
+    return san.get_values_for_type(x509.UniformResourceIdentifier), san.get_values_for_type(x509.DNSName)
