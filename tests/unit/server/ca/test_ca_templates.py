@@ -111,6 +111,14 @@ def test_leaf_without_dns_names_has_no_cn() -> None:
     assert cert.subject.rfc4514_string() == "O=SPIRE,C=US"
 
 
+def test_leaf_cn_left_out_when_dns_name_exceeds_64_chars() -> None:
+    long_name = "a" * 60 + ".example"
+    cert = leaf(X509SvidParams(spiffe_id=WEB, public_key=generate_key().public_key(), dns_names=(long_name,)))
+    assert cert.subject.rfc4514_string() == "O=SPIRE,C=US"
+    assert cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+        x509.DNSName) == [long_name]
+
+
 def test_leaf_with_empty_subject_marks_san_critical_x5_04() -> None:
     policy = SvidPolicy(svid_subject=x509.Name([]))
     cert = leaf(X509SvidParams(spiffe_id=WEB, public_key=generate_key().public_key()), policy)
