@@ -62,7 +62,7 @@ def _rewrite(out: Path) -> None:
         text = text.replace("# @@protoc_insertion_point(imports)\n",
                             "# @@protoc_insertion_point(imports)\n" + POOL_IMPORT, 1)
         path.write_text(text)
-    for path in sorted((out / OUT_PKG).rglob("*.py")):
+    for path in sorted([*(out / OUT_PKG).rglob("*.py"), *(out / OUT_PKG).rglob("*.pyi")]):
         text = path.read_text()
         # Point module references (never wire names such as /spiffepy.server.v1.AgentAPI/...
         # or the serialized descriptors) at the package the modules now live in.
