@@ -16,6 +16,7 @@ from server.ca import slots as sl
 from server.ca.keys import DiskKeyManager, KeyType, MemoryKeyManager, UpstreamAuthority, generate_key
 from server.ca.manager import AuthorityKind, CaConfig, CaManager, MemoryJournalStore
 from server.ca.templates import JwtSvidParams, SvidPolicy, X509SvidParams
+from server.datastore import open_datastore
 from server.errors import CaUnavailableError, FailedPreconditionError, NotFoundError
 from spiffe_py.clock import ManualClock
 from spiffe_py.jwtsvid import JwtSvid
@@ -186,6 +187,26 @@ def test_restart_keeps_same_ca_and_keys_0600(tmp_path: Path, check_svid: CheckSv
     files = sorted((tmp_path / "keys").iterdir())
     assert len(files) == 2
     assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files)
+
+
+def test_restart_with_sqlite_datastore_journal(tmp_path: Path, check_svid: CheckSvid) -> None:
+    """The real datastore implements CaJournalStore; a new manager on the same file resumes the same CA."""
+    clock, config = ManualClock(NOW), CaConfig(trust_domain=TD)
+    store = open_datastore(tmp_path / "datastore.sqlite")
+    try:
+        first = CaManager(config, keys=DiskKeyManager(tmp_path / "keys"), journal=store, clock=clock)
+        first_bundle = first.bundle()
+    finally:
+        store.close()
+    store = open_datastore(tmp_path / "datastore.sqlite")
+    try:
+        second = CaManager(config, keys=DiskKeyManager(tmp_path / "keys"), journal=store, clock=clock)
+        assert second.bundle() == first_bundle
+        key = generate_key(KeyType.EC_P256)
+        chain = second.sign_x509_svid(X509SvidParams(spiffe_id=WEB, public_key=key.public_key()))
+        check_svid(chain, key, first_bundle.x509_authorities, NOW)
+    finally:
+        store.close()
 
 
 def test_journal_holds_no_private_key_material(tmp_path: Path) -> None:

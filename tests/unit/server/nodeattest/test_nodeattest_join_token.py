@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
+from server.datastore import JoinToken, open_datastore
 from server.errors import AttestationError
 from server.nodeattest.join_token import (
     DEFAULT_JOIN_TOKEN_TTL,
@@ -92,3 +94,18 @@ async def test_attest_malformed_token_is_refused(payload: bytes) -> None:
     record = JoinTokenRecord(token=payload.decode("latin-1"), expires_at=NOW + timedelta(hours=1))
     with pytest.raises(AttestationError, match=r"^join_token: join token is malformed$"):
         await attestor_with(record).attest(payload, no_challenge, now=NOW)
+
+
+async def test_attest_with_sqlite_datastore_is_single_use(tmp_path: Path) -> None:
+    """The real datastore is a JoinTokenStore: the second use of a token is refused."""
+    store = open_datastore(tmp_path / "datastore.sqlite")
+    try:
+        record = generate_join_token(now=NOW)
+        store.create_join_token(JoinToken(token=record.token, expires_at=record.expires_at))
+        attestor = JoinTokenAttestor(TD, store)
+        result = await attestor.attest(record.token.encode(), no_challenge, now=NOW)
+        assert str(result.agent_id) == f"spiffe://example.org/spire/agent/join_token/{record.token}"
+        with pytest.raises(AttestationError, match="does not exist or has already been used"):
+            await attestor.attest(record.token.encode(), no_challenge, now=NOW)
+    finally:
+        store.close()
