@@ -2,14 +2,34 @@
 
 ::
 
-    from spiffe_py.workloadapi import parse_endpoint
+    from spiffe_py.workloadapi import WorkloadApiClient, X509Source
 
-    endpoint = parse_endpoint("unix:///tmp/agent.sock")
+    with X509Source.start(WorkloadApiClient(), timeout=10) as source:
+        print(source.get_x509_svid().spiffe_id)
 """
 
 from __future__ import annotations
 
 from spiffe_py.workloadapi._address import ENDPOINT_ENV, Endpoint, endpoint_from_env, parse_endpoint
 from spiffe_py.workloadapi._backoff import Backoff, is_retryable
+from spiffe_py.workloadapi._client import HEADER, AsyncWorkloadApiClient, Watch, WorkloadApiClient
+from spiffe_py.workloadapi._convert import InvalidResponseError, X509BundlesUpdate, X509Context
+from spiffe_py.workloadapi._source import JwtSource, X509Source
 
-__all__ = ["ENDPOINT_ENV", "Backoff", "Endpoint", "endpoint_from_env", "is_retryable", "parse_endpoint"]
+__all__ = [
+    "ENDPOINT_ENV",
+    "HEADER",
+    "AsyncWorkloadApiClient",
+    "Backoff",
+    "Endpoint",
+    "InvalidResponseError",
+    "JwtSource",
+    "Watch",
+    "WorkloadApiClient",
+    "X509BundlesUpdate",
+    "X509Context",
+    "X509Source",
+    "endpoint_from_env",
+    "is_retryable",
+    "parse_endpoint",
+]
