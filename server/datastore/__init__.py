@@ -65,7 +65,7 @@ _POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 _SQLITE_SCHEME = "sqlite://"
 
 
-def open_datastore(target: str | os.PathLike[str]) -> SqlDataStore:
+def open_datastore(target: str | os.PathLike[str]) -> DataStore:
     """Open by URL scheme: ``postgresql://``/``postgres://``, ``sqlite:///path``, or a plain file/dir path."""
     text = os.fspath(target)
     if text.startswith(_POSTGRES_SCHEMES):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
 
@@ -87,6 +88,15 @@ class SqlDataStore:
         """Release connections."""
         self._backend.close()
 
+    @contextmanager
+    def _change_tx(self) -> Iterator[Tx]:
+        """A transaction for writes that record changes."""
+        with self._backend.transaction() as tx:
+            # Lock the change counter first: such writers then queue in one order (no deadlock
+            # between e.g. a prune and an update) and their sequence numbers commit in order.
+            tx.execute("UPDATE counters SET value = value WHERE name = ?", ("change",))
+            yield tx
+
     # -- entries -----------------------------------------------------------------------------
 
     def _insert_entry(self, tx: Tx, entry: RegistrationEntry) -> None:
@@ -115,14 +125,14 @@ class SqlDataStore:
     def create_entry(self, entry: RegistrationEntry) -> RegistrationEntry:
         """Store a new entry (revision 0, ID generated if empty); AlreadyExistsError on a duplicate."""
         entry = replace(entry, id=entry.id or str(uuid.uuid4()), revision=0)
-        with self._backend.transaction() as tx:
+        with self._change_tx() as tx:
             self._insert_entry(tx, entry)
             _record_change(tx, ChangeKind.ENTRY, entry.id)
         return entry
 
     def update_entry(self, entry: RegistrationEntry) -> RegistrationEntry:
         """Replace the entry with ``entry.id`` and bump its revision; keeps ``created_at``."""
-        with self._backend.transaction() as tx:
+        with self._change_tx() as tx:
             old = self._delete_entry(tx, entry.id)
             entry = replace(entry, revision=old.revision + 1, created_at=old.created_at)
             self._insert_entry(tx, entry)
@@ -131,7 +141,7 @@ class SqlDataStore:
 
     def delete_entry(self, entry_id: str) -> RegistrationEntry:
         """Delete and return the entry; NotFoundError if absent."""
-        with self._backend.transaction() as tx:
+        with self._change_tx() as tx:
             entry = self._delete_entry(tx, entry_id)
             _record_change(tx, ChangeKind.ENTRY, entry_id, deleted=True)
         return entry
@@ -175,7 +185,7 @@ class SqlDataStore:
     def prune_entries(self, *, now: datetime) -> int:
         """Delete entries whose ``expires_at`` is before ``now``; returns how many."""
         check_time("now", now)
-        with self._backend.transaction() as tx:
+        with self._change_tx() as tx:
             expired = tx.execute("SELECT id FROM entries WHERE expires_at < ?", (codec.to_micros(now),))
             for (entry_id,) in expired:
                 self._delete_entry(tx, entry_id)
@@ -214,7 +224,7 @@ class SqlDataStore:
 
     def create_agent(self, agent: AttestedAgent) -> AttestedAgent:
         """Store a new agent; AlreadyExistsError if its SPIFFE ID is known."""
-        with self._backend.transaction() as tx:
+        with self._change_tx() as tx:
             try:
                 _insert(tx, "agents", codec.agent_row(agent))
             except UniqueViolation as err:
@@ -224,7 +234,7 @@ class SqlDataStore:
 
     def _update_agent(self, spiffe_id: str, values: dict[str, object]) -> AttestedAgent:
         sets = ", ".join(f"{column} = ?" for column in values)
-        with self._backend.transaction() as tx:
+        with self._change_tx() as tx:
             rows = tx.execute(f"UPDATE agents SET {sets} WHERE spiffe_id = ? RETURNING {_AGENT_COLS}",
                               [*values.values(), spiffe_id])
             if not rows:
@@ -269,7 +279,7 @@ class SqlDataStore:
 
     def delete_agent(self, spiffe_id: str) -> AttestedAgent:
         """Evict: delete and return the agent; NotFoundError if absent."""
-        with self._backend.transaction() as tx:
+        with self._change_tx() as tx:
             rows = tx.execute(f"DELETE FROM agents WHERE spiffe_id = ? RETURNING {_AGENT_COLS}", (spiffe_id,))
             if not rows:
                 raise NotFoundError(f"datastore: no such agent: {spiffe_id!r}")
@@ -320,7 +330,7 @@ class SqlDataStore:
 
     def set_bundle(self, bundle: BundleRecord) -> None:
         """Create or replace the bundle of ``bundle.trust_domain``."""
-        with self._backend.transaction() as tx:
+        with self._change_tx() as tx:
             tx.execute("INSERT INTO bundles (trust_domain, data, sequence) VALUES (?, ?, ?) ON CONFLICT (trust_domain)"
                        " DO UPDATE SET data = excluded.data, sequence = excluded.sequence",
                        (bundle.trust_domain, bundle.data, bundle.sequence))
@@ -334,7 +344,7 @@ class SqlDataStore:
 
     def delete_bundle(self, trust_domain: str) -> None:
         """Delete a bundle; NotFoundError if absent."""
-        with self._backend.transaction() as tx:
+        with self._change_tx() as tx:
             if not tx.execute("DELETE FROM bundles WHERE trust_domain = ? RETURNING trust_domain", (trust_domain,)):
                 raise NotFoundError(f"datastore: no bundle for trust domain: {trust_domain!r}")
             _record_change(tx, ChangeKind.BUNDLE, trust_domain, deleted=True)

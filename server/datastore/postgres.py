@@ -36,7 +36,8 @@ class _PgTx:
         except psycopg.errors.UniqueViolation as err:
             raise UniqueViolation("datastore: unique constraint violated") from err
         except psycopg.Error as err:
-            raise DataStoreError("datastore: postgresql query failed") from err
+            # SQLSTATE only: the server's message may quote row values.
+            raise DataStoreError(f"datastore: postgresql query failed (sqlstate {err.sqlstate})") from err
         return list(self._cursor.fetchall()) if self._cursor.description is not None else []
 
 
@@ -78,7 +79,7 @@ class PostgresBackend:
                 with conn.transaction(), conn.cursor() as cursor:
                     yield _PgTx(cursor)
             except psycopg.Error as err:
-                raise DataStoreError("datastore: postgresql transaction failed") from err
+                raise DataStoreError(f"datastore: postgresql transaction failed (sqlstate {err.sqlstate})") from err
             finally:
                 self._release(conn)
 

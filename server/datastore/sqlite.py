@@ -34,9 +34,9 @@ class _SqliteTx:
         except sqlite3.IntegrityError as err:
             if "UNIQUE" in str(err):
                 raise UniqueViolation("datastore: unique constraint violated") from err
-            raise DataStoreError("datastore: sqlite integrity error") from err
+            raise DataStoreError(f"datastore: sqlite integrity error ({err.sqlite_errorname})") from err
         except sqlite3.Error as err:
-            raise DataStoreError("datastore: sqlite query failed") from err
+            raise DataStoreError(f"datastore: sqlite query failed ({err.sqlite_errorname})") from err
 
 
 class SqliteBackend:

@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from server.datastore import SqlDataStore, open_datastore
+from server.datastore import SqlDataStore
 from server.datastore.postgres import open_postgres
 from server.datastore.sqlite import open_sqlite
 from tests.support import unavailable
@@ -33,13 +33,9 @@ class StoreFactory:
     opened: list[SqlDataStore] = field(default_factory=list)
 
     def open(self, **options: Any) -> SqlDataStore:
-        """A new store on this database (``open_datastore`` unless options are given)."""
-        if not options:
-            store = open_datastore(self.target)
-        elif self.kind == "sqlite":
-            store = open_sqlite(self.target, **options)
-        else:
-            store = open_postgres(self.target, **options)
+        """A new store on this database."""
+        opener = open_sqlite if self.kind == "sqlite" else open_postgres
+        store = opener(self.target, **options)
         self.opened.append(store)
         return store
 

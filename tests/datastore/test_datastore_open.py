@@ -10,6 +10,7 @@ import pytest
 from server.datastore import (
     AuditRecord,
     BundleRecord,
+    DataStore,
     DataStoreError,
     JoinToken,
     SchemaVersionError,
@@ -59,6 +60,15 @@ def test_newer_schema_is_refused(backend: StoreFactory) -> None:
     backend.raw("INSERT INTO schema_version (version) VALUES (?)", (len(MIGRATIONS) + 1,))
     with pytest.raises(SchemaVersionError, match="version 2 is newer than supported version 1"):
         backend.open()
+
+
+def test_open_datastore_picks_backend_by_scheme(backend: StoreFactory) -> None:
+    store: DataStore = open_datastore(backend.target)
+    try:
+        entry = store.create_entry(make_entry())
+        assert backend.open().get_entry(entry.id) == entry
+    finally:
+        store.close()
 
 
 def test_sqlite_file_is_owner_only_and_directory_gets_default_name(tmp_path: Path) -> None:
