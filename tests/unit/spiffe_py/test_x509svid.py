@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -151,6 +152,8 @@ def _pem_pair(issued: Issued) -> tuple[bytes, bytes]:
     return issued.chain_pem(), issued.key_pem()
 
 
+_MID_PEM = MID.cert.public_bytes(serialization.Encoding.PEM)
+
 PARSE_ERRORS: list[tuple[str, Callable[[], tuple[bytes, bytes]], str]] = [
     ("X5-22-key-mismatch", lambda: (ROOT.issue_svid(ID).chain_pem(), ROOT.issue_svid(ID).key_pem()),
      "private key does not match the leaf certificate"),
@@ -165,14 +168,12 @@ PARSE_ERRORS: list[tuple[str, Callable[[], tuple[bytes, bytes]], str]] = [
      "unsupported private key type"),
     ("X5-22-cert-as-key", lambda: (ROOT.issue_svid(ID).chain_pem(), ROOT.issue_svid(ID).chain_pem()),
      "exactly one pem block of type PRIVATE KEY"),
-    ("X5-22-too-long-chain", lambda: (ROOT.issue_svid(ID).chain_pem() + MID.cert.public_bytes(_PEM) * 16,
-                                      ROOT.issue_svid(ID).key_pem()), "more than 16 certificates"),
+    ("X5-22-too-long-chain", lambda: (ROOT.issue_svid(ID).chain_pem() + _MID_PEM * 16, ROOT.issue_svid(ID).key_pem()),
+     "more than 16 certificates"),
 ]  # fmt: skip
 
 
 def _encrypted_key() -> bytes:
-    from cryptography.hazmat.primitives import serialization
-
     return generate_key().private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -181,15 +182,11 @@ def _encrypted_key() -> bytes:
 
 
 def _ed25519_key() -> bytes:
-    from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
     return ed25519.Ed25519PrivateKey.generate().private_bytes(
         serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-
-
-_PEM = __import__("cryptography.hazmat.primitives.serialization", fromlist=["Encoding"]).Encoding.PEM
 
 
 @pytest.mark.parametrize(("make", "message"), [c[1:] for c in PARSE_ERRORS], ids=_ids(PARSE_ERRORS))
