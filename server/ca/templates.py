@@ -134,7 +134,13 @@ def authority_id(cert: x509.Certificate) -> str:
 
 
 def _authority_key_id(issuer: x509.Certificate) -> x509.AuthorityKeyIdentifier:
-    ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    try:
+        ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    except x509.ExtensionNotFound:  # an upstream CA without SKI: derive it the same way (RFC 5280 method 1)
+        issuer_key = issuer.public_key()
+        if not isinstance(issuer_key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
+            raise ValueError("ca: issuer key must be ec or rsa") from None
+        ski = subject_key_id(issuer_key)
     return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
 
 
@@ -152,8 +158,10 @@ def build_ca_template(
     # A unique subject per CA (SPIRE #4415): serialNumber=<serial>.
     name = x509.Name([*subject, x509.NameAttribute(NameOID.SERIAL_NUMBER, str(serial))])
     not_after = capped_not_after(now=now, ttl=ttl, caps=(issuer.not_valid_after_utc if issuer else None,))
-    aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(public_key) if issuer is None else (
-        _authority_key_id(issuer))
+    if issuer is None:
+        aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(public_key)
+    else:
+        aki = _authority_key_id(issuer)
     return (
         x509.CertificateBuilder()
         .serial_number(serial)

@@ -54,6 +54,16 @@ def test_upstream_signed_ca_chains_to_upstream_root(check_svid: CheckSvid) -> No
     check_svid(chain, key, [root.cert], NOW)
 
 
+def test_upstream_without_ski_still_gets_matching_aki() -> None:
+    root = CA.create("example.org", now=NOW, ski=False)
+    upstream = UpstreamAuthority(cert=root.cert, intermediates=(), key=root.key, roots=(root.cert,))
+    ca = sign_ca(trust_domain=TD, key=generate_key(KeyType.EC_P256), ttl=timedelta(hours=2), now=NOW,
+                 upstream=upstream)
+    aki = ca.cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    assert aki.key_identifier == x509.SubjectKeyIdentifier.from_public_key(root.key.public_key()).digest
+    ca.cert.verify_directly_issued_by(root.cert)
+
+
 def test_upstream_root_is_not_repeated_in_chain() -> None:
     root = CA.create("example.org", now=NOW)
     upstream = UpstreamAuthority(cert=root.cert, intermediates=(), key=root.key, roots=(root.cert,))
