@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
 
@@ -274,7 +274,7 @@ class AsyncWorkloadApiClient:
         except grpc.RpcError as err:
             raise map_rpc_error(rpc, err) from err
 
-    async def _watch(self, rpc: str, request: Any, convert: Callable[[Any], R]) -> AsyncIterator[R]:
+    async def _watch(self, rpc: str, request: Any, convert: Callable[[Any], R]) -> AsyncGenerator[R, None]:
         call = self._method(rpc)(request, metadata=HEADER)
         try:
             while True:
@@ -331,14 +331,14 @@ class AsyncWorkloadApiClient:
         _check_validated(resp)
         return jwt_svid_from_token(token, resp.spiffe_id, (audience,), now=self._clock.now())
 
-    def watch_x509_context(self) -> AsyncIterator[X509Context]:
+    def watch_x509_context(self) -> AsyncGenerator[X509Context, None]:
         """Async stream of full X.509 contexts (WA-05); invalid messages are skipped (WA-08)."""
         return self._watch("FetchX509SVID", pb.X509SVIDRequest(), x509_context_from_proto)
 
-    def watch_x509_bundles(self) -> AsyncIterator[X509BundlesUpdate]:
+    def watch_x509_bundles(self) -> AsyncGenerator[X509BundlesUpdate, None]:
         """Async stream of full X.509 bundle states."""
         return self._watch("FetchX509Bundles", pb.X509BundlesRequest(), x509_bundles_from_proto)
 
-    def watch_jwt_bundles(self) -> AsyncIterator[BundleSet]:
+    def watch_jwt_bundles(self) -> AsyncGenerator[BundleSet, None]:
         """Async stream of full JWT bundle sets."""
         return self._watch("FetchJWTBundles", pb.JWTBundlesRequest(), jwt_bundles_from_proto)
