@@ -1,0 +1,328 @@
+"""The Admin API: entries, join tokens, agents, bundles, minting and health.
+
+Callers are the local CLI over the Unix socket (SO_PEERCRED uid 0, the server's own uid or
+``admin_uids``) and workloads over mTLS whose SVID comes from an ``admin`` entry::
+
+    server = Server([AdminService(ctx)])
+    await server.start(path=str(cfg.admin_socket))
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import timedelta
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from grpclib.server import Stream
+
+from server.api.context import ServerContext
+from server.api.convert import (
+    MAX_AUDIENCE_LEN,
+    MAX_AUDIENCES,
+    agent_to_proto,
+    bundle_from_proto,
+    bundle_to_proto,
+    check_ttl,
+    entry_from_proto,
+    entry_to_proto,
+    jwt_claims_of,
+    parse_member_id,
+    parse_selectors,
+    ts,
+)
+from server.api.errors import RequestError, grpc_errors
+from server.api.peer import is_tls, peer_leaf, verify_peer_svid
+from server.ca.signer import parse_csr
+from server.ca.templates import JwtSvidParams, X509SvidParams
+from server.datastore import (
+    BundleRecord,
+    EntryFilter,
+    JoinToken,
+    Page,
+    RegistrationEntry,
+    SelectorMatch,
+)
+from server.datastore.models import MAX_PAGE_SIZE
+from server.health import run_checks
+from server.nodeattest.join_token import DEFAULT_JOIN_TOKEN_TTL, generate_join_token
+from spiffe_py._peercred import peer_cred
+from spiffe_py._proto.spiffepy.server.v1 import admin_pb2, types_pb2
+from spiffe_py._proto.spiffepy.server.v1.admin_grpc import AdminAPIBase
+from spiffe_py.bundle import SpiffeBundle
+from spiffe_py.errors import AuthorizationError, InvalidSvidError, SpiffeError
+from spiffe_py.selectors import Selector
+from spiffe_py.spiffeid import SpiffeId, TrustDomain
+
+log = logging.getLogger("spiffe_server.admin")
+
+DEFAULT_PAGE_SIZE = 100
+
+
+def _page(size: int, token: str) -> Page:
+    if not 0 <= size <= MAX_PAGE_SIZE:
+        raise RequestError("page_size", f"must be within 0..{MAX_PAGE_SIZE}, got {size}")
+    return Page(token=token, size=size or DEFAULT_PAGE_SIZE)
+
+
+class AdminService(AdminAPIBase):
+    """grpclib handlers of ``spiffepy.server.v1.AdminAPI``."""
+
+    def __init__(self, ctx: ServerContext) -> None:
+        self._ctx = ctx
+        self._uids = frozenset({0, os.getuid(), *ctx.config.admin_uids})
+
+    # -- authorization --------------------------------------------------------------------
+
+    async def _authorize(self, stream: Stream[Any, Any]) -> None:
+        if not is_tls(stream):
+            uid = peer_cred(stream).uid
+            if uid not in self._uids:
+                raise AuthorizationError(f"admin: uid {uid} is not an admin")
+            return
+        ctx = self._ctx
+        caller = verify_peer_svid(peer_leaf(stream), ctx.roots(), ctx.ca.active_x509_ca().intermediates,
+                                  now=ctx.clock.now())
+        page = await ctx.call(ctx.store.list_entries, EntryFilter(by_spiffe_id=str(caller)), Page(size=MAX_PAGE_SIZE))
+        if not any(e.admin for e in page.items):
+            raise AuthorizationError(f"admin: {str(caller)!r} is not an admin identity")
+
+    async def _request(self, stream: Stream[Any, Any]) -> Any:
+        await self._authorize(stream)
+        request = await stream.recv_message()
+        if request is None:
+            raise RequestError("request", "missing")
+        return request
+
+    # -- entries ----------------------------------------------------------------------------
+
+    async def CreateEntry(self, stream: Stream[admin_pb2.CreateEntryRequest, types_pb2.Entry]) -> None:
+        with grpc_errors("CreateEntry"):
+            req = await self._request(stream)
+            entry = entry_from_proto(req.entry, trust_domain=self._ctx.config.trust_domain, now=self._ctx.clock.now())
+            created = await self._ctx.call(self._ctx.store.create_entry, entry)
+            self._ctx.changes.notify()
+            log.info("entry created", extra={"entry_id": created.id, "spiffe_id": created.spiffe_id})
+            await stream.send_message(entry_to_proto(created))
+
+    async def UpdateEntry(self, stream: Stream[admin_pb2.UpdateEntryRequest, types_pb2.Entry]) -> None:
+        with grpc_errors("UpdateEntry"):
+            req = await self._request(stream)
+            if not req.entry.id:
+                raise RequestError("entry.id", "required")
+            entry = entry_from_proto(req.entry, trust_domain=self._ctx.config.trust_domain, now=self._ctx.clock.now())
+            updated = await self._ctx.call(self._ctx.store.update_entry, entry)
+            self._ctx.changes.notify()
+            await stream.send_message(entry_to_proto(updated))
+
+    async def DeleteEntry(self, stream: Stream[admin_pb2.DeleteEntryRequest, admin_pb2.DeleteEntryResponse]) -> None:
+        with grpc_errors("DeleteEntry"):
+            req = await self._request(stream)
+            if not req.id:
+                raise RequestError("id", "required")
+            await self._ctx.call(self._ctx.store.delete_entry, req.id)
+            self._ctx.changes.notify()
+            await stream.send_message(admin_pb2.DeleteEntryResponse())
+
+    async def GetEntry(self, stream: Stream[admin_pb2.GetEntryRequest, types_pb2.Entry]) -> None:
+        with grpc_errors("GetEntry"):
+            req = await self._request(stream)
+            if not req.id:
+                raise RequestError("id", "required")
+            await stream.send_message(entry_to_proto(await self._ctx.call(self._ctx.store.get_entry, req.id)))
+
+    async def ListEntries(self, stream: Stream[admin_pb2.ListEntriesRequest, admin_pb2.ListEntriesResponse]) -> None:
+        with grpc_errors("ListEntries"):
+            req = await self._request(stream)
+            td = self._ctx.config.trust_domain
+            selectors = parse_selectors(req.selectors, "selectors")
+            flt = EntryFilter(
+                by_spiffe_id=str(parse_member_id(req.spiffe_id, "spiffe_id", td)) if req.spiffe_id else None,
+                by_parent_id=str(parse_member_id(req.parent_id, "parent_id", td)) if req.parent_id else None,
+                by_selectors=SelectorMatch(selectors=selectors) if selectors else None)
+            result = await self._ctx.call(self._ctx.store.list_entries, flt, _page(req.page_size, req.page_token))
+            await stream.send_message(admin_pb2.ListEntriesResponse(
+                entries=[entry_to_proto(e) for e in result.items], next_page_token=result.next_token))
+
+    async def CountEntries(self, stream: Stream[admin_pb2.CountRequest, admin_pb2.CountResponse]) -> None:
+        with grpc_errors("CountEntries"):
+            await self._request(stream)
+            count = await self._ctx.call(self._ctx.store.count_entries)
+            await stream.send_message(admin_pb2.CountResponse(count=count))
+
+    # -- join tokens --------------------------------------------------------------------------
+
+    async def CreateJoinToken(self, stream: Stream[admin_pb2.CreateJoinTokenRequest, admin_pb2.JoinToken]) -> None:
+        with grpc_errors("CreateJoinToken"):
+            req = await self._request(stream)
+            ctx = self._ctx
+            ttl = timedelta(seconds=check_ttl(req.ttl, "ttl")) if req.ttl else DEFAULT_JOIN_TOKEN_TTL
+            alias = parse_member_id(req.spiffe_id, "spiffe_id", ctx.config.trust_domain) if req.spiffe_id else None
+            now = ctx.clock.now()
+            record = generate_join_token(now=now, ttl=ttl)
+            await ctx.call(ctx.store.create_join_token, JoinToken(
+                token=record.token, expires_at=record.expires_at, spiffe_id=None if alias is None else str(alias)))
+            if alias is not None:
+                await self._create_alias(record.token, alias)
+            await stream.send_message(admin_pb2.JoinToken(value=record.token, expires_at=ts(record.expires_at)))
+
+    async def _create_alias(self, token: str, alias: SpiffeId) -> None:
+        # SPIRE `token generate -spiffeID`: an entry for the alias parented to the future agent ID.
+        agent_id = str(SpiffeId.from_segments(self._ctx.config.trust_domain, "spire", "agent", "join_token", token))
+        entry = RegistrationEntry(spiffe_id=str(alias), parent_id=agent_id,
+                                  selectors=(Selector("spiffe_id", agent_id),), created_at=self._ctx.clock.now())
+        await self._ctx.call(self._ctx.store.create_entry, entry)
+
+    # -- agents ---------------------------------------------------------------------------------
+
+    async def ListAgents(self, stream: Stream[admin_pb2.ListAgentsRequest, admin_pb2.ListAgentsResponse]) -> None:
+        with grpc_errors("ListAgents"):
+            req = await self._request(stream)
+            result = await self._ctx.call(self._ctx.store.list_agents, None, _page(req.page_size, req.page_token))
+            await stream.send_message(admin_pb2.ListAgentsResponse(
+                agents=[agent_to_proto(a) for a in result.items], next_page_token=result.next_token))
+
+    async def _agent_id(self, stream: Stream[Any, Any]) -> str:
+        req = await self._request(stream)
+        return str(parse_member_id(req.spiffe_id, "spiffe_id", self._ctx.config.trust_domain))
+
+    async def GetAgent(self, stream: Stream[admin_pb2.AgentRequest, types_pb2.Agent]) -> None:
+        with grpc_errors("GetAgent"):
+            agent_id = await self._agent_id(stream)
+            await stream.send_message(agent_to_proto(await self._ctx.call(self._ctx.store.get_agent, agent_id)))
+
+    async def BanAgent(self, stream: Stream[admin_pb2.AgentRequest, admin_pb2.AgentActionResponse]) -> None:
+        with grpc_errors("BanAgent"):
+            agent_id = await self._agent_id(stream)
+            await self._ctx.call(self._ctx.store.ban_agent, agent_id, now=self._ctx.clock.now())
+            self._ctx.changes.notify()
+            log.info("agent banned", extra={"spiffe_id": agent_id})
+            await stream.send_message(admin_pb2.AgentActionResponse())
+
+    async def EvictAgent(self, stream: Stream[admin_pb2.AgentRequest, admin_pb2.AgentActionResponse]) -> None:
+        with grpc_errors("EvictAgent"):
+            agent_id = await self._agent_id(stream)
+            await self._ctx.call(self._ctx.store.delete_agent, agent_id)
+            self._ctx.changes.notify()
+            log.info("agent evicted", extra={"spiffe_id": agent_id})
+            await stream.send_message(admin_pb2.AgentActionResponse())
+
+    async def CountAgents(self, stream: Stream[admin_pb2.CountRequest, admin_pb2.CountResponse]) -> None:
+        with grpc_errors("CountAgents"):
+            await self._request(stream)
+            count = await self._ctx.call(self._ctx.store.count_agents)
+            await stream.send_message(admin_pb2.CountResponse(count=count))
+
+    # -- bundles --------------------------------------------------------------------------------
+
+    async def GetBundle(self, stream: Stream[admin_pb2.GetBundleRequest, types_pb2.Bundle]) -> None:
+        with grpc_errors("GetBundle"):
+            await self._request(stream)
+            await stream.send_message(bundle_to_proto(self._ctx.ca.bundle()))
+
+    async def ListFederatedBundles(
+        self, stream: Stream[admin_pb2.ListFederatedBundlesRequest, admin_pb2.ListFederatedBundlesResponse]
+    ) -> None:
+        with grpc_errors("ListFederatedBundles"):
+            await self._request(stream)
+            bundles = await federated_bundles(self._ctx)
+            await stream.send_message(admin_pb2.ListFederatedBundlesResponse(bundles=bundles))
+
+    def _foreign(self, name: str, field: str) -> TrustDomain:
+        try:
+            td = TrustDomain.parse(name)
+        except SpiffeError as err:
+            raise RequestError(field, str(err)) from err
+        if td == self._ctx.config.trust_domain:
+            raise RequestError(field, f"must not be the server's own trust domain {td.name!r}")
+        return td
+
+    async def SetFederatedBundle(self, stream: Stream[admin_pb2.SetFederatedBundleRequest, types_pb2.Bundle]) -> None:
+        with grpc_errors("SetFederatedBundle"):
+            req = await self._request(stream)
+            self._foreign(req.bundle.trust_domain, "bundle.trust_domain")
+            bundle = bundle_from_proto(req.bundle)
+            if not bundle.x509_authorities and not bundle.jwt_authorities:
+                raise RequestError("bundle", "must hold at least one authority")
+            record = BundleRecord(trust_domain=bundle.trust_domain.name, data=bundle.to_json())
+            await self._ctx.call(self._ctx.store.set_bundle, record)
+            self._ctx.changes.notify()
+            await stream.send_message(bundle_to_proto(bundle))
+
+    async def DeleteFederatedBundle(
+        self, stream: Stream[admin_pb2.DeleteFederatedBundleRequest, admin_pb2.DeleteFederatedBundleResponse]
+    ) -> None:
+        with grpc_errors("DeleteFederatedBundle"):
+            req = await self._request(stream)
+            td = self._foreign(req.trust_domain, "trust_domain")
+            await self._ctx.call(self._ctx.store.delete_bundle, td.name)
+            self._ctx.changes.notify()
+            await stream.send_message(admin_pb2.DeleteFederatedBundleResponse())
+
+    # -- minting --------------------------------------------------------------------------------
+
+    async def MintX509SVID(self, stream: Stream[admin_pb2.MintX509SVIDRequest, admin_pb2.MintX509SVIDResponse]) -> None:
+        with grpc_errors("MintX509SVID"):
+            req = await self._request(stream)
+            ctx = self._ctx
+            if not req.csr:
+                raise RequestError("csr", "required")
+            csr = parse_csr(req.csr)
+            if csr.spiffe_id is None:
+                raise RequestError("csr", "must hold exactly one spiffe id uri san")
+            sid = parse_member_id(str(csr.spiffe_id), "csr.spiffe_id", ctx.config.trust_domain)
+            ttl = check_ttl(req.ttl, "ttl")
+            chain = ctx.ca.sign_x509_svid(X509SvidParams(spiffe_id=sid, public_key=csr.public_key,
+                                                         ttl=timedelta(seconds=ttl) if ttl else None,
+                                                         dns_names=csr.dns_names))
+            await stream.send_message(admin_pb2.MintX509SVIDResponse(
+                svid_chain=[_der(c) for c in ctx.issued_chain(chain)], bundle=bundle_to_proto(ctx.ca.bundle())))
+
+    async def MintJWTSVID(self, stream: Stream[admin_pb2.MintJWTSVIDRequest, admin_pb2.MintJWTSVIDResponse]) -> None:
+        with grpc_errors("MintJWTSVID"):
+            req = await self._request(stream)
+            sid = parse_member_id(req.spiffe_id, "spiffe_id", self._ctx.config.trust_domain)
+            audience = check_audience(req.audience)
+            ttl = check_ttl(req.ttl, "ttl")
+            token = self._ctx.ca.sign_jwt_svid(JwtSvidParams(spiffe_id=sid, audience=audience,
+                                                             ttl=timedelta(seconds=ttl) if ttl else None))
+            expires_at = int(jwt_claims_of(token)["exp"])
+            await stream.send_message(admin_pb2.MintJWTSVIDResponse(token=token, expires_at=expires_at))
+
+    # -- health -----------------------------------------------------------------------------------
+
+    async def Health(self, stream: Stream[admin_pb2.HealthRequest, admin_pb2.HealthResponse]) -> None:
+        with grpc_errors("Health"):
+            await self._request(stream)
+            checks = await run_checks(self._ctx)
+            ready = all(v == "ok" for v in checks.values())
+            await stream.send_message(admin_pb2.HealthResponse(live=True, ready=ready, checks=checks))
+
+
+def check_audience(values: Any) -> tuple[str, ...]:
+    """Audience list: 1..32 non-empty values of at most 256 characters."""
+    audience = tuple(values)
+    if not audience:
+        raise RequestError("audience", "at least one audience is required")
+    if len(audience) > MAX_AUDIENCES or any(not a or len(a) > MAX_AUDIENCE_LEN for a in audience):
+        raise RequestError("audience", f"at most {MAX_AUDIENCES} non-empty values of <= {MAX_AUDIENCE_LEN} characters")
+    return audience
+
+
+async def federated_bundles(ctx: ServerContext) -> list[types_pb2.Bundle]:
+    """Every stored bundle except our own, on the wire."""
+    out = []
+    for record in await ctx.call(ctx.store.list_bundles):
+        if record.trust_domain == ctx.config.trust_domain.name:
+            continue
+        try:
+            out.append(bundle_to_proto(SpiffeBundle.parse(TrustDomain.parse(record.trust_domain), record.data)))
+        except (SpiffeError, InvalidSvidError):
+            log.warning("skipping unparsable stored bundle", extra={"trust_domain": record.trust_domain})
+    return out
+
+
+def _der(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(Encoding.DER)

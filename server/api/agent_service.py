@@ -1,0 +1,255 @@
+"""The Agent API: node attestation, agent SVID renewal, pushed entry sync and workload signing.
+
+Every call except AttestAgent re-verifies the caller's mTLS SVID against the current bundle
+and refuses unknown, evicted or banned agents with PERMISSION_DENIED::
+
+    server = Server([AgentService(ctx)])
+    await server.start(cfg.bind_address, cfg.bind_port, ssl=tls.server_context)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+from grpclib.server import Stream
+
+from server.api.admin_service import check_audience, federated_bundles
+from server.api.context import ServerContext
+from server.api.convert import bundle_to_proto, entry_to_proto, jwt_claims_of
+from server.api.errors import RequestError, grpc_errors, status_for
+from server.api.peer import peer_leaf, verify_peer_svid
+from server.api.sync import SyncState
+from server.authz import authorized_entries, check_entry_authorized, node_aliases
+from server.ca.signer import public_key_from_csr
+from server.ca.templates import JwtSvidParams, SvidKind, X509SvidParams
+from server.datastore import AttestedAgent, NotFoundError, RegistrationEntry
+from server.errors import AttestationError
+from server.metrics import AGENTS_SYNCING, SIGNED
+from server.nodeattest.base import AttestResult
+from spiffe_py._proto.spiffepy.server.v1 import agent_pb2
+from spiffe_py._proto.spiffepy.server.v1.agent_grpc import AgentAPIBase
+from spiffe_py.errors import AuthorizationError, SpiffeError
+from spiffe_py.spiffeid import SpiffeId
+
+log = logging.getLogger("spiffe_server.agent_api")
+
+MAX_BATCH = 500
+MAX_PARENT_IDS = 1000
+CHALLENGE_TIMEOUT = 30.0
+
+
+def entry_end(entry: RegistrationEntry) -> datetime | None:
+    """The hard end of any SVID for ``entry``: its expiry or created_at + max_lifetime."""
+    ends = [entry.expires_at]
+    if entry.max_lifetime:
+        ends.append(entry.created_at + timedelta(seconds=entry.max_lifetime))
+    present = [e for e in ends if e is not None]
+    return min(present) if present else None
+
+
+def _der(certs: tuple[x509.Certificate, ...]) -> list[bytes]:
+    return [c.public_bytes(Encoding.DER) for c in certs]
+
+
+class AgentService(AgentAPIBase):
+    """grpclib handlers of ``spiffepy.server.v1.AgentAPI``."""
+
+    def __init__(self, ctx: ServerContext) -> None:
+        self._ctx = ctx
+
+    # -- caller ------------------------------------------------------------------------------
+
+    async def _agent(self, stream: Stream[Any, Any]) -> AttestedAgent:
+        ctx = self._ctx
+        sid = verify_peer_svid(peer_leaf(stream), ctx.roots(), ctx.ca.active_x509_ca().intermediates,
+                               now=ctx.clock.now())
+        return await self._known_agent(str(sid))
+
+    async def _known_agent(self, agent_id: str) -> AttestedAgent:
+        try:
+            agent = await self._ctx.call(self._ctx.store.get_agent, agent_id)
+        except NotFoundError:
+            raise AuthorizationError(f"agent: unknown or evicted agent {agent_id!r}") from None
+        if agent.banned:
+            raise AuthorizationError(f"agent: agent is banned: {agent_id!r}")
+        return agent
+
+    async def _authorized(self, agent: AttestedAgent) -> dict[str, RegistrationEntry]:
+        ctx = self._ctx
+        server_id = str(ctx.server_id)
+        entries = list(await ctx.call(ctx.store.list_by_parent_ids, [server_id]))
+        frontier = [agent.spiffe_id, *node_aliases(agent.selectors, entries, server_id=server_id)]
+        seen: set[str] = {server_id}
+        while frontier:
+            batch = sorted(set(frontier) - seen)[:MAX_PARENT_IDS]
+            if not batch:
+                break
+            seen.update(batch)
+            children = await ctx.call(ctx.store.list_by_parent_ids, batch)
+            entries.extend(children)
+            frontier = [p for p in frontier if p not in seen] + [c.spiffe_id for c in children]
+        return authorized_entries(agent.spiffe_id, agent.selectors, entries, server_id=server_id)
+
+    def _sign_agent_svid(self, agent_id: SpiffeId, csr: bytes) -> tuple[x509.Certificate, ...]:
+        if not csr:
+            raise RequestError("csr", "required")
+        public_key = public_key_from_csr(csr, spiffe_id=agent_id)
+        chain = self._ctx.ca.sign_x509_svid(X509SvidParams(spiffe_id=agent_id, public_key=public_key,
+                                                           kind=SvidKind.AGENT))
+        SIGNED.labels(kind="agent").inc()
+        return self._ctx.issued_chain(chain)
+
+    # -- AttestAgent ---------------------------------------------------------------------------
+
+    async def AttestAgent(self, stream: Stream[agent_pb2.AttestAgentRequest, agent_pb2.AttestAgentResponse]) -> None:
+        with grpc_errors("AttestAgent"):
+            ctx = self._ctx
+            first = await stream.recv_message()
+            if first is None or not first.HasField("params"):
+                raise RequestError("params", "the first message must carry attestation params")
+            params = first.params
+            attestor = ctx.attestors.get(params.attestation_type)
+            if attestor is None:
+                raise RequestError("params.attestation_type",
+                                   f"unsupported attestation type: {params.attestation_type!r}")
+            if not params.csr:
+                raise RequestError("params.csr", "required")
+
+            async def challenge(data: bytes) -> bytes:
+                await stream.send_message(agent_pb2.AttestAgentResponse(challenge=data))
+                answer = await asyncio.wait_for(stream.recv_message(), CHALLENGE_TIMEOUT)
+                if answer is None or not answer.HasField("challenge_response"):
+                    raise AttestationError(attestor.name, "expected a challenge response")
+                return bytes(answer.challenge_response)
+
+            result = await attestor.attest(params.payload, challenge, now=ctx.clock.now())
+            chain = self._sign_agent_svid(result.agent_id, params.csr)
+            await self._record_agent(result, attestor.name, chain[0])
+            log.info("agent attested", extra={"spiffe_id": str(result.agent_id), "attestor": attestor.name})
+            await stream.send_message(agent_pb2.AttestAgentResponse(result=agent_pb2.AttestResult(
+                spiffe_id=str(result.agent_id), svid_chain=_der(chain), can_reattest=result.can_reattest,
+                bundle=bundle_to_proto(ctx.ca.bundle()))))
+
+    async def _record_agent(self, result: AttestResult, attestor: str, leaf: x509.Certificate) -> None:
+        ctx = self._ctx
+        now = ctx.clock.now()
+        agent_id = str(result.agent_id)
+        try:
+            existing: AttestedAgent | None = await ctx.call(ctx.store.get_agent, agent_id)
+        except NotFoundError:
+            existing = None
+        if existing is not None and existing.banned:
+            raise AuthorizationError(f"agent: agent is banned: {agent_id!r}")
+        agent = AttestedAgent(spiffe_id=agent_id, attestation_type=attestor, serial=f"{leaf.serial_number:x}",
+                              expires_at=leaf.not_valid_after_utc, created_at=now, updated_at=now,
+                              selectors=result.selectors, can_reattest=result.can_reattest)
+        if existing is None:
+            await ctx.call(ctx.store.create_agent, agent)
+        else:
+            await ctx.call(ctx.store.update_agent, agent)
+        ctx.changes.notify()
+
+    # -- RenewAgent ------------------------------------------------------------------------------
+
+    async def RenewAgent(self, stream: Stream[agent_pb2.RenewAgentRequest, agent_pb2.RenewAgentResponse]) -> None:
+        with grpc_errors("RenewAgent"):
+            agent = await self._agent(stream)
+            req = await stream.recv_message()
+            chain = self._sign_agent_svid(SpiffeId.parse(agent.spiffe_id), req.csr if req else b"")
+            leaf = chain[0]
+            updated = AttestedAgent(
+                spiffe_id=agent.spiffe_id, attestation_type=agent.attestation_type, serial=f"{leaf.serial_number:x}",
+                expires_at=leaf.not_valid_after_utc, created_at=agent.created_at, updated_at=self._ctx.clock.now(),
+                selectors=agent.selectors, can_reattest=agent.can_reattest)
+            await self._ctx.call(self._ctx.store.update_agent, updated)
+            await stream.send_message(agent_pb2.RenewAgentResponse(svid_chain=_der(chain)))
+
+    # -- SyncAuthorized ----------------------------------------------------------------------------
+
+    async def SyncAuthorized(
+        self, stream: Stream[agent_pb2.SyncAuthorizedRequest, agent_pb2.SyncAuthorizedResponse]
+    ) -> None:
+        with grpc_errors("SyncAuthorized"):
+            agent = await self._agent(stream)
+            await stream.recv_message()
+            wake = self._ctx.changes.subscribe()
+            AGENTS_SYNCING.inc()
+            try:
+                await self._push_loop(stream, agent.spiffe_id, wake)
+            finally:
+                AGENTS_SYNCING.dec()
+                self._ctx.changes.unsubscribe(wake)
+
+    async def _push_loop(self, stream: Stream[Any, Any], agent_id: str, wake: asyncio.Event) -> None:
+        state = SyncState()
+        while True:
+            wake.clear()
+            agent = await self._known_agent(agent_id)  # a ban or eviction ends the stream
+            allowed = await self._authorized(agent)
+            entries = {eid: entry_to_proto(e) for eid, e in allowed.items()}
+            for message in state.plan(entries, bundle_to_proto(self._ctx.ca.bundle()),
+                                      await self._federated_for(allowed)):
+                await stream.send_message(message)
+            await wake.wait()
+
+    async def _federated_for(self, allowed: Mapping[str, RegistrationEntry]) -> list[Any]:
+        wanted = {td for e in allowed.values() for td in e.federates_with}
+        if not wanted:
+            return []
+        return [b for b in await federated_bundles(self._ctx) if b.trust_domain in wanted]
+
+    # -- signing -------------------------------------------------------------------------------------
+
+    async def BatchNewX509SVID(
+        self, stream: Stream[agent_pb2.BatchNewX509SVIDRequest, agent_pb2.BatchNewX509SVIDResponse]
+    ) -> None:
+        with grpc_errors("BatchNewX509SVID"):
+            agent = await self._agent(stream)
+            req = await stream.recv_message()
+            if req is None or not req.params:
+                raise RequestError("params", "at least one item is required")
+            if len(req.params) > MAX_BATCH:
+                raise RequestError("params", f"at most {MAX_BATCH} items per batch, got {len(req.params)}")
+            allowed = await self._authorized(agent)
+            results = [self._sign_one(p, allowed) for p in req.params]
+            await stream.send_message(agent_pb2.BatchNewX509SVIDResponse(results=results))
+
+    def _sign_one(self, params: agent_pb2.NewX509SVIDParams,
+                  allowed: Mapping[str, RegistrationEntry]) -> agent_pb2.X509SVIDResult:
+        try:
+            entry = check_entry_authorized(params.entry_id, allowed)
+            sid = SpiffeId.parse(entry.spiffe_id)
+            public_key = public_key_from_csr(params.csr, spiffe_id=sid)
+            chain = self._ctx.ca.sign_x509_svid(X509SvidParams(
+                spiffe_id=sid, public_key=public_key, dns_names=entry.dns_names, expires_at=entry_end(entry),
+                ttl=timedelta(seconds=entry.x509_svid_ttl) if entry.x509_svid_ttl else None))
+        except SpiffeError as err:
+            return agent_pb2.X509SVIDResult(entry_id=params.entry_id, status_code=status_for(err).value,
+                                            status_message=str(err))
+        SIGNED.labels(kind="x509").inc()
+        return agent_pb2.X509SVIDResult(entry_id=params.entry_id, cert_chain=_der(self._ctx.issued_chain(chain)))
+
+    async def NewJWTSVID(self, stream: Stream[agent_pb2.NewJWTSVIDRequest, agent_pb2.NewJWTSVIDResponse]) -> None:
+        with grpc_errors("NewJWTSVID"):
+            agent = await self._agent(stream)
+            req = await stream.recv_message()
+            if req is None:
+                raise GRPCError(Status.INVALID_ARGUMENT, "request: missing")
+            audience = check_audience(req.audience)
+            entry = check_entry_authorized(req.entry_id, await self._authorized(agent))
+            token = self._ctx.ca.sign_jwt_svid(JwtSvidParams(
+                spiffe_id=SpiffeId.parse(entry.spiffe_id), audience=audience, expires_at=entry_end(entry),
+                ttl=timedelta(seconds=entry.jwt_svid_ttl) if entry.jwt_svid_ttl else None,
+                extra_claims=dict(entry.jwt_claims)))
+            SIGNED.labels(kind="jwt").inc()
+            claims = jwt_claims_of(token)
+            await stream.send_message(agent_pb2.NewJWTSVIDResponse(token=token, expires_at=int(claims["exp"]),
+                                                                   issued_at=int(claims.get("iat", 0))))

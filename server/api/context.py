@@ -1,0 +1,83 @@
+"""What every API service shares: config, datastore, CA, clock and the change notifier.
+
+::
+
+    ctx = ServerContext(config=cfg, store=store, ca=ca, clock=SystemClock())
+    ctx.changes.notify()                       # wakes every SyncAuthorized stream
+    entries = await ctx.call(ctx.store.get_entry, entry_id)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from cryptography import x509
+
+from server.ca.manager import CaManager
+from server.config import ServerConfig
+from server.datastore import DataStore
+from server.nodeattest.base import NodeAttestor
+from spiffe_py.clock import Clock
+from spiffe_py.spiffeid import SpiffeId
+
+T = TypeVar("T")
+
+
+class ChangeNotifier:
+    """Wakes every subscriber when entries, agents or bundles change (the push side of SyncAuthorized)."""
+
+    def __init__(self) -> None:
+        self._subscribers: set[asyncio.Event] = set()
+
+    def subscribe(self) -> asyncio.Event:
+        """A new event that is set on every change; pass it to :meth:`unsubscribe` when done."""
+        event = asyncio.Event()
+        self._subscribers.add(event)
+        return event
+
+    def unsubscribe(self, event: asyncio.Event) -> None:
+        """Stop waking ``event``."""
+        self._subscribers.discard(event)
+
+    def notify(self) -> None:
+        """Wake every subscriber."""
+        for event in self._subscribers:
+            event.set()
+
+    @property
+    def subscriber_count(self) -> int:
+        """How many streams are listening."""
+        return len(self._subscribers)
+
+
+@dataclass
+class ServerContext:
+    """The composition root's objects, handed to each service."""
+
+    config: ServerConfig
+    store: DataStore
+    ca: CaManager
+    clock: Clock
+    attestors: Mapping[str, NodeAttestor] = field(default_factory=dict)
+    changes: ChangeNotifier = field(default_factory=ChangeNotifier)
+
+    @property
+    def server_id(self) -> SpiffeId:
+        """``spiffe://<td>/spire/server``."""
+        return SpiffeId.from_segments(self.config.trust_domain, "spire", "server")
+
+    def roots(self) -> tuple[x509.Certificate, ...]:
+        """The X.509 roots of the current bundle."""
+        return self.ca.bundle().x509_authorities
+
+    def issued_chain(self, chain: tuple[x509.Certificate, ...]) -> tuple[x509.Certificate, ...]:
+        """A signed chain without the bundle roots: leaf first, then intermediates."""
+        roots = set(self.roots())
+        return (chain[0], *(c for c in chain[1:] if c not in roots))
+
+    async def call(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a blocking datastore/CA call off the event loop."""
+        return await asyncio.to_thread(func, *args, **kwargs)

@@ -1,0 +1,180 @@
+"""Proto ⇄ domain conversions for the server APIs (pure; validation names the field).
+
+::
+
+    entry = entry_from_proto(req.entry, trust_domain=td, now=now)   # raises RequestError
+    reply = entry_to_proto(store.create_entry(entry))
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
+
+from server.api.errors import RequestError
+from server.datastore.models import AttestedAgent, RegistrationEntry
+from spiffe_py._proto.spiffepy.server.v1 import types_pb2
+from spiffe_py.bundle import SpiffeBundle
+from spiffe_py.errors import SpiffeError
+from spiffe_py.selectors import Selector
+from spiffe_py.spiffeid import SpiffeId, TrustDomain
+
+MAX_TTL = 2**31 - 1
+MAX_AUDIENCES = 32
+MAX_AUDIENCE_LEN = 256
+
+
+def jwt_claims_of(token: str) -> dict[str, Any]:
+    """The claims of a JWT the server just signed (no verification: we made it)."""
+    payload = token.split(".")[1]
+    claims: dict[str, Any] = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return claims
+
+
+def ts(when: datetime | None) -> int:
+    """Unix seconds (0 for None)."""
+    return 0 if when is None else int(when.timestamp())
+
+
+def from_ts(seconds: int) -> datetime | None:
+    """The datetime for Unix seconds (None for 0)."""
+    return None if seconds == 0 else datetime.fromtimestamp(seconds, UTC)
+
+
+def parse_member_id(value: str, field: str, trust_domain: TrustDomain) -> SpiffeId:
+    """Parse a SPIFFE ID that must belong to our trust domain."""
+    if not value:
+        raise RequestError(field, "required")
+    try:
+        sid = SpiffeId.parse(value)
+    except SpiffeError as err:
+        raise RequestError(field, str(err)) from err
+    if not sid.member_of(trust_domain):
+        raise RequestError(field, f"must belong to trust domain {trust_domain.name!r}: {value!r}")
+    return sid
+
+
+def parse_selectors(items: Iterable[types_pb2.Selector], field: str) -> tuple[Selector, ...]:
+    """Proto selectors to domain selectors; each needs a type and a value."""
+    out = []
+    for item in items:
+        try:
+            out.append(Selector(item.type, item.value))
+        except SpiffeError as err:
+            raise RequestError(field, f"{err}: {item.type!r}:{item.value!r}") from err
+    return tuple(out)
+
+
+def check_ttl(value: int, field: str) -> int:
+    """A TTL in seconds: 0 (default) or positive."""
+    if value < 0:
+        raise RequestError(field, f"must not be negative, got {value}")
+    return value
+
+
+def _trust_domains(names: Iterable[str], field: str) -> tuple[str, ...]:
+    out = []
+    for name in names:
+        try:
+            out.append(TrustDomain.parse(name).name)
+        except SpiffeError as err:
+            raise RequestError(field, str(err)) from err
+    return tuple(out)
+
+
+def entry_from_proto(pb: types_pb2.Entry, *, trust_domain: TrustDomain, now: datetime) -> RegistrationEntry:
+    """Validate a requested entry; ``now`` becomes ``created_at`` (the store keeps the original on update)."""
+    spiffe_id = parse_member_id(pb.spiffe_id, "entry.spiffe_id", trust_domain)
+    parent_id = parse_member_id(pb.parent_id, "entry.parent_id", trust_domain)
+    if spiffe_id == parent_id:
+        raise RequestError("entry.spiffe_id", "must differ from entry.parent_id")
+    selectors = parse_selectors(pb.selectors, "entry.selectors")
+    if not selectors:
+        raise RequestError("entry.selectors", "at least one selector is required")
+    if pb.expires_at < 0:
+        raise RequestError("entry.expires_at", f"must not be negative, got {pb.expires_at}")
+    return RegistrationEntry(
+        id=pb.id, spiffe_id=str(spiffe_id), parent_id=str(parent_id), selectors=selectors, created_at=now,
+        x509_svid_ttl=check_ttl(pb.x509_svid_ttl, "entry.x509_svid_ttl"),
+        jwt_svid_ttl=check_ttl(pb.jwt_svid_ttl, "entry.jwt_svid_ttl"),
+        dns_names=tuple(pb.dns_names), hint=pb.hint, admin=pb.admin, downstream=pb.downstream,
+        federates_with=_trust_domains(pb.federates_with, "entry.federates_with"),
+        expires_at=from_ts(pb.expires_at), labels=dict(pb.labels), bind_to_process=pb.bind_to_process,
+        max_lifetime=check_ttl(pb.max_lifetime, "entry.max_lifetime"), jwt_claims=dict(pb.jwt_claims),
+        quarantined=pb.quarantined,
+    )
+
+
+def selectors_to_proto(selectors: Iterable[Selector]) -> list[types_pb2.Selector]:
+    """Domain selectors to proto."""
+    return [types_pb2.Selector(type=s.type, value=s.value) for s in selectors]
+
+
+def entry_to_proto(entry: RegistrationEntry) -> types_pb2.Entry:
+    """A stored entry on the wire."""
+    return types_pb2.Entry(
+        id=entry.id, spiffe_id=entry.spiffe_id, parent_id=entry.parent_id,
+        selectors=selectors_to_proto(entry.selectors), x509_svid_ttl=entry.x509_svid_ttl,
+        jwt_svid_ttl=entry.jwt_svid_ttl, dns_names=entry.dns_names, hint=entry.hint, admin=entry.admin,
+        downstream=entry.downstream, federates_with=entry.federates_with, expires_at=ts(entry.expires_at),
+        revision=entry.revision, created_at=ts(entry.created_at), labels=dict(entry.labels),
+        bind_to_process=entry.bind_to_process, max_lifetime=entry.max_lifetime, jwt_claims=dict(entry.jwt_claims),
+        quarantined=entry.quarantined,
+    )
+
+
+def agent_to_proto(agent: AttestedAgent) -> types_pb2.Agent:
+    """A stored agent on the wire."""
+    return types_pb2.Agent(
+        spiffe_id=agent.spiffe_id, attestation_type=agent.attestation_type, serial=agent.serial,
+        expires_at=ts(agent.expires_at), banned=agent.banned, selectors=selectors_to_proto(agent.selectors),
+        can_reattest=agent.can_reattest, created_at=ts(agent.created_at),
+    )
+
+
+def _spki(key: PublicKeyTypes) -> bytes:
+    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def bundle_to_proto(bundle: SpiffeBundle) -> types_pb2.Bundle:
+    """A SPIFFE bundle in the spiffe-py wire form."""
+    return types_pb2.Bundle(
+        trust_domain=bundle.trust_domain.name,
+        x509_authorities=[c.public_bytes(serialization.Encoding.DER) for c in bundle.x509_authorities],
+        jwt_authorities=[types_pb2.JwtKey(key_id=kid, public_key=_spki(key))
+                         for kid, key in bundle.jwt_authorities.items()],
+        sequence_number=bundle.sequence_number or 0,
+        refresh_hint=int(bundle.refresh_hint.total_seconds()) if bundle.refresh_hint else 0,
+    )
+
+
+def bundle_from_proto(pb: types_pb2.Bundle, field: str = "bundle") -> SpiffeBundle:
+    """Parse a wire bundle; every certificate and key must parse."""
+    try:
+        td = TrustDomain.parse(pb.trust_domain)
+    except SpiffeError as err:
+        raise RequestError(f"{field}.trust_domain", str(err)) from err
+    try:
+        certs = tuple(x509.load_der_x509_certificate(der) for der in pb.x509_authorities)
+    except ValueError as err:
+        raise RequestError(f"{field}.x509_authorities", "not a DER certificate") from err
+    keys = {}
+    for jwk in pb.jwt_authorities:
+        if not jwk.key_id:
+            raise RequestError(f"{field}.jwt_authorities.key_id", "required")
+        try:
+            keys[jwk.key_id] = serialization.load_der_public_key(jwk.public_key)
+        except ValueError as err:
+            raise RequestError(f"{field}.jwt_authorities", f"key {jwk.key_id!r} is not a DER public key") from err
+    try:
+        return SpiffeBundle(td, certs, keys, pb.sequence_number or None,
+                            timedelta(seconds=pb.refresh_hint) if pb.refresh_hint > 0 else None)
+    except (TypeError, ValueError) as err:
+        raise RequestError(field, str(err)) from err

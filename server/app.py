@@ -1,0 +1,220 @@
+"""Composition root of spiffe-server: build everything from the config and serve until signalled.
+
+::
+
+    cfg = load_config(None, {"trust_domain": "example.org", "data_dir": "/tmp/srv"})
+    raise SystemExit(run(cfg))      # SIGTERM / SIGINT shut it down gracefully
+
+The agent API (and the admin API, for admin SVIDs) listens on TCP with TLS presenting the
+server's own SVID ``spiffe://<td>/spire/server``; the admin API also listens on the local
+Unix socket (directory 0700, socket 0600).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from grpclib.server import Server
+
+from server.api.admin_service import AdminService
+from server.api.agent_service import AgentService
+from server.api.codec import BoundedProtoCodec
+from server.api.context import ServerContext
+from server.api.tls import ServerTls
+from server.ca.keys import DiskKeyManager, KeyType, load_upstream_authority
+from server.ca.manager import CaConfig, CaManager
+from server.ca.templates import SvidKind, SvidPolicy, X509SvidParams
+from server.config import ServerConfig
+from server.datastore import DataStore, open_datastore
+from server.health import start_health_listener
+from server.logging import configure_logging
+from server.metrics import BUNDLE_SEQUENCE, start_metrics_listener
+from server.nodeattest.base import NodeAttestor
+from server.nodeattest.join_token import JoinTokenAttestor
+from server.nodeattest.x509pop import X509PopAttestor
+from spiffe_py.clock import Clock, SystemClock
+from spiffe_py.rotation import should_rotate
+
+log = logging.getLogger("spiffe_server")
+
+CHANGE_POLL_SECONDS = 1.0
+
+
+def rotator_interval(ca_ttl: timedelta) -> float:
+    """How often the CA rotator ticks: every 10 s, or every second for short-lived test CAs."""
+    return 1.0 if ca_ttl < timedelta(minutes=10) else 10.0
+
+
+def build_attestors(cfg: ServerConfig, store: DataStore) -> dict[str, NodeAttestor]:
+    """The node attestors enabled in the config, by attestation type."""
+    attestors: dict[str, NodeAttestor] = {}
+    if cfg.node_attestors.join_token.enabled:
+        attestors["join_token"] = JoinTokenAttestor(cfg.trust_domain, store)
+    if cfg.node_attestors.x509pop is not None:
+        attestors["x509pop"] = X509PopAttestor.load(cfg.trust_domain, cfg.node_attestors.x509pop.ca_bundle_path)
+    return attestors
+
+
+def build_ca(cfg: ServerConfig, store: DataStore, clock: Clock) -> CaManager:
+    """The CA manager, journaled in the datastore, keys on disk under the data dir."""
+    upstream = None
+    if cfg.upstream_authority is not None:
+        upstream = load_upstream_authority(cfg.upstream_authority.cert_file, cfg.upstream_authority.key_file)
+    policy = SvidPolicy(x509_svid_ttl=cfg.default_x509_svid_ttl, jwt_svid_ttl=cfg.default_jwt_svid_ttl,
+                        jwt_issuer=cfg.jwt_issuer or None)
+    return CaManager(CaConfig(trust_domain=cfg.trust_domain, ca_ttl=cfg.ca_ttl, ca_key_type=KeyType(cfg.ca_key_type),
+                              policy=policy),
+                     keys=DiskKeyManager(cfg.data_dir / "keys"), journal=store, clock=clock, upstream=upstream)
+
+
+class ServerSvid:
+    """The server's own X.509-SVID, renewed at half-life and pushed into the TLS context."""
+
+    def __init__(self, ctx: ServerContext, tls: ServerTls) -> None:
+        self._ctx = ctx
+        self._tls = tls
+        self._leaf: x509.Certificate | None = None
+        self._roots: tuple[x509.Certificate, ...] = ()
+
+    def refresh(self, *, force: bool = False) -> bool:
+        """Re-sign when due (or the bundle roots changed); True if the TLS context was updated."""
+        roots = self._ctx.roots()
+        now = self._ctx.clock.now()
+        due = self._leaf is None or should_rotate(now=now, not_before=self._leaf.not_valid_before_utc,
+                                                  not_after=self._leaf.not_valid_after_utc)
+        if not (force or due or roots != self._roots):
+            return False
+        key = ec.generate_private_key(ec.SECP256R1())
+        chain = self._ctx.ca.sign_x509_svid(X509SvidParams(spiffe_id=self._ctx.server_id, public_key=key.public_key(),
+                                                           kind=SvidKind.SERVER))
+        self._tls.update(self._ctx.issued_chain(chain), key, roots)
+        self._leaf, self._roots = chain[0], roots
+        log.info("server svid renewed", extra={"serial": f"{chain[0].serial_number:x}"})
+        return True
+
+
+async def _every(seconds: float, step: Callable[[], Awaitable[None]], name: str) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            await step()
+        except Exception:  # a background loop logs and keeps going
+            log.exception("%s failed", name)
+
+
+def _prepare_socket(path: Path) -> None:
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()  # a stale socket from an unclean shutdown
+
+
+class App:
+    """The running server: listeners and background loops."""
+
+    def __init__(self, cfg: ServerConfig) -> None:
+        self.cfg = cfg
+        cfg.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        clock = SystemClock()
+        store = open_datastore(cfg.database_url)
+        self.ctx = ServerContext(config=cfg, store=store, ca=build_ca(cfg, store, clock), clock=clock,
+                                 attestors=build_attestors(cfg, store))
+        self.tls = ServerTls(cfg.data_dir / "server-svid")
+        self.svid = ServerSvid(self.ctx, self.tls)
+        self._seq = store.change_seq()
+        self._servers: list[Server] = []
+        self._side: list[asyncio.Server] = []
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Open the datastore-backed services on TCP and the Unix socket, start background loops."""
+        cfg, ctx = self.cfg, self.ctx
+        self.svid.refresh(force=True)
+        BUNDLE_SEQUENCE.set(ctx.ca.bundle().sequence_number or 0)
+        admin = AdminService(ctx)
+        tcp = Server([AgentService(ctx), admin], codec=BoundedProtoCodec())
+        await tcp.start(cfg.bind_address, cfg.bind_port, ssl=self.tls.context)
+        _prepare_socket(cfg.admin_socket)
+        local = Server([admin], codec=BoundedProtoCodec())
+        await local.start(path=str(cfg.admin_socket))
+        os.chmod(cfg.admin_socket, 0o600)
+        self._servers = [tcp, local]
+        if cfg.health is not None:
+            self._side.append(await start_health_listener(ctx, cfg.health))
+        if cfg.metrics is not None:
+            start_metrics_listener(cfg.metrics)
+        self._tasks = [
+            asyncio.create_task(_every(rotator_interval(cfg.ca_ttl), self._rotate, "ca rotation")),
+            asyncio.create_task(_every(CHANGE_POLL_SECONDS, self._poll_changes, "change poll")),
+        ]
+        log.info("server started", extra={"trust_domain": cfg.trust_domain.name,
+                                           "address": f"{cfg.bind_address}:{cfg.bind_port}",
+                                           "socket": str(cfg.admin_socket)})
+
+    async def _rotate(self) -> None:
+        changed = await self.ctx.call(self.ctx.ca.tick)
+        if changed:
+            BUNDLE_SEQUENCE.set(self.ctx.ca.bundle().sequence_number or 0)
+            log.info("trust bundle changed", extra={"sequence": self.ctx.ca.bundle().sequence_number})
+            self.ctx.changes.notify()
+        self.svid.refresh()
+
+    async def _poll_changes(self) -> None:
+        # Picks up changes made by another server sharing the database.
+        seq = await self.ctx.call(self.ctx.store.change_seq)
+        if seq != self._seq:
+            self._seq = seq
+            self.ctx.changes.notify()
+
+    async def stop(self) -> None:
+        """Stop accepting, cancel loops, close the datastore."""
+        for server in self._servers:
+            server.close()
+        for side in self._side:
+            side.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for server in self._servers:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(server.wait_closed(), 5)
+        with contextlib.suppress(FileNotFoundError):
+            self.cfg.admin_socket.unlink()
+        self.ctx.store.close()
+        log.info("server stopped")
+
+
+async def serve(cfg: ServerConfig) -> None:
+    """Run until SIGTERM or SIGINT."""
+    app = App(cfg)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await app.start()
+    try:
+        await stop.wait()
+    finally:
+        await app.stop()
+
+
+def run(cfg: ServerConfig) -> int:
+    """Entry point for ``spiffe-server run``; returns the exit status."""
+    configure_logging(level=cfg.log_level, fmt=cfg.log_format)
+    for warning in cfg.warnings():
+        log.warning("%s", warning)
+    try:
+        asyncio.run(serve(cfg))
+    except OSError as err:
+        log.error("cannot start: %s", err)
+        return 1
+    return 0

@@ -1,0 +1,542 @@
+"""The ``spiffe-server`` command line: run the server or talk to it over its admin socket.
+
+::
+
+    spiffe-server run --trust-domain example.org --data-dir /var/lib/spiffe-server
+    spiffe-server entry create --parent-id spiffe://example.org/node --spiffe-id spiffe://example.org/web \\
+        --selector unix:uid:1000 --output json
+
+Every admin command takes ``--socket-path`` and ``--output json|pretty``. On error a
+single line naming the field goes to stderr, the exit status is 1 and nothing is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from grpclib.client import Channel
+from grpclib.exceptions import GRPCError
+
+from server.config import DEFAULT_DATA_DIR, ConfigError, load_config
+from spiffe_py._proto.spiffepy.server.v1 import admin_pb2, types_pb2
+from spiffe_py._proto.spiffepy.server.v1.admin_grpc import AdminAPIStub
+from spiffe_py.errors import SpiffeError
+from spiffe_py.fsutil import write_private, write_public
+
+DEFAULT_SOCKET = DEFAULT_DATA_DIR / "api.sock"
+RPC_TIMEOUT = 30.0
+
+
+class CliError(Exception):
+    """A one-line user-facing error."""
+
+
+# -- rendering -----------------------------------------------------------------------------------
+
+
+def _selectors(items: Sequence[types_pb2.Selector]) -> list[str]:
+    return [f"{s.type}:{s.value}" for s in items]
+
+
+def entry_json(e: types_pb2.Entry) -> dict[str, Any]:
+    """An entry as the JSON object the CLI prints."""
+    return {
+        "id": e.id, "spiffe_id": e.spiffe_id, "parent_id": e.parent_id, "selectors": _selectors(e.selectors),
+        "x509_svid_ttl": e.x509_svid_ttl, "jwt_svid_ttl": e.jwt_svid_ttl, "dns_names": list(e.dns_names),
+        "hint": e.hint, "admin": e.admin, "downstream": e.downstream, "federates_with": list(e.federates_with),
+        "expires_at": e.expires_at, "revision": e.revision, "created_at": e.created_at, "labels": dict(e.labels),
+        "bind_to_process": e.bind_to_process, "max_lifetime": e.max_lifetime, "jwt_claims": dict(e.jwt_claims),
+    }
+
+
+def agent_json(a: types_pb2.Agent) -> dict[str, Any]:
+    """An agent as the JSON object the CLI prints."""
+    return {
+        "spiffe_id": a.spiffe_id, "attestation_type": a.attestation_type, "serial": a.serial,
+        "expires_at": a.expires_at, "banned": a.banned, "selectors": _selectors(a.selectors),
+        "can_reattest": a.can_reattest, "created_at": a.created_at,
+    }
+
+
+def _pretty(value: Any, indent: str = "") -> str:
+    if isinstance(value, dict):
+        lines = []
+        for key, item in value.items():
+            if isinstance(item, list) and item and isinstance(item[0], dict):
+                lines.append(f"{indent}{key}:")
+                lines.extend(_pretty(sub, indent + "  ") + "\n" for sub in item)
+            elif isinstance(item, list):
+                lines.append(f"{indent}{key}: {', '.join(map(str, item))}")
+            elif isinstance(item, dict) and item and key not in ("labels", "jwt_claims"):
+                lines.append(f"{indent}{key}:\n{_pretty(item, indent + '  ')}")
+            elif isinstance(item, dict):
+                lines.append(f"{indent}{key}: {', '.join(f'{k}={v}' for k, v in item.items())}")
+            else:
+                lines.append(f"{indent}{key}: {item}")
+        return "\n".join(lines)
+    return f"{indent}{value}"
+
+
+def emit(args: argparse.Namespace, value: Any, text: str | None = None) -> None:
+    """Print ``value`` as JSON, or as ``text`` (default: key/value lines) for ``--output pretty``."""
+    if args.output == "json":
+        print(json.dumps(value, indent=2, sort_keys=False))
+    else:
+        print(text if text is not None else _pretty(value))
+
+
+# -- bundles (wire form -> pem / spiffe JSON) -----------------------------------------------------
+
+
+def _spiffe_bundle(pb: types_pb2.Bundle) -> Any:
+    from server.api.convert import bundle_from_proto
+    return bundle_from_proto(pb)
+
+
+def bundle_text(pb: types_pb2.Bundle, fmt: str) -> str:
+    """A wire bundle as PEM certificates or SPIFFE bundle JSON."""
+    bundle = _spiffe_bundle(pb)
+    if fmt == "pem":
+        return str(bundle.x509_bundle().to_pem().decode())
+    return str(bundle.to_json().decode())
+
+
+def _read_bundle(args: argparse.Namespace) -> types_pb2.Bundle:
+    from server.api.convert import bundle_to_proto
+    from spiffe_py.bundle import SpiffeBundle, X509Bundle
+    from spiffe_py.spiffeid import TrustDomain
+    try:
+        td = TrustDomain.parse(args.id)
+    except SpiffeError as err:
+        raise CliError(f"--id: {err}") from err
+    data = sys.stdin.buffer.read() if args.path == "-" else _read_file(args.path, "--path")
+    try:
+        if args.format == "pem":
+            return bundle_to_proto(SpiffeBundle(td, X509Bundle.parse_pem(td, data).authorities))
+        return bundle_to_proto(SpiffeBundle.parse(td, data))
+    except SpiffeError as err:
+        raise CliError(f"--path: {err}") from err
+
+
+def _read_file(path: str, flag: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as err:
+        raise CliError(f"{flag}: cannot read {path!r}: {err.strerror}") from err
+
+
+# -- request builders ----------------------------------------------------------------------------
+
+
+def _pairs(items: Sequence[str] | None, flag: str) -> dict[str, str]:
+    out = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CliError(f"{flag}: must be key=value, got {item!r}")
+        out[key] = value
+    return out
+
+
+def _selector_pbs(items: Sequence[str] | None) -> list[types_pb2.Selector]:
+    out = []
+    for item in items or ():
+        kind, sep, value = item.partition(":")
+        if not sep or not kind or not value:
+            raise CliError(f"--selector: must be of the form type:value, got {item!r}")
+        out.append(types_pb2.Selector(type=kind, value=value))
+    return out
+
+
+def entry_from_args(args: argparse.Namespace) -> types_pb2.Entry:
+    """The entry described by ``entry create|update`` flags."""
+    parent = args.parent_id
+    if args.node:
+        if parent:
+            raise CliError("--node: cannot be combined with --parent-id")
+        parent = _server_id(args.spiffe_id)
+    return types_pb2.Entry(
+        id=args.entry_id or "", spiffe_id=args.spiffe_id or "", parent_id=parent or "",
+        selectors=_selector_pbs(args.selector), x509_svid_ttl=args.x509_svid_ttl, jwt_svid_ttl=args.jwt_svid_ttl,
+        dns_names=args.dns_name or [], hint=args.hint, admin=args.admin, downstream=args.downstream,
+        federates_with=args.federates_with or [], expires_at=args.expires_at, labels=_pairs(args.label, "--label"),
+        bind_to_process=args.bind_to_process, max_lifetime=args.max_lifetime,
+        jwt_claims=_pairs(args.jwt_claim, "--jwt-claim"),
+    )
+
+
+def _server_id(spiffe_id: str | None) -> str:
+    from spiffe_py.spiffeid import SpiffeId
+    try:
+        sid = SpiffeId.parse(spiffe_id or "")
+    except SpiffeError as err:
+        raise CliError(f"--spiffe-id: {err}") from err
+    return f"{sid.trust_domain.id_string()}/spire/server"
+
+
+def _csr(spiffe_id: str, dns_names: Sequence[str]) -> tuple[ec.EllipticCurvePrivateKey, bytes]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(spiffe_id)]
+    sans += [x509.DNSName(n) for n in dns_names]
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns_names[0])] if dns_names else [])
+    csr = (x509.CertificateSigningRequestBuilder().subject_name(name)
+           .add_extension(x509.SubjectAlternativeName(sans), critical=False).sign(key, hashes.SHA256()))
+    return key, csr.public_bytes(serialization.Encoding.DER)
+
+
+def _pem_chain(ders: Sequence[bytes]) -> bytes:
+    return b"".join(x509.load_der_x509_certificate(d).public_bytes(serialization.Encoding.PEM) for d in ders)
+
+
+# -- admin commands ------------------------------------------------------------------------------
+
+Handler = Callable[[AdminAPIStub, argparse.Namespace], Awaitable[None]]
+
+
+async def cmd_token_generate(api: AdminAPIStub, args: argparse.Namespace) -> None:
+    """token generate"""
+    tok = await api.CreateJoinToken(admin_pb2.CreateJoinTokenRequest(ttl=args.ttl, spiffe_id=args.spiffe_id or ""))
+    emit(args, {"value": tok.value, "expires_at": tok.expires_at}, f"Token: {tok.value}")
+
+
+async def cmd_entry_create(api: AdminAPIStub, args: argparse.Namespace) -> None:
+    """entry create"""
+    entry = await api.CreateEntry(admin_pb2.CreateEntryRequest(entry=entry_from_args(args)))
+    emit(args, entry_json(entry))
+
+
+async def cmd_entry_update(api: AdminAPIStub, args: argparse.Namespace) -> None:
+    """entry update"""
+    entry = await api.UpdateEntry(admin_pb2.UpdateEntryRequest(entry=entry_from_args(args)))
+    emit(args, entry_json(entry))
+
+
+async def cmd_entry_delete(api: AdminAPIStub, args: argparse.Namespace) -> None:
+    """entry delete"""
+    await api.DeleteEntry(admin_pb2.DeleteEntryRequest(id=args.entry_id))
+    emit(args, {"deleted": args.entry_id}, f"Deleted entry {args.entry_id}")
+
+
+async def cmd_entry_show(api: AdminAPIStub, args: argparse.Namespace) -> None:
+    """entry show"""
+    if args.entry_id:
+        entries = [await api.GetEntry(admin_pb2.GetEntryRequest(id=args.entry_id))]
+    else:
+        entries = await _all_entries(api, admin_pb2.ListEntriesRequest(
+            spiffe_id=args.spiffe_id or "", parent_id=args.parent_id or "", selectors=_selector_pbs(args.selector)))
+    emit(args, {"entries": [entry_json(e) for e in entries]},
+         f"Found {len(entries)} entries\n" + "\n\n".join(_pretty(entry_json(e)) for e in entries))
+
+
+async def _all_entries(api: AdminAPIStub, req: admin_pb2.ListEntriesRequest) -> list[types_pb2.Entry]:
+    out: list[types_pb2.Entry] = []
+    while True:
+        page = await api.ListEntries(req)
+        out.extend(page.entries)
+        if not page.next_page_token:
+            return out
+        req.page_token = page.next_page_token
+
+
+async def cmd_entry_count(api: AdminAPIStub, args: argparse.Namespace) -> None:
+    """entry count"""
+    count = (await api.CountEntries(admin_pb2.CountRequest())).count
+    emit(args, {"count": count}, f"{count} registration entries")
+
+
+async def cmd_agent_list(api: AdminAPIStub, args: argparse.Namespace) -> None:
+    """agent list"""
+    agents: list[types_pb2.Agent] = []
+    req = admin_pb2.ListAgentsRequest()
+    while True:
+        page = await api.ListAgents(req)
+        agents.extend(page.agents)
+        if not page.next_page_token:
+            break
+        req.page_token = page.next_page_token
+    emit(args, {"agents": [agent_json(a) for a in agents]},
+         f"Found {len(agents)} attested agents\n" + "\n\n".join(_pretty(agent_json(a)) for a in agents))
+
+
+async def cmd_agent_show(api: AdminAPIStub, args: argparse.Namespace) -> None:
+    """agent show"""
+    emit(args, agent_json(await api.GetAgent(admin_pb2.AgentRequest(spiffe_id=args.spiffe_id))))
+
+
+async def cmd_agent_ban(api: AdminAPIStub, args: argparse.Namespace) -> None:
+    """agent ban"""
+    await api.BanAgent(admin_pb2.AgentRequest(spiffe_id=args.spiffe_id))
+    emit(args, {"banned": args.spiffe_id}, f"Agent banned: {args.spiffe_id}")
+
+
+async def cmd_agent_evict(api: AdminAPIStub, args: argparse.Namespace) -> None:
+    """agent evict"""
+    await api.EvictAgent(admin_pb2.AgentRequest(spiffe_id=args.spiffe_id))
+    emit(args, {"evicted": args.spiffe_id}, f"Agent evicted: {args.spiffe_id}")
+
+
+async def cmd_agent_count(api: AdminAPIStub, args: argparse.Namespace) -> None:
+    """agent count"""
+    count = (await api.CountAgents(admin_pb2.CountRequest())).count
+    emit(args, {"count": count}, f"{count} attested agents")
+
+
+async def cmd_bundle_show(api: AdminAPIStub, args: argparse.Namespace) -> None:
+    """bundle show"""
+    text = bundle_text(await api.GetBundle(admin_pb2.GetBundleRequest()), args.format)
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+async def cmd_bundle_list(api: AdminAPIStub, args: argparse.Namespace) -> None:
+    """bundle list"""
+    bundles = (await api.ListFederatedBundles(admin_pb2.ListFederatedBundlesRequest())).bundles
+    if args.output == "json":
+        emit(args, {"bundles": [{"trust_domain": b.trust_domain, args.format: bundle_text(b, args.format)}
+                                for b in bundles]})
+        return
+    for b in bundles:
+        print(f"****************************************\n* {b.trust_domain}\n"
+              f"****************************************\n{bundle_text(b, args.format)}")
+
+
+async def cmd_bundle_set(api: AdminAPIStub, args: argparse.Namespace) -> None:
+    """bundle set"""
+    bundle = _read_bundle(args)
+    await api.SetFederatedBundle(admin_pb2.SetFederatedBundleRequest(bundle=bundle))
+    emit(args, {"trust_domain": bundle.trust_domain}, "bundle set")
+
+
+async def cmd_bundle_delete(api: AdminAPIStub, args: argparse.Namespace) -> None:
+    """bundle delete"""
+    await api.DeleteFederatedBundle(admin_pb2.DeleteFederatedBundleRequest(trust_domain=args.id))
+    emit(args, {"deleted": args.id}, "bundle deleted")
+
+
+async def cmd_x509_mint(api: AdminAPIStub, args: argparse.Namespace) -> None:
+    """x509 mint"""
+    key, csr = _csr(args.spiffe_id, args.dns_name or [])
+    resp = await api.MintX509SVID(admin_pb2.MintX509SVIDRequest(csr=csr, ttl=args.ttl))
+    svid = _pem_chain(resp.svid_chain)
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    bundle = _pem_chain(resp.bundle.x509_authorities)
+    if args.write:
+        out = Path(args.write)
+        write_public(out / "svid.pem", svid)
+        write_private(out / "key.pem", key_pem)
+        write_public(out / "bundle.pem", bundle)
+        emit(args, {"svid": str(out / "svid.pem"), "key": str(out / "key.pem"), "bundle": str(out / "bundle.pem")},
+             f"X509-SVID written to {out / 'svid.pem'}\nPrivate key written to {out / 'key.pem'}\n"
+             f"Root CAs written to {out / 'bundle.pem'}")
+        return
+    emit(args, {"svid": svid.decode(), "key": key_pem.decode(), "bundle": bundle.decode()},
+         f"X509-SVID:\n{svid.decode()}\nPrivate key:\n{key_pem.decode()}\nRoot CAs:\n{bundle.decode()}")
+
+
+async def cmd_jwt_mint(api: AdminAPIStub, args: argparse.Namespace) -> None:
+    """jwt mint"""
+    resp = await api.MintJWTSVID(admin_pb2.MintJWTSVIDRequest(spiffe_id=args.spiffe_id, audience=args.audience,
+                                                               ttl=args.ttl))
+    if args.write:
+        write_private(Path(args.write), resp.token.encode())
+    emit(args, {"token": resp.token, "expires_at": resp.expires_at}, resp.token)
+
+
+async def cmd_healthcheck(api: AdminAPIStub, args: argparse.Namespace) -> None:
+    """healthcheck"""
+    resp = await api.Health(admin_pb2.HealthRequest())
+    if not (resp.live and resp.ready):
+        failing = ", ".join(f"{k}: {v}" for k, v in sorted(resp.checks.items()) if v != "ok")
+        raise CliError(f"server is unhealthy: {failing or 'not ready'}")
+    emit(args, {"live": resp.live, "ready": resp.ready, "checks": dict(resp.checks)}, "Server is healthy.")
+
+
+async def _call(handler: Handler, args: argparse.Namespace) -> None:
+    channel = Channel(path=str(args.socket_path))
+    try:
+        await asyncio.wait_for(handler(AdminAPIStub(channel), args), RPC_TIMEOUT)
+    finally:
+        channel.close()
+
+
+def run_admin(handler: Handler, args: argparse.Namespace) -> int:
+    """Run one admin command; map failures to a one-line stderr message and exit 1."""
+    try:
+        asyncio.run(_call(handler, args))
+    except GRPCError as err:
+        return _fail(f"{err.status.name}: {err.message}")
+    except (ConnectionError, FileNotFoundError, OSError) as err:
+        return _fail(f"cannot reach the server admin socket {str(args.socket_path)!r}: "
+                     f"{getattr(err, 'strerror', None) or err}")
+    except TimeoutError:
+        return _fail(f"timed out after {RPC_TIMEOUT:.0f}s talking to {str(args.socket_path)!r}")
+    except CliError as err:
+        return _fail(str(err))
+    return 0
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 1
+
+
+# -- run / validate --------------------------------------------------------------------------------
+
+_RUN_FLAGS = ("trust_domain", "data_dir", "bind_address", "bind_port", "socket_path", "database",
+              "log_level", "log_format")
+
+
+def _load(args: argparse.Namespace) -> Any:
+    overrides = {name: getattr(args, name) for name in _RUN_FLAGS}
+    return load_config(Path(args.config) if args.config else None, overrides)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """run: start the server in the foreground until SIGTERM/SIGINT."""
+    try:
+        cfg = _load(args)
+    except ConfigError as err:
+        return _fail(str(err))
+    from server.app import run
+    return run(cfg)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """validate: check the configuration without starting anything."""
+    try:
+        cfg = _load(args)
+    except ConfigError as err:
+        return _fail(str(err))
+    for warning in cfg.warnings():
+        print(f"warning: {warning}", file=sys.stderr)
+    print("configuration is valid")
+    return 0
+
+
+# -- argument parsing ------------------------------------------------------------------------------
+
+
+def _admin_parser(sub: Any, name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = sub.add_parser(name, help=help_text)
+    p.add_argument("--socket-path", default=str(DEFAULT_SOCKET), help="admin API socket")
+    p.add_argument("--output", choices=("json", "pretty"), default="pretty")
+    p.set_defaults(admin_handler=handler)
+    return p
+
+
+def _entry_flags(p: argparse.ArgumentParser, *, update: bool) -> None:
+    p.add_argument("--entry-id", required=update, default="")
+    p.add_argument("--spiffe-id", required=True)
+    p.add_argument("--parent-id")
+    p.add_argument("--node", action="store_true", help="parent is the server: a node-alias entry")
+    p.add_argument("--selector", action="append", help="type:value (repeat)")
+    p.add_argument("--x509-svid-ttl", type=int, default=0)
+    p.add_argument("--jwt-svid-ttl", type=int, default=0)
+    p.add_argument("--dns-name", action="append")
+    p.add_argument("--hint", default="")
+    p.add_argument("--admin", action="store_true")
+    p.add_argument("--downstream", action="store_true")
+    p.add_argument("--federates-with", action="append")
+    p.add_argument("--label", action="append", help="k=v (repeat)")
+    p.add_argument("--expires-at", type=int, default=0, help="Unix seconds")
+    p.add_argument("--bind-to-process", action="store_true")
+    p.add_argument("--max-lifetime", type=int, default=0)
+    p.add_argument("--jwt-claim", action="append", help="k=v (repeat)")
+
+
+def _add_run_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="TOML configuration file")
+    p.add_argument("--trust-domain")
+    p.add_argument("--data-dir")
+    p.add_argument("--bind-address")
+    p.add_argument("--bind-port", type=int)
+    p.add_argument("--socket-path")
+    p.add_argument("--database", help="SQLite path or postgresql:// URL")
+    p.add_argument("--log-level")
+    p.add_argument("--log-format")
+
+
+def _group(sub: Any, name: str, help_text: str) -> Any:
+    p = sub.add_parser(name, help=help_text)
+    return p.add_subparsers(dest=f"{name}_cmd", required=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser."""
+    parser = argparse.ArgumentParser(prog="spiffe-server", description="spiffe-py server")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    for name, func in (("run", cmd_run), ("validate", cmd_validate)):
+        p = sub.add_parser(name, help=func.__doc__)
+        _add_run_flags(p)
+        p.set_defaults(local=func)
+    _admin_parser(sub, "healthcheck", cmd_healthcheck, "check the server over its admin socket")
+
+    token = _group(sub, "token", "join tokens")
+    p = _admin_parser(token, "generate", cmd_token_generate, "create a join token")
+    p.add_argument("--ttl", type=int, default=600)
+    p.add_argument("--spiffe-id", help="also create an alias entry parented to the agent")
+
+    entry = _group(sub, "entry", "registration entries")
+    _entry_flags(_admin_parser(entry, "create", cmd_entry_create, "create an entry"), update=False)
+    _entry_flags(_admin_parser(entry, "update", cmd_entry_update, "replace an entry"), update=True)
+    _admin_parser(entry, "delete", cmd_entry_delete, "delete an entry").add_argument("--entry-id", required=True)
+    p = _admin_parser(entry, "show", cmd_entry_show, "show entries")
+    p.add_argument("--entry-id")
+    p.add_argument("--spiffe-id")
+    p.add_argument("--parent-id")
+    p.add_argument("--selector", action="append")
+    _admin_parser(entry, "count", cmd_entry_count, "count entries")
+
+    agent = _group(sub, "agent", "attested agents")
+    _admin_parser(agent, "list", cmd_agent_list, "list agents")
+    _admin_parser(agent, "count", cmd_agent_count, "count agents")
+    for name, handler in (("show", cmd_agent_show), ("ban", cmd_agent_ban), ("evict", cmd_agent_evict)):
+        _admin_parser(agent, name, handler, f"{name} an agent").add_argument("--spiffe-id", required=True)
+
+    bundle = _group(sub, "bundle", "trust bundles")
+    for name, handler in (("show", cmd_bundle_show), ("list", cmd_bundle_list)):
+        _admin_parser(bundle, name, handler, f"{name} bundles").add_argument(
+            "--format", choices=("pem", "spiffe"), default="pem")
+    p = _admin_parser(bundle, "set", cmd_bundle_set, "create or replace a federated bundle")
+    p.add_argument("--id", required=True, help="trust domain")
+    p.add_argument("--path", default="-", help="file to read (- = stdin)")
+    p.add_argument("--format", choices=("pem", "spiffe"), default="pem")
+    _admin_parser(bundle, "delete", cmd_bundle_delete, "delete a federated bundle").add_argument("--id", required=True)
+
+    x509_cmd = _group(sub, "x509", "X.509-SVIDs")
+    p = _admin_parser(x509_cmd, "mint", cmd_x509_mint, "mint an X.509-SVID")
+    p.add_argument("--spiffe-id", required=True)
+    p.add_argument("--ttl", type=int, default=0)
+    p.add_argument("--dns-name", action="append")
+    p.add_argument("--write", help="directory for svid.pem, key.pem, bundle.pem")
+
+    jwt_cmd = _group(sub, "jwt", "JWT-SVIDs")
+    p = _admin_parser(jwt_cmd, "mint", cmd_jwt_mint, "mint a JWT-SVID")
+    p.add_argument("--spiffe-id", required=True)
+    p.add_argument("--audience", action="append", required=True)
+    p.add_argument("--ttl", type=int, default=0)
+    p.add_argument("--write", help="file for the token (0600)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``spiffe-server``."""
+    args = build_parser().parse_args(argv)
+    if hasattr(args, "local"):
+        result: int = args.local(args)
+        return result
+    return run_admin(args.admin_handler, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,150 @@
+"""Run a real ``spiffe-server`` process for integration tests and drive it with its CLI.
+
+Usage::
+
+    with ServerProc.start(trust_domain="example.org") as srv:
+        token = srv.cli_json("token", "generate")["value"]
+        bundle_pem = srv.cli("bundle", "show", "--format", "pem").stdout
+        srv.restart()                       # same data dir, same CA
+
+The data dir lives under /tmp (short Unix socket paths) and is removed on exit;
+``srv.log_text()`` returns everything the server logged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 15.0
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class ServerError(AssertionError):
+    """The server did not start or a CLI call failed unexpectedly."""
+
+
+class ServerProc:
+    """One spiffe-server subprocess plus helpers to call its CLI."""
+
+    def __init__(self, data_dir: Path, *, trust_domain: str, port: int, extra_args: Sequence[str],
+                 config_text: str | None, owns_dir: bool) -> None:
+        self.data_dir = data_dir
+        self.trust_domain = trust_domain
+        self.port = port
+        self.socket_path = data_dir / "api.sock"
+        self.extra_args = list(extra_args)
+        self.config_path: Path | None = None
+        if config_text is not None:
+            self.config_path = data_dir.parent / f"{data_dir.name}.toml"
+            self.config_path.write_text(config_text)
+        self.log_path = data_dir.parent / f"{data_dir.name}.log"
+        self._owns_dir = owns_dir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def start(cls, *, trust_domain: str = "example.org", extra_args: Sequence[str] = (),
+              config_text: str | None = None, data_dir: Path | None = None) -> ServerProc:
+        """Launch ``spiffe-server run`` and wait until ``healthcheck`` passes."""
+        owns = data_dir is None
+        if data_dir is None:
+            data_dir = Path(tempfile.mkdtemp(prefix="ss-", dir="/tmp")) / "d"
+        srv = cls(data_dir, trust_domain=trust_domain, port=free_port(), extra_args=extra_args,
+                  config_text=config_text, owns_dir=owns)
+        srv.launch()
+        return srv
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """Where the TCP (agent API) listener is."""
+        return ("127.0.0.1", self.port)
+
+    def run_args(self) -> list[str]:
+        """The ``run`` command line."""
+        args = [sys.executable, "-m", "server.cli", "run", "--trust-domain", self.trust_domain,
+                "--data-dir", str(self.data_dir), "--bind-port", str(self.port), *self.extra_args]
+        if self.config_path is not None:
+            args += ["--config", str(self.config_path)]
+        return args
+
+    def launch(self) -> None:
+        """Start the process (appending to the log) and wait until it is healthy."""
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(self.run_args(), stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ServerError(f"server exited with {self.proc.returncode}:\n{self.log_text()}")
+            if self.socket_path.exists() and self.cli("healthcheck", check=False).returncode == 0:
+                return
+            time.sleep(0.2)
+        self.stop()
+        raise ServerError(f"server not healthy after {START_TIMEOUT_S}s:\n{self.log_text()}")
+
+    def stop(self) -> int:
+        """SIGTERM and wait; returns the exit status."""
+        if self.proc is None:
+            return 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self.proc = None
+        return code
+
+    def restart(self) -> None:
+        """Stop and start again on the same data dir and port."""
+        self.stop()
+        self.launch()
+
+    def cli(self, *args: str, check: bool = True, stdin: bytes | None = None,
+            socket_path: Path | None = None) -> subprocess.CompletedProcess[str]:
+        """Run ``spiffe-server <args> --socket-path <ours>``; ``check`` asserts exit status 0."""
+        cmd = [sys.executable, "-m", "server.cli", *args, "--socket-path", str(socket_path or self.socket_path)]
+        result = subprocess.run(cmd, check=False, input=stdin.decode() if stdin is not None else None,
+                                capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        if check and result.returncode != 0:
+            raise ServerError(f"{' '.join(args)} failed ({result.returncode}): {result.stderr}")
+        return result
+
+    def cli_json(self, *args: str) -> Any:
+        """Run a CLI command with ``--output json`` and parse its stdout."""
+        return json.loads(self.cli(*args, "--output", "json").stdout)
+
+    def log_text(self) -> str:
+        """Everything the server process has logged so far."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def close(self) -> None:
+        """Stop the server and remove its files (if this object created them)."""
+        self.stop()
+        if self._owns_dir:
+            shutil.rmtree(self.data_dir.parent, ignore_errors=True)
+
+    def __enter__(self) -> ServerProc:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
