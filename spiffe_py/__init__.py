@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from spiffe_py.bundle import BundleSet, JwtBundle, SpiffeBundle, X509Bundle
 from spiffe_py.errors import (
     AuthorizationError,
     BundleNotFoundError,
@@ -20,10 +21,14 @@ from spiffe_py.errors import (
     VerificationError,
     WorkloadApiError,
 )
+from spiffe_py.jwtsvid import JwtSvid
+from spiffe_py.spiffeid import SpiffeId, TrustDomain
+from spiffe_py.x509svid import X509Svid, verify_x509_svid
 
 __all__ = [
     "AuthorizationError",
     "BundleNotFoundError",
+    "BundleSet",
     "InvalidBundleError",
     "InvalidEndpointError",
     "InvalidJwtSvidError",
@@ -32,10 +37,18 @@ __all__ = [
     "InvalidSvidError",
     "InvalidTrustDomainError",
     "InvalidX509SvidError",
+    "JwtBundle",
+    "JwtSvid",
     "JwtSvidExpiredError",
     "NoIdentityError",
     "RevokedError",
+    "SpiffeBundle",
     "SpiffeError",
+    "SpiffeId",
+    "TrustDomain",
     "VerificationError",
     "WorkloadApiError",
+    "X509Bundle",
+    "X509Svid",
+    "verify_x509_svid",
 ]
