@@ -1,4 +1,4 @@
-"""mTLS from SPIFFE sources, with pyOpenSSL.
+"""mTLS from SPIFFE sources: pyOpenSSL contexts and grpcio credentials.
 
 Peers are authenticated with the bundle of the peer's own trust domain (WA-09) through
 :func:`spiffe_py.x509svid.verify_x509_svid` (plus the source's CRLs), then authorized by an
@@ -11,6 +11,17 @@ restart; a client context carries the SVID current when it was built (build one 
     conn.set_accept_state()
     conn.do_handshake()
     peer = peer_spiffe_id(conn)
+
+grpcio cannot run custom verification inside the handshake, so its helpers split the work:
+:func:`grpc_server_credentials` lets gRPC check the client chain against ONE trust domain's bundle
+(and follows SVID/bundle rotation), and :class:`SpiffeAuthInterceptor` re-verifies the peer chain
+with :func:`verify_peer` (bundle of the peer's TD, CRLs) and runs the authorizer before every
+handler. :func:`grpc_channel_credentials` is weaker: gRPC checks the server chain against one
+trust domain's bundle and the target name against the server's DNS SANs; it checks no SPIFFE ID
+and does not follow rotation (build a new channel to pick up a new SVID)::
+
+    server = grpc.server(pool, interceptors=[SpiffeAuthInterceptor(source, authorize_id(client_id))])
+    server.add_secure_port("127.0.0.1:8443", grpc_server_credentials(source, source, td))
 """
 
 from __future__ import annotations
@@ -19,12 +30,13 @@ import logging
 import weakref
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
+import grpc
 from cryptography import x509
 from OpenSSL import SSL, crypto
 
-from spiffe_py.bundle import X509BundleSource
+from spiffe_py.bundle import X509Bundle, X509BundleSource
 from spiffe_py.clock import Clock, SystemClock
 from spiffe_py.errors import AuthorizationError, SpiffeError, VerificationError
 from spiffe_py.spiffeid import SpiffeId, TrustDomain
@@ -216,3 +228,124 @@ def client_context(
     ctx = _new_context(verifier)
     _use_svid(ctx, svid_source.get_x509_svid())
     return ctx
+
+
+# -- grpcio --------------------------------------------------------------------------------------
+
+
+class _ServerCertificates:
+    """Builds grpc certificate configurations from the current SVID and trust domain bundle."""
+
+    def __init__(self, svids: X509SvidSource, bundles: X509BundleSource, trust_domain: TrustDomain) -> None:
+        self._svids = svids
+        self._bundles = bundles
+        self._trust_domain = trust_domain
+        self._last: tuple[X509Svid, X509Bundle] | None = None
+
+    def build(self) -> Any:
+        svid = self._svids.get_x509_svid()
+        roots = self._bundles.get_x509_bundle_for_trust_domain(self._trust_domain)
+        self._last = (svid, roots)
+        return grpc.ssl_server_certificate_configuration([(svid.key_pem(), svid.chain_pem())], roots.to_pem())
+
+    def fetch(self) -> Any:
+        """grpc's per-handshake hook: a new configuration after a rotation, else None (keep)."""
+        try:
+            svid = self._svids.get_x509_svid()
+            roots = self._bundles.get_x509_bundle_for_trust_domain(self._trust_domain)
+        except SpiffeError as err:
+            log.warning("tls: keeping the current grpc certificates: %s", err)
+            return None
+        if self._last is not None and self._last[0] is svid and self._last[1] is roots:
+            return None
+        return self.build()
+
+
+def grpc_server_credentials(
+    svid_source: X509SvidSource, bundle_source: X509BundleSource, trust_domain: TrustDomain
+) -> Any:
+    """grpcio server credentials: the current SVID, client certificates required and chained to
+    ``trust_domain``'s bundle; both follow rotation. Pair with :class:`SpiffeAuthInterceptor`."""
+    certificates = _ServerCertificates(svid_source, bundle_source, trust_domain)
+    return grpc.dynamic_ssl_server_credentials(
+        certificates.build(), certificates.fetch, require_client_authentication=True
+    )
+
+
+def grpc_channel_credentials(
+    svid_source: X509SvidSource, bundle_source: X509BundleSource, trust_domain: TrustDomain
+) -> Any:
+    """grpcio channel credentials from the current SVID; the server chain must lead to
+    ``trust_domain``'s bundle and carry a DNS SAN matching the target (or ssl_target_name_override).
+    No SPIFFE ID is checked and the credentials do not rotate."""
+    svid = svid_source.get_x509_svid()
+    roots = bundle_source.get_x509_bundle_for_trust_domain(trust_domain)
+    return grpc.ssl_channel_credentials(roots.to_pem(), svid.key_pem(), svid.chain_pem())
+
+
+def _auth_context_chain(context: Any) -> list[x509.Certificate]:
+    auth = context.auth_context()
+    pem = b"".join(auth.get("x509_pem_cert_chain") or auth.get("x509_pem_cert") or [])
+    if not pem:
+        raise VerificationError("tls: peer presented no certificate")
+    return x509.load_pem_x509_certificates(pem)
+
+
+_HANDLER_KINDS = (
+    ("unary_unary", grpc.unary_unary_rpc_method_handler),
+    ("unary_stream", grpc.unary_stream_rpc_method_handler),
+    ("stream_unary", grpc.stream_unary_rpc_method_handler),
+    ("stream_stream", grpc.stream_stream_rpc_method_handler),
+)
+
+
+class SpiffeAuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]  # grpc is untyped
+    """grpcio server interceptor: verifies the peer chain (WA-09, CRLs) and authorizes its SPIFFE ID
+    before the handler runs; aborts with UNAUTHENTICATED or PERMISSION_DENIED."""
+
+    def __init__(
+        self,
+        bundle_source: X509BundleSource,
+        authorizer: Authorizer,
+        *,
+        crls: CrlSource | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self._bundles = bundle_source
+        self._authorizer = authorizer
+        self._crls = _crl_source(bundle_source, crls)
+        self._clock = clock or SystemClock()
+
+    def check(self, context: Any) -> SpiffeId:
+        """The verified, authorized peer ID of ``context``; aborts the RPC otherwise."""
+        try:
+            crls = self._crls.get_crls() if self._crls is not None else ()
+            chain = _auth_context_chain(context)
+            return verify_peer(chain, self._bundles, self._authorizer, now=self._clock.now(), crls=crls)
+        except AuthorizationError as err:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, str(err))
+        except (SpiffeError, ValueError) as err:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, f"tls: peer rejected: {err}")
+        raise AssertionError("unreachable: context.abort raises")
+
+    def _guard(self, behavior: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+        def guarded(request: Any, context: Any) -> Any:
+            self.check(context)
+            return behavior(request, context)
+
+        return guarded
+
+    def intercept_service(self, continuation: Callable[[Any], Any], handler_call_details: Any) -> Any:
+        """Wrap the handler so that :meth:`check` runs first."""
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        for kind, make in _HANDLER_KINDS:
+            behavior = getattr(handler, kind)
+            if behavior is not None:
+                return make(
+                    self._guard(behavior),
+                    request_deserializer=handler.request_deserializer,
+                    response_serializer=handler.response_serializer,
+                )
+        return handler
