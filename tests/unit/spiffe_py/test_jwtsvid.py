@@ -211,6 +211,12 @@ def test_audience_forms() -> None:
         validate(token(), audience=[])
 
 
+def test_jti_and_other_claims_are_kept() -> None:
+    """JWT-16: jti is permitted (not tracked); unknown claims are carried through."""
+    svid = validate(token(jti="abc", custom={"x": 1}))
+    assert (svid.claims["jti"], svid.claims["custom"]) == ("abc", {"x": 1})
+
+
 def test_typ_is_optional_and_jose_is_accepted() -> None:
     """JWT-06."""
     assert validate(token(header=_header(typ=None))).spiffe_id == SpiffeId.parse(SUB)

@@ -216,6 +216,12 @@ def test_verify_accepts_good_chains() -> None:
     assert verify_x509_svid(deep.chain, BUNDLES, now=NOW) == SpiffeId.parse(ID)
 
 
+def test_verify_accepts_intermediate_with_server_and_client_eku() -> None:
+    """X5-14: a CA EKU is fine when it carries both serverAuth and clientAuth."""
+    issued = ROOT.child_ca(eku=[ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]).issue_svid(ID)
+    assert verify_x509_svid(issued.chain, BUNDLES, now=NOW) == SpiffeId.parse(ID)
+
+
 def test_verify_accepts_leaf_without_aki() -> None:
     """Foreign issuers may omit AKI on leaves; the chain still verifies."""
     assert verify_x509_svid(ROOT.issue_svid(ID, aki=False).chain, BUNDLES, now=NOW) == SpiffeId.parse(ID)
@@ -240,6 +246,9 @@ VERIFY_ERRORS: list[tuple[str, Callable[[], tuple[Issued, Any]], type[Exception]
     ("X5-16-intermediate-path-length-exceeded",
      lambda: (ROOT.child_ca(path_length=0).child_ca().issue_svid(ID), BUNDLES),
      VerificationError, "could not verify"),
+    ("X5-14-intermediate-eku-server-only",
+     lambda: (ROOT.child_ca(eku=[ExtendedKeyUsageOID.SERVER_AUTH]).issue_svid(ID), BUNDLES),
+     VerificationError, "EKU"),
     ("WA-09-other-trust-domain-root-not-used",
      lambda: (FOREIGN.issue_svid(ID), BundleSet.of(ROOT.x509_bundle(), FOREIGN.x509_bundle())),
      VerificationError, "could not verify"),
