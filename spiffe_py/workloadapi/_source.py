@@ -16,6 +16,7 @@ UNIMPLEMENTED. PERMISSION_DENIED redacts the snapshot until the next update (WA-
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import logging
 import threading
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 S = TypeVar("S")
 
 
-class _Source(Generic[S]):
+class _Source(abc.ABC, Generic[S]):
     """Snapshot holder plus the retry loop, run either in a thread or in an asyncio task."""
 
     _watch_name = ""
@@ -90,13 +91,16 @@ class _Source(Generic[S]):
             self._final = True
             self._error = err
             self._signal()
-        log.warning("workload api %s failed (%s); retry in %s s", self._watch_name, err.status, delay)
+            log.error("workload api %s failed with %s; not retrying", self._watch_name, err.status)
+        else:
+            log.warning("workload api %s failed with %s; retrying in %.2f s", self._watch_name, err.status, delay)
         return delay
 
     # -- thread mode ---------------------------------------------------------------------
 
+    @abc.abstractmethod
     def _open_sync(self, client: WorkloadApiClient) -> Watch[S]:
-        raise NotImplementedError
+        """Open this source's watch stream on a sync client."""
 
     def _run_thread(self, client: WorkloadApiClient) -> None:
         while not self._closed:
@@ -149,8 +153,9 @@ class _Source(Generic[S]):
 
     # -- asyncio mode ----------------------------------------------------------------------
 
+    @abc.abstractmethod
     def _open_async(self, client: AsyncWorkloadApiClient) -> AsyncIterator[S]:
-        raise NotImplementedError
+        """Open this source's watch stream on an asyncio client."""
 
     async def _run_task(self, client: AsyncWorkloadApiClient) -> None:
         while True:

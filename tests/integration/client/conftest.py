@@ -6,11 +6,15 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.support.ca import CA
+from spiffe_py.bundle import BundleSet, X509Bundle
+from spiffe_py.spiffeid import TrustDomain
+from spiffe_py.x509svid import X509Svid
+from tests.support.ca import CA, Issued
 from tests.support.fake_workload_api import FakeWorkloadApi, x509_response
 
 TD = "example.org"
@@ -47,3 +51,22 @@ def api(short_dir: Path, ca: CA) -> Iterator[FakeWorkloadApi]:
     fake.set_x509(x509_response([ca.issue_svid(WEB_ID)], ca))
     with fake:
         yield fake
+
+
+@dataclass
+class StaticSource:
+    """A fixed SVID and bundle set: the side of a TLS test that does not rotate."""
+
+    svid: X509Svid
+    bundles: BundleSet
+
+    def get_x509_svid(self) -> X509Svid:
+        return self.svid
+
+    def get_x509_bundle_for_trust_domain(self, trust_domain: TrustDomain) -> X509Bundle:
+        return self.bundles.get_x509_bundle_for_trust_domain(trust_domain)
+
+
+def static_source(issued: Issued, ca: CA) -> StaticSource:
+    """``issued`` as an X509Svid, trusting ``ca``'s root."""
+    return StaticSource(X509Svid.parse(issued.chain_pem(), issued.key_pem()), BundleSet.of(ca.x509_bundle()))

@@ -30,9 +30,18 @@ def serve(listener: socket.socket, ctx: SSL.Context) -> None:
             conn.sendall(f"hello {peer_spiffe_id(conn)}\n".encode())
             conn.shutdown()
         except (SSL.Error, SpiffeError, OSError) as err:
-            print(f"rejected: {err!r}", file=sys.stderr, flush=True)
+            print(f"rejected: {_reason(conn, err)}", file=sys.stderr, flush=True)
         finally:
             sock.close()
+
+
+def _reason(conn: SSL.Connection, err: Exception) -> str:
+    """Why the handshake failed: our verifier's verdict when it made one, else the TLS error."""
+    try:
+        peer_spiffe_id(conn)
+    except SpiffeError as verdict:
+        return f"{type(verdict).__name__}: {verdict}"
+    return repr(err)
 
 
 def main() -> None:

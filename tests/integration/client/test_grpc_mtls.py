@@ -13,7 +13,6 @@ import pytest
 from cryptography import x509
 from OpenSSL import SSL
 
-from spiffe_py.bundle import BundleSet, X509Bundle
 from spiffe_py.spiffeid import SpiffeId, TrustDomain
 from spiffe_py.tls import (
     SpiffeAuthInterceptor,
@@ -24,31 +23,14 @@ from spiffe_py.tls import (
     grpc_server_credentials,
 )
 from spiffe_py.workloadapi import WorkloadApiClient, X509Source
-from spiffe_py.x509svid import X509Svid
 from tests.support.ca import CA, Issued
 from tests.support.fake_workload_api import FakeWorkloadApi, x509_response
 
-from .conftest import TD, WAIT_SECONDS, wait_until
+from .conftest import TD, WAIT_SECONDS, static_source, wait_until
 
 SERVER_ID = "spiffe://example.org/server"
 CLIENT_ID = "spiffe://example.org/client"
 METHOD = "/test.Echo/Who"
-
-
-@dataclass
-class StaticSource:
-    svid: X509Svid
-    bundles: BundleSet
-
-    def get_x509_svid(self) -> X509Svid:
-        return self.svid
-
-    def get_x509_bundle_for_trust_domain(self, trust_domain: TrustDomain) -> X509Bundle:
-        return self.bundles.get_x509_bundle_for_trust_domain(trust_domain)
-
-
-def static(issued: Issued, ca: CA) -> StaticSource:
-    return StaticSource(X509Svid.parse(issued.chain_pem(), issued.key_pem()), BundleSet.of(ca.x509_bundle()))
 
 
 def who(request: bytes, context: Any) -> bytes:
@@ -80,7 +62,7 @@ def grpc_server(api: FakeWorkloadApi, ca: CA) -> Iterator[GrpcServer]:
 
 
 def call(port: int, issued: Issued, ca: CA) -> bytes:
-    src = static(issued, ca)
+    src = static_source(issued, ca)
     creds = grpc_channel_credentials(src, src, TrustDomain.parse(TD))
     options = [("grpc.ssl_target_name_override", "localhost")]
     with grpc.secure_channel(f"127.0.0.1:{port}", creds, options=options) as channel:
@@ -118,7 +100,7 @@ def test_interceptor_rejects_a_revoked_client(grpc_server: GrpcServer, api: Fake
 
 def presented_serial(port: int, ca: CA) -> int:
     """Serial of the certificate the server presents, read with a pyOpenSSL handshake."""
-    src = static(ca.issue_svid(CLIENT_ID), ca)
+    src = static_source(ca.issue_svid(CLIENT_ID), ca)
     ctx = client_context(src, src, authorize_any())
     ctx.set_alpn_protos([b"h2"])
     with socket.create_connection(("127.0.0.1", port), timeout=WAIT_SECONDS) as sock:
