@@ -24,6 +24,7 @@ from spiffe_py.spiffeid import SpiffeId, TrustDomain
 from spiffe_py.x509svid import X509Svid
 
 _TD_KEY_PREFIX = "spiffe://"
+MAX_HINT_BYTES = 1024  # WA-30
 
 
 class InvalidResponseError(WorkloadApiError):
@@ -59,6 +60,11 @@ def _checked(reason: str, err: SpiffeError | ValueError) -> InvalidResponseError
     return InvalidResponseError(f"{reason}: {err}")
 
 
+def _check_hint(hint: str) -> None:
+    if len(hint.encode()) > MAX_HINT_BYTES:
+        raise InvalidResponseError(f"hint is longer than {MAX_HINT_BYTES} bytes")
+
+
 def _unique_by_hint(svids: Iterable[pb.X509SVID]) -> list[pb.X509SVID]:
     """Keep the first SVID for each non-empty hint (WA-14)."""
     seen: set[str] = set()
@@ -75,6 +81,7 @@ def _x509_svid(msg: pb.X509SVID) -> X509Svid:
     for name in ("spiffe_id", "x509_svid", "x509_svid_key", "bundle"):
         if not getattr(msg, name):
             raise InvalidResponseError(f"x509 svid field {name!r} is empty")
+    _check_hint(msg.hint)
     try:
         declared = SpiffeId.parse(msg.spiffe_id)
         svid = X509Svid.parse(msg.x509_svid, msg.x509_svid_key, hint=msg.hint)
@@ -169,6 +176,7 @@ def jwt_svid_from_token(
         raise InvalidResponseError("jwt svid field 'spiffe_id' is empty")
     if not token:
         raise InvalidResponseError("jwt svid field 'svid' is empty")
+    _check_hint(hint)
     try:
         declared = SpiffeId.parse(spiffe_id)
         svid = JwtSvid.parse_insecure(token, list(audience), now=now)

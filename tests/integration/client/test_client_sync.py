@@ -103,6 +103,7 @@ def test_wa_14_duplicate_hints_keep_the_first(api: FakeWorkloadApi, ca: CA) -> N
         (lambda r: setattr(r.svids[0], "x509_svid", b"junk"), "x509 svid does not parse"),
         (lambda r: r.federated_bundles.__setitem__("fed.example", b"x"), "is not a trust domain spiffe id"),
         (lambda r: r.crl.append(b"not a crl"), "crl does not parse"),
+        (lambda r: setattr(r.svids[0], "hint", "h" * 1025), "hint is longer than 1024 bytes"),  # WA-30
     ],
 )
 def test_wa_08_invalid_x509_response_is_an_error(
