@@ -23,7 +23,7 @@ MAX_CERTIFICATES = 1000
 
 SigningKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
-_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]{1,64})-----\r?\n(.*?)-----END \1-----", re.DOTALL)
+_PEM_LABEL = re.compile(rb"[A-Z0-9 ]{1,64}")
 _PEM_START = b"-----BEGIN "
 
 
@@ -55,17 +55,29 @@ def is_pem(data: bytes) -> bool:
 
 
 def pem_blocks(data: bytes) -> list[tuple[str, bytes]]:
-    """Decode every PEM block as ``(label, der)``; text between blocks is ignored (RFC 7468 §5.2)."""
+    """Decode every PEM block as ``(label, der)``; text between blocks is ignored (RFC 7468 §5.2).
+
+    A linear scan (no backtracking regex), so hostile input cannot make it quadratic.
+    """
     data = _bounded(data)
     blocks: list[tuple[str, bytes]] = []
-    for match in _PEM_BLOCK.finditer(data):
-        body = b"".join(match.group(2).split())
+    pos = 0
+    while (start := data.find(_PEM_START, pos)) != -1:
+        label_start = start + len(_PEM_START)
+        label_end = data.find(b"-----", label_start)
+        label = data[label_start:label_end] if label_end != -1 else b""
+        if not _PEM_LABEL.fullmatch(label):
+            raise DecodeError("malformed pem block")
+        end_marker = b"-----END " + label + b"-----"
+        end = data.find(end_marker, label_end + 5)
+        body = data[label_end + 5 : end]
+        if end == -1 or _PEM_START in body:
+            raise DecodeError("malformed pem block")
         try:
-            blocks.append((match.group(1).decode(), base64.b64decode(body, validate=True)))
+            blocks.append((label.decode(), base64.b64decode(b"".join(body.split()), validate=True)))
         except binascii.Error as err:
             raise DecodeError("invalid base64 in pem block") from err
-    if data.count(_PEM_START) != len(blocks):
-        raise DecodeError("malformed pem block")
+        pos = end + len(end_marker)
     return blocks
 
 

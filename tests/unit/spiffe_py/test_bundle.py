@@ -174,6 +174,14 @@ def test_x509_bundle_rejects(parse: str, data: bytes, message: str) -> None:
         method(TD, data)
 
 
+def test_pem_scan_is_linear_on_unterminated_blocks() -> None:
+    """Hostile input: many BEGIN lines and no END (a backtracking regex would take minutes here)."""
+    with pytest.raises(InvalidBundleError, match="malformed pem block"):
+        X509Bundle.parse_pem(TD, b"-----BEGIN CERTIFICATE-----\n" * 140_000)
+    with pytest.raises(InvalidBundleError, match="larger than"):
+        X509Bundle.parse_pem(TD, b"-----BEGIN CERTIFICATE-----\n" * 150_000)
+
+
 def test_x509_bundle_der_rejects_trailing_garbage() -> None:
     with pytest.raises(InvalidBundleError):
         X509Bundle.parse_der(TD, CA1.x509_bundle().to_der() + b"\x30")
