@@ -20,6 +20,7 @@ from cryptography import x509
 from OpenSSL import SSL
 
 from spiffe_py.errors import AuthorizationError
+from spiffe_py.fsutil import write_private, write_public
 from spiffe_py.spiffeid import SpiffeId
 from spiffe_py.tls import Authorizer, authorize_id, client_context, peer_spiffe_id
 from tests.support.ca import CA, Issued
@@ -156,3 +157,18 @@ def test_revoked_client_is_rejected_once_the_crl_arrives(server: ServerProcess, 
     wait_until(refused, "the server to refuse the revoked client")
     wait_until(lambda: bool(server.rejections()), "the server to log the rejection")
     assert server.rejections()[-1].startswith("rejected: RevokedError")
+
+
+def test_openssl_s_client_interoperates_with_the_server(server: ServerProcess, ca: CA, short_dir: Path) -> None:
+    """A standard TLS client (openssl s_client) completes mTLS with our server and is greeted by ID."""
+    client = ca.issue_svid(CLIENT_ID)
+    write_public(short_dir / "client.pem", client.chain_pem())
+    write_private(short_dir / "client.key", client.key_pem())
+    write_public(short_dir / "root.pem", ca.x509_bundle().to_pem())
+    result = subprocess.run(
+        ["openssl", "s_client", "-connect", f"127.0.0.1:{server.port}", "-verify_return_error", "-quiet",
+         "-cert", str(short_dir / "client.pem"), "-key", str(short_dir / "client.key"),
+         "-CAfile", str(short_dir / "root.pem")],
+        check=False, input="", capture_output=True, text=True, timeout=WAIT_SECONDS,
+    )  # fmt: skip
+    assert f"hello {CLIENT_ID}" in result.stdout, result.stderr
