@@ -2,7 +2,8 @@
 
 A source holds one immutable snapshot and swaps it on every update; readers take no locks.
 It reconnects with jittered exponential backoff (WA-04) and stops on INVALID_ARGUMENT or
-UNIMPLEMENTED. PERMISSION_DENIED redacts the snapshot until the next update (WA-16)::
+UNIMPLEMENTED. PERMISSION_DENIED redacts the snapshot until the next update (WA-16).
+The caller keeps ownership of the client (closing the source does not close it)::
 
     async with await X509Source.create(AsyncWorkloadApiClient(), timeout=10) as src:
         svid = src.get_x509_svid()
