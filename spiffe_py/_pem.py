@@ -119,6 +119,8 @@ def checked_certificate(cert: x509.Certificate) -> x509.Certificate:
         _ = (cert.public_key(), cert.signature_hash_algorithm)
     except _CERT_ERRORS as err:
         raise DecodeError("invalid certificate") from err
+    if cert.serial_number <= 0:  # RFC 5280 §4.1.2.2
+        raise DecodeError("certificate serial number must be positive")
     return cert
 
 

@@ -222,6 +222,12 @@ def test_verify_accepts_intermediate_with_server_and_client_eku() -> None:
     assert verify_x509_svid(issued.chain, BUNDLES, now=NOW) == SpiffeId.parse(ID)
 
 
+def test_verify_accepts_chain_that_includes_the_root() -> None:
+    """X5-16: peers may send the root too; the anchor still comes from the bundle."""
+    issued = MID.issue_svid(ID)
+    assert verify_x509_svid([*issued.chain, ROOT.cert], BUNDLES, now=NOW) == SpiffeId.parse(ID)
+
+
 def test_verify_accepts_leaf_without_aki() -> None:
     """Foreign issuers may omit AKI on leaves; the chain still verifies."""
     assert verify_x509_svid(ROOT.issue_svid(ID, aki=False).chain, BUNDLES, now=NOW) == SpiffeId.parse(ID)
@@ -320,6 +326,16 @@ def test_crl_from_wrong_level_does_not_revoke() -> None:
 # ---- properties ----
 
 
+@pytest.mark.filterwarnings("ignore:Parsed a serial number which wasn't positive")
+def test_parse_rejects_non_positive_serial() -> None:
+    """RFC 5280 §4.1.2.2: the serial is a positive integer."""
+    issued = ROOT.issue_svid(ID, serial=0x1234_5678_9ABC_DEF0_1234)
+    der = bytearray(issued.chain_der())
+    der[bytes(der).index(bytes.fromhex("123456789abcdef01234"))] |= 0x80  # same length, sign bit: negative
+    with pytest.raises(InvalidX509SvidError, match="serial number must be positive"):
+        X509Svid.parse(bytes(der), issued.key_der())
+
+
 def test_validate_leaf_profile_returns_id() -> None:
     assert validate_leaf_profile(ROOT.issue_svid(ID).leaf) == SpiffeId.parse(ID)
 
@@ -334,6 +350,7 @@ def test_parse_raises_only_spiffe_errors(chain: bytes, key: bytes) -> None:
 _GOOD = ROOT.issue_svid(ID)
 
 
+@pytest.mark.filterwarnings("ignore:Parsed a serial number which wasn't positive")
 @settings(max_examples=200)
 @given(st.integers(0, len(_GOOD.chain_der()) - 1), st.integers(0, 255))
 def test_parse_of_mutated_der_raises_only_spiffe_errors(index: int, value: int) -> None:
