@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
+from server.metrics import RPCS
 from spiffe_py.errors import SpiffeError
 
 log = logging.getLogger("spiffe_server.api")
@@ -61,10 +62,14 @@ def to_grpc_error(err: BaseException, method: str) -> GRPCError:
 
 @contextlib.contextmanager
 def grpc_errors(method: str) -> Iterator[None]:
-    """Re-raise whatever the block raises as the mapped GRPCError."""
+    """Re-raise whatever the block raises as the mapped GRPCError; count the call by status."""
     try:
         yield
-    except GRPCError:
+    except GRPCError as err:
+        RPCS.labels(method=method, code=err.status.name).inc()
         raise
     except Exception as err:  # the mapping boundary: nothing may escape unmapped
-        raise to_grpc_error(err, method) from err
+        mapped = to_grpc_error(err, method)
+        RPCS.labels(method=method, code=mapped.status.name).inc()
+        raise mapped from err
+    RPCS.labels(method=method, code="OK").inc()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import stat
@@ -265,3 +266,28 @@ def test_logs_hold_no_keys_or_tokens(server: ServerProc, tmp_path: Path) -> None
     assert token not in text and jwt_token not in text
     import re
     assert not re.search(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.", text)
+
+
+async def test_list_entries_pages_and_bounds_page_size(server: ServerProc) -> None:
+    from grpclib.client import Channel
+    from grpclib.const import Status
+    from grpclib.exceptions import GRPCError
+
+    from spiffe_py._proto.spiffepy.server.v1 import admin_pb2
+    from spiffe_py._proto.spiffepy.server.v1.admin_grpc import AdminAPIStub
+    for name in ("a", "b", "c"):
+        await asyncio.to_thread(_create, server, f"{TD}/{name}")
+    channel = Channel(path=str(server.socket_path))
+    try:
+        api = AdminAPIStub(channel)
+        page = await api.ListEntries(admin_pb2.ListEntriesRequest(page_size=2))
+        assert len(page.entries) == 2 and page.next_page_token
+        rest = await api.ListEntries(admin_pb2.ListEntriesRequest(page_size=2, page_token=page.next_page_token))
+        assert len(rest.entries) == 1 and not rest.next_page_token
+        with pytest.raises(GRPCError) as exc:
+            await api.ListEntries(admin_pb2.ListEntriesRequest(page_size=1001))
+        assert exc.value.status is Status.INVALID_ARGUMENT
+        assert exc.value.message == "page_size: must be within 0..1000, got 1001"
+    finally:
+        channel.close()
+    assert len(server.cli_json("entry", "show")["entries"]) == 3

@@ -133,3 +133,20 @@ def test_redaction_filter_covers_args_extras_and_tracebacks() -> None:
     assert RedactionFilter().filter(record)
     line = JsonFormatter().format(record)
     assert "eyJ" not in line and "BEGIN" not in line and line.count(REDACTED) >= 3
+
+
+def test_rpc_counter_counts_by_status() -> None:
+    from server.metrics import RPCS
+    before = RPCS.labels(method="Unit", code="NOT_FOUND")._value.get()
+    with pytest.raises(GRPCError), grpc_errors("Unit"):
+        raise NotFoundError("x")
+    assert RPCS.labels(method="Unit", code="NOT_FOUND")._value.get() == before + 1
+
+
+def test_bounded_codec_refuses_oversized_messages() -> None:
+    from server.api.codec import BoundedProtoCodec
+    codec = BoundedProtoCodec(max_bytes=8)
+    assert codec.decode(types_pb2.Selector(type="a").SerializeToString(), types_pb2.Selector).type == "a"
+    with pytest.raises(GRPCError) as exc:
+        codec.decode(b"\x0a" + b"x" * 20, types_pb2.Selector)
+    assert exc.value.status is Status.RESOURCE_EXHAUSTED
