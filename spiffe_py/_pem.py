@@ -1,4 +1,4 @@
-"""PEM / DER helpers for certificates and private keys (private; callers wrap :class:`DecodeError`).
+"""PEM / DER helpers for certificates and private keys (private; callers wrap :class:`DecodeError`)::
 
 certs = certificates_from_any(pem_or_concatenated_der)
 key = private_key_from_any(pkcs8_pem_or_der)
@@ -51,7 +51,7 @@ def _bounded(data: bytes) -> bytes:
 
 def is_pem(data: bytes) -> bool:
     """True if ``data`` looks like PEM text rather than DER."""
-    return _PEM_START in data[:MAX_INPUT_BYTES]
+    return _PEM_START in data
 
 
 def pem_blocks(data: bytes) -> list[tuple[str, bytes]]:
