@@ -83,7 +83,7 @@ class AdminService(AdminAPIBase):
                 raise AuthorizationError(f"admin: uid {uid} is not an admin")
             return
         ctx = self._ctx
-        caller = verify_peer_svid(peer_leaf(stream), ctx.roots(), ctx.ca.active_x509_ca().intermediates,
+        caller = verify_peer_svid(peer_leaf(stream), ctx.roots(), ctx.intermediates(),
                                   now=ctx.clock.now())
         page = await ctx.call(ctx.store.list_entries, EntryFilter(by_spiffe_id=str(caller)), Page(size=MAX_PAGE_SIZE))
         if not any(e.admin for e in page.items):

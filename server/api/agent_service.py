@@ -69,7 +69,7 @@ class AgentService(AgentAPIBase):
 
     async def _agent(self, stream: Stream[Any, Any]) -> AttestedAgent:
         ctx = self._ctx
-        sid = verify_peer_svid(peer_leaf(stream), ctx.roots(), ctx.ca.active_x509_ca().intermediates,
+        sid = verify_peer_svid(peer_leaf(stream), ctx.roots(), ctx.intermediates(),
                                now=ctx.clock.now())
         return await self._known_agent(str(sid))
 

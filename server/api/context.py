@@ -73,6 +73,11 @@ class ServerContext:
         """The X.509 roots of the current bundle."""
         return self.ca.bundle().x509_authorities
 
+    def intermediates(self) -> tuple[x509.Certificate, ...]:
+        """Certificates between our leaves and the bundle roots (the active CA, when it is not a root)."""
+        roots = set(self.roots())
+        return tuple(c for c in self.ca.active_x509_ca().chain if c not in roots)
+
     def issued_chain(self, chain: tuple[x509.Certificate, ...]) -> tuple[x509.Certificate, ...]:
         """A signed chain without the bundle roots: leaf first, then intermediates."""
         roots = set(self.roots())

@@ -6,22 +6,25 @@ import asyncio
 import secrets
 import socket
 import ssl
+import subprocess
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from cryptography.x509.verification import PolicyBuilder, Store
 from grpclib.client import Channel
 
 from spiffe_py._proto.spiffepy.server.v1 import admin_pb2, agent_pb2
 from spiffe_py._proto.spiffepy.server.v1.admin_grpc import AdminAPIStub
 from tests.integration.server.agent_client import agent_channel, attest, csr_for
+from tests.support.ca import CA
 from tests.support.server_proc import ServerProc, free_port
 
 TD = "spiffe://example.org"
@@ -124,3 +127,27 @@ async def test_rotation_every_svid_chains_to_current_bundle() -> None:
             channel.close()
         assert len(seen_roots) >= 2, "the CA never rotated"
         assert len(server_serials) >= 2, "the server SVID was never renewed"
+
+
+async def test_upstream_authority_chain_verifies(tmp_path: Path) -> None:
+    """With a disk upstream CA our CA is an intermediate: minted and agent SVIDs chain to the upstream root."""
+    upstream = CA.create("example.org")
+    (tmp_path / "up.pem").write_bytes(upstream.cert.public_bytes(Encoding.PEM))
+    (tmp_path / "up.key").write_bytes(upstream.key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    config = f'[upstream_authority]\ncert_file = "{tmp_path / "up.pem"}"\nkey_file = "{tmp_path / "up.key"}"\n'
+    with ServerProc.start(config_text=config) as srv:
+        roots_pem = srv.cli("bundle", "show").stdout
+        assert x509.load_pem_x509_certificates(roots_pem.encode()) == [upstream.cert]
+        out = tmp_path / "mint"
+        srv.cli("x509", "mint", "--spiffe-id", f"{TD}/up", "--write", str(out))
+        chain = x509.load_pem_x509_certificates((out / "svid.pem").read_bytes())
+        assert len(chain) == 2  # leaf + our intermediate CA; the upstream root is only in the bundle
+        verify = subprocess.run(["openssl", "verify", "-CAfile", str(out / "bundle.pem"), "-untrusted",
+                                 str(out / "svid.pem"), str(out / "svid.pem")], capture_output=True, text=True,
+                                check=False)
+        assert verify.returncode == 0, verify.stderr
+        token = srv.cli_json("token", "generate")["value"]
+        agent = await attest(srv, "join_token", token.encode())
+        async with agent_channel(srv, agent, roots_pem) as stub:   # mTLS through the intermediate
+            renewed = await stub.RenewAgent(agent_pb2.RenewAgentRequest(csr=csr_for(agent.key)))
+        _verify([x509.load_der_x509_certificate(d) for d in renewed.svid_chain], [upstream.cert])
