@@ -47,29 +47,35 @@ class ServerProc:
     """One spiffe-server subprocess plus helpers to call its CLI."""
 
     def __init__(self, data_dir: Path, *, trust_domain: str, port: int, extra_args: Sequence[str],
-                 config_text: str | None, owns_dir: bool) -> None:
+                 config_text: str | None, owns_dir: bool, socket_path: Path | None = None) -> None:
         self.data_dir = data_dir
         self.trust_domain = trust_domain
         self.port = port
-        self.socket_path = data_dir / "api.sock"
-        self.extra_args = list(extra_args)
+        self.socket_path = socket_path or data_dir / "api.sock"
+        self.extra_args = list(extra_args) + (["--socket-path", str(socket_path)] if socket_path else [])
         self.config_path: Path | None = None
+        stem = f"{data_dir.name}-{port}"
         if config_text is not None:
-            self.config_path = data_dir.parent / f"{data_dir.name}.toml"
+            self.config_path = data_dir.parent / f"{stem}.toml"
             self.config_path.write_text(config_text)
-        self.log_path = data_dir.parent / f"{data_dir.name}.log"
+        self.log_path = data_dir.parent / f"{stem}.log"
         self._owns_dir = owns_dir
         self.proc: subprocess.Popen[bytes] | None = None
 
     @classmethod
     def start(cls, *, trust_domain: str = "example.org", extra_args: Sequence[str] = (),
-              config_text: str | None = None, data_dir: Path | None = None) -> ServerProc:
-        """Launch ``spiffe-server run`` and wait until ``healthcheck`` passes."""
+              config_text: str | None = None, data_dir: Path | None = None,
+              socket_path: Path | None = None) -> ServerProc:
+        """Launch ``spiffe-server run`` and wait until ``healthcheck`` passes.
+
+        Give an existing ``data_dir`` (and another ``socket_path``) to run a second server on the
+        same keys, e.g. two servers sharing one PostgreSQL database.
+        """
         owns = data_dir is None
         if data_dir is None:
             data_dir = Path(tempfile.mkdtemp(prefix="ss-", dir="/tmp")) / "d"
         srv = cls(data_dir, trust_domain=trust_domain, port=free_port(), extra_args=extra_args,
-                  config_text=config_text, owns_dir=owns)
+                  config_text=config_text, owns_dir=owns, socket_path=socket_path)
         srv.launch()
         return srv
 

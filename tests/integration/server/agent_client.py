@@ -92,7 +92,10 @@ async def attest(srv: ServerProc, attestation_type: str, payload: bytes,
             attestation_type=attestation_type, payload=payload, csr=csr_for(key))))
         while True:
             resp = await stream.recv_message()
-            assert resp is not None
+            if resp is None:
+                await stream.end()
+                await stream.recv_trailing_metadata()  # raises the server's GRPCError
+                raise AssertionError("stream ended without a result")
             if resp.HasField("result"):
                 break
             assert on_challenge is not None, "unexpected challenge"

@@ -26,7 +26,7 @@ from tests.integration.server.agent_client import (
     csr_for,
     server_roots,
 )
-from tests.support.ca import CA
+from tests.support.ca import CA, Issued
 from tests.support.server_proc import ServerProc
 
 TD = "spiffe://example.org"
@@ -173,10 +173,12 @@ def x509pop_server(tmp_path: Path) -> Iterator[tuple[ServerProc, CA]]:
         yield srv, node_ca
 
 
-async def _attest_x509pop(srv: ServerProc, node_ca: CA, cn: str) -> TestAgent:
-    node = node_ca.issue_svid("spiffe://nodes.test/node", subject=x509.Name([
+def _node(node_ca: CA, cn: str) -> Issued:
+    return node_ca.issue_svid("spiffe://nodes.test/node", subject=x509.Name([
         x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
 
+
+async def _attest_x509pop(srv: ServerProc, node: Issued) -> TestAgent:
     async def answer(nonce: bytes) -> bytes:
         return x509pop_respond(nonce, node.key)  # type: ignore[arg-type]
 
@@ -185,22 +187,36 @@ async def _attest_x509pop(srv: ServerProc, node_ca: CA, cn: str) -> TestAgent:
 
 async def test_x509pop_reattest_and_node_alias(x509pop_server: tuple[ServerProc, CA]) -> None:
     srv, node_ca = x509pop_server
-    alias_parent = f"{TD}/spire/server"
     srv.cli_json("entry", "create", "--spiffe-id", f"{TD}/cluster/a", "--node",
                  "--selector", "x509pop:subject:cn:node-1")
     via_alias = _entry(srv, f"{TD}/svc", f"{TD}/cluster/a")
-    agent = await _attest_x509pop(srv, node_ca, "node-1")
+    node1 = _node(node_ca, "node-1")
+    agent = await _attest_x509pop(srv, node1)
     assert agent.spiffe_id.startswith(f"{TD}/spire/agent/x509pop/") and agent.result.can_reattest
-    other = await _attest_x509pop(srv, node_ca, "node-2")
+    again = await _attest_x509pop(srv, node1)   # re-attestation: same ID, record updated in place
+    assert again.spiffe_id == agent.spiffe_id and again.chain[0].serial_number != agent.chain[0].serial_number
+    other = await _attest_x509pop(srv, _node(node_ca, "node-2"))
+    assert srv.cli_json("agent", "count") == {"count": 2}
     key = ec.generate_private_key(ec.SECP256R1())
     req = agent_pb2.BatchNewX509SVIDRequest(params=[agent_pb2.NewX509SVIDParams(entry_id=via_alias, csr=csr_for(key))])
-    async with agent_channel(srv, agent) as stub:
+    async with agent_channel(srv, again) as stub:
         assert (await stub.BatchNewX509SVID(req)).results[0].status_code == Status.OK.value
     async with agent_channel(srv, other) as stub:
         assert (await stub.BatchNewX509SVID(req)).results[0].status_code == Status.PERMISSION_DENIED.value
     selectors = srv.cli_json("agent", "show", "--spiffe-id", agent.spiffe_id)["selectors"]
     assert "x509pop:subject:cn:node-1" in selectors
-    del alias_parent
+    srv.cli("agent", "ban", "--spiffe-id", agent.spiffe_id)
+    assert await _code(_attest_x509pop(srv, node1)) is Status.PERMISSION_DENIED
+
+
+async def test_x509pop_wrong_key_refused(x509pop_server: tuple[ServerProc, CA]) -> None:
+    srv, node_ca = x509pop_server
+    node = _node(node_ca, "node-1")
+    impostor = Issued(node.chain, ec.generate_private_key(ec.SECP256R1()))
+    assert await _code(_attest_x509pop(srv, impostor)) is Status.PERMISSION_DENIED
+    stranger = CA.create("nodes.test").issue_svid("spiffe://nodes.test/n")
+    assert await _code(_attest_x509pop(srv, stranger)) is Status.PERMISSION_DENIED
+    assert srv.cli_json("agent", "count") == {"count": 0}
 
 
 async def test_admin_api_over_mtls_needs_admin_entry(server: ServerProc, tmp_path: Path) -> None:

@@ -259,8 +259,9 @@ def test_logs_hold_no_keys_or_tokens(server: ServerProc, tmp_path: Path) -> None
     jwt_token = server.cli_json("jwt", "mint", "--spiffe-id", f"{TD}/j", "--audience", "a")["token"]
     from tests.integration.server.agent_client import attest_join_token
     attest_join_token(server, token)
-    server.stop()
+    assert server.stop() == 0  # SIGTERM: graceful shutdown
     text = server.log_text()
+    assert "server stopped" in text
     assert "server started" in text and "agent attested" in text
     assert "-----BEGIN" not in text
     assert token not in text and jwt_token not in text
@@ -291,3 +292,13 @@ async def test_list_entries_pages_and_bounds_page_size(server: ServerProc) -> No
     finally:
         channel.close()
     assert len(server.cli_json("entry", "show")["entries"]) == 3
+
+
+def test_json_log_format() -> None:
+    with ServerProc.start(extra_args=["--log-format", "json", "--log-level", "debug"]) as srv:
+        srv.cli("entry", "create", "--spiffe-id", f"{TD}/j", "--parent-id", PARENT, "--selector", "a:b")
+        srv.stop()
+        records = [json.loads(line) for line in srv.log_text().splitlines() if line.strip()]
+    assert {"time", "level", "logger", "msg"} <= set(records[0])
+    created = [r for r in records if r["msg"] == "entry created"]
+    assert created and created[0]["spiffe_id"] == f"{TD}/j" and created[0]["level"] == "info"

@@ -151,3 +151,25 @@ async def test_upstream_authority_chain_verifies(tmp_path: Path) -> None:
         async with agent_channel(srv, agent, roots_pem) as stub:   # mTLS through the intermediate
             renewed = await stub.RenewAgent(agent_pb2.RenewAgentRequest(csr=csr_for(agent.key)))
         _verify([x509.load_der_x509_certificate(d) for d in renewed.svid_chain], [upstream.cert])
+
+
+async def test_shared_postgres_change_reaches_agent_of_other_server(pg_schema: str) -> None:
+    """An entry created through server B is pushed by server A to its agent (change-counter poll)."""
+    with ServerProc.start(extra_args=["--database", pg_schema]) as a:
+        b = ServerProc.start(extra_args=["--database", pg_schema], data_dir=a.data_dir,
+                             socket_path=a.data_dir.parent / "b.sock")
+        try:
+            token = a.cli_json("token", "generate")["value"]
+            agent = await attest(a, "join_token", token.encode())
+            async with agent_channel(a, agent) as stub, stub.SyncAuthorized.open() as stream:
+                await stream.send_message(agent_pb2.SyncAuthorizedRequest(), end=True)
+                full = await asyncio.wait_for(stream.recv_message(), 20)
+                assert full is not None and full.full and not full.entries
+                created = await asyncio.to_thread(
+                    b.cli_json, "entry", "create", "--spiffe-id", f"{TD}/from-b", "--parent-id", agent.spiffe_id,
+                    "--selector", "unix:uid:7")
+                pushed = await asyncio.wait_for(stream.recv_message(), 20)
+                assert pushed is not None and [e.id for e in pushed.entries] == [created["id"]]
+                await stream.cancel()
+        finally:
+            b.stop()
