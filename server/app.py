@@ -209,9 +209,7 @@ async def serve(cfg: ServerConfig) -> None:
 
 def run(cfg: ServerConfig) -> int:
     """Entry point for ``spiffe-server run``; returns the exit status."""
-    configure_logging(level=cfg.log_level, fmt=cfg.log_format)
-    for warning in cfg.warnings():
-        log.warning("%s", warning)
+    configure_logging(level=cfg.log_level, fmt=cfg.log_format)  # the CA logs its own TTL warnings
     try:
         asyncio.run(serve(cfg))
     except OSError as err:

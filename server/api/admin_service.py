@@ -31,6 +31,7 @@ from server.api.convert import (
     jwt_claims_of,
     parse_member_id,
     parse_selectors,
+    parse_workload_id,
     ts,
 )
 from server.api.errors import RequestError, grpc_errors
@@ -159,7 +160,7 @@ class AdminService(AdminAPIBase):
             req = await self._request(stream)
             ctx = self._ctx
             ttl = timedelta(seconds=check_ttl(req.ttl, "ttl")) if req.ttl else DEFAULT_JOIN_TOKEN_TTL
-            alias = parse_member_id(req.spiffe_id, "spiffe_id", ctx.config.trust_domain) if req.spiffe_id else None
+            alias = parse_workload_id(req.spiffe_id, "spiffe_id", ctx.config.trust_domain) if req.spiffe_id else None
             now = ctx.clock.now()
             record = generate_join_token(now=now, ttl=ttl)
             await ctx.call(ctx.store.create_join_token, JoinToken(
@@ -272,7 +273,7 @@ class AdminService(AdminAPIBase):
             csr = parse_csr(req.csr)
             if csr.spiffe_id is None:
                 raise RequestError("csr", "must hold exactly one spiffe id uri san")
-            sid = parse_member_id(str(csr.spiffe_id), "csr.spiffe_id", ctx.config.trust_domain)
+            sid = parse_workload_id(str(csr.spiffe_id), "csr.spiffe_id", ctx.config.trust_domain)
             ttl = check_ttl(req.ttl, "ttl")
             chain = ctx.ca.sign_x509_svid(X509SvidParams(spiffe_id=sid, public_key=csr.public_key,
                                                          ttl=timedelta(seconds=ttl) if ttl else None,
@@ -283,7 +284,7 @@ class AdminService(AdminAPIBase):
     async def MintJWTSVID(self, stream: Stream[admin_pb2.MintJWTSVIDRequest, admin_pb2.MintJWTSVIDResponse]) -> None:
         with grpc_errors("MintJWTSVID"):
             req = await self._request(stream)
-            sid = parse_member_id(req.spiffe_id, "spiffe_id", self._ctx.config.trust_domain)
+            sid = parse_workload_id(req.spiffe_id, "spiffe_id", self._ctx.config.trust_domain)
             audience = check_audience(req.audience)
             ttl = check_ttl(req.ttl, "ttl")
             token = self._ctx.ca.sign_jwt_svid(JwtSvidParams(spiffe_id=sid, audience=audience,

@@ -31,7 +31,7 @@ from server.authz import authorized_entries, check_entry_authorized, node_aliase
 from server.ca.signer import public_key_from_csr
 from server.ca.templates import JwtSvidParams, SvidKind, X509SvidParams
 from server.datastore import AttestedAgent, NotFoundError, RegistrationEntry
-from server.errors import AttestationError
+from server.errors import AttestationError, FailedPreconditionError
 from server.metrics import AGENTS_SYNCING, SIGNED
 from server.nodeattest.base import AttestResult
 from spiffe_py._proto.spiffepy.server.v1 import agent_pb2
@@ -46,13 +46,16 @@ MAX_PARENT_IDS = 1000
 CHALLENGE_TIMEOUT = 30.0
 
 
-def entry_end(entry: RegistrationEntry) -> datetime | None:
-    """The hard end of any SVID for ``entry``: its expiry or created_at + max_lifetime."""
+def entry_end(entry: RegistrationEntry, *, now: datetime) -> datetime | None:
+    """The hard end of any SVID for ``entry`` (its expiry or created_at + max_lifetime); raises once passed."""
     ends = [entry.expires_at]
     if entry.max_lifetime:
         ends.append(entry.created_at + timedelta(seconds=entry.max_lifetime))
     present = [e for e in ends if e is not None]
-    return min(present) if present else None
+    end = min(present) if present else None
+    if end is not None and end <= now:
+        raise FailedPreconditionError(f"agent: entry has expired: {entry.id!r}")
+    return end
 
 
 def _der(certs: tuple[x509.Certificate, ...]) -> list[bytes]:
@@ -228,8 +231,9 @@ class AgentService(AgentAPIBase):
             entry = check_entry_authorized(params.entry_id, allowed)
             sid = SpiffeId.parse(entry.spiffe_id)
             public_key = public_key_from_csr(params.csr, spiffe_id=sid)
+            end = entry_end(entry, now=self._ctx.clock.now())
             chain = self._ctx.ca.sign_x509_svid(X509SvidParams(
-                spiffe_id=sid, public_key=public_key, dns_names=entry.dns_names, expires_at=entry_end(entry),
+                spiffe_id=sid, public_key=public_key, dns_names=entry.dns_names, expires_at=end,
                 ttl=timedelta(seconds=entry.x509_svid_ttl) if entry.x509_svid_ttl else None))
         except SpiffeError as err:
             return agent_pb2.X509SVIDResult(entry_id=params.entry_id, status_code=status_for(err).value,
@@ -245,8 +249,9 @@ class AgentService(AgentAPIBase):
                 raise GRPCError(Status.INVALID_ARGUMENT, "request: missing")
             audience = check_audience(req.audience)
             entry = check_entry_authorized(req.entry_id, await self._authorized(agent))
+            end = entry_end(entry, now=self._ctx.clock.now())
             token = self._ctx.ca.sign_jwt_svid(JwtSvidParams(
-                spiffe_id=SpiffeId.parse(entry.spiffe_id), audience=audience, expires_at=entry_end(entry),
+                spiffe_id=SpiffeId.parse(entry.spiffe_id), audience=audience, expires_at=end,
                 ttl=timedelta(seconds=entry.jwt_svid_ttl) if entry.jwt_svid_ttl else None,
                 extra_claims=dict(entry.jwt_claims)))
             SIGNED.labels(kind="jwt").inc()

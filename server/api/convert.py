@@ -61,6 +61,14 @@ def parse_member_id(value: str, field: str, trust_domain: TrustDomain) -> Spiffe
     return sid
 
 
+def parse_workload_id(value: str, field: str, trust_domain: TrustDomain) -> SpiffeId:
+    """A SPIFFE ID we may issue to a workload: in our trust domain, not root, not under ``/spire/``."""
+    sid = parse_member_id(value, field, trust_domain)
+    if sid.is_root or sid.path == "/spire" or sid.path.startswith("/spire/"):
+        raise RequestError(field, f"is reserved for the server and agents: {value!r}")
+    return sid
+
+
 def parse_selectors(items: Iterable[types_pb2.Selector], field: str) -> tuple[Selector, ...]:
     """Proto selectors to domain selectors; each needs a type and a value."""
     out = []
@@ -91,7 +99,7 @@ def _trust_domains(names: Iterable[str], field: str) -> tuple[str, ...]:
 
 def entry_from_proto(pb: types_pb2.Entry, *, trust_domain: TrustDomain, now: datetime) -> RegistrationEntry:
     """Validate a requested entry; ``now`` becomes ``created_at`` (the store keeps the original on update)."""
-    spiffe_id = parse_member_id(pb.spiffe_id, "entry.spiffe_id", trust_domain)
+    spiffe_id = parse_workload_id(pb.spiffe_id, "entry.spiffe_id", trust_domain)
     parent_id = parse_member_id(pb.parent_id, "entry.parent_id", trust_domain)
     if spiffe_id == parent_id:
         raise RequestError("entry.spiffe_id", "must differ from entry.parent_id")

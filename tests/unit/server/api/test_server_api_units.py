@@ -150,3 +150,22 @@ def test_bounded_codec_refuses_oversized_messages() -> None:
     with pytest.raises(GRPCError) as exc:
         codec.decode(b"\x0a" + b"x" * 20, types_pb2.Selector)
     assert exc.value.status is Status.RESOURCE_EXHAUSTED
+
+
+@pytest.mark.parametrize("spiffe_id", ["spiffe://example.org", "spiffe://example.org/spire/server",
+                                       "spiffe://example.org/spire/agent/join_token/x"])
+def test_reserved_ids_cannot_be_entries(spiffe_id: str) -> None:
+    with pytest.raises(RequestError, match=r"entry\.spiffe_id: is reserved for the server and agents"):
+        entry_from_proto(_entry(spiffe_id=spiffe_id), trust_domain=TD, now=NOW)
+
+
+def test_entry_end_caps_and_refuses_expired_entries() -> None:
+    from datetime import timedelta
+
+    from server.api.agent_service import entry_end
+    from server.errors import FailedPreconditionError
+    entry = entry_from_proto(_entry(max_lifetime=60, expires_at=int(NOW.timestamp()) + 3600), trust_domain=TD,
+                             now=NOW)
+    assert entry_end(entry, now=NOW) == NOW + timedelta(seconds=60)
+    with pytest.raises(FailedPreconditionError, match="entry has expired"):
+        entry_end(entry, now=NOW + timedelta(seconds=60))
