@@ -14,8 +14,6 @@ import os
 from datetime import timedelta
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 from grpclib.server import Stream
 
 from server.api.context import ServerContext
@@ -25,6 +23,7 @@ from server.api.convert import (
     agent_to_proto,
     bundle_from_proto,
     bundle_to_proto,
+    certs_to_der,
     check_ttl,
     entry_from_proto,
     entry_to_proto,
@@ -279,7 +278,7 @@ class AdminService(AdminAPIBase):
                                                          ttl=timedelta(seconds=ttl) if ttl else None,
                                                          dns_names=csr.dns_names))
             await stream.send_message(admin_pb2.MintX509SVIDResponse(
-                svid_chain=[_der(c) for c in ctx.issued_chain(chain)], bundle=bundle_to_proto(ctx.ca.bundle())))
+                svid_chain=certs_to_der(ctx.issued_chain(chain)), bundle=bundle_to_proto(ctx.ca.bundle())))
 
     async def MintJWTSVID(self, stream: Stream[admin_pb2.MintJWTSVIDRequest, admin_pb2.MintJWTSVIDResponse]) -> None:
         with grpc_errors("MintJWTSVID"):
@@ -323,7 +322,3 @@ async def federated_bundles(ctx: ServerContext) -> list[types_pb2.Bundle]:
         except (SpiffeError, InvalidSvidError):
             log.warning("skipping unparsable stored bundle", extra={"trust_domain": record.trust_domain})
     return out
-
-
-def _der(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(Encoding.DER)

@@ -16,14 +16,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from grpclib.server import Stream
 
 from server.api.admin_service import check_audience, federated_bundles
 from server.api.context import ServerContext
-from server.api.convert import bundle_to_proto, entry_to_proto, jwt_claims_of
+from server.api.convert import bundle_to_proto, certs_to_der, entry_to_proto, jwt_claims_of
 from server.api.errors import RequestError, grpc_errors, status_for
 from server.api.peer import peer_leaf, verify_peer_svid
 from server.api.sync import SyncState
@@ -56,10 +55,6 @@ def entry_end(entry: RegistrationEntry, *, now: datetime) -> datetime | None:
     if end is not None and end <= now:
         raise FailedPreconditionError(f"agent: entry has expired: {entry.id!r}")
     return end
-
-
-def _der(certs: tuple[x509.Certificate, ...]) -> list[bytes]:
-    return [c.public_bytes(Encoding.DER) for c in certs]
 
 
 class AgentService(AgentAPIBase):
@@ -138,7 +133,7 @@ class AgentService(AgentAPIBase):
             await self._record_agent(result, attestor.name, chain[0])
             log.info("agent attested", extra={"spiffe_id": str(result.agent_id), "attestor": attestor.name})
             await stream.send_message(agent_pb2.AttestAgentResponse(result=agent_pb2.AttestResult(
-                spiffe_id=str(result.agent_id), svid_chain=_der(chain), can_reattest=result.can_reattest,
+                spiffe_id=str(result.agent_id), svid_chain=certs_to_der(chain), can_reattest=result.can_reattest,
                 bundle=bundle_to_proto(ctx.ca.bundle()))))
 
     async def _record_agent(self, result: AttestResult, attestor: str, leaf: x509.Certificate) -> None:
@@ -173,7 +168,7 @@ class AgentService(AgentAPIBase):
                 expires_at=leaf.not_valid_after_utc, created_at=agent.created_at, updated_at=self._ctx.clock.now(),
                 selectors=agent.selectors, can_reattest=agent.can_reattest)
             await self._ctx.call(self._ctx.store.update_agent, updated)
-            await stream.send_message(agent_pb2.RenewAgentResponse(svid_chain=_der(chain)))
+            await stream.send_message(agent_pb2.RenewAgentResponse(svid_chain=certs_to_der(chain)))
 
     # -- SyncAuthorized ----------------------------------------------------------------------------
 
@@ -239,7 +234,8 @@ class AgentService(AgentAPIBase):
             return agent_pb2.X509SVIDResult(entry_id=params.entry_id, status_code=status_for(err).value,
                                             status_message=str(err))
         SIGNED.labels(kind="x509").inc()
-        return agent_pb2.X509SVIDResult(entry_id=params.entry_id, cert_chain=_der(self._ctx.issued_chain(chain)))
+        issued = certs_to_der(self._ctx.issued_chain(chain))
+        return agent_pb2.X509SVIDResult(entry_id=params.entry_id, cert_chain=issued)
 
     async def NewJWTSVID(self, stream: Stream[agent_pb2.NewJWTSVIDRequest, agent_pb2.NewJWTSVIDResponse]) -> None:
         with grpc_errors("NewJWTSVID"):

@@ -147,6 +147,11 @@ def agent_to_proto(agent: AttestedAgent) -> types_pb2.Agent:
     )
 
 
+def certs_to_der(certs: Iterable[x509.Certificate]) -> list[bytes]:
+    """DER encodings, in order."""
+    return [c.public_bytes(serialization.Encoding.DER) for c in certs]
+
+
 def _spki(key: PublicKeyTypes) -> bytes:
     return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
@@ -155,7 +160,7 @@ def bundle_to_proto(bundle: SpiffeBundle) -> types_pb2.Bundle:
     """A SPIFFE bundle in the spiffe-py wire form."""
     return types_pb2.Bundle(
         trust_domain=bundle.trust_domain.name,
-        x509_authorities=[c.public_bytes(serialization.Encoding.DER) for c in bundle.x509_authorities],
+        x509_authorities=certs_to_der(bundle.x509_authorities),
         jwt_authorities=[types_pb2.JwtKey(key_id=kid, public_key=_spki(key))
                          for kid, key in bundle.jwt_authorities.items()],
         sequence_number=bundle.sequence_number or 0,

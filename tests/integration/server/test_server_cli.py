@@ -220,7 +220,12 @@ def test_bundle_set_list_delete(server: ServerProc, tmp_path: Path) -> None:
     (tmp_path / "junk.pem").write_text("not pem")
     assert _fails(server, "bundle", "set", "--id", "x.org", "--path", str(tmp_path / "junk.pem")).startswith(
         "error: INVALID_ARGUMENT: bundle: must hold at least one authority")
-    server.cli("bundle", "delete", "--id", "other.org")
+    server.cli("bundle", "set", "--id", "third.org", "--format", "spiffe", "--path", "-",
+               stdin=spiffe_form.encode())  # a SPIFFE bundle from stdin
+    third = server.cli_json("bundle", "list")["bundles"]
+    assert [b["trust_domain"] for b in third] == ["other.org", "third.org"] and third[1]["pem"] == third[0]["pem"]
+    for td in ("other.org", "third.org"):
+        server.cli("bundle", "delete", "--id", td)
     assert server.cli_json("bundle", "list") == {"bundles": []}
     assert _fails(server, "bundle", "delete", "--id", "other.org").startswith("error: NOT_FOUND:")
 
