@@ -110,7 +110,7 @@ class AgentService(AgentAPIBase):
     async def AttestAgent(self, stream: Stream[agent_pb2.AttestAgentRequest, agent_pb2.AttestAgentResponse]) -> None:
         with grpc_errors("AttestAgent"):
             ctx = self._ctx
-            first = await stream.recv_message()
+            first = await asyncio.wait_for(stream.recv_message(), CHALLENGE_TIMEOUT)
             if first is None or not first.HasField("params"):
                 raise RequestError("params", "the first message must carry attestation params")
             params = first.params

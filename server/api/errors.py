@@ -50,6 +50,8 @@ def to_grpc_error(err: BaseException, method: str) -> GRPCError:
     """Map any exception raised by a handler to the GRPCError the caller sees."""
     if isinstance(err, GRPCError):
         return err
+    if isinstance(err, TimeoutError):  # a client that stalls mid-handshake (e.g. a challenge never answered)
+        return GRPCError(Status.DEADLINE_EXCEEDED, "timed out waiting for the client")
     if isinstance(err, SpiffeError):
         status = status_for(err)
         if status is Status.INTERNAL:

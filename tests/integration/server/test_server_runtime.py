@@ -13,6 +13,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import jwt
 import psycopg
 import pytest
 from cryptography import x509
@@ -116,6 +117,10 @@ async def test_rotation_every_svid_chains_to_current_bundle() -> None:
                 roots = [x509.load_der_x509_certificate(d) for d in bundle.x509_authorities]
                 seen_roots.update(bundle.x509_authorities)
                 _verify([x509.load_der_x509_certificate(d) for d in minted.svid_chain], roots)
+                token = (await admin.MintJWTSVID(admin_pb2.MintJWTSVIDRequest(spiffe_id=f"{TD}/w",
+                                                                              audience=["a"]))).token
+                bundle = await admin.GetBundle(admin_pb2.GetBundleRequest())
+                assert jwt.get_unverified_header(token)["kid"] in {k.key_id for k in bundle.jwt_authorities}
                 async with agent_channel(srv, agent) as stub:
                     renewed = await stub.RenewAgent(agent_pb2.RenewAgentRequest(csr=csr_for(agent.key)))
                 agent.chain = [x509.load_der_x509_certificate(d) for d in renewed.svid_chain]

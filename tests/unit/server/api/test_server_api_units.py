@@ -39,6 +39,10 @@ def test_error_table_maps_domain_errors(err: SpiffeError, status: Status) -> Non
     assert mapped.status is status and mapped.message == str(err)
 
 
+def test_client_stall_is_deadline_exceeded() -> None:
+    assert to_grpc_error(TimeoutError(), "AttestAgent").status is Status.DEADLINE_EXCEEDED
+
+
 def test_unknown_exception_is_internal_with_generic_message(caplog: pytest.LogCaptureFixture) -> None:
     with pytest.raises(GRPCError) as exc, grpc_errors("GetEntry"):
         raise KeyError("secret detail")
