@@ -27,11 +27,14 @@ from cryptography.x509.oid import NameOID
 from grpclib.client import Channel
 from grpclib.exceptions import GRPCError
 
-from server.config import DEFAULT_DATA_DIR, ConfigError, load_config
+from server.api.convert import bundle_from_proto, bundle_to_proto
+from server.config import DEFAULT_DATA_DIR, ConfigError, ServerConfig, load_config
 from spiffe_py._proto.spiffepy.server.v1 import admin_pb2, types_pb2
 from spiffe_py._proto.spiffepy.server.v1.admin_grpc import AdminAPIStub
+from spiffe_py.bundle import SpiffeBundle, X509Bundle
 from spiffe_py.errors import SpiffeError
 from spiffe_py.fsutil import write_private, write_public
+from spiffe_py.spiffeid import SpiffeId, TrustDomain
 
 DEFAULT_SOCKET = DEFAULT_DATA_DIR / "api.sock"
 RPC_TIMEOUT = 30.0
@@ -98,23 +101,15 @@ def emit(args: argparse.Namespace, value: Any, text: str | None = None) -> None:
 # -- bundles (wire form -> pem / spiffe JSON) -----------------------------------------------------
 
 
-def _spiffe_bundle(pb: types_pb2.Bundle) -> Any:
-    from server.api.convert import bundle_from_proto
-    return bundle_from_proto(pb)
-
-
 def bundle_text(pb: types_pb2.Bundle, fmt: str) -> str:
     """A wire bundle as PEM certificates or SPIFFE bundle JSON."""
-    bundle = _spiffe_bundle(pb)
+    bundle = bundle_from_proto(pb)
     if fmt == "pem":
-        return str(bundle.x509_bundle().to_pem().decode())
-    return str(bundle.to_json().decode())
+        return bundle.x509_bundle().to_pem().decode()
+    return bundle.to_json().decode()
 
 
 def _read_bundle(args: argparse.Namespace) -> types_pb2.Bundle:
-    from server.api.convert import bundle_to_proto
-    from spiffe_py.bundle import SpiffeBundle, X509Bundle
-    from spiffe_py.spiffeid import TrustDomain
     try:
         td = TrustDomain.parse(args.id)
     except SpiffeError as err:
@@ -176,7 +171,6 @@ def entry_from_args(args: argparse.Namespace) -> types_pb2.Entry:
 
 
 def _server_id(spiffe_id: str | None) -> str:
-    from spiffe_py.spiffeid import SpiffeId
     try:
         sid = SpiffeId.parse(spiffe_id or "")
     except SpiffeError as err:
@@ -396,7 +390,7 @@ _RUN_FLAGS = ("trust_domain", "data_dir", "bind_address", "bind_port", "socket_p
               "log_level", "log_format")
 
 
-def _load(args: argparse.Namespace) -> Any:
+def _load(args: argparse.Namespace) -> ServerConfig:
     overrides = {name: getattr(args, name) for name in _RUN_FLAGS}
     return load_config(Path(args.config) if args.config else None, overrides)
 
@@ -407,7 +401,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         cfg = _load(args)
     except ConfigError as err:
         return _fail(str(err))
-    from server.app import run
+    from server.app import run  # lazily: admin commands need not load the whole server
     return run(cfg)
 
 
