@@ -174,6 +174,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 def _cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(Path(args.config) if args.config else None, _overrides(args))
     logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("hpack").setLevel(logging.WARNING)  # per-header noise at debug level
     if cfg.insecure_bootstrap:
         logging.getLogger("agent").warning("insecure bootstrap: the server is NOT authenticated during attestation")
     from agent.app import run_agent  # the client commands need none of the agent's machinery

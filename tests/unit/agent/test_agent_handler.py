@@ -83,7 +83,9 @@ class FakeSource:
 
 
 class FakeValidator:
-    def validate(self, token: str, audience: str, bundles: Sequence[SpiffeBundle]) -> tuple[SpiffeId, Mapping[str, Any]]:
+    def validate(
+        self, token: str, audience: str, bundles: Sequence[SpiffeBundle]
+    ) -> tuple[SpiffeId, Mapping[str, Any]]:
         assert [b.trust_domain for b in bundles] == [TD]
         if token != "good":
             raise InvalidJwtSvidError("jwtsvid: token is malformed")
@@ -105,7 +107,7 @@ async def client(
 async def first_x509(stub: SpiffeWorkloadAPIStub, metadata: Any = HDR) -> workload_pb2.X509SVIDResponse:
     async with stub.FetchX509SVID.open(metadata=metadata) as stream:
         await stream.send_message(workload_pb2.X509SVIDRequest(), end=True)
-        msg = await stream.recv_message()
+        msg: workload_pb2.X509SVIDResponse | None = await stream.recv_message()
         assert msg is not None
         await stream.cancel()
         return msg

@@ -1,0 +1,172 @@
+"""Real server + agent subprocesses for the agent integration tests.
+
+A private launcher (tests/support/server_proc.py had not landed when these were written).
+The Workload API socket lives under a 0755 temp directory so a uid-65534 client can reach it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from grpclib.client import Channel
+
+from spiffe_py._proto.spiffepy.server.v1 import admin_pb2, types_pb2
+from spiffe_py._proto.spiffepy.server.v1.admin_grpc import AdminAPIStub
+
+VENV_BIN = Path(__file__).resolve().parents[3] / ".venv" / "bin"
+TD = "example.org"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_for(predicate: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@dataclass
+class Env:
+    root: Path
+    port: int
+    server: subprocess.Popen[bytes] | None = None
+    agent: subprocess.Popen[bytes] | None = None
+    agent_id: str = ""
+    logs: list[Path] = field(default_factory=list)
+
+    @property
+    def admin_socket(self) -> Path:
+        return self.root / "srv" / "admin.sock"
+
+    @property
+    def socket_path(self) -> Path:
+        return self.root / "public" / "api.sock"
+
+    def server_cli(self, *args: str) -> str:
+        out = subprocess.run(
+            [str(VENV_BIN / "spiffe-server"), *args, "--socket-path", str(self.admin_socket)],
+            capture_output=True,
+            check=True,
+            timeout=60,
+        )
+        return out.stdout.decode()
+
+    def agent_cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(VENV_BIN / "spiffe-agent"), *args, "--socket-path", str(self.socket_path)],
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=60,
+        )
+
+    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        log = self.root / f"{name}.{len(self.logs)}.log"
+        self.logs.append(log)
+        with log.open("wb") as fh:
+            return subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT)
+
+    def start_server(self) -> None:
+        self.server = self._spawn(
+            "server",
+            [
+                str(VENV_BIN / "spiffe-server"), "run", "--trust-domain", TD, "--data-dir", str(self.root / "srv"),
+                "--bind-port", str(self.port), "--socket-path", str(self.admin_socket),
+            ],
+        )
+
+        def healthy() -> bool:
+            assert self.server is not None and self.server.poll() is None, self.dump()
+            return subprocess.run(
+                [str(VENV_BIN / "spiffe-server"), "healthcheck", "--socket-path", str(self.admin_socket)],
+                check=False,
+                capture_output=True,
+                timeout=30,
+            ).returncode == 0
+
+        wait_for(healthy, 60, "server health")
+
+    def start_agent(self, join_token: str | None) -> None:
+        argv = [
+            str(VENV_BIN / "spiffe-agent"), "run", "--trust-domain", TD, "--server-port", str(self.port),
+            "--data-dir", str(self.root / "agent"), "--socket-path", str(self.socket_path),
+            "--trust-bundle", str(self.root / "bootstrap.pem"), "--log-level", "debug",
+        ]
+        if join_token:
+            argv += ["--join-token", join_token]
+        self.agent = self._spawn("agent", argv)
+
+    def wait_agent_ready(self) -> None:
+        def ready() -> bool:
+            assert self.agent is not None and self.agent.poll() is None, self.dump()
+            return self.agent_cli("healthcheck", check=False).returncode == 0
+
+        wait_for(ready, 60, "agent healthcheck")
+
+    @staticmethod
+    def stop(proc: subprocess.Popen[bytes] | None) -> None:
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+    def create_entry(self, spiffe_id: str, *selectors: str, hint: str = "") -> str:
+        """Create an entry parented to the agent through the admin API; returns its id."""
+        sels = [types_pb2.Selector(type=t, value=v) for t, _, v in (s.partition(":") for s in selectors)]
+        entry = types_pb2.Entry(spiffe_id=spiffe_id, parent_id=self.agent_id, selectors=sels, hint=hint)
+
+        async def call() -> str:
+            channel = Channel(path=str(self.admin_socket))
+            try:
+                created = await AdminAPIStub(channel).CreateEntry(admin_pb2.CreateEntryRequest(entry=entry))
+                return str(created.id)
+            finally:
+                channel.close()
+
+        return asyncio.run(call())
+
+    def dump(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in self.logs if p.exists())
+
+
+@pytest.fixture(scope="module")
+def env() -> Iterator[Env]:
+    root = Path(tempfile.mkdtemp(prefix="spiffe-py-agent-it-"))
+    os.chmod(root, 0o755)  # a uid-65534 client must be able to reach the socket below it
+    e = Env(root=root, port=free_port())
+    try:
+        e.start_server()
+        (root / "bootstrap.pem").write_text(e.server_cli("bundle", "show"))
+        token = json.loads(e.server_cli("token", "generate", "--output", "json"))["value"]
+        e.agent_id = f"spiffe://{TD}/spire/agent/join_token/{token}"
+        e.create_entry(f"spiffe://{TD}/workload", f"unix:uid:{os.geteuid()}", hint="main")
+        e.start_agent(token)
+        e.wait_agent_ready()
+        yield e
+    finally:
+        e.stop(e.agent)
+        e.stop(e.server)
+        print(e.dump())
+        shutil.rmtree(root, ignore_errors=True)
