@@ -7,6 +7,7 @@ The Workload API socket lives under a 0755 temp directory so a uid-65534 client 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -79,11 +80,11 @@ class Env:
             timeout=60,
         )
 
-    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+    def _spawn(self, name: str, argv: list[str], extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         log = self.root / f"{name}.{len(self.logs)}.log"
         self.logs.append(log)
         with log.open("wb") as fh:
-            return subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT)
+            return subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, **(extra_env or {})})
 
     def start_server(self) -> None:
         self.server = self._spawn(
@@ -105,7 +106,9 @@ class Env:
 
         wait_for(healthy, 60, "server health")
 
-    def start_agent(self, join_token: str | None) -> None:
+    def start_agent(
+        self, join_token: str | None, extra_args: tuple[str, ...] = (), extra_env: dict[str, str] | None = None
+    ) -> None:
         argv = [
             str(VENV_BIN / "spiffe-agent"), "run", "--trust-domain", TD, "--server-port", str(self.port),
             "--data-dir", str(self.root / "agent"), "--socket-path", str(self.socket_path),
@@ -113,7 +116,7 @@ class Env:
         ]
         if join_token:
             argv += ["--join-token", join_token]
-        self.agent = self._spawn("agent", argv)
+        self.agent = self._spawn("agent", [*argv, *extra_args], extra_env)
 
     def wait_agent_ready(self) -> None:
         def ready() -> bool:
@@ -151,8 +154,11 @@ class Env:
         return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in self.logs if p.exists())
 
 
-@pytest.fixture(scope="module")
-def env() -> Iterator[Env]:
+@contextlib.contextmanager
+def running_env(
+    entries: list[tuple[str, str]], extra_args: tuple[str, ...] = (), extra_env: dict[str, str] | None = None
+) -> Iterator[Env]:
+    """Server + attested agent; ``entries`` are (SPIFFE ID path, selector) pairs parented to the agent."""
     root = Path(tempfile.mkdtemp(prefix="spiffe-py-agent-it-"))
     os.chmod(root, 0o755)  # a uid-65534 client must be able to reach the socket below it
     e = Env(root=root, port=free_port())
@@ -161,8 +167,9 @@ def env() -> Iterator[Env]:
         (root / "bootstrap.pem").write_text(e.server_cli("bundle", "show"))
         token = json.loads(e.server_cli("token", "generate", "--output", "json"))["value"]
         e.agent_id = f"spiffe://{TD}/spire/agent/join_token/{token}"
-        e.create_entry(f"spiffe://{TD}/workload", f"unix:uid:{os.geteuid()}", hint="main")
-        e.start_agent(token)
+        for path, selector in entries:
+            e.create_entry(f"spiffe://{TD}{path}", selector, hint=path.strip("/"))
+        e.start_agent(token, extra_args, extra_env)
         e.wait_agent_ready()
         yield e
     finally:
@@ -170,3 +177,9 @@ def env() -> Iterator[Env]:
         e.stop(e.server)
         print(e.dump())
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def env() -> Iterator[Env]:
+    with running_env([("/workload", f"unix:uid:{os.geteuid()}")]) as e:
+        yield e

@@ -1,0 +1,66 @@
+"""Agent config: strict TOML keys, flag overrides, validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.cli import build_parser
+from agent.config import AgentConfig, build_config, load_config
+from agent.errors import AgentConfigError
+
+
+def test_unknown_toml_key_is_an_error(tmp_path: Path) -> None:
+    f = tmp_path / "agent.toml"
+    f.write_text('trust_domain = "example.org"\nserver_adress = "x"\n')
+    with pytest.raises(AgentConfigError, match="unknown keys: \\['server_adress'\\]"):
+        load_config(f, {})
+
+
+def test_flags_override_file(tmp_path: Path) -> None:
+    f = tmp_path / "agent.toml"
+    f.write_text('trust_domain = "example.org"\nserver_port = 9000\nworkload_attestors = ["unix", "docker"]\n')
+    cfg = load_config(f, {"server_port": 9100, "join_token": None})
+    assert (cfg.server_port, cfg.workload_attestors, cfg.join_token) == (9100, ("unix", "docker"), None)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"trust_domain": "Bad TD"}, "invalid trust_domain"),
+        ({"trust_domain": "td", "server_port": 0}, "server_port out of range"),
+        ({"trust_domain": "td", "workload_attestors": ["k8s"]}, "workload_attestors must be among"),
+        ({"trust_domain": "td", "socket_path": "rel.sock"}, "socket_path must be absolute"),
+        ({"trust_domain": "td", "trust_bundle": "/nonexistent.pem"}, "trust_bundle file not found"),
+        ({"trust_domain": "td", "log_level": "loud"}, "log_level must be one of"),
+    ],
+)
+def test_validate_rejects(values: dict[str, object], message: str) -> None:
+    with pytest.raises(AgentConfigError, match=message):
+        build_config(values).validate()
+
+
+def test_bundle_and_insecure_are_exclusive(tmp_path: Path) -> None:
+    (tmp_path / "b.pem").write_text("x")
+    cfg = AgentConfig(trust_domain="td", trust_bundle=str(tmp_path / "b.pem"), insecure_bootstrap=True)
+    with pytest.raises(AgentConfigError, match="mutually exclusive"):
+        cfg.validate()
+
+
+def test_type_errors_name_the_key() -> None:
+    with pytest.raises(AgentConfigError, match="server_port must be of type int"):
+        build_config({"server_port": "8081"})
+
+
+def test_repr_hides_join_token() -> None:
+    assert "s3cret" not in repr(AgentConfig(trust_domain="td", join_token="s3cret"))
+
+
+def test_cli_run_flags_parse() -> None:
+    args = build_parser().parse_args(
+        ["run", "--trust-domain", "td", "--workload-attestor", "unix", "--workload-attestor", "docker"]
+        + ["--insecure-bootstrap"]
+    )
+    assert args.workload_attestor == ["unix", "docker"]
+    assert args.insecure_bootstrap is True
