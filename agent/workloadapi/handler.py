@@ -110,7 +110,7 @@ def check_security_header(metadata: Any) -> None:
         raise _invalid("security header missing from request")
 
 
-class WorkloadApiHandler(SpiffeWorkloadAPIBase):  # type: ignore[misc]
+class WorkloadApiHandler(SpiffeWorkloadAPIBase):
     """The Workload API service."""
 
     def __init__(

@@ -161,7 +161,8 @@ async def test_new_entry_reaches_open_stream_wa06(env: Env) -> None:
 def test_server_down_cached_svids_still_served_then_recovers(env: Env) -> None:
     env.stop(env.server)
     with py_spiffe_client(env) as client:  # type: ignore[attr-defined]
-        assert str(client.fetch_x509_svid().spiffe_id) == WORKLOAD_ID
+        # the default identity depends on entry ids (random), so look at all of them
+        assert WORKLOAD_ID in {str(svid.spiffe_id) for svid in client.fetch_x509_svids()}
     env.start_server()
     env.create_entry(f"spiffe://{TD}/after-restart", f"unix:uid:{os.geteuid()}")
 

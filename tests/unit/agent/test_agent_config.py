@@ -58,9 +58,7 @@ def test_repr_hides_join_token() -> None:
 
 
 def test_cli_run_flags_parse() -> None:
-    args = build_parser().parse_args(
-        ["run", "--trust-domain", "td", "--workload-attestor", "unix", "--workload-attestor", "docker"]
-        + ["--insecure-bootstrap"]
-    )
+    flags = ["--workload-attestor", "unix", "--workload-attestor", "docker", "--insecure-bootstrap"]
+    args = build_parser().parse_args(["run", "--trust-domain", "td", *flags])
     assert args.workload_attestor == ["unix", "docker"]
     assert args.insecure_bootstrap is True

@@ -16,7 +16,7 @@ from spiffe_py._proto import workload_pb2
 from spiffe_py._proto.workload_grpc import SpiffeWorkloadAPIBase, SpiffeWorkloadAPIStub
 
 
-class _Echo(SpiffeWorkloadAPIBase):  # type: ignore[misc]
+class _Echo(SpiffeWorkloadAPIBase):
     seen: PeerCred | None = None
 
     async def FetchJWTSVID(self, stream: Stream[workload_pb2.JWTSVIDRequest, workload_pb2.JWTSVIDResponse]) -> None:
