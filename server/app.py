@@ -145,7 +145,11 @@ class App:
         await tcp.start(cfg.bind_address, cfg.bind_port, ssl=self.tls.context)
         _prepare_socket(cfg.admin_socket)
         local = Server([admin], codec=BoundedProtoCodec())
-        await local.start(path=str(cfg.admin_socket))
+        umask = os.umask(0o177)  # the socket is born 0600: no window with looser permissions
+        try:
+            await local.start(path=str(cfg.admin_socket))
+        finally:
+            os.umask(umask)
         os.chmod(cfg.admin_socket, 0o600)
         self._servers = [tcp, local]
         if cfg.health is not None:
