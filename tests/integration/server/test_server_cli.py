@@ -307,3 +307,33 @@ def test_json_log_format() -> None:
     assert {"time", "level", "logger", "msg"} <= set(records[0])
     created = [r for r in records if r["msg"] == "entry created"]
     assert created and created[0]["spiffe_id"] == f"{TD}/j" and created[0]["level"] == "info"
+
+
+async def test_mint_x509_rejects_bad_csrs(server: ServerProc) -> None:
+    from grpclib.client import Channel
+    from grpclib.const import Status
+    from grpclib.exceptions import GRPCError
+
+    from spiffe_py._proto.spiffepy.server.v1 import admin_pb2
+    from spiffe_py._proto.spiffepy.server.v1.admin_grpc import AdminAPIStub
+    from tests.integration.server.agent_client import csr_for
+    key = ec.generate_private_key(ec.SECP256R1())
+    good = csr_for(key, f"{TD}/x")
+    tampered = good[:-2] + bytes([good[-2] ^ 0xFF]) + good[-1:]   # signature no longer matches the key
+    cases = [
+        (b"", "csr: required"),
+        (b"junk", "ca: malformed csr"),
+        (csr_for(key), "csr: must hold exactly one spiffe id uri san"),
+        (tampered, "ca: csr signature is invalid"),
+        (csr_for(key, f"{TD}/spire/server"), "csr.spiffe_id: is reserved for the server and agents"),
+    ]
+    channel = Channel(path=str(server.socket_path))
+    try:
+        api = AdminAPIStub(channel)
+        for csr, message in cases:
+            with pytest.raises(GRPCError) as exc:
+                await api.MintX509SVID(admin_pb2.MintX509SVIDRequest(csr=csr))
+            assert exc.value.status is Status.INVALID_ARGUMENT
+            assert exc.value.message.startswith(message), exc.value.message
+    finally:
+        channel.close()
