@@ -71,6 +71,8 @@ class AgentConfig:
             raise AgentConfigError(f"config: server_port out of range: {self.server_port!r}")
         if self.trust_bundle and self.insecure_bootstrap:
             raise AgentConfigError("config: trust_bundle and insecure_bootstrap are mutually exclusive")
+        if self.join_token and not (self.trust_bundle or self.insecure_bootstrap):
+            raise AgentConfigError("config: attesting with a join token needs trust_bundle or insecure_bootstrap")
         if self.trust_bundle and not Path(self.trust_bundle).is_file():
             raise AgentConfigError(f"config: trust_bundle file not found: {self.trust_bundle!r}")
         if not Path(self.socket_path).is_absolute():

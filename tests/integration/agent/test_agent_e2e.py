@@ -65,6 +65,11 @@ def test_fetch_jwt_svid_and_validate_with_py_spiffe(env: Env) -> None:
     assert jwt_bundles.get_bundle_for_trust_domain(jwt_svid.spiffe_id.trust_domain) is not None
 
 
+def test_socket_world_connectable_in_0755_dir(env: Env) -> None:
+    assert env.socket_path.stat().st_mode & 0o777 == 0o777
+    assert env.socket_path.parent.stat().st_mode & 0o777 == 0o755
+
+
 def test_cli_fetch_x509_writes_key_0600(env: Env, tmp_path: Path) -> None:
     out = env.agent_cli("api", "fetch", "x509", "--write", str(tmp_path / "out"), "--output", "json")
     assert WORKLOAD_ID in out.stdout

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.app import prepare_socket_dir
 from agent.cli import build_parser
 from agent.config import AgentConfig, build_config, load_config
 from agent.errors import AgentConfigError
@@ -34,6 +35,7 @@ def test_flags_override_file(tmp_path: Path) -> None:
         ({"trust_domain": "td", "socket_path": "rel.sock"}, "socket_path must be absolute"),
         ({"trust_domain": "td", "trust_bundle": "/nonexistent.pem"}, "trust_bundle file not found"),
         ({"trust_domain": "td", "log_level": "loud"}, "log_level must be one of"),
+        ({"trust_domain": "td", "join_token": "t"}, "needs trust_bundle or insecure_bootstrap"),
     ],
 )
 def test_validate_rejects(values: dict[str, object], message: str) -> None:
@@ -62,3 +64,19 @@ def test_cli_run_flags_parse() -> None:
     args = build_parser().parse_args(["run", "--trust-domain", "td", *flags])
     assert args.workload_attestor == ["unix", "docker"]
     assert args.insecure_bootstrap is True
+
+
+def test_socket_dir_refuses_world_writable(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(AgentConfigError, match="not group/world-writable"):
+        prepare_socket_dir(shared / "api.sock")
+
+
+def test_socket_dir_refuses_non_socket_file(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "api.sock").write_text("not a socket")
+    with pytest.raises(AgentConfigError, match="not a socket"):
+        prepare_socket_dir(tmp_path / "d" / "api.sock")
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755
