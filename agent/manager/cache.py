@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from spiffe_py.bundle import SpiffeBundle
 from spiffe_py.rotation import half_life, should_rotate
@@ -24,6 +24,7 @@ from spiffe_py.spiffeid import SpiffeId, TrustDomain
 
 DEFAULT_MAX_X509_SVIDS = 1000
 DEFAULT_MAX_JWT_SVIDS = 1000
+REFUSAL_RETRY = timedelta(seconds=60)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +90,7 @@ class Identity:
 
     entry: Entry
     svid: IssuedSvid | None
+    refused: bool = False  # the server refused to sign for this entry recently
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,8 +103,8 @@ class WorkloadView:
 
     @property
     def complete(self) -> bool:
-        """True when every identity has an SVID."""
-        return all(i.svid is not None for i in self.identities)
+        """True when every identity has an SVID or was refused one (nothing left to wait for)."""
+        return all(i.svid is not None or i.refused for i in self.identities)
 
     def svids(self) -> tuple[tuple[Entry, IssuedSvid], ...]:
         """Identities that have SVIDs, default first."""
@@ -138,6 +140,7 @@ class WorkloadCache:
         self._federated: dict[TrustDomain, SpiffeBundle] = {}
         self._svids: OrderedDict[str, IssuedSvid] = OrderedDict()  # LRU: oldest use first
         self._pins: dict[str, int] = {}
+        self._refused: dict[str, datetime] = {}  # entry id -> when the server refused to sign
         self._jwts: OrderedDict[tuple[str, tuple[str, ...]], JwtToken] = OrderedDict()
         self._ready = False
 
@@ -175,6 +178,8 @@ class WorkloadCache:
     def _drop_orphans(self) -> None:
         for entry_id in [i for i in self._svids if self._stale_svid(i)]:
             del self._svids[entry_id]
+        for entry_id in [i for i in self._refused if i not in self._entries]:
+            del self._refused[entry_id]
         live = {str(e.spiffe_id) for e in self._entries.values()}
         for key in [k for k in self._jwts if k[0] not in live]:
             del self._jwts[key]
@@ -197,7 +202,7 @@ class WorkloadCache:
             svid = self._svids.get(e.id)
             if svid is not None:
                 self._svids.move_to_end(e.id)
-            identities.append(Identity(e, svid))
+            identities.append(Identity(e, svid, refused=e.id in self._refused))
         wanted = {td for e in entries for td in e.federates_with}
         federated = {td: b for td, b in self._federated.items() if td in wanted}
         return WorkloadView(tuple(identities), self._bundle, federated)
@@ -222,11 +227,17 @@ class WorkloadCache:
             return
         self._svids[svid.entry_id] = svid
         self._svids.move_to_end(svid.entry_id)
+        self._refused.pop(svid.entry_id, None)
         for entry_id in list(self._svids):
             if len(self._svids) <= self._max_x509:
                 break
             if entry_id not in self._pins and entry_id != svid.entry_id:
                 del self._svids[entry_id]
+
+    def mark_refused(self, entry_id: str, *, now: datetime) -> None:
+        """Record that the server refused to sign for ``entry_id``; retried after REFUSAL_RETRY."""
+        if entry_id in self._entries:
+            self._refused[entry_id] = now
 
     def svid_count(self) -> int:
         """Number of cached X.509-SVIDs."""
@@ -250,6 +261,9 @@ class WorkloadCache:
         return [e for e in needed.values() if self._needs_svid(e.id, now=now, jitter=jitter)]
 
     def _needs_svid(self, entry_id: str, *, now: datetime, jitter: float) -> bool:
+        refused_at = self._refused.get(entry_id)
+        if refused_at is not None and now < refused_at + REFUSAL_RETRY:
+            return False
         svid = self._svids.get(entry_id)
         if svid is None:
             return True

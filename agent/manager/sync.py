@@ -350,6 +350,7 @@ class Manager:
                 continue
             if r.status_code != 0:
                 log.warning("server refused svid for entry %s: %s", r.entry_id, r.status_message[:200])
+                self.cache.mark_refused(r.entry_id, now=self._clock.now())
                 continue
             try:
                 self.cache.put_svid(issued_svid(entry, list(r.cert_chain), keys[r.entry_id]))

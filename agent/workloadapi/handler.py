@@ -146,6 +146,8 @@ class WorkloadApiHandler(SpiffeWorkloadAPIBase):
                         raise NoIdentityIssuedError("no identity issued")
                     if need_svids and not view.complete:
                         continue  # wait until every identity is minted so the default comes first
+                    if need_svids and not view.svids():
+                        raise NoIdentityIssuedError("no identity issued")  # the server refused every one
                     msg = build(view)
                     if msg != last:
                         await stream.send_message(msg)

@@ -133,3 +133,17 @@ def test_repr_hides_secrets() -> None:
 def test_limits_must_be_positive() -> None:
     with pytest.raises(ValueError, match="limits must be positive"):
         WorkloadCache(max_x509_svids=0)
+
+
+def test_refused_entry_completes_view_and_is_retried_later() -> None:
+    a, b = entry("a"), entry("b")
+    cache = cache_with(a, b)
+    cache.put_svid(svid(a))
+    cache.mark_refused("b", now=NOW)
+    view = cache.view({UID})
+    assert view.complete
+    assert [e.id for e, _ in view.svids()] == ["a"]
+    assert cache.svid_targets([{UID}], now=NOW + timedelta(seconds=59)) == []
+    assert [e.id for e in cache.svid_targets([{UID}], now=NOW + timedelta(seconds=60))] == ["b"]
+    cache.put_svid(svid(b))
+    assert not cache.view({UID}).identities[1].refused

@@ -137,6 +137,14 @@ async def test_no_identity_is_permission_denied_we14() -> None:
     assert (err.value.status, err.value.message) == (Status.PERMISSION_DENIED, "no identity issued")
 
 
+async def test_all_identities_refused_is_permission_denied() -> None:
+    refused = WorkloadView((Identity(ENTRY, None, refused=True),), SpiffeBundle(TD))
+    async with client(FakeSource(refused)) as (stub, _):
+        with pytest.raises(GRPCError) as err:
+            await first_x509(stub)
+    assert (err.value.status, err.value.message) == (Status.PERMISSION_DENIED, "no identity issued")
+
+
 async def test_attestation_failure_is_unauthenticated() -> None:
     async with client(FakeSource(FULL), FakeAttestor(fail=True)) as (stub, _):
         with pytest.raises(GRPCError) as err:

@@ -1,0 +1,115 @@
+"""Agent API messages -> agent domain (server input is validated) and helpers of the manager."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from agent.manager.cache import Entry
+from agent.manager.convert import (
+    ServerResponseError,
+    bundle_from_proto,
+    entry_from_proto,
+    issued_svid,
+    sync_update_from_proto,
+)
+from agent.manager.sync import build_csr, display_id
+from spiffe_py._proto.spiffepy.server.v1 import agent_pb2, types_pb2
+from spiffe_py.selectors import Selector
+from spiffe_py.spiffeid import SpiffeId, TrustDomain
+from tests.support.ca import CA
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+SID = SpiffeId.parse("spiffe://example.org/web")
+
+
+def _entry_msg(**kw: object) -> types_pb2.Entry:
+    base: dict[str, object] = {
+        "id": "e1",
+        "spiffe_id": str(SID),
+        "selectors": [types_pb2.Selector(type="unix", value="uid:1000")],
+        "federates_with": ["fed.example"],
+        "hint": "web",
+        "revision": 3,
+    }
+    base.update(kw)
+    return types_pb2.Entry(**base)  # type: ignore[arg-type]
+
+
+def test_entry_from_proto() -> None:
+    e = entry_from_proto(_entry_msg())
+    assert e.selectors == {Selector("unix", "uid:1000")}
+    assert e.federates_with == (TrustDomain.parse("fed.example"),)
+    assert (e.id, e.spiffe_id, e.hint, e.revision) == ("e1", SID, "web", 3)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"spiffe_id": "not-an-id"},
+        {"selectors": [types_pb2.Selector(type="unix", value="")]},
+        {"federates_with": ["Bad TD"]},
+    ],
+)
+def test_entry_from_proto_rejects_bad_server_input(bad: dict[str, object]) -> None:
+    with pytest.raises(ServerResponseError, match="server sent an invalid entry"):
+        entry_from_proto(_entry_msg(**bad))
+
+
+def test_bundle_and_sync_update_from_proto() -> None:
+    ca = CA.create("example.org", now=NOW)
+    spki = ca.key.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    bundle = types_pb2.Bundle(
+        trust_domain="example.org",
+        x509_authorities=[ca.cert.public_bytes(Encoding.DER)],
+        jwt_authorities=[types_pb2.JwtKey(key_id="k1", public_key=spki)],
+        sequence_number=7,
+    )
+    parsed = bundle_from_proto(bundle)
+    assert parsed.x509_authorities == (ca.cert,) and set(parsed.jwt_authorities) == {"k1"}
+    full = sync_update_from_proto(agent_pb2.SyncAuthorizedResponse(full=True, entries=[_entry_msg()], bundle=bundle))
+    assert full.full and full.federated_bundles == () and full.bundle is not None
+    delta = sync_update_from_proto(agent_pb2.SyncAuthorizedResponse(removed_entry_ids=["x"]))
+    assert (delta.bundle, delta.federated_bundles, delta.removed_entry_ids) == (None, None, ("x",))
+
+
+def test_bundle_from_proto_rejects_garbage_certificate() -> None:
+    with pytest.raises(ServerResponseError, match="invalid bundle"):
+        bundle_from_proto(types_pb2.Bundle(trust_domain="example.org", x509_authorities=[b"\x30\x00"]))
+
+
+def _issued_for(spiffe_id: str, key: ec.EllipticCurvePrivateKey) -> list[bytes]:
+    issued = CA.create("example.org", now=NOW).child_ca().issue_svid(spiffe_id, key=key)
+    return [c.public_bytes(Encoding.DER) for c in issued.chain]
+
+
+def test_issued_svid_checks_id_and_key() -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    entry = Entry(id="e1", spiffe_id=SID, selectors=frozenset({Selector("unix", "uid:1")}))
+    svid = issued_svid(entry, _issued_for(str(SID), key), key)
+    assert (svid.spiffe_id, len(svid.cert_chain)) == (SID, 2)
+    with pytest.raises(ServerResponseError, match="wrong spiffe id"):
+        issued_svid(entry, _issued_for("spiffe://example.org/other", key), key)
+    with pytest.raises(ServerResponseError, match="does not match our key"):
+        issued_svid(entry, _issued_for(str(SID), ec.generate_private_key(ec.SECP256R1())), key)
+    with pytest.raises(ServerResponseError, match="empty or oversized"):
+        issued_svid(entry, [], key)
+
+
+def test_build_csr_carries_spiffe_id() -> None:
+    from cryptography import x509
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = x509.load_der_x509_csr(build_csr(key, SID))
+    san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.UniformResourceIdentifier) == [str(SID)]
+    assert csr.is_signature_valid
+
+
+def test_display_id_masks_join_token() -> None:
+    sid = SpiffeId.parse("spiffe://example.org/spire/agent/join_token/abc123")
+    assert display_id(sid) == "spiffe://example.org/spire/agent/join_token/[REDACTED]"
+    assert display_id(SID) == str(SID)
