@@ -143,6 +143,7 @@ class Manager:
         self._client: ServerClient | None = None
         self._subs: set[Subscription] = set()
         self._mint_kick = asyncio.Event()
+        self._sync_messages = 0
 
     # ---- workload-facing -------------------------------------------------
     @property
@@ -296,19 +297,24 @@ class Manager:
     async def _sync_loop(self) -> None:
         backoff = 1.0
         while True:
+            self._sync_messages = 0
             try:
                 # leaving the stream after resync_interval forces a fresh full state
                 await asyncio.wait_for(self._consume_sync(), self.config.resync_interval)
-                backoff = 1.0
             except TimeoutError:
-                backoff = 1.0
+                pass
             except (ServerCallError, ServerResponseError) as err:
+                if self._sync_messages:
+                    backoff = 1.0  # the stream worked (e.g. broken on purpose after a renewal)
                 log.warning("sync with server failed, retrying in %.0fs: %s", backoff, err)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
+                continue
+            backoff = 1.0
 
     async def _consume_sync(self) -> None:
         async for msg in self._require_client().sync_authorized():
+            self._sync_messages += 1
             update = sync_update_from_proto(msg)
             if self.cache.apply_sync(update):
                 self._mint_kick.set()

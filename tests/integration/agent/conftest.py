@@ -52,6 +52,7 @@ class Env:
     server: subprocess.Popen[bytes] | None = None
     agent: subprocess.Popen[bytes] | None = None
     agent_id: str = ""
+    server_config: str = ""
     logs: list[Path] = field(default_factory=list)
 
     @property
@@ -87,13 +88,14 @@ class Env:
             return subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, **(extra_env or {})})
 
     def start_server(self) -> None:
-        self.server = self._spawn(
-            "server",
-            [
-                str(VENV_BIN / "spiffe-server"), "run", "--trust-domain", TD, "--data-dir", str(self.root / "srv"),
-                "--bind-port", str(self.port), "--socket-path", str(self.admin_socket),
-            ],
-        )
+        argv = [
+            str(VENV_BIN / "spiffe-server"), "run", "--trust-domain", TD, "--data-dir", str(self.root / "srv"),
+            "--bind-port", str(self.port), "--socket-path", str(self.admin_socket),
+        ]
+        if self.server_config:
+            (self.root / "server.toml").write_text(self.server_config)
+            argv += ["--config", str(self.root / "server.toml")]
+        self.server = self._spawn("server", argv)
 
         def healthy() -> bool:
             assert self.server is not None and self.server.poll() is None, self.dump()
@@ -112,8 +114,10 @@ class Env:
         argv = [
             str(VENV_BIN / "spiffe-agent"), "run", "--trust-domain", TD, "--server-port", str(self.port),
             "--data-dir", str(self.root / "agent"), "--socket-path", str(self.socket_path),
-            "--trust-bundle", str(self.root / "bootstrap.pem"), "--log-level", "debug",
+            "--log-level", "debug",
         ]
+        if "--insecure-bootstrap" not in extra_args:
+            argv += ["--trust-bundle", str(self.root / "bootstrap.pem")]
         if join_token:
             argv += ["--join-token", join_token]
         self.agent = self._spawn("agent", [*argv, *extra_args], extra_env)
@@ -156,21 +160,31 @@ class Env:
 
 @contextlib.contextmanager
 def running_env(
-    entries: list[tuple[str, str]], extra_args: tuple[str, ...] = (), extra_env: dict[str, str] | None = None
+    entries: list[tuple[str, str]],
+    extra_args: tuple[str, ...] = (),
+    extra_env: dict[str, str] | None = None,
+    *,
+    server_config: str = "",
+    bootstrap_pem: str | None = None,
+    wait_ready: bool = True,
 ) -> Iterator[Env]:
-    """Server + attested agent; ``entries`` are (SPIFFE ID path, selector) pairs parented to the agent."""
+    """Server + agent; ``entries`` are (SPIFFE ID path, selector) pairs parented to the agent.
+
+    ``bootstrap_pem`` replaces the real server bundle as the agent's trust anchors.
+    """
     root = Path(tempfile.mkdtemp(prefix="spiffe-py-agent-it-"))
     os.chmod(root, 0o755)  # a uid-65534 client must be able to reach the socket below it
-    e = Env(root=root, port=free_port())
+    e = Env(root=root, port=free_port(), server_config=server_config)
     try:
         e.start_server()
-        (root / "bootstrap.pem").write_text(e.server_cli("bundle", "show"))
+        (root / "bootstrap.pem").write_text(bootstrap_pem or e.server_cli("bundle", "show"))
         token = json.loads(e.server_cli("token", "generate", "--output", "json"))["value"]
         e.agent_id = f"spiffe://{TD}/spire/agent/join_token/{token}"
         for path, selector in entries:
             e.create_entry(f"spiffe://{TD}{path}", selector, hint=path.strip("/"))
         e.start_agent(token, extra_args, extra_env)
-        e.wait_agent_ready()
+        if wait_ready:
+            e.wait_agent_ready()
         yield e
     finally:
         e.stop(e.agent)
