@@ -35,6 +35,14 @@ class AgentAPIBase(abc.ABC):
     async def NewJWTSVID(self, stream: 'grpclib.server.Stream[spiffe_py._proto.spiffepy.server.v1.agent_pb2.NewJWTSVIDRequest, spiffe_py._proto.spiffepy.server.v1.agent_pb2.NewJWTSVIDResponse]') -> None:
         pass
 
+    @abc.abstractmethod
+    async def RevokeOwn(self, stream: 'grpclib.server.Stream[spiffe_py._proto.spiffepy.server.v1.agent_pb2.RevokeOwnRequest, spiffe_py._proto.spiffepy.server.v1.agent_pb2.RevokeOwnResponse]') -> None:
+        pass
+
+    @abc.abstractmethod
+    async def ForwardAudit(self, stream: 'grpclib.server.Stream[spiffe_py._proto.spiffepy.server.v1.agent_pb2.ForwardAuditRequest, spiffe_py._proto.spiffepy.server.v1.agent_pb2.ForwardAuditResponse]') -> None:
+        pass
+
     def __mapping__(self) -> typing.Dict[str, grpclib.const.Handler]:
         return {
             '/spiffepy.server.v1.AgentAPI/AttestAgent': grpclib.const.Handler(
@@ -66,6 +74,18 @@ class AgentAPIBase(abc.ABC):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 spiffe_py._proto.spiffepy.server.v1.agent_pb2.NewJWTSVIDRequest,
                 spiffe_py._proto.spiffepy.server.v1.agent_pb2.NewJWTSVIDResponse,
+            ),
+            '/spiffepy.server.v1.AgentAPI/RevokeOwn': grpclib.const.Handler(
+                self.RevokeOwn,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                spiffe_py._proto.spiffepy.server.v1.agent_pb2.RevokeOwnRequest,
+                spiffe_py._proto.spiffepy.server.v1.agent_pb2.RevokeOwnResponse,
+            ),
+            '/spiffepy.server.v1.AgentAPI/ForwardAudit': grpclib.const.Handler(
+                self.ForwardAudit,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                spiffe_py._proto.spiffepy.server.v1.agent_pb2.ForwardAuditRequest,
+                spiffe_py._proto.spiffepy.server.v1.agent_pb2.ForwardAuditResponse,
             ),
         }
 
@@ -102,4 +122,16 @@ class AgentAPIStub:
             '/spiffepy.server.v1.AgentAPI/NewJWTSVID',
             spiffe_py._proto.spiffepy.server.v1.agent_pb2.NewJWTSVIDRequest,
             spiffe_py._proto.spiffepy.server.v1.agent_pb2.NewJWTSVIDResponse,
+        )
+        self.RevokeOwn = grpclib.client.UnaryUnaryMethod(
+            channel,
+            '/spiffepy.server.v1.AgentAPI/RevokeOwn',
+            spiffe_py._proto.spiffepy.server.v1.agent_pb2.RevokeOwnRequest,
+            spiffe_py._proto.spiffepy.server.v1.agent_pb2.RevokeOwnResponse,
+        )
+        self.ForwardAudit = grpclib.client.UnaryUnaryMethod(
+            channel,
+            '/spiffepy.server.v1.AgentAPI/ForwardAudit',
+            spiffe_py._proto.spiffepy.server.v1.agent_pb2.ForwardAuditRequest,
+            spiffe_py._proto.spiffepy.server.v1.agent_pb2.ForwardAuditResponse,
         )

@@ -62,18 +62,56 @@ class SyncAuthorizedRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class SyncAuthorizedResponse(_message.Message):
-    __slots__ = ("full", "entries", "removed_entry_ids", "bundle", "federated_bundles")
+    __slots__ = ("full", "entries", "removed_entry_ids", "bundle", "federated_bundles", "revocations", "crls")
     FULL_FIELD_NUMBER: _ClassVar[int]
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     REMOVED_ENTRY_IDS_FIELD_NUMBER: _ClassVar[int]
     BUNDLE_FIELD_NUMBER: _ClassVar[int]
     FEDERATED_BUNDLES_FIELD_NUMBER: _ClassVar[int]
+    REVOCATIONS_FIELD_NUMBER: _ClassVar[int]
+    CRLS_FIELD_NUMBER: _ClassVar[int]
     full: bool
     entries: _containers.RepeatedCompositeFieldContainer[_types_pb2.Entry]
     removed_entry_ids: _containers.RepeatedScalarFieldContainer[str]
     bundle: _types_pb2.Bundle
     federated_bundles: _containers.RepeatedCompositeFieldContainer[_types_pb2.Bundle]
-    def __init__(self, full: _Optional[bool] = ..., entries: _Optional[_Iterable[_Union[_types_pb2.Entry, _Mapping]]] = ..., removed_entry_ids: _Optional[_Iterable[str]] = ..., bundle: _Optional[_Union[_types_pb2.Bundle, _Mapping]] = ..., federated_bundles: _Optional[_Iterable[_Union[_types_pb2.Bundle, _Mapping]]] = ...) -> None: ...
+    revocations: _containers.RepeatedCompositeFieldContainer[_types_pb2.Revocation]
+    crls: CrlSet
+    def __init__(self, full: _Optional[bool] = ..., entries: _Optional[_Iterable[_Union[_types_pb2.Entry, _Mapping]]] = ..., removed_entry_ids: _Optional[_Iterable[str]] = ..., bundle: _Optional[_Union[_types_pb2.Bundle, _Mapping]] = ..., federated_bundles: _Optional[_Iterable[_Union[_types_pb2.Bundle, _Mapping]]] = ..., revocations: _Optional[_Iterable[_Union[_types_pb2.Revocation, _Mapping]]] = ..., crls: _Optional[_Union[CrlSet, _Mapping]] = ...) -> None: ...
+
+class CrlSet(_message.Message):
+    __slots__ = ("crls",)
+    CRLS_FIELD_NUMBER: _ClassVar[int]
+    crls: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, crls: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class RevokeOwnRequest(_message.Message):
+    __slots__ = ("x509_serials", "jwt_ids", "reason")
+    X509_SERIALS_FIELD_NUMBER: _ClassVar[int]
+    JWT_IDS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    x509_serials: _containers.RepeatedScalarFieldContainer[str]
+    jwt_ids: _containers.RepeatedScalarFieldContainer[str]
+    reason: str
+    def __init__(self, x509_serials: _Optional[_Iterable[str]] = ..., jwt_ids: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class RevokeOwnResponse(_message.Message):
+    __slots__ = ("revoked",)
+    REVOKED_FIELD_NUMBER: _ClassVar[int]
+    revoked: int
+    def __init__(self, revoked: _Optional[int] = ...) -> None: ...
+
+class ForwardAuditRequest(_message.Message):
+    __slots__ = ("records",)
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, records: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ForwardAuditResponse(_message.Message):
+    __slots__ = ("accepted",)
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    accepted: int
+    def __init__(self, accepted: _Optional[int] = ...) -> None: ...
 
 class NewX509SVIDParams(_message.Message):
     __slots__ = ("entry_id", "csr")
@@ -108,19 +146,30 @@ class BatchNewX509SVIDResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[X509SVIDResult, _Mapping]]] = ...) -> None: ...
 
 class NewJWTSVIDRequest(_message.Message):
-    __slots__ = ("entry_id", "audience")
+    __slots__ = ("entry_id", "audience", "context")
+    class ContextEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
     AUDIENCE_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
     entry_id: str
     audience: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, entry_id: _Optional[str] = ..., audience: _Optional[_Iterable[str]] = ...) -> None: ...
+    context: _containers.ScalarMap[str, str]
+    def __init__(self, entry_id: _Optional[str] = ..., audience: _Optional[_Iterable[str]] = ..., context: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class NewJWTSVIDResponse(_message.Message):
-    __slots__ = ("token", "expires_at", "issued_at")
+    __slots__ = ("token", "expires_at", "issued_at", "jti")
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     ISSUED_AT_FIELD_NUMBER: _ClassVar[int]
+    JTI_FIELD_NUMBER: _ClassVar[int]
     token: str
     expires_at: int
     issued_at: int
-    def __init__(self, token: _Optional[str] = ..., expires_at: _Optional[int] = ..., issued_at: _Optional[int] = ...) -> None: ...
+    jti: str
+    def __init__(self, token: _Optional[str] = ..., expires_at: _Optional[int] = ..., issued_at: _Optional[int] = ..., jti: _Optional[str] = ...) -> None: ...

@@ -59,6 +59,16 @@ class AgentAPIStub:
                 request_serializer=spiffepy_dot_server_dot_v1_dot_agent__pb2.NewJWTSVIDRequest.SerializeToString,
                 response_deserializer=spiffepy_dot_server_dot_v1_dot_agent__pb2.NewJWTSVIDResponse.FromString,
                 _registered_method=True)
+        self.RevokeOwn = channel.unary_unary(
+                '/spiffepy.server.v1.AgentAPI/RevokeOwn',
+                request_serializer=spiffepy_dot_server_dot_v1_dot_agent__pb2.RevokeOwnRequest.SerializeToString,
+                response_deserializer=spiffepy_dot_server_dot_v1_dot_agent__pb2.RevokeOwnResponse.FromString,
+                _registered_method=True)
+        self.ForwardAudit = channel.unary_unary(
+                '/spiffepy.server.v1.AgentAPI/ForwardAudit',
+                request_serializer=spiffepy_dot_server_dot_v1_dot_agent__pb2.ForwardAuditRequest.SerializeToString,
+                response_deserializer=spiffepy_dot_server_dot_v1_dot_agent__pb2.ForwardAuditResponse.FromString,
+                _registered_method=True)
 
 
 class AgentAPIServicer:
@@ -103,6 +113,23 @@ class AgentAPIServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RevokeOwn(self, request, context):
+        """Revoke SVIDs that were issued to the caller (task end, e.g. the process
+        a --bind-to-process SVID was bound to exited). Serials/jtis not issued to
+        the caller are refused with PERMISSION_DENIED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ForwardAudit(self, request, context):
+        """Forward the agent's audit records; the server appends them to the
+        central hash chain.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentAPIServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -130,6 +157,16 @@ def add_AgentAPIServicer_to_server(servicer, server):
                     servicer.NewJWTSVID,
                     request_deserializer=spiffepy_dot_server_dot_v1_dot_agent__pb2.NewJWTSVIDRequest.FromString,
                     response_serializer=spiffepy_dot_server_dot_v1_dot_agent__pb2.NewJWTSVIDResponse.SerializeToString,
+            ),
+            'RevokeOwn': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeOwn,
+                    request_deserializer=spiffepy_dot_server_dot_v1_dot_agent__pb2.RevokeOwnRequest.FromString,
+                    response_serializer=spiffepy_dot_server_dot_v1_dot_agent__pb2.RevokeOwnResponse.SerializeToString,
+            ),
+            'ForwardAudit': grpc.unary_unary_rpc_method_handler(
+                    servicer.ForwardAudit,
+                    request_deserializer=spiffepy_dot_server_dot_v1_dot_agent__pb2.ForwardAuditRequest.FromString,
+                    response_serializer=spiffepy_dot_server_dot_v1_dot_agent__pb2.ForwardAuditResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -267,6 +304,60 @@ class AgentAPI:
             '/spiffepy.server.v1.AgentAPI/NewJWTSVID',
             spiffepy_dot_server_dot_v1_dot_agent__pb2.NewJWTSVIDRequest.SerializeToString,
             spiffepy_dot_server_dot_v1_dot_agent__pb2.NewJWTSVIDResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeOwn(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/spiffepy.server.v1.AgentAPI/RevokeOwn',
+            spiffepy_dot_server_dot_v1_dot_agent__pb2.RevokeOwnRequest.SerializeToString,
+            spiffepy_dot_server_dot_v1_dot_agent__pb2.RevokeOwnResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ForwardAudit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/spiffepy.server.v1.AgentAPI/ForwardAudit',
+            spiffepy_dot_server_dot_v1_dot_agent__pb2.ForwardAuditRequest.SerializeToString,
+            spiffepy_dot_server_dot_v1_dot_agent__pb2.ForwardAuditResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -91,18 +91,40 @@ class Agent(_message.Message):
     def __init__(self, spiffe_id: _Optional[str] = ..., attestation_type: _Optional[str] = ..., serial: _Optional[str] = ..., expires_at: _Optional[int] = ..., banned: _Optional[bool] = ..., selectors: _Optional[_Iterable[_Union[Selector, _Mapping]]] = ..., can_reattest: _Optional[bool] = ..., created_at: _Optional[int] = ...) -> None: ...
 
 class Bundle(_message.Message):
-    __slots__ = ("trust_domain", "x509_authorities", "jwt_authorities", "sequence_number", "refresh_hint")
+    __slots__ = ("trust_domain", "x509_authorities", "jwt_authorities", "sequence_number", "refresh_hint", "tainted_x509_authorities")
     TRUST_DOMAIN_FIELD_NUMBER: _ClassVar[int]
     X509_AUTHORITIES_FIELD_NUMBER: _ClassVar[int]
     JWT_AUTHORITIES_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_NUMBER_FIELD_NUMBER: _ClassVar[int]
     REFRESH_HINT_FIELD_NUMBER: _ClassVar[int]
+    TAINTED_X509_AUTHORITIES_FIELD_NUMBER: _ClassVar[int]
     trust_domain: str
     x509_authorities: _containers.RepeatedScalarFieldContainer[bytes]
     jwt_authorities: _containers.RepeatedCompositeFieldContainer[JwtKey]
     sequence_number: int
     refresh_hint: int
-    def __init__(self, trust_domain: _Optional[str] = ..., x509_authorities: _Optional[_Iterable[bytes]] = ..., jwt_authorities: _Optional[_Iterable[_Union[JwtKey, _Mapping]]] = ..., sequence_number: _Optional[int] = ..., refresh_hint: _Optional[int] = ...) -> None: ...
+    tainted_x509_authorities: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, trust_domain: _Optional[str] = ..., x509_authorities: _Optional[_Iterable[bytes]] = ..., jwt_authorities: _Optional[_Iterable[_Union[JwtKey, _Mapping]]] = ..., sequence_number: _Optional[int] = ..., refresh_hint: _Optional[int] = ..., tainted_x509_authorities: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Revocation(_message.Message):
+    __slots__ = ("kind", "value", "spiffe_id", "entry_id", "agent_id", "reason", "revoked_at", "expires_at")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    SPIFFE_ID_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_AT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    value: str
+    spiffe_id: str
+    entry_id: str
+    agent_id: str
+    reason: str
+    revoked_at: int
+    expires_at: int
+    def __init__(self, kind: _Optional[str] = ..., value: _Optional[str] = ..., spiffe_id: _Optional[str] = ..., entry_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., reason: _Optional[str] = ..., revoked_at: _Optional[int] = ..., expires_at: _Optional[int] = ...) -> None: ...
 
 class JwtKey(_message.Message):
     __slots__ = ("key_id", "public_key", "expires_at", "tainted")
