@@ -11,9 +11,11 @@ is refused because another user could swap the socket.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
+import signal
 import stat
 from pathlib import Path
 
@@ -34,6 +36,8 @@ from spiffe_py import _pem
 from spiffe_py.clock import SystemClock
 
 log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE = 5.0
 
 
 def build_attestors(cfg: AgentConfig, procfs: LinuxProcFs) -> list[WorkloadAttestor]:
@@ -115,8 +119,22 @@ async def run_agent(cfg: AgentConfig) -> None:
         await manager.run()
     finally:
         server.close()
-        await server.wait_closed()
+        # open Workload API streams never end on their own; do not wait for them forever
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(server.wait_closed(), SHUTDOWN_GRACE)
         _remove_socket(socket_path)
+
+
+async def serve(cfg: AgentConfig) -> None:
+    """Run the agent until SIGTERM or SIGINT, then shut down cleanly."""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await run_agent(cfg)
+    log.info("agent stopped")
 
 
 def _remove_socket(socket_path: Path) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import sys
@@ -177,10 +176,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     logging.getLogger("hpack").setLevel(logging.WARNING)  # per-header noise at debug level
     if cfg.insecure_bootstrap:
         logging.getLogger("agent").warning("insecure bootstrap: the server is NOT authenticated during attestation")
-    from agent.app import run_agent  # the client commands need none of the agent's machinery
+    from agent.app import serve  # the client commands need none of the agent's machinery
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_agent(cfg))
+    asyncio.run(serve(cfg))
     return 0
 
 

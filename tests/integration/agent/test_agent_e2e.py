@@ -183,6 +183,8 @@ def test_server_down_cached_svids_still_served_then_recovers(env: Env) -> None:
 
 def test_agent_restart_needs_no_join_token(env: Env) -> None:
     env.stop(env.agent)
+    assert env.agent is not None and env.agent.returncode == 0  # SIGTERM is a clean shutdown
+    assert not env.socket_path.exists()
     env.start_agent(join_token=None)
     env.wait_agent_ready()
     out = env.agent_cli("api", "fetch", "x509", "--output", "json")
