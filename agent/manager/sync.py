@@ -19,7 +19,7 @@ import contextlib
 import logging
 import random
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -70,7 +70,6 @@ class ManagerConfig:
     resync_interval: float = 60.0
     rotation_tick: float = 5.0
     max_x509_svids: int = DEFAULT_MAX_X509_SVIDS
-    dns_names: tuple[str, ...] = field(default=())
 
     def __repr__(self) -> str:
         return f"ManagerConfig(trust_domain={self.trust_domain.name!r}, server={self.server_host}:{self.server_port})"
@@ -146,16 +145,6 @@ class Manager:
         self._sync_messages = 0
 
     # ---- workload-facing -------------------------------------------------
-    @property
-    def ready(self) -> bool:
-        """True after the first full sync."""
-        return self.cache.ready
-
-    @property
-    def agent_id(self) -> SpiffeId | None:
-        """The agent's SPIFFE ID once attested."""
-        return None if self._state is None else self._state.spiffe_id
-
     def view(self, selectors: frozenset[Selector]) -> WorkloadView:
         """Current view for a workload; NotReadyError before the first sync."""
         if not self.cache.ready:
