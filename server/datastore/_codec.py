@@ -12,7 +12,14 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from server.datastore.models import AttestedAgent, AuditRecord, RegistrationEntry, Revocation, RevocationKind
+from server.datastore.models import (
+    AttestedAgent,
+    AuditRecord,
+    Issuance,
+    RegistrationEntry,
+    Revocation,
+    RevocationKind,
+)
 from spiffe_py.selectors import Selector
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -27,7 +34,9 @@ AGENT_COLUMNS = (
     "spiffe_id", "attestation_type", "serial", "expires_at", "banned", "can_reattest", "selectors", "created_at",
     "updated_at",
 )
-REVOCATION_COLUMNS = ("kind", "value", "entry_id", "agent_id", "reason", "revoked_at", "expires_at")
+REVOCATION_COLUMNS = ("kind", "value", "entry_id", "agent_id", "reason", "revoked_at", "expires_at", "spiffe_id",
+                      "issuer")
+ISSUANCE_COLUMNS = ("kind", "value", "spiffe_id", "entry_id", "agent_id", "issuer", "expires_at")
 AUDIT_COLUMNS = ("seq", "time", "record", "prev_hash", "hash", "spiffe_id", "decision")
 
 Row = Sequence[Any]
@@ -164,14 +173,30 @@ def revocation_row(rev: Revocation) -> dict[str, object]:
         "reason": rev.reason,
         "revoked_at": to_micros(rev.revoked_at),
         "expires_at": to_micros(rev.expires_at),
+        "spiffe_id": rev.spiffe_id,
+        "issuer": rev.issuer,
     }
 
 
 def revocation_from_row(row: Row) -> Revocation:
     """A revocation from a row selected with REVOCATION_COLUMNS."""
-    kind, value, entry_id, agent_id, reason, revoked_at, expires_at = row
+    kind, value, entry_id, agent_id, reason, revoked_at, expires_at, spiffe_id, issuer = row
     return Revocation(kind=RevocationKind(kind), value=value, entry_id=entry_id, agent_id=agent_id, reason=reason,
-                      revoked_at=from_micros(revoked_at), expires_at=from_micros(expires_at))
+                      revoked_at=from_micros(revoked_at), expires_at=from_micros(expires_at), spiffe_id=spiffe_id,
+                      issuer=issuer)
+
+
+def issuance_row(item: Issuance) -> dict[str, object]:
+    """The ``issuances`` row of an issued SVID."""
+    return {"kind": item.kind.value, "value": item.value, "spiffe_id": item.spiffe_id, "entry_id": item.entry_id,
+            "agent_id": item.agent_id, "issuer": item.issuer, "expires_at": to_micros(item.expires_at)}
+
+
+def issuance_from_row(row: Row) -> Issuance:
+    """An issuance from a row selected with ISSUANCE_COLUMNS."""
+    kind, value, spiffe_id, entry_id, agent_id, issuer, expires_at = row
+    return Issuance(kind=RevocationKind(kind), value=value, spiffe_id=spiffe_id, entry_id=entry_id,
+                    agent_id=agent_id, issuer=issuer, expires_at=from_micros(expires_at))
 
 
 def audit_row(record: AuditRecord) -> dict[str, object]:

@@ -24,6 +24,7 @@ from server.datastore.errors import (
 )
 from server.datastore.models import (
     MAX_IDS_PER_QUERY,
+    MAX_ISSUANCES_PER_QUERY,
     MAX_JOURNAL_BYTES,
     MAX_PAGE_SIZE,
     MAX_REVOCATIONS,
@@ -36,11 +37,13 @@ from server.datastore.models import (
     ChangeBatch,
     ChangeKind,
     EntryFilter,
+    Issuance,
     JoinToken,
     Page,
     PageResult,
     RegistrationEntry,
     Revocation,
+    RevocationKind,
     check_int,
     check_str,
     check_time,
@@ -50,6 +53,7 @@ from server.datastore.schema import Backend, Tx, UniqueViolation, migrate
 _ENTRY_SELECT = f"SELECT {', '.join('e.' + c for c in codec.ENTRY_COLUMNS)} FROM entries e"
 _AGENT_COLS = ", ".join(codec.AGENT_COLUMNS)
 _AUDIT_COLS = ", ".join(codec.AUDIT_COLUMNS)
+_ISSUANCE_CHUNK = 500  # rows per INSERT: 3500 parameters, under every backend's limit
 
 
 def _insert(tx: Tx, table: str, row: dict[str, object]) -> None:
@@ -369,13 +373,28 @@ class SqlDataStore:
 
     def add_revocation(self, revocation: Revocation) -> None:
         """Record a revocation (idempotent); LimitExceededError when the table is full."""
-        row = codec.revocation_row(revocation)
-        with self._backend.transaction() as tx:
-            if int(tx.execute("SELECT COUNT(*) FROM revocations")[0][0]) >= self._max_revocations:
+        self.add_revocations([revocation])
+
+    def add_revocations(self, revocations: Sequence[Revocation]) -> int:
+        """Record revocations in one transaction (all or none); returns how many were new.
+
+        Raises LimitExceededError when they would overflow the table; records a change so every
+        server sharing the database pushes them.
+        """
+        rows = [codec.revocation_row(r) for r in revocations]
+        if not rows:
+            return 0
+        with self._change_tx() as tx:
+            if int(tx.execute("SELECT COUNT(*) FROM revocations")[0][0]) + len(rows) > self._max_revocations:
                 raise LimitExceededError(f"datastore: revocation list is full ({self._max_revocations}); prune first")
-            marks = ", ".join("?" for _ in row)
-            tx.execute(f"INSERT INTO revocations ({', '.join(row)}) VALUES ({marks})"
-                       " ON CONFLICT (kind, value) DO NOTHING", list(row.values()))
+            added = 0
+            for row in rows:
+                marks = ", ".join("?" for _ in row)
+                added += len(tx.execute(f"INSERT INTO revocations ({', '.join(row)}) VALUES ({marks})"
+                                        " ON CONFLICT (kind, value) DO NOTHING RETURNING value", list(row.values())))
+            if added:
+                _record_change(tx, ChangeKind.REVOCATION, "")
+        return added
 
     def list_revocations(self, *, now: datetime) -> tuple[Revocation, ...]:
         """Revocations not yet expired at ``now``, ordered by kind and value."""
@@ -395,6 +414,49 @@ class SqlDataStore:
         check_time("now", now)
         with self._backend.transaction() as tx:
             return len(tx.execute("DELETE FROM revocations WHERE expires_at <= ? RETURNING value",
+                                  (codec.to_micros(now),)))
+
+    # -- issuance log -------------------------------------------------------------------------
+
+    def record_issuances(self, issuances: Sequence[Issuance]) -> None:
+        """Log signed SVIDs in one transaction (one multi-row INSERT per chunk: cheap on the signing path)."""
+        rows = [codec.issuance_row(i) for i in issuances]
+        cols = ", ".join(codec.ISSUANCE_COLUMNS)
+        one = "(" + ", ".join("?" for _ in codec.ISSUANCE_COLUMNS) + ")"
+        with self._backend.transaction() as tx:
+            for start in range(0, len(rows), _ISSUANCE_CHUNK):
+                chunk = rows[start:start + _ISSUANCE_CHUNK]
+                tx.execute(f"INSERT INTO issuances ({cols}) VALUES {', '.join(one for _ in chunk)}"
+                           " ON CONFLICT (kind, value) DO NOTHING", [v for row in chunk for v in row.values()])
+
+    def get_issuance(self, kind: RevocationKind, value: str) -> Issuance:
+        """The logged SVID with this serial or jti; NotFoundError if unknown (or pruned)."""
+        check_str("value", value)
+        with self._backend.transaction() as tx:
+            rows = tx.execute(f"SELECT {', '.join(codec.ISSUANCE_COLUMNS)} FROM issuances WHERE kind = ? AND value = ?",
+                              (kind.value, value))
+        if not rows:
+            raise NotFoundError(f"datastore: no issued {kind.value} {value!r}")
+        return codec.issuance_from_row(rows[0])
+
+    def list_issuances(self, *, now: datetime, entry_id: str | None = None,
+                       agent_id: str | None = None) -> tuple[Issuance, ...]:
+        """Unexpired logged SVIDs of an entry or an agent (at most MAX_ISSUANCES_PER_QUERY)."""
+        check_time("now", now)
+        if (entry_id is None) == (agent_id is None):
+            raise ValueError("datastore: give exactly one of entry_id and agent_id")
+        column, key = ("entry_id", entry_id) if entry_id is not None else ("agent_id", agent_id)
+        with self._backend.transaction() as tx:
+            rows = tx.execute(f"SELECT {', '.join(codec.ISSUANCE_COLUMNS)} FROM issuances"
+                              f" WHERE {column} = ? AND expires_at > ? ORDER BY kind, value LIMIT ?",
+                              (key, codec.to_micros(now), MAX_ISSUANCES_PER_QUERY))
+        return tuple(codec.issuance_from_row(r) for r in rows)
+
+    def prune_issuances(self, *, now: datetime) -> int:
+        """Forget SVIDs expired at ``now``; returns how many."""
+        check_time("now", now)
+        with self._backend.transaction() as tx:
+            return len(tx.execute("DELETE FROM issuances WHERE expires_at <= ? RETURNING value",
                                   (codec.to_micros(now),)))
 
     # -- audit ---------------------------------------------------------------------------------

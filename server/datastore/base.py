@@ -8,7 +8,7 @@ Every method is synchronous and thread-safe; asyncio callers use ``asyncio.to_th
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -20,11 +20,13 @@ from server.datastore.models import (
     BundleRecord,
     ChangeBatch,
     EntryFilter,
+    Issuance,
     JoinToken,
     Page,
     PageResult,
     RegistrationEntry,
     Revocation,
+    RevocationKind,
 )
 
 
@@ -171,6 +173,10 @@ class RevocationStore(Protocol):
         """Record a revocation (idempotent); LimitExceededError when the table is full."""
         ...
 
+    def add_revocations(self, revocations: Sequence[Revocation]) -> int:
+        """Record revocations in one transaction (all or none); returns how many were new."""
+        ...
+
     def list_revocations(self, *, now: datetime) -> tuple[Revocation, ...]:
         """Revocations not yet expired at ``now``."""
         ...
@@ -181,6 +187,27 @@ class RevocationStore(Protocol):
 
     def prune_revocations(self, *, now: datetime) -> int:
         """Delete revocations expired at ``now``; returns how many."""
+        ...
+
+
+class IssuanceStore(Protocol):
+    """The issuance log: every SVID the server signed, until it expires."""
+
+    def record_issuances(self, issuances: Sequence[Issuance]) -> None:
+        """Log signed SVIDs in one transaction."""
+        ...
+
+    def get_issuance(self, kind: RevocationKind, value: str) -> Issuance:
+        """The logged SVID with this serial or jti; NotFoundError if unknown."""
+        ...
+
+    def list_issuances(self, *, now: datetime, entry_id: str | None = None,
+                       agent_id: str | None = None) -> tuple[Issuance, ...]:
+        """Unexpired logged SVIDs of an entry or an agent."""
+        ...
+
+    def prune_issuances(self, *, now: datetime) -> int:
+        """Forget SVIDs expired at ``now``; returns how many."""
         ...
 
 
@@ -201,8 +228,8 @@ class AuditStore(Protocol):
 
 
 class DataStore(
-    EntryStore, ChangeStore, AgentStore, JoinTokenStore, BundleStore, CaJournalStore, RevocationStore, AuditStore,
-    Protocol,
+    EntryStore, ChangeStore, AgentStore, JoinTokenStore, BundleStore, CaJournalStore, RevocationStore, IssuanceStore,
+    AuditStore, Protocol,
 ):
     """The whole datastore."""
 

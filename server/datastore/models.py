@@ -36,6 +36,7 @@ MAX_BUNDLE_BYTES = 1 << 20
 MAX_JOURNAL_BYTES = 4 << 20
 MAX_AUDIT_RECORD_BYTES = 64 << 10
 MAX_REVOCATIONS = 100_000
+MAX_ISSUANCES_PER_QUERY = 100_000
 MAX_SECONDS = 2**31 - 1
 
 T = TypeVar("T")
@@ -219,14 +220,37 @@ class Revocation:
     entry_id: str = ""
     agent_id: str = ""
     reason: str = ""
+    spiffe_id: str = ""
+    issuer: str = ""  # hex SKI of the signing X.509 CA (whose CRL lists the serial); "" for JWTs
 
     def __post_init__(self) -> None:
         if not isinstance(self.kind, RevocationKind):
             raise InvalidArgumentError("kind", f"must be a RevocationKind, got {self.kind!r}")
         check_str("value", self.value, required=True)
-        for name in ("entry_id", "agent_id", "reason"):
+        for name in ("entry_id", "agent_id", "reason", "spiffe_id", "issuer"):
             check_str(name, getattr(self, name))
         check_time("revoked_at", self.revoked_at)
+        check_time("expires_at", self.expires_at)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Issuance:
+    """One SVID the server signed (issuance log): what ``revoke entry|agent`` and RevokeOwn look up."""
+
+    kind: RevocationKind
+    value: str  # lowercase hex serial or JWT ``jti``
+    spiffe_id: str
+    expires_at: datetime
+    entry_id: str = ""
+    agent_id: str = ""
+    issuer: str = ""  # hex SKI of the signing X.509 CA; "" for JWTs
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.kind, RevocationKind):
+            raise InvalidArgumentError("kind", f"must be a RevocationKind, got {self.kind!r}")
+        check_str("value", self.value, required=True)
+        for name in ("spiffe_id", "entry_id", "agent_id", "issuer"):
+            check_str(name, getattr(self, name))
         check_time("expires_at", self.expires_at)
 
 
@@ -348,6 +372,7 @@ class ChangeKind(enum.Enum):
     ENTRY = "entry"
     AGENT = "agent"
     BUNDLE = "bundle"
+    REVOCATION = "revocation"
 
 
 @dataclass(frozen=True, slots=True)

@@ -127,7 +127,21 @@ _V1 = (
     "CREATE TABLE changes (seq BIGINT PRIMARY KEY, kind TEXT NOT NULL, key TEXT NOT NULL, deleted BOOLEAN NOT NULL)",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+# Issue 5: the issuance log (one row per signed SVID, pruned at expiry) and the SPIFFE ID and
+# signing CA of each revocation (the CA whose CRL must list the serial).
+_V2 = (
+    """CREATE TABLE issuances (
+        kind TEXT NOT NULL, value TEXT NOT NULL, spiffe_id TEXT NOT NULL, entry_id TEXT NOT NULL,
+        agent_id TEXT NOT NULL, issuer TEXT NOT NULL, expires_at BIGINT NOT NULL,
+        PRIMARY KEY (kind, value))""",
+    "CREATE INDEX issuances_entry_id ON issuances (entry_id)",
+    "CREATE INDEX issuances_agent_id ON issuances (agent_id)",
+    "CREATE INDEX issuances_expires_at ON issuances (expires_at)",
+    "ALTER TABLE revocations ADD COLUMN spiffe_id TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE revocations ADD COLUMN issuer TEXT NOT NULL DEFAULT ''",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
 """Migration N (1-based) is ``MIGRATIONS[N - 1]``; append new ones, never edit applied ones."""
 
 
