@@ -23,3 +23,18 @@ BUNDLE_SEQUENCE = Gauge("spiffe_server_bundle_sequence", "Sequence number of the
 def start_metrics_listener(cfg: MetricsConfig) -> None:
     """Serve ``/metrics`` on ``bind_address:bind_port`` from a daemon thread."""
     start_http_server(cfg.bind_port, addr=cfg.bind_address, registry=REGISTRY)
+
+
+# -- request-time policy, audit and guardrails (issue 6) --
+POLICY_DECISIONS = Counter("spiffe_server_policy_decisions", "Policy decisions on mints by method and decision",
+                           ["method", "decision"], registry=REGISTRY)
+POLICY_DENIALS = Counter("spiffe_server_policy_denials", "Denied mints by method and rule (or quarantine)",
+                         ["method", "rule"], registry=REGISTRY)
+POLICY_RELOADS = Counter("spiffe_server_policy_reloads", "Policy file reloads by result", ["result"],
+                         registry=REGISTRY)
+AUDIT_RECORDS = Counter("spiffe_server_audit_records", "Records appended to the central audit chain",
+                        ["decision"], registry=REGISTRY)
+AUDIT_WRITE_FAILURES = Counter("spiffe_server_audit_write_failures", "Failed writes to the audit chain",
+                               registry=REGISTRY)
+AUDIT_ALERTS = Counter("spiffe_server_audit_alerts", "Audit alerts raised by kind", ["kind"], registry=REGISTRY)
+QUARANTINES = Counter("spiffe_server_quarantines", "Entries quarantined", registry=REGISTRY)

@@ -1,0 +1,283 @@
+"""The server's central audit chain, kept in the datastore and linked like ``spiffe_py.audit``.
+
+One chain for the whole trust domain: the server's own decisions (attestations, mints, admin
+changes) and every agent's forwarded records, each wrapped with the forwarding agent's ID::
+
+    chain = CentralAudit(store, clock=clock)     # scans the stored chain once for its head
+    chain.append([build_event(now=now, actor="server", spiffe_id=sid, selectors=[], decision="allow",
+                              reason="attested", method="AttestAgent")])
+    chain.forward(agent_id, records_json)        # checks the agent's own sub-chain first
+    result = verify_store(store.iter_audit())     # VerifyResult naming the first broken record
+
+A sealed record's ``seq`` equals the datastore row's ``seq`` (1, 2, 3, ...), so the stored
+chain verifies with ``verify_chain(records, first_seq=1)``. The row's indexed columns
+(``spiffe_id``, ``decision``, ``time``, ``hash``, ``prev_hash``) must agree with the sealed JSON,
+so filtering cannot be fooled by editing a column either.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from server.datastore import AuditRecord, AuditStore, ConflictError, Page
+from server.datastore.models import MAX_AUDIT_RECORD_BYTES, MAX_PAGE_SIZE
+from server.metrics import AUDIT_ALERTS, AUDIT_RECORDS, AUDIT_WRITE_FAILURES
+from spiffe_py.audit import (
+    GENESIS_HASH,
+    AuditEvent,
+    AuditWriteError,
+    BreakKind,
+    VerifyResult,
+    build_event,
+    canonical_json,
+    seal_record,
+    verify_chain,
+)
+from spiffe_py.clock import Clock
+from spiffe_py.errors import SpiffeError
+
+log = logging.getLogger("spiffe_server.audit")
+
+FIRST_SEQ = 1
+MAX_FORWARDED_RECORDS = 1000
+_APPEND_ATTEMPTS = 5
+FORWARD_METHOD = "ForwardAudit"
+
+
+class ForwardError(SpiffeError, ValueError):
+    """Forwarded agent records are malformed or do not continue that agent's sub-chain."""
+
+    grpc_status = "FAILED_PRECONDITION"
+
+
+@dataclass(frozen=True, slots=True)
+class _Head:
+    seq: int
+    hash: str
+
+
+def _row(record: Mapping[str, Any]) -> AuditRecord:
+    prev = str(record["prev_hash"])
+    return AuditRecord(
+        seq=int(record["seq"]), time=_parse_time(str(record["time"])), record=canonical_json(record).decode(),
+        prev_hash="" if prev == GENESIS_HASH else prev, hash=str(record["hash"]),
+        spiffe_id=record.get("spiffe_id") or "", decision=str(record["decision"]))
+
+
+def _parse_time(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%f%z")
+
+
+def _forwarded(record: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    details = record.get("details")
+    inner = details.get("forwarded") if isinstance(details, Mapping) else None
+    return inner if isinstance(inner, Mapping) else None
+
+
+class CentralAudit:
+    """Appends to the stored chain; thread-safe (one lock, so seal and store stay in order)."""
+
+    def __init__(self, store: AuditStore, *, clock: Clock) -> None:
+        self._store = store
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._head = _Head(FIRST_SEQ - 1, GENESIS_HASH)
+        self._agents: dict[str, _Head] = {}
+        self._catch_up()
+
+    @property
+    def head(self) -> tuple[int, str]:
+        """(seq of the newest record, its hash); (0, GENESIS_HASH) when empty."""
+        return self._head.seq, self._head.hash
+
+    def _catch_up(self) -> None:
+        """Read records stored after our head (at start, or after another server appended)."""
+        page = Page(token=str(self._head.seq), size=MAX_PAGE_SIZE)
+        while True:
+            result = self._store.list_audit(page=page)
+            for row in result.items:
+                self._absorb(row)
+            if not result.next_token:
+                return
+            page = Page(token=result.next_token, size=MAX_PAGE_SIZE)
+
+    def _absorb(self, row: AuditRecord) -> None:
+        self._head = _Head(row.seq, row.hash)
+        try:
+            record = json.loads(row.record)
+        except ValueError:
+            return  # a damaged row is verify's business, not the appender's
+        inner = _forwarded(record) if isinstance(record, dict) else None
+        if inner is not None and isinstance(inner.get("seq"), int):
+            self._agents[str(record.get("actor"))] = _Head(int(inner["seq"]), str(inner.get("hash")))
+
+    def append(self, events: Sequence[AuditEvent]) -> list[dict[str, Any]]:
+        """Seal and store ``events`` in order; raises AuditWriteError (logged, counted) if the store fails."""
+        with self._lock:
+            return [self._append_one(event) for event in events]
+
+    def _append_one(self, event: AuditEvent) -> dict[str, Any]:
+        for _ in range(_APPEND_ATTEMPTS):
+            record = seal_record(event, seq=self._head.seq + 1, prev_hash=self._head.hash)
+            try:
+                stored = self._store.append_audit(_row(record))
+            except ConflictError:
+                self._catch_up()  # another server sharing the database appended first
+                continue
+            except Exception as err:  # any store failure (disk full, read-only, driver error) is loud
+                raise self._write_failed(err) from err
+            if stored.seq != record["seq"]:
+                raise self._write_failed(ValueError(f"store assigned seq {stored.seq}, sealed {record['seq']}"))
+            self._absorb(stored)
+            AUDIT_RECORDS.labels(decision=record["decision"]).inc()
+            return record
+        raise self._write_failed(ValueError("the chain kept moving under concurrent appenders"))
+
+    @staticmethod
+    def _write_failed(err: Exception) -> AuditWriteError:
+        AUDIT_WRITE_FAILURES.inc()
+        log.error("AUDIT WRITE FAILED: the audit chain cannot be written; refusing the request: %s", err)
+        return AuditWriteError(f"audit: cannot write to the datastore: {err}")
+
+    # -- forwarded agent records ----------------------------------------------------------------
+
+    def forward(self, agent_id: str, raw: Sequence[str]) -> int:
+        """Check ``raw`` continues the agent's sub-chain, then append each record wrapped; returns how many.
+
+        Records the server already has (seq at or below the agent's head, same hash) are skipped.
+
+        Raises:
+            ForwardError: malformed records or a broken sub-chain (also recorded as a deny).
+        """
+        records = _parse_forwarded(raw)
+        with self._lock:
+            fresh = self._fresh(agent_id, records)
+            events = [_wrap(agent_id, r) for r in fresh]
+            for record, event in zip(fresh, events, strict=True):
+                self._append_one(event)
+                self._agents[agent_id] = _Head(int(record["seq"]), str(record["hash"]))
+            return len(events)
+
+    def _fresh(self, agent_id: str, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        head = self._agents.get(agent_id)
+        if head is not None:
+            for r in records:
+                if r.get("seq") == head.seq and r.get("hash") != head.hash:
+                    self._refuse(agent_id, f"record seq {head.seq} differs from the one already forwarded")
+            records = [r for r in records if not (isinstance(r.get("seq"), int) and r["seq"] <= head.seq)]
+        if not records:
+            return []
+        first = records[0]
+        restart = head is not None and first.get("seq") == 0
+        if head is None or restart:
+            # the first records the server sees from this agent (or a fresh agent chain) anchor it
+            seq = first.get("seq")
+            anchored = seq if isinstance(seq, int) and seq > 0 else 0
+            start = _Head(anchored, str(first.get("prev_hash"))) if anchored else _Head(0, GENESIS_HASH)
+        else:
+            start = _Head(head.seq + 1, head.hash)
+        result = verify_chain(records, prev_hash=start.hash, first_seq=start.seq)
+        if not result.ok:
+            self._refuse(agent_id, f"agent record seq {result.seq}: {result.kind}: {result.reason}")
+        if restart:
+            assert head is not None
+            AUDIT_ALERTS.labels(kind="agent_chain_restart").inc()
+            log.warning("agent audit chain restarted", extra={"spiffe_id": agent_id, "previous_seq": head.seq})
+        return records
+
+    def _refuse(self, agent_id: str, reason: str) -> None:
+        AUDIT_ALERTS.labels(kind="agent_chain_break").inc()
+        log.error("forwarded audit records refused", extra={"spiffe_id": agent_id, "reason": reason})
+        self._append_one(build_event(now=self._clock.now(), actor=agent_id, spiffe_id=agent_id, selectors=(),
+                                     decision="deny", reason=f"forwarded records refused: {reason}",
+                                     method=FORWARD_METHOD))
+        raise ForwardError(f"audit: forwarded records refused: {reason}")
+
+
+def _parse_forwarded(raw: Sequence[str]) -> list[dict[str, Any]]:
+    if len(raw) > MAX_FORWARDED_RECORDS:
+        raise ForwardError(f"audit: at most {MAX_FORWARDED_RECORDS} records per call, got {len(raw)}")
+    records = []
+    for i, text in enumerate(raw):
+        if len(text.encode()) > MAX_AUDIT_RECORD_BYTES // 2:
+            raise ForwardError(f"audit: record {i} is larger than {MAX_AUDIT_RECORD_BYTES // 2} bytes")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            raise ForwardError(f"audit: record {i} is not JSON") from None
+        if not isinstance(value, dict):
+            raise ForwardError(f"audit: record {i} is not a JSON object")
+        records.append(value)
+    return records
+
+
+def _wrap(agent_id: str, record: Mapping[str, Any]) -> AuditEvent:
+    """The central event for one agent record: its fields, the agent as actor, the whole record kept."""
+    try:
+        return build_event(
+            now=_parse_time(str(record["time"])), actor=agent_id, spiffe_id=_opt_str(record.get("spiffe_id")),
+            selectors=list(record.get("selectors") or ()), decision=str(record["decision"]),
+            reason=str(record.get("reason", "")), method=str(record.get("method", "")),
+            serial=_opt_str(record.get("serial")), jti=_opt_str(record.get("jti")), details={"forwarded": record})
+    except (KeyError, TypeError, ValueError) as err:
+        raise ForwardError(f"audit: agent record seq {record.get('seq')!r} is not acceptable: {err}") from None
+
+
+def _opt_str(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+# -- verification ---------------------------------------------------------------------------------
+
+
+def _column_problem(row: AuditRecord, record: Mapping[str, Any]) -> str | None:
+    expected = _row(record)
+    for name in ("seq", "hash", "prev_hash", "spiffe_id", "decision", "time"):
+        if getattr(row, name) != getattr(expected, name):
+            return f"the row's {name} column does not match the sealed record"
+    return None
+
+
+def verify_store(rows: Iterable[AuditRecord]) -> VerifyResult:
+    """Verify the stored chain: every row's JSON, its indexed columns and the hash links; pure."""
+    records: list[dict[str, Any]] = []
+    seqs: list[int] = []
+    early: VerifyResult | None = None
+    for index, row in enumerate(rows):
+        seqs.append(row.seq)
+        try:
+            value = json.loads(row.record)
+            record = value if isinstance(value, dict) else {}
+        except ValueError:
+            record = {}
+        records.append(record)
+        if early is None:
+            problem = "the record is not a JSON object" if not record else _safe_columns(row, record)
+            if problem is not None:
+                kind = BreakKind.MALFORMED if not record else BreakKind.EDITED
+                early = VerifyResult(ok=False, count=0, index=index, seq=row.seq, kind=kind, reason=problem)
+    chained = verify_chain(records, first_seq=FIRST_SEQ)
+    count = len(records)
+    if early is not None and (chained.ok or (chained.index or 0) >= (early.index or 0)):
+        return VerifyResult(ok=False, count=count, index=early.index, seq=early.seq, kind=early.kind,
+                            reason=early.reason)
+    if not chained.ok and chained.seq is None and chained.index is not None and chained.index < count:
+        return VerifyResult(ok=False, count=count, index=chained.index, seq=seqs[chained.index],
+                            kind=chained.kind, reason=chained.reason)
+    return chained
+
+
+def _safe_columns(row: AuditRecord, record: Mapping[str, Any]) -> str | None:
+    try:
+        return _column_problem(row, record)
+    except (KeyError, TypeError, ValueError):
+        return None  # malformed content: verify_chain names it
+
+
+__all__ = ["FIRST_SEQ", "CentralAudit", "ForwardError", "verify_store"]
