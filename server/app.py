@@ -30,6 +30,7 @@ from server.api.agent_service import AgentService
 from server.api.codec import BoundedProtoCodec
 from server.api.context import ServerContext
 from server.api.tls import ServerTls
+from server.bundle_endpoint import start_bundle_endpoint
 from server.ca.keys import DiskKeyManager, KeyType, load_upstream_authority
 from server.ca.manager import CaConfig, CaManager
 from server.ca.templates import SvidKind, SvidPolicy, X509SvidParams
@@ -47,6 +48,7 @@ from spiffe_py.rotation import should_rotate
 log = logging.getLogger("spiffe_server")
 
 CHANGE_POLL_SECONDS = 1.0
+CRL_CHECK_SECONDS = 60.0
 
 
 def rotator_interval(ca_ttl: timedelta) -> float:
@@ -156,9 +158,12 @@ class App:
             self._side.append(await start_health_listener(ctx, cfg.health))
         if cfg.metrics is not None:
             start_metrics_listener(cfg.metrics)
+        if cfg.bundle_endpoint is not None:
+            self._side.append(await start_bundle_endpoint(ctx, cfg.bundle_endpoint))
         self._tasks = [
             asyncio.create_task(_every(rotator_interval(cfg.ca_ttl), self._rotate, "ca rotation")),
             asyncio.create_task(_every(CHANGE_POLL_SECONDS, self._poll_changes, "change poll")),
+            asyncio.create_task(_every(CRL_CHECK_SECONDS, self._refresh_crls, "crl refresh")),  # issue 5
         ]
         log.info("server started", extra={"trust_domain": cfg.trust_domain.name,
                                            "address": f"{cfg.bind_address}:{cfg.bind_port}",
@@ -171,6 +176,11 @@ class App:
             log.info("trust bundle changed", extra={"sequence": self.ctx.ca.bundle().sequence_number})
             self.ctx.changes.notify()
         self.svid.refresh()
+
+    async def _refresh_crls(self) -> None:
+        # CRLs are re-signed at half-life even when nothing changes: push the fresh ones.
+        if await self.ctx.revocations.refresh(self.ctx):
+            self.ctx.changes.notify()
 
     async def _poll_changes(self) -> None:
         # Picks up changes made by another server sharing the database.

@@ -17,6 +17,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -355,6 +356,74 @@ async def cmd_healthcheck(api: AdminAPIStub, args: argparse.Namespace) -> None:
     emit(args, {"live": resp.live, "ready": resp.ready, "checks": dict(resp.checks)}, "Server is healthy.")
 
 
+# -- revocation and local authorities (issue 5) ----------------------------------------------------
+
+
+def revocation_json(r: types_pb2.Revocation) -> dict[str, Any]:
+    """A revocation as the JSON object the CLI prints."""
+    return {"kind": r.kind, "value": r.value, "spiffe_id": r.spiffe_id, "entry_id": r.entry_id,
+            "agent_id": r.agent_id, "reason": r.reason, "revoked_at": r.revoked_at, "expires_at": r.expires_at}
+
+
+def _emit_revoked(args: argparse.Namespace, resp: admin_pb2.RevokeResponse) -> None:
+    revs = [revocation_json(r) for r in resp.revocations]
+    emit(args, {"revocations": revs}, f"Revoked {len(revs)} SVIDs\n" + "\n\n".join(_pretty(r) for r in revs))
+
+
+async def cmd_revoke_svid(api: AdminAPIStub, args: argparse.Namespace) -> None:
+    """revoke svid"""
+    if (args.serial is None) == (args.jti is None):
+        raise CliError("revoke svid: give exactly one of --serial and --jti")
+    req = admin_pb2.RevokeSvidRequest(reason=args.reason)
+    if args.serial is not None:
+        req.x509_serial = args.serial
+    else:
+        req.jwt_id = args.jti
+    _emit_revoked(args, await api.RevokeSvid(req))
+
+
+async def cmd_revoke_entry(api: AdminAPIStub, args: argparse.Namespace) -> None:
+    """revoke entry"""
+    _emit_revoked(args, await api.RevokeEntry(admin_pb2.RevokeEntryRequest(id=args.entry_id, reason=args.reason,
+                                                                           delete=args.delete)))
+
+
+async def cmd_revoke_agent(api: AdminAPIStub, args: argparse.Namespace) -> None:
+    """revoke agent"""
+    _emit_revoked(args, await api.RevokeAgent(admin_pb2.RevokeAgentRequest(spiffe_id=args.spiffe_id,
+                                                                           reason=args.reason)))
+
+
+async def cmd_revocation_list(api: AdminAPIStub, args: argparse.Namespace) -> None:
+    """revocation list"""
+    revs: list[types_pb2.Revocation] = []
+    req = admin_pb2.ListRevocationsRequest(page_size=1000)
+    while True:
+        page = await api.ListRevocations(req)
+        revs.extend(page.revocations)
+        if not page.next_page_token:
+            break
+        req.page_token = page.next_page_token
+    items = [revocation_json(r) for r in revs]
+    emit(args, {"revocations": items}, f"Found {len(items)} revocations\n" + "\n\n".join(_pretty(r) for r in items))
+
+
+_AUTHORITY_RPCS = {"show": "ShowLocalAuthorities", "prepare": "PrepareLocalAuthority",
+                   "activate": "ActivateLocalAuthority", "taint": "TaintLocalAuthority",
+                   "revoke": "RevokeLocalAuthority"}
+
+
+async def cmd_localauthority(api: AdminAPIStub, args: argparse.Namespace) -> None:
+    """localauthority x509|jwt show|prepare|activate|taint|revoke"""
+    if args.action in ("taint", "revoke") and not args.authority_id:
+        raise CliError(f"localauthority {args.action}: --authority-id is required")
+    rpc = getattr(api, _AUTHORITY_RPCS[args.action])
+    resp = await rpc(admin_pb2.LocalAuthorityRequest(kind=args.kind, authority_id=args.authority_id or ""))
+    items = [{"authority_id": a.authority_id, "status": a.status, "not_before": a.not_before,
+              "not_after": a.not_after, "tainted": a.tainted} for a in resp.authorities]
+    emit(args, {"authorities": items}, "\n\n".join(_pretty(a) for a in items))
+
+
 async def _call(handler: Handler, args: argparse.Namespace) -> None:
     channel = Channel(path=str(args.socket_path))
     try:
@@ -442,10 +511,23 @@ def _entry_flags(p: argparse.ArgumentParser, *, update: bool) -> None:
     p.add_argument("--downstream", action="store_true")
     p.add_argument("--federates-with", action="append")
     p.add_argument("--label", action="append", help="k=v (repeat)")
-    p.add_argument("--expires-at", type=int, default=0, help="Unix seconds")
+    p.add_argument("--expires-at", type=expires_at_arg, default=0, help="task end: Unix seconds or RFC 3339")
     p.add_argument("--bind-to-process", action="store_true")
     p.add_argument("--max-lifetime", type=int, default=0)
     p.add_argument("--jwt-claim", action="append", help="k=v (repeat)")
+
+
+def expires_at_arg(text: str) -> int:
+    """``--expires-at``: Unix seconds or an RFC 3339 time with a zone, as Unix seconds."""
+    if text.isdigit():
+        return int(text)
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be Unix seconds or RFC 3339, got {text!r}") from None
+    if when.utcoffset() is None:
+        raise argparse.ArgumentTypeError(f"RFC 3339 time needs a zone (Z or +hh:mm), got {text!r}")
+    return int(when.timestamp())
 
 
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
@@ -520,7 +602,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--audience", action="append", required=True)
     p.add_argument("--ttl", type=int, default=0)
     p.add_argument("--write", help="file for the token (0600)")
+    _revocation_parsers(sub)
     return parser
+
+
+def _revocation_parsers(sub: Any) -> None:
+    revoke = _group(sub, "revoke", "revoke SVIDs (pushed to every agent, listed in CRLs)")
+    p = _admin_parser(revoke, "svid", cmd_revoke_svid, "revoke one SVID")
+    p.add_argument("--serial", help="X.509-SVID serial number (hex)")
+    p.add_argument("--jti", help="JWT-SVID ID")
+    p = _admin_parser(revoke, "entry", cmd_revoke_entry, "revoke every SVID issued under an entry")
+    p.add_argument("--entry-id", required=True)
+    p.add_argument("--delete", action="store_true", help="also delete the entry")
+    p = _admin_parser(revoke, "agent", cmd_revoke_agent, "evict an agent and revoke every SVID issued to it")
+    p.add_argument("--spiffe-id", required=True)
+    for action in revoke.choices.values():
+        action.add_argument("--reason", default="", help="recorded with the revocation")
+    revocation = _group(sub, "revocation", "revocations")
+    _admin_parser(revocation, "list", cmd_revocation_list, "list unexpired revocations")
+    authority = _group(sub, "localauthority", "the CA's X.509 and JWT authorities")
+    for kind in ("x509", "jwt"):
+        actions = _group(authority, kind, f"{kind} authorities")
+        for action in _AUTHORITY_RPCS:
+            p = _admin_parser(actions, action, cmd_localauthority, f"{action} {kind} authorities")
+            p.add_argument("--authority-id", help="hex SKI (x509) or kid (jwt)")
+            p.set_defaults(kind=kind, action=action)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -88,6 +88,14 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class BundleEndpointConfig:
+    """HTTP endpoint serving the trust bundle and the CRLs (off unless the table is present)."""
+
+    bind_address: str = "127.0.0.1"
+    bind_port: int = 8082
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     """The validated configuration of one spiffe-server."""
 
@@ -109,6 +117,7 @@ class ServerConfig:
     admin_uids: tuple[int, ...] = ()
     health: HealthConfig | None = None
     metrics: MetricsConfig | None = None
+    bundle_endpoint: BundleEndpointConfig | None = None
     policy_file: Path | None = None
 
     @property
@@ -206,7 +215,8 @@ def _names(cls: type) -> frozenset[str]:
     return frozenset(f.name for f in dataclasses.fields(cls))
 
 
-def _listener(raw: object, key: str, cls: type[HealthConfig] | type[MetricsConfig]) -> Any:
+def _listener(raw: object, key: str, cls: type[HealthConfig] | type[MetricsConfig] | type[BundleEndpointConfig],
+              ) -> Any:
     table = _table(raw, key, _names(cls))
     kwargs: dict[str, Any] = {}
     for name, value in table.items():
@@ -302,6 +312,7 @@ _SCALARS: dict[str, Any] = {
     "admin_uids": _admin_uids,
     "health": lambda v: _listener(v, "health", HealthConfig),
     "metrics": lambda v: _listener(v, "metrics", MetricsConfig),
+    "bundle_endpoint": lambda v: _listener(v, "bundle_endpoint", BundleEndpointConfig),
     "policy_file": lambda v: Path(_expect(v, str, "policy_file")),
 }
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -35,7 +36,16 @@ from server.api.convert import (
 )
 from server.api.errors import RequestError, grpc_errors
 from server.api.peer import is_tls, peer_leaf, verify_peer_svid
+from server.api.revocations import (
+    record_issuances,
+    revocation_to_proto,
+    revoke_agent,
+    revoke_entry,
+    revoke_svid,
+)
+from server.ca.manager import AuthorityKind
 from server.ca.signer import parse_csr
+from server.ca.slots import AuthorityInfo, SlotStatus
 from server.ca.templates import JwtSvidParams, X509SvidParams
 from server.datastore import (
     BundleRecord,
@@ -43,11 +53,14 @@ from server.datastore import (
     JoinToken,
     Page,
     RegistrationEntry,
+    Revocation,
     SelectorMatch,
 )
 from server.datastore.models import MAX_PAGE_SIZE
+from server.errors import FailedPreconditionError
 from server.health import run_checks
 from server.nodeattest.join_token import DEFAULT_JOIN_TOKEN_TTL, generate_join_token
+from server.revocation import jwt_issuance, x509_issuance
 from spiffe_py._peercred import peer_cred
 from spiffe_py._proto.spiffepy.server.v1 import admin_pb2, types_pb2
 from spiffe_py._proto.spiffepy.server.v1.admin_grpc import AdminAPIBase
@@ -277,6 +290,7 @@ class AdminService(AdminAPIBase):
             chain = ctx.ca.sign_x509_svid(X509SvidParams(spiffe_id=sid, public_key=csr.public_key,
                                                          ttl=timedelta(seconds=ttl) if ttl else None,
                                                          dns_names=csr.dns_names))
+            await record_issuances(ctx, [x509_issuance(chain[0], spiffe_id=str(sid))])
             await stream.send_message(admin_pb2.MintX509SVIDResponse(
                 svid_chain=certs_to_der(ctx.issued_chain(chain)), bundle=bundle_to_proto(ctx.ca.bundle())))
 
@@ -288,7 +302,9 @@ class AdminService(AdminAPIBase):
             ttl = check_ttl(req.ttl, "ttl")
             token = self._ctx.ca.sign_jwt_svid(JwtSvidParams(spiffe_id=sid, audience=audience,
                                                              ttl=timedelta(seconds=ttl) if ttl else None))
-            expires_at = int(jwt_claims_of(token)["exp"])
+            claims = jwt_claims_of(token)
+            await record_issuances(self._ctx, [jwt_issuance(claims)])
+            expires_at = int(claims["exp"])
             await stream.send_message(admin_pb2.MintJWTSVIDResponse(token=token, expires_at=expires_at))
 
     # -- health -----------------------------------------------------------------------------------
@@ -299,6 +315,120 @@ class AdminService(AdminAPIBase):
             checks = await run_checks(self._ctx)
             ready = all(v == "ok" for v in checks.values())
             await stream.send_message(admin_pb2.HealthResponse(live=True, ready=ready, checks=checks))
+
+    # -- revocation (issue 5) ------------------------------------------------------------------------
+
+    async def RevokeSvid(self, stream: Stream[admin_pb2.RevokeSvidRequest, admin_pb2.RevokeResponse]) -> None:
+        with grpc_errors("RevokeSvid"):
+            req = await self._request(stream)
+            which = req.WhichOneof("svid")
+            if which is None:
+                raise RequestError("svid", "x509_serial or jwt_id is required")
+            revs = await revoke_svid(self._ctx, serial=req.x509_serial if which == "x509_serial" else None,
+                                     jti=req.jwt_id if which == "jwt_id" else None, reason=req.reason)
+            await stream.send_message(_revoked(revs))
+
+    async def RevokeEntry(self, stream: Stream[admin_pb2.RevokeEntryRequest, admin_pb2.RevokeResponse]) -> None:
+        with grpc_errors("RevokeEntry"):
+            req = await self._request(stream)
+            if not req.id:
+                raise RequestError("id", "required")
+            await stream.send_message(_revoked(await revoke_entry(self._ctx, req.id, reason=req.reason,
+                                                                  delete=req.delete)))
+
+    async def RevokeAgent(self, stream: Stream[admin_pb2.RevokeAgentRequest, admin_pb2.RevokeResponse]) -> None:
+        with grpc_errors("RevokeAgent"):
+            req = await self._request(stream)
+            agent_id = str(parse_member_id(req.spiffe_id, "spiffe_id", self._ctx.config.trust_domain))
+            await stream.send_message(_revoked(await revoke_agent(self._ctx, agent_id, reason=req.reason)))
+
+    async def ListRevocations(
+        self, stream: Stream[admin_pb2.ListRevocationsRequest, admin_pb2.ListRevocationsResponse]
+    ) -> None:
+        with grpc_errors("ListRevocations"):
+            req = await self._request(stream)
+            page = _page(req.page_size, req.page_token)
+            revs = await self._ctx.call(self._ctx.store.list_revocations, now=self._ctx.clock.now())
+            start = next((i for i, r in enumerate(revs) if _revocation_key(r) > page.token), len(revs)) \
+                if page.token else 0
+            items = revs[start:start + page.size]
+            more = start + page.size < len(revs)
+            await stream.send_message(admin_pb2.ListRevocationsResponse(
+                revocations=[revocation_to_proto(r) for r in items],
+                next_page_token=_revocation_key(items[-1]) if more else ""))
+
+    # -- local authorities (issue 5) -------------------------------------------------------------------
+
+    async def _local_authority(self, stream: Stream[Any, Any], method: str,
+                               action: Callable[[AuthorityKind, str], object] | None) -> None:
+        with grpc_errors(method):
+            req = await self._request(stream)
+            try:
+                kind = AuthorityKind(req.kind)
+            except ValueError:
+                raise RequestError("kind", f"must be 'x509' or 'jwt', got {req.kind!r}") from None
+            if action is not None:
+                await self._ctx.call(action, kind, req.authority_id)
+                self._ctx.changes.notify()
+                log.info("local authority changed", extra={"action": method, "kind": kind.value,
+                                                           "authority_id": req.authority_id})
+            await stream.send_message(admin_pb2.LocalAuthorityResponse(
+                authorities=[_authority_to_proto(a) for a in self._ctx.ca.authorities(kind)]))
+
+    async def ShowLocalAuthorities(
+        self, stream: Stream[admin_pb2.LocalAuthorityRequest, admin_pb2.LocalAuthorityResponse]
+    ) -> None:
+        await self._local_authority(stream, "ShowLocalAuthorities", None)
+
+    async def PrepareLocalAuthority(
+        self, stream: Stream[admin_pb2.LocalAuthorityRequest, admin_pb2.LocalAuthorityResponse]
+    ) -> None:
+        await self._local_authority(stream, "PrepareLocalAuthority", lambda kind, _: self._ctx.ca.prepare(kind))
+
+    async def ActivateLocalAuthority(
+        self, stream: Stream[admin_pb2.LocalAuthorityRequest, admin_pb2.LocalAuthorityResponse]
+    ) -> None:
+        await self._local_authority(stream, "ActivateLocalAuthority", self._activate)
+
+    def _activate(self, kind: AuthorityKind, authority_id: str) -> None:
+        prepared = [a.authority_id for a in self._ctx.ca.authorities(kind) if a.status is SlotStatus.PREPARED]
+        if authority_id and authority_id not in prepared:
+            raise FailedPreconditionError(f"ca: {authority_id!r} is not the prepared {kind.value} authority")
+        self._ctx.ca.activate(kind)
+
+    async def TaintLocalAuthority(
+        self, stream: Stream[admin_pb2.LocalAuthorityRequest, admin_pb2.LocalAuthorityResponse]
+    ) -> None:
+        await self._local_authority(stream, "TaintLocalAuthority", _required_id(self._ctx.ca.taint))
+
+    async def RevokeLocalAuthority(
+        self, stream: Stream[admin_pb2.LocalAuthorityRequest, admin_pb2.LocalAuthorityResponse]
+    ) -> None:
+        await self._local_authority(stream, "RevokeLocalAuthority", _required_id(self._ctx.ca.revoke))
+
+
+def _revoked(revs: Sequence[Revocation]) -> admin_pb2.RevokeResponse:
+    return admin_pb2.RevokeResponse(revocations=[revocation_to_proto(r) for r in revs])
+
+
+def _revocation_key(rev: Revocation) -> str:
+    return f"{rev.kind.value}:{rev.value}"  # the store lists by (kind, value): the page token
+
+
+def _required_id(action: Callable[[AuthorityKind, str], None]) -> Callable[[AuthorityKind, str], None]:
+    def checked(kind: AuthorityKind, authority_id: str) -> None:
+        if not authority_id:
+            raise RequestError("authority_id", "required")
+        action(kind, authority_id)
+    return checked
+
+
+def _authority_to_proto(info: AuthorityInfo) -> admin_pb2.LocalAuthority:
+    return admin_pb2.LocalAuthority(authority_id=info.authority_id, status=info.status.value,
+                                    not_before=ts(info.not_before), not_after=ts(info.not_after),
+                                    tainted=info.tainted)
+
+
 
 
 def check_audience(values: Any) -> tuple[str, ...]:

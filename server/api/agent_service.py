@@ -25,7 +25,8 @@ from server.api.context import ServerContext
 from server.api.convert import bundle_to_proto, certs_to_der, entry_to_proto, jwt_claims_of
 from server.api.errors import RequestError, grpc_errors, status_for
 from server.api.peer import peer_leaf, verify_peer_svid
-from server.api.sync import SyncState
+from server.api.revocations import record_issuances, record_x509_results, revoke_own
+from server.api.sync import SyncState, own_bundle
 from server.authz import authorized_entries, check_entry_authorized, node_aliases
 from server.ca.signer import public_key_from_csr
 from server.ca.templates import JwtSvidParams, SvidKind, X509SvidParams
@@ -33,6 +34,7 @@ from server.datastore import AttestedAgent, NotFoundError, RegistrationEntry
 from server.errors import AttestationError, FailedPreconditionError
 from server.metrics import AGENTS_SYNCING, SIGNED
 from server.nodeattest.base import AttestResult
+from server.revocation import jwt_issuance
 from spiffe_py._proto.spiffepy.server.v1 import agent_pb2
 from spiffe_py._proto.spiffepy.server.v1.agent_grpc import AgentAPIBase
 from spiffe_py.errors import AuthorizationError, SpiffeError
@@ -193,8 +195,9 @@ class AgentService(AgentAPIBase):
             agent = await self._known_agent(agent_id)  # a ban or eviction ends the stream
             allowed = await self._authorized(agent)
             entries = {eid: entry_to_proto(e) for eid, e in allowed.items()}
-            for message in state.plan(entries, bundle_to_proto(self._ctx.ca.bundle()),
-                                      await self._federated_for(allowed)):
+            revoked = await self._ctx.revocations.snapshot(self._ctx)
+            for message in state.plan(entries, own_bundle(self._ctx.ca), await self._federated_for(allowed),
+                                      revocations=revoked.revocations, crls=revoked.crls):
                 await stream.send_message(message)
             await wake.wait()
 
@@ -218,6 +221,7 @@ class AgentService(AgentAPIBase):
                 raise RequestError("params", f"at most {MAX_BATCH} items per batch, got {len(req.params)}")
             allowed = await self._authorized(agent)
             results = [self._sign_one(p, allowed) for p in req.params]
+            await record_x509_results(self._ctx, results, allowed, agent_id=agent.spiffe_id)
             await stream.send_message(agent_pb2.BatchNewX509SVIDResponse(results=results))
 
     def _sign_one(self, params: agent_pb2.NewX509SVIDParams,
@@ -252,5 +256,19 @@ class AgentService(AgentAPIBase):
                 extra_claims=dict(entry.jwt_claims)))
             SIGNED.labels(kind="jwt").inc()
             claims = jwt_claims_of(token)
+            await record_issuances(self._ctx, [jwt_issuance(claims, entry_id=entry.id, agent_id=agent.spiffe_id)])
             await stream.send_message(agent_pb2.NewJWTSVIDResponse(token=token, expires_at=int(claims["exp"]),
-                                                                   issued_at=int(claims.get("iat", 0))))
+                                                                   issued_at=int(claims.get("iat", 0)),
+                                                                   jti=str(claims["jti"])))
+
+    # -- RevokeOwn -----------------------------------------------------------------------------------
+
+    async def RevokeOwn(self, stream: Stream[agent_pb2.RevokeOwnRequest, agent_pb2.RevokeOwnResponse]) -> None:
+        with grpc_errors("RevokeOwn"):
+            agent = await self._agent(stream)
+            req = await stream.recv_message()
+            if req is None:
+                raise RequestError("request", "missing")
+            revs = await revoke_own(self._ctx, agent.spiffe_id, serials=list(req.x509_serials),
+                                    jtis=list(req.jwt_ids), reason=req.reason)
+            await stream.send_message(agent_pb2.RevokeOwnResponse(revoked=len(revs)))

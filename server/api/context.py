@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from cryptography import x509
 
+from server.api.revocations import RevocationHub
 from server.ca.manager import CaManager
 from server.config import ServerConfig
 from server.datastore import DataStore
@@ -63,6 +64,7 @@ class ServerContext:
     clock: Clock
     attestors: Mapping[str, NodeAttestor] = field(default_factory=dict)
     changes: ChangeNotifier = field(default_factory=ChangeNotifier)
+    revocations: RevocationHub = field(default_factory=RevocationHub)  # issue 5: revocations + CRLs
 
     @property
     def server_id(self) -> SpiffeId:

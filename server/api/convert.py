@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from server.api.errors import RequestError
+from server.ca.templates import RESERVED_JWT_CLAIMS
 from server.datastore.models import AttestedAgent, RegistrationEntry
 from spiffe_py._proto.spiffepy.server.v1 import types_pb2
 from spiffe_py.bundle import SpiffeBundle
@@ -108,6 +109,11 @@ def entry_from_proto(pb: types_pb2.Entry, *, trust_domain: TrustDomain, now: dat
         raise RequestError("entry.selectors", "at least one selector is required")
     if pb.expires_at < 0:
         raise RequestError("entry.expires_at", f"must not be negative, got {pb.expires_at}")
+    if pb.expires_at and pb.expires_at <= now.timestamp():
+        raise RequestError("entry.expires_at", f"is in the past: {pb.expires_at}")  # the task already ended
+    reserved = RESERVED_JWT_CLAIMS.intersection(pb.jwt_claims)
+    if reserved:
+        raise RequestError("entry.jwt_claims", f"reserved claims cannot be set: {sorted(reserved)!r}")
     return RegistrationEntry(
         id=pb.id, spiffe_id=str(spiffe_id), parent_id=str(parent_id), selectors=selectors, created_at=now,
         x509_svid_ttl=check_ttl(pb.x509_svid_ttl, "entry.x509_svid_ttl"),

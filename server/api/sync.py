@@ -3,7 +3,7 @@
 ::
 
     state = SyncState()
-    for msg in state.plan(entries_by_id, bundle, federated):   # first call: full=True
+    for msg in state.plan(entries_by_id, bundle, federated, revocations=revs, crls=ders):  # first: full=True
         await stream.send_message(msg)
 """
 
@@ -12,42 +12,76 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from server.api.convert import bundle_to_proto
+from server.ca.manager import AuthorityKind, CaManager
 from spiffe_py._proto.spiffepy.server.v1 import agent_pb2, types_pb2
 
 MAX_ENTRIES_PER_MESSAGE = 500
+MAX_REVOCATIONS_PER_MESSAGE = 5000  # ~150 bytes each: well under the 4 MiB message bound
+
+
+def own_bundle(ca: CaManager) -> types_pb2.Bundle:
+    """The server's bundle on the wire, tainted authorities marked (agents re-issue what they signed)."""
+    pb = bundle_to_proto(ca.bundle())
+    pb.tainted_x509_authorities.extend(
+        sorted(a.authority_id for a in ca.authorities(AuthorityKind.X509) if a.tainted))
+    tainted_kids = {a.authority_id for a in ca.authorities(AuthorityKind.JWT) if a.tainted}
+    for key in pb.jwt_authorities:
+        key.tainted = key.key_id in tainted_kids
+    return pb
 
 
 @dataclass
 class SyncState:
-    """What one SyncAuthorized stream has sent so far (entry revisions and bundle versions)."""
+    """What one SyncAuthorized stream has sent so far (entry revisions, bundles, revocations, CRLs)."""
 
     revisions: dict[str, int] = field(default_factory=dict)
     bundle: bytes | None = None
     federated: bytes | None = None
+    revoked: set[tuple[str, str]] = field(default_factory=set)
+    crls: tuple[bytes, ...] | None = None
 
     def plan(self, entries: Mapping[str, types_pb2.Entry], bundle: types_pb2.Bundle,
-             federated: Sequence[types_pb2.Bundle], *, page_size: int = MAX_ENTRIES_PER_MESSAGE,
+             federated: Sequence[types_pb2.Bundle], *, revocations: Sequence[types_pb2.Revocation] = (),
+             crls: Sequence[bytes] = (), page_size: int = MAX_ENTRIES_PER_MESSAGE,
              ) -> list[agent_pb2.SyncAuthorizedResponse]:
-        """Messages to send now (none if nothing changed); updates the state as sent."""
+        """Messages to send now (none if nothing changed); updates the state as sent.
+
+        Revocations go out in full on the first message, then only additions (agents drop
+        expired ones themselves); the CRL set goes out whole whenever it changed.
+        """
         full = self.bundle is None
         upserts = [e for eid, e in sorted(entries.items()) if full or self.revisions.get(eid) != e.revision]
         removed = [] if full else sorted(set(self.revisions) - set(entries))
+        added = [r for r in revocations if full or (r.kind, r.value) not in self.revoked]
         bundle_bytes = bundle.SerializeToString(deterministic=True)
         fed_bytes = b"".join(b.SerializeToString(deterministic=True) for b in federated)
         bundle_changed = bundle_bytes != self.bundle
         fed_changed = fed_bytes != self.federated
-        if not (full or upserts or removed or bundle_changed or fed_changed):
+        crls_changed = tuple(crls) != self.crls
+        if not (full or upserts or removed or bundle_changed or fed_changed or added or crls_changed):
             return []
         self.revisions = {eid: e.revision for eid, e in entries.items()}
         self.bundle, self.federated = bundle_bytes, fed_bytes
+        self.revoked = {(r.kind, r.value) for r in revocations}
+        self.crls = tuple(crls)
         first = agent_pb2.SyncAuthorizedResponse(full=full, removed_entry_ids=removed)
         if bundle_changed or full:
             first.bundle.CopyFrom(bundle)
         if fed_changed or full:
             first.federated_bundles.extend(federated)
+        if crls_changed or full:
+            first.crls.crls.extend(crls)
+            first.crls.SetInParent()  # an empty set is news too: every CRL is gone
         messages = [first]
-        for start in range(0, len(upserts), page_size):
-            if start:
-                messages.append(agent_pb2.SyncAuthorizedResponse())
-            messages[-1].entries.extend(upserts[start:start + page_size])
+        _paged(messages, "entries", upserts, page_size)
+        _paged(messages, "revocations", added, MAX_REVOCATIONS_PER_MESSAGE)
         return messages
+
+
+def _paged(messages: list[agent_pb2.SyncAuthorizedResponse], name: str, items: Sequence[object], size: int) -> None:
+    """Append ``items`` to field ``name``: the last message first, then new messages of ``size`` each."""
+    for start in range(0, len(items), size):
+        if start:
+            messages.append(agent_pb2.SyncAuthorizedResponse())
+        getattr(messages[-1], name).extend(items[start:start + size])

@@ -197,6 +197,10 @@ class CaManager:
         """The authority that signs X.509-SVIDs now."""
         return self._active(AuthorityKind.X509, self._state.x509).payload
 
+    def x509_signers(self) -> tuple[X509Authority, ...]:
+        """Every X.509 authority still in the bundle, with its key (each signs the CRL of what it issued)."""
+        return tuple(slot.payload for slot in self._state.x509)
+
     def active_jwt_key(self) -> JwtKey:
         """The key that signs JWT-SVIDs now."""
         return self._active(AuthorityKind.JWT, self._state.jwt).payload

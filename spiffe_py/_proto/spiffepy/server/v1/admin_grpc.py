@@ -91,6 +91,42 @@ class AdminAPIBase(abc.ABC):
     async def Health(self, stream: 'grpclib.server.Stream[spiffe_py._proto.spiffepy.server.v1.admin_pb2.HealthRequest, spiffe_py._proto.spiffepy.server.v1.admin_pb2.HealthResponse]') -> None:
         pass
 
+    @abc.abstractmethod
+    async def RevokeSvid(self, stream: 'grpclib.server.Stream[spiffe_py._proto.spiffepy.server.v1.admin_pb2.RevokeSvidRequest, spiffe_py._proto.spiffepy.server.v1.admin_pb2.RevokeResponse]') -> None:
+        pass
+
+    @abc.abstractmethod
+    async def RevokeEntry(self, stream: 'grpclib.server.Stream[spiffe_py._proto.spiffepy.server.v1.admin_pb2.RevokeEntryRequest, spiffe_py._proto.spiffepy.server.v1.admin_pb2.RevokeResponse]') -> None:
+        pass
+
+    @abc.abstractmethod
+    async def RevokeAgent(self, stream: 'grpclib.server.Stream[spiffe_py._proto.spiffepy.server.v1.admin_pb2.RevokeAgentRequest, spiffe_py._proto.spiffepy.server.v1.admin_pb2.RevokeResponse]') -> None:
+        pass
+
+    @abc.abstractmethod
+    async def ListRevocations(self, stream: 'grpclib.server.Stream[spiffe_py._proto.spiffepy.server.v1.admin_pb2.ListRevocationsRequest, spiffe_py._proto.spiffepy.server.v1.admin_pb2.ListRevocationsResponse]') -> None:
+        pass
+
+    @abc.abstractmethod
+    async def ShowLocalAuthorities(self, stream: 'grpclib.server.Stream[spiffe_py._proto.spiffepy.server.v1.admin_pb2.LocalAuthorityRequest, spiffe_py._proto.spiffepy.server.v1.admin_pb2.LocalAuthorityResponse]') -> None:
+        pass
+
+    @abc.abstractmethod
+    async def PrepareLocalAuthority(self, stream: 'grpclib.server.Stream[spiffe_py._proto.spiffepy.server.v1.admin_pb2.LocalAuthorityRequest, spiffe_py._proto.spiffepy.server.v1.admin_pb2.LocalAuthorityResponse]') -> None:
+        pass
+
+    @abc.abstractmethod
+    async def ActivateLocalAuthority(self, stream: 'grpclib.server.Stream[spiffe_py._proto.spiffepy.server.v1.admin_pb2.LocalAuthorityRequest, spiffe_py._proto.spiffepy.server.v1.admin_pb2.LocalAuthorityResponse]') -> None:
+        pass
+
+    @abc.abstractmethod
+    async def TaintLocalAuthority(self, stream: 'grpclib.server.Stream[spiffe_py._proto.spiffepy.server.v1.admin_pb2.LocalAuthorityRequest, spiffe_py._proto.spiffepy.server.v1.admin_pb2.LocalAuthorityResponse]') -> None:
+        pass
+
+    @abc.abstractmethod
+    async def RevokeLocalAuthority(self, stream: 'grpclib.server.Stream[spiffe_py._proto.spiffepy.server.v1.admin_pb2.LocalAuthorityRequest, spiffe_py._proto.spiffepy.server.v1.admin_pb2.LocalAuthorityResponse]') -> None:
+        pass
+
     def __mapping__(self) -> typing.Dict[str, grpclib.const.Handler]:
         return {
             '/spiffepy.server.v1.AdminAPI/CreateEntry': grpclib.const.Handler(
@@ -206,6 +242,60 @@ class AdminAPIBase(abc.ABC):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 spiffe_py._proto.spiffepy.server.v1.admin_pb2.HealthRequest,
                 spiffe_py._proto.spiffepy.server.v1.admin_pb2.HealthResponse,
+            ),
+            '/spiffepy.server.v1.AdminAPI/RevokeSvid': grpclib.const.Handler(
+                self.RevokeSvid,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.RevokeSvidRequest,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.RevokeResponse,
+            ),
+            '/spiffepy.server.v1.AdminAPI/RevokeEntry': grpclib.const.Handler(
+                self.RevokeEntry,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.RevokeEntryRequest,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.RevokeResponse,
+            ),
+            '/spiffepy.server.v1.AdminAPI/RevokeAgent': grpclib.const.Handler(
+                self.RevokeAgent,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.RevokeAgentRequest,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.RevokeResponse,
+            ),
+            '/spiffepy.server.v1.AdminAPI/ListRevocations': grpclib.const.Handler(
+                self.ListRevocations,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.ListRevocationsRequest,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.ListRevocationsResponse,
+            ),
+            '/spiffepy.server.v1.AdminAPI/ShowLocalAuthorities': grpclib.const.Handler(
+                self.ShowLocalAuthorities,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.LocalAuthorityRequest,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.LocalAuthorityResponse,
+            ),
+            '/spiffepy.server.v1.AdminAPI/PrepareLocalAuthority': grpclib.const.Handler(
+                self.PrepareLocalAuthority,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.LocalAuthorityRequest,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.LocalAuthorityResponse,
+            ),
+            '/spiffepy.server.v1.AdminAPI/ActivateLocalAuthority': grpclib.const.Handler(
+                self.ActivateLocalAuthority,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.LocalAuthorityRequest,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.LocalAuthorityResponse,
+            ),
+            '/spiffepy.server.v1.AdminAPI/TaintLocalAuthority': grpclib.const.Handler(
+                self.TaintLocalAuthority,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.LocalAuthorityRequest,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.LocalAuthorityResponse,
+            ),
+            '/spiffepy.server.v1.AdminAPI/RevokeLocalAuthority': grpclib.const.Handler(
+                self.RevokeLocalAuthority,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.LocalAuthorityRequest,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.LocalAuthorityResponse,
             ),
         }
 
@@ -326,4 +416,58 @@ class AdminAPIStub:
             '/spiffepy.server.v1.AdminAPI/Health',
             spiffe_py._proto.spiffepy.server.v1.admin_pb2.HealthRequest,
             spiffe_py._proto.spiffepy.server.v1.admin_pb2.HealthResponse,
+        )
+        self.RevokeSvid = grpclib.client.UnaryUnaryMethod(
+            channel,
+            '/spiffepy.server.v1.AdminAPI/RevokeSvid',
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.RevokeSvidRequest,
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.RevokeResponse,
+        )
+        self.RevokeEntry = grpclib.client.UnaryUnaryMethod(
+            channel,
+            '/spiffepy.server.v1.AdminAPI/RevokeEntry',
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.RevokeEntryRequest,
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.RevokeResponse,
+        )
+        self.RevokeAgent = grpclib.client.UnaryUnaryMethod(
+            channel,
+            '/spiffepy.server.v1.AdminAPI/RevokeAgent',
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.RevokeAgentRequest,
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.RevokeResponse,
+        )
+        self.ListRevocations = grpclib.client.UnaryUnaryMethod(
+            channel,
+            '/spiffepy.server.v1.AdminAPI/ListRevocations',
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.ListRevocationsRequest,
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.ListRevocationsResponse,
+        )
+        self.ShowLocalAuthorities = grpclib.client.UnaryUnaryMethod(
+            channel,
+            '/spiffepy.server.v1.AdminAPI/ShowLocalAuthorities',
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.LocalAuthorityRequest,
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.LocalAuthorityResponse,
+        )
+        self.PrepareLocalAuthority = grpclib.client.UnaryUnaryMethod(
+            channel,
+            '/spiffepy.server.v1.AdminAPI/PrepareLocalAuthority',
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.LocalAuthorityRequest,
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.LocalAuthorityResponse,
+        )
+        self.ActivateLocalAuthority = grpclib.client.UnaryUnaryMethod(
+            channel,
+            '/spiffepy.server.v1.AdminAPI/ActivateLocalAuthority',
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.LocalAuthorityRequest,
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.LocalAuthorityResponse,
+        )
+        self.TaintLocalAuthority = grpclib.client.UnaryUnaryMethod(
+            channel,
+            '/spiffepy.server.v1.AdminAPI/TaintLocalAuthority',
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.LocalAuthorityRequest,
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.LocalAuthorityResponse,
+        )
+        self.RevokeLocalAuthority = grpclib.client.UnaryUnaryMethod(
+            channel,
+            '/spiffepy.server.v1.AdminAPI/RevokeLocalAuthority',
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.LocalAuthorityRequest,
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.LocalAuthorityResponse,
         )

@@ -193,3 +193,81 @@ class HealthResponse(_message.Message):
     ready: bool
     checks: _containers.ScalarMap[str, str]
     def __init__(self, live: _Optional[bool] = ..., ready: _Optional[bool] = ..., checks: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class RevokeSvidRequest(_message.Message):
+    __slots__ = ("x509_serial", "jwt_id", "reason")
+    X509_SERIAL_FIELD_NUMBER: _ClassVar[int]
+    JWT_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    x509_serial: str
+    jwt_id: str
+    reason: str
+    def __init__(self, x509_serial: _Optional[str] = ..., jwt_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class RevokeEntryRequest(_message.Message):
+    __slots__ = ("id", "reason", "delete")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    DELETE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    reason: str
+    delete: bool
+    def __init__(self, id: _Optional[str] = ..., reason: _Optional[str] = ..., delete: _Optional[bool] = ...) -> None: ...
+
+class RevokeAgentRequest(_message.Message):
+    __slots__ = ("spiffe_id", "reason")
+    SPIFFE_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    spiffe_id: str
+    reason: str
+    def __init__(self, spiffe_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class RevokeResponse(_message.Message):
+    __slots__ = ("revocations",)
+    REVOCATIONS_FIELD_NUMBER: _ClassVar[int]
+    revocations: _containers.RepeatedCompositeFieldContainer[_types_pb2.Revocation]
+    def __init__(self, revocations: _Optional[_Iterable[_Union[_types_pb2.Revocation, _Mapping]]] = ...) -> None: ...
+
+class ListRevocationsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListRevocationsResponse(_message.Message):
+    __slots__ = ("revocations", "next_page_token")
+    REVOCATIONS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    revocations: _containers.RepeatedCompositeFieldContainer[_types_pb2.Revocation]
+    next_page_token: str
+    def __init__(self, revocations: _Optional[_Iterable[_Union[_types_pb2.Revocation, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class LocalAuthorityRequest(_message.Message):
+    __slots__ = ("kind", "authority_id")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    AUTHORITY_ID_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    authority_id: str
+    def __init__(self, kind: _Optional[str] = ..., authority_id: _Optional[str] = ...) -> None: ...
+
+class LocalAuthority(_message.Message):
+    __slots__ = ("authority_id", "status", "not_before", "not_after", "tainted")
+    AUTHORITY_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    NOT_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    NOT_AFTER_FIELD_NUMBER: _ClassVar[int]
+    TAINTED_FIELD_NUMBER: _ClassVar[int]
+    authority_id: str
+    status: str
+    not_before: int
+    not_after: int
+    tainted: bool
+    def __init__(self, authority_id: _Optional[str] = ..., status: _Optional[str] = ..., not_before: _Optional[int] = ..., not_after: _Optional[int] = ..., tainted: _Optional[bool] = ...) -> None: ...
+
+class LocalAuthorityResponse(_message.Message):
+    __slots__ = ("authorities",)
+    AUTHORITIES_FIELD_NUMBER: _ClassVar[int]
+    authorities: _containers.RepeatedCompositeFieldContainer[LocalAuthority]
+    def __init__(self, authorities: _Optional[_Iterable[_Union[LocalAuthority, _Mapping]]] = ...) -> None: ...

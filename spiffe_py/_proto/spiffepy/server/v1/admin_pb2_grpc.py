@@ -130,6 +130,51 @@ class AdminAPIStub:
                 request_serializer=spiffepy_dot_server_dot_v1_dot_admin__pb2.HealthRequest.SerializeToString,
                 response_deserializer=spiffepy_dot_server_dot_v1_dot_admin__pb2.HealthResponse.FromString,
                 _registered_method=True)
+        self.RevokeSvid = channel.unary_unary(
+                '/spiffepy.server.v1.AdminAPI/RevokeSvid',
+                request_serializer=spiffepy_dot_server_dot_v1_dot_admin__pb2.RevokeSvidRequest.SerializeToString,
+                response_deserializer=spiffepy_dot_server_dot_v1_dot_admin__pb2.RevokeResponse.FromString,
+                _registered_method=True)
+        self.RevokeEntry = channel.unary_unary(
+                '/spiffepy.server.v1.AdminAPI/RevokeEntry',
+                request_serializer=spiffepy_dot_server_dot_v1_dot_admin__pb2.RevokeEntryRequest.SerializeToString,
+                response_deserializer=spiffepy_dot_server_dot_v1_dot_admin__pb2.RevokeResponse.FromString,
+                _registered_method=True)
+        self.RevokeAgent = channel.unary_unary(
+                '/spiffepy.server.v1.AdminAPI/RevokeAgent',
+                request_serializer=spiffepy_dot_server_dot_v1_dot_admin__pb2.RevokeAgentRequest.SerializeToString,
+                response_deserializer=spiffepy_dot_server_dot_v1_dot_admin__pb2.RevokeResponse.FromString,
+                _registered_method=True)
+        self.ListRevocations = channel.unary_unary(
+                '/spiffepy.server.v1.AdminAPI/ListRevocations',
+                request_serializer=spiffepy_dot_server_dot_v1_dot_admin__pb2.ListRevocationsRequest.SerializeToString,
+                response_deserializer=spiffepy_dot_server_dot_v1_dot_admin__pb2.ListRevocationsResponse.FromString,
+                _registered_method=True)
+        self.ShowLocalAuthorities = channel.unary_unary(
+                '/spiffepy.server.v1.AdminAPI/ShowLocalAuthorities',
+                request_serializer=spiffepy_dot_server_dot_v1_dot_admin__pb2.LocalAuthorityRequest.SerializeToString,
+                response_deserializer=spiffepy_dot_server_dot_v1_dot_admin__pb2.LocalAuthorityResponse.FromString,
+                _registered_method=True)
+        self.PrepareLocalAuthority = channel.unary_unary(
+                '/spiffepy.server.v1.AdminAPI/PrepareLocalAuthority',
+                request_serializer=spiffepy_dot_server_dot_v1_dot_admin__pb2.LocalAuthorityRequest.SerializeToString,
+                response_deserializer=spiffepy_dot_server_dot_v1_dot_admin__pb2.LocalAuthorityResponse.FromString,
+                _registered_method=True)
+        self.ActivateLocalAuthority = channel.unary_unary(
+                '/spiffepy.server.v1.AdminAPI/ActivateLocalAuthority',
+                request_serializer=spiffepy_dot_server_dot_v1_dot_admin__pb2.LocalAuthorityRequest.SerializeToString,
+                response_deserializer=spiffepy_dot_server_dot_v1_dot_admin__pb2.LocalAuthorityResponse.FromString,
+                _registered_method=True)
+        self.TaintLocalAuthority = channel.unary_unary(
+                '/spiffepy.server.v1.AdminAPI/TaintLocalAuthority',
+                request_serializer=spiffepy_dot_server_dot_v1_dot_admin__pb2.LocalAuthorityRequest.SerializeToString,
+                response_deserializer=spiffepy_dot_server_dot_v1_dot_admin__pb2.LocalAuthorityResponse.FromString,
+                _registered_method=True)
+        self.RevokeLocalAuthority = channel.unary_unary(
+                '/spiffepy.server.v1.AdminAPI/RevokeLocalAuthority',
+                request_serializer=spiffepy_dot_server_dot_v1_dot_admin__pb2.LocalAuthorityRequest.SerializeToString,
+                response_deserializer=spiffepy_dot_server_dot_v1_dot_admin__pb2.LocalAuthorityResponse.FromString,
+                _registered_method=True)
 
 
 class AdminAPIServicer:
@@ -254,6 +299,65 @@ class AdminAPIServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RevokeSvid(self, request, context):
+        """Revocation (issue 5). Unknown serials, jtis, entries or agents: NOT_FOUND, nothing changes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeEntry(self, request, context):
+        """Revokes every unexpired SVID issued under the entry; deletes the entry when asked.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeAgent(self, request, context):
+        """Evicts the agent and revokes every unexpired SVID issued to it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRevocations(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ShowLocalAuthorities(self, request, context):
+        """SPIRE's LocalAuthority API for the X.509 CA and the JWT key ("x509" | "jwt").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PrepareLocalAuthority(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ActivateLocalAuthority(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TaintLocalAuthority(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeLocalAuthority(self, request, context):
+        """Only a tainted authority can be revoked (FAILED_PRECONDITION otherwise).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminAPIServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -351,6 +455,51 @@ def add_AdminAPIServicer_to_server(servicer, server):
                     servicer.Health,
                     request_deserializer=spiffepy_dot_server_dot_v1_dot_admin__pb2.HealthRequest.FromString,
                     response_serializer=spiffepy_dot_server_dot_v1_dot_admin__pb2.HealthResponse.SerializeToString,
+            ),
+            'RevokeSvid': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeSvid,
+                    request_deserializer=spiffepy_dot_server_dot_v1_dot_admin__pb2.RevokeSvidRequest.FromString,
+                    response_serializer=spiffepy_dot_server_dot_v1_dot_admin__pb2.RevokeResponse.SerializeToString,
+            ),
+            'RevokeEntry': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeEntry,
+                    request_deserializer=spiffepy_dot_server_dot_v1_dot_admin__pb2.RevokeEntryRequest.FromString,
+                    response_serializer=spiffepy_dot_server_dot_v1_dot_admin__pb2.RevokeResponse.SerializeToString,
+            ),
+            'RevokeAgent': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeAgent,
+                    request_deserializer=spiffepy_dot_server_dot_v1_dot_admin__pb2.RevokeAgentRequest.FromString,
+                    response_serializer=spiffepy_dot_server_dot_v1_dot_admin__pb2.RevokeResponse.SerializeToString,
+            ),
+            'ListRevocations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRevocations,
+                    request_deserializer=spiffepy_dot_server_dot_v1_dot_admin__pb2.ListRevocationsRequest.FromString,
+                    response_serializer=spiffepy_dot_server_dot_v1_dot_admin__pb2.ListRevocationsResponse.SerializeToString,
+            ),
+            'ShowLocalAuthorities': grpc.unary_unary_rpc_method_handler(
+                    servicer.ShowLocalAuthorities,
+                    request_deserializer=spiffepy_dot_server_dot_v1_dot_admin__pb2.LocalAuthorityRequest.FromString,
+                    response_serializer=spiffepy_dot_server_dot_v1_dot_admin__pb2.LocalAuthorityResponse.SerializeToString,
+            ),
+            'PrepareLocalAuthority': grpc.unary_unary_rpc_method_handler(
+                    servicer.PrepareLocalAuthority,
+                    request_deserializer=spiffepy_dot_server_dot_v1_dot_admin__pb2.LocalAuthorityRequest.FromString,
+                    response_serializer=spiffepy_dot_server_dot_v1_dot_admin__pb2.LocalAuthorityResponse.SerializeToString,
+            ),
+            'ActivateLocalAuthority': grpc.unary_unary_rpc_method_handler(
+                    servicer.ActivateLocalAuthority,
+                    request_deserializer=spiffepy_dot_server_dot_v1_dot_admin__pb2.LocalAuthorityRequest.FromString,
+                    response_serializer=spiffepy_dot_server_dot_v1_dot_admin__pb2.LocalAuthorityResponse.SerializeToString,
+            ),
+            'TaintLocalAuthority': grpc.unary_unary_rpc_method_handler(
+                    servicer.TaintLocalAuthority,
+                    request_deserializer=spiffepy_dot_server_dot_v1_dot_admin__pb2.LocalAuthorityRequest.FromString,
+                    response_serializer=spiffepy_dot_server_dot_v1_dot_admin__pb2.LocalAuthorityResponse.SerializeToString,
+            ),
+            'RevokeLocalAuthority': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeLocalAuthority,
+                    request_deserializer=spiffepy_dot_server_dot_v1_dot_admin__pb2.LocalAuthorityRequest.FromString,
+                    response_serializer=spiffepy_dot_server_dot_v1_dot_admin__pb2.LocalAuthorityResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -866,6 +1015,249 @@ class AdminAPI:
             '/spiffepy.server.v1.AdminAPI/Health',
             spiffepy_dot_server_dot_v1_dot_admin__pb2.HealthRequest.SerializeToString,
             spiffepy_dot_server_dot_v1_dot_admin__pb2.HealthResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeSvid(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/spiffepy.server.v1.AdminAPI/RevokeSvid',
+            spiffepy_dot_server_dot_v1_dot_admin__pb2.RevokeSvidRequest.SerializeToString,
+            spiffepy_dot_server_dot_v1_dot_admin__pb2.RevokeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeEntry(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/spiffepy.server.v1.AdminAPI/RevokeEntry',
+            spiffepy_dot_server_dot_v1_dot_admin__pb2.RevokeEntryRequest.SerializeToString,
+            spiffepy_dot_server_dot_v1_dot_admin__pb2.RevokeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeAgent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/spiffepy.server.v1.AdminAPI/RevokeAgent',
+            spiffepy_dot_server_dot_v1_dot_admin__pb2.RevokeAgentRequest.SerializeToString,
+            spiffepy_dot_server_dot_v1_dot_admin__pb2.RevokeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRevocations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/spiffepy.server.v1.AdminAPI/ListRevocations',
+            spiffepy_dot_server_dot_v1_dot_admin__pb2.ListRevocationsRequest.SerializeToString,
+            spiffepy_dot_server_dot_v1_dot_admin__pb2.ListRevocationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ShowLocalAuthorities(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/spiffepy.server.v1.AdminAPI/ShowLocalAuthorities',
+            spiffepy_dot_server_dot_v1_dot_admin__pb2.LocalAuthorityRequest.SerializeToString,
+            spiffepy_dot_server_dot_v1_dot_admin__pb2.LocalAuthorityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PrepareLocalAuthority(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/spiffepy.server.v1.AdminAPI/PrepareLocalAuthority',
+            spiffepy_dot_server_dot_v1_dot_admin__pb2.LocalAuthorityRequest.SerializeToString,
+            spiffepy_dot_server_dot_v1_dot_admin__pb2.LocalAuthorityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ActivateLocalAuthority(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/spiffepy.server.v1.AdminAPI/ActivateLocalAuthority',
+            spiffepy_dot_server_dot_v1_dot_admin__pb2.LocalAuthorityRequest.SerializeToString,
+            spiffepy_dot_server_dot_v1_dot_admin__pb2.LocalAuthorityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TaintLocalAuthority(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/spiffepy.server.v1.AdminAPI/TaintLocalAuthority',
+            spiffepy_dot_server_dot_v1_dot_admin__pb2.LocalAuthorityRequest.SerializeToString,
+            spiffepy_dot_server_dot_v1_dot_admin__pb2.LocalAuthorityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeLocalAuthority(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/spiffepy.server.v1.AdminAPI/RevokeLocalAuthority',
+            spiffepy_dot_server_dot_v1_dot_admin__pb2.LocalAuthorityRequest.SerializeToString,
+            spiffepy_dot_server_dot_v1_dot_admin__pb2.LocalAuthorityResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,189 @@
+"""Revocation operations shared by the admin and agent APIs, and the cached revocation snapshot.
+
+Every operation records revocations in the datastore (one transaction) and wakes every
+SyncAuthorized stream, which then pushes :meth:`RevocationHub.snapshot`::
+
+    revs = await revoke_svid(ctx, serial="3f0a...", jti=None, reason="leaked")
+    snap = await ctx.revocations.snapshot(ctx)      # wire revocations + one DER CRL per CA
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from cryptography import x509
+
+from server.api.convert import ts
+from server.api.errors import RequestError
+from server.datastore import Issuance, NotFoundError, RegistrationEntry, Revocation, RevocationKind
+from server.errors import FailedPreconditionError
+from server.revocation import (
+    CRL_VALIDITY,
+    build_crls,
+    check_jti,
+    check_reason,
+    parse_serial,
+    revocations_for,
+    x509_issuance,
+)
+from spiffe_py._proto.spiffepy.server.v1 import agent_pb2, types_pb2
+from spiffe_py.errors import AuthorizationError
+
+if TYPE_CHECKING:
+    from server.api.context import ServerContext
+
+log = logging.getLogger("spiffe_server.revocation")
+
+MAX_REVOKE_OWN = 1000
+PRUNE_INTERVAL = timedelta(minutes=1)
+WIRE_KIND = {RevocationKind.SERIAL: "x509", RevocationKind.JTI: "jwt"}
+
+
+def revocation_to_proto(rev: Revocation) -> types_pb2.Revocation:
+    """A revocation on the wire (kind "x509" with a hex serial, or "jwt" with a jti)."""
+    return types_pb2.Revocation(kind=WIRE_KIND[rev.kind], value=rev.value, spiffe_id=rev.spiffe_id,
+                                entry_id=rev.entry_id, agent_id=rev.agent_id, reason=rev.reason,
+                                revoked_at=ts(rev.revoked_at), expires_at=ts(rev.expires_at))
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationSnapshot:
+    """Every unexpired revocation (wire form) and the current DER CRL set."""
+
+    revocations: tuple[types_pb2.Revocation, ...] = ()
+    crls: tuple[bytes, ...] = ()
+
+
+class RevocationHub:
+    """Caches the snapshot: rebuilt when the datastore or the CA set changes, and at CRL half-life."""
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+        self._key: tuple[object, ...] | None = None
+        self._refresh_at: datetime | None = None
+        self._prune_at: datetime | None = None
+        self._snapshot = RevocationSnapshot()
+
+    async def snapshot(self, ctx: ServerContext) -> RevocationSnapshot:
+        """The current snapshot (one rebuild however many streams ask at once)."""
+        async with self._lock:
+            now = ctx.clock.now()
+            signers = ctx.ca.x509_signers()
+            key = (await ctx.call(ctx.store.change_seq), tuple(s.authority_id for s in signers))
+            if key == self._key and self._refresh_at is not None and now < self._refresh_at:
+                return self._snapshot
+            if self._prune_at is None or now >= self._prune_at:
+                await self._prune(ctx, now)
+            revs = await ctx.call(ctx.store.list_revocations, now=now)
+            number = int(now.timestamp() * 1_000_000)  # increases across restarts and servers (RFC 5280 §5.2.3)
+            crls = await ctx.call(build_crls, revs, signers, now=now, number=number)
+            self._snapshot = RevocationSnapshot(tuple(revocation_to_proto(r) for r in revs), crls)
+            self._key, self._refresh_at = key, now + CRL_VALIDITY / 2
+            return self._snapshot
+
+    async def refresh(self, ctx: ServerContext) -> bool:
+        """Rebuild if due; True when the CRL set changed (streams then need a push)."""
+        before = self._snapshot.crls
+        return (await self.snapshot(ctx)).crls != before
+
+    async def _prune(self, ctx: ServerContext, now: datetime) -> None:
+        self._prune_at = now + PRUNE_INTERVAL
+        pruned = await ctx.call(ctx.store.prune_revocations, now=now)
+        await ctx.call(ctx.store.prune_issuances, now=now)
+        if pruned:
+            log.info("expired revocations pruned", extra={"count": pruned})
+
+
+async def record_issuances(ctx: ServerContext, issuances: Sequence[Issuance]) -> None:
+    """Log signed SVIDs (one transaction) so they can be revoked later."""
+    if issuances:
+        await ctx.call(ctx.store.record_issuances, issuances)
+
+
+async def record_x509_results(ctx: ServerContext, results: Iterable[agent_pb2.X509SVIDResult],
+                              allowed: Mapping[str, RegistrationEntry], *, agent_id: str) -> None:
+    """Log the X.509-SVIDs a BatchNewX509SVID call signed (one transaction for the batch)."""
+    await record_issuances(ctx, [
+        x509_issuance(x509.load_der_x509_certificate(r.cert_chain[0]), spiffe_id=allowed[r.entry_id].spiffe_id,
+                      entry_id=r.entry_id, agent_id=agent_id)
+        for r in results if r.cert_chain])
+
+
+async def _revoke(ctx: ServerContext, issuances: Iterable[Issuance], *, reason: str,
+                  what: str) -> tuple[Revocation, ...]:
+    revs = revocations_for(issuances, reason=check_reason(reason), now=ctx.clock.now())
+    await ctx.call(ctx.store.add_revocations, revs)
+    ctx.changes.notify()
+    log.info("svids revoked", extra={"what": what, "count": len(revs), "reason": reason})
+    return revs
+
+
+async def _issued(ctx: ServerContext, kind: RevocationKind, value: str) -> Issuance | None:
+    try:
+        return await ctx.call(ctx.store.get_issuance, kind, value)
+    except NotFoundError:
+        return None
+
+
+def _parse(serial: str | None, jti: str | None) -> tuple[RevocationKind, str]:
+    if serial is not None:
+        return RevocationKind.SERIAL, parse_serial(serial)
+    return RevocationKind.JTI, check_jti(jti or "")
+
+
+async def revoke_svid(ctx: ServerContext, *, serial: str | None, jti: str | None,
+                      reason: str) -> tuple[Revocation, ...]:
+    """Revoke one SVID by X.509 serial or JWT ID; NotFoundError if the server never issued it."""
+    kind, value = _parse(serial, jti)
+    item = await _issued(ctx, kind, value)
+    if item is None:
+        label = "x509 serial" if kind is RevocationKind.SERIAL else "jwt jti"
+        raise NotFoundError(f"revocation: no svid with {label} {value!r} was issued by this server")
+    if item.expires_at <= ctx.clock.now():
+        raise FailedPreconditionError(f"revocation: svid {value!r} has already expired")
+    return await _revoke(ctx, [item], reason=reason, what=f"{kind.value} {value}")
+
+
+async def revoke_entry(ctx: ServerContext, entry_id: str, *, reason: str,
+                       delete: bool) -> tuple[Revocation, ...]:
+    """Revoke every unexpired SVID issued under the entry (NotFoundError if unknown); optionally delete it."""
+    check_reason(reason)
+    await ctx.call(ctx.store.get_entry, entry_id)
+    issued = await ctx.call(ctx.store.list_issuances, now=ctx.clock.now(), entry_id=entry_id)
+    revs = await _revoke(ctx, issued, reason=reason, what=f"entry {entry_id}")
+    if delete:
+        await ctx.call(ctx.store.delete_entry, entry_id)
+        ctx.changes.notify()
+    return revs
+
+
+async def revoke_agent(ctx: ServerContext, agent_id: str, *, reason: str) -> tuple[Revocation, ...]:
+    """Evict the agent (NotFoundError if unknown) and revoke every unexpired SVID issued to it."""
+    check_reason(reason)
+    await ctx.call(ctx.store.get_agent, agent_id)
+    issued = await ctx.call(ctx.store.list_issuances, now=ctx.clock.now(), agent_id=agent_id)
+    revs = await _revoke(ctx, issued, reason=reason, what=f"agent {agent_id}")
+    await ctx.call(ctx.store.delete_agent, agent_id)  # ends its SyncAuthorized stream at the next wake
+    ctx.changes.notify()
+    return revs
+
+
+async def revoke_own(ctx: ServerContext, agent_id: str, *, serials: Sequence[str], jtis: Sequence[str],
+                     reason: str) -> tuple[Revocation, ...]:
+    """Revoke SVIDs the caller holds; all or nothing, PERMISSION_DENIED for any not issued to it."""
+    if not 0 < len(serials) + len(jtis) <= MAX_REVOKE_OWN:
+        raise RequestError("x509_serials", f"1..{MAX_REVOKE_OWN} serials and jtis in all are required")
+    check_reason(reason)
+    wanted = [_parse(s, None) for s in serials] + [_parse(None, j) for j in jtis]
+    items = []
+    for kind, value in wanted:
+        item = await _issued(ctx, kind, value)
+        if item is None or item.agent_id != agent_id:
+            raise AuthorizationError(f"revocation: {WIRE_KIND[kind]} {value!r} was not issued to {agent_id!r}")
+        items.append(item)
+    return await _revoke(ctx, items, reason=reason, what=f"own svids of {agent_id}")
