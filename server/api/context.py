@@ -12,15 +12,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, TypeVar
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from server.api.revocations import RevocationHub
 from server.ca.manager import CaManager
 from server.config import ServerConfig
 from server.datastore import DataStore
+from server.guard import Guard
 from server.nodeattest.base import NodeAttestor
+from spiffe_py.bundle import SpiffeBundle
 from spiffe_py.clock import Clock
 from spiffe_py.spiffeid import SpiffeId
 
@@ -54,6 +58,15 @@ class ChangeNotifier:
         return len(self._subscribers)
 
 
+@dataclass(frozen=True, slots=True)
+class _ChainCache:
+    """DER of the certificates above the leaf, valid for one bundle object and one CA chain."""
+
+    bundle: SpiffeBundle
+    above: tuple[x509.Certificate, ...]
+    der: tuple[bytes, ...]
+
+
 @dataclass
 class ServerContext:
     """The composition root's objects, handed to each service."""
@@ -65,6 +78,12 @@ class ServerContext:
     attestors: Mapping[str, NodeAttestor] = field(default_factory=dict)
     changes: ChangeNotifier = field(default_factory=ChangeNotifier)
     revocations: RevocationHub = field(default_factory=RevocationHub)  # issue 5: revocations + CRLs
+    _chain_cache: _ChainCache | None = field(default=None, init=False, repr=False, compare=False)
+
+    @cached_property
+    def guard(self) -> Guard:
+        """Policy and audit on every mint (issue 6); built on first use, see server/guard.py."""
+        return Guard.from_config(self.config, self.store, self.clock)
 
     @property
     def server_id(self) -> SpiffeId:
@@ -84,6 +103,24 @@ class ServerContext:
         """A signed chain without the bundle roots: leaf first, then intermediates."""
         roots = set(self.roots())
         return (chain[0], *(c for c in chain[1:] if c not in roots))
+
+    def issued_chain_der(self, chain: tuple[x509.Certificate, ...]) -> list[bytes]:
+        """DER of :meth:`issued_chain`; the part above the leaf is cached per bundle and signing CA."""
+        leaf, *above = chain
+        return [leaf.public_bytes(serialization.Encoding.DER), *self._above_leaf_der(tuple(above))]
+
+    def _above_leaf_der(self, above: tuple[x509.Certificate, ...]) -> tuple[bytes, ...]:
+        bundle = self.ca.bundle()  # the same object until the CA state changes
+        cached = self._chain_cache
+        # The cache holds the certificates it was built from, so identity comparison cannot
+        # be fooled by a reused id(); a new bundle or a new CA misses and rebuilds.
+        if (cached is not None and cached.bundle is bundle and len(cached.above) == len(above)
+                and all(a is b for a, b in zip(cached.above, above, strict=True))):
+            return cached.der
+        roots = set(bundle.x509_authorities)
+        der = tuple(c.public_bytes(serialization.Encoding.DER) for c in above if c not in roots)
+        self._chain_cache = _ChainCache(bundle=bundle, above=above, der=der)
+        return der
 
     async def call(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a blocking datastore/CA call off the event loop."""

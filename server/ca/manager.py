@@ -145,6 +145,9 @@ class CaManager:
         for warning in self.warnings:
             log.warning("%s", warning)
         self._state = self._load()
+        # The bundle built for one state (its JWKs and tuples); a commit replaces the state, so an
+        # identity check is the whole invalidation. Readers on other threads see old or new, both whole.
+        self._bundle_cache: tuple[_State, SpiffeBundle] | None = None
         self.rotate(clock.now())
 
     # -- rotation ---------------------------------------------------------------------------
@@ -217,16 +220,24 @@ class CaManager:
         return sign_jwt(claims, key=jwt_key.key, kid=jwt_key.kid)
 
     def bundle(self) -> SpiffeBundle:
-        """The trust domain's bundle: every published authority (prepared, active, old)."""
+        """The trust domain's bundle: every published authority (prepared, active, old); cached per state."""
         state = self._state
+        cached = self._bundle_cache
+        if cached is not None and cached[0] is state:
+            return cached[1]
+        bundle = self._build_bundle(state)
+        self._bundle_cache = (state, bundle)
+        return bundle
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _build_bundle(self, state: _State) -> SpiffeBundle:
         return SpiffeBundle(
             trust_domain=self._config.trust_domain,
             x509_authorities=self._x509_roots(state),
             jwt_authorities={s.authority_id: s.payload.key.public_key() for s in state.jwt},
             sequence_number=state.sequence,
         )
-
-    # -- internals --------------------------------------------------------------------------
 
     def _active(self, kind: AuthorityKind, slots: sl.Slots[sl.T]) -> sl.Slot[sl.T]:
         slot = sl.find(slots, sl.SlotStatus.ACTIVE)

@@ -1,0 +1,100 @@
+"""Signing fast path: the leaf profile is checked on the template before signing, the bundle is cached per CA state."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from server.ca.keys import KeyType, MemoryKeyManager, generate_key
+from server.ca.manager import AuthorityKind, CaConfig, CaManager, MemoryJournalStore
+from server.ca.signer import check_leaf_template, public_key_from_csr, sign_ca, sign_x509_svid
+from server.ca.templates import SvidPolicy, X509SvidParams, build_x509_svid_template
+from server.errors import InvalidCsrError
+from spiffe_py.clock import ManualClock
+from spiffe_py.errors import InvalidX509SvidError
+from spiffe_py.spiffeid import SpiffeId, TrustDomain
+from spiffe_py.x509svid import validate_leaf_profile
+from tests.unit.server.ca.test_ca_signer import make_csr
+
+NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
+TD = TrustDomain.parse("example.org")
+WEB = SpiffeId.parse("spiffe://example.org/web")
+CA_AUTHORITY = sign_ca(trust_domain=TD, key=generate_key(KeyType.EC_P256), ttl=timedelta(hours=24), now=NOW)
+LEAF_KEY = generate_key(KeyType.EC_P256)
+
+
+def _template() -> x509.CertificateBuilder:
+    return build_x509_svid_template(X509SvidParams(spiffe_id=WEB, public_key=LEAF_KEY.public_key()),
+                                    policy=SvidPolicy(), issuer=CA_AUTHORITY.cert, now=NOW)
+
+
+def _replaced(builder: x509.CertificateBuilder, ext: x509.ExtensionType, *, critical: bool) -> x509.CertificateBuilder:
+    """A copy of ``builder`` with the extension of ``ext``'s type swapped for ``ext``."""
+    assert builder._subject_name is not None
+    out = x509.CertificateBuilder().subject_name(builder._subject_name)
+    for existing in x509.Extensions(builder._extensions):
+        if isinstance(existing.value, type(ext)):
+            out = out.add_extension(ext, critical=critical)
+        else:
+            out = out.add_extension(existing.value, critical=existing.critical)
+    return out
+
+
+def test_template_check_accepts_what_the_signer_builds_and_the_leaf_agrees() -> None:
+    """X5-01..13: the pre-sign check passes our template, and the signed leaf passes the post-sign profile."""
+    check_leaf_template(_template())
+    leaf = sign_x509_svid(CA_AUTHORITY, X509SvidParams(spiffe_id=WEB, public_key=LEAF_KEY.public_key()),
+                          policy=SvidPolicy(), now=NOW)[0]
+    assert validate_leaf_profile(leaf) == WEB
+
+
+@pytest.mark.parametrize(("ext", "critical", "message"), [
+    (x509.BasicConstraints(ca=True, path_length=None), True, "leaf certificate must not be a ca"),  # X5-08
+    (x509.SubjectAlternativeName([x509.DNSName("web.example")]), True, "exactly one uri san, found 0"),  # X5-01
+    (x509.SubjectAlternativeName([x509.UniformResourceIdentifier("spiffe://example.org")]), True,
+     "must have a non-root path"),  # X5-03
+    (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False, "must include serverAuth and clientAuth"),
+])
+def test_template_check_refuses_a_non_conformant_leaf_before_signing(
+        ext: x509.ExtensionType, critical: bool, message: str) -> None:
+    """Defence in depth: a template bug is caught before the CA key signs anything (SPIRE credvalidator)."""
+    with pytest.raises(InvalidX509SvidError, match=message):
+        check_leaf_template(_replaced(_template(), ext, critical=critical))
+
+
+def test_template_check_reads_the_builder_fields_it_relies_on() -> None:
+    """Fails if a cryptography release renames the builder fields the pre-sign check reads."""
+    template = _template()
+    assert isinstance(template._subject_name, x509.Name)
+    assert [type(e.value) for e in template._extensions][:4] == [
+        x509.BasicConstraints, x509.KeyUsage, x509.ExtendedKeyUsage, x509.SubjectAlternativeName]
+
+
+def test_csr_uri_check_without_parsing_still_refuses_other_and_invalid_ids() -> None:
+    key = generate_key(KeyType.EC_P256)
+    assert public_key_from_csr(make_csr(key, str(WEB)), spiffe_id=WEB) == key.public_key()
+    with pytest.raises(InvalidCsrError, match=re.escape("'spiffe://example.org/db' does not match 'spiffe://example.org/web'")):
+        public_key_from_csr(make_csr(key, "spiffe://example.org/db"), spiffe_id=WEB)
+    with pytest.raises(InvalidCsrError, match="csr uri san is not a valid spiffe id"):
+        public_key_from_csr(make_csr(key, "spiffe://example.org/web/"), spiffe_id=WEB)
+
+
+def test_bundle_is_cached_until_the_ca_state_changes() -> None:
+    """TDB sequence: a cached bundle never outlives a rotation, taint or new authority."""
+    clock = ManualClock(NOW)
+    ca = CaManager(CaConfig(trust_domain=TD), keys=MemoryKeyManager(), journal=MemoryJournalStore(), clock=clock)
+    first = ca.bundle()
+    assert ca.bundle() is first
+    old = ca.active_x509_ca().authority_id
+    ca.prepare(AuthorityKind.X509)
+    second = ca.bundle()
+    assert second is not first and len(second.x509_authorities) == 2
+    assert second.sequence_number == (first.sequence_number or 0) + 1
+    ca.activate(AuthorityKind.X509)  # the bundle content is unchanged: the cached one may stay
+    assert ca.bundle().x509_authorities == second.x509_authorities
+    ca.taint(AuthorityKind.X509, old)
+    assert ca.bundle() is not second and ca.bundle().sequence_number == (second.sequence_number or 0) + 1
