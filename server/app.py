@@ -43,6 +43,7 @@ from server.nodeattest.base import NodeAttestor
 from server.nodeattest.join_token import JoinTokenAttestor
 from server.nodeattest.x509pop import X509PopAttestor
 from spiffe_py.clock import Clock, SystemClock
+from spiffe_py.policy import PolicyError
 from spiffe_py.rotation import should_rotate
 
 log = logging.getLogger("spiffe_server")
@@ -132,6 +133,7 @@ class App:
                                  attestors=build_attestors(cfg, store))
         self.tls = ServerTls(cfg.data_dir / "server-svid")
         self.svid = ServerSvid(self.ctx, self.tls)
+        self.guard = self.ctx.guard  # issue 6: load the policy and audit head now; a broken policy stops the start
         self._seq = store.change_seq()
         self._servers: list[Server] = []
         self._side: list[asyncio.Server] = []
@@ -164,6 +166,7 @@ class App:
             asyncio.create_task(_every(rotator_interval(cfg.ca_ttl), self._rotate, "ca rotation")),
             asyncio.create_task(_every(CHANGE_POLL_SECONDS, self._poll_changes, "change poll")),
             asyncio.create_task(_every(CRL_CHECK_SECONDS, self._refresh_crls, "crl refresh")),  # issue 5
+            asyncio.create_task(_every(CHANGE_POLL_SECONDS, self.guard.poll_policy, "policy reload")),  # issue 6
         ]
         log.info("server started", extra={"trust_domain": cfg.trust_domain.name,
                                            "address": f"{cfg.bind_address}:{cfg.bind_port}",
@@ -226,7 +229,7 @@ def run(cfg: ServerConfig) -> int:
     configure_logging(level=cfg.log_level, fmt=cfg.log_format)  # the CA logs its own TTL warnings
     try:
         asyncio.run(serve(cfg))
-    except OSError as err:
+    except (OSError, PolicyError) as err:
         log.error("cannot start: %s", err)
         return 1
     return 0

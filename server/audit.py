@@ -23,7 +23,7 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from server.datastore import AuditRecord, AuditStore, ConflictError, Page
 from server.datastore.models import MAX_AUDIT_RECORD_BYTES, MAX_PAGE_SIZE
@@ -165,39 +165,46 @@ class CentralAudit:
             return len(events)
 
     def _fresh(self, agent_id: str, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        head = self._agents.get(agent_id)
-        if head is not None:
-            for r in records:
-                if r.get("seq") == head.seq and r.get("hash") != head.hash:
-                    self._refuse(agent_id, f"record seq {head.seq} differs from the one already forwarded")
-            records = [r for r in records if not (isinstance(r.get("seq"), int) and r["seq"] <= head.seq)]
+        """The records not stored yet, once they verify as the continuation of the agent's sub-chain."""
         if not records:
             return []
-        first = records[0]
-        restart = head is not None and first.get("seq") == 0
-        if head is None or restart:
-            # the first records the server sees from this agent (or a fresh agent chain) anchor it
-            seq = first.get("seq")
-            anchored = seq if isinstance(seq, int) and seq > 0 else 0
-            start = _Head(anchored, str(first.get("prev_hash"))) if anchored else _Head(0, GENESIS_HASH)
-        else:
-            start = _Head(head.seq + 1, head.hash)
+        head = self._agents.get(agent_id)
+        start = _start_of(records[0])
+        restart = False
+        if head is not None:
+            overlap = next((r for r in records if r.get("seq") == head.seq), None)
+            if overlap is not None:  # a resend overlapping what we have: must be the same record
+                if overlap.get("hash") != head.hash:
+                    self._refuse(agent_id, f"record seq {head.seq} differs from the one already forwarded")
+                records = [r for r in records if isinstance(r.get("seq"), int) and r["seq"] > head.seq]
+                start = _Head(head.seq + 1, head.hash)
+            elif start.seq == 0:
+                restart = True  # a fresh agent chain (its file was lost): accepted, and raised as an alert
+            else:
+                start = _Head(head.seq + 1, head.hash)
         result = verify_chain(records, prev_hash=start.hash, first_seq=start.seq)
         if not result.ok:
             self._refuse(agent_id, f"agent record seq {result.seq}: {result.kind}: {result.reason}")
         if restart:
-            assert head is not None
             AUDIT_ALERTS.labels(kind="agent_chain_restart").inc()
-            log.warning("agent audit chain restarted", extra={"spiffe_id": agent_id, "previous_seq": head.seq})
+            log.warning("agent audit chain restarted at seq 0", extra={"spiffe_id": agent_id})
         return records
 
-    def _refuse(self, agent_id: str, reason: str) -> None:
+    def _refuse(self, agent_id: str, reason: str) -> NoReturn:
         AUDIT_ALERTS.labels(kind="agent_chain_break").inc()
         log.error("forwarded audit records refused", extra={"spiffe_id": agent_id, "reason": reason})
         self._append_one(build_event(now=self._clock.now(), actor=agent_id, spiffe_id=agent_id, selectors=(),
                                      decision="deny", reason=f"forwarded records refused: {reason}",
                                      method=FORWARD_METHOD))
         raise ForwardError(f"audit: forwarded records refused: {reason}")
+
+
+def _start_of(first: Mapping[str, Any]) -> _Head:
+    """Where an agent's sub-chain is anchored when the server has nothing of it yet."""
+    seq = first.get("seq")
+    if isinstance(seq, int) and not isinstance(seq, bool) and seq > 0:
+        return _Head(seq, str(first.get("prev_hash")))
+    return _Head(0, GENESIS_HASH)
 
 
 def _parse_forwarded(raw: Sequence[str]) -> list[dict[str, Any]]:

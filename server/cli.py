@@ -60,6 +60,7 @@ def entry_json(e: types_pb2.Entry) -> dict[str, Any]:
         "hint": e.hint, "admin": e.admin, "downstream": e.downstream, "federates_with": list(e.federates_with),
         "expires_at": e.expires_at, "revision": e.revision, "created_at": e.created_at, "labels": dict(e.labels),
         "bind_to_process": e.bind_to_process, "max_lifetime": e.max_lifetime, "jwt_claims": dict(e.jwt_claims),
+        "quarantined": e.quarantined,
     }
 
 
@@ -212,6 +213,11 @@ async def cmd_entry_create(api: AdminAPIStub, args: argparse.Namespace) -> None:
 
 async def cmd_entry_update(api: AdminAPIStub, args: argparse.Namespace) -> None:
     """entry update"""
+    if args.spiffe_id is None:  # issue 6: no --spiffe-id means a patch of labels / quarantine only
+        emit(args, entry_json(await api.PatchEntry(patch_from_args(args))))
+        return
+    if args.remove_label or args.clear_quarantine:
+        raise CliError("--remove-label/--clear-quarantine: use without --spiffe-id (a patch, not a replace)")
     entry = await api.UpdateEntry(admin_pb2.UpdateEntryRequest(entry=entry_from_args(args)))
     emit(args, entry_json(entry))
 
@@ -424,6 +430,81 @@ async def cmd_localauthority(api: AdminAPIStub, args: argparse.Namespace) -> Non
     emit(args, {"authorities": items}, "\n\n".join(_pretty(a) for a in items))
 
 
+# -- audit, labels and quarantine (issue 6) --------------------------------------------------------
+
+# entry update flags that only a full replace (with --spiffe-id) may use
+_REPLACE_ONLY = ("parent_id", "node", "selector", "x509_svid_ttl", "jwt_svid_ttl", "dns_name", "hint", "admin",
+                 "downstream", "federates_with", "expires_at", "bind_to_process", "max_lifetime", "jwt_claim")
+
+
+def patch_from_args(args: argparse.Namespace) -> admin_pb2.PatchEntryRequest:
+    """``entry update --entry-id ID [--label k=v] [--remove-label k] [--clear-quarantine]`` without --spiffe-id."""
+    used = [name for name in _REPLACE_ONLY if getattr(args, name)]
+    if used:
+        flag = "--" + used[0].replace("_", "-")
+        raise CliError(f"{flag}: needs --spiffe-id (without it, entry update only changes labels and quarantine)")
+    if not (args.label or args.remove_label or args.clear_quarantine):
+        raise CliError("entry update: give --spiffe-id (replace) or --label/--remove-label/--clear-quarantine")
+    return admin_pb2.PatchEntryRequest(id=args.entry_id, set_labels=_pairs(args.label, "--label"),
+                                       remove_labels=args.remove_label or [], clear_quarantine=args.clear_quarantine)
+
+
+async def cmd_entry_quarantine(api: AdminAPIStub, args: argparse.Namespace) -> None:
+    """entry quarantine"""
+    entry = await api.QuarantineEntry(admin_pb2.QuarantineEntryRequest(id=args.entry_id, reason=args.reason))
+    emit(args, entry_json(entry))
+
+
+def audit_line(record: dict[str, Any]) -> str:
+    """One audit record as a line of ``audit show`` pretty output."""
+    what = record.get("serial") or record.get("jti") or ""
+    return (f"{record.get('seq')}\t{record.get('time')}\t{record.get('decision')}\t{record.get('method')}\t"
+            f"{record.get('spiffe_id') or '-'}\tactor={record.get('actor')}\t{what}\t{record.get('reason')}")
+
+
+async def cmd_audit_show(api: AdminAPIStub, args: argparse.Namespace) -> None:
+    """audit show"""
+    req = admin_pb2.ListAuditRequest(since=args.since, spiffe_id=args.spiffe_id or "", decision=args.decision or "",
+                                     page_size=1000)
+    records: list[dict[str, Any]] = []
+    while True:
+        page = await api.ListAudit(req)
+        records.extend(json.loads(r) for r in page.records)
+        if not page.next_page_token:
+            break
+        req.page_token = page.next_page_token
+    emit(args, {"records": records}, "\n".join(audit_line(r) for r in records) or "No audit records")
+
+
+async def cmd_audit_verify(api: AdminAPIStub, args: argparse.Namespace) -> None:
+    """audit verify"""
+    resp = await api.VerifyAudit(admin_pb2.VerifyAuditRequest())
+    result = {"ok": resp.ok, "count": resp.count}
+    if resp.ok:
+        emit(args, result, f"audit chain OK: {resp.count} records verified")
+        return
+    result.update(seq=resp.seq, kind=resp.kind, reason=resp.reason)
+    if args.output == "json":
+        emit(args, result)
+    raise CliError(f"audit chain broken at record seq {resp.seq} ({resp.kind}): {resp.reason}")
+
+
+def _quarantine_parser(entry: Any) -> None:
+    p = _admin_parser(entry, "quarantine", cmd_entry_quarantine,
+                      "quarantine an entry: revoke its SVIDs, mint nothing until --clear-quarantine")
+    p.add_argument("--entry-id", required=True)
+    p.add_argument("--reason", default="", help="shown in denials and the audit trail")
+
+
+def _audit_parsers(sub: Any) -> None:
+    audit = _group(sub, "audit", "the tamper-evident audit trail")
+    p = _admin_parser(audit, "show", cmd_audit_show, "show audit records, oldest first")
+    p.add_argument("--since", type=expires_at_arg, default=0, help="Unix seconds or RFC 3339")
+    p.add_argument("--spiffe-id")
+    p.add_argument("--decision", choices=("allow", "deny"))
+    _admin_parser(audit, "verify", cmd_audit_verify, "verify the hash chain; exit 1 naming the first broken record")
+
+
 async def _call(handler: Handler, args: argparse.Namespace) -> None:
     channel = Channel(path=str(args.socket_path))
     try:
@@ -456,7 +537,7 @@ def _fail(message: str) -> int:
 # -- run / validate --------------------------------------------------------------------------------
 
 _RUN_FLAGS = ("trust_domain", "data_dir", "bind_address", "bind_port", "socket_path", "database",
-              "log_level", "log_format")
+              "log_level", "log_format", "policy_file")
 
 
 def _load(args: argparse.Namespace) -> ServerConfig:
@@ -499,7 +580,7 @@ def _admin_parser(sub: Any, name: str, handler: Handler, help_text: str) -> argp
 
 def _entry_flags(p: argparse.ArgumentParser, *, update: bool) -> None:
     p.add_argument("--entry-id", required=update, default="")
-    p.add_argument("--spiffe-id", required=True)
+    p.add_argument("--spiffe-id", required=not update, help="update: omit to patch labels/quarantine only")
     p.add_argument("--parent-id")
     p.add_argument("--node", action="store_true", help="parent is the server: a node-alias entry")
     p.add_argument("--selector", action="append", help="type:value (repeat)")
@@ -515,6 +596,9 @@ def _entry_flags(p: argparse.ArgumentParser, *, update: bool) -> None:
     p.add_argument("--bind-to-process", action="store_true")
     p.add_argument("--max-lifetime", type=int, default=0)
     p.add_argument("--jwt-claim", action="append", help="k=v (repeat)")
+    if update:
+        p.add_argument("--remove-label", action="append", help="key (repeat); patch mode")
+        p.add_argument("--clear-quarantine", action="store_true", help="allow minting again; patch mode")
 
 
 def expires_at_arg(text: str) -> int:
@@ -540,6 +624,7 @@ def _add_run_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--database", help="SQLite path or postgresql:// URL")
     p.add_argument("--log-level")
     p.add_argument("--log-format")
+    p.add_argument("--policy", dest="policy_file", help="request-time policy file (TOML [[rule]] tables)")
 
 
 def _group(sub: Any, name: str, help_text: str) -> Any:
@@ -572,6 +657,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parent-id")
     p.add_argument("--selector", action="append")
     _admin_parser(entry, "count", cmd_entry_count, "count entries")
+    _quarantine_parser(entry)
 
     agent = _group(sub, "agent", "attested agents")
     _admin_parser(agent, "list", cmd_agent_list, "list agents")
@@ -603,6 +689,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ttl", type=int, default=0)
     p.add_argument("--write", help="file for the token (0600)")
     _revocation_parsers(sub)
+    _audit_parsers(sub)
     return parser
 
 

@@ -28,6 +28,7 @@ from server.api.convert import (
     check_ttl,
     entry_from_proto,
     entry_to_proto,
+    from_ts,
     jwt_claims_of,
     parse_member_id,
     parse_selectors,
@@ -35,7 +36,7 @@ from server.api.convert import (
     ts,
 )
 from server.api.errors import RequestError, grpc_errors
-from server.api.peer import is_tls, peer_leaf, verify_peer_svid
+from server.api.peer import is_tls, peer_leaf, spiffe_id_of, verify_peer_svid
 from server.api.revocations import (
     record_issuances,
     revocation_to_proto,
@@ -43,11 +44,13 @@ from server.api.revocations import (
     revoke_entry,
     revoke_svid,
 )
+from server.audit import verify_store
 from server.ca.manager import AuthorityKind
 from server.ca.signer import parse_csr
 from server.ca.slots import AuthorityInfo, SlotStatus
 from server.ca.templates import JwtSvidParams, X509SvidParams
 from server.datastore import (
+    AuditFilter,
     BundleRecord,
     EntryFilter,
     JoinToken,
@@ -58,9 +61,10 @@ from server.datastore import (
 )
 from server.datastore.models import MAX_PAGE_SIZE
 from server.errors import FailedPreconditionError
+from server.guard import keep_quarantine, patch_entry
 from server.health import run_checks
 from server.nodeattest.join_token import DEFAULT_JOIN_TOKEN_TTL, generate_join_token
-from server.revocation import jwt_issuance, x509_issuance
+from server.revocation import check_reason, jwt_issuance, x509_issuance
 from spiffe_py._peercred import peer_cred
 from spiffe_py._proto.spiffepy.server.v1 import admin_pb2, types_pb2
 from spiffe_py._proto.spiffepy.server.v1.admin_grpc import AdminAPIBase
@@ -109,6 +113,16 @@ class AdminService(AdminAPIBase):
             raise RequestError("request", "missing")
         return request
 
+    @staticmethod
+    def _actor(stream: Stream[Any, Any]) -> str:
+        """Who is calling, for the audit trail: ``uid:<n>`` on the socket, the SPIFFE ID over mTLS."""
+        return str(spiffe_id_of(peer_leaf(stream))) if is_tls(stream) else f"uid:{peer_cred(stream).uid}"
+
+    async def _audit(self, stream: Stream[Any, Any], method: str, spiffe_id: str | None, **details: Any) -> None:
+        """Append an admin change to the audit chain (issue 6)."""
+        await self._ctx.guard.note(actor=self._actor(stream), method=method, spiffe_id=spiffe_id,
+                                   reason="admin change", details=details)
+
     # -- entries ----------------------------------------------------------------------------
 
     async def CreateEntry(self, stream: Stream[admin_pb2.CreateEntryRequest, types_pb2.Entry]) -> None:
@@ -118,6 +132,8 @@ class AdminService(AdminAPIBase):
             created = await self._ctx.call(self._ctx.store.create_entry, entry)
             self._ctx.changes.notify()
             log.info("entry created", extra={"entry_id": created.id, "spiffe_id": created.spiffe_id})
+            await self._audit(stream, "CreateEntry", created.spiffe_id, entry_id=created.id,
+                              labels=dict(created.labels))
             await stream.send_message(entry_to_proto(created))
 
     async def UpdateEntry(self, stream: Stream[admin_pb2.UpdateEntryRequest, types_pb2.Entry]) -> None:
@@ -126,8 +142,11 @@ class AdminService(AdminAPIBase):
             if not req.entry.id:
                 raise RequestError("entry.id", "required")
             entry = entry_from_proto(req.entry, trust_domain=self._ctx.config.trust_domain, now=self._ctx.clock.now())
+            entry = keep_quarantine(entry, await self._ctx.call(self._ctx.store.get_entry, entry.id))  # issue 6
             updated = await self._ctx.call(self._ctx.store.update_entry, entry)
             self._ctx.changes.notify()
+            await self._audit(stream, "UpdateEntry", updated.spiffe_id, entry_id=updated.id,
+                              labels=dict(updated.labels))
             await stream.send_message(entry_to_proto(updated))
 
     async def DeleteEntry(self, stream: Stream[admin_pb2.DeleteEntryRequest, admin_pb2.DeleteEntryResponse]) -> None:
@@ -135,8 +154,9 @@ class AdminService(AdminAPIBase):
             req = await self._request(stream)
             if not req.id:
                 raise RequestError("id", "required")
-            await self._ctx.call(self._ctx.store.delete_entry, req.id)
+            deleted = await self._ctx.call(self._ctx.store.delete_entry, req.id)
             self._ctx.changes.notify()
+            await self._audit(stream, "DeleteEntry", deleted.spiffe_id, entry_id=deleted.id)
             await stream.send_message(admin_pb2.DeleteEntryResponse())
 
     async def GetEntry(self, stream: Stream[admin_pb2.GetEntryRequest, types_pb2.Entry]) -> None:
@@ -179,6 +199,9 @@ class AdminService(AdminAPIBase):
                 token=record.token, expires_at=record.expires_at, spiffe_id=None if alias is None else str(alias)))
             if alias is not None:
                 await self._create_alias(record.token, alias)
+            # never the token itself
+            await self._audit(stream, "CreateJoinToken", None if alias is None else str(alias),
+                              expires_at=ts(record.expires_at))
             await stream.send_message(admin_pb2.JoinToken(value=record.token, expires_at=ts(record.expires_at)))
 
     async def _create_alias(self, token: str, alias: SpiffeId) -> None:
@@ -212,6 +235,7 @@ class AdminService(AdminAPIBase):
             await self._ctx.call(self._ctx.store.ban_agent, agent_id, now=self._ctx.clock.now())
             self._ctx.changes.notify()
             log.info("agent banned", extra={"spiffe_id": agent_id})
+            await self._audit(stream, "BanAgent", agent_id)
             await stream.send_message(admin_pb2.AgentActionResponse())
 
     async def EvictAgent(self, stream: Stream[admin_pb2.AgentRequest, admin_pb2.AgentActionResponse]) -> None:
@@ -220,6 +244,7 @@ class AdminService(AdminAPIBase):
             await self._ctx.call(self._ctx.store.delete_agent, agent_id)
             self._ctx.changes.notify()
             log.info("agent evicted", extra={"spiffe_id": agent_id})
+            await self._audit(stream, "EvictAgent", agent_id)
             await stream.send_message(admin_pb2.AgentActionResponse())
 
     async def CountAgents(self, stream: Stream[admin_pb2.CountRequest, admin_pb2.CountResponse]) -> None:
@@ -262,6 +287,7 @@ class AdminService(AdminAPIBase):
             record = BundleRecord(trust_domain=bundle.trust_domain.name, data=bundle.to_json())
             await self._ctx.call(self._ctx.store.set_bundle, record)
             self._ctx.changes.notify()
+            await self._audit(stream, "SetFederatedBundle", None, trust_domain=record.trust_domain)
             await stream.send_message(bundle_to_proto(bundle))
 
     async def DeleteFederatedBundle(
@@ -272,6 +298,7 @@ class AdminService(AdminAPIBase):
             td = self._foreign(req.trust_domain, "trust_domain")
             await self._ctx.call(self._ctx.store.delete_bundle, td.name)
             self._ctx.changes.notify()
+            await self._audit(stream, "DeleteFederatedBundle", None, trust_domain=td.name)
             await stream.send_message(admin_pb2.DeleteFederatedBundleResponse())
 
     # -- minting --------------------------------------------------------------------------------
@@ -287,9 +314,10 @@ class AdminService(AdminAPIBase):
                 raise RequestError("csr", "must hold exactly one spiffe id uri san")
             sid = parse_workload_id(str(csr.spiffe_id), "csr.spiffe_id", ctx.config.trust_domain)
             ttl = check_ttl(req.ttl, "ttl")
-            chain = ctx.ca.sign_x509_svid(X509SvidParams(spiffe_id=sid, public_key=csr.public_key,
-                                                         ttl=timedelta(seconds=ttl) if ttl else None,
-                                                         dns_names=csr.dns_names))
+            mint = await ctx.guard.admin_request(ctx.store, rpc="MintX509SVID", actor=self._actor(stream),
+                                                 spiffe_id=str(sid), ttl_seconds=ttl)  # issue 6: policy + audit
+            chain = await ctx.guard.mint_x509(mint, lambda t: ctx.ca.sign_x509_svid(X509SvidParams(
+                spiffe_id=sid, public_key=csr.public_key, ttl=t, dns_names=csr.dns_names)))
             await record_issuances(ctx, [x509_issuance(chain[0], spiffe_id=str(sid))])
             await stream.send_message(admin_pb2.MintX509SVIDResponse(
                 svid_chain=certs_to_der(ctx.issued_chain(chain)), bundle=bundle_to_proto(ctx.ca.bundle())))
@@ -300,12 +328,70 @@ class AdminService(AdminAPIBase):
             sid = parse_workload_id(req.spiffe_id, "spiffe_id", self._ctx.config.trust_domain)
             audience = check_audience(req.audience)
             ttl = check_ttl(req.ttl, "ttl")
-            token = self._ctx.ca.sign_jwt_svid(JwtSvidParams(spiffe_id=sid, audience=audience,
-                                                             ttl=timedelta(seconds=ttl) if ttl else None))
+            ctx = self._ctx
+            mint = await ctx.guard.admin_request(ctx.store, rpc="MintJWTSVID", actor=self._actor(stream),
+                                                 spiffe_id=str(sid), audiences=audience,
+                                                 ttl_seconds=ttl)  # issue 6: policy + audit
+            token = await ctx.guard.mint_jwt(mint, lambda t: ctx.ca.sign_jwt_svid(JwtSvidParams(
+                spiffe_id=sid, audience=audience, ttl=t)))
             claims = jwt_claims_of(token)
             await record_issuances(self._ctx, [jwt_issuance(claims)])
             expires_at = int(claims["exp"])
             await stream.send_message(admin_pb2.MintJWTSVIDResponse(token=token, expires_at=expires_at))
+
+    # -- audit, labels and quarantine (issue 6) ---------------------------------------------------
+
+    async def ListAudit(self, stream: Stream[admin_pb2.ListAuditRequest, admin_pb2.ListAuditResponse]) -> None:
+        with grpc_errors("ListAudit"):
+            req = await self._request(stream)
+            if req.decision not in ("", "allow", "deny"):
+                raise RequestError("decision", f"must be 'allow' or 'deny', got {req.decision!r}")
+            if req.since < 0:
+                raise RequestError("since", f"must not be negative, got {req.since}")
+            flt = AuditFilter(since=from_ts(req.since), spiffe_id=req.spiffe_id or None,
+                              decision=req.decision or None)
+            result = await self._ctx.call(self._ctx.store.list_audit, flt, _page(req.page_size, req.page_token))
+            await stream.send_message(admin_pb2.ListAuditResponse(
+                records=[r.record for r in result.items], next_page_token=result.next_token))
+
+    async def VerifyAudit(self, stream: Stream[admin_pb2.VerifyAuditRequest, admin_pb2.VerifyAuditResponse]) -> None:
+        with grpc_errors("VerifyAudit"):
+            await self._request(stream)
+            store = self._ctx.store
+            result = await self._ctx.call(lambda: verify_store(store.iter_audit()))
+            await stream.send_message(admin_pb2.VerifyAuditResponse(
+                ok=result.ok, count=result.count, seq=result.seq or 0, kind=str(result.kind or ""),
+                reason=result.reason))
+
+    async def PatchEntry(self, stream: Stream[admin_pb2.PatchEntryRequest, types_pb2.Entry]) -> None:
+        with grpc_errors("PatchEntry"):
+            req = await self._request(stream)
+            if not req.id:
+                raise RequestError("id", "required")
+            ctx = self._ctx
+            stored = await ctx.call(ctx.store.get_entry, req.id)
+            entry = patch_entry(stored, set_labels=dict(req.set_labels), remove_labels=list(req.remove_labels),
+                                clear_quarantine=req.clear_quarantine)
+            updated = await ctx.call(ctx.store.update_entry, entry)
+            ctx.changes.notify()
+            await self._audit(stream, "PatchEntry", updated.spiffe_id, entry_id=updated.id,
+                              set_labels=dict(req.set_labels), remove_labels=list(req.remove_labels),
+                              cleared_quarantine=stored.quarantined and not updated.quarantined)
+            await stream.send_message(entry_to_proto(updated))
+
+    async def QuarantineEntry(self, stream: Stream[admin_pb2.QuarantineEntryRequest, types_pb2.Entry]) -> None:
+        with grpc_errors("QuarantineEntry"):
+            req = await self._request(stream)
+            if not req.id:
+                raise RequestError("id", "required")
+            ctx = self._ctx
+            reason = req.reason or "quarantined by an admin"
+            check_reason(f"quarantined: {reason}")
+            updated = await ctx.guard.quarantine(ctx.store, req.id, reason=reason, actor=self._actor(stream))
+            # its unexpired SVIDs are revoked through the issue-5 machinery (CRLs, pushed revocations)
+            await revoke_entry(ctx, req.id, reason=f"quarantined: {reason}", delete=False)
+            ctx.changes.notify()
+            await stream.send_message(entry_to_proto(updated))
 
     # -- health -----------------------------------------------------------------------------------
 
@@ -427,8 +513,6 @@ def _authority_to_proto(info: AuthorityInfo) -> admin_pb2.LocalAuthority:
     return admin_pb2.LocalAuthority(authority_id=info.authority_id, status=info.status.value,
                                     not_before=ts(info.not_before), not_after=ts(info.not_after),
                                     tainted=info.tainted)
-
-
 
 
 def check_audience(values: Any) -> tuple[str, ...]:

@@ -32,6 +32,7 @@ from server.ca.signer import public_key_from_csr
 from server.ca.templates import JwtSvidParams, SvidKind, X509SvidParams
 from server.datastore import AttestedAgent, NotFoundError, RegistrationEntry
 from server.errors import AttestationError, FailedPreconditionError
+from server.guard import CsrBatch
 from server.metrics import AGENTS_SYNCING, SIGNED
 from server.nodeattest.base import AttestResult
 from server.revocation import jwt_issuance
@@ -130,9 +131,15 @@ class AgentService(AgentAPIBase):
                     raise AttestationError(attestor.name, "expected a challenge response")
                 return bytes(answer.challenge_response)
 
-            result = await attestor.attest(params.payload, challenge, now=ctx.clock.now())
-            chain = self._sign_agent_svid(result.agent_id, params.csr)
-            await self._record_agent(result, attestor.name, chain[0])
+            try:  # issue 6: every attestation is audited, refusals too (with the error, never the payload)
+                result = await attestor.attest(params.payload, challenge, now=ctx.clock.now())
+                chain = self._sign_agent_svid(result.agent_id, params.csr)
+                await self._record_agent(result, attestor.name, chain[0])
+            except SpiffeError as err:
+                await ctx.guard.attested(attestor.name, None, error=str(err))
+                raise
+            await ctx.guard.attested(attestor.name, str(result.agent_id), selectors=result.selectors,
+                                     serial=f"{chain[0].serial_number:x}")
             log.info("agent attested", extra={"spiffe_id": str(result.agent_id), "attestor": attestor.name})
             await stream.send_message(agent_pb2.AttestAgentResponse(result=agent_pb2.AttestResult(
                 spiffe_id=str(result.agent_id), svid_chain=certs_to_der(chain), can_reattest=result.can_reattest,
@@ -220,12 +227,14 @@ class AgentService(AgentAPIBase):
             if len(req.params) > MAX_BATCH:
                 raise RequestError("params", f"at most {MAX_BATCH} items per batch, got {len(req.params)}")
             allowed = await self._authorized(agent)
-            results = [self._sign_one(p, allowed) for p in req.params]
+            gate = self._ctx.guard.batch(actor=agent.spiffe_id)  # issue 6: policy per entry, audit per batch
+            results = [self._sign_one(p, allowed, gate) for p in req.params]
+            await gate.commit((r.entry_id, r.cert_chain[0]) for r in results if r.cert_chain)
             await record_x509_results(self._ctx, results, allowed, agent_id=agent.spiffe_id)
             await stream.send_message(agent_pb2.BatchNewX509SVIDResponse(results=results))
 
     def _sign_one(self, params: agent_pb2.NewX509SVIDParams,
-                  allowed: Mapping[str, RegistrationEntry]) -> agent_pb2.X509SVIDResult:
+                  allowed: Mapping[str, RegistrationEntry], gate: CsrBatch) -> agent_pb2.X509SVIDResult:
         try:
             entry = check_entry_authorized(params.entry_id, allowed)
             sid = SpiffeId.parse(entry.spiffe_id)
@@ -233,7 +242,8 @@ class AgentService(AgentAPIBase):
             end = entry_end(entry, now=self._ctx.clock.now())
             chain = self._ctx.ca.sign_x509_svid(X509SvidParams(
                 spiffe_id=sid, public_key=public_key, dns_names=entry.dns_names, expires_at=end,
-                ttl=timedelta(seconds=entry.x509_svid_ttl) if entry.x509_svid_ttl else None))
+                ttl=gate.check(entry, timedelta(seconds=entry.x509_svid_ttl)  # issue 6: policy
+                               if entry.x509_svid_ttl else None)))
         except SpiffeError as err:
             return agent_pb2.X509SVIDResult(entry_id=params.entry_id, status_code=status_for(err).value,
                                             status_message=str(err))
@@ -250,10 +260,10 @@ class AgentService(AgentAPIBase):
             audience = check_audience(req.audience)
             entry = check_entry_authorized(req.entry_id, await self._authorized(agent))
             end = entry_end(entry, now=self._ctx.clock.now())
-            token = self._ctx.ca.sign_jwt_svid(JwtSvidParams(
-                spiffe_id=SpiffeId.parse(entry.spiffe_id), audience=audience, expires_at=end,
-                ttl=timedelta(seconds=entry.jwt_svid_ttl) if entry.jwt_svid_ttl else None,
-                extra_claims=dict(entry.jwt_claims)))
+            mint = self._ctx.guard.agent_jwt_request(actor=agent.spiffe_id, entry=entry, audiences=audience)
+            token = await self._ctx.guard.mint_jwt(mint, lambda ttl: self._ctx.ca.sign_jwt_svid(JwtSvidParams(
+                spiffe_id=SpiffeId.parse(entry.spiffe_id), audience=audience, expires_at=end, ttl=ttl,
+                extra_claims=dict(entry.jwt_claims))))  # issue 6: policy + audit
             SIGNED.labels(kind="jwt").inc()
             claims = jwt_claims_of(token)
             await record_issuances(self._ctx, [jwt_issuance(claims, entry_id=entry.id, agent_id=agent.spiffe_id)])
@@ -272,3 +282,15 @@ class AgentService(AgentAPIBase):
             revs = await revoke_own(self._ctx, agent.spiffe_id, serials=list(req.x509_serials),
                                     jtis=list(req.jwt_ids), reason=req.reason)
             await stream.send_message(agent_pb2.RevokeOwnResponse(revoked=len(revs)))
+
+    # -- ForwardAudit (issue 6) ------------------------------------------------------------------------
+
+    async def ForwardAudit(self, stream: Stream[agent_pb2.ForwardAuditRequest, agent_pb2.ForwardAuditResponse]
+                           ) -> None:
+        with grpc_errors("ForwardAudit"):
+            agent = await self._agent(stream)
+            req = await stream.recv_message()
+            if req is None:
+                raise RequestError("request", "missing")
+            accepted = await self._ctx.call(self._ctx.guard.audit.forward, agent.spiffe_id, list(req.records))
+            await stream.send_message(agent_pb2.ForwardAuditResponse(accepted=accepted))

@@ -92,6 +92,22 @@ class AdminAPIBase(abc.ABC):
         pass
 
     @abc.abstractmethod
+    async def ListAudit(self, stream: 'grpclib.server.Stream[spiffe_py._proto.spiffepy.server.v1.admin_pb2.ListAuditRequest, spiffe_py._proto.spiffepy.server.v1.admin_pb2.ListAuditResponse]') -> None:
+        pass
+
+    @abc.abstractmethod
+    async def VerifyAudit(self, stream: 'grpclib.server.Stream[spiffe_py._proto.spiffepy.server.v1.admin_pb2.VerifyAuditRequest, spiffe_py._proto.spiffepy.server.v1.admin_pb2.VerifyAuditResponse]') -> None:
+        pass
+
+    @abc.abstractmethod
+    async def PatchEntry(self, stream: 'grpclib.server.Stream[spiffe_py._proto.spiffepy.server.v1.admin_pb2.PatchEntryRequest, spiffe_py._proto.spiffepy.server.v1.types_pb2.Entry]') -> None:
+        pass
+
+    @abc.abstractmethod
+    async def QuarantineEntry(self, stream: 'grpclib.server.Stream[spiffe_py._proto.spiffepy.server.v1.admin_pb2.QuarantineEntryRequest, spiffe_py._proto.spiffepy.server.v1.types_pb2.Entry]') -> None:
+        pass
+
+    @abc.abstractmethod
     async def RevokeSvid(self, stream: 'grpclib.server.Stream[spiffe_py._proto.spiffepy.server.v1.admin_pb2.RevokeSvidRequest, spiffe_py._proto.spiffepy.server.v1.admin_pb2.RevokeResponse]') -> None:
         pass
 
@@ -242,6 +258,30 @@ class AdminAPIBase(abc.ABC):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 spiffe_py._proto.spiffepy.server.v1.admin_pb2.HealthRequest,
                 spiffe_py._proto.spiffepy.server.v1.admin_pb2.HealthResponse,
+            ),
+            '/spiffepy.server.v1.AdminAPI/ListAudit': grpclib.const.Handler(
+                self.ListAudit,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.ListAuditRequest,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.ListAuditResponse,
+            ),
+            '/spiffepy.server.v1.AdminAPI/VerifyAudit': grpclib.const.Handler(
+                self.VerifyAudit,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.VerifyAuditRequest,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.VerifyAuditResponse,
+            ),
+            '/spiffepy.server.v1.AdminAPI/PatchEntry': grpclib.const.Handler(
+                self.PatchEntry,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.PatchEntryRequest,
+                spiffe_py._proto.spiffepy.server.v1.types_pb2.Entry,
+            ),
+            '/spiffepy.server.v1.AdminAPI/QuarantineEntry': grpclib.const.Handler(
+                self.QuarantineEntry,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.QuarantineEntryRequest,
+                spiffe_py._proto.spiffepy.server.v1.types_pb2.Entry,
             ),
             '/spiffepy.server.v1.AdminAPI/RevokeSvid': grpclib.const.Handler(
                 self.RevokeSvid,
@@ -416,6 +456,30 @@ class AdminAPIStub:
             '/spiffepy.server.v1.AdminAPI/Health',
             spiffe_py._proto.spiffepy.server.v1.admin_pb2.HealthRequest,
             spiffe_py._proto.spiffepy.server.v1.admin_pb2.HealthResponse,
+        )
+        self.ListAudit = grpclib.client.UnaryUnaryMethod(
+            channel,
+            '/spiffepy.server.v1.AdminAPI/ListAudit',
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.ListAuditRequest,
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.ListAuditResponse,
+        )
+        self.VerifyAudit = grpclib.client.UnaryUnaryMethod(
+            channel,
+            '/spiffepy.server.v1.AdminAPI/VerifyAudit',
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.VerifyAuditRequest,
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.VerifyAuditResponse,
+        )
+        self.PatchEntry = grpclib.client.UnaryUnaryMethod(
+            channel,
+            '/spiffepy.server.v1.AdminAPI/PatchEntry',
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.PatchEntryRequest,
+            spiffe_py._proto.spiffepy.server.v1.types_pb2.Entry,
+        )
+        self.QuarantineEntry = grpclib.client.UnaryUnaryMethod(
+            channel,
+            '/spiffepy.server.v1.AdminAPI/QuarantineEntry',
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.QuarantineEntryRequest,
+            spiffe_py._proto.spiffepy.server.v1.types_pb2.Entry,
         )
         self.RevokeSvid = grpclib.client.UnaryUnaryMethod(
             channel,

@@ -130,6 +130,26 @@ class AdminAPIStub:
                 request_serializer=spiffepy_dot_server_dot_v1_dot_admin__pb2.HealthRequest.SerializeToString,
                 response_deserializer=spiffepy_dot_server_dot_v1_dot_admin__pb2.HealthResponse.FromString,
                 _registered_method=True)
+        self.ListAudit = channel.unary_unary(
+                '/spiffepy.server.v1.AdminAPI/ListAudit',
+                request_serializer=spiffepy_dot_server_dot_v1_dot_admin__pb2.ListAuditRequest.SerializeToString,
+                response_deserializer=spiffepy_dot_server_dot_v1_dot_admin__pb2.ListAuditResponse.FromString,
+                _registered_method=True)
+        self.VerifyAudit = channel.unary_unary(
+                '/spiffepy.server.v1.AdminAPI/VerifyAudit',
+                request_serializer=spiffepy_dot_server_dot_v1_dot_admin__pb2.VerifyAuditRequest.SerializeToString,
+                response_deserializer=spiffepy_dot_server_dot_v1_dot_admin__pb2.VerifyAuditResponse.FromString,
+                _registered_method=True)
+        self.PatchEntry = channel.unary_unary(
+                '/spiffepy.server.v1.AdminAPI/PatchEntry',
+                request_serializer=spiffepy_dot_server_dot_v1_dot_admin__pb2.PatchEntryRequest.SerializeToString,
+                response_deserializer=spiffepy_dot_server_dot_v1_dot_types__pb2.Entry.FromString,
+                _registered_method=True)
+        self.QuarantineEntry = channel.unary_unary(
+                '/spiffepy.server.v1.AdminAPI/QuarantineEntry',
+                request_serializer=spiffepy_dot_server_dot_v1_dot_admin__pb2.QuarantineEntryRequest.SerializeToString,
+                response_deserializer=spiffepy_dot_server_dot_v1_dot_types__pb2.Entry.FromString,
+                _registered_method=True)
         self.RevokeSvid = channel.unary_unary(
                 '/spiffepy.server.v1.AdminAPI/RevokeSvid',
                 request_serializer=spiffepy_dot_server_dot_v1_dot_admin__pb2.RevokeSvidRequest.SerializeToString,
@@ -299,6 +319,35 @@ class AdminAPIServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAudit(self, request, context):
+        """Audit, labels and quarantine (issue 6).
+        Records of the central audit chain (canonical JSON), oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VerifyAudit(self, request, context):
+        """Verifies the whole stored chain; reports the first broken record.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PatchEntry(self, request, context):
+        """Sets/removes labels and clears the quarantine of one entry; other fields stay.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def QuarantineEntry(self, request, context):
+        """Quarantines an entry: nothing is minted for it until PatchEntry clears it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RevokeSvid(self, request, context):
         """Revocation (issue 5). Unknown serials, jtis, entries or agents: NOT_FOUND, nothing changes.
         """
@@ -455,6 +504,26 @@ def add_AdminAPIServicer_to_server(servicer, server):
                     servicer.Health,
                     request_deserializer=spiffepy_dot_server_dot_v1_dot_admin__pb2.HealthRequest.FromString,
                     response_serializer=spiffepy_dot_server_dot_v1_dot_admin__pb2.HealthResponse.SerializeToString,
+            ),
+            'ListAudit': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAudit,
+                    request_deserializer=spiffepy_dot_server_dot_v1_dot_admin__pb2.ListAuditRequest.FromString,
+                    response_serializer=spiffepy_dot_server_dot_v1_dot_admin__pb2.ListAuditResponse.SerializeToString,
+            ),
+            'VerifyAudit': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyAudit,
+                    request_deserializer=spiffepy_dot_server_dot_v1_dot_admin__pb2.VerifyAuditRequest.FromString,
+                    response_serializer=spiffepy_dot_server_dot_v1_dot_admin__pb2.VerifyAuditResponse.SerializeToString,
+            ),
+            'PatchEntry': grpc.unary_unary_rpc_method_handler(
+                    servicer.PatchEntry,
+                    request_deserializer=spiffepy_dot_server_dot_v1_dot_admin__pb2.PatchEntryRequest.FromString,
+                    response_serializer=spiffepy_dot_server_dot_v1_dot_types__pb2.Entry.SerializeToString,
+            ),
+            'QuarantineEntry': grpc.unary_unary_rpc_method_handler(
+                    servicer.QuarantineEntry,
+                    request_deserializer=spiffepy_dot_server_dot_v1_dot_admin__pb2.QuarantineEntryRequest.FromString,
+                    response_serializer=spiffepy_dot_server_dot_v1_dot_types__pb2.Entry.SerializeToString,
             ),
             'RevokeSvid': grpc.unary_unary_rpc_method_handler(
                     servicer.RevokeSvid,
@@ -1015,6 +1084,114 @@ class AdminAPI:
             '/spiffepy.server.v1.AdminAPI/Health',
             spiffepy_dot_server_dot_v1_dot_admin__pb2.HealthRequest.SerializeToString,
             spiffepy_dot_server_dot_v1_dot_admin__pb2.HealthResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAudit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/spiffepy.server.v1.AdminAPI/ListAudit',
+            spiffepy_dot_server_dot_v1_dot_admin__pb2.ListAuditRequest.SerializeToString,
+            spiffepy_dot_server_dot_v1_dot_admin__pb2.ListAuditResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyAudit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/spiffepy.server.v1.AdminAPI/VerifyAudit',
+            spiffepy_dot_server_dot_v1_dot_admin__pb2.VerifyAuditRequest.SerializeToString,
+            spiffepy_dot_server_dot_v1_dot_admin__pb2.VerifyAuditResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PatchEntry(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/spiffepy.server.v1.AdminAPI/PatchEntry',
+            spiffepy_dot_server_dot_v1_dot_admin__pb2.PatchEntryRequest.SerializeToString,
+            spiffepy_dot_server_dot_v1_dot_types__pb2.Entry.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QuarantineEntry(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/spiffepy.server.v1.AdminAPI/QuarantineEntry',
+            spiffepy_dot_server_dot_v1_dot_admin__pb2.QuarantineEntryRequest.SerializeToString,
+            spiffepy_dot_server_dot_v1_dot_types__pb2.Entry.FromString,
             options,
             channel_credentials,
             insecure,
