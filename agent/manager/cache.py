@@ -5,7 +5,7 @@ minted for those entries (LRU-bounded, never evicting one an open stream uses)
 and JWT-SVIDs keyed by (SPIFFE ID, sorted audiences)::
 
     cache = WorkloadCache(max_x509_svids=1000)
-    cache.apply_sync(SyncUpdate(full=True, entries=entries, bundle=bundle))
+    cache.apply_sync([SyncUpdate(full=True, entries=entries, bundle=bundle)])
     view = cache.view(workload_selectors)        # default identity first, hints unique
     todo = cache.svid_targets([workload_selectors], now=now)
 """
@@ -53,6 +53,8 @@ class IssuedSvid:
     key_der: bytes  # PKCS#8
     not_before: datetime
     not_after: datetime
+    serial: int = 0
+    authority_ids: frozenset[str] = frozenset()  # lowercase hex key ids of the issuing CAs
 
     def __repr__(self) -> str:
         # keep the private key out of logs and tracebacks
@@ -68,6 +70,7 @@ class JwtToken:
     audience: tuple[str, ...]
     issued_at: datetime
     expires_at: datetime
+    jti: str = ""
 
     def __repr__(self) -> str:
         return f"JwtToken(spiffe_id={str(self.spiffe_id)!r}, audience={self.audience!r}, expires_at={self.expires_at})"
@@ -82,6 +85,9 @@ class SyncUpdate:
     removed_entry_ids: tuple[str, ...] = ()
     bundle: SpiffeBundle | None = None
     federated_bundles: tuple[SpiffeBundle, ...] | None = None  # None = unchanged
+    revocations: tuple[tuple[str, str], ...] = ()  # (kind "x509"|"jwt", serial hex | jti)
+    crls: tuple[bytes, ...] | None = None  # None = unchanged; DER, one per CA
+    tainted_authorities: frozenset[str] | None = None  # None = unchanged; lowercase hex key ids
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +106,7 @@ class WorkloadView:
     identities: tuple[Identity, ...]
     bundle: SpiffeBundle | None
     federated: Mapping[TrustDomain, SpiffeBundle] = field(default_factory=dict)
+    crls: tuple[bytes, ...] = ()
 
     @property
     def complete(self) -> bool:
@@ -119,6 +126,14 @@ def order_identities(entries: Iterable[Entry]) -> list[Entry]:
         if e.hint:
             winners.setdefault(e.hint, e)
     return [e for e in by_id if not e.hint or winners[e.hint] is e]
+
+
+def _is_hex(text: str) -> bool:
+    try:
+        int(text, 16)
+    except ValueError:
+        return False
+    return True
 
 
 def _jwt_key(spiffe_id: SpiffeId, audience: Iterable[str]) -> tuple[str, tuple[str, ...]]:
@@ -143,6 +158,9 @@ class WorkloadCache:
         self._refused: dict[str, datetime] = {}  # entry id -> when the server refused to sign
         self._jwts: OrderedDict[tuple[str, tuple[str, ...]], JwtToken] = OrderedDict()
         self._ready = False
+        self._crls: tuple[bytes, ...] = ()
+        self._tainted: frozenset[str] = frozenset()
+        self._revoked: set[tuple[str, str]] = set()
 
     @property
     def ready(self) -> bool:
@@ -158,11 +176,20 @@ class WorkloadCache:
         """All authorized entries, by id."""
         return tuple(sorted(self._entries.values(), key=lambda e: e.id))
 
-    def apply_sync(self, update: SyncUpdate) -> bool:
-        """Apply a sync message; True if anything a workload can see changed."""
-        before = (dict(self._entries), self._bundle, dict(self._federated))
+    def apply_sync(self, updates: Sequence[SyncUpdate]) -> bool:
+        """Apply a batch of sync messages (a paged full sync is one batch); True if workloads see a change."""
+        before = (dict(self._entries), self._bundle, dict(self._federated), self._crls, len(self._svids))
+        for update in updates:
+            self._apply_one(update)
+        # orphans are dropped once per batch so a full sync spread over pages keeps valid SVIDs
+        self._drop_orphans()
+        self._drop_revoked()
+        return (self._entries, self._bundle, self._federated, self._crls, len(self._svids)) != before
+
+    def _apply_one(self, update: SyncUpdate) -> None:
         if update.full:
             self._entries = {e.id: e for e in update.entries}
+            self._revoked = set()
             self._ready = True
         else:
             for entry_id in update.removed_entry_ids:
@@ -172,8 +199,11 @@ class WorkloadCache:
             self._bundle = update.bundle
         if update.federated_bundles is not None:
             self._federated = {b.trust_domain: b for b in update.federated_bundles}
-        self._drop_orphans()
-        return (self._entries, self._bundle, self._federated) != before
+        if update.crls is not None:
+            self._crls = update.crls
+        if update.tainted_authorities is not None:
+            self._tainted = update.tainted_authorities
+        self._revoked.update(update.revocations)
 
     def _drop_orphans(self) -> None:
         for entry_id in [i for i in self._svids if self._stale_svid(i)]:
@@ -183,6 +213,17 @@ class WorkloadCache:
         live = {str(e.spiffe_id) for e in self._entries.values()}
         for key in [k for k in self._jwts if k[0] not in live]:
             del self._jwts[key]
+
+    def _drop_revoked(self) -> None:
+        # revoked or signed by a tainted authority: drop now, the mint loop re-issues
+        revoked_serials = {int(v, 16) for k, v in self._revoked if k == "x509" and _is_hex(v)}
+        for entry_id, svid in list(self._svids.items()):
+            if svid.serial in revoked_serials or svid.authority_ids & self._tainted:
+                del self._svids[entry_id]
+        revoked_jtis = {v for k, v in self._revoked if k == "jwt"}
+        for key, token in list(self._jwts.items()):
+            if token.jti and token.jti in revoked_jtis:
+                del self._jwts[key]
 
     def _stale_svid(self, entry_id: str) -> bool:
         entry = self._entries.get(entry_id)
@@ -205,7 +246,7 @@ class WorkloadCache:
             identities.append(Identity(e, svid, refused=e.id in self._refused))
         wanted = {td for e in entries for td in e.federates_with}
         federated = {td: b for td, b in self._federated.items() if td in wanted}
-        return WorkloadView(tuple(identities), self._bundle, federated)
+        return WorkloadView(tuple(identities), self._bundle, federated, self._crls)
 
     def pin(self, entry_ids: Iterable[str]) -> None:
         """Protect SVIDs from eviction while an open stream uses them."""

@@ -69,18 +69,47 @@ def bundle_from_proto(msg: types_pb2.Bundle) -> SpiffeBundle:
         raise ServerResponseError(f"sync: server sent an invalid bundle for {msg.trust_domain!r}") from err
 
 
+def normalize_key_id(text: str) -> str:
+    """Key ids compare as lowercase hex without separators."""
+    return text.replace(":", "").lower()
+
+
 def sync_update_from_proto(msg: agent_pb2.SyncAuthorizedResponse) -> SyncUpdate:
     """Convert one SyncAuthorized message."""
     federated = None
     if msg.full or msg.federated_bundles:
         federated = tuple(bundle_from_proto(b) for b in msg.federated_bundles)
+    has_bundle = msg.HasField("bundle")
     return SyncUpdate(
         full=msg.full,
         entries=tuple(entry_from_proto(e) for e in msg.entries),
         removed_entry_ids=tuple(msg.removed_entry_ids),
-        bundle=bundle_from_proto(msg.bundle) if msg.HasField("bundle") else None,
+        bundle=bundle_from_proto(msg.bundle) if has_bundle else None,
         federated_bundles=federated,
+        revocations=tuple((r.kind, r.value) for r in msg.revocations),
+        crls=tuple(msg.crls.crls) if msg.HasField("crls") else None,
+        tainted_authorities=(
+            frozenset(normalize_key_id(k) for k in msg.bundle.tainted_x509_authorities) if has_bundle else None
+        ),
     )
+
+
+def authority_ids(chain: tuple[x509.Certificate, ...]) -> frozenset[str]:
+    """Key ids of the CAs that issued ``chain`` (leaf AKI, intermediates' SKI and AKI)."""
+    ids: set[str] = set()
+    for i, cert in enumerate(chain):
+        kinds: list[type[x509.ExtensionType]] = [x509.AuthorityKeyIdentifier]
+        if i > 0:
+            kinds.append(x509.SubjectKeyIdentifier)
+        for kind in kinds:
+            try:
+                value = cert.extensions.get_extension_for_class(kind).value
+            except x509.ExtensionNotFound:
+                continue
+            key_id = getattr(value, "key_identifier", None) or getattr(value, "digest", None)
+            if key_id:
+                ids.add(key_id.hex())
+    return frozenset(ids)
 
 
 def load_chain(chain_der: list[bytes] | tuple[bytes, ...]) -> tuple[x509.Certificate, ...]:
@@ -123,4 +152,6 @@ def issued_svid(entry: Entry, chain_der: list[bytes], key: ec.EllipticCurvePriva
         key_der=key_der,
         not_before=leaf.not_valid_before_utc,
         not_after=leaf.not_valid_after_utc,
+        serial=leaf.serial_number,
+        authority_ids=authority_ids(chain),
     )

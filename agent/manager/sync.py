@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
 from agent.errors import AgentConfigError, NoIdentityIssuedError, NotReadyError
-from agent.manager.cache import DEFAULT_MAX_X509_SVIDS, Entry, JwtToken, WorkloadCache, WorkloadView
+from agent.manager.cache import DEFAULT_MAX_X509_SVIDS, Entry, JwtToken, SyncUpdate, WorkloadCache, WorkloadView
 from agent.manager.client import ServerCallError, ServerClient, server_ssl_context
 from agent.manager.convert import (
     ServerResponseError,
@@ -54,6 +54,8 @@ CSR_BATCH = 500  # SPIRE's batch limit
 MAX_JWT_BYTES = 64 * 1024
 MAX_BACKOFF = 30.0
 JITTER = 0.1  # rotate within ±10% of half-life, like SPIRE
+SYNC_QUIET = 0.2  # seconds without a sync message that end a burst
+MAX_SYNC_BATCH = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +189,7 @@ class Manager:
             audience=tuple(audience),
             issued_at=datetime.fromtimestamp(resp.issued_at, UTC),
             expires_at=datetime.fromtimestamp(resp.expires_at, UTC),
+            jti=resp.jti,
         )
         self.cache.put_jwt(token)
         return token
@@ -302,14 +305,44 @@ class Manager:
             backoff = 1.0
 
     async def _consume_sync(self) -> None:
-        async for msg in self._require_client().sync_authorized():
-            self._sync_messages += 1
-            update = sync_update_from_proto(msg)
-            if self.cache.apply_sync(update):
-                self._mint_kick.set()
-                self._notify()
-            if update.bundle is not None:
-                self._maybe_update_trust(update.bundle.x509_authorities)
+        queue: asyncio.Queue[SyncUpdate | None] = asyncio.Queue()  # None marks the end of the stream
+        reader = asyncio.create_task(self._read_sync(queue))
+        try:
+            while True:
+                batch = [await queue.get()]
+                # a paged full sync arrives as a burst: apply the burst as one batch so
+                # workloads never see (and SVIDs are never dropped for) a half-applied state
+                while batch[-1] is not None and len(batch) < MAX_SYNC_BATCH:
+                    try:
+                        batch.append(await asyncio.wait_for(queue.get(), SYNC_QUIET))
+                    except TimeoutError:
+                        break
+                self._apply_sync([u for u in batch if u is not None])
+                if batch[-1] is None:
+                    await reader  # re-raises why the stream ended
+                    return
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
+    async def _read_sync(self, queue: asyncio.Queue[SyncUpdate | None]) -> None:
+        try:
+            async for msg in self._require_client().sync_authorized():
+                self._sync_messages += 1
+                queue.put_nowait(sync_update_from_proto(msg))
+        finally:
+            queue.put_nowait(None)
+
+    def _apply_sync(self, updates: list[SyncUpdate]) -> None:
+        if not updates:
+            return
+        if self.cache.apply_sync(updates):
+            self._mint_kick.set()
+            self._notify()
+        bundles = [u.bundle for u in updates if u.bundle is not None]
+        if bundles:
+            self._maybe_update_trust(bundles[-1].x509_authorities)
 
     def _maybe_update_trust(self, authorities: tuple[x509.Certificate, ...]) -> None:
         state = self._state

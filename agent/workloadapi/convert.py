@@ -41,13 +41,13 @@ def x509_svid_response(view: WorkloadView) -> workload_pb2.X509SVIDResponse:
         for entry, svid in view.svids()
     ]
     federated = {td.id_string(): _der(b) for td, b in view.federated.items()}
-    return workload_pb2.X509SVIDResponse(svids=svids, federated_bundles=federated)
+    return workload_pb2.X509SVIDResponse(svids=svids, crl=list(view.crls), federated_bundles=federated)
 
 
 def x509_bundles_response(view: WorkloadView) -> workload_pb2.X509BundlesResponse:
     """X.509 bundles keyed by trust-domain SPIFFE ID (WA-17)."""
     bundles = {b.trust_domain.id_string(): _der(b) for b in visible_bundles(view)}
-    return workload_pb2.X509BundlesResponse(bundles=bundles)
+    return workload_pb2.X509BundlesResponse(crl=list(view.crls), bundles=bundles)
 
 
 def jwt_bundles_response(view: WorkloadView) -> workload_pb2.JWTBundlesResponse:

@@ -28,7 +28,7 @@ def svid(e: Entry, start: datetime = NOW, hours: int = 1) -> IssuedSvid:
 
 def cache_with(*entries: Entry, limit: int = 10) -> WorkloadCache:
     cache = WorkloadCache(max_x509_svids=limit)
-    cache.apply_sync(SyncUpdate(full=True, entries=entries, bundle=SpiffeBundle(TD)))
+    cache.apply_sync([SyncUpdate(full=True, entries=entries, bundle=SpiffeBundle(TD))])
     return cache
 
 
@@ -52,7 +52,7 @@ def test_duplicate_hints_keep_oldest_entry_wa14() -> None:
 
 def test_view_waits_for_svids_and_lists_federated_only_when_asked() -> None:
     cache = cache_with(entry("a", federates_with=(FED,)))
-    cache.apply_sync(SyncUpdate(full=False, federated_bundles=(SpiffeBundle(FED),)))
+    cache.apply_sync([SyncUpdate(full=False, federated_bundles=(SpiffeBundle(FED),))])
     view = cache.view({UID})
     assert not view.complete
     assert set(view.federated) == {FED}
@@ -65,7 +65,7 @@ def test_incremental_sync_removes_entry_and_its_svid() -> None:
     a = entry("a")
     cache = cache_with(a, entry("b"))
     cache.put_svid(svid(a))
-    assert cache.apply_sync(SyncUpdate(full=False, removed_entry_ids=("a",))) is True
+    assert cache.apply_sync([SyncUpdate(full=False, removed_entry_ids=("a",))]) is True
     assert not cache.has_svid("a")
     assert [e.id for e in cache.entries()] == ["b"]
 
@@ -74,14 +74,14 @@ def test_changed_spiffe_id_drops_old_svid() -> None:
     a = entry("a", "/old")
     cache = cache_with(a)
     cache.put_svid(svid(a))
-    cache.apply_sync(SyncUpdate(full=False, entries=(entry("a", "/new"),)))
+    cache.apply_sync([SyncUpdate(full=False, entries=(entry("a", "/new"),))])
     assert not cache.has_svid("a")
 
 
 def test_sync_without_change_reports_none() -> None:
     a = entry("a")
     cache = cache_with(a)
-    assert cache.apply_sync(SyncUpdate(full=False, entries=(a,))) is False
+    assert cache.apply_sync([SyncUpdate(full=False, entries=(a,))]) is False
 
 
 def test_lru_evicts_least_recently_used_but_not_pinned() -> None:
@@ -147,3 +147,45 @@ def test_refused_entry_completes_view_and_is_retried_later() -> None:
     assert [e.id for e in cache.svid_targets([{UID}], now=NOW + timedelta(seconds=60))] == ["b"]
     cache.put_svid(svid(b))
     assert not cache.view({UID}).identities[1].refused
+
+
+def test_paged_full_sync_in_one_batch_keeps_svids_of_later_pages() -> None:
+    a, b = entry("a"), entry("b")
+    cache = cache_with(a, b)
+    cache.put_svid(svid(a))
+    cache.put_svid(svid(b))
+    page1 = SyncUpdate(full=True, entries=(a,), bundle=SpiffeBundle(TD))
+    page2 = SyncUpdate(full=False, entries=(b,))
+    assert cache.apply_sync([page1, page2]) is False
+    assert cache.has_svid("a") and cache.has_svid("b")
+
+
+def test_revoked_serial_and_jti_are_dropped_and_reissued() -> None:
+    a = entry("a")
+    cache = cache_with(a)
+    cache.put_svid(IssuedSvid("a", a.spiffe_id, (b"x",), b"k", NOW, NOW + timedelta(hours=1), serial=0xABC))
+    sid = a.spiffe_id
+    cache.put_jwt(JwtToken("t", sid, ("aud",), NOW, NOW + timedelta(minutes=10), jti="j1"))
+    changed = cache.apply_sync([SyncUpdate(full=False, revocations=(("x509", "abc"), ("jwt", "j1")))])
+    assert changed is True
+    assert not cache.has_svid("a")
+    assert cache.get_jwt(sid, ["aud"], now=NOW) is None
+    assert [e.id for e in cache.svid_targets([{UID}], now=NOW)] == ["a"]
+
+
+def test_svid_from_tainted_authority_is_dropped() -> None:
+    a, b = entry("a"), entry("b")
+    cache = cache_with(a, b)
+    cache.put_svid(IssuedSvid("a", a.spiffe_id, (b"x",), b"k", NOW, NOW, authority_ids=frozenset({"aa11"})))
+    cache.put_svid(IssuedSvid("b", b.spiffe_id, (b"x",), b"k", NOW, NOW, authority_ids=frozenset({"bb22"})))
+    cache.apply_sync([SyncUpdate(full=False, bundle=SpiffeBundle(TD), tainted_authorities=frozenset({"aa11"}))])
+    assert (cache.has_svid("a"), cache.has_svid("b")) == (False, True)
+
+
+def test_crls_reach_the_view_and_none_means_unchanged() -> None:
+    cache = cache_with(entry("a"))
+    cache.apply_sync([SyncUpdate(full=False, crls=(b"crl1",))])
+    cache.apply_sync([SyncUpdate(full=False)])
+    assert cache.view({UID}).crls == (b"crl1",)
+    cache.apply_sync([SyncUpdate(full=False, crls=())])
+    assert cache.view({UID}).crls == ()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -100,8 +101,6 @@ def test_issued_svid_checks_id_and_key() -> None:
 
 
 def test_build_csr_carries_spiffe_id() -> None:
-    from cryptography import x509
-
     key = ec.generate_private_key(ec.SECP256R1())
     csr = x509.load_der_x509_csr(build_csr(key, SID))
     san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -113,3 +112,27 @@ def test_display_id_masks_join_token() -> None:
     sid = SpiffeId.parse("spiffe://example.org/spire/agent/join_token/abc123")
     assert display_id(sid) == "spiffe://example.org/spire/agent/join_token/[REDACTED]"
     assert display_id(SID) == str(SID)
+
+
+def test_sync_update_carries_revocations_crls_and_tainted_ids() -> None:
+    msg = agent_pb2.SyncAuthorizedResponse(
+        revocations=[types_pb2.Revocation(kind="x509", value="0a1b"), types_pb2.Revocation(kind="jwt", value="j")],
+        crls=agent_pb2.CrlSet(crls=[b"c1"]),
+        bundle=types_pb2.Bundle(trust_domain="example.org", tainted_x509_authorities=["AA:BB"]),
+    )
+    update = sync_update_from_proto(msg)
+    assert update.revocations == (("x509", "0a1b"), ("jwt", "j"))
+    assert update.crls == (b"c1",)
+    assert update.tainted_authorities == frozenset({"aabb"})
+    assert sync_update_from_proto(agent_pb2.SyncAuthorizedResponse()).crls is None
+
+
+def test_issued_svid_records_serial_and_issuing_authorities() -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    mid = CA.create("example.org", now=NOW).child_ca()
+    issued = mid.issue_svid(str(SID), key=key)
+    entry = Entry(id="e1", spiffe_id=SID, selectors=frozenset({Selector("unix", "uid:1")}))
+    svid = issued_svid(entry, [c.public_bytes(Encoding.DER) for c in issued.chain], key)
+    mid_ski = mid.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest.hex()
+    assert svid.serial == issued.leaf.serial_number
+    assert mid_ski in svid.authority_ids

@@ -30,7 +30,7 @@ HDR = {"workload.spiffe.io": "true"}
 SID = SpiffeId.parse("spiffe://example.org/w")
 ENTRY = Entry(id="e1", spiffe_id=SID, selectors=frozenset({Selector("unix", "uid:1")}), hint="web")
 SVID = IssuedSvid("e1", SID, (b"\x30\x01", b"\x30\x02"), b"KEY", NOW, NOW + timedelta(hours=1))
-FULL = WorkloadView((Identity(ENTRY, SVID),), SpiffeBundle(TD))
+FULL = WorkloadView((Identity(ENTRY, SVID),), SpiffeBundle(TD), crls=(b"\x30\x05",))
 
 
 class FakeAttestor:
@@ -161,6 +161,7 @@ async def test_x509_svid_full_state_then_update_wa05() -> None:
         assert [(s.spiffe_id, s.x509_svid, s.x509_svid_key, s.hint) for s in first.svids] == [
             (str(SID), b"\x30\x01\x30\x02", b"KEY", "web")
         ]
+        assert list(first.crl) == [b"\x30\x05"]
         other = IssuedSvid("e1", SID, (b"\x30\x03",), b"KEY2", NOW, NOW + timedelta(hours=2))
         source.views.put_nowait(FULL)  # unchanged: must not be re-sent
         source.views.put_nowait(WorkloadView((Identity(ENTRY, other),), SpiffeBundle(TD)))
