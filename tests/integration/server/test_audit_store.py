@@ -13,14 +13,14 @@ import pytest
 from server.audit import CentralAudit, ForwardError, verify_store
 from server.datastore import DataStore, open_datastore
 from server.metrics import AUDIT_WRITE_FAILURES, REGISTRY
-from spiffe_py.audit import AuditLog, AuditWriteError, BreakKind, build_event, canonical_json, verify_chain
+from spiffe_py.audit import AuditEvent, AuditLog, AuditWriteError, BreakKind, build_event, canonical_json, verify_chain
 from spiffe_py.clock import ManualClock
 
 NOW = datetime(2026, 5, 6, 7, 8, 9, tzinfo=UTC)
 AGENT = "spiffe://example.org/spire/agent/join_token/abc"
 
 
-def event(n: int, decision: str = "allow", spiffe_id: str = "spiffe://example.org/w") -> object:
+def event(n: int, decision: str = "allow", spiffe_id: str = "spiffe://example.org/w") -> AuditEvent:
     return build_event(now=NOW + timedelta(seconds=n), actor="server", spiffe_id=spiffe_id, selectors=["unix:uid:1"],
                        decision=decision, reason=f"r{n}", method="MintX509SVID", serial=f"{n:x}")
 
@@ -47,11 +47,11 @@ def records(store: DataStore) -> list[dict[str, object]]:
 
 def test_stored_chain_links_like_spiffe_py_audit(store: DataStore) -> None:
     chain = chain_of(store)
-    chain.append([event(1), event(2, "deny")])  # type: ignore[list-item]
-    chain.append([event(3)])  # type: ignore[list-item]
+    chain.append([event(1), event(2, "deny")])
+    chain.append([event(3)])
     stored = records(store)
     assert [r["seq"] for r in stored] == [1, 2, 3]
-    assert verify_chain(stored, first_seq=1).ok  # type: ignore[arg-type]
+    assert verify_chain(stored, first_seq=1).ok
     result = verify_store(store.iter_audit())
     assert (result.ok, result.count) == (True, 3)
     assert chain.head == (3, stored[-1]["hash"])
@@ -59,17 +59,17 @@ def test_stored_chain_links_like_spiffe_py_audit(store: DataStore) -> None:
 
 
 def test_reopened_chain_continues_after_the_stored_head(store: DataStore) -> None:
-    chain_of(store).append([event(1)])  # type: ignore[list-item]
-    chain_of(store).append([event(2)])  # type: ignore[list-item]
+    chain_of(store).append([event(1)])
+    chain_of(store).append([event(2)])
     assert verify_store(store.iter_audit()).ok
 
 
 def test_two_appenders_sharing_a_store_stay_linked(store: DataStore) -> None:
     """Two servers on one database: a ConflictError makes the loser catch up and reseal."""
     first, second = chain_of(store), chain_of(store)
-    first.append([event(1)])  # type: ignore[list-item]
-    second.append([event(2)])  # type: ignore[list-item]
-    first.append([event(3)])  # type: ignore[list-item]
+    first.append([event(1)])
+    second.append([event(2)])
+    first.append([event(3)])
     assert [r["seq"] for r in records(store)] == [1, 2, 3]
     assert verify_store(store.iter_audit()).ok
 
@@ -84,7 +84,7 @@ def _sql(db: Path, statement: str) -> None:
 
 
 def test_editing_a_record_in_the_database_names_that_seq(store: DataStore, db: Path) -> None:
-    chain_of(store).append([event(n) for n in range(1, 6)])  # type: ignore[misc]
+    chain_of(store).append([event(n) for n in range(1, 6)])
     _sql(db, "UPDATE audit SET record = replace(record, '\"reason\":\"r3\"', '\"reason\":\"rX\"') WHERE seq = 3")
     result = verify_store(store.iter_audit())
     assert (result.ok, result.seq, result.kind) == (False, 3, BreakKind.EDITED)
@@ -92,7 +92,7 @@ def test_editing_a_record_in_the_database_names_that_seq(store: DataStore, db: P
 
 def test_editing_an_indexed_column_is_detected(store: DataStore, db: Path) -> None:
     """Hiding a deny from ``audit show --decision deny`` by editing the column alone fails verify."""
-    chain_of(store).append([event(1), event(2, "deny"), event(3)])  # type: ignore[list-item]
+    chain_of(store).append([event(1), event(2, "deny"), event(3)])
     _sql(db, "UPDATE audit SET decision = 'allow' WHERE seq = 2")
     result = verify_store(store.iter_audit())
     assert (result.ok, result.seq, result.kind) == (False, 2, BreakKind.EDITED)
@@ -100,7 +100,7 @@ def test_editing_an_indexed_column_is_detected(store: DataStore, db: Path) -> No
 
 
 def test_deleting_a_record_is_detected(store: DataStore, db: Path) -> None:
-    chain_of(store).append([event(n) for n in range(1, 5)])  # type: ignore[misc]
+    chain_of(store).append([event(n) for n in range(1, 5)])
     _sql(db, "DELETE FROM audit WHERE seq = 2")
     result = verify_store(store.iter_audit())
     assert (result.ok, result.seq, result.kind) == (False, 3, BreakKind.REMOVED)
@@ -112,7 +112,7 @@ def test_unwritable_store_fails_loudly(db: Path, caplog: pytest.LogCaptureFixtur
     store.close()
     before = REGISTRY.get_sample_value("spiffe_server_audit_write_failures_total") or 0.0
     with pytest.raises(AuditWriteError, match="audit: cannot write"):
-        chain.append([event(1)])  # type: ignore[list-item]
+        chain.append([event(1)])
     assert REGISTRY.get_sample_value("spiffe_server_audit_write_failures_total") == before + 1
     assert AUDIT_WRITE_FAILURES is not None
     assert "AUDIT WRITE FAILED" in caplog.text

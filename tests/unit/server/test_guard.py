@@ -59,9 +59,9 @@ max_ttl = 30
 
 
 def entry(eid: str = "e1", **kw: object) -> RegistrationEntry:
-    fields: dict[str, object] = {"spiffe_id": SID, "parent_id": "spiffe://example.org/node",
-                                 "selectors": (Selector.parse("unix:uid:1000"),), "created_at": NOW - timedelta(hours=1),
-                                 "id": eid}
+    fields: dict[str, object] = {"spiffe_id": SID, "parent_id": "spiffe://example.org/node", "id": eid,
+                                 "selectors": (Selector.parse("unix:uid:1000"),),
+                                 "created_at": NOW - timedelta(hours=1)}
     fields.update(kw)
     return RegistrationEntry(**fields)  # type: ignore[arg-type]
 
