@@ -145,6 +145,7 @@ class Manager:
         self._subs: set[Subscription] = set()
         self._mint_kick = asyncio.Event()
         self._sync_messages = 0
+        self._trust_changed = False
 
     # ---- workload-facing -------------------------------------------------
     def view(self, selectors: frozenset[Selector]) -> WorkloadView:
@@ -289,6 +290,10 @@ class Manager:
     async def _sync_loop(self) -> None:
         backoff = 1.0
         while True:
+            if self._trust_changed and self._state is not None:
+                # new server trust anchors only apply to new connections
+                self._trust_changed = False
+                self._connect(self._state)
             self._sync_messages = 0
             try:
                 # leaving the stream after resync_interval forces a fresh full state
@@ -350,7 +355,8 @@ class Manager:
             return
         new = AgentState(state.spiffe_id, state.chain, state.key, authorities, state.can_reattest)
         save_state(self.config.data_dir, new)
-        self._state = new  # the next reconnect trusts the new authorities
+        self._state = new
+        self._trust_changed = True  # reconnect with the new anchors when this stream ends
 
     async def _mint_loop(self) -> None:
         while True:

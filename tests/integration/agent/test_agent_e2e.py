@@ -6,6 +6,7 @@ Order matters: the last tests stop the server and restart the agent.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import time
@@ -18,6 +19,7 @@ from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
+from spiffe_py import _pem
 from spiffe_py._proto import workload_pb2
 from spiffe_py._proto.workload_grpc import SpiffeWorkloadAPIStub
 from tests.integration.agent.conftest import TD, Env
@@ -79,7 +81,6 @@ def test_cli_fetch_x509_writes_key_0600(env: Env, tmp_path: Path) -> None:
 
 def test_cli_validate_rejects_wrong_audience(env: Env) -> None:
     token = env.agent_cli("api", "fetch", "jwt", "--audience", "svc-b", "--output", "json").stdout
-    import json
 
     svid = json.loads(token)[0]["svid"]
     ok = env.agent_cli("api", "validate", "jwt", "--audience", "svc-b", "--svid", svid, "--output", "json")
@@ -161,6 +162,68 @@ async def test_new_entry_reaches_open_stream_wa06(env: Env) -> None:
         assert len({s.hint for s in msg.svids}) == 2  # WA-14
     finally:
         channel.close()
+
+
+async def test_revoked_svid_is_replaced_and_listed_in_crl(env: Env) -> None:
+    """Revoking a workload SVID at the server makes the agent re-issue it; the pushed CRL lists the old serial."""
+    channel = Channel(path=str(env.socket_path))
+    try:
+        async with SpiffeWorkloadAPIStub(channel).FetchX509SVID.open(metadata=HEADER) as stream:
+            await stream.send_message(workload_pb2.X509SVIDRequest(), end=True)
+            first = await asyncio.wait_for(stream.recv_message(), 60)
+            old = {s.spiffe_id: _pem.certificates_from_der(s.x509_svid)[0].serial_number for s in first.svids}
+            serial = old[WORKLOAD_ID]
+            await asyncio.to_thread(env.server_cli, "revoke", "svid", "--serial", f"{serial:x}")
+            while True:
+                msg = await asyncio.wait_for(stream.recv_message(), 60)
+                now = {s.spiffe_id: _pem.certificates_from_der(s.x509_svid)[0].serial_number for s in msg.svids}
+                if now.get(WORKLOAD_ID, serial) != serial and msg.crl:
+                    break
+            await stream.cancel()
+    finally:
+        channel.close()
+    crls = [x509.load_der_x509_crl(der) for der in msg.crl]
+    assert any(c.get_revoked_certificate_by_serial_number(serial) is not None for c in crls)
+
+
+def _authorities(env: Env, action: str, authority_id: str = "") -> list[dict[str, object]]:
+    args = ["localauthority", "x509", action, "--output", "json"]
+    if authority_id:
+        args += ["--authority-id", authority_id]
+    result: list[dict[str, object]] = json.loads(env.server_cli(*args))["authorities"]
+    return result
+
+
+async def test_tainted_authority_makes_agent_reissue(env: Env) -> None:
+    """After rotating the X.509 authority and tainting the old one, the workload gets an SVID from the new one."""
+    old = next(a for a in _authorities(env, "show") if a["status"] == "active")
+    _authorities(env, "prepare")
+    _authorities(env, "activate")
+    channel = Channel(path=str(env.socket_path))
+    try:
+        async with SpiffeWorkloadAPIStub(channel).FetchX509SVID.open(metadata=HEADER) as stream:
+            await stream.send_message(workload_pb2.X509SVIDRequest(), end=True)
+            first = await asyncio.wait_for(stream.recv_message(), 60)
+            before = _issuer_ids(first)
+            await asyncio.to_thread(_authorities, env, "taint", str(old["authority_id"]))
+            while True:
+                msg = await asyncio.wait_for(stream.recv_message(), 60)
+                if _issuer_ids(msg) and not _issuer_ids(msg) & before:
+                    break
+            await stream.cancel()
+    finally:
+        channel.close()
+    assert str(old["authority_id"]).replace(":", "").lower() in before
+
+
+def _issuer_ids(msg: workload_pb2.X509SVIDResponse) -> set[str]:
+    """AKIs of every leaf in the response (lowercase hex)."""
+    out = set()
+    for s in msg.svids:
+        leaf = _pem.certificates_from_der(s.x509_svid)[0]
+        aki = leaf.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
+        out.add((aki or b"").hex())
+    return out
 
 
 def test_server_down_cached_svids_still_served_then_recovers(env: Env) -> None:
