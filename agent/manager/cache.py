@@ -71,6 +71,7 @@ class JwtToken:
     issued_at: datetime
     expires_at: datetime
     jti: str = ""
+    kid: str = ""  # signing key id from the JWS header
 
     def __repr__(self) -> str:
         return f"JwtToken(spiffe_id={str(self.spiffe_id)!r}, audience={self.audience!r}, expires_at={self.expires_at})"
@@ -88,6 +89,7 @@ class SyncUpdate:
     revocations: tuple[tuple[str, str], ...] = ()  # (kind "x509"|"jwt", serial hex | jti)
     crls: tuple[bytes, ...] | None = None  # None = unchanged; DER, one per CA
     tainted_authorities: frozenset[str] | None = None  # None = unchanged; lowercase hex key ids
+    tainted_jwt_keys: frozenset[str] | None = None  # None = unchanged; JWT key ids
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +162,7 @@ class WorkloadCache:
         self._ready = False
         self._crls: tuple[bytes, ...] = ()
         self._tainted: frozenset[str] = frozenset()
+        self._tainted_jwt: frozenset[str] = frozenset()
         self._revoked: set[tuple[str, str]] = set()
 
     @property
@@ -203,6 +206,8 @@ class WorkloadCache:
             self._crls = update.crls
         if update.tainted_authorities is not None:
             self._tainted = update.tainted_authorities
+        if update.tainted_jwt_keys is not None:
+            self._tainted_jwt = update.tainted_jwt_keys
         self._revoked.update(update.revocations)
 
     def _drop_orphans(self) -> None:
@@ -222,7 +227,7 @@ class WorkloadCache:
                 del self._svids[entry_id]
         revoked_jtis = {v for k, v in self._revoked if k == "jwt"}
         for key, token in list(self._jwts.items()):
-            if token.jti and token.jti in revoked_jtis:
+            if (token.jti and token.jti in revoked_jtis) or (token.kid and token.kid in self._tainted_jwt):
                 del self._jwts[key]
 
     def _stale_svid(self, entry_id: str) -> bool:

@@ -8,6 +8,8 @@ Everything here handles server input, so it is validated and bounded::
 
 from __future__ import annotations
 
+import base64
+import json
 from datetime import timedelta
 
 from cryptography import x509
@@ -91,7 +93,19 @@ def sync_update_from_proto(msg: agent_pb2.SyncAuthorizedResponse) -> SyncUpdate:
         tainted_authorities=(
             frozenset(normalize_key_id(k) for k in msg.bundle.tainted_x509_authorities) if has_bundle else None
         ),
+        tainted_jwt_keys=frozenset(k.key_id for k in msg.bundle.jwt_authorities if k.tainted) if has_bundle else None,
     )
+
+
+def jws_key_id(token: str) -> str:
+    """The ``kid`` of a compact JWS header ("" if absent or unreadable); no signature check."""
+    header = token.split(".", 1)[0]
+    try:
+        doc = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
+    except ValueError:
+        return ""
+    kid = doc.get("kid") if isinstance(doc, dict) else None
+    return kid if isinstance(kid, str) else ""
 
 
 def authority_ids(chain: tuple[x509.Certificate, ...]) -> frozenset[str]:

@@ -36,6 +36,7 @@ from agent.manager.convert import (
     ServerResponseError,
     bundle_from_proto,
     issued_svid,
+    jws_key_id,
     leaf_spiffe_id,
     load_chain,
     sync_update_from_proto,
@@ -191,6 +192,7 @@ class Manager:
             issued_at=datetime.fromtimestamp(resp.issued_at, UTC),
             expires_at=datetime.fromtimestamp(resp.expires_at, UTC),
             jti=resp.jti,
+            kid=jws_key_id(resp.token),
         )
         self.cache.put_jwt(token)
         return token

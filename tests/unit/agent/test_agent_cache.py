@@ -173,6 +173,16 @@ def test_revoked_serial_and_jti_are_dropped_and_reissued() -> None:
     assert [e.id for e in cache.svid_targets([{UID}], now=NOW)] == ["a"]
 
 
+def test_jwt_from_tainted_key_is_dropped() -> None:
+    a = entry("a")
+    cache = cache_with(a)
+    cache.put_jwt(JwtToken("t", a.spiffe_id, ("aud",), NOW, NOW + timedelta(minutes=10), kid="k-old"))
+    cache.put_jwt(JwtToken("u", a.spiffe_id, ("b",), NOW, NOW + timedelta(minutes=10), kid="k-new"))
+    cache.apply_sync([SyncUpdate(full=False, tainted_jwt_keys=frozenset({"k-old"}))])
+    assert cache.get_jwt(a.spiffe_id, ["aud"], now=NOW) is None
+    assert cache.get_jwt(a.spiffe_id, ["b"], now=NOW) is not None
+
+
 def test_svid_from_tainted_authority_is_dropped() -> None:
     a, b = entry("a"), entry("b")
     cache = cache_with(a, b)

@@ -15,6 +15,7 @@ from agent.manager.convert import (
     bundle_from_proto,
     entry_from_proto,
     issued_svid,
+    jws_key_id,
     sync_update_from_proto,
 )
 from agent.manager.sync import build_csr, display_id
@@ -114,16 +115,33 @@ def test_display_id_masks_join_token() -> None:
     assert display_id(SID) == str(SID)
 
 
+def _spki() -> bytes:
+    key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    return key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+
+
+def test_jws_key_id() -> None:
+    token = CA.create("example.org", now=NOW).sign_jwt({"sub": str(SID), "aud": ["a"], "exp": 1767225600})
+    assert jws_key_id(token) == "jwt-key-1"
+    assert jws_key_id("garbage") == ""
+    assert jws_key_id("W10.x.y") == ""  # header is a JSON list
+
+
 def test_sync_update_carries_revocations_crls_and_tainted_ids() -> None:
     msg = agent_pb2.SyncAuthorizedResponse(
         revocations=[types_pb2.Revocation(kind="x509", value="0a1b"), types_pb2.Revocation(kind="jwt", value="j")],
         crls=agent_pb2.CrlSet(crls=[b"c1"]),
-        bundle=types_pb2.Bundle(trust_domain="example.org", tainted_x509_authorities=["AA:BB"]),
+        bundle=types_pb2.Bundle(
+            trust_domain="example.org",
+            tainted_x509_authorities=["AA:BB"],
+            jwt_authorities=[types_pb2.JwtKey(key_id="k1", public_key=_spki(), tainted=True)],
+        ),
     )
     update = sync_update_from_proto(msg)
     assert update.revocations == (("x509", "0a1b"), ("jwt", "j"))
     assert update.crls == (b"c1",)
     assert update.tainted_authorities == frozenset({"aabb"})
+    assert update.tainted_jwt_keys == frozenset({"k1"})
     assert sync_update_from_proto(agent_pb2.SyncAuthorizedResponse()).crls is None
 
 
