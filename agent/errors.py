@@ -44,6 +44,12 @@ class AgentConfigError(AgentError, ValueError):
     grpc_status = "INVALID_ARGUMENT"
 
 
+class AgentEvictedError(AgentError):
+    """The server no longer accepts this agent (evicted or banned); it must attest again."""
+
+    grpc_status = "PERMISSION_DENIED"
+
+
 class NoIdentityIssuedError(AgentError):
     """The caller matches no registration entry (or not the requested one)."""
 

@@ -82,6 +82,12 @@ def load_state(data_dir: Path) -> AgentState | None:
     return AgentState(spiffe_id, chain, key, bundle, bool(meta.get("can_reattest", False)))
 
 
+def clear_state(data_dir: Path) -> None:
+    """Forget the stored identity (after eviction the next start must attest again)."""
+    for name in (STATE_FILE, KEY_FILE, SVID_FILE, BUNDLE_FILE):
+        (data_dir / name).unlink(missing_ok=True)
+
+
 def key_path(data_dir: Path) -> Path:
     """Path of the stored agent key (for ssl.load_cert_chain)."""
     return data_dir / KEY_FILE

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
-from agent.errors import AgentConfigError, NoIdentityIssuedError, NotReadyError
+from agent.errors import AgentConfigError, AgentEvictedError, NoIdentityIssuedError, NotReadyError
 from agent.manager.cache import DEFAULT_MAX_X509_SVIDS, Entry, JwtToken, SyncUpdate, WorkloadCache, WorkloadView
 from agent.manager.client import ServerCallError, ServerClient, server_ssl_context
 from agent.manager.convert import (
@@ -41,7 +41,7 @@ from agent.manager.convert import (
     load_chain,
     sync_update_from_proto,
 )
-from agent.manager.storage import AgentState, key_path, load_state, save_state, svid_path
+from agent.manager.storage import AgentState, clear_state, key_path, load_state, save_state, svid_path
 from spiffe_py._proto.spiffepy.server.v1 import agent_pb2
 from spiffe_py.clock import Clock
 from spiffe_py.errors import SpiffeError
@@ -281,10 +281,16 @@ class Manager:
     # ---- loops -----------------------------------------------------------
     async def run(self) -> None:
         """Run sync, minting and agent rotation until cancelled."""
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._sync_loop())
-            tg.create_task(self._mint_loop())
-            tg.create_task(self._rotate_loop())
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._sync_loop())
+                tg.create_task(self._mint_loop())
+                tg.create_task(self._rotate_loop())
+        except ExceptionGroup as group:
+            evicted = [e for e in group.exceptions if isinstance(e, AgentEvictedError)]
+            if evicted:
+                raise evicted[0] from None
+            raise
 
     def _jitter(self) -> float:
         return self._rng.uniform(-JITTER, JITTER)
@@ -303,6 +309,8 @@ class Manager:
             except TimeoutError:
                 pass
             except (ServerCallError, ServerResponseError) as err:
+                if isinstance(err, ServerCallError) and err.status == "PERMISSION_DENIED":
+                    self._evicted(err)
                 if self._sync_messages:
                     backoff = 1.0  # the stream worked (e.g. broken on purpose after a renewal)
                 log.warning("sync with server failed, retrying in %.0fs: %s", backoff, err)
@@ -340,6 +348,10 @@ class Manager:
                 queue.put_nowait(sync_update_from_proto(msg))
         finally:
             queue.put_nowait(None)
+
+    def _evicted(self, err: ServerCallError) -> None:
+        clear_state(self.config.data_dir)
+        raise AgentEvictedError("agent: the server refused this agent (evicted or banned); attest again") from err
 
     def _apply_sync(self, updates: list[SyncUpdate]) -> None:
         if not updates:

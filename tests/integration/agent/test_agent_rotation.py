@@ -79,6 +79,17 @@ def test_agent_svid_renewed_and_sync_continues(short_env: Env) -> None:
     wait_for(arrived, 60, "entry created after renewal")
 
 
+def test_evicted_agent_exits_and_forgets_its_identity(short_env: Env) -> None:
+    """`revoke agent` evicts: the agent stops with an error and must attest again next time."""
+    short_env.server_cli("revoke", "agent", "--spiffe-id", short_env.agent_id)
+    assert short_env.agent is not None
+    short_env.agent.wait(60)
+    assert short_env.agent.returncode == 1
+    assert "evicted or banned" in short_env.dump()
+    assert not (short_env.root / "agent" / "agent-key.pem").exists()
+    assert not short_env.socket_path.exists()
+
+
 def test_untrusted_server_is_not_attested() -> None:
     """With trust anchors that do not match the server, the agent never attests and serves UNAVAILABLE (WE-13)."""
     stranger = CA.create("example.org").cert.public_bytes(Encoding.PEM).decode()
