@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from agent.manager.process_binding import DEFAULT_MAX_BOUND_PROCESSES, BoundCredentials, ProcessKey, Released
 from spiffe_py.bundle import SpiffeBundle
 from spiffe_py.rotation import half_life, should_rotate
 from spiffe_py.selectors import Selector, matches
@@ -41,6 +42,8 @@ class Entry:
     x509_svid_ttl: int = 0
     jwt_svid_ttl: int = 0
     dns_names: tuple[str, ...] = ()
+    bind_to_process: bool = False  # issue 5: one key and SVID set per attested process
+    expires_at: int = 0  # issue 5: Unix seconds when the task ends (expires_at/max_lifetime); 0 = never
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +112,7 @@ class WorkloadView:
     bundle: SpiffeBundle | None
     federated: Mapping[TrustDomain, SpiffeBundle] = field(default_factory=dict)
     crls: tuple[bytes, ...] = ()
+    revoked_jtis: frozenset[str] = frozenset()  # ValidateJWTSVID refuses these
 
     @property
     def complete(self) -> bool:
@@ -146,7 +150,11 @@ class WorkloadCache:
     """Entries, bundles and SVIDs; owned by one asyncio task (the manager), so no locks."""
 
     def __init__(
-        self, *, max_x509_svids: int = DEFAULT_MAX_X509_SVIDS, max_jwt_svids: int = DEFAULT_MAX_JWT_SVIDS
+        self,
+        *,
+        max_x509_svids: int = DEFAULT_MAX_X509_SVIDS,
+        max_jwt_svids: int = DEFAULT_MAX_JWT_SVIDS,
+        max_bound_processes: int = DEFAULT_MAX_BOUND_PROCESSES,
     ) -> None:
         if max_x509_svids < 1 or max_jwt_svids < 1:
             raise ValueError("cache: limits must be positive")
@@ -164,6 +172,8 @@ class WorkloadCache:
         self._tainted: frozenset[str] = frozenset()
         self._tainted_jwt: frozenset[str] = frozenset()
         self._revoked: set[tuple[str, str]] = set()
+        self.bound = BoundCredentials(max_processes=max_bound_processes)
+        self._local_revoked: set[tuple[str, str]] = set()  # RevokeOwn sent, not yet echoed by a full sync
 
     @property
     def ready(self) -> bool:
@@ -192,7 +202,8 @@ class WorkloadCache:
     def _apply_one(self, update: SyncUpdate) -> None:
         if update.full:
             self._entries = {e.id: e for e in update.entries}
-            self._revoked = set()
+            self._revoked = set(self._local_revoked)
+            self._local_revoked = set()
             self._ready = True
         else:
             for entry_id in update.removed_entry_ids:
@@ -218,17 +229,59 @@ class WorkloadCache:
         live = {str(e.spiffe_id) for e in self._entries.values()}
         for key in [k for k in self._jwts if k[0] not in live]:
             del self._jwts[key]
+        self.bound.drop(
+            lambda s: self._entry_changed(s.entry_id, s.spiffe_id),
+            lambda entry_id, t: self._entry_changed(entry_id, t.spiffe_id),
+        )
+
+    def _entry_changed(self, entry_id: str, spiffe_id: SpiffeId) -> bool:
+        entry = self._entries.get(entry_id)
+        return entry is None or not entry.bind_to_process or entry.spiffe_id != spiffe_id
 
     def _drop_revoked(self) -> None:
         # revoked or signed by a tainted authority: drop now, the mint loop re-issues
         revoked_serials = {int(v, 16) for k, v in self._revoked if k == "x509" and _is_hex(v)}
+
+        def svid_gone(svid: IssuedSvid) -> bool:
+            return svid.serial in revoked_serials or bool(svid.authority_ids & self._tainted)
+
         for entry_id, svid in list(self._svids.items()):
-            if svid.serial in revoked_serials or svid.authority_ids & self._tainted:
+            if svid_gone(svid):
                 del self._svids[entry_id]
-        revoked_jtis = {v for k, v in self._revoked if k == "jwt"}
+        revoked_jtis = self.revoked_jtis()
+
+        def jwt_gone(token: JwtToken) -> bool:
+            return bool(token.jti and token.jti in revoked_jtis) or bool(token.kid and token.kid in self._tainted_jwt)
+
         for key, token in list(self._jwts.items()):
-            if (token.jti and token.jti in revoked_jtis) or (token.kid and token.kid in self._tainted_jwt):
+            if jwt_gone(token):
                 del self._jwts[key]
+        self.bound.drop(svid_gone, lambda _entry_id, token: jwt_gone(token))
+
+    def revoked_jtis(self) -> frozenset[str]:
+        """JWT ids revoked by the server or by this agent (RevokeOwn)."""
+        return frozenset(v for k, v in self._revoked if k == "jwt")
+
+    def release_process(self, proc: ProcessKey) -> Released:
+        """Forget an exited process's credentials and treat them as revoked here at once."""
+        released = self.bound.release(proc)
+        local = {("x509", s) for s in released.serials} | {("jwt", j) for j in released.jtis}
+        self._revoked |= local
+        self._local_revoked |= local
+        return released
+
+    def drop_expired(self, *, now: datetime) -> bool:
+        """Remove entries whose task has ended (``expires_at``) with all their SVIDs; True if any."""
+        ended = [i for i, e in self._entries.items() if 0 < e.expires_at <= now.timestamp()]
+        for entry_id in ended:
+            del self._entries[entry_id]
+        if ended:
+            self._drop_orphans()
+        return bool(ended)
+
+    def next_expiry(self) -> int:
+        """The earliest entry ``expires_at`` (Unix seconds), 0 if none expires."""
+        return min((e.expires_at for e in self._entries.values() if e.expires_at), default=0)
 
     def _stale_svid(self, entry_id: str) -> bool:
         entry = self._entries.get(entry_id)
@@ -240,18 +293,25 @@ class WorkloadCache:
         workload = frozenset(selectors)
         return order_identities(e for e in self._entries.values() if matches(e.selectors, workload))
 
-    def view(self, selectors: Iterable[Selector]) -> WorkloadView:
-        """What a workload with ``selectors`` may see now; marks its SVIDs as recently used."""
+    def view(self, selectors: Iterable[Selector], process: ProcessKey | None = None) -> WorkloadView:
+        """What a workload with ``selectors`` may see now; marks its SVIDs as recently used.
+
+        Bound entries show only ``process``'s own SVID; without a process they count as refused.
+        """
         entries = self.matching(selectors)
         identities = []
         for e in entries:
+            if e.bind_to_process:
+                svid = None if process is None else self.bound.svid(process, e.id)
+                identities.append(Identity(e, svid, refused=process is None or e.id in self._refused))
+                continue
             svid = self._svids.get(e.id)
             if svid is not None:
                 self._svids.move_to_end(e.id)
             identities.append(Identity(e, svid, refused=e.id in self._refused))
         wanted = {td for e in entries for td in e.federates_with}
         federated = {td: b for td, b in self._federated.items() if td in wanted}
-        return WorkloadView(tuple(identities), self._bundle, federated, self._crls)
+        return WorkloadView(tuple(identities), self._bundle, federated, self._crls, self.revoked_jtis())
 
     def pin(self, entry_ids: Iterable[str]) -> None:
         """Protect SVIDs from eviction while an open stream uses them."""
@@ -304,13 +364,29 @@ class WorkloadCache:
             if len(needed) >= self._max_x509:
                 break
             needed.setdefault(e.id, e)
-        return [e for e in needed.values() if self._needs_svid(e.id, now=now, jitter=jitter)]
+        # bound entries never get a shared SVID: see bound_targets
+        return [e for e in needed.values() if not e.bind_to_process and self._needs_svid(e.id, now=now, jitter=jitter)]
+
+    def bound_targets(
+        self, subscribers: Sequence[tuple[Iterable[Selector], ProcessKey]], *, now: datetime, jitter: float = 0.0
+    ) -> list[tuple[Entry, ProcessKey]]:
+        """(bound entry, admitted process) pairs whose SVID is missing or past half-life."""
+        out: dict[tuple[str, ProcessKey], Entry] = {}
+        for selectors, proc in subscribers:
+            if not self.bound.admitted(proc):
+                continue
+            for e in self.matching(selectors):
+                if e.bind_to_process and self._due(e.id, self.bound.svid(proc, e.id), now=now, jitter=jitter):
+                    out[(e.id, proc)] = e
+        return [(e, proc) for (_, proc), e in out.items()]
 
     def _needs_svid(self, entry_id: str, *, now: datetime, jitter: float) -> bool:
+        return self._due(entry_id, self._svids.get(entry_id), now=now, jitter=jitter)
+
+    def _due(self, entry_id: str, svid: IssuedSvid | None, *, now: datetime, jitter: float) -> bool:
         refused_at = self._refused.get(entry_id)
         if refused_at is not None and now < refused_at + REFUSAL_RETRY:
             return False
-        svid = self._svids.get(entry_id)
         if svid is None:
             return True
         return should_rotate(now=now, not_before=svid.not_before, not_after=svid.not_after, jitter=jitter)

@@ -125,6 +125,12 @@ class ServerClient:
         response: agent_pb2.NewJWTSVIDResponse = await self._unary(self._stub.NewJWTSVID, request)
         return response
 
+    async def revoke_own(self, serials: Sequence[str], jtis: Sequence[str], reason: str) -> int:
+        """Revoke SVIDs this agent was issued (issue 5: a bound process exited); returns how many."""
+        request = agent_pb2.RevokeOwnRequest(x509_serials=list(serials), jwt_ids=list(jtis), reason=reason)
+        response: agent_pb2.RevokeOwnResponse = await self._unary(self._stub.RevokeOwn, request)
+        return int(response.revoked)
+
     async def sync_authorized(self) -> AsyncIterator[agent_pb2.SyncAuthorizedResponse]:
         """Stream of sync messages (first one full) until the server ends it."""
         try:

@@ -48,9 +48,19 @@ def entry_from_proto(msg: types_pb2.Entry) -> Entry:
             x509_svid_ttl=msg.x509_svid_ttl,
             jwt_svid_ttl=msg.jwt_svid_ttl,
             dns_names=tuple(msg.dns_names),
+            bind_to_process=msg.bind_to_process,  # issue 5
+            expires_at=task_end(msg),  # issue 5
         )
     except SpiffeError as err:
         raise ServerResponseError(f"sync: server sent an invalid entry: {msg.id!r}") from err
+
+
+def task_end(msg: types_pb2.Entry) -> int:
+    """When the entry's task ends: the earlier of expires_at and created_at + max_lifetime (0 = never)."""
+    ends = [msg.expires_at] if msg.expires_at > 0 else []
+    if msg.max_lifetime > 0:
+        ends.append(msg.created_at + msg.max_lifetime)
+    return min(ends, default=0)
 
 
 def _public_key(der: bytes) -> PublicKeyTypes:

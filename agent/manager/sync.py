@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
+from agent.attest.procfs import LinuxProcFs
 from agent.errors import AgentConfigError, AgentEvictedError, NoIdentityIssuedError, NotReadyError
 from agent.manager.cache import DEFAULT_MAX_X509_SVIDS, Entry, JwtToken, SyncUpdate, WorkloadCache, WorkloadView
 from agent.manager.client import ServerCallError, ServerClient, server_ssl_context
@@ -41,6 +42,7 @@ from agent.manager.convert import (
     load_chain,
     sync_update_from_proto,
 )
+from agent.manager.process_binding import ProcessKey, ProcessWatcher, Released, current_caller
 from agent.manager.storage import AgentState, clear_state, key_path, load_state, save_state, svid_path
 from spiffe_py._proto.spiffepy.server.v1 import agent_pb2
 from spiffe_py.clock import Clock
@@ -57,6 +59,8 @@ MAX_BACKOFF = 30.0
 JITTER = 0.1  # rotate within ±10% of half-life, like SPIRE
 SYNC_QUIET = 0.2  # seconds without a sync message that end a burst
 MAX_SYNC_BATCH = 10_000
+REVOKE_ATTEMPTS = 5  # RevokeOwn retries for an exited bound process (its SVIDs expire anyway)
+EXIT_REASON = "process exited"
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,8 +108,9 @@ def build_csr(key: ec.EllipticCurvePrivateKey, spiffe_id: SpiffeId | None = None
 class Subscription:
     """One open Workload API stream's interest in the cache."""
 
-    def __init__(self, manager: Manager, selectors: frozenset[Selector]) -> None:
+    def __init__(self, manager: Manager, selectors: frozenset[Selector], process: ProcessKey | None = None) -> None:
         self.selectors = selectors
+        self.process = process  # the caller, for --bind-to-process entries
         self._manager = manager
         self._changed = asyncio.Event()
         self._changed.set()  # the first view is due immediately (WA-06)
@@ -119,7 +124,7 @@ class Subscription:
         """Wait for a change, then return the current view."""
         await self._changed.wait()
         self._changed.clear()
-        view = self._manager.view(self.selectors)
+        view = self._manager.view(self.selectors, self.process)
         self._repin([i.entry.id for i in view.identities])
         return view
 
@@ -147,18 +152,23 @@ class Manager:
         self._mint_kick = asyncio.Event()
         self._sync_messages = 0
         self._trust_changed = False
+        self._watcher = ProcessWatcher(self._process_exited, LinuxProcFs())
+        self._revocations: set[asyncio.Task[None]] = set()
 
     # ---- workload-facing -------------------------------------------------
-    def view(self, selectors: frozenset[Selector]) -> WorkloadView:
-        """Current view for a workload; NotReadyError before the first sync."""
+    def view(self, selectors: frozenset[Selector], process: ProcessKey | None = None) -> WorkloadView:
+        """Current view for a workload (``process``: the caller, for bound entries); NotReadyError before sync."""
         if not self.cache.ready:
             raise NotReadyError("agent: not synced with the server yet")
-        return self.cache.view(selectors)
+        self._expire()
+        if process is not None and any(e.bind_to_process for e in self.cache.matching(selectors)):
+            self._bind(process)
+        return self.cache.view(selectors, process)
 
     @contextlib.asynccontextmanager
     async def subscribe(self, selectors: frozenset[Selector]) -> AsyncIterator[Subscription]:
         """Register interest in ``selectors``; SVIDs for them are minted first."""
-        sub = Subscription(self, selectors)
+        sub = Subscription(self, selectors, current_caller())
         self._subs.add(sub)
         self._mint_kick.set()
         try:
@@ -173,15 +183,39 @@ class Manager:
         """JWT-SVIDs for the caller's identities (or only ``spiffe_id``); cached until half-life."""
         if not self.cache.ready:
             raise NotReadyError("agent: not synced with the server yet")
-        entries = [e for e in self.cache.matching(selectors) if spiffe_id is None or e.spiffe_id == spiffe_id]
+        self._expire()
+        process = current_caller()
+        entries = [
+            e
+            for e in self.cache.matching(selectors)
+            if (spiffe_id is None or e.spiffe_id == spiffe_id) and (process is not None or not e.bind_to_process)
+        ]
         if not entries:
             raise NoIdentityIssuedError("no identity issued")
-        return [(e, await self._jwt_for(e, audience)) for e in entries]
+        return [(e, await self._jwt_for(e, audience, process)) for e in entries]
 
-    async def _jwt_for(self, entry: Entry, audience: Sequence[str]) -> JwtToken:
+    async def _jwt_for(self, entry: Entry, audience: Sequence[str], process: ProcessKey | None) -> JwtToken:
+        if process is None or not entry.bind_to_process:
+            return await self._shared_jwt(entry, audience)
+        self._bind(process)
+        token = self.cache.bound.jwt(process, entry.id, audience, now=self._clock.now())
+        if token is None:
+            token = await self._new_jwt(entry, audience)
+            if not self.cache.bound.put_jwt(process, entry.id, token):
+                # the process exited while the token was minted: it must not outlive it
+                self._revoke_released(Released(process, (), (token.jti,)))
+                raise NoIdentityIssuedError("no identity issued")
+        return token
+
+    async def _shared_jwt(self, entry: Entry, audience: Sequence[str]) -> JwtToken:
         cached = self.cache.get_jwt(entry.spiffe_id, audience, now=self._clock.now())
         if cached is not None:
             return cached
+        token = await self._new_jwt(entry, audience)
+        self.cache.put_jwt(token)
+        return token
+
+    async def _new_jwt(self, entry: Entry, audience: Sequence[str]) -> JwtToken:
         resp = await self._require_client().new_jwt(entry.id, audience)
         if not resp.token or len(resp.token) > MAX_JWT_BYTES or resp.expires_at <= resp.issued_at:
             raise ServerResponseError(f"jwt: server sent an unusable jwt-svid for entry {entry.id!r}")
@@ -194,8 +228,59 @@ class Manager:
             jti=resp.jti,
             kid=jws_key_id(resp.token),
         )
-        self.cache.put_jwt(token)
         return token
+
+    # ---- bound processes and expiring entries (issue 5) --------------------
+    def _bind(self, process: ProcessKey) -> None:
+        """Admit ``process`` for bound credentials (TooManyBoundProcessesError past the limit) and watch it."""
+        if self.cache.bound.admit(process):
+            self._watcher.watch(process)
+            self._mint_kick.set()
+
+    def _process_exited(self, process: ProcessKey) -> None:
+        released = self.cache.release_process(process)
+        log.info(
+            "bound process exited; its svids are revoked",
+            extra={"pid": process.pid, "start_time": process.start_time,
+                   "serials": list(released.serials), "jtis": list(released.jtis)},
+        )
+        self._notify()
+        self._revoke_released(released)
+
+    def _revoke_released(self, released: Released) -> None:
+        if not (released.serials or released.jtis):
+            return
+        task = asyncio.create_task(self._revoke_own(released))
+        self._revocations.add(task)
+        task.add_done_callback(self._revocations.discard)
+
+    async def _revoke_own(self, released: Released) -> None:
+        backoff = 1.0
+        for _ in range(REVOKE_ATTEMPTS):
+            try:
+                count = await self._require_client().revoke_own(released.serials, released.jtis, EXIT_REASON)
+            except (ServerCallError, NotReadyError) as err:
+                log.warning("revoking svids of exited pid %d failed, retrying in %.0fs: %s",
+                            released.process.pid, backoff, err)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+                continue
+            log.info("server revoked svids of exited process",
+                     extra={"pid": released.process.pid, "revoked": count, "reason": EXIT_REASON})
+            return
+        log.error("gave up revoking svids of exited pid %d; they expire on their own", released.process.pid)
+
+    def _expire(self) -> None:
+        """Drop entries whose task ended (--expires-at / --max-lifetime) and wake their streams."""
+        if self.cache.drop_expired(now=self._clock.now()):
+            self._notify()
+
+    def _mint_wait(self) -> float:
+        """Seconds until the mint loop must look again: the rotation tick, or sooner if an entry expires."""
+        end = self.cache.next_expiry()
+        if not end:
+            return self.config.rotation_tick
+        return max(0.0, min(self.config.rotation_tick, end - self._clock.now().timestamp()))
 
     def _notify(self) -> None:
         for sub in self._subs:
@@ -375,35 +460,50 @@ class Manager:
     async def _mint_loop(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._mint_kick.wait(), self.config.rotation_tick)
+                await asyncio.wait_for(self._mint_kick.wait(), self._mint_wait())
             self._mint_kick.clear()
             if not self.cache.ready:
                 continue
+            self._expire()
+            now = self._clock.now()
             subscribers = [s.selectors for s in self._subs]
-            targets = self.cache.svid_targets(subscribers, now=self._clock.now(), jitter=self._jitter())
+            targets: list[tuple[Entry, ProcessKey | None]] = [
+                (e, None) for e in self.cache.svid_targets(subscribers, now=now, jitter=self._jitter())
+            ]
+            bound = [(s.selectors, s.process) for s in self._subs if s.process is not None]
+            targets += self.cache.bound_targets(bound, now=now, jitter=self._jitter())
             try:
                 for i in range(0, len(targets), CSR_BATCH):
                     await self._mint(targets[i : i + CSR_BATCH])
             except ServerCallError as err:
                 log.warning("minting workload svids failed: %s", err)
 
-    async def _mint(self, entries: list[Entry]) -> None:
-        keys = {e.id: new_key() for e in entries}
-        by_id = {e.id: e for e in entries}
-        params = [agent_pb2.NewX509SVIDParams(entry_id=e.id, csr=build_csr(keys[e.id], e.spiffe_id)) for e in entries]
+    async def _mint(self, targets: list[tuple[Entry, ProcessKey | None]]) -> None:
+        """Mint one SVID per target; a bound entry appears once per process, each with its own key."""
+        keys = [new_key() for _ in targets]
+        params = [
+            agent_pb2.NewX509SVIDParams(entry_id=e.id, csr=build_csr(k, e.spiffe_id))
+            for (e, _), k in zip(targets, keys, strict=True)
+        ]
         results = await self._require_client().batch_new_x509(params)
-        for r in results:
-            entry = by_id.get(r.entry_id)
-            if entry is None:
+        # results come back in request order (the same entry may appear for several processes)
+        for (entry, process), key, r in zip(targets, keys, results, strict=False):
+            if r.entry_id != entry.id:
                 continue
             if r.status_code != 0:
                 log.warning("server refused svid for entry %s: %s", r.entry_id, r.status_message[:200])
                 self.cache.mark_refused(r.entry_id, now=self._clock.now())
                 continue
             try:
-                self.cache.put_svid(issued_svid(entry, list(r.cert_chain), keys[r.entry_id]))
+                svid = issued_svid(entry, list(r.cert_chain), key)
             except SpiffeError as err:
                 log.warning("rejected svid for entry %s: %s", r.entry_id, err)
+                continue
+            if process is None:
+                self.cache.put_svid(svid)
+            elif not self.cache.bound.put_svid(process, svid):
+                # the process exited while its SVID was minted: revoke it rather than leave it valid
+                self._revoke_released(Released(process, (f"{svid.serial:x}",), ()))
         self._notify()
 
     async def _rotate_loop(self) -> None:
