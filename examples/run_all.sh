@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Run the examples against a freshly started spiffe-server + spiffe-agent (CI runs this):
+#
+#   bash examples/run_all.sh                          # all of them
+#   bash examples/run_all.sh ai_agent_tool_mtls       # one (watch_svid, ai_agent_tool_mtls, jwt_instead_of_api_key)
+#
+# Installs into .venv if needed, registers the examples' entries for the current user (10 s
+# X509-SVID TTL so rotations happen within the run), runs each example, and exits non-zero if any failed.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source examples/_env.sh
+trap 'exit 130' INT TERM
+
+ALL=(watch_svid ai_agent_tool_mtls jwt_instead_of_api_key)
+[ $# -gt 0 ] && SELECTED=("$@") || SELECTED=("${ALL[@]}")
+for name in "${SELECTED[@]}"; do
+    [[ " ${ALL[*]} " == *" $name "* ]] || { echo "unknown example: $name (known: ${ALL[*]})" >&2; exit 2; }
+done
+
+# command line of each example (run from the repo root with SPIFFE_ENDPOINT_SOCKET set)
+declare -A COMMAND=(
+    [watch_svid]="python -m examples.watch_svid --spiffe-id spiffe://$TRUST_DOMAIN/examples/watcher --seconds 14 --min-rotations 1"
+    [ai_agent_tool_mtls]="python -m examples.ai_agent_tool_mtls --seconds 25"
+    [jwt_instead_of_api_key]="python -m examples.jwt_instead_of_api_key"
+)
+
+started=$SECONDS
+env_install
+env_start
+
+step "register the examples' identities"
+IDS=()
+for path in watcher ai-agent tool billing-client; do
+    IDS+=("spiffe://$TRUST_DOMAIN/examples/$path")
+    env_register "spiffe://$TRUST_DOMAIN/examples/$path" --x509-svid-ttl 10
+done
+env_wait_for "${IDS[@]}"
+
+failed=()
+for name in "${SELECTED[@]}"; do
+    step "example $name: ${COMMAND[$name]}"
+    t0=$SECONDS
+    rc=0
+    ${COMMAND[$name]} || rc=$?
+    if [ $rc -eq 0 ]; then echo "--> $name passed in $((SECONDS - t0))s"; else
+        echo "--> $name FAILED (exit $rc)"; failed+=("$name"); fi
+done
+
+[ ${#failed[@]} -eq 0 ] || fail "${#failed[@]} example(s) failed: ${failed[*]}"
+printf '\nall %s example(s) passed in %ss\n' "${#SELECTED[@]}" "$((SECONDS - started))"
