@@ -116,8 +116,8 @@ async def record_x509_results(ctx: ServerContext, results: Iterable[agent_pb2.X5
 
 async def _revoke(ctx: ServerContext, issuances: Iterable[Issuance], *, reason: str,
                   what: str) -> tuple[Revocation, ...]:
-    revs = revocations_for(issuances, reason=check_reason(reason), now=ctx.clock.now())
-    await ctx.call(ctx.store.add_revocations, revs)
+    revs = await ctx.call(ctx.store.add_revocations,
+                          revocations_for(issuances, reason=check_reason(reason), now=ctx.clock.now()))
     ctx.changes.notify()
     log.info("svids revoked", extra={"what": what, "count": len(revs), "reason": reason})
     return revs
@@ -139,6 +139,7 @@ def _parse(serial: str | None, jti: str | None) -> tuple[RevocationKind, str]:
 async def revoke_svid(ctx: ServerContext, *, serial: str | None, jti: str | None,
                       reason: str) -> tuple[Revocation, ...]:
     """Revoke one SVID by X.509 serial or JWT ID; NotFoundError if the server never issued it."""
+    check_reason(reason)
     kind, value = _parse(serial, jti)
     item = await _issued(ctx, kind, value)
     if item is None:

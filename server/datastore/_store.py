@@ -375,26 +375,28 @@ class SqlDataStore:
         """Record a revocation (idempotent); LimitExceededError when the table is full."""
         self.add_revocations([revocation])
 
-    def add_revocations(self, revocations: Sequence[Revocation]) -> int:
-        """Record revocations in one transaction (all or none); returns how many were new.
+    def add_revocations(self, revocations: Sequence[Revocation]) -> tuple[Revocation, ...]:
+        """Record revocations in one transaction (all or none); returns those that were new.
 
         Raises LimitExceededError when they would overflow the table; records a change so every
         server sharing the database pushes them.
         """
-        rows = [codec.revocation_row(r) for r in revocations]
-        if not rows:
-            return 0
+        if not revocations:
+            return ()
         with self._change_tx() as tx:
-            if int(tx.execute("SELECT COUNT(*) FROM revocations")[0][0]) + len(rows) > self._max_revocations:
+            if int(tx.execute("SELECT COUNT(*) FROM revocations")[0][0]) + len(revocations) > self._max_revocations:
                 raise LimitExceededError(f"datastore: revocation list is full ({self._max_revocations}); prune first")
-            added = 0
-            for row in rows:
-                marks = ", ".join("?" for _ in row)
-                added += len(tx.execute(f"INSERT INTO revocations ({', '.join(row)}) VALUES ({marks})"
-                                        " ON CONFLICT (kind, value) DO NOTHING RETURNING value", list(row.values())))
+            added = tuple(rev for rev in revocations if self._insert_revocation(tx, rev))
             if added:
                 _record_change(tx, ChangeKind.REVOCATION, "")
         return added
+
+    @staticmethod
+    def _insert_revocation(tx: Tx, rev: Revocation) -> bool:
+        row = codec.revocation_row(rev)
+        marks = ", ".join("?" for _ in row)
+        return bool(tx.execute(f"INSERT INTO revocations ({', '.join(row)}) VALUES ({marks})"
+                               " ON CONFLICT (kind, value) DO NOTHING RETURNING value", list(row.values())))
 
     def list_revocations(self, *, now: datetime) -> tuple[Revocation, ...]:
         """Revocations not yet expired at ``now``, ordered by kind and value."""

@@ -173,8 +173,8 @@ class RevocationStore(Protocol):
         """Record a revocation (idempotent); LimitExceededError when the table is full."""
         ...
 
-    def add_revocations(self, revocations: Sequence[Revocation]) -> int:
-        """Record revocations in one transaction (all or none); returns how many were new."""
+    def add_revocations(self, revocations: Sequence[Revocation]) -> tuple[Revocation, ...]:
+        """Record revocations in one transaction (all or none); returns those that were new."""
         ...
 
     def list_revocations(self, *, now: datetime) -> tuple[Revocation, ...]:
