@@ -21,14 +21,17 @@ from pathlib import Path
 
 from cryptography import x509
 from grpclib.server import Server
+from prometheus_client import start_http_server
 
 from agent.attest.base import WorkloadAttestor
 from agent.attest.caller import CallerAttestor
 from agent.attest.docker import DockerAttestor, DockerEngineApi, socket_path_from_docker_host
 from agent.attest.procfs import LinuxProcFs
 from agent.attest.unix import SystemUserDb, UnixAttestor
+from agent.audit import AgentAudit
 from agent.config import AgentConfig
 from agent.errors import AgentConfigError
+from agent.guard import WorkloadGuard
 from agent.manager.sync import Manager, ManagerConfig
 from agent.workloadapi.handler import WorkloadApiHandler
 from agent.workloadapi.jwt import JwtSvidValidator
@@ -96,17 +99,32 @@ def prepare_socket_dir(socket_path: Path) -> None:
         _remove_socket(socket_path)
 
 
+def build_guard(cfg: AgentConfig, manager: Manager, audit: AgentAudit, clock: SystemClock) -> WorkloadGuard:
+    """The Workload API guard (policy, rate limits, anomalies, quarantine through the server)."""
+
+    async def quarantine(entry_id: str, reason: str) -> int:
+        return await manager.server_client().quarantine_own(entry_id, reason)
+
+    return WorkloadGuard(cfg.guard_settings(), audit=audit, clock=clock, quarantine=quarantine,
+                         entries=manager.cache.entries)
+
+
 async def run_agent(cfg: AgentConfig) -> None:
     """Serve the Workload API until cancelled."""
     cfg.validate()
     clock = SystemClock()
     manager = Manager(manager_config(cfg), clock=clock)
     procfs = LinuxProcFs()
+    audit = AgentAudit.open(Path(cfg.data_dir))
+    guard = build_guard(cfg, manager, audit, clock)
     handler = WorkloadApiHandler(
         attestor=CallerAttestor(procfs, build_attestors(cfg, procfs)),
         source=manager,
         validator=JwtSvidValidator(clock),
+        guard=guard,
     )
+    if cfg.metrics_port:
+        start_http_server(cfg.metrics_port, addr=cfg.metrics_address)
     socket_path = Path(cfg.socket_path)
     prepare_socket_dir(socket_path)
     server = Server([handler])
@@ -114,10 +132,15 @@ async def run_agent(cfg: AgentConfig) -> None:
     await server.start(path=str(socket_path))
     os.chmod(socket_path, 0o777)  # noqa: S103 - any local workload may connect (WE-12); attestation decides
     log.info("workload api listening on %s", socket_path)
+    loop = asyncio.get_running_loop()
+    background = [loop.create_task(audit.forward_forever(manager.server_client)),
+                  loop.create_task(guard.watch_policy())]
     try:
         await manager.start()
         await manager.run()
     finally:
+        for task in background:
+            task.cancel()
         server.close()
         # open Workload API streams never end on their own; do not wait for them forever
         with contextlib.suppress(TimeoutError):

@@ -156,6 +156,7 @@ _RUN_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("--join-token", {"help": "single-use join token for the first attestation"}),
     ("--trust-bundle", {"help": "PEM file with the server's bootstrap trust anchors"}),
     ("--log-level", {"choices": LOG_LEVELS}),
+    ("--policy-file", {"help": argparse.SUPPRESS}),  # same as --policy
 )
 
 
@@ -199,6 +200,7 @@ def _config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="TOML config file (unknown keys are errors)")
     for flag, kwargs in _RUN_FLAGS:
         p.add_argument(flag, **kwargs)
+    p.add_argument("--policy", dest="policy_file", help="CEL policy file (TOML [[rule]]), hot-reloaded on change")
     p.add_argument("--insecure-bootstrap", action="store_true", help="do not verify the server on first attestation")
     p.add_argument("--workload-attestor", action="append", choices=ATTESTORS, help="repeatable; default unix")
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import AgentConfigError
+from agent.guard import GuardSettings, anomaly_config, rate_limit_config
 from spiffe_py.errors import InvalidTrustDomainError
 from spiffe_py.spiffeid import TrustDomain
 
@@ -52,6 +53,13 @@ class AgentConfig:
     docker_host: str | None = None  # unix:///path; default: $DOCKER_HOST or /var/run/docker.sock
     resync_interval: float = 60.0
     max_x509_svids: int = 1000
+    # issue 6: request-time policy and guardrails (docs/policy.md, "In the agent")
+    policy_file: str | None = None
+    rate_limit: dict[str, Any] | None = None  # [rate_limit] default = {rate, burst}, label, by_label
+    anomaly: dict[str, Any] | None = None  # [anomaly] enabled, learning_period, window, spike_factor, ...
+    quarantine_on_anomaly: bool = False
+    metrics_address: str = "127.0.0.1"
+    metrics_port: int = 0  # 0 = no metrics listener
 
     def __repr__(self) -> str:
         # never show the join token
@@ -84,9 +92,24 @@ class AgentConfig:
             raise AgentConfigError(f"config: log_level must be one of {LOG_LEVELS!r}: {self.log_level!r}")
         if self.resync_interval <= 0 or self.max_x509_svids < 1:
             raise AgentConfigError("config: resync_interval and max_x509_svids must be positive")
+        self.guard_settings()
+        if not 0 <= self.metrics_port < 65536:
+            raise AgentConfigError(f"config: metrics_port out of range: {self.metrics_port!r}")
+
+    def guard_settings(self) -> GuardSettings:
+        """Policy, rate limit and anomaly settings; raises AgentConfigError on bad values."""
+        if self.policy_file and not Path(self.policy_file).is_file():
+            raise AgentConfigError(f"config: policy_file not found: {self.policy_file!r}")
+        return GuardSettings(
+            policy_file=Path(self.policy_file) if self.policy_file else None,
+            rate_limit=rate_limit_config(self.rate_limit),
+            anomaly=anomaly_config(self.anomaly),
+            quarantine_on_anomaly=self.quarantine_on_anomaly,
+        )
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(AgentConfig)}
+_TABLES = ("rate_limit", "anomaly")
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -94,6 +117,10 @@ def _coerce(name: str, value: Any) -> Any:
         if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
             raise AgentConfigError("config: workload_attestors must be a list of strings")
         return tuple(value)
+    if name in _TABLES:
+        if not isinstance(value, dict):
+            raise AgentConfigError(f"config: [{name}] must be a table")
+        return value
     default = _FIELDS[name].default
     expected: type = type(default) if default is not None else str
     if expected is float and isinstance(value, int) and not isinstance(value, bool):

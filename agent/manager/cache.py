@@ -42,6 +42,9 @@ class Entry:
     x509_svid_ttl: int = 0
     jwt_svid_ttl: int = 0
     dns_names: tuple[str, ...] = ()
+    # issue 6 (policy): admin-set labels and the server's quarantine flag, from sync
+    labels: Mapping[str, str] = field(default_factory=dict, hash=False, compare=True)
+    quarantined: bool = False
     bind_to_process: bool = False  # issue 5: one key and SVID set per attested process
     expires_at: int = 0  # issue 5: Unix seconds when the task ends (expires_at/max_lifetime); 0 = never
 

@@ -125,6 +125,18 @@ class ServerClient:
         response: agent_pb2.NewJWTSVIDResponse = await self._unary(self._stub.NewJWTSVID, request)
         return response
 
+    async def forward_audit(self, records: Sequence[str]) -> int:
+        """Forward canonical JSON audit records (chain order); returns how many the server accepted."""
+        request = agent_pb2.ForwardAuditRequest(records=list(records))
+        response: agent_pb2.ForwardAuditResponse = await self._unary(self._stub.ForwardAudit, request)
+        return int(response.accepted)
+
+    async def quarantine_own(self, entry_id: str, reason: str) -> int:
+        """Ask the server to quarantine one of our entries; returns how many SVIDs it revoked."""
+        request = agent_pb2.QuarantineOwnRequest(entry_id=entry_id, reason=reason)
+        response: agent_pb2.QuarantineOwnResponse = await self._unary(self._stub.QuarantineOwn, request)
+        return int(response.revoked)
+
     async def revoke_own(self, serials: Sequence[str], jtis: Sequence[str], reason: str) -> int:
         """Revoke SVIDs this agent was issued (issue 5: a bound process exited); returns how many."""
         request = agent_pb2.RevokeOwnRequest(x509_serials=list(serials), jwt_ids=list(jtis), reason=reason)

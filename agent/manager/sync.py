@@ -287,6 +287,10 @@ class Manager:
             sub.notify()
 
     # ---- identity --------------------------------------------------------
+    def server_client(self) -> ServerClient:
+        """The current connection to the server (NotReadyError before attestation); issue 6 audit/quarantine."""
+        return self._require_client()
+
     def _require_client(self) -> ServerClient:
         if self._client is None:
             raise NotReadyError("agent: not attested yet")

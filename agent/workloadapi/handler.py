@@ -20,6 +20,7 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from agent.errors import NoIdentityIssuedError
+from agent.guard import WorkloadGuard, X509Gate
 from agent.manager.cache import Entry, JwtToken, WorkloadView
 from agent.workloadapi.convert import (
     audience_list,
@@ -120,7 +121,9 @@ class WorkloadApiHandler(SpiffeWorkloadAPIBase):
         source: WorkloadSource,
         validator: JwtValidator,
         credentials: Callable[[Any], PeerCred] = peer_cred,
+        guard: WorkloadGuard | None = None,
     ) -> None:
+        self._guard = guard  # issue 6: policy, rate limits, anomalies, audit
         self._attestor = attestor
         self._source = source
         self._validator = validator
@@ -137,6 +140,8 @@ class WorkloadApiHandler(SpiffeWorkloadAPIBase):
 
     async def _stream_views(self, stream: Any, build: Callable[[WorkloadView], Any], need_svids: bool) -> None:
         _, selectors = await self._caller(stream)
+        if need_svids and self._guard is not None:  # issue 6: identities the policy refuses are left out
+            build = _gated(build, self._guard.x509_gate(self._credentials(stream), selectors))
         try:
             async with self._source.subscribe(selectors) as sub:
                 last = None
@@ -179,7 +184,11 @@ class WorkloadApiHandler(SpiffeWorkloadAPIBase):
             raise _invalid(f"too many audience values (max {MAX_AUDIENCES})")
         try:
             spiffe_id = SpiffeId.parse(request.spiffe_id) if request.spiffe_id else None
-            tokens = await self._source.fetch_jwt_svids(selectors, audience, spiffe_id)
+            if self._guard is not None:  # issue 6
+                tokens = await self._guard.fetch_jwt(self._source, selectors, self._credentials(stream), audience,
+                                                     spiffe_id)
+            else:
+                tokens = await self._source.fetch_jwt_svids(selectors, audience, spiffe_id)
         except Exception as err:
             raise to_grpc_error(err) from err
         await stream.send_message(jwt_svid_response(tokens))
@@ -194,10 +203,18 @@ class WorkloadApiHandler(SpiffeWorkloadAPIBase):
         if len(request.svid) > MAX_TOKEN_BYTES:
             raise _invalid("svid is too large")
         try:
-            bundles = visible_bundles(self._source.view(selectors))
-            subject, claims = self._validator.validate(request.svid, request.audience, bundles)
+            view = self._source.view(selectors)
+            bundles = visible_bundles(view)
+            if self._guard is not None:  # issue 6
+                subject, claims = self._guard.validate_jwt(
+                    view, selectors, self._credentials(stream), request.audience,
+                    lambda: self._validator.validate(request.svid, request.audience, bundles))
+            else:
+                subject, claims = self._validator.validate(request.svid, request.audience, bundles)
         except SpiffeError as err:
-            status = Status.INVALID_ARGUMENT if err.grpc_status != "UNAVAILABLE" else Status.UNAVAILABLE
+            # a policy deny (issue 6) keeps its status; every other failure means an invalid token
+            kept = err.grpc_status in ("UNAVAILABLE", "PERMISSION_DENIED")
+            status = Status[err.grpc_status] if kept else Status.INVALID_ARGUMENT
             raise GRPCError(status, str(err)) from err
         except Exception as err:
             raise to_grpc_error(err) from err
@@ -212,3 +229,8 @@ class WorkloadApiHandler(SpiffeWorkloadAPIBase):
     async def FetchWITBundles(self, stream: Any) -> None:
         """WIT bundles are not supported (WA-28)."""
         raise GRPCError(Status.UNIMPLEMENTED, "wit-svid profile is not supported")
+
+
+def _gated(build: Callable[[WorkloadView], Any], gate: X509Gate) -> Callable[[WorkloadView], Any]:
+    """``build`` applied to the view the guard lets through (issue 6)."""
+    return lambda view: build(gate.apply(view))

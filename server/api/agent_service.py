@@ -25,7 +25,7 @@ from server.api.context import ServerContext
 from server.api.convert import bundle_to_proto, certs_to_der, entry_to_proto, jwt_claims_of
 from server.api.errors import RequestError, grpc_errors, status_for
 from server.api.peer import peer_leaf, verify_peer_svid
-from server.api.revocations import record_issuances, record_x509_results, revoke_own
+from server.api.revocations import record_issuances, record_x509_results, revoke_entry, revoke_own
 from server.api.sync import SyncState, own_bundle
 from server.authz import authorized_entries, check_entry_authorized, node_aliases
 from server.ca.signer import public_key_from_csr
@@ -35,7 +35,7 @@ from server.errors import AttestationError, FailedPreconditionError
 from server.guard import CsrBatch
 from server.metrics import AGENTS_SYNCING, SIGNED
 from server.nodeattest.base import AttestResult
-from server.revocation import jwt_issuance
+from server.revocation import check_reason, jwt_issuance
 from spiffe_py._proto.spiffepy.server.v1 import agent_pb2
 from spiffe_py._proto.spiffepy.server.v1.agent_grpc import AgentAPIBase
 from spiffe_py.errors import AuthorizationError, SpiffeError
@@ -294,3 +294,20 @@ class AgentService(AgentAPIBase):
                 raise RequestError("request", "missing")
             accepted = await self._ctx.call(self._ctx.guard.audit.forward, agent.spiffe_id, list(req.records))
             await stream.send_message(agent_pb2.ForwardAuditResponse(accepted=accepted))
+
+    # -- QuarantineOwn (issue 6: agent anomaly guardrail) ---------------------------------------------
+
+    async def QuarantineOwn(self, stream: Stream[agent_pb2.QuarantineOwnRequest, agent_pb2.QuarantineOwnResponse]
+                            ) -> None:
+        with grpc_errors("QuarantineOwn"):
+            agent = await self._agent(stream)
+            req = await stream.recv_message()
+            if req is None:
+                raise RequestError("request", "missing")
+            entry = check_entry_authorized(req.entry_id, await self._authorized(agent))
+            reason = f"agent anomaly: {req.reason or 'no reason given'}"
+            ctx = self._ctx
+            await ctx.guard.quarantine(ctx.store, entry.id, reason=check_reason(reason), actor=agent.spiffe_id)
+            revs = await revoke_entry(ctx, entry.id, reason=f"quarantined: {reason}"[:256], delete=False)
+            ctx.changes.notify()
+            await stream.send_message(agent_pb2.QuarantineOwnResponse(revoked=len(revs)))

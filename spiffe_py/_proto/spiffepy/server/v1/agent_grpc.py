@@ -43,6 +43,10 @@ class AgentAPIBase(abc.ABC):
     async def ForwardAudit(self, stream: 'grpclib.server.Stream[spiffe_py._proto.spiffepy.server.v1.agent_pb2.ForwardAuditRequest, spiffe_py._proto.spiffepy.server.v1.agent_pb2.ForwardAuditResponse]') -> None:
         pass
 
+    @abc.abstractmethod
+    async def QuarantineOwn(self, stream: 'grpclib.server.Stream[spiffe_py._proto.spiffepy.server.v1.agent_pb2.QuarantineOwnRequest, spiffe_py._proto.spiffepy.server.v1.agent_pb2.QuarantineOwnResponse]') -> None:
+        pass
+
     def __mapping__(self) -> typing.Dict[str, grpclib.const.Handler]:
         return {
             '/spiffepy.server.v1.AgentAPI/AttestAgent': grpclib.const.Handler(
@@ -86,6 +90,12 @@ class AgentAPIBase(abc.ABC):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 spiffe_py._proto.spiffepy.server.v1.agent_pb2.ForwardAuditRequest,
                 spiffe_py._proto.spiffepy.server.v1.agent_pb2.ForwardAuditResponse,
+            ),
+            '/spiffepy.server.v1.AgentAPI/QuarantineOwn': grpclib.const.Handler(
+                self.QuarantineOwn,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                spiffe_py._proto.spiffepy.server.v1.agent_pb2.QuarantineOwnRequest,
+                spiffe_py._proto.spiffepy.server.v1.agent_pb2.QuarantineOwnResponse,
             ),
         }
 
@@ -134,4 +144,10 @@ class AgentAPIStub:
             '/spiffepy.server.v1.AgentAPI/ForwardAudit',
             spiffe_py._proto.spiffepy.server.v1.agent_pb2.ForwardAuditRequest,
             spiffe_py._proto.spiffepy.server.v1.agent_pb2.ForwardAuditResponse,
+        )
+        self.QuarantineOwn = grpclib.client.UnaryUnaryMethod(
+            channel,
+            '/spiffepy.server.v1.AgentAPI/QuarantineOwn',
+            spiffe_py._proto.spiffepy.server.v1.agent_pb2.QuarantineOwnRequest,
+            spiffe_py._proto.spiffepy.server.v1.agent_pb2.QuarantineOwnResponse,
         )

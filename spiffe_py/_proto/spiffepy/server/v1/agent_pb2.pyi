@@ -113,6 +113,20 @@ class ForwardAuditResponse(_message.Message):
     accepted: int
     def __init__(self, accepted: _Optional[int] = ...) -> None: ...
 
+class QuarantineOwnRequest(_message.Message):
+    __slots__ = ("entry_id", "reason")
+    ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    entry_id: str
+    reason: str
+    def __init__(self, entry_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class QuarantineOwnResponse(_message.Message):
+    __slots__ = ("revoked",)
+    REVOKED_FIELD_NUMBER: _ClassVar[int]
+    revoked: int
+    def __init__(self, revoked: _Optional[int] = ...) -> None: ...
+
 class NewX509SVIDParams(_message.Message):
     __slots__ = ("entry_id", "csr")
     ENTRY_ID_FIELD_NUMBER: _ClassVar[int]

@@ -69,6 +69,11 @@ class AgentAPIStub:
                 request_serializer=spiffepy_dot_server_dot_v1_dot_agent__pb2.ForwardAuditRequest.SerializeToString,
                 response_deserializer=spiffepy_dot_server_dot_v1_dot_agent__pb2.ForwardAuditResponse.FromString,
                 _registered_method=True)
+        self.QuarantineOwn = channel.unary_unary(
+                '/spiffepy.server.v1.AgentAPI/QuarantineOwn',
+                request_serializer=spiffepy_dot_server_dot_v1_dot_agent__pb2.QuarantineOwnRequest.SerializeToString,
+                response_deserializer=spiffepy_dot_server_dot_v1_dot_agent__pb2.QuarantineOwnResponse.FromString,
+                _registered_method=True)
 
 
 class AgentAPIServicer:
@@ -130,6 +135,15 @@ class AgentAPIServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def QuarantineOwn(self, request, context):
+        """Quarantine an entry the caller is entitled to (an anomaly guardrail
+        fired in the agent, issue 6): nothing more is minted for it and its
+        unexpired SVIDs are revoked, until an admin clears the quarantine.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentAPIServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -167,6 +181,11 @@ def add_AgentAPIServicer_to_server(servicer, server):
                     servicer.ForwardAudit,
                     request_deserializer=spiffepy_dot_server_dot_v1_dot_agent__pb2.ForwardAuditRequest.FromString,
                     response_serializer=spiffepy_dot_server_dot_v1_dot_agent__pb2.ForwardAuditResponse.SerializeToString,
+            ),
+            'QuarantineOwn': grpc.unary_unary_rpc_method_handler(
+                    servicer.QuarantineOwn,
+                    request_deserializer=spiffepy_dot_server_dot_v1_dot_agent__pb2.QuarantineOwnRequest.FromString,
+                    response_serializer=spiffepy_dot_server_dot_v1_dot_agent__pb2.QuarantineOwnResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -358,6 +377,33 @@ class AgentAPI:
             '/spiffepy.server.v1.AgentAPI/ForwardAudit',
             spiffepy_dot_server_dot_v1_dot_agent__pb2.ForwardAuditRequest.SerializeToString,
             spiffepy_dot_server_dot_v1_dot_agent__pb2.ForwardAuditResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QuarantineOwn(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/spiffepy.server.v1.AgentAPI/QuarantineOwn',
+            spiffepy_dot_server_dot_v1_dot_agent__pb2.QuarantineOwnRequest.SerializeToString,
+            spiffepy_dot_server_dot_v1_dot_agent__pb2.QuarantineOwnResponse.FromString,
             options,
             channel_credentials,
             insecure,

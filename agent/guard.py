@@ -1,0 +1,472 @@
+"""Request-time guardrails of the Workload API: policy, rate limits, anomaly alerts, quarantine, audit.
+
+The handler asks the guard once per identity it would serve; every decision (allow and
+deny) is written to the agent's audit chain before the answer goes out::
+
+    guard = WorkloadGuard(settings, audit=AgentAudit.open(data_dir), clock=clock, quarantine=manager_quarantine)
+    verdict = guard.decide(Method.FETCH_JWT_SVID, entry, facts, audiences=("payments",))
+    if not verdict.allowed: ...              # PERMISSION_DENIED / RESOURCE_EXHAUSTED with verdict.reason
+    guard.issued(Method.FETCH_JWT_SVID, entry, facts, verdict, jti=token.jti)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+from prometheus_client import Counter
+
+from agent.audit import AgentAudit
+from agent.errors import AgentConfigError
+from agent.manager.cache import Entry, Identity, JwtToken, WorkloadView
+from spiffe_py._peercred import PeerCred
+from spiffe_py.anomaly import Alert, AnomalyConfig, AnomalyDetector, Observation
+from spiffe_py.audit import build_event
+from spiffe_py.clock import Clock
+from spiffe_py.errors import SpiffeError
+from spiffe_py.policy import Decision, EntryFacts, Method, Policy, PolicyError, PolicyHolder, WorkloadFacts, build_input
+from spiffe_py.ratelimit import Limit, RateLimitConfig, RateLimiter
+from spiffe_py.selectors import Selector
+from spiffe_py.spiffeid import SpiffeId
+
+log = logging.getLogger(__name__)
+
+ACTOR = "agent"
+NODE = "local"  # each agent keeps its own detector, so the node is always this one
+QUARANTINE_RETRY = 5.0
+
+DECISIONS = Counter("spiffe_agent_policy_decisions_total", "Workload API decisions", ["method", "decision"])
+DENIALS = Counter("spiffe_agent_policy_denials_total", "Workload API denials", ["method", "rule"])
+RELOADS = Counter("spiffe_agent_policy_reloads_total", "Policy reloads", ["result"])
+ALERTS = Counter("spiffe_agent_anomaly_alerts_total", "Anomaly alerts", ["kind"])
+QUARANTINES = Counter("spiffe_agent_quarantines_total", "Identities quarantined by the agent")
+
+RATE_RULE = "rate_limit"
+QUARANTINE_RULE = "quarantine"
+_ANOMALY_KEYS = {"learning_period", "window", "alpha", "spike_factor", "min_windows", "min_count", "enabled"}
+_SECONDS_KEYS = ("learning_period", "window")
+
+
+# --- configuration (pure) ------------------------------------------------------------------------
+
+
+def _limit(value: object, where: str) -> Limit:
+    if not isinstance(value, Mapping) or set(value) != {"rate", "burst"}:
+        raise AgentConfigError(f"config: {where} must be a table {{rate = R, burst = B}}")
+    rate, burst = value["rate"], value["burst"]
+    if isinstance(rate, bool) or not isinstance(rate, int | float) or isinstance(burst, bool) or not isinstance(
+        burst, int
+    ):
+        raise AgentConfigError(f"config: {where}: rate must be a number and burst an integer")
+    try:
+        return Limit(rate=float(rate), burst=burst)
+    except ValueError as err:
+        raise AgentConfigError(f"config: {where}: {err}") from err
+
+
+def rate_limit_config(table: Mapping[str, Any] | None) -> RateLimitConfig | None:
+    """``[rate_limit]`` → RateLimitConfig (None = off); AgentConfigError on bad values."""
+    if table is None:
+        return None
+    unknown = sorted(set(table) - {"default", "label", "by_label"})
+    if unknown or "default" not in table:
+        raise AgentConfigError(f"config: [rate_limit] needs 'default'; unknown keys: {unknown!r}")
+    label = table.get("label")
+    by_label = table.get("by_label", {})
+    if (label is not None and not isinstance(label, str)) or not isinstance(by_label, Mapping):
+        raise AgentConfigError("config: [rate_limit] label must be a string and by_label a table")
+    if by_label and label is None:
+        raise AgentConfigError("config: [rate_limit] by_label needs label")
+    limits = {str(k): _limit(v, f"rate_limit.by_label.{k}") for k, v in by_label.items()}
+    return RateLimitConfig(default=_limit(table["default"], "rate_limit.default"), label=label, by_label_value=limits)
+
+
+def anomaly_config(table: Mapping[str, Any] | None) -> AnomalyConfig | None:
+    """``[anomaly]`` → AnomalyConfig (defaults when absent; None when ``enabled = false``)."""
+    table = dict(table or {})
+    unknown = sorted(set(table) - _ANOMALY_KEYS)
+    if unknown:
+        raise AgentConfigError(f"config: [anomaly] unknown keys: {unknown!r}")
+    if table.pop("enabled", True) is False:
+        return None
+    try:
+        for key in _SECONDS_KEYS:
+            if key in table:
+                table[key] = timedelta(seconds=float(table[key]))
+        return AnomalyConfig(**table)
+    except (TypeError, ValueError) as err:
+        raise AgentConfigError(f"config: [anomaly]: {err}") from err
+
+
+@dataclass(frozen=True, slots=True)
+class GuardSettings:
+    """What the guard enforces; built from AgentConfig by agent.app."""
+
+    policy_file: Path | None = None
+    rate_limit: RateLimitConfig | None = None
+    anomaly: AnomalyConfig | None = field(default_factory=AnomalyConfig)
+    quarantine_on_anomaly: bool = False
+
+
+# --- request facts (pure) ------------------------------------------------------------------------
+
+
+def workload_facts(cred: PeerCred | None, selectors: Iterable[Selector]) -> WorkloadFacts:
+    """The ``workload`` document from the peer credentials and the attested selectors."""
+    sels = sorted(selectors, key=str)
+    unix = {s.value.partition(":")[0]: s.value.partition(":")[2] for s in sels if s.type == "unix"}
+    labels: dict[str, str] = {}
+    image = None
+    for s in sels:
+        if s.type != "docker":
+            continue
+        kind, _, rest = s.value.partition(":")
+        if kind == "label":
+            key, _, value = rest.partition(":")
+            labels[key] = value
+        elif kind == "image_id":
+            image = rest
+    return WorkloadFacts(
+        selectors=sels, pid=cred.pid if cred else None, uid=cred.uid if cred else None,
+        gid=cred.gid if cred else None, path=unix.get("path"), sha256=unix.get("sha256"),
+        container_image=image, container_labels=labels or None,
+    )
+
+
+def entry_facts(entry: Entry | None) -> EntryFacts:
+    """The ``entry`` document of a synced entry (only labels, empty, without one)."""
+    if entry is None:
+        return EntryFacts()
+    return EntryFacts(id=entry.id, spiffe_id=str(entry.spiffe_id), x509_svid_ttl=entry.x509_svid_ttl or None,
+                      jwt_svid_ttl=entry.jwt_svid_ttl or None, labels=dict(entry.labels))
+
+
+def _started(entry: Entry | None) -> datetime | None:
+    return datetime.fromtimestamp(entry.created_at, UTC) if entry is not None and entry.created_at else None
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The guard's answer for one identity: a policy decision or a guardrail refusal."""
+
+    decision: Decision
+    exhausted: bool = False  # over the rate limit: RESOURCE_EXHAUSTED, not PERMISSION_DENIED
+
+    @property
+    def allowed(self) -> bool:
+        """True when the identity may be served."""
+        return self.decision.allowed
+
+    @property
+    def reason(self) -> str:
+        """Why (the rule's reason on deny)."""
+        return self.decision.reason
+
+
+QuarantineCall = Callable[[str, str], Awaitable[object]]
+
+
+class PolicyDeniedError(SpiffeError):
+    """The policy (or a quarantine) refused every identity of the request."""
+
+    grpc_status = "PERMISSION_DENIED"
+
+
+class RateLimitedError(SpiffeError):
+    """The identity is over its rate limit."""
+
+    grpc_status = "RESOURCE_EXHAUSTED"
+
+
+def refusal(verdict: Verdict) -> SpiffeError:
+    """The error for a refused request (the rule's reason, never a secret)."""
+    if verdict.exhausted:
+        return RateLimitedError(f"rate limit exceeded for this identity: {verdict.reason}")
+    return PolicyDeniedError(f"policy: denied by rule '{verdict.decision.rule}': {verdict.reason}")
+
+
+class JwtSource(Protocol):
+    """What the JWT flow needs from the manager."""
+
+    def view(self, selectors: frozenset[Selector]) -> WorkloadView:
+        """Current view."""
+        ...
+
+    async def fetch_jwt_svids(
+        self, selectors: frozenset[Selector], audience: Sequence[str], spiffe_id: SpiffeId | None = None
+    ) -> list[tuple[Entry, JwtToken]]:
+        """JWT-SVIDs for the caller's identities."""
+        ...
+
+
+class WorkloadGuard:
+    """Policy + rate limits + anomaly detection + quarantine for one agent; audits every decision."""
+
+    def __init__(self, settings: GuardSettings, *, audit: AgentAudit, clock: Clock,
+                 quarantine: QuarantineCall | None = None,
+                 entries: Callable[[], Iterable[Entry]] = tuple) -> None:
+        self._clock = clock
+        self._entries = entries
+        self._audit = audit
+        self._holder = self._load(settings.policy_file)
+        self._limiter = RateLimiter(settings.rate_limit) if settings.rate_limit else None
+        self._detector = AnomalyDetector(settings.anomaly) if settings.anomaly else None
+        self._quarantine_call = quarantine if settings.quarantine_on_anomaly else None
+        # entry id -> (reason, entry revision then): quarantined here, not yet seen quarantined from the server
+        self._pending: dict[str, tuple[str, int]] = {}
+        self._confirmed: set[str] = set()  # pending ids the server accepted
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _load(self, path: Path | None) -> PolicyHolder | None:
+        if path is None:
+            return None
+        return PolicyHolder(path, clock=self._clock, on_reload=_reloaded, on_error=_refused)
+
+    @property
+    def policy(self) -> Policy | None:
+        """The policy in force (after a due reload check), or None without a policy file."""
+        return self._holder.policy if self._holder else None
+
+    async def watch_policy(self, interval: float = 1.0) -> None:
+        """Check the policy file every ``interval`` seconds: a refused edit is logged without waiting for a request."""
+        while self._holder is not None:
+            await asyncio.sleep(interval)
+            self._holder.check()
+
+    # -- decisions ----------------------------------------------------------------------------
+
+    def decide(self, method: Method, entry: Entry | None, workload: WorkloadFacts, *,
+               audiences: tuple[str, ...] = (), validator_audience: str | None = None,
+               requested_spiffe_id: str | None = None, charge: bool = True, record: bool = True) -> Verdict:
+        """Quarantine, rate limit, anomaly rules, then policy; deny verdicts are audited here (if ``record``)."""
+        verdict = self._guardrails(method, entry, audiences, workload, charge)
+        if verdict is None:
+            verdict = Verdict(self._evaluate(method, entry, workload, audiences=audiences,
+                                             validator_audience=validator_audience,
+                                             requested_spiffe_id=requested_spiffe_id))
+        if record and not verdict.allowed:
+            self._record(method, entry, workload, verdict, audiences=audiences)
+        return verdict
+
+    def _guardrails(self, method: Method, entry: Entry | None, audiences: tuple[str, ...],
+                    workload: WorkloadFacts, charge: bool) -> Verdict | None:
+        why = self.quarantined(entry)
+        if why is not None:
+            return Verdict(Decision(False, f"entry quarantined: {why}", QUARANTINE_RULE))
+        if entry is None or not charge:
+            return None
+        now = self._clock.now()
+        if self._limiter is not None and not self._limiter.allow(str(entry.spiffe_id), now=now,
+                                                                  labels=entry.labels).allowed:
+            return Verdict(Decision(False, "rate limit exceeded", RATE_RULE), exhausted=True)
+        if self._detector is not None:
+            alerts = self._detector.observe(Observation(spiffe_id=str(entry.spiffe_id), audiences=audiences,
+                                                        entry_id=entry.id, node=NODE, sha256=workload.sha256),
+                                            now=now)
+            if alerts and self._alert(method, entry, workload, alerts):
+                return Verdict(Decision(False, f"entry quarantined: anomaly {alerts[0].kind}", QUARANTINE_RULE))
+        return None
+
+    def _evaluate(self, method: Method, entry: Entry | None, workload: WorkloadFacts, *, audiences: tuple[str, ...],
+                  validator_audience: str | None, requested_spiffe_id: str | None) -> Decision:
+        if self._holder is None:
+            return Decision(True, "no policy")
+        doc = build_input(now=self._clock.now(), method=method, workload=workload, entry=entry_facts(entry),
+                          audiences=audiences, validator_audience=validator_audience,
+                          requested_spiffe_id=requested_spiffe_id, task_started_at=_started(entry))
+        return self._holder.evaluate(doc)
+
+    def issued(self, method: Method, entry: Entry | None, workload: WorkloadFacts, verdict: Verdict, *,
+               audiences: tuple[str, ...] = (), serial: str | None = None, jti: str | None = None,
+               subject: str | None = None) -> None:
+        """Audit an allowed request once it was served (with the SVID's serial or jti)."""
+        self._record(method, entry, workload, verdict, audiences=audiences, serial=serial, jti=jti, subject=subject)
+
+    def _record(self, method: Method, entry: Entry | None, workload: WorkloadFacts, verdict: Verdict, *,
+                audiences: tuple[str, ...], serial: str | None = None, jti: str | None = None,
+                subject: str | None = None) -> None:
+        decision = "allow" if verdict.allowed else "deny"
+        DECISIONS.labels(method=str(method), decision=decision).inc()
+        if not verdict.allowed:
+            DENIALS.labels(method=str(method), rule=verdict.decision.rule or "").inc()
+        details: dict[str, Any] = {"rule": verdict.decision.rule, "pid": workload.pid, "uid": workload.uid}
+        if entry is not None:
+            details["entry_id"] = entry.id
+        if audiences:
+            details["audiences"] = list(audiences)
+        if verdict.decision.max_ttl is not None:
+            details["max_ttl"] = int(verdict.decision.max_ttl.total_seconds())
+        if subject is not None:
+            details["subject"] = subject
+        self._audit.append(build_event(
+            now=self._clock.now(), actor=ACTOR, spiffe_id=str(entry.spiffe_id) if entry else workload.spiffe_id,
+            selectors=workload.selectors, decision=decision, reason=verdict.reason, method=str(method),
+            serial=serial, jti=jti, details=details))
+
+    # -- anomalies and quarantine -------------------------------------------------------------
+
+    def _alert(self, method: Method, entry: Entry, workload: WorkloadFacts, alerts: list[Alert]) -> bool:
+        """Audit the alerts; quarantine the entry when configured. True if it was quarantined."""
+        for alert in alerts:
+            ALERTS.labels(kind=str(alert.kind)).inc()
+            log.warning("anomaly %s for %s: %s", alert.kind, alert.spiffe_id, dict(alert.details))
+            self._audit.append(build_event(
+                now=self._clock.now(), actor=ACTOR, spiffe_id=alert.spiffe_id, selectors=workload.selectors,
+                decision="deny" if self._quarantine_call else "allow", reason=f"anomaly alert: {alert.kind}",
+                method=str(method), details={"alert": str(alert.kind), "entry_id": entry.id, **alert.details}))
+        if self._quarantine_call is None:
+            return False
+        self.quarantine(entry, f"anomaly {alerts[0].kind}")
+        return True
+
+    def quarantine(self, entry: Entry, reason: str) -> None:
+        """Stop serving ``entry`` now and ask the server to quarantine it (retried in the background)."""
+        if entry.id in self._pending:
+            return
+        self._pending[entry.id] = (reason, entry.revision)
+        QUARANTINES.inc()
+        log.warning("quarantining entry %s (%s): %s", entry.id, entry.spiffe_id, reason)
+        if self._quarantine_call is not None:
+            task = asyncio.get_running_loop().create_task(self._ask_server(entry.id, reason))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _ask_server(self, entry_id: str, reason: str) -> None:
+        assert self._quarantine_call is not None
+        while entry_id in self._pending:
+            try:
+                await self._quarantine_call(entry_id, reason)
+                self._confirmed.add(entry_id)
+                return
+            except Exception as err:  # keep retrying; the entry stays blocked locally meanwhile
+                log.warning("quarantine of entry %s not accepted by the server yet: %s", entry_id, err)
+                await asyncio.sleep(QUARANTINE_RETRY)
+
+    def quarantined(self, entry: Entry | None) -> str | None:
+        """The quarantine reason if ``entry`` is quarantined (by the server, or here and not yet synced)."""
+        if entry is None:
+            return None
+        pending = self._pending.get(entry.id)
+        if entry.quarantined or (pending and entry.id in self._confirmed and entry.revision > pending[1]):
+            # the server's flag governs from now on (a newer unquarantined revision means it was cleared)
+            self._pending.pop(entry.id, None)
+            self._confirmed.discard(entry.id)
+            return (entry.labels.get("quarantine.reason") or "quarantined by the server") if entry.quarantined else None
+        return pending[0] if pending else None
+
+    def subject_quarantined(self, subject: str) -> str | None:
+        """The quarantine reason if any synced entry for ``subject`` is quarantined."""
+        for entry in self._entries():
+            if str(entry.spiffe_id) == subject:
+                why = self.quarantined(entry)
+                if why is not None:
+                    return why
+        return None
+
+    # -- Workload API flows -------------------------------------------------------------------
+
+    async def fetch_jwt(self, source: JwtSource, selectors: frozenset[Selector], cred: PeerCred | None,
+                        audience: Sequence[str], spiffe_id: SpiffeId | None) -> list[tuple[Entry, JwtToken]]:
+        """FetchJWTSVID for the allowed identities; PolicyDeniedError/RateLimitedError if none is."""
+        facts = workload_facts(cred, selectors)
+        audiences = tuple(audience)
+        entries = [i.entry for i in source.view(selectors).identities
+                   if spiffe_id is None or i.entry.spiffe_id == spiffe_id]
+        verdicts = [(e, self.decide(Method.FETCH_JWT_SVID, e, facts, audiences=audiences,
+                                    requested_spiffe_id=str(spiffe_id) if spiffe_id else None)) for e in entries]
+        allowed = [(e, v) for e, v in verdicts if v.allowed]
+        if not entries:
+            return await source.fetch_jwt_svids(selectors, audience, spiffe_id)  # the usual "no identity" error
+        if not allowed:
+            raise refusal(verdicts[0][1])
+        out: list[tuple[Entry, JwtToken]] = []
+        for entry, verdict in allowed:
+            pairs = await source.fetch_jwt_svids(selectors, audience, entry.spiffe_id)
+            for got, token in pairs:
+                if got.id == entry.id:
+                    self.issued(Method.FETCH_JWT_SVID, entry, facts, verdict, audiences=audiences, jti=token.jti)
+                    out.append((got, token))
+        return out
+
+    def validate_jwt(self, view: WorkloadView, selectors: frozenset[Selector], cred: PeerCred | None,
+                     audience: str, validate: Callable[[], tuple[SpiffeId, Mapping[str, Any]]]
+                     ) -> tuple[SpiffeId, Mapping[str, Any]]:
+        """ValidateJWTSVID: validate, then refuse quarantined subjects and apply the policy; audited."""
+        facts = workload_facts(cred, selectors)
+        caller = view.identities[0].entry if view.identities else None
+        try:
+            subject, claims = validate()
+        except SpiffeError as err:
+            self._record(Method.VALIDATE_JWT_SVID, caller, facts, Verdict(Decision(False, str(err), "invalid")),
+                         audiences=(audience,))
+            raise
+        jti = str(claims.get("jti")) if claims.get("jti") else None
+        why = self.subject_quarantined(str(subject))
+        if why is not None:
+            verdict = Verdict(Decision(False, f"subject quarantined: {why}", QUARANTINE_RULE))
+            self._record(Method.VALIDATE_JWT_SVID, caller, facts, verdict, audiences=(audience,), jti=jti,
+                         subject=str(subject))
+            raise InvalidSubjectError(f"jwt-svid subject {str(subject)!r} is quarantined")
+        verdict = self.decide(Method.VALIDATE_JWT_SVID, caller, facts, validator_audience=audience,
+                              requested_spiffe_id=str(subject), charge=False, record=False)
+        self._record(Method.VALIDATE_JWT_SVID, caller, facts, verdict, audiences=(audience,), jti=jti,
+                     subject=str(subject))
+        if not verdict.allowed:
+            raise refusal(verdict)
+        return subject, claims
+
+    def x509_gate(self, cred: PeerCred | None, selectors: frozenset[Selector]) -> X509Gate:
+        """A per-stream filter for FetchX509SVID views."""
+        return X509Gate(self, workload_facts(cred, selectors))
+
+
+class InvalidSubjectError(SpiffeError):
+    """ValidateJWTSVID: the token's subject is quarantined (treated like an invalid token)."""
+
+    grpc_status = "INVALID_ARGUMENT"
+
+
+class X509Gate:
+    """Filters one FetchX509SVID stream's views by the guard; audits only when the outcome changes."""
+
+    def __init__(self, guard: WorkloadGuard, facts: WorkloadFacts) -> None:
+        self._guard = guard
+        self._facts = facts
+        self._charged: set[str] = set()  # rate limits charge once per identity per stream
+        self._last: tuple[tuple[str, bool, str, int], ...] = ()
+
+    def apply(self, view: WorkloadView) -> WorkloadView:
+        """The view with refused identities left out; raises if every identity is refused."""
+        verdicts = [(i, self._decide(i)) for i in view.identities]
+        outcome = tuple((i.entry.id, v.allowed, v.reason, i.svid.serial if i.svid else 0) for i, v in verdicts)
+        if outcome != self._last:
+            self._last = outcome
+            for ident, verdict in verdicts:
+                serial = format(ident.svid.serial, "x") if ident.svid and ident.svid.serial else None
+                self._guard.issued(Method.FETCH_X509_SVID, ident.entry, self._facts, verdict, serial=serial)
+        kept = tuple(i for i, v in verdicts if v.allowed)
+        if verdicts and not kept:
+            raise refusal(verdicts[0][1])
+        wanted = {td for i in kept for td in i.entry.federates_with}
+        federated = {td: b for td, b in view.federated.items() if td in wanted}
+        return WorkloadView(kept, view.bundle, federated, view.crls)
+
+    def _decide(self, ident: Identity) -> Verdict:
+        charge = ident.entry.id not in self._charged
+        self._charged.add(ident.entry.id)
+        return self._guard.decide(Method.FETCH_X509_SVID, ident.entry, self._facts, charge=charge, record=False)
+
+
+def _reloaded(policy: Policy) -> None:
+    RELOADS.labels(result="ok").inc()
+    log.info("policy reloaded from %s (%d rules)", policy.source, len(policy.rules))
+
+
+def _refused(err: PolicyError) -> None:
+    RELOADS.labels(result="error").inc()
+    log.error("policy refused, the previous policy stays in force: %s", err)
