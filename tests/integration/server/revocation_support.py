@@ -42,7 +42,7 @@ def revocation_server() -> Iterator[ServerProc]:
 def http_get(srv: ServerProc, path: str) -> bytes:
     """GET from the server's bundle endpoint."""
     port = srv.bundle_port  # type: ignore[attr-defined]
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:  # noqa: S310 (our test server)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:
         data: bytes = resp.read()
         return data
 
@@ -102,7 +102,8 @@ async def next_matching(stream: Any, pred: Callable[[agent_pb2.SyncAuthorizedRes
             msg = await stream.recv_message()
             assert msg is not None, "sync stream ended"
             if pred(msg):
-                return msg
+                found: agent_pb2.SyncAuthorizedResponse = msg
+                return found
     return await asyncio.wait_for(scan(), WAIT_S)
 
 
