@@ -9,7 +9,6 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 source examples/_env.sh
-trap 'exit 130' INT TERM
 
 started=$SECONDS
 env_install

@@ -67,7 +67,11 @@ agent_healthy() {
 
 env_start() {
     ENV_DIR=$(mktemp -d "${TMPDIR:-/tmp}/spiffe-py-env.XXXXXX")
+    # Stop both processes however we end: normal exit, failure, Ctrl-C, or a closed output pipe
+    # (`./quickstart.sh | head` would otherwise kill us by SIGPIPE before the EXIT trap runs).
     trap env_stop EXIT
+    trap 'exit 130' INT TERM HUP
+    trap '' PIPE
     ADMIN_SOCKET=$ENV_DIR/server/api.sock
     # The agent insists that the socket's directory belongs to its own user and that nobody else
     # can write there (root-owned when the agent runs as root); a directory inside our fresh 0700
@@ -137,6 +141,7 @@ env_dump_logs() {
 env_stop() {
     local rc=$?
     [ -n "$ENV_DIR" ] || return 0
+    set +e  # a failing echo (closed stdout) must not stop the cleanup
     step "stop agent and server"
     stop_pid "$AGENT_PID" spiffe-agent
     stop_pid "$SERVER_PID" spiffe-server

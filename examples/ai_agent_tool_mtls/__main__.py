@@ -62,7 +62,7 @@ def main() -> int:
     parser.add_argument("--agent-id", type=SpiffeId.parse, default=SpiffeId.parse(f"{TD}/ai-agent"))
     parser.add_argument("--tool-id", type=SpiffeId.parse, default=SpiffeId.parse(f"{TD}/tool"))
     parser.add_argument("--seconds", type=float, default=25.0)
-    parser.add_argument("--min-rotations", type=int, default=1, help="per side")
+    parser.add_argument("--min-rotations", type=int, default=2, help="per side")
     args = parser.parse_args()
 
     tool, port = start_server("examples.ai_agent_tool_mtls.tool", "--spiffe-id", str(args.tool_id),
