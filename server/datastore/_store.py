@@ -384,9 +384,10 @@ class SqlDataStore:
         if not revocations:
             return ()
         with self._change_tx() as tx:
-            if int(tx.execute("SELECT COUNT(*) FROM revocations")[0][0]) + len(revocations) > self._max_revocations:
-                raise LimitExceededError(f"datastore: revocation list is full ({self._max_revocations}); prune first")
             added = tuple(rev for rev in revocations if self._insert_revocation(tx, rev))
+            # Checked after the inserts so re-revoking is never refused; raising rolls them all back.
+            if added and int(tx.execute("SELECT COUNT(*) FROM revocations")[0][0]) > self._max_revocations:
+                raise LimitExceededError(f"datastore: revocation list is full ({self._max_revocations}); prune first")
             if added:
                 _record_change(tx, ChangeKind.REVOCATION, "")
         return added
