@@ -96,5 +96,8 @@ class UnixAttestor:
 
     async def attest(self, pid: int) -> frozenset[Selector]:
         """Selectors for ``pid``; raises WorkloadAttestationError when /proc cannot be read."""
+        if not self._discover:
+            # one small /proc read and name lookups: a thread hop would cost more than the work
+            return self._attest_sync(pid)
         # hashing a large binary blocks; keep the event loop free
         return await asyncio.to_thread(self._attest_sync, pid)
