@@ -18,7 +18,9 @@ import json
 import os
 import re
 import socket
-from collections.abc import Mapping
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlparse
@@ -32,6 +34,8 @@ NAME = "docker"
 DEFAULT_SOCKET = "/var/run/docker.sock"
 MAX_RESPONSE_BYTES = 4 << 20
 DEFAULT_TIMEOUT = 5.0
+INSPECT_CACHE_TTL = 5.0  # seconds a container's selectors are reused
+INSPECT_CACHE_SIZE = 1024  # containers remembered at most (least recently stored evicted)
 
 _ID_RE = re.compile(r"\b([0-9a-f]{64})\b")
 _FULL_ID_RE = re.compile(r"[0-9a-f]{64}")
@@ -182,20 +186,50 @@ class DockerEngineApi:
 
 
 class DockerAttestor:
-    """Workload attestor producing ``docker:*`` selectors (none when not in a container)."""
+    """Workload attestor producing ``docker:*`` selectors (none when not in a container).
+
+    Selectors are cached per container ID for ``cache_ttl`` seconds: the ID comes from the kernel
+    (cgroup), is random and never reused, and a container's labels, env and image cannot change
+    after creation, so a hit describes the same container; it saves an engine round trip per call.
+    """
 
     name = NAME
 
-    def __init__(self, procfs: ProcFs, api: DockerApi) -> None:
+    def __init__(
+        self,
+        procfs: ProcFs,
+        api: DockerApi,
+        *,
+        cache_ttl: float = INSPECT_CACHE_TTL,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._procfs = procfs
         self._api = api
+        self._ttl = cache_ttl
+        self._monotonic = monotonic
+        self._cache: OrderedDict[str, tuple[float, frozenset[Selector]]] = OrderedDict()  # cid -> (at, selectors)
 
-    def _attest_sync(self, pid: int) -> frozenset[Selector]:
-        cid = container_id_from_cgroup(self._procfs.cgroup(pid))
-        if cid is None:
-            return frozenset()
-        return container_selectors(self._api.inspect(cid))
+    def _cached(self, cid: str, now: float) -> frozenset[Selector] | None:
+        hit = self._cache.get(cid)
+        if hit is None or now - hit[0] >= self._ttl:
+            return None
+        return hit[1]
+
+    def _store(self, cid: str, now: float, selectors: frozenset[Selector]) -> None:
+        self._cache[cid] = (now, selectors)
+        self._cache.move_to_end(cid)
+        while len(self._cache) > INSPECT_CACHE_SIZE:
+            self._cache.popitem(last=False)
 
     async def attest(self, pid: int) -> frozenset[Selector]:
         """Selectors for ``pid``'s container."""
-        return await asyncio.to_thread(self._attest_sync, pid)
+        cid = container_id_from_cgroup(self._procfs.cgroup(pid))  # one small /proc read: inline
+        if cid is None:
+            return frozenset()
+        now = self._monotonic()
+        cached = self._cached(cid, now)
+        if cached is not None:
+            return cached
+        selectors = container_selectors(await asyncio.to_thread(self._api.inspect, cid))
+        self._store(cid, now, selectors)
+        return selectors

@@ -14,6 +14,9 @@ from contextlib import contextmanager
 
 import pytest
 
+from agent.attest.docker import INSPECT_CACHE_TTL, ContainerInfo, DockerAttestor, DockerEngineApi
+from agent.attest.docker import socket_path_from_docker_host as docker_socket
+from agent.attest.procfs import LinuxProcFs
 from tests.integration.agent.conftest import TD, Env, running_env
 from tests.support.docker_engine import DockerEngine
 
@@ -97,3 +100,38 @@ def test_image_id_entry_matches_container_not_host(docker_engine: DockerEngine) 
     assert [s["spiffe_id"] for s in json.loads(out[out.index("[") :])] == [IMAGE_ID]
     assert host.returncode == 1
     assert "PERMISSION_DENIED" in host.stderr
+
+
+class CountingEngineApi(DockerEngineApi):
+    """The real engine API, counting inspect calls."""
+
+    calls = 0
+
+    def inspect(self, container_id: str) -> ContainerInfo:
+        self.calls += 1
+        return super().inspect(container_id)
+
+
+async def test_inspect_cache_is_per_container_and_expires(docker_engine: DockerEngine) -> None:
+    """Selectors are reused only for the same container ID and only within the TTL."""
+    api = CountingEngineApi(docker_socket(docker_engine.host))
+    clock = [1000.0]
+    attestor = DockerAttestor(LinuxProcFs(), api, monotonic=lambda: clock[0])
+    tool = docker_engine.run(["sleep", "120"], labels={"app": "tool"}, host_python=False)
+    other = docker_engine.run(["sleep", "120"], labels={"app": "other"}, host_python=False)
+    try:
+        tool_pid, other_pid = docker_engine.pid(tool), docker_engine.pid(other)
+        first = await attestor.attest(tool_pid)
+        assert await attestor.attest(tool_pid) == first
+        assert api.calls == 1
+        assert "label:app:tool" in {s.value for s in first}
+        other_selectors = {s.value for s in await attestor.attest(other_pid)}
+        assert "label:app:other" in other_selectors
+        assert "label:app:tool" not in other_selectors
+        assert api.calls == 2
+        clock[0] += INSPECT_CACHE_TTL
+        assert await attestor.attest(tool_pid) == first
+        assert api.calls == 3
+    finally:
+        docker_engine.remove(tool)
+        docker_engine.remove(other)
