@@ -240,9 +240,8 @@ class Manager:
     def _process_exited(self, process: ProcessKey) -> None:
         released = self.cache.release_process(process)
         log.info(
-            "bound process exited; its svids are revoked",
-            extra={"pid": process.pid, "start_time": process.start_time,
-                   "serials": list(released.serials), "jtis": list(released.jtis)},
+            "bound process exited; its svids are revoked: pid=%d start_time=%d serials=%s jtis=%s",
+            process.pid, process.start_time, ",".join(released.serials) or "-", ",".join(released.jtis) or "-",
         )
         self._notify()
         self._revoke_released(released)
@@ -265,8 +264,7 @@ class Manager:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
                 continue
-            log.info("server revoked svids of exited process",
-                     extra={"pid": released.process.pid, "revoked": count, "reason": EXIT_REASON})
+            log.info("server revoked %d svids of exited pid=%d (reason %r)", count, released.process.pid, EXIT_REASON)
             return
         log.error("gave up revoking svids of exited pid %d; they expire on their own", released.process.pid)
 

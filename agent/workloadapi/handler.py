@@ -22,6 +22,7 @@ from grpclib.exceptions import GRPCError
 from agent.errors import NoIdentityIssuedError
 from agent.guard import WorkloadGuard, X509Gate
 from agent.manager.cache import Entry, JwtToken, WorkloadView
+from agent.manager.process_binding import ProcessKey, peer_process, set_caller
 from agent.workloadapi.convert import (
     audience_list,
     jwt_bundles_response,
@@ -34,7 +35,7 @@ from spiffe_py._peercred import PeerCred, peer_cred
 from spiffe_py._proto import workload_pb2
 from spiffe_py._proto.workload_grpc import SpiffeWorkloadAPIBase
 from spiffe_py.bundle import SpiffeBundle
-from spiffe_py.errors import SpiffeError
+from spiffe_py.errors import InvalidJwtSvidError, SpiffeError
 from spiffe_py.selectors import Selector
 from spiffe_py.spiffeid import SpiffeId
 
@@ -111,6 +112,13 @@ def check_security_header(metadata: Any) -> None:
         raise _invalid("security header missing from request")
 
 
+def check_not_revoked(claims: Mapping[str, Any], view: WorkloadView) -> None:
+    """Refuse a JWT-SVID whose ``jti`` was revoked (issue 5)."""
+    jti = claims.get("jti")
+    if isinstance(jti, str) and jti in view.revoked_jtis:
+        raise InvalidJwtSvidError("jwtsvid: token has been revoked")
+
+
 class WorkloadApiHandler(SpiffeWorkloadAPIBase):
     """The Workload API service."""
 
@@ -122,7 +130,9 @@ class WorkloadApiHandler(SpiffeWorkloadAPIBase):
         validator: JwtValidator,
         credentials: Callable[[Any], PeerCred] = peer_cred,
         guard: WorkloadGuard | None = None,
+        process_of: Callable[[PeerCred], ProcessKey | None] = peer_process,
     ) -> None:
+        self._process_of = process_of  # issue 5: --bind-to-process entries are keyed by the caller process
         self._guard = guard  # issue 6: policy, rate limits, anomalies, audit
         self._attestor = attestor
         self._source = source
@@ -134,7 +144,9 @@ class WorkloadApiHandler(SpiffeWorkloadAPIBase):
         check_security_header(stream.metadata)
         request = await stream.recv_message()
         try:
-            return request, await self._attestor.attest(self._credentials(stream))
+            cred = self._credentials(stream)
+            set_caller(self._process_of(cred))  # issue 5: read before attestation, which checks it stays the same
+            return request, await self._attestor.attest(cred)
         except Exception as err:
             raise to_grpc_error(err) from err
 
@@ -211,6 +223,7 @@ class WorkloadApiHandler(SpiffeWorkloadAPIBase):
                     lambda: self._validator.validate(request.svid, request.audience, bundles))
             else:
                 subject, claims = self._validator.validate(request.svid, request.audience, bundles)
+            check_not_revoked(claims, view)  # issue 5
         except SpiffeError as err:
             # a policy deny (issue 6) keeps its status; every other failure means an invalid token
             kept = err.grpc_status in ("UNAVAILABLE", "PERMISSION_DENIED")
