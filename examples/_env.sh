@@ -21,7 +21,10 @@ fail() { printf '\nFAILED: %s\n' "$*" >&2; env_dump_logs; exit 1; }
 
 env_install() {
     step "python environment: $VENV"
-    [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV" || fail "python3 -m venv (need Python >= 3.11 with venv)"
+    if [ ! -x "$VENV/bin/python" ]; then
+        python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || fail "spiffe-py needs python3 >= 3.11"
+        python3 -m venv "$VENV" || fail "python3 -m venv (on Debian/Ubuntu: apt-get install python3-venv)"
+    fi
     # Re-install only when the entry points are missing: keeps a second run quick.
     if [ ! -x "$VENV/bin/spiffe-server" ] || [ ! -x "$VENV/bin/spiffe-agent" ]; then
         "$VENV/bin/python" -m pip install -q -e "$REPO" || fail "pip install -e ."

@@ -18,7 +18,7 @@ done
 
 # command line of each example (run from the repo root with SPIFFE_ENDPOINT_SOCKET set)
 declare -A COMMAND=(
-    [watch_svid]="python -m examples.watch_svid --spiffe-id spiffe://$TRUST_DOMAIN/examples/watcher --seconds 14 --min-rotations 2"
+    [watch_svid]="python -m examples.watch_svid --spiffe-id spiffe://$TRUST_DOMAIN/examples/watcher --seconds 17 --min-rotations 2"
     [ai_agent_tool_mtls]="python -m examples.ai_agent_tool_mtls --seconds 25"
     [jwt_instead_of_api_key]="python -m examples.jwt_instead_of_api_key"
 )

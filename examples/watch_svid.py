@@ -4,7 +4,7 @@ Next to a running agent (``bash examples/run_all.sh watch_svid`` starts one and 
 ``spiffe://example.org/examples/watcher`` with a 10 s TTL, so it rotates about every 5 s)::
 
     SPIFFE_ENDPOINT_SOCKET=unix:///path/to/api.sock python -m examples.watch_svid \\
-        --spiffe-id spiffe://example.org/examples/watcher --seconds 14 --min-rotations 1
+        --spiffe-id spiffe://example.org/examples/watcher --seconds 17 --min-rotations 2
 
 Exits 0 only if it saw at least ``--min-rotations`` rotations.
 """
@@ -33,14 +33,16 @@ def pick(context: X509Context, spiffe_id: SpiffeId | None) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spiffe-id", type=SpiffeId.parse, help="which identity to follow (default: the default SVID)")
-    parser.add_argument("--seconds", type=float, default=14.0, help="how long to watch")
+    parser.add_argument("--seconds", type=float, default=17.0, help="how long to watch")
     parser.add_argument("--min-rotations", type=int, default=0, help="exit 1 unless this many rotations were seen")
     args = parser.parse_args()
 
     seen: list[str] = []
     with WorkloadApiClient() as client, client.watch_x509_context() as watch:
         # The stream blocks until the next update, so a timer ends it after --seconds.
-        threading.Timer(args.seconds, watch.cancel).start()
+        timer = threading.Timer(args.seconds, watch.cancel)
+        timer.daemon = True  # an early stream error must not wait for it
+        timer.start()
         try:
             for context in watch:
                 line = pick(context, args.spiffe_id)
