@@ -1,0 +1,45 @@
+"""The issuance log and batch revocations (issue 5), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from server.datastore import Issuance, NotFoundError, Revocation, RevocationKind, SqlDataStore
+
+NOW = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def _issued(i: int, *, entry: str = "e1", agent: str = "a1", minutes: int = 10) -> Issuance:
+    return Issuance(kind=RevocationKind.SERIAL, value=f"{i:x}", spiffe_id="spiffe://example.org/w", entry_id=entry,
+                    agent_id=agent, issuer="ab" * 20, expires_at=NOW + timedelta(minutes=minutes))
+
+
+def test_issuance_log_batches_lookups_and_prunes(store: SqlDataStore) -> None:
+    batch = [_issued(i + 1) for i in range(1200)]  # more than one INSERT chunk
+    store.record_issuances(batch)
+    store.record_issuances(batch[:3])  # a replayed batch is ignored
+    store.record_issuances([_issued(5000, entry="e2", agent="a2", minutes=1)])
+    assert store.get_issuance(RevocationKind.SERIAL, "1") == batch[0]
+    with pytest.raises(NotFoundError, match="no issued serial 'ffff'"):
+        store.get_issuance(RevocationKind.SERIAL, "ffff")
+    assert len(store.list_issuances(now=NOW, entry_id="e1")) == 1200
+    assert [i.value for i in store.list_issuances(now=NOW, agent_id="a2")] == [f"{5000:x}"]
+    assert store.list_issuances(now=NOW + timedelta(minutes=2), agent_id="a2") == ()
+    with pytest.raises(ValueError, match="exactly one of entry_id and agent_id"):
+        store.list_issuances(now=NOW)
+    assert store.prune_issuances(now=NOW + timedelta(minutes=2)) == 1
+    assert store.prune_issuances(now=NOW + timedelta(minutes=10)) == 1200
+
+
+def test_add_revocations_returns_only_new_ones_and_records_one_change(store: SqlDataStore) -> None:
+    revs = tuple(Revocation(kind=RevocationKind.JTI, value=f"j{i}", revoked_at=NOW,
+                            expires_at=NOW + timedelta(minutes=5), spiffe_id="spiffe://example.org/w", issuer="")
+                 for i in range(3))
+    seq = store.change_seq()
+    assert store.add_revocations(revs[:2]) == revs[:2]
+    assert store.add_revocations(revs) == revs[2:]
+    assert store.add_revocations(revs) == () and store.add_revocations(()) == ()
+    assert store.change_seq() == seq + 2
+    assert store.list_revocations(now=NOW) == revs
