@@ -413,8 +413,10 @@ class Manager:
             while True:
                 batch = [await queue.get()]
                 # a paged full sync arrives as a burst: apply the burst as one batch so
-                # workloads never see (and SVIDs are never dropped for) a half-applied state
-                while batch[-1] is not None and len(batch) < MAX_SYNC_BATCH:
+                # workloads never see (and SVIDs are never dropped for) a half-applied state.
+                # Changes (full=False) are additive and applied at once: a revocation must not wait.
+                first = batch[0]
+                while first is not None and first.full and batch[-1] is not None and len(batch) < MAX_SYNC_BATCH:
                     try:
                         batch.append(await asyncio.wait_for(queue.get(), SYNC_QUIET))
                     except TimeoutError:

@@ -47,13 +47,13 @@ def wait_until(predicate: Callable[[], bool], what: str, timeout: float = WAIT_S
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-def start_cluster(agent_count: int) -> Cluster:
+def start_cluster(agent_count: int, agent_args: tuple[str, ...] = ()) -> Cluster:
     """Start a server and ``agent_count`` agents, each with a ``/workload`` entry, and wait until ready."""
     server = ServerProc.start(trust_domain=TD)
     cluster = Cluster(server, [])
     try:
         for i in range(agent_count):
-            agent = AgentProc.start(server, f"agent{i}")
+            agent = AgentProc.start(server, f"agent{i}", agent_args)
             cluster.agents.append(agent)
             cluster.create_entry(agent, WORKLOAD_ID)
         for agent in cluster.agents:
