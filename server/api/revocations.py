@@ -60,7 +60,7 @@ class RevocationSnapshot:
 
 
 class RevocationHub:
-    """Caches the snapshot: rebuilt when the datastore or the CA set changes, and at CRL half-life."""
+    """Caches the snapshot: rebuilt when a revocation is added, the CA set changes, and at CRL half-life."""
 
     def __init__(self) -> None:
         self._lock = asyncio.Lock()
@@ -74,7 +74,7 @@ class RevocationHub:
         async with self._lock:
             now = ctx.clock.now()
             signers = ctx.ca.x509_signers()
-            key = (await ctx.call(ctx.store.change_seq), tuple(s.authority_id for s in signers))
+            key = (await ctx.call(ctx.store.revocation_seq), tuple(s.authority_id for s in signers))
             if key == self._key and self._refresh_at is not None and now < self._refresh_at:
                 return self._snapshot
             if self._prune_at is None or now >= self._prune_at:

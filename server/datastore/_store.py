@@ -389,8 +389,14 @@ class SqlDataStore:
             if added and int(tx.execute("SELECT COUNT(*) FROM revocations")[0][0]) > self._max_revocations:
                 raise LimitExceededError(f"datastore: revocation list is full ({self._max_revocations}); prune first")
             if added:
+                _bump(tx, "revocation")
                 _record_change(tx, ChangeKind.REVOCATION, "")
         return added
+
+    def revocation_seq(self) -> int:
+        """A number that grows whenever a revocation is added (0 if none ever was)."""
+        with self._backend.transaction() as tx:
+            return _counter(tx, "revocation")
 
     @staticmethod
     def _insert_revocation(tx: Tx, rev: Revocation) -> bool:

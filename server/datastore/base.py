@@ -177,6 +177,10 @@ class RevocationStore(Protocol):
         """Record revocations in one transaction (all or none); returns those that were new."""
         ...
 
+    def revocation_seq(self) -> int:
+        """A number that grows whenever a revocation is added (0 if none ever was)."""
+        ...
+
     def list_revocations(self, *, now: datetime) -> tuple[Revocation, ...]:
         """Revocations not yet expired at ``now``."""
         ...

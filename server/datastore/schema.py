@@ -141,7 +141,10 @@ _V2 = (
     "ALTER TABLE revocations ADD COLUMN issuer TEXT NOT NULL DEFAULT ''",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
+# A counter bumped with every new revocation, so readers notice revocations without reading them.
+_V3 = ("INSERT INTO counters (name, value) VALUES ('revocation', 0)",)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
 """Migration N (1-based) is ``MIGRATIONS[N - 1]``; append new ones, never edit applied ones."""
 
 

@@ -37,9 +37,9 @@ def test_add_revocations_returns_only_new_ones_and_records_one_change(store: Sql
     revs = tuple(Revocation(kind=RevocationKind.JTI, value=f"j{i}", revoked_at=NOW,
                             expires_at=NOW + timedelta(minutes=5), spiffe_id="spiffe://example.org/w", issuer="")
                  for i in range(3))
-    seq = store.change_seq()
+    seq, rseq = store.change_seq(), store.revocation_seq()
     assert store.add_revocations(revs[:2]) == revs[:2]
     assert store.add_revocations(revs) == revs[2:]
     assert store.add_revocations(revs) == () and store.add_revocations(()) == ()
-    assert store.change_seq() == seq + 2
+    assert store.change_seq() == seq + 2 and store.revocation_seq() == rseq + 2
     assert store.list_revocations(now=NOW) == revs
