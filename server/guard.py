@@ -21,6 +21,8 @@ holds the rule's reason. If the audit record cannot be written the mint fails to
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -28,7 +30,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-import jwt
 from cryptography import x509
 
 from server.audit import CentralAudit
@@ -162,7 +163,8 @@ def denial(decision: Decision) -> AuthorizationError:
 
 def jwt_id(token: str) -> str | None:
     """The ``jti`` of a JWT we just signed (read without verification: we made it)."""
-    claims = jwt.decode(token, options={"verify_signature": False})
+    payload = token.split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     jti = claims.get("jti")
     return None if jti is None else str(jti)
 
