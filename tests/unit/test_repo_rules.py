@@ -21,6 +21,9 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("spiffe_py", "server", "agent")
 FORBIDDEN_IMPORTS = {"spiffe_py": {"server", "agent"}, "server": {"agent"}, "agent": {"server"}}
+# Test-only dependencies (the `test` extra): runtime code must not need them, or
+# `pip install spiffe-py` (and ./quickstart.sh) would break at import time.
+TEST_ONLY_IMPORTS = frozenset({"jwt", "spiffe", "pytest", "hypothesis", "grpc_tools", "tests"})
 GENERATED = "spiffe_py/_proto"
 
 # Files allowed to read the wall clock. Keep this tiny: each entry is an I/O shell.
@@ -62,7 +65,7 @@ def import_violations(root: Path) -> list[str]:
         package = rel.split("/", 1)[0]
         for line, module in imported_modules(tree):
             top = module.split(".", 1)[0]
-            if top in FORBIDDEN_IMPORTS[package]:
+            if top in FORBIDDEN_IMPORTS[package] or top in TEST_ONLY_IMPORTS:
                 found.append(f"{rel}:{line}: {package} must not import {module}")
     return found
 
@@ -131,12 +134,14 @@ def test_import_checker_catches_violations(tmp_path: Path) -> None:
             "spiffe_py/_proto/gen.py": "import agent\n",  # generated code is not checked
             "server/b.py": "from spiffe_py import x\nfrom agent.y import z\nfrom . import sibling\n",
             "agent/c.py": "import spiffe_py\n\n\ndef f():\n    import server\n",
+            "server/d.py": "import jwt\n",  # PyJWT is a test-only dependency
         },
     )
     assert import_violations(tmp_path) == [
         "spiffe_py/a.py:2: spiffe_py must not import server.x",
         "server/b.py:2: server must not import agent.y",
         "agent/c.py:5: agent must not import server",
+        "server/d.py:1: server must not import jwt",
     ]
 
 
