@@ -140,8 +140,8 @@ def test_import_checker_catches_violations(tmp_path: Path) -> None:
     assert import_violations(tmp_path) == [
         "spiffe_py/a.py:2: spiffe_py must not import server.x",
         "server/b.py:2: server must not import agent.y",
-        "agent/c.py:5: agent must not import server",
         "server/d.py:1: server must not import jwt",
+        "agent/c.py:5: agent must not import server",
     ]
 
 
