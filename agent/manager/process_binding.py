@@ -24,17 +24,20 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from agent.attest.procfs import LinuxProcFs, ProcFs, parse_stat_start_time
 from agent.errors import AgentError
 from spiffe_py._peercred import PeerCred
+from spiffe_py.audit import AuditEvent, Outcome, build_event
 from spiffe_py.rotation import half_life
 
 if TYPE_CHECKING:
     from agent.manager.cache import IssuedSvid, JwtToken
 
 DEFAULT_MAX_BOUND_PROCESSES = 1024
+EXIT_REASON = "process exited"
+EXIT_METHOD = "BoundProcessExit"
 
 
 class TooManyBoundProcessesError(AgentError):
@@ -84,6 +87,24 @@ class Released:
     process: ProcessKey
     serials: tuple[str, ...]
     jtis: tuple[str, ...]
+
+
+class AuditSink(Protocol):
+    """Where the agent records audit events (agent.audit.AgentAudit)."""
+
+    def append(self, event: AuditEvent) -> object:
+        """Record one event."""
+        ...
+
+
+def exit_event(released: Released, *, now: datetime, actor: str) -> AuditEvent:
+    """The audit record of a bound process's exit and the revocation of its credentials."""
+    return build_event(
+        now=now, actor=actor, spiffe_id=None, selectors=(), decision=Outcome.ALLOW, reason=EXIT_REASON,
+        method=EXIT_METHOD,
+        details={"pid": released.process.pid, "start_time": released.process.start_time,
+                 "revoked_serials": list(released.serials), "revoked_jtis": list(released.jtis)},
+    )
 
 
 _JwtKey = tuple[ProcessKey, str, tuple[str, ...]]

@@ -42,7 +42,15 @@ from agent.manager.convert import (
     load_chain,
     sync_update_from_proto,
 )
-from agent.manager.process_binding import ProcessKey, ProcessWatcher, Released, current_caller
+from agent.manager.process_binding import (
+    EXIT_REASON,
+    AuditSink,
+    ProcessKey,
+    ProcessWatcher,
+    Released,
+    current_caller,
+    exit_event,
+)
 from agent.manager.storage import AgentState, clear_state, key_path, load_state, save_state, svid_path
 from spiffe_py._proto.spiffepy.server.v1 import agent_pb2
 from spiffe_py.clock import Clock
@@ -60,7 +68,6 @@ JITTER = 0.1  # rotate within ±10% of half-life, like SPIRE
 SYNC_QUIET = 0.2  # seconds without a sync message that end a burst
 MAX_SYNC_BATCH = 10_000
 REVOKE_ATTEMPTS = 5  # RevokeOwn retries for an exited bound process (its SVIDs expire anyway)
-EXIT_REASON = "process exited"
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,8 +148,11 @@ class Subscription:
 class Manager:
     """Owns the agent identity, the server connection and the workload cache."""
 
-    def __init__(self, config: ManagerConfig, *, clock: Clock, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, config: ManagerConfig, *, clock: Clock, rng: random.Random | None = None, audit: AuditSink | None = None
+    ) -> None:
         self.config = config
+        self._audit = audit  # issue 5: bound-process exits are recorded in the agent's audit trail
         self.cache = WorkloadCache(max_x509_svids=config.max_x509_svids)
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
@@ -243,8 +253,18 @@ class Manager:
             "bound process exited; its svids are revoked: pid=%d start_time=%d serials=%s jtis=%s",
             process.pid, process.start_time, ",".join(released.serials) or "-", ",".join(released.jtis) or "-",
         )
+        self._record_exit(released)
         self._notify()
         self._revoke_released(released)
+
+    def _record_exit(self, released: Released) -> None:
+        if self._audit is None:
+            return
+        actor = display_id(self._state.spiffe_id) if self._state is not None else "agent"
+        try:
+            self._audit.append(exit_event(released, now=self._clock.now(), actor=actor))
+        except SpiffeError as err:  # the revocation must go ahead even if the audit store fails
+            log.error("audit: could not record the exit of pid %d: %s", released.process.pid, err)
 
     def _revoke_released(self, released: Released) -> None:
         if not (released.serials or released.jtis):

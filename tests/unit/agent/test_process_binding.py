@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -20,9 +21,12 @@ from agent.manager.process_binding import (
     TooManyBoundProcessesError,
     process_key,
 )
+from agent.manager.sync import Manager, ManagerConfig
 from agent.workloadapi.handler import check_not_revoked
 from spiffe_py._proto.spiffepy.server.v1 import types_pb2
+from spiffe_py.audit import AuditEvent
 from spiffe_py.bundle import SpiffeBundle
+from spiffe_py.clock import ManualClock
 from spiffe_py.errors import InvalidJwtSvidError
 from spiffe_py.selectors import Selector
 from spiffe_py.spiffeid import SpiffeId, TrustDomain
@@ -234,3 +238,47 @@ async def test_watcher_reports_a_reused_or_gone_pid_at_once() -> None:
     assert proc.stdin is not None
     proc.stdin.close()
     proc.wait()
+
+
+# ---- the manager: exit -> local revocation + audit record -------------------------------------
+
+
+class RecordingAudit:
+    def __init__(self) -> None:
+        self.events: list[AuditEvent] = []
+
+    def append(self, event: AuditEvent) -> object:
+        self.events.append(event)
+        return event.to_dict()
+
+
+async def test_manager_records_and_revokes_a_bound_process_exit(tmp_path: Path) -> None:
+    """A bound process exits: its jti is refused locally at once and the exit lands in the audit trail."""
+    audit = RecordingAudit()
+    config = ManagerConfig(TrustDomain.parse("example.org"), "127.0.0.1", 1, tmp_path)
+    manager = Manager(config, clock=ManualClock(NOW), audit=audit)
+    manager.cache.apply_sync([SyncUpdate(full=True, entries=(bound_entry(),))])
+    proc = _spawn()
+    key = process_key(LinuxProcFs(), proc.pid)
+    assert key is not None
+    try:
+        view = manager.view(frozenset({UID}), key)  # binds and watches the caller
+        assert view.identities[0].svid is None
+        manager.cache.bound.put_svid(key, svid("b", 0x77))
+        manager.cache.bound.put_jwt(key, "b", jwt("jti-x"))
+        assert proc.stdin is not None
+        proc.stdin.close()
+        for _ in range(500):
+            if audit.events:
+                break
+            await asyncio.sleep(0.01)
+        (event,) = audit.events
+        assert event.method == "BoundProcessExit" and event.reason == "process exited"
+        assert event.details["pid"] == proc.pid
+        assert event.details["revoked_serials"] == ["77"] and event.details["revoked_jtis"] == ["jti-x"]
+        assert "jti-x" in manager.view(frozenset({UID})).revoked_jtis
+        assert not manager.cache.bound.admitted(key)
+    finally:
+        proc.wait()
+        for task in asyncio.all_tasks() - {asyncio.current_task()}:
+            task.cancel()  # the RevokeOwn retry (no server here)
