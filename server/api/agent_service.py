@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -60,6 +61,32 @@ def entry_end(entry: RegistrationEntry, *, now: datetime) -> datetime | None:
     return end
 
 
+@dataclass(frozen=True, slots=True)
+class _EntryPlan:
+    """What every X.509-SVID of one entry in a batch shares, worked out once per batch."""
+
+    entry: RegistrationEntry
+    spiffe_id: SpiffeId
+    expires_at: datetime | None
+    requested_ttl: timedelta | None
+
+
+def _plan_for(entry_id: str, allowed: Mapping[str, RegistrationEntry], plans: dict[str, _EntryPlan | SpiffeError],
+              *, now: datetime) -> _EntryPlan | SpiffeError:
+    """The plan for ``entry_id`` (memoised in ``plans``), or the error that refuses it."""
+    plan = plans.get(entry_id)
+    if plan is None:
+        try:
+            entry = check_entry_authorized(entry_id, allowed)
+            plan = _EntryPlan(entry=entry, spiffe_id=SpiffeId.parse(entry.spiffe_id),
+                              expires_at=entry_end(entry, now=now),
+                              requested_ttl=timedelta(seconds=entry.x509_svid_ttl) if entry.x509_svid_ttl else None)
+        except SpiffeError as err:
+            plan = err
+        plans[entry_id] = plan
+    return plan
+
+
 class AgentService(AgentAPIBase):
     """grpclib handlers of ``spiffepy.server.v1.AgentAPI``."""
 
@@ -69,14 +96,19 @@ class AgentService(AgentAPIBase):
     # -- caller ------------------------------------------------------------------------------
 
     async def _agent(self, stream: Stream[Any, Any]) -> AttestedAgent:
+        return await self._known_agent(self._peer_id(stream))
+
+    def _peer_id(self, stream: Stream[Any, Any]) -> str:
         ctx = self._ctx
-        sid = verify_peer_svid(peer_leaf(stream), ctx.roots(), ctx.intermediates(),
-                               now=ctx.clock.now())
-        return await self._known_agent(str(sid))
+        return str(verify_peer_svid(peer_leaf(stream), ctx.roots(), ctx.intermediates(), now=ctx.clock.now()))
 
     async def _known_agent(self, agent_id: str) -> AttestedAgent:
+        return await self._ctx.call(self._known_agent_now, agent_id)
+
+    def _known_agent_now(self, agent_id: str) -> AttestedAgent:
+        """Blocking: the attested agent, refusing unknown, evicted or banned ones."""
         try:
-            agent = await self._ctx.call(self._ctx.store.get_agent, agent_id)
+            agent = self._ctx.store.get_agent(agent_id)
         except NotFoundError:
             raise AuthorizationError(f"agent: unknown or evicted agent {agent_id!r}") from None
         if agent.banned:
@@ -84,9 +116,13 @@ class AgentService(AgentAPIBase):
         return agent
 
     async def _authorized(self, agent: AttestedAgent) -> dict[str, RegistrationEntry]:
+        return await self._ctx.call(self._authorized_now, agent)
+
+    def _authorized_now(self, agent: AttestedAgent) -> dict[str, RegistrationEntry]:
+        """Blocking: the agent's entries, read in one thread hop (each query is its own hop otherwise)."""
         ctx = self._ctx
         server_id = str(ctx.server_id)
-        entries = list(await ctx.call(ctx.store.list_by_parent_ids, [server_id]))
+        entries = list(ctx.store.list_by_parent_ids([server_id]))
         frontier = [agent.spiffe_id, *node_aliases(agent.selectors, entries, server_id=server_id)]
         seen: set[str] = {server_id}
         while frontier:
@@ -94,7 +130,7 @@ class AgentService(AgentAPIBase):
             if not batch:
                 break
             seen.update(batch)
-            children = await ctx.call(ctx.store.list_by_parent_ids, batch)
+            children = ctx.store.list_by_parent_ids(batch)
             entries.extend(children)
             frontier = [p for p in frontier if p not in seen] + [c.spiffe_id for c in children]
         return authorized_entries(agent.spiffe_id, agent.selectors, entries, server_id=server_id)
@@ -220,36 +256,43 @@ class AgentService(AgentAPIBase):
         self, stream: Stream[agent_pb2.BatchNewX509SVIDRequest, agent_pb2.BatchNewX509SVIDResponse]
     ) -> None:
         with grpc_errors("BatchNewX509SVID"):
-            agent = await self._agent(stream)
+            agent_id = self._peer_id(stream)
             req = await stream.recv_message()
+            # The agent's state and entries are read fresh on every call (a ban, eviction or entry
+            # change applies to the next batch), in one thread hop.
+            allowed = await self._ctx.call(self._caller_entries, agent_id)
             if req is None or not req.params:
                 raise RequestError("params", "at least one item is required")
             if len(req.params) > MAX_BATCH:
                 raise RequestError("params", f"at most {MAX_BATCH} items per batch, got {len(req.params)}")
-            allowed = await self._authorized(agent)
-            gate = self._ctx.guard.batch(actor=agent.spiffe_id)  # issue 6: policy per entry, audit per batch
-            results = [self._sign_one(p, allowed, gate) for p in req.params]
+            plans: dict[str, _EntryPlan | SpiffeError] = {}
+            now = self._ctx.clock.now()
+            gate = self._ctx.guard.batch(actor=agent_id)  # issue 6: policy per entry, audit per batch
+            results = [self._sign_one(p, _plan_for(p.entry_id, allowed, plans, now=now), gate) for p in req.params]
             await gate.commit((r.entry_id, r.cert_chain[0]) for r in results if r.cert_chain)
-            await record_x509_results(self._ctx, results, allowed, agent_id=agent.spiffe_id)
+            signed = sum(1 for r in results if r.cert_chain)
+            if signed:
+                SIGNED.labels(kind="x509").inc(signed)
+            await record_x509_results(self._ctx, results, allowed, agent_id=agent_id)
             await stream.send_message(agent_pb2.BatchNewX509SVIDResponse(results=results))
 
+    def _caller_entries(self, agent_id: str) -> dict[str, RegistrationEntry]:
+        return self._authorized_now(self._known_agent_now(agent_id))
+
     def _sign_one(self, params: agent_pb2.NewX509SVIDParams,
-                  allowed: Mapping[str, RegistrationEntry], gate: CsrBatch) -> agent_pb2.X509SVIDResult:
+                  plan: _EntryPlan | SpiffeError, gate: CsrBatch) -> agent_pb2.X509SVIDResult:
         try:
-            entry = check_entry_authorized(params.entry_id, allowed)
-            sid = SpiffeId.parse(entry.spiffe_id)
-            public_key = public_key_from_csr(params.csr, spiffe_id=sid)
-            end = entry_end(entry, now=self._ctx.clock.now())
+            if isinstance(plan, SpiffeError):
+                raise plan
+            public_key = public_key_from_csr(params.csr, spiffe_id=plan.spiffe_id)
+            ttl = gate.check(plan.entry, plan.requested_ttl)  # issue 6: policy, counted per item
             chain = self._ctx.ca.sign_x509_svid(X509SvidParams(
-                spiffe_id=sid, public_key=public_key, dns_names=entry.dns_names, expires_at=end,
-                ttl=gate.check(entry, timedelta(seconds=entry.x509_svid_ttl)  # issue 6: policy
-                               if entry.x509_svid_ttl else None)))
+                spiffe_id=plan.spiffe_id, public_key=public_key, dns_names=plan.entry.dns_names,
+                expires_at=plan.expires_at, ttl=ttl))
         except SpiffeError as err:
             return agent_pb2.X509SVIDResult(entry_id=params.entry_id, status_code=status_for(err).value,
                                             status_message=str(err))
-        SIGNED.labels(kind="x509").inc()
-        issued = certs_to_der(self._ctx.issued_chain(chain))
-        return agent_pb2.X509SVIDResult(entry_id=params.entry_id, cert_chain=issued)
+        return agent_pb2.X509SVIDResult(entry_id=params.entry_id, cert_chain=self._ctx.issued_chain_der(chain))
 
     async def NewJWTSVID(self, stream: Stream[agent_pb2.NewJWTSVIDRequest, agent_pb2.NewJWTSVIDResponse]) -> None:
         with grpc_errors("NewJWTSVID"):
