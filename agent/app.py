@@ -113,9 +113,9 @@ async def run_agent(cfg: AgentConfig) -> None:
     """Serve the Workload API until cancelled."""
     cfg.validate()
     clock = SystemClock()
-    manager = Manager(manager_config(cfg), clock=clock)
-    procfs = LinuxProcFs()
     audit = AgentAudit.open(Path(cfg.data_dir))
+    manager = Manager(manager_config(cfg), clock=clock, audit=audit)
+    procfs = LinuxProcFs()
     guard = build_guard(cfg, manager, audit, clock)
     handler = WorkloadApiHandler(
         attestor=CallerAttestor(procfs, build_attestors(cfg, procfs)),

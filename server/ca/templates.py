@@ -227,8 +227,9 @@ def build_jwt_claims(
     if exp <= now:
         raise ValueError("ca: jwt-svid lifetime would be empty (key or entry already expired)")
     claims: dict[str, Any] = dict(params.extra_claims)
+    # jti in hex: a base64url one may start with "-" and break `revoke svid --jti VALUE`.
     claims.update(sub=str(params.spiffe_id), aud=list(params.audience), iat=int(now.timestamp()),
-                  exp=int(exp.timestamp()), jti=secrets.token_urlsafe(16))
+                  exp=int(exp.timestamp()), jti=secrets.token_hex(16))
     if policy.jwt_issuer:
         claims["iss"] = policy.jwt_issuer
     return claims
