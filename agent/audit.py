@@ -1,9 +1,11 @@
 """The agent's audit trail: a local hash-chained JSONL file (0600) forwarded to the server.
 
-Records are appended (and fsynced) before the request they describe returns. A forwarder
-task sends them to the server with ``AgentAPI.ForwardAudit`` from the last acknowledged byte
-offset of the file, which is kept in ``audit.forwarded``; so nothing is lost across
-server outages or agent restarts (the server skips records it already has)::
+Records are written (write(2)) before the request they describe returns, so they survive an
+agent crash; fsync is batched (group commit, ``fsync="interval"``: at most ``flush_interval``
+later) or done per record (``fsync="always"``); docs/audit.md describes the power-loss window.
+A forwarder task sends the records that are on disk to the server with ``AgentAPI.ForwardAudit``,
+in batches, from the last acknowledged byte offset of the file, kept in ``audit.forwarded``; so
+nothing is lost across server outages or agent restarts (the server skips records it already has)::
 
     audit = AgentAudit.open(Path(cfg.data_dir))
     audit.append(build_event(now=clock.now(), actor="agent", ...))
@@ -21,7 +23,7 @@ from typing import Any, Protocol
 
 from prometheus_client import Counter
 
-from spiffe_py.audit import AuditEvent, AuditLog, JsonlFileSink, load_jsonl
+from spiffe_py.audit import AuditEvent, AuditLog, FsyncMode, JsonlFileSink, load_jsonl
 from spiffe_py.errors import SpiffeError
 from spiffe_py.fsutil import write_private
 
@@ -29,13 +31,16 @@ log = logging.getLogger(__name__)
 
 AUDIT_FILE = "audit.jsonl"
 POSITION_FILE = "audit.forwarded"
-MAX_BATCH = 1000  # the server's ForwardAudit limit
+MAX_BATCH = 500  # records per ForwardAudit call (the server accepts up to 1000)
 MAX_BATCH_BYTES = 2 * 1024 * 1024
 MAX_BACKOFF = 30.0
 IDLE_POLL = 5.0
+FLUSH_INTERVAL = 0.05
+FLUSH_RECORDS = 256
 
 AUDIT_RECORDS = Counter("spiffe_agent_audit_records_total", "Audit records written", ["decision"])
 AUDIT_WRITE_FAILURES = Counter("spiffe_agent_audit_write_failures_total", "Audit records that could not be written")
+AUDIT_FSYNC_FAILURES = Counter("spiffe_agent_audit_fsync_failures_total", "Failed fsyncs of the audit file")
 AUDIT_FORWARDED = Counter("spiffe_agent_audit_forwarded_total", "Audit records acknowledged by the server")
 AUDIT_FORWARD_FAILURES = Counter("spiffe_agent_audit_forward_failures_total", "Failed ForwardAudit calls")
 
@@ -53,12 +58,18 @@ def _write_failed(err: OSError) -> None:
     log.error("AUDIT WRITE FAILED: %s", err)
 
 
-def read_batch(path: Path, offset: int) -> tuple[list[str], int]:
-    """Complete lines from ``offset`` (at most MAX_BATCH / MAX_BATCH_BYTES) and the offset after them."""
+def _fsync_failed(err: OSError) -> None:
+    AUDIT_FSYNC_FAILURES.inc()
+    log.error("AUDIT FSYNC FAILED: recent records may not be on disk; the next request will fail: %s", err)
+
+
+def read_batch(path: Path, offset: int, limit: int | None = None) -> tuple[list[str], int]:
+    """Complete lines from ``offset`` to byte ``limit`` (at most MAX_BATCH / MAX_BATCH_BYTES); the offset after them."""
+    size = MAX_BATCH_BYTES if limit is None else max(0, min(MAX_BATCH_BYTES, limit - offset))
     try:
         with path.open("rb") as fh:
             fh.seek(offset)
-            data = fh.read(MAX_BATCH_BYTES)
+            data = fh.read(size)
     except FileNotFoundError:
         return [], offset
     lines: list[str] = []
@@ -74,30 +85,47 @@ def read_batch(path: Path, offset: int) -> tuple[list[str], int]:
 class AgentAudit:
     """The local chain plus the forwarding position."""
 
-    def __init__(self, log_: AuditLog, path: Path, position_path: Path) -> None:
+    def __init__(self, log_: AuditLog, sink: JsonlFileSink, position_path: Path, *,
+                 batch_window: float = FLUSH_INTERVAL) -> None:
         self._log = log_
-        self.path = path
+        self._batch_window = batch_window
+        self._sink = sink
+        self.path = sink.path
         self._position_path = position_path
+        self._position = self._read_position()
         self._wake = asyncio.Event()
 
     @classmethod
-    def open(cls, data_dir: Path) -> AgentAudit:
+    def open(cls, data_dir: Path, *, fsync: FsyncMode | str = FsyncMode.INTERVAL,
+             flush_interval: float = FLUSH_INTERVAL) -> AgentAudit:
         """Open (or create) ``data_dir/audit.jsonl``; AuditChainError if the file was tampered with."""
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = data_dir / AUDIT_FILE
         records = load_jsonl(path) if path.exists() else []
-        audit_log = AuditLog.resume(JsonlFileSink(path, on_error=_write_failed), records)
-        return cls(audit_log, path, data_dir / POSITION_FILE)
+        sink = JsonlFileSink(path, on_error=_write_failed, on_fsync_error=_fsync_failed, fsync=FsyncMode(fsync),
+                             flush_interval=flush_interval, flush_records=FLUSH_RECORDS)
+        return cls(AuditLog.resume(sink, records), sink, data_dir / POSITION_FILE, batch_window=flush_interval)
 
     def append(self, event: AuditEvent) -> dict[str, Any]:
-        """Seal and write one record (fsynced); AuditWriteError if storage fails."""
+        """Seal and write one record (on disk within the flush interval); AuditWriteError if storage fails."""
         record = self._log.append(event)
         AUDIT_RECORDS.labels(decision=str(event.decision)).inc()
         self._wake.set()
         return record
 
+    def sync(self) -> int:
+        """fsync pending records now; the byte offset known to be on disk."""
+        return self._sink.sync()
+
+    def close(self) -> None:
+        """fsync what is pending and stop the flusher thread."""
+        self._sink.close()
+
     def position(self) -> int:
         """Byte offset of the first record not yet acknowledged by the server."""
+        return self._position
+
+    def _read_position(self) -> int:
         try:
             return int(self._position_path.read_text().strip() or 0)
         except (FileNotFoundError, ValueError):
@@ -107,13 +135,19 @@ class AgentAudit:
         write_private(self._position_path, f"{offset}\n".encode())
 
     async def forward_once(self, client: AuditForwarder) -> int:
-        """Forward one batch from the saved position; returns how many records were sent."""
-        offset = self.position()
-        lines, end = read_batch(self.path, offset)
+        """Forward one batch of on-disk records from the saved position; returns how many were sent."""
+        # only fsynced records leave the agent: after a power loss the server must never hold a
+        # record the local chain lost, or the re-written seq would be refused as a chain break
+        durable = await asyncio.to_thread(self._sink.sync)
+        offset = self._position
+        lines, end = read_batch(self.path, offset, durable)
         if not lines:
             return 0
         await client.forward_audit(lines)
-        self._save_position(end)
+        # once per batch, atomically: a crash before it re-sends only this batch, which the
+        # server recognises (it overlaps the server's head) and skips
+        await asyncio.to_thread(self._save_position, end)
+        self._position = end
         AUDIT_FORWARDED.inc(len(lines))
         return len(lines)
 
@@ -121,6 +155,7 @@ class AgentAudit:
         """Forward until cancelled, retrying with exponential backoff while the server is unreachable."""
         backoff = 1.0
         while True:
+            self._wake.clear()  # before reading, so a record appended meanwhile wakes the next round
             try:
                 sent = await self.forward_once(client())
                 backoff = 1.0
@@ -131,11 +166,8 @@ class AgentAudit:
                 backoff = min(backoff * 2, MAX_BACKOFF)
                 continue
             if sent == 0:
-                self._wake.clear()
-                await self._idle()
-
-    async def _idle(self) -> None:
-        # woken by the next append, or polls anyway (another process may not wake us)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), IDLE_POLL)
-
+                # woken by the next append, or polls anyway (another process may not wake us)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), IDLE_POLL)
+            if sent < MAX_BATCH:
+                await asyncio.sleep(self._batch_window)  # let records gather: one RPC per batch, not per record

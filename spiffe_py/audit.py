@@ -14,12 +14,15 @@ can be written to the trail by mistake.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
 import json
 import math
 import os
 import re
+import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -291,33 +294,148 @@ def load_jsonl(path: Path) -> list[dict[str, Any]]:
     return parse_jsonl(path.read_text(encoding="utf-8"))
 
 
-class JsonlFileSink:
-    """Append-only JSONL file, one canonical record per line, fsync'ed before returning.
+class FsyncMode(enum.StrEnum):
+    """When :class:`JsonlFileSink` calls fsync."""
 
-    A failed write calls ``on_error`` (for a metric or a log line) and raises
-    :class:`AuditWriteError`; nothing is silently dropped.
+    ALWAYS = "always"  # before every write returns
+    INTERVAL = "interval"  # group commit: a background thread, at most ``flush_interval`` after a write
+
+
+class JsonlFileSink:
+    """Append-only JSONL file, one canonical record per line.
+
+    Every record is handed to the kernel with write(2) before :meth:`write` returns, so it
+    survives a crash of this process. With ``fsync=ALWAYS`` it is also fsynced before returning;
+    with ``fsync=INTERVAL`` a background thread fsyncs at most ``flush_interval`` seconds later (or
+    once ``flush_records`` are pending), so a power loss can lose that window. :meth:`sync`
+    returns the byte offset up to which the file is known to be on disk.
+
+    A failed write calls ``on_error`` and raises :class:`AuditWriteError`. A failed fsync calls
+    ``on_fsync_error`` (default ``on_error``) and makes the next :meth:`write` raise, so it cannot
+    go unnoticed; nothing is silently dropped.
     """
 
-    def __init__(self, path: Path, *, on_error: Callable[[OSError], None] | None = None) -> None:
+    def __init__(self, path: Path, *, on_error: Callable[[OSError], None] | None = None,
+                 fsync: FsyncMode = FsyncMode.ALWAYS, flush_interval: float = 0.05,
+                 flush_records: int = 256, on_fsync_error: Callable[[OSError], None] | None = None) -> None:
+        if flush_interval <= 0 or flush_records < 1:
+            raise ValueError("audit: flush_interval and flush_records must be positive")
         self.path = path
         self._on_error = on_error
+        self._on_fsync_error = on_fsync_error or on_error
+        self._mode = FsyncMode(fsync)
+        self._interval = flush_interval
+        self._max_pending = flush_records
+        self._cond = threading.Condition()
+        self._sync_lock = threading.Lock()  # one fsync at a time, so the durable offset only grows
+        self._fd: int | None = None
+        self._end = 0  # file size after our last write
+        self._durable = 0  # bytes known to be fsynced
+        self._pending = 0  # records written since the last fsync began
+        self._failed: OSError | None = None  # a background fsync error, raised by the next write
+        self._flusher: threading.Thread | None = None
+        self._closed = False
 
     def write(self, record: Mapping[str, Any]) -> None:
-        """Append one record and fsync."""
+        """Append one record (fsynced now, or by the flusher; see the class docstring)."""
         line = canonical_json(record) + b"\n"
-        try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        with self._cond:
             try:
+                self._raise_failed_fsync()
+                fd = self._open()
                 written = os.write(fd, line)
                 if written != len(line):
                     raise OSError(f"short write ({written} of {len(line)} bytes)")
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError as err:
-            if self._on_error is not None:
-                self._on_error(err)
-            raise AuditWriteError(f"audit: cannot write to {str(self.path)!r}: {err.strerror or err}") from err
+                self._end += written
+                if self._mode is FsyncMode.ALWAYS:
+                    os.fsync(fd)
+                    self._durable = self._end
+                else:
+                    self._pending += 1
+                    self._start_flusher()
+                    if self._pending in (1, self._max_pending):  # start the interval / flush a full batch now
+                        self._cond.notify()
+            except OSError as err:
+                raise self._error(err, "write to") from err
+
+    def sync(self) -> int:
+        """fsync everything written so far; the byte offset known to be on disk (AuditWriteError on failure)."""
+        with self._sync_lock:
+            with self._cond:
+                if self._fd is None and not self.path.exists():
+                    return 0
+                try:
+                    fd = self._open()
+                except OSError as err:
+                    raise self._error(err, "open") from err
+                end, self._pending = self._end, 0
+            if end > self._durable:
+                try:
+                    os.fsync(fd)
+                except OSError as err:
+                    with self._cond:
+                        self._failed = err
+                    if self._on_fsync_error is not None:
+                        self._on_fsync_error(err)
+                    raise AuditWriteError(f"audit: cannot fsync {str(self.path)!r}: {err.strerror or err}") from err
+                self._durable = end
+            return self._durable
+
+    def close(self) -> None:
+        """Stop the flusher, fsync what is pending and close the file."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        if self._flusher is not None:
+            self._flusher.join()
+        with contextlib.suppress(AuditWriteError):  # already reported through on_error
+            self.sync()
+        with self._cond:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+    def _open(self) -> int:
+        if self._fd is None:
+            if self._closed:
+                raise OSError("audit sink is closed")
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            # _durable stays 0: the first sync also covers what an earlier run left in the page cache
+            self._fd, self._end = fd, os.fstat(fd).st_size
+        return self._fd
+
+    def _raise_failed_fsync(self) -> None:
+        failed, self._failed = self._failed, None
+        if failed is not None:
+            raise OSError(failed.errno, f"an earlier fsync failed, records may not be on disk: {failed.strerror}")
+
+    def _error(self, err: OSError, what: str) -> AuditWriteError:
+        if self._on_error is not None:
+            self._on_error(err)
+        return AuditWriteError(f"audit: cannot {what} {str(self.path)!r}: {err.strerror or err}")
+
+    def _start_flusher(self) -> None:
+        if self._flusher is None:
+            self._flusher = threading.Thread(target=self._flush_loop, name="audit-fsync", daemon=True)
+            self._flusher.start()
+
+    def _flush_loop(self) -> None:
+        while self._wait_for_batch():
+            with contextlib.suppress(AuditWriteError):  # on_error logged it; the next write raises it
+                self.sync()
+
+    def _wait_for_batch(self) -> bool:
+        """Block until records are pending, then up to ``flush_interval`` more; False once closed."""
+        with self._cond:
+            while not self._pending and not self._closed:
+                self._cond.wait()
+            deadline = time.monotonic() + self._interval
+            while self._pending < self._max_pending and not self._closed:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            return not self._closed
 
 
 class AuditLog:
@@ -362,6 +480,7 @@ __all__ = [
     "AuditSink",
     "AuditWriteError",
     "BreakKind",
+    "FsyncMode",
     "JsonlFileSink",
     "Outcome",
     "VerifyResult",

@@ -33,6 +33,8 @@ async def attest_all(attestors: Sequence[WorkloadAttestor], pid: int) -> frozens
     """Run all attestors concurrently and union their selectors; fail only if all fail."""
     if not attestors:
         raise ValueError("attest: no workload attestors configured")
+    if len(attestors) == 1:  # the common case: no gather (tasks) for nothing to run concurrently
+        return await _attest_one(attestors[0], pid)
     results = await asyncio.gather(*(a.attest(pid) for a in attestors), return_exceptions=True)
     selectors: set[Selector] = set()
     failures = 0
@@ -45,5 +47,18 @@ async def attest_all(attestors: Sequence[WorkloadAttestor], pid: int) -> frozens
         else:
             selectors |= result
     if failures == len(attestors):
-        raise WorkloadAttestationError(f"attest: all workload attestors failed for pid {pid!r}")
+        raise _all_failed(pid)
     return frozenset(selectors)
+
+
+async def _attest_one(attestor: WorkloadAttestor, pid: int) -> frozenset[Selector]:
+    """One attestor: its selectors, or the same failure :func:`attest_all` reports when all fail."""
+    try:
+        return await attestor.attest(pid)
+    except Exception as err:
+        log.warning("workload attestor %s failed for pid %d: %s", attestor.name, pid, err)
+        raise _all_failed(pid) from err
+
+
+def _all_failed(pid: int) -> WorkloadAttestationError:
+    return WorkloadAttestationError(f"attest: all workload attestors failed for pid {pid!r}")

@@ -26,6 +26,7 @@ from spiffe_py.spiffeid import SpiffeId, TrustDomain
 DEFAULT_MAX_X509_SVIDS = 1000
 DEFAULT_MAX_JWT_SVIDS = 1000
 REFUSAL_RETRY = timedelta(seconds=60)
+MATCHING_MEMO = 4096  # distinct workload selector sets whose matching entries are remembered
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +178,10 @@ class WorkloadCache:
         self._revoked: set[tuple[str, str]] = set()
         self.bound = BoundCredentials(max_processes=max_bound_processes)
         self._local_revoked: set[tuple[str, str]] = set()  # RevokeOwn sent, not yet echoed by a full sync
+        # per-request view work, recomputed only after the entries / revocations change
+        self._matching: dict[frozenset[Selector], tuple[Entry, ...]] = {}
+        self._jtis: frozenset[str] | None = None
+        self._soonest: int | None = None  # next_expiry(), None = not computed since the last change
 
     @property
     def ready(self) -> bool:
@@ -197,6 +202,8 @@ class WorkloadCache:
         before = (dict(self._entries), self._bundle, dict(self._federated), self._crls, len(self._svids))
         for update in updates:
             self._apply_one(update)
+        self._entries_changed()
+        self._jtis = None
         # orphans are dropped once per batch so a full sync spread over pages keeps valid SVIDs
         self._drop_orphans()
         self._drop_revoked()
@@ -263,7 +270,9 @@ class WorkloadCache:
 
     def revoked_jtis(self) -> frozenset[str]:
         """JWT ids revoked by the server or by this agent (RevokeOwn)."""
-        return frozenset(v for k, v in self._revoked if k == "jwt")
+        if self._jtis is None:
+            self._jtis = frozenset(v for k, v in self._revoked if k == "jwt")
+        return self._jtis
 
     def release_process(self, proc: ProcessKey) -> Released:
         """Forget an exited process's credentials and treat them as revoked here at once."""
@@ -271,20 +280,30 @@ class WorkloadCache:
         local = {("x509", s) for s in released.serials} | {("jwt", j) for j in released.jtis}
         self._revoked |= local
         self._local_revoked |= local
+        self._jtis = None
         return released
 
     def drop_expired(self, *, now: datetime) -> bool:
         """Remove entries whose task has ended (``expires_at``) with all their SVIDs; True if any."""
+        soonest = self.next_expiry()
+        if not soonest or soonest > now.timestamp():
+            return False  # the common case, checked on every request without walking the entries
         ended = [i for i, e in self._entries.items() if 0 < e.expires_at <= now.timestamp()]
         for entry_id in ended:
             del self._entries[entry_id]
-        if ended:
-            self._drop_orphans()
-        return bool(ended)
+        self._entries_changed()
+        self._drop_orphans()
+        return True
 
     def next_expiry(self) -> int:
         """The earliest entry ``expires_at`` (Unix seconds), 0 if none expires."""
-        return min((e.expires_at for e in self._entries.values() if e.expires_at), default=0)
+        if self._soonest is None:
+            self._soonest = min((e.expires_at for e in self._entries.values() if e.expires_at), default=0)
+        return self._soonest
+
+    def _entries_changed(self) -> None:
+        self._matching.clear()
+        self._soonest = None
 
     def _stale_svid(self, entry_id: str) -> bool:
         entry = self._entries.get(entry_id)
@@ -294,7 +313,13 @@ class WorkloadCache:
     def matching(self, selectors: Iterable[Selector]) -> list[Entry]:
         """Entries whose selectors are all among the workload's, ordered with unique hints."""
         workload = frozenset(selectors)
-        return order_identities(e for e in self._entries.values() if matches(e.selectors, workload))
+        found = self._matching.get(workload)
+        if found is None:
+            if len(self._matching) >= MATCHING_MEMO:
+                self._matching.clear()  # many distinct workloads: start over rather than grow
+            found = tuple(order_identities(e for e in self._entries.values() if matches(e.selectors, workload)))
+            self._matching[workload] = found
+        return list(found)
 
     def view(self, selectors: Iterable[Selector], process: ProcessKey | None = None) -> WorkloadView:
         """What a workload with ``selectors`` may see now; marks its SVIDs as recently used.

@@ -180,12 +180,22 @@ class Manager:
         """Register interest in ``selectors``; SVIDs for them are minted first."""
         sub = Subscription(self, selectors, current_caller())
         self._subs.add(sub)
-        self._mint_kick.set()
+        if not self._minted(selectors):
+            self._mint_kick.set()
         try:
             yield sub
         finally:
             self._subs.discard(sub)
             sub.close()
+
+    def _minted(self, selectors: frozenset[Selector]) -> bool:
+        """True when every identity of ``selectors`` has a shared SVID: the mint loop has nothing new to do.
+
+        Rotation of those SVIDs stays with the mint loop's own timer; bound entries always kick it.
+        """
+        return self.cache.ready and all(
+            not e.bind_to_process and self.cache.has_svid(e.id) for e in self.cache.matching(selectors)
+        )
 
     async def fetch_jwt_svids(
         self, selectors: frozenset[Selector], audience: Sequence[str], spiffe_id: SpiffeId | None = None

@@ -11,6 +11,7 @@ readiness (WE-13), identity (WE-14). Errors map to gRPC status in one table::
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
@@ -42,6 +43,7 @@ from spiffe_py.spiffeid import SpiffeId
 log = logging.getLogger(__name__)
 
 SECURITY_HEADER = "workload.spiffe.io"
+MEMO_SIZE = 256
 MAX_TOKEN_BYTES = 64 * 1024
 MAX_AUDIENCES = 32
 
@@ -138,22 +140,23 @@ class WorkloadApiHandler(SpiffeWorkloadAPIBase):
         self._source = source
         self._validator = validator
         self._credentials = credentials
+        self._x509_response = ResponseMemo(x509_svid_response)  # shared by all streams
 
-    async def _caller(self, stream: Any) -> tuple[Any, frozenset[Selector]]:
+    async def _caller(self, stream: Any) -> tuple[Any, PeerCred, frozenset[Selector]]:
         # header first: no attestation work for requests that fail it
         check_security_header(stream.metadata)
         request = await stream.recv_message()
         try:
             cred = self._credentials(stream)
             set_caller(self._process_of(cred))  # issue 5: read before attestation, which checks it stays the same
-            return request, await self._attestor.attest(cred)
+            return request, cred, await self._attestor.attest(cred)
         except Exception as err:
             raise to_grpc_error(err) from err
 
     async def _stream_views(self, stream: Any, build: Callable[[WorkloadView], Any], need_svids: bool) -> None:
-        _, selectors = await self._caller(stream)
+        _, cred, selectors = await self._caller(stream)
         if need_svids and self._guard is not None:  # issue 6: identities the policy refuses are left out
-            build = _gated(build, self._guard.x509_gate(self._credentials(stream), selectors))
+            build = _gated(build, self._guard.x509_gate(cred, selectors))
         try:
             async with self._source.subscribe(selectors) as sub:
                 last = None
@@ -176,7 +179,7 @@ class WorkloadApiHandler(SpiffeWorkloadAPIBase):
 
     async def FetchX509SVID(self, stream: Any) -> None:
         """Stream X.509-SVIDs: full state now, then on every change."""
-        await self._stream_views(stream, x509_svid_response, need_svids=True)
+        await self._stream_views(stream, self._x509_response, need_svids=True)
 
     async def FetchX509Bundles(self, stream: Any) -> None:
         """Stream X.509 bundles."""
@@ -188,7 +191,7 @@ class WorkloadApiHandler(SpiffeWorkloadAPIBase):
 
     async def FetchJWTSVID(self, stream: Any) -> None:
         """Mint (or reuse cached) JWT-SVIDs for the caller."""
-        request, selectors = await self._caller(stream)
+        request, cred, selectors = await self._caller(stream)
         audience = audience_list(request.audience)
         if not audience:
             raise _invalid("audience must be specified")
@@ -197,7 +200,7 @@ class WorkloadApiHandler(SpiffeWorkloadAPIBase):
         try:
             spiffe_id = SpiffeId.parse(request.spiffe_id) if request.spiffe_id else None
             if self._guard is not None:  # issue 6
-                tokens = await self._guard.fetch_jwt(self._source, selectors, self._credentials(stream), audience,
+                tokens = await self._guard.fetch_jwt(self._source, selectors, cred, audience,
                                                      spiffe_id)
             else:
                 tokens = await self._source.fetch_jwt_svids(selectors, audience, spiffe_id)
@@ -207,7 +210,7 @@ class WorkloadApiHandler(SpiffeWorkloadAPIBase):
 
     async def ValidateJWTSVID(self, stream: Any) -> None:
         """Validate a JWT-SVID against the bundles the caller may see; return its claims."""
-        request, selectors = await self._caller(stream)
+        request, cred, selectors = await self._caller(stream)
         if not request.audience:
             raise _invalid("audience must be specified")
         if not request.svid:
@@ -219,7 +222,7 @@ class WorkloadApiHandler(SpiffeWorkloadAPIBase):
             bundles = visible_bundles(view)
             if self._guard is not None:  # issue 6
                 subject, claims = self._guard.validate_jwt(
-                    view, selectors, self._credentials(stream), request.audience,
+                    view, selectors, cred, request.audience,
                     lambda: self._validator.validate(request.svid, request.audience, bundles))
             else:
                 subject, claims = self._validator.validate(request.svid, request.audience, bundles)
@@ -247,3 +250,38 @@ class WorkloadApiHandler(SpiffeWorkloadAPIBase):
 def _gated(build: Callable[[WorkloadView], Any], gate: X509Gate) -> Callable[[WorkloadView], Any]:
     """``build`` applied to the view the guard lets through (issue 6)."""
     return lambda view: build(gate.apply(view))
+
+
+def _snapshot(view: WorkloadView) -> tuple[object, ...]:
+    """The immutable parts of ``view`` a response is built from (frozen entries, SVIDs, bundles, CRLs)."""
+    return (view.bundle, view.crls, *(x for i in view.identities for x in (i.entry, i.svid, i.refused)),
+            *(x for item in view.federated.items() for x in item))
+
+
+class ResponseMemo:
+    """Responses already built from the same immutable snapshot, so N streams over one cache state build once.
+
+    The key is the identity (``id``) of every snapshot part; the entry keeps the parts alive, so
+    while it is cached no other object can take one of those ids. Any change in the cache (a
+    rotation, a revocation, an entry change) yields new objects and so a new key: nothing stale
+    is served, and changes still go out at once.
+    """
+
+    def __init__(self, build: Callable[[WorkloadView], Any], size: int = MEMO_SIZE) -> None:
+        self._build = build
+        self._size = size
+        self._memo: OrderedDict[tuple[int, ...], tuple[tuple[object, ...], Any]] = OrderedDict()
+
+    def __call__(self, view: WorkloadView) -> Any:
+        """``build(view)``, or the response built for the same snapshot before."""
+        parts = _snapshot(view)
+        key = tuple(map(id, parts))
+        hit = self._memo.get(key)
+        if hit is not None:
+            self._memo.move_to_end(key)
+            return hit[1]
+        response = self._build(view)
+        self._memo[key] = (parts, response)
+        if len(self._memo) > self._size:
+            self._memo.popitem(last=False)
+        return response

@@ -1,0 +1,95 @@
+"""Workload API fast paths (issue 4 acceptance 7): response memo, mint-loop kicks, one attestor, cache memos."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from agent.attest.base import attest_all
+from agent.errors import WorkloadAttestationError
+from agent.manager.cache import Entry, Identity, IssuedSvid, SyncUpdate, WorkloadCache, WorkloadView
+from agent.manager.sync import Manager, ManagerConfig
+from agent.workloadapi.convert import x509_svid_response
+from agent.workloadapi.handler import ResponseMemo
+from spiffe_py.bundle import SpiffeBundle
+from spiffe_py.clock import ManualClock
+from spiffe_py.selectors import Selector
+from tests.unit.agent.test_agent_handler import ENTRY, FULL, NOW, SID, SVID, TD
+from tests.unit.agent.test_agent_unix_attestor import StaticAttestor
+
+UID = Selector("unix", "uid:1")
+
+
+def test_memo_returns_the_same_response_for_the_same_snapshot_and_rebuilds_on_rotation() -> None:
+    memo = ResponseMemo(x509_svid_response)
+    first = memo(FULL)
+    # a new view object over the same immutable parts (what every stream's next() produces)
+    assert memo(WorkloadView(FULL.identities, FULL.bundle, {}, FULL.crls)) is first
+    rotated = IssuedSvid("e1", SID, (b"\x30\x09",), b"KEY2", NOW, NOW + timedelta(hours=2))
+    second = memo(WorkloadView((Identity(ENTRY, rotated),), FULL.bundle, {}, FULL.crls))
+    assert second is not first and second.svids[0].x509_svid == b"\x30\x09"
+    assert memo(WorkloadView(FULL.identities, SpiffeBundle(TD), {}, FULL.crls)) is not first  # new bundle
+
+
+def test_memo_is_bounded() -> None:
+    memo = ResponseMemo(x509_svid_response, size=2)
+    views = [WorkloadView((Identity(ENTRY, SVID),), SpiffeBundle(TD)) for _ in range(3)]
+    built = [memo(v) for v in views]
+    assert memo(views[2]) is built[2]
+    assert memo(views[0]) is not built[0]  # the oldest was dropped
+
+
+async def test_single_attestor_result_and_failure_match_the_fan_out() -> None:
+    ok = StaticAttestor("unix", frozenset({UID}))
+    assert await attest_all([ok], 7) == {UID}
+    with pytest.raises(WorkloadAttestationError, match="all workload attestors failed for pid 7"):
+        await attest_all([StaticAttestor("unix", OSError("gone"))], 7)
+
+
+def _manager(tmp_path: Path, *entries: Entry) -> Manager:
+    manager = Manager(ManagerConfig(TD, "127.0.0.1", 1, tmp_path), clock=ManualClock(NOW))
+    manager.cache.apply_sync([SyncUpdate(full=True, entries=entries, bundle=SpiffeBundle(TD))])
+    return manager
+
+
+async def test_new_stream_wakes_the_mint_loop_only_when_something_is_unminted(tmp_path: Path) -> None:
+    entry = Entry(id="e1", spiffe_id=SID, selectors=frozenset({UID}))
+    manager = _manager(tmp_path, entry)
+    kick = manager._mint_kick  # the behaviour under test: whether the mint loop is woken
+    async with manager.subscribe(frozenset({UID})):
+        assert kick.is_set()  # no SVID yet: mint first (WA-06 waits for it)
+    kick.clear()
+    manager.cache.put_svid(SVID)
+    async with manager.subscribe(frozenset({UID})) as sub:
+        assert not kick.is_set()  # already minted: nothing to do
+        assert (await sub.next()).identities[0].svid is SVID
+    bound = Entry(id="e2", spiffe_id=SID, selectors=frozenset({UID}), bind_to_process=True)
+    manager.cache.apply_sync([SyncUpdate(full=False, entries=(bound,))])
+    async with manager.subscribe(frozenset({UID})):
+        assert kick.is_set()  # a bound entry is minted per process
+
+
+def test_matching_memo_follows_entry_changes_and_expiry() -> None:
+    cache = WorkloadCache()
+    first = Entry(id="a", spiffe_id=SID, selectors=frozenset({UID}), expires_at=int(NOW.timestamp()) + 60)
+    cache.apply_sync([SyncUpdate(full=True, entries=(first,))])
+    assert [e.id for e in cache.matching({UID})] == ["a"]
+    cache.apply_sync([SyncUpdate(full=False, entries=(Entry(id="b", spiffe_id=SID, selectors=frozenset({UID})),))])
+    assert [e.id for e in cache.matching({UID})] == ["a", "b"]
+    assert cache.next_expiry() == int(NOW.timestamp()) + 60
+    assert not cache.drop_expired(now=NOW)
+    assert cache.drop_expired(now=NOW + timedelta(seconds=60))
+    assert [e.id for e in cache.matching({UID})] == ["b"]
+    assert cache.next_expiry() == 0
+    cache.apply_sync([SyncUpdate(full=False, removed_entry_ids=("b",))])
+    assert cache.matching({UID}) == []
+
+
+def test_revoked_jti_memo_follows_revocations() -> None:
+    cache = WorkloadCache()
+    cache.apply_sync([SyncUpdate(full=True, entries=())])
+    assert cache.revoked_jtis() == frozenset()
+    cache.apply_sync([SyncUpdate(full=False, revocations=(("jwt", "j1"),))])
+    assert cache.revoked_jtis() == {"j1"}
