@@ -11,10 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from spiffe_py.jwtsvid import JwtSvid
-
 from spiffe_py.bundle import BundleSet, SpiffeBundle
 from spiffe_py.clock import Clock
+from spiffe_py.jwtsvid import JwtSvid
 from spiffe_py.spiffeid import SpiffeId
 
 
