@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NoReturn
 
-from server.datastore import AuditRecord, AuditStore, ConflictError, Page
+from server.datastore import AuditRecord, AuditStore, ConflictError, Issuance, Page
 from server.datastore.models import MAX_AUDIT_RECORD_BYTES, MAX_PAGE_SIZE
 from server.metrics import AUDIT_ALERTS, AUDIT_RECORDS, AUDIT_WRITE_FAILURES
 from spiffe_py.audit import (
@@ -117,27 +117,48 @@ class CentralAudit:
         if inner is not None and isinstance(inner.get("seq"), int):
             self._agents[str(record.get("actor"))] = _Head(int(inner["seq"]), str(inner.get("hash")))
 
-    def append(self, events: Sequence[AuditEvent]) -> list[dict[str, Any]]:
-        """Seal and store ``events`` in order; raises AuditWriteError (logged, counted) if the store fails."""
-        with self._lock:
-            return [self._append_one(event) for event in events]
+    def append(self, events: Sequence[AuditEvent], issuances: Sequence[Issuance] = ()) -> list[dict[str, Any]]:
+        """Seal and store ``events`` in order, with ``issuances`` logged in the same transaction.
 
-    def _append_one(self, event: AuditEvent) -> dict[str, Any]:
+        Raises AuditWriteError (logged, counted) if the store fails; then nothing was written.
+        """
+        with self._lock:
+            return self._append_all(events, issuances)
+
+    def _append_all(self, events: Sequence[AuditEvent], issuances: Sequence[Issuance]) -> list[dict[str, Any]]:
+        """One transaction for every event and issuance (a batch's single write); retried on a moved chain."""
         for _ in range(_APPEND_ATTEMPTS):
-            record = seal_record(event, seq=self._head.seq + 1, prev_hash=self._head.hash)
+            records = self._sealed(events)
             try:
-                stored = self._store.append_audit(_row(record))
+                stored = self._store.append_audit_batch([_row(r) for r in records], issuances)
             except ConflictError:
                 self._catch_up()  # another server sharing the database appended first
                 continue
             except Exception as err:  # any store failure (disk full, read-only, driver error) is loud
                 raise self._write_failed(err) from err
-            if stored.seq != record["seq"]:
-                raise self._write_failed(ValueError(f"store assigned seq {stored.seq}, sealed {record['seq']}"))
-            self._absorb(stored)
-            AUDIT_RECORDS.labels(decision=record["decision"]).inc()
-            return record
+            for record, row in zip(records, stored, strict=True):
+                self._accept(record, row)
+            return records
         raise self._write_failed(ValueError("the chain kept moving under concurrent appenders"))
+
+    def _sealed(self, events: Sequence[AuditEvent]) -> list[dict[str, Any]]:
+        """``events`` sealed as the next links after our head (not stored yet)."""
+        records: list[dict[str, Any]] = []
+        seq, prev = self._head.seq, self._head.hash
+        for event in events:
+            seq += 1
+            records.append(seal_record(event, seq=seq, prev_hash=prev))
+            prev = records[-1]["hash"]
+        return records
+
+    def _append_one(self, event: AuditEvent) -> dict[str, Any]:
+        return self._append_all([event], ())[0]
+
+    def _accept(self, record: Mapping[str, Any], stored: AuditRecord) -> None:
+        if stored.seq != record["seq"]:
+            raise self._write_failed(ValueError(f"store assigned seq {stored.seq}, sealed {record['seq']}"))
+        self._absorb(stored)
+        AUDIT_RECORDS.labels(decision=record["decision"]).inc()
 
     @staticmethod
     def _write_failed(err: Exception) -> AuditWriteError:

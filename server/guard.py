@@ -12,7 +12,7 @@ and appends one audit record per decision (allow with the serial/jti, or deny wi
 
     gate = guard.batch(actor=agent_id)                   # BatchNewX509SVID: decide once per entry
     ttl = gate.check(entry, requested_ttl)               # capped TTL, or AuthorizationError
-    await gate.commit([(entry_id, leaf_der), ...])       # the batch's records in one thread hop
+    await gate.commit(issuances)                         # records + issuance log: one transaction
 
 A denial raises :class:`spiffe_py.errors.AuthorizationError` (PERMISSION_DENIED) whose message
 holds the rule's reason. If the audit record cannot be written the mint fails too (fail closed).
@@ -34,7 +34,7 @@ from cryptography import x509
 
 from server.audit import CentralAudit
 from server.config import ServerConfig
-from server.datastore import DataStore, EntryFilter, Page, RegistrationEntry
+from server.datastore import DataStore, EntryFilter, Issuance, Page, RegistrationEntry
 from server.datastore.models import MAX_PAGE_SIZE
 from server.metrics import POLICY_DECISIONS, POLICY_DENIALS, POLICY_RELOADS, QUARANTINES
 from spiffe_py.audit import AuditEvent, build_event
@@ -255,10 +255,10 @@ class Guard:
 
     # -- audit ---------------------------------------------------------------------------------
 
-    async def record(self, events: Sequence[AuditEvent]) -> None:
-        """Append events to the central chain off the event loop; AuditWriteError if the store fails."""
-        if events:
-            await asyncio.to_thread(self.audit.append, events)
+    async def record(self, events: Sequence[AuditEvent], issuances: Sequence[Issuance] = ()) -> None:
+        """Append events (and log ``issuances``, same transaction) off the event loop; AuditWriteError on failure."""
+        if events or issuances:
+            await asyncio.to_thread(self.audit.append, events, issuances)
 
     async def note(self, *, actor: str, method: str, spiffe_id: str | None, reason: str, decision: str = "allow",
                    selectors: Iterable[object] = (), details: Mapping[str, Any] | None = None) -> None:
@@ -349,11 +349,11 @@ class CsrBatch:
             raise denial(decision)
         return ttl
 
-    def events(self, issued: Iterable[tuple[str, bytes]]) -> list[AuditEvent]:
-        """The batch's records: each denied entry once, each allowed entry with its serials."""
+    def events(self, issued: Iterable[Issuance]) -> list[AuditEvent]:
+        """The batch's records: each denied entry once, each allowed entry with the serials signed for it."""
         serials: dict[str, list[str]] = {}
-        for entry_id, leaf_der in issued:
-            serials.setdefault(entry_id, []).append(f"{x509.load_der_x509_certificate(leaf_der).serial_number:x}")
+        for item in issued:
+            serials.setdefault(item.entry_id, []).append(item.value)
         events = []
         for entry_id, (req, decision, ttl) in self._decisions.items():
             if not decision.allowed:
@@ -363,9 +363,9 @@ class CsrBatch:
                                               serial=chunk[0] if len(chunk) == 1 else None, serials=chunk))
         return events
 
-    async def commit(self, issued: Iterable[tuple[str, bytes]]) -> None:
-        """Append the batch's records given ``(entry_id, leaf DER)`` of what was signed; AuditWriteError fails it."""
-        await self.guard.record(self.events(issued))
+    async def commit(self, issued: Sequence[Issuance]) -> None:
+        """Append the batch's records and log ``issued`` in one transaction; AuditWriteError fails the batch."""
+        await self.guard.record(self.events(issued), issued)
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:

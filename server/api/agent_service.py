@@ -26,12 +26,12 @@ from server.api.context import ServerContext
 from server.api.convert import bundle_to_proto, certs_to_der, entry_to_proto, jwt_claims_of
 from server.api.errors import RequestError, grpc_errors, status_for
 from server.api.peer import peer_leaf, verify_peer_svid
-from server.api.revocations import record_issuances, record_x509_results, revoke_entry, revoke_own
+from server.api.revocations import X509IssuanceLog, record_issuances, revoke_entry, revoke_own
 from server.api.sync import SyncState, own_bundle
 from server.authz import authorized_entries, check_entry_authorized, node_aliases
 from server.ca.signer import public_key_from_csr
 from server.ca.templates import JwtSvidParams, SvidKind, X509SvidParams
-from server.datastore import AttestedAgent, NotFoundError, RegistrationEntry
+from server.datastore import AttestedAgent, Issuance, NotFoundError, RegistrationEntry
 from server.errors import AttestationError, FailedPreconditionError
 from server.guard import CsrBatch
 from server.metrics import AGENTS_SYNCING, SIGNED
@@ -268,19 +268,22 @@ class AgentService(AgentAPIBase):
             plans: dict[str, _EntryPlan | SpiffeError] = {}
             now = self._ctx.clock.now()
             gate = self._ctx.guard.batch(actor=agent_id)  # issue 6: policy per entry, audit per batch
-            results = [self._sign_one(p, _plan_for(p.entry_id, allowed, plans, now=now), gate) for p in req.params]
-            await gate.commit((r.entry_id, r.cert_chain[0]) for r in results if r.cert_chain)
-            signed = sum(1 for r in results if r.cert_chain)
-            if signed:
-                SIGNED.labels(kind="x509").inc(signed)
-            await record_x509_results(self._ctx, results, allowed, agent_id=agent_id)
+            ledger = X509IssuanceLog(agent_id=agent_id)
+            issued: list[Issuance] = []
+            results = [self._sign_one(p, _plan_for(p.entry_id, allowed, plans, now=now), gate, ledger, issued)
+                       for p in req.params]
+            # Audit records and issuance log in one transaction, before anything is sent.
+            await gate.commit(issued)
+            if issued:
+                SIGNED.labels(kind="x509").inc(len(issued))
             await stream.send_message(agent_pb2.BatchNewX509SVIDResponse(results=results))
 
     def _caller_entries(self, agent_id: str) -> dict[str, RegistrationEntry]:
         return self._authorized_now(self._known_agent_now(agent_id))
 
-    def _sign_one(self, params: agent_pb2.NewX509SVIDParams,
-                  plan: _EntryPlan | SpiffeError, gate: CsrBatch) -> agent_pb2.X509SVIDResult:
+    def _sign_one(self, params: agent_pb2.NewX509SVIDParams, plan: _EntryPlan | SpiffeError, gate: CsrBatch,
+                  ledger: X509IssuanceLog, issued: list[Issuance]) -> agent_pb2.X509SVIDResult:
+        """Sign one CSR of a batch; its issuance record is appended to ``issued``."""
         try:
             if isinstance(plan, SpiffeError):
                 raise plan
@@ -292,6 +295,7 @@ class AgentService(AgentAPIBase):
         except SpiffeError as err:
             return agent_pb2.X509SVIDResult(entry_id=params.entry_id, status_code=status_for(err).value,
                                             status_message=str(err))
+        issued.append(ledger.issuance(chain, spiffe_id=plan.entry.spiffe_id, entry_id=plan.entry.id))
         return agent_pb2.X509SVIDResult(entry_id=params.entry_id, cert_chain=self._ctx.issued_chain_der(chain))
 
     async def NewJWTSVID(self, stream: Stream[agent_pb2.NewJWTSVIDRequest, agent_pb2.NewJWTSVIDResponse]) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -20,7 +20,7 @@ from cryptography import x509
 
 from server.api.convert import ts
 from server.api.errors import RequestError
-from server.datastore import Issuance, NotFoundError, RegistrationEntry, Revocation, RevocationKind
+from server.datastore import Issuance, NotFoundError, Revocation, RevocationKind
 from server.errors import FailedPreconditionError
 from server.revocation import (
     CRL_VALIDITY,
@@ -29,9 +29,10 @@ from server.revocation import (
     check_reason,
     parse_serial,
     revocations_for,
+    serial_hex,
     x509_issuance,
 )
-from spiffe_py._proto.spiffepy.server.v1 import agent_pb2, types_pb2
+from spiffe_py._proto.spiffepy.server.v1 import types_pb2
 from spiffe_py.errors import AuthorizationError
 
 if TYPE_CHECKING:
@@ -105,13 +106,31 @@ async def record_issuances(ctx: ServerContext, issuances: Sequence[Issuance]) ->
         await ctx.call(ctx.store.record_issuances, issuances)
 
 
-async def record_x509_results(ctx: ServerContext, results: Iterable[agent_pb2.X509SVIDResult],
-                              allowed: Mapping[str, RegistrationEntry], *, agent_id: str) -> None:
-    """Log the X.509-SVIDs a BatchNewX509SVID call signed (one transaction for the batch)."""
-    await record_issuances(ctx, [
-        x509_issuance(x509.load_der_x509_certificate(r.cert_chain[0]), spiffe_id=allowed[r.entry_id].spiffe_id,
-                      entry_id=r.entry_id, agent_id=agent_id)
-        for r in results if r.cert_chain])
+class X509IssuanceLog:
+    """Issuance records of one batch's X.509-SVIDs, from the signed objects (no DER re-parse).
+
+    Every leaf a CA signs carries the same authority key ID, so it is read from the first leaf
+    of each signing CA only.
+    """
+
+    def __init__(self, *, agent_id: str) -> None:
+        self.agent_id = agent_id
+        self._issuers: dict[int, tuple[x509.Certificate, str]] = {}
+
+    def issuance(self, chain: Sequence[x509.Certificate], *, spiffe_id: str, entry_id: str) -> Issuance:
+        """The record of ``chain`` (leaf first, then its signing CA) signed for ``entry_id``."""
+        leaf = chain[0]
+        ca = chain[1] if len(chain) > 1 else None
+        # Keyed by id() with the certificate kept alive alongside, so a reused id cannot match.
+        known = None if ca is None else self._issuers.get(id(ca))
+        if known is not None and known[0] is ca:
+            return Issuance(kind=RevocationKind.SERIAL, value=serial_hex(leaf.serial_number), spiffe_id=spiffe_id,
+                            expires_at=leaf.not_valid_after_utc, entry_id=entry_id, agent_id=self.agent_id,
+                            issuer=known[1])
+        item = x509_issuance(leaf, spiffe_id=spiffe_id, entry_id=entry_id, agent_id=self.agent_id)
+        if ca is not None:
+            self._issuers[id(ca)] = (ca, item.issuer)
+        return item
 
 
 async def _revoke(ctx: ServerContext, issuances: Iterable[Issuance], *, reason: str,

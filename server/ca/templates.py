@@ -13,6 +13,7 @@ SPIRE's credtemplate: TTL defaults, lifetime capping, subjects and extensions li
 from __future__ import annotations
 
 import enum
+import functools
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -185,30 +186,67 @@ def build_x509_svid_template(
     """A leaf X.509-SVID signed by ``issuer``; lifetime capped at the issuer's NotAfter."""
     if params.spiffe_id.is_root:
         raise ValueError(f"ca: x509-svid id must have a path: {str(params.spiffe_id)!r}")  # X5-03
+    issued_by = _ISSUERS.parts(issuer)
     ttl = params.ttl if params.ttl is not None else policy.default_x509_ttl(params.kind)
-    not_after = capped_not_after(now=now, ttl=ttl, caps=(issuer.not_valid_after_utc, params.expires_at))
+    not_after = capped_not_after(now=now, ttl=ttl, caps=(issued_by.not_after, params.expires_at))
     if not_after <= now:
         raise ValueError("ca: x509-svid lifetime would be empty (issuer or entry already expired)")
-    subject = _svid_subject(policy.svid_subject, params.dns_names)
-    sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(str(params.spiffe_id))]  # X5-01
-    sans.extend(x509.DNSName(name) for name in params.dns_names)
+    subject, san = _leaf_names(policy.svid_subject, str(params.spiffe_id), params.dns_names)
     return (
         x509.CertificateBuilder()
         .serial_number(random_serial())
         .subject_name(subject)
-        .issuer_name(issuer.subject)
+        .issuer_name(issued_by.subject)
         .public_key(params.public_key)
         .not_valid_before(now - BACKDATE)
         .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)  # X5-08
-        .add_extension(_key_usage(ca=False), critical=True)  # X5-09/11
-        .add_extension(x509.ExtendedKeyUsage(
-            [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)  # X5-13
-        .add_extension(x509.SubjectAlternativeName(sans), critical=len(subject) == 0)  # X5-04
+        .add_extension(_LEAF_BASIC_CONSTRAINTS, critical=True)  # X5-08
+        .add_extension(_LEAF_KEY_USAGE, critical=True)  # X5-09/11
+        .add_extension(_LEAF_EKU, critical=False)  # X5-13
+        .add_extension(san, critical=len(subject) == 0)  # X5-04
         .add_extension(subject_key_id(params.public_key), critical=False)
         # cryptography's verifier refuses leaves without AKI.
-        .add_extension(_authority_key_id(issuer), critical=False)
+        .add_extension(issued_by.aki, critical=False)
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _IssuerParts:
+    """What every leaf of one issuer shares: read from its certificate once, not per leaf."""
+
+    cert: x509.Certificate
+    subject: x509.Name
+    not_after: datetime
+    aki: x509.AuthorityKeyIdentifier
+
+
+class _IssuerCache:
+    """The parts of the most recent issuer (one CA signs almost every leaf until it rotates)."""
+
+    def __init__(self) -> None:
+        self._last: _IssuerParts | None = None
+
+    def parts(self, issuer: x509.Certificate) -> _IssuerParts:
+        """The issuer's parts, recomputed when a different certificate object is passed."""
+        last = self._last  # one read: another thread may swap it, never half-write it
+        # Identity, not equality: the cached certificate is kept alive, so its id is never reused.
+        if last is not None and last.cert is issuer:
+            return last
+        last = self._last = _IssuerParts(cert=issuer, subject=issuer.subject, not_after=issuer.not_valid_after_utc,
+                                         aki=_authority_key_id(issuer))
+        return last
+
+
+_ISSUERS = _IssuerCache()
+
+
+@functools.lru_cache(maxsize=1024)
+def _leaf_names(base: x509.Name, spiffe_id: str, dns_names: tuple[str, ...],
+                ) -> tuple[x509.Name, x509.SubjectAlternativeName]:
+    """The subject and SAN of a leaf; the same for every SVID of an entry, so built once per entry."""
+    sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(spiffe_id)]  # X5-01
+    sans.extend(x509.DNSName(name) for name in dns_names)
+    return _svid_subject(base, dns_names), x509.SubjectAlternativeName(sans)
 
 
 def build_jwt_claims(
@@ -241,6 +279,11 @@ def _key_usage(*, ca: bool) -> x509.KeyUsage:
         digital_signature=not ca, content_commitment=False, key_encipherment=not ca, data_encipherment=False,
         key_agreement=not ca, key_cert_sign=ca, crl_sign=ca, encipher_only=False, decipher_only=False,
     )
+
+
+_LEAF_BASIC_CONSTRAINTS = x509.BasicConstraints(ca=False, path_length=None)
+_LEAF_KEY_USAGE = _key_usage(ca=False)
+_LEAF_EKU = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH])
 
 
 def _svid_subject(base: x509.Name, dns_names: tuple[str, ...]) -> x509.Name:

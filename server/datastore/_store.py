@@ -62,6 +62,17 @@ def _insert(tx: Tx, table: str, row: dict[str, object]) -> None:
     tx.execute(f"INSERT INTO {table} ({', '.join(row)}) VALUES ({marks})", list(row.values()))
 
 
+def _insert_issuances(tx: Tx, issuances: Sequence[Issuance]) -> None:
+    # One multi-row INSERT per chunk: cheap on the signing path; a replayed row is ignored.
+    rows = [codec.issuance_row(i) for i in issuances]
+    cols = ", ".join(codec.ISSUANCE_COLUMNS)
+    one = "(" + ", ".join("?" for _ in codec.ISSUANCE_COLUMNS) + ")"
+    for start in range(0, len(rows), _ISSUANCE_CHUNK):
+        chunk = rows[start:start + _ISSUANCE_CHUNK]
+        tx.execute(f"INSERT INTO issuances ({cols}) VALUES {', '.join(one for _ in chunk)}"
+                   " ON CONFLICT (kind, value) DO NOTHING", [v for row in chunk for v in row.values()])
+
+
 def _bump(tx: Tx, counter: str) -> int:
     # The row lock taken here serialises writers, so sequence numbers become visible in order.
     return int(tx.execute("UPDATE counters SET value = value + 1 WHERE name = ? RETURNING value", (counter,))[0][0])
@@ -428,15 +439,9 @@ class SqlDataStore:
     # -- issuance log -------------------------------------------------------------------------
 
     def record_issuances(self, issuances: Sequence[Issuance]) -> None:
-        """Log signed SVIDs in one transaction (one multi-row INSERT per chunk: cheap on the signing path)."""
-        rows = [codec.issuance_row(i) for i in issuances]
-        cols = ", ".join(codec.ISSUANCE_COLUMNS)
-        one = "(" + ", ".join("?" for _ in codec.ISSUANCE_COLUMNS) + ")"
+        """Log signed SVIDs in one transaction."""
         with self._backend.transaction() as tx:
-            for start in range(0, len(rows), _ISSUANCE_CHUNK):
-                chunk = rows[start:start + _ISSUANCE_CHUNK]
-                tx.execute(f"INSERT INTO issuances ({cols}) VALUES {', '.join(one for _ in chunk)}"
-                           " ON CONFLICT (kind, value) DO NOTHING", [v for row in chunk for v in row.values()])
+            _insert_issuances(tx, issuances)
 
     def get_issuance(self, kind: RevocationKind, value: str) -> Issuance:
         """The logged SVID with this serial or jti; NotFoundError if unknown (or pruned)."""
@@ -472,14 +477,29 @@ class SqlDataStore:
 
     def append_audit(self, record: AuditRecord) -> AuditRecord:
         """Append; ConflictError unless ``record.prev_hash`` is the newest hash ("" when empty)."""
+        return self.append_audit_batch([record])[0]
+
+    def append_audit_batch(self, records: Sequence[AuditRecord],
+                           issuances: Sequence[Issuance] = ()) -> list[AuditRecord]:
+        """Append chained records and log ``issuances``, all in one transaction (all or nothing).
+
+        ConflictError, with nothing written, unless the first record's ``prev_hash`` is the
+        newest hash ("" when empty) and each later one's is its predecessor's ``hash``.
+        """
         with self._backend.transaction() as tx:
-            seq = _bump(tx, "audit")  # also serialises appenders until commit
-            last = tx.execute("SELECT hash FROM audit ORDER BY seq DESC LIMIT 1")
-            newest = last[0][0] if last else ""
-            if record.prev_hash != newest:
-                raise ConflictError(f"datastore: audit prev_hash {record.prev_hash!r} is not the newest {newest!r}")
-            record = replace(record, seq=seq)
-            _insert(tx, "audit", codec.audit_row(record))
+            stored = [self._append_audit(tx, record) for record in records]
+            _insert_issuances(tx, issuances)
+        return stored
+
+    @staticmethod
+    def _append_audit(tx: Tx, record: AuditRecord) -> AuditRecord:
+        seq = _bump(tx, "audit")  # also serialises appenders until commit
+        last = tx.execute("SELECT hash FROM audit ORDER BY seq DESC LIMIT 1")
+        newest = last[0][0] if last else ""
+        if record.prev_hash != newest:
+            raise ConflictError(f"datastore: audit prev_hash {record.prev_hash!r} is not the newest {newest!r}")
+        record = replace(record, seq=seq)
+        _insert(tx, "audit", codec.audit_row(record))
         return record
 
     def list_audit(self, filter: AuditFilter | None = None, page: Page | None = None) -> PageResult[AuditRecord]:

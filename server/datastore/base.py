@@ -222,6 +222,11 @@ class AuditStore(Protocol):
         """Append; ConflictError unless ``record.prev_hash`` is the newest hash ("" when empty)."""
         ...
 
+    def append_audit_batch(self, records: Sequence[AuditRecord],
+                           issuances: Sequence[Issuance] = ()) -> list[AuditRecord]:
+        """Append chained records and log ``issuances`` in one transaction; ConflictError writes nothing."""
+        ...
+
     def list_audit(self, filter: AuditFilter | None = None, page: Page | None = None) -> PageResult[AuditRecord]:
         """One page of matching records in chain order."""
         ...

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
@@ -27,6 +27,7 @@ from server.guard import (
     patch_entry,
     policy_document,
 )
+from server.revocation import x509_issuance
 from spiffe_py.clock import ManualClock
 from spiffe_py.errors import AuthorizationError
 from spiffe_py.policy import Decision, Method, parse_policy
@@ -177,9 +178,9 @@ def test_batch_decides_once_per_entry_and_appends_one_record_per_entry(store: Da
         gate.check(denied, None)
     with pytest.raises(AuthorizationError):
         gate.check(denied, None)
-    leaves = [("s", _chain(0xA1)[0].public_bytes(serialization.Encoding.DER)),
-              ("s", _chain(0xA2)[0].public_bytes(serialization.Encoding.DER))]
-    asyncio.run(gate.commit(leaves))
+    issued = [x509_issuance(_chain(serial)[0], spiffe_id=short.spiffe_id, entry_id="s") for serial in (0xA1, 0xA2)]
+    asyncio.run(gate.commit(issued))
+    assert {i.value for i in store.list_issuances(now=NOW, entry_id="s")} == {"a1", "a2"}  # same transaction
     records = _records(store)
     assert [(r["decision"], r["method"]) for r in records] == [("allow", "BatchNewX509SVID"),
                                                               ("deny", "BatchNewX509SVID")]
