@@ -6,7 +6,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from server.datastore import Issuance, NotFoundError, Revocation, RevocationKind, SqlDataStore
+from server.datastore import (
+    AuditRecord,
+    ConflictError,
+    Issuance,
+    NotFoundError,
+    Revocation,
+    RevocationKind,
+    SqlDataStore,
+)
 
 NOW = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -43,3 +51,20 @@ def test_add_revocations_returns_only_new_ones_and_records_one_change(store: Sql
     assert store.add_revocations(revs) == () and store.add_revocations(()) == ()
     assert store.change_seq() == seq + 2 and store.revocation_seq() == rseq + 2
     assert store.list_revocations(now=NOW) == revs
+
+
+def test_audit_batch_and_issuances_are_written_in_one_transaction(store: SqlDataStore) -> None:
+    """A batch's audit records and issuance log land together, or (chain conflict) not at all."""
+    first = AuditRecord(time=NOW, record='{"n":1}', prev_hash="", hash="h1")
+    second = AuditRecord(time=NOW, record='{"n":2}', prev_hash="h1", hash="h2")
+    stored = store.append_audit_batch([first, second], [_issued(1), _issued(2)])
+    assert [(r.seq, r.hash) for r in stored] == [(1, "h1"), (2, "h2")]
+    assert {i.value for i in store.list_issuances(now=NOW, entry_id="e1")} == {"1", "2"}
+    stale = AuditRecord(time=NOW, record='{"n":3}', prev_hash="h1", hash="h3")
+    with pytest.raises(ConflictError):
+        store.append_audit_batch([stale], [_issued(3)])
+    assert {i.value for i in store.list_issuances(now=NOW, entry_id="e1")} == {"1", "2"}  # rolled back
+    broken = AuditRecord(time=NOW, record='{"n":4}', prev_hash="h9", hash="h4")
+    with pytest.raises(ConflictError):
+        store.append_audit_batch([AuditRecord(time=NOW, record='{"n":3}', prev_hash="h2", hash="h3"), broken])
+    assert [r.seq for r in store.iter_audit()] == [1, 2]  # the whole batch or nothing
