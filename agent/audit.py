@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -51,6 +52,12 @@ class AuditForwarder(Protocol):
     async def forward_audit(self, records: list[str]) -> int:
         """Send records; returns how many the server accepted."""
         ...
+
+
+@functools.cache
+def _records(decision: str) -> Any:
+    """The labelled counter child (looked up once, not per record)."""
+    return AUDIT_RECORDS.labels(decision=decision)
 
 
 def _write_failed(err: OSError) -> None:
@@ -109,7 +116,7 @@ class AgentAudit:
     def append(self, event: AuditEvent) -> dict[str, Any]:
         """Seal and write one record (on disk within the flush interval); AuditWriteError if storage fails."""
         record = self._log.append(event)
-        AUDIT_RECORDS.labels(decision=str(event.decision)).inc()
+        _records(str(event.decision)).inc()
         self._wake.set()
         return record
 

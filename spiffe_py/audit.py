@@ -378,7 +378,7 @@ class JsonlFileSink:
                     if self._on_fsync_error is not None:
                         self._on_fsync_error(err)
                     raise AuditWriteError(f"audit: cannot fsync {str(self.path)!r}: {err.strerror or err}") from err
-                self._durable = end
+                self._durable = max(self._durable, end)  # an ALWAYS write may have fsynced further meanwhile
             return self._durable
 
     def close(self) -> None:
