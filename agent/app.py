@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography import x509
@@ -27,15 +28,17 @@ from agent.attest.base import WorkloadAttestor
 from agent.attest.caller import CallerAttestor
 from agent.attest.docker import DockerAttestor, DockerEngineApi, socket_path_from_docker_host
 from agent.attest.procfs import LinuxProcFs
-from agent.attest.unix import SystemUserDb, UnixAttestor
+from agent.attest.unix import CachedUserDb, SystemUserDb, UnixAttestor
 from agent.audit import AgentAudit
 from agent.config import AgentConfig
 from agent.errors import AgentConfigError
 from agent.guard import WorkloadGuard
+from agent.manager.process_binding import ProcessKey
 from agent.manager.sync import Manager, ManagerConfig
 from agent.workloadapi.handler import WorkloadApiHandler
 from agent.workloadapi.jwt import JwtSvidValidator
 from spiffe_py import _pem
+from spiffe_py._peercred import PeerCred
 from spiffe_py.clock import SystemClock
 
 log = logging.getLogger(__name__)
@@ -51,7 +54,7 @@ def build_attestors(cfg: AgentConfig, procfs: LinuxProcFs) -> list[WorkloadAttes
             out.append(
                 UnixAttestor(
                     procfs,
-                    SystemUserDb(),
+                    CachedUserDb(SystemUserDb()),
                     discover_workload_path=cfg.discover_workload_path,
                     workload_size_limit=cfg.workload_size_limit,
                 )
@@ -109,19 +112,44 @@ def build_guard(cfg: AgentConfig, manager: Manager, audit: AgentAudit, clock: Sy
                          entries=manager.cache.entries)
 
 
+def build_caller_attestor(cfg: AgentConfig, procfs: LinuxProcFs) -> CallerAttestor:
+    """The PID-reuse-checked attestor; ids are re-read afterwards only when exe selectors are in play."""
+    # a setuid exec during attestation changes ids and exe but neither pid nor start time
+    return CallerAttestor(procfs, build_attestors(cfg, procfs), recheck_ids=cfg.discover_workload_path)
+
+
+def pinned_process_of(caller: CallerAttestor) -> Callable[[PeerCred], ProcessKey | None]:
+    """The handler's ``process_of``: pins the caller's /proc facts that ``caller.attest`` then reuses."""
+
+    def process_of(cred: PeerCred) -> ProcessKey | None:
+        facts = caller.pin(cred)
+        return None if facts is None else ProcessKey(facts.pid, facts.start_time)
+
+    return process_of
+
+
 async def run_agent(cfg: AgentConfig) -> None:
-    """Serve the Workload API until cancelled."""
+    """Serve the Workload API until cancelled; pending audit records are fsynced on the way out."""
     cfg.validate()
+    audit = AgentAudit.open(Path(cfg.data_dir), fsync=cfg.audit_fsync, flush_interval=cfg.audit_flush_interval)
+    try:
+        await _serve_with(cfg, audit)
+    finally:
+        audit.close()
+
+
+async def _serve_with(cfg: AgentConfig, audit: AgentAudit) -> None:
     clock = SystemClock()
-    audit = AgentAudit.open(Path(cfg.data_dir))
     manager = Manager(manager_config(cfg), clock=clock, audit=audit)
     procfs = LinuxProcFs()
     guard = build_guard(cfg, manager, audit, clock)
+    caller = build_caller_attestor(cfg, procfs)
     handler = WorkloadApiHandler(
-        attestor=CallerAttestor(procfs, build_attestors(cfg, procfs)),
+        attestor=caller,
         source=manager,
         validator=JwtSvidValidator(clock),
         guard=guard,
+        process_of=pinned_process_of(caller),
     )
     if cfg.metrics_port:
         start_http_server(cfg.metrics_port, addr=cfg.metrics_address)

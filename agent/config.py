@@ -12,6 +12,8 @@ Example file::
     server_port = 8081
     trust_bundle = "/etc/spiffe-py/bootstrap.pem"
     workload_attestors = ["unix", "docker"]
+    audit_fsync = "interval"          # or "always": fsync before each Workload API reply
+    audit_flush_interval = 0.05       # seconds; with "interval", records reach disk at most this late
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from spiffe_py.spiffeid import TrustDomain
 DEFAULT_SOCKET_PATH = "/tmp/spiffe-py-agent/public/api.sock"  # noqa: S108 - the documented default location
 DEFAULT_DATA_DIR = "./.spiffe-agent-data"
 ATTESTORS = ("unix", "docker")
+AUDIT_FSYNC_MODES = ("interval", "always")
+MAX_AUDIT_FLUSH_INTERVAL = 10.0  # a longer power-loss window is never what anyone wants
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -60,6 +64,8 @@ class AgentConfig:
     quarantine_on_anomaly: bool = False
     metrics_address: str = "127.0.0.1"
     metrics_port: int = 0  # 0 = no metrics listener
+    audit_fsync: str = "interval"  # docs/audit.md: group commit ("interval") or per record ("always")
+    audit_flush_interval: float = 0.05
 
     def __repr__(self) -> str:
         # never show the join token
@@ -95,6 +101,16 @@ class AgentConfig:
         self.guard_settings()
         if not 0 <= self.metrics_port < 65536:
             raise AgentConfigError(f"config: metrics_port out of range: {self.metrics_port!r}")
+        self._validate_audit()
+
+    def _validate_audit(self) -> None:
+        if self.audit_fsync not in AUDIT_FSYNC_MODES:
+            raise AgentConfigError(f"config: audit_fsync must be one of {AUDIT_FSYNC_MODES!r}: {self.audit_fsync!r}")
+        if not 0 < self.audit_flush_interval <= MAX_AUDIT_FLUSH_INTERVAL:
+            raise AgentConfigError(
+                f"config: audit_flush_interval must be in (0, {MAX_AUDIT_FLUSH_INTERVAL}] seconds: "
+                f"{self.audit_flush_interval!r}"
+            )
 
     def guard_settings(self) -> GuardSettings:
         """Policy, rate limit and anomaly settings; raises AgentConfigError on bad values."""

@@ -39,6 +39,10 @@ _HASH_RE = re.compile(r"[0-9a-f]{64}")
 _PEM_PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
 # a JWS compact serialisation: base64url header starting '{"' (eyJ), payload, signature
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*")
+# both patterns in one pass over the canonical JSON text; JSON escaping only touches characters
+# outside the patterns (quotes, backslashes, controls) and starts each escape with a backslash,
+# so a secret in any string value or key is also a match in the text
+_ANY_SECRET = re.compile(f"{_PEM_PRIVATE_KEY.pattern}|{_JWT.pattern}")
 
 
 class AuditSecretError(SpiffeError, ValueError):
@@ -114,6 +118,33 @@ def _check_json(value: object, where: str) -> None:
         raise TypeError(f"audit: {where} has non-JSON type {type(value).__name__}")
 
 
+def _has_non_str_key(value: object) -> bool:
+    # json.dumps silently turns int/float/bool/None keys into strings; the record must not change shape
+    if isinstance(value, dict):
+        return any(not isinstance(k, str) or _has_non_str_key(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_non_str_key(v) for v in value)
+    return False
+
+
+def _check_fields(fields: dict[str, Any]) -> None:
+    """All of :func:`_check_json` for every field, with one serialisation and one regex pass when clean.
+
+    The per-field walk (which names the offending field) runs only when the fast pass finds
+    something: a secret-looking match, a value json refuses, or a non-string key.
+    """
+    try:
+        suspicious = (_ANY_SECRET.search(_canonical_text(fields)) is not None
+                      or _has_non_str_key(fields["details"]))
+    except (TypeError, ValueError):
+        suspicious = True
+    if suspicious:
+        for name, value in fields.items():
+            _check_json(value, name)
+        # escapes can fake a match (e.g. "\u001e" + "yJ...") that no single value has: the walk decides
+        canonical_json(fields)  # a value only json refuses (an unusual Mapping) still fails here
+
+
 def format_time(now: datetime) -> str:
     """RFC 3339 UTC with microseconds and a ``Z`` suffix."""
     if now.tzinfo is None:
@@ -145,8 +176,7 @@ def build_event(
         details=dict(details or {}),
     )
     fields = event.to_dict()
-    for name, value in fields.items():
-        _check_json(value, name)
+    _check_fields(fields)
     if len(canonical_json(fields["details"])) > MAX_DETAILS_BYTES:
         raise ValueError(f"audit: details larger than {MAX_DETAILS_BYTES} bytes")
     return event
@@ -154,7 +184,11 @@ def build_event(
 
 def canonical_json(value: object) -> bytes:
     """Sorted keys, no whitespace, UTF-8: the bytes that get hashed."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    return _canonical_text(value).encode()
+
+
+def _canonical_text(value: object) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def record_hash(record: Mapping[str, Any]) -> str:

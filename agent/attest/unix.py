@@ -3,8 +3,11 @@
 Selectors come from the caller's EFFECTIVE ids in ``/proc/<pid>/status`` (not
 SO_PEERCRED, which is frozen at connect time)::
 
-    attestor = UnixAttestor(LinuxProcFs(), SystemUserDb(), discover_workload_path=True)
+    attestor = UnixAttestor(LinuxProcFs(), CachedUserDb(SystemUserDb()), discover_workload_path=True)
     selectors = await attestor.attest(pid)   # unix:uid:1000, unix:user:alice, unix:path:/usr/bin/app, ...
+
+Name lookups are cached for :data:`NAME_CACHE_TTL` seconds: a renamed user or
+group shows its new name in selectors at most that long after the change.
 """
 
 from __future__ import annotations
@@ -12,12 +15,16 @@ from __future__ import annotations
 import asyncio
 import grp
 import pwd
+import time
+from collections.abc import Callable
 from typing import Protocol
 
-from agent.attest.procfs import ProcFs, parse_status
+from agent.attest.procfs import ProcFs, StatusIds, parse_status
 from spiffe_py.selectors import Selector
 
 NAME = "unix"
+NAME_CACHE_TTL = 30.0
+NAME_CACHE_SIZE = 4096
 
 
 class UserDb(Protocol):
@@ -48,13 +55,48 @@ class SystemUserDb:
             return None
 
 
+class CachedUserDb:
+    """A :class:`UserDb` remembering answers (unknown ids too) for ``ttl`` seconds.
+
+    getpwuid/getgrgid go through NSS on every call (files, maybe LDAP); one Workload API
+    call asks for the user, the group and every supplementary group.
+    """
+
+    def __init__(self, inner: UserDb, *, ttl: float = NAME_CACHE_TTL,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._inner = inner
+        self._ttl = ttl
+        self._monotonic = monotonic
+        self._users: dict[int, tuple[float, str | None]] = {}
+        self._groups: dict[int, tuple[float, str | None]] = {}
+
+    def _lookup(self, cache: dict[int, tuple[float, str | None]], key: int,
+                fetch: Callable[[int], str | None]) -> str | None:
+        now = self._monotonic()
+        hit = cache.get(key)
+        if hit is not None and now - hit[0] < self._ttl:
+            return hit[1]
+        if len(cache) >= NAME_CACHE_SIZE:
+            cache.clear()  # bounded: ids come from callers' processes; a full reset is rare and cheap
+        name = fetch(key)
+        cache[key] = (now, name)
+        return name
+
+    def user_name(self, uid: int) -> str | None:
+        """Login name of ``uid`` (cached)."""
+        return self._lookup(self._users, uid, self._inner.user_name)
+
+    def group_name(self, gid: int) -> str | None:
+        """Group name of ``gid`` (cached)."""
+        return self._lookup(self._groups, gid, self._inner.group_name)
+
+
 def _sel(value: str) -> Selector:
     return Selector(NAME, value)
 
 
-def unix_id_selectors(status_text: str, users: UserDb) -> frozenset[Selector]:
-    """uid/user/gid/group/supplementary_gid/supplementary_group selectors from status text (pure)."""
-    ids = parse_status(status_text)
+def unix_id_selectors(ids: StatusIds, users: UserDb) -> frozenset[Selector]:
+    """uid/user/gid/group/supplementary_gid/supplementary_group selectors from parsed status ids (pure)."""
     out = {_sel(f"uid:{ids.euid}"), _sel(f"gid:{ids.egid}")}
     if (user := users.user_name(ids.euid)) is not None:
         out.add(_sel(f"user:{user}"))
@@ -86,18 +128,20 @@ class UnixAttestor:
         self._discover = discover_workload_path
         self._size_limit = workload_size_limit
 
-    def _attest_sync(self, pid: int) -> frozenset[Selector]:
-        selectors = set(unix_id_selectors(self._procfs.status(pid), self._users))
+    def _attest_sync(self, pid: int, ids: StatusIds | None) -> frozenset[Selector]:
+        if ids is None:
+            ids = parse_status(self._procfs.status(pid))
+        selectors = set(unix_id_selectors(ids, self._users))
         if self._discover:
             selectors.add(_sel(f"path:{self._procfs.exe_path(pid)}"))
             if self._size_limit >= 0:
                 selectors.add(_sel(f"sha256:{self._procfs.exe_sha256(pid, self._size_limit)}"))
         return frozenset(selectors)
 
-    async def attest(self, pid: int) -> frozenset[Selector]:
-        """Selectors for ``pid``; raises WorkloadAttestationError when /proc cannot be read."""
+    async def attest(self, pid: int, ids: StatusIds | None = None) -> frozenset[Selector]:
+        """Selectors for ``pid`` (from ``ids`` if given, else its status); WorkloadAttestationError if unreadable."""
         if not self._discover:
-            # one small /proc read and name lookups: a thread hop would cost more than the work
-            return self._attest_sync(pid)
+            # at most one small /proc read and cached name lookups: a thread hop would cost more
+            return self._attest_sync(pid, ids)
         # hashing a large binary blocks; keep the event loop free
-        return await asyncio.to_thread(self._attest_sync, pid)
+        return await asyncio.to_thread(self._attest_sync, pid, ids)

@@ -36,6 +36,9 @@ def test_flags_override_file(tmp_path: Path) -> None:
         ({"trust_domain": "td", "trust_bundle": "/nonexistent.pem"}, "trust_bundle file not found"),
         ({"trust_domain": "td", "log_level": "loud"}, "log_level must be one of"),
         ({"trust_domain": "td", "join_token": "t"}, "needs trust_bundle or insecure_bootstrap"),
+        ({"trust_domain": "td", "audit_fsync": "never"}, "audit_fsync must be one of"),
+        ({"trust_domain": "td", "audit_flush_interval": 0}, "audit_flush_interval must be in"),
+        ({"trust_domain": "td", "audit_flush_interval": 60}, "audit_flush_interval must be in"),
     ],
 )
 def test_validate_rejects(values: dict[str, object], message: str) -> None:
@@ -48,6 +51,15 @@ def test_bundle_and_insecure_are_exclusive(tmp_path: Path) -> None:
     cfg = AgentConfig(trust_domain="td", trust_bundle=str(tmp_path / "b.pem"), insecure_bootstrap=True)
     with pytest.raises(AgentConfigError, match="mutually exclusive"):
         cfg.validate()
+
+
+def test_audit_settings_from_toml(tmp_path: Path) -> None:
+    f = tmp_path / "agent.toml"
+    f.write_text('trust_domain = "td"\naudit_fsync = "always"\naudit_flush_interval = 1\n')
+    cfg = load_config(f, {})
+    cfg.validate()
+    assert (cfg.audit_fsync, cfg.audit_flush_interval) == ("always", 1.0)
+    assert (AgentConfig().audit_fsync, AgentConfig().audit_flush_interval) == ("interval", 0.05)
 
 
 def test_type_errors_name_the_key() -> None:

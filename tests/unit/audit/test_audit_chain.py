@@ -210,6 +210,21 @@ def test_non_json_details_refused() -> None:
         event(0, decision="maybe")
 
 
+def test_non_string_details_keys_refused_although_json_would_coerce_them() -> None:
+    with pytest.raises(TypeError, match=r"audit: details.nested keys must be strings"):
+        event(0, details={"nested": {1: "x"}})
+
+
+def test_escape_that_only_looks_like_a_jwt_in_the_json_text_is_accepted() -> None:
+    """The one-pass check over the JSON text may hit on escapes; the per-field walk decides."""
+    reason = "\x1eyJhbGci.eyJzdWIi.c2ln"  # serialised as \u001eyJ...: a JWT shape only in the text
+    assert event(0, reason=reason).reason == reason
+
+
+def test_secret_split_by_a_control_character_is_not_a_jwt_either_way() -> None:
+    assert event(0, reason="eyJhbGci\x01.eyJzdWIi.c2ln").reason.startswith("eyJ")
+
+
 # --- the JSONL sink ------------------------------------------------------------------------------
 
 
