@@ -389,7 +389,7 @@ class AdminService(AdminAPIBase):
             check_reason(f"quarantined: {reason}")
             updated = await ctx.guard.quarantine(ctx.store, req.id, reason=reason, actor=self._actor(stream))
             # its unexpired SVIDs are revoked through the issue-5 machinery (CRLs, pushed revocations)
-            await revoke_entry(ctx, req.id, reason=f"quarantined: {reason}", delete=False)
+            await revoke_entry(ctx, req.id, reason=f"quarantined: {reason}", delete=False, actor=self._actor(stream))
             ctx.changes.notify()
             await stream.send_message(entry_to_proto(updated))
 
@@ -411,7 +411,8 @@ class AdminService(AdminAPIBase):
             if which is None:
                 raise RequestError("svid", "x509_serial or jwt_id is required")
             revs = await revoke_svid(self._ctx, serial=req.x509_serial if which == "x509_serial" else None,
-                                     jti=req.jwt_id if which == "jwt_id" else None, reason=req.reason)
+                                     jti=req.jwt_id if which == "jwt_id" else None, reason=req.reason,
+                                     actor=self._actor(stream))
             await stream.send_message(_revoked(revs))
 
     async def RevokeEntry(self, stream: Stream[admin_pb2.RevokeEntryRequest, admin_pb2.RevokeResponse]) -> None:
@@ -420,13 +421,14 @@ class AdminService(AdminAPIBase):
             if not req.id:
                 raise RequestError("id", "required")
             await stream.send_message(_revoked(await revoke_entry(self._ctx, req.id, reason=req.reason,
-                                                                  delete=req.delete)))
+                                                                  delete=req.delete, actor=self._actor(stream))))
 
     async def RevokeAgent(self, stream: Stream[admin_pb2.RevokeAgentRequest, admin_pb2.RevokeResponse]) -> None:
         with grpc_errors("RevokeAgent"):
             req = await self._request(stream)
             agent_id = str(parse_member_id(req.spiffe_id, "spiffe_id", self._ctx.config.trust_domain))
-            await stream.send_message(_revoked(await revoke_agent(self._ctx, agent_id, reason=req.reason)))
+            await stream.send_message(_revoked(await revoke_agent(self._ctx, agent_id, reason=req.reason,
+                                                                  actor=self._actor(stream))))
 
     async def ListRevocations(
         self, stream: Stream[admin_pb2.ListRevocationsRequest, admin_pb2.ListRevocationsResponse]
@@ -456,6 +458,7 @@ class AdminService(AdminAPIBase):
             if action is not None:
                 await self._ctx.call(action, kind, req.authority_id)
                 self._ctx.changes.notify()
+                await self._audit(stream, method, None, kind=kind.value, authority_id=req.authority_id)
                 log.info("local authority changed", extra={"action": method, "kind": kind.value,
                                                            "authority_id": req.authority_id})
             await stream.send_message(admin_pb2.LocalAuthorityResponse(

@@ -355,6 +355,7 @@ class AgentService(AgentAPIBase):
             reason = f"agent anomaly: {req.reason or 'no reason given'}"
             ctx = self._ctx
             await ctx.guard.quarantine(ctx.store, entry.id, reason=check_reason(reason), actor=agent.spiffe_id)
-            revs = await revoke_entry(ctx, entry.id, reason=f"quarantined: {reason}"[:256], delete=False)
+            revs = await revoke_entry(ctx, entry.id, reason=f"quarantined: {reason}"[:256], delete=False,
+                                      actor=agent.spiffe_id)
             ctx.changes.notify()
             await stream.send_message(agent_pb2.QuarantineOwnResponse(revoked=len(revs)))

@@ -3,7 +3,7 @@
 Every operation records revocations in the datastore (one transaction) and wakes every
 SyncAuthorized stream, which then pushes :meth:`RevocationHub.snapshot`::
 
-    revs = await revoke_svid(ctx, serial="3f0a...", jti=None, reason="leaked")
+    revs = await revoke_svid(ctx, serial="3f0a...", jti=None, reason="leaked", actor="uid:0")
     snap = await ctx.revocations.snapshot(ctx)      # wire revocations + one DER CRL per CA
 """
 
@@ -134,11 +134,18 @@ class X509IssuanceLog:
 
 
 async def _revoke(ctx: ServerContext, issuances: Iterable[Issuance], *, reason: str,
-                  what: str) -> tuple[Revocation, ...]:
+                  what: str, actor: str) -> tuple[Revocation, ...]:
     revs = await ctx.call(ctx.store.add_revocations,
                           revocations_for(issuances, reason=check_reason(reason), now=ctx.clock.now()))
     ctx.changes.notify()
     log.info("svids revoked", extra={"what": what, "count": len(revs), "reason": reason})
+    # Audited after the revocation is stored: an audit failure is loud but never un-revokes.
+    ids = {r.spiffe_id for r in revs}
+    await ctx.guard.note(actor=actor, method="Revoke", spiffe_id=ids.pop() if len(ids) == 1 else None,
+                         reason=f"revoked: {reason}", details={
+                             "what": what,
+                             "serials": [r.value for r in revs if r.kind is RevocationKind.SERIAL],
+                             "jtis": [r.value for r in revs if r.kind is RevocationKind.JTI]})
     return revs
 
 
@@ -156,7 +163,7 @@ def _parse(serial: str | None, jti: str | None) -> tuple[RevocationKind, str]:
 
 
 async def revoke_svid(ctx: ServerContext, *, serial: str | None, jti: str | None,
-                      reason: str) -> tuple[Revocation, ...]:
+                      reason: str, actor: str) -> tuple[Revocation, ...]:
     """Revoke one SVID by X.509 serial or JWT ID; NotFoundError if the server never issued it."""
     check_reason(reason)
     kind, value = _parse(serial, jti)
@@ -166,28 +173,28 @@ async def revoke_svid(ctx: ServerContext, *, serial: str | None, jti: str | None
         raise NotFoundError(f"revocation: no svid with {label} {value!r} was issued by this server")
     if item.expires_at <= ctx.clock.now():
         raise FailedPreconditionError(f"revocation: svid {value!r} has already expired")
-    return await _revoke(ctx, [item], reason=reason, what=f"{kind.value} {value}")
+    return await _revoke(ctx, [item], reason=reason, what=f"{kind.value} {value}", actor=actor)
 
 
 async def revoke_entry(ctx: ServerContext, entry_id: str, *, reason: str,
-                       delete: bool) -> tuple[Revocation, ...]:
+                       delete: bool, actor: str) -> tuple[Revocation, ...]:
     """Revoke every unexpired SVID issued under the entry (NotFoundError if unknown); optionally delete it."""
     check_reason(reason)
     await ctx.call(ctx.store.get_entry, entry_id)
     issued = await ctx.call(ctx.store.list_issuances, now=ctx.clock.now(), entry_id=entry_id)
-    revs = await _revoke(ctx, issued, reason=reason, what=f"entry {entry_id}")
+    revs = await _revoke(ctx, issued, reason=reason, what=f"entry {entry_id}", actor=actor)
     if delete:
         await ctx.call(ctx.store.delete_entry, entry_id)
         ctx.changes.notify()
     return revs
 
 
-async def revoke_agent(ctx: ServerContext, agent_id: str, *, reason: str) -> tuple[Revocation, ...]:
+async def revoke_agent(ctx: ServerContext, agent_id: str, *, reason: str, actor: str) -> tuple[Revocation, ...]:
     """Evict the agent (NotFoundError if unknown) and revoke every unexpired SVID issued to it."""
     check_reason(reason)
     await ctx.call(ctx.store.get_agent, agent_id)
     issued = await ctx.call(ctx.store.list_issuances, now=ctx.clock.now(), agent_id=agent_id)
-    revs = await _revoke(ctx, issued, reason=reason, what=f"agent {agent_id}")
+    revs = await _revoke(ctx, issued, reason=reason, what=f"agent {agent_id}", actor=actor)
     await ctx.call(ctx.store.delete_agent, agent_id)  # ends its SyncAuthorized stream at the next wake
     ctx.changes.notify()
     return revs
@@ -206,4 +213,4 @@ async def revoke_own(ctx: ServerContext, agent_id: str, *, serials: Sequence[str
         if item is None or item.agent_id != agent_id:
             raise AuthorizationError(f"revocation: {WIRE_KIND[kind]} {value!r} was not issued to {agent_id!r}")
         items.append(item)
-    return await _revoke(ctx, items, reason=reason, what=f"own svids of {agent_id}")
+    return await _revoke(ctx, items, reason=reason, what=f"own svids of {agent_id}", actor=agent_id)

@@ -61,6 +61,11 @@ def test_revoke_svid_by_serial_and_jti_is_listed(srv: ServerProc) -> None:
     jti = pyjwt.decode(jti_token, options={"verify_signature": False})["jti"]
     srv.cli_json("revoke", "svid", "--jti", jti)
     assert {("x509", serial), ("jwt", jti)} <= _listed(srv)
+    # Issue 6: every revocation is in the audit trail, with the admin who asked and what was revoked.
+    revokes = [r for r in srv.cli_json("audit", "show")["records"] if r["method"] == "Revoke"]
+    assert [(r["spiffe_id"], r["details"]["serials"], r["details"]["jtis"]) for r in revokes] == [
+        (f"{TD}/cli-x509", [serial], []), (f"{TD}/cli-jwt", [], [jti])]
+    assert all(r["actor"].startswith("uid:") and r["reason"].startswith("revoked") for r in revokes)
 
 
 @pytest.mark.parametrize(("args", "message"), [

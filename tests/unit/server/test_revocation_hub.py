@@ -45,7 +45,7 @@ async def test_snapshot_is_cached_resigned_at_half_life_and_pruned_at_expiry(tmp
     ctx, clock = _ctx(tmp_path)
     leaf = _issue(ctx)
     assert (await ctx.revocations.snapshot(ctx)).crls == ()
-    await revoke_svid(ctx, serial=f"{leaf.serial_number:x}", jti=None, reason="leaked")
+    await revoke_svid(ctx, serial=f"{leaf.serial_number:x}", jti=None, reason="leaked", actor="uid:0")
     snap = await ctx.revocations.snapshot(ctx)
     assert [(r.kind, r.value, r.reason) for r in snap.revocations] == [("x509", f"{leaf.serial_number:x}", "leaked")]
     (crl,) = [x509.load_der_x509_crl(d) for d in snap.crls]
@@ -72,5 +72,5 @@ async def test_revoke_refusals_change_nothing(tmp_path: Path) -> None:
     assert ctx.store.count_revocations() == 0
     clock.advance(timedelta(hours=2))
     with pytest.raises(FailedPreconditionError, match="has already expired"):
-        await revoke_svid(ctx, serial=serial, jti=None, reason="")
+        await revoke_svid(ctx, serial=serial, jti=None, reason="", actor="uid:0")
     assert ctx.store.count_revocations() == 0
