@@ -60,6 +60,28 @@ class _Source(abc.ABC, Generic[S]):
         self._task: asyncio.Task[None] | None = None
         self._sleep_event = threading.Event()  # set on close to cut a backoff sleep short
 
+    @classmethod
+    async def create(
+        cls,
+        client: AsyncWorkloadApiClient,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 (same signature as start())
+        backoff: Backoff | None = None,
+    ) -> Self:
+        """Start following the watch stream in a task and wait for the first update."""
+        source = cls(client, backoff)
+        await source._start_task(timeout)
+        return source
+
+    @classmethod
+    def start(
+        cls, client: WorkloadApiClient, *, timeout: float | None = None, backoff: Backoff | None = None
+    ) -> Self:
+        """Start following the watch stream in a daemon thread and wait for the first update."""
+        source = cls(client, backoff)
+        source._start_thread(timeout)
+        return source
+
     # -- snapshot --------------------------------------------------------------------------
 
     def _snapshot_or_raise(self) -> S:
@@ -222,28 +244,6 @@ class X509Source(_Source[X509Context]):
 
     _watch_name = "FetchX509SVID"
 
-    @classmethod
-    async def create(
-        cls,
-        client: AsyncWorkloadApiClient,
-        *,
-        timeout: float | None = None,  # noqa: ASYNC109 (same signature as start())
-        backoff: Backoff | None = None,
-    ) -> X509Source:
-        """Start following the stream in a task and wait for the first update."""
-        source = cls(client, backoff)
-        await source._start_task(timeout)
-        return source
-
-    @classmethod
-    def start(
-        cls, client: WorkloadApiClient, *, timeout: float | None = None, backoff: Backoff | None = None
-    ) -> X509Source:
-        """Start following the stream in a daemon thread and wait for the first update."""
-        source = cls(client, backoff)
-        source._start_thread(timeout)
-        return source
-
     def _open_sync(self, client: WorkloadApiClient) -> Watch[X509Context]:
         return client.watch_x509_context()
 
@@ -272,28 +272,6 @@ class JwtSource(_Source[BundleSet]):
     """Current JWT bundles from the Workload API, plus JWT-SVID fetching through the same client."""
 
     _watch_name = "FetchJWTBundles"
-
-    @classmethod
-    async def create(
-        cls,
-        client: AsyncWorkloadApiClient,
-        *,
-        timeout: float | None = None,  # noqa: ASYNC109 (same signature as start())
-        backoff: Backoff | None = None,
-    ) -> JwtSource:
-        """Start following the JWT bundle stream in a task and wait for the first update."""
-        source = cls(client, backoff)
-        await source._start_task(timeout)
-        return source
-
-    @classmethod
-    def start(
-        cls, client: WorkloadApiClient, *, timeout: float | None = None, backoff: Backoff | None = None
-    ) -> JwtSource:
-        """Start following the JWT bundle stream in a daemon thread and wait for the first update."""
-        source = cls(client, backoff)
-        source._start_thread(timeout)
-        return source
 
     def _open_sync(self, client: WorkloadApiClient) -> Watch[BundleSet]:
         return client.watch_jwt_bundles()
