@@ -207,11 +207,8 @@ def server_context(
     clock: Clock | None = None,
 ) -> SSL.Context:
     """A server context that requires a client SVID, verifies and authorizes it, and follows rotation."""
-    verifier = _PeerVerifier(bundle_source, authorizer, clock or SystemClock(), _crl_source(bundle_source, crls))
-    rotating = _RotatingServer(svid_source, verifier)
-    ctx = _new_context(verifier)
-    _use_svid(ctx, svid_source.get_x509_svid())
-    ctx.set_tlsext_servername_callback(rotating.on_client_hello)
+    verifier, ctx = _svid_context(svid_source, bundle_source, authorizer, crls, clock)
+    ctx.set_tlsext_servername_callback(_RotatingServer(svid_source, verifier).on_client_hello)
     return ctx
 
 
@@ -224,10 +221,21 @@ def client_context(
     clock: Clock | None = None,
 ) -> SSL.Context:
     """A client context with the source's current SVID that verifies and authorizes the server."""
+    return _svid_context(svid_source, bundle_source, authorizer, crls, clock)[1]
+
+
+def _svid_context(
+    svid_source: X509SvidSource,
+    bundle_source: X509BundleSource,
+    authorizer: Authorizer,
+    crls: CrlSource | None,
+    clock: Clock | None,
+) -> tuple[_PeerVerifier, SSL.Context]:
+    # Shared by both sides: the peer verifier and a context presenting the current SVID.
     verifier = _PeerVerifier(bundle_source, authorizer, clock or SystemClock(), _crl_source(bundle_source, crls))
     ctx = _new_context(verifier)
     _use_svid(ctx, svid_source.get_x509_svid())
-    return ctx
+    return verifier, ctx
 
 
 # -- grpcio --------------------------------------------------------------------------------------
