@@ -8,9 +8,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 
+from spiffe_py._proto import workload_pb2 as pb
 from spiffe_py.bundle import BundleSet, X509Bundle
 from spiffe_py.spiffeid import TrustDomain
 from spiffe_py.x509svid import X509Svid
@@ -70,3 +73,40 @@ class StaticSource:
 def static_source(issued: Issued, ca: CA) -> StaticSource:
     """``issued`` as an X509Svid, trusting ``ca``'s root."""
     return StaticSource(X509Svid.parse(issued.chain_pem(), issued.key_pem()), BundleSet.of(ca.x509_bundle()))
+
+
+def client_calls(token: str = "") -> dict[str, tuple[str, Callable[[Any], Any]]]:
+    """Each one-shot client method and its RPC; serves both clients (async calls return awaitables)."""
+    return {
+        "fetch_x509_context": ("FetchX509SVID", lambda c: c.fetch_x509_context()),
+        "fetch_x509_svid": ("FetchX509SVID", lambda c: c.fetch_x509_svid()),
+        "fetch_x509_svids": ("FetchX509SVID", lambda c: c.fetch_x509_svids()),
+        "fetch_x509_bundles": ("FetchX509Bundles", lambda c: c.fetch_x509_bundles()),
+        "fetch_jwt_bundles": ("FetchJWTBundles", lambda c: c.fetch_jwt_bundles()),
+        "fetch_jwt_svid": ("FetchJWTSVID", lambda c: c.fetch_jwt_svid("aud-1")),
+        "fetch_jwt_svids": ("FetchJWTSVID", lambda c: c.fetch_jwt_svids(["aud-1"])),
+        "validate_jwt_svid": ("ValidateJWTSVID", lambda c: c.validate_jwt_svid(token, "aud-1")),
+    }
+
+
+def jwt_token(ca: CA, audience: tuple[str, ...] = ("aud-1",), sub: str = WEB_ID) -> str:
+    """A JWT-SVID signed by ``ca``, valid for an hour from the CA's clock."""
+    exp = int(ca.now.timestamp()) + 3600
+    return ca.sign_jwt({"sub": sub, "aud": list(audience), "exp": exp, "iat": int(ca.now.timestamp())})
+
+
+def serve_jwt(api: FakeWorkloadApi, token: str, hint: str = "") -> None:
+    """Make ``api`` answer FetchJWTSVID with ``token`` for WEB_ID."""
+    api.set_response("FetchJWTSVID", pb.JWTSVIDResponse(svids=[pb.JWTSVID(spiffe_id=WEB_ID, svid=token, hint=hint)]))
+
+
+def serve_everything(api: FakeWorkloadApi, ca: CA) -> str:
+    """Give ``api`` a response for every one-shot RPC; returns the served JWT-SVID."""
+    token = jwt_token(ca)
+    root_der = ca.root.cert.public_bytes(Encoding.DER)
+    api.set_response("FetchX509Bundles", pb.X509BundlesResponse(bundles={f"spiffe://{TD}": root_der}))
+    api.set_response("FetchJWTBundles", pb.JWTBundlesResponse(bundles={f"spiffe://{TD}": ca.jwt_bundle().to_jwks()}))
+    serve_jwt(api, token)
+    claims: dict[str, Any] = {"sub": WEB_ID}
+    api.set_response("ValidateJWTSVID", pb.ValidateJWTSVIDResponse(spiffe_id=WEB_ID, claims=claims))
+    return token

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -17,40 +15,14 @@ from spiffe_py.workloadapi import AsyncWorkloadApiClient, InvalidResponseError
 from tests.support.ca import CA
 from tests.support.fake_workload_api import FakeWorkloadApi, x509_response
 
-from .conftest import TD, WEB_ID
-
-AsyncCall = Callable[[AsyncWorkloadApiClient], Awaitable[Any]]
+from .conftest import TD, WEB_ID, client_calls, serve_everything
 
 
-def async_calls(token: str = "") -> dict[str, tuple[str, AsyncCall]]:
-    return {
-        "fetch_x509_context": ("FetchX509SVID", lambda c: c.fetch_x509_context()),
-        "fetch_x509_svid": ("FetchX509SVID", lambda c: c.fetch_x509_svid()),
-        "fetch_x509_svids": ("FetchX509SVID", lambda c: c.fetch_x509_svids()),
-        "fetch_x509_bundles": ("FetchX509Bundles", lambda c: c.fetch_x509_bundles()),
-        "fetch_jwt_bundles": ("FetchJWTBundles", lambda c: c.fetch_jwt_bundles()),
-        "fetch_jwt_svid": ("FetchJWTSVID", lambda c: c.fetch_jwt_svid("aud-1")),
-        "fetch_jwt_svids": ("FetchJWTSVID", lambda c: c.fetch_jwt_svids(["aud-1"])),
-        "validate_jwt_svid": ("ValidateJWTSVID", lambda c: c.validate_jwt_svid(token, "aud-1")),
-    }
-
-
-def serve_everything(api: FakeWorkloadApi, ca: CA) -> str:
-    now = int(ca.now.timestamp())
-    token = ca.sign_jwt({"sub": WEB_ID, "aud": ["aud-1"], "exp": now + 600, "iat": now})
-    root_der = ca.root.cert.public_bytes(Encoding.DER)
-    api.set_response("FetchX509Bundles", pb.X509BundlesResponse(bundles={f"spiffe://{TD}": root_der}))
-    api.set_response("FetchJWTBundles", pb.JWTBundlesResponse(bundles={f"spiffe://{TD}": ca.jwt_bundle().to_jwks()}))
-    api.set_response("FetchJWTSVID", pb.JWTSVIDResponse(svids=[pb.JWTSVID(spiffe_id=WEB_ID, svid=token)]))
-    api.set_response("ValidateJWTSVID", pb.ValidateJWTSVIDResponse(spiffe_id=WEB_ID, claims={"sub": WEB_ID}))
-    return token
-
-
-@pytest.mark.parametrize("name", sorted(async_calls()))
+@pytest.mark.parametrize("name", sorted(client_calls()))
 async def test_we_04_each_async_fetch_makes_exactly_one_rpc_with_the_security_header(
     api: FakeWorkloadApi, ca: CA, name: str
 ) -> None:
-    rpc, call = async_calls(serve_everything(api, ca))[name]
+    rpc, call = client_calls(serve_everything(api, ca))[name]
     async with AsyncWorkloadApiClient(api.address) as client:
         await call(client)
     assert sum(api.calls.values()) == 1

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.serialization import Encoding
 from grpclib.const import Status
 
 from spiffe_py._proto import workload_pb2 as pb
@@ -17,49 +15,16 @@ from spiffe_py.workloadapi import InvalidResponseError, WorkloadApiClient
 from tests.support.ca import CA
 from tests.support.fake_workload_api import FakeWorkloadApi, x509_response, x509_svid_message
 
-from .conftest import TD, WEB_ID, wait_until
+from .conftest import TD, WEB_ID, client_calls, jwt_token, serve_everything, serve_jwt, wait_until
 
 FED = "spiffe://fed.example"
 
 
-def fetch_calls(token: str = "") -> dict[str, tuple[str, Callable[[WorkloadApiClient], Any]]]:
-    return {
-        "fetch_x509_context": ("FetchX509SVID", lambda c: c.fetch_x509_context()),
-        "fetch_x509_svid": ("FetchX509SVID", lambda c: c.fetch_x509_svid()),
-        "fetch_x509_svids": ("FetchX509SVID", lambda c: c.fetch_x509_svids()),
-        "fetch_x509_bundles": ("FetchX509Bundles", lambda c: c.fetch_x509_bundles()),
-        "fetch_jwt_bundles": ("FetchJWTBundles", lambda c: c.fetch_jwt_bundles()),
-        "fetch_jwt_svid": ("FetchJWTSVID", lambda c: c.fetch_jwt_svid("aud-1")),
-        "fetch_jwt_svids": ("FetchJWTSVID", lambda c: c.fetch_jwt_svids(["aud-1"])),
-        "validate_jwt_svid": ("ValidateJWTSVID", lambda c: c.validate_jwt_svid(token, "aud-1")),
-    }
-
-
-def jwt_token(ca: CA, audience: tuple[str, ...] = ("aud-1",), sub: str = WEB_ID) -> str:
-    exp = int(ca.now.timestamp()) + 3600
-    return ca.sign_jwt({"sub": sub, "aud": list(audience), "exp": exp, "iat": int(ca.now.timestamp())})
-
-
-def serve_jwt(api: FakeWorkloadApi, token: str, hint: str = "") -> None:
-    api.set_response("FetchJWTSVID", pb.JWTSVIDResponse(svids=[pb.JWTSVID(spiffe_id=WEB_ID, svid=token, hint=hint)]))
-
-
-def serve_everything(api: FakeWorkloadApi, ca: CA) -> str:
-    token = jwt_token(ca)
-    root_der = ca.root.cert.public_bytes(Encoding.DER)
-    api.set_response("FetchX509Bundles", pb.X509BundlesResponse(bundles={f"spiffe://{TD}": root_der}))
-    api.set_response("FetchJWTBundles", pb.JWTBundlesResponse(bundles={f"spiffe://{TD}": ca.jwt_bundle().to_jwks()}))
-    serve_jwt(api, token)
-    claims: dict[str, Any] = {"sub": WEB_ID}
-    api.set_response("ValidateJWTSVID", pb.ValidateJWTSVIDResponse(spiffe_id=WEB_ID, claims=claims))
-    return token
-
-
-@pytest.mark.parametrize("name", sorted(fetch_calls()))
+@pytest.mark.parametrize("name", sorted(client_calls()))
 def test_we_04_each_fetch_makes_exactly_one_rpc_with_the_security_header(
     api: FakeWorkloadApi, ca: CA, name: str
 ) -> None:
-    rpc, call = fetch_calls(serve_everything(api, ca))[name]
+    rpc, call = client_calls(serve_everything(api, ca))[name]
     with WorkloadApiClient(api.address) as client:
         call(client)
     assert sum(api.calls.values()) == 1
