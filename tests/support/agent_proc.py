@@ -15,17 +15,16 @@ directory (short paths); ``agent.log_text()`` returns what it logged.
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 from types import TracebackType
 
+from tests.support.proc import spawn, terminate
 from tests.support.server_proc import ServerError, ServerProc
 
 READY_TIMEOUT_S = 60.0
-STOP_TIMEOUT_S = 15.0
 AGENT = [str(Path(sys.executable).parent / "spiffe-agent")]  # agent.cli has no __main__
 
 
@@ -62,8 +61,7 @@ class AgentProc:
                 "--data-dir", str(self.root / "data"), "--socket-path", str(self.socket_path),
                 "--trust-bundle", str(self.root / "bootstrap.pem"), "--join-token", self._token,
                 "--log-level", "debug", *extra_args]
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        self.proc = spawn(argv, self.log_path)
 
     def wait_ready(self) -> None:
         """Wait until ``spiffe-agent healthcheck`` passes (attested and synced)."""
@@ -87,16 +85,7 @@ class AgentProc:
 
     def stop(self) -> int:
         """SIGTERM and wait; returns the exit status."""
-        if self.proc is None:
-            return 0
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait()
-        self.proc = None
+        code, self.proc = terminate(self.proc), None
         return code
 
     def close(self) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -27,8 +26,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from tests.support.proc import spawn, terminate
+
 START_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 15.0
 
 
 def free_port() -> int:
@@ -94,8 +94,7 @@ class ServerProc:
 
     def launch(self) -> None:
         """Start the process (appending to the log) and wait until it is healthy."""
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(self.run_args(), stdout=log, stderr=subprocess.STDOUT)
+        self.proc = spawn(self.run_args(), self.log_path)
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -108,15 +107,7 @@ class ServerProc:
 
     def stop(self) -> int:
         """SIGTERM and wait; returns the exit status."""
-        if self.proc is None:
-            return 0
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait()
-        self.proc = None
+        code, self.proc = terminate(self.proc), None
         return code
 
     def restart(self) -> None:

@@ -1,6 +1,7 @@
 """Real server + agent subprocesses for the agent integration tests.
 
-A private launcher (tests/support/server_proc.py had not landed when these were written).
+Not ServerProc/AgentProc: entries precede the agent, tokenless/--insecure-bootstrap agents, raw Popens used.
+Processes are started and stopped with the shared tests/support/proc.py.
 The Workload API socket lives under a 0755 temp directory so a uid-65534 client can reach it.
 """
 
@@ -11,7 +12,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -24,16 +24,11 @@ from grpclib.client import Channel
 
 from spiffe_py._proto.spiffepy.server.v1 import admin_pb2, types_pb2
 from spiffe_py._proto.spiffepy.server.v1.admin_grpc import AdminAPIStub
+from tests.support.proc import spawn, terminate
+from tests.support.server_proc import free_port
 
 VENV_BIN = Path(__file__).resolve().parents[3] / ".venv" / "bin"
 TD = "example.org"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def wait_for(predicate: object, timeout: float, what: str) -> None:
@@ -84,8 +79,7 @@ class Env:
     def _spawn(self, name: str, argv: list[str], extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         log = self.root / f"{name}.{len(self.logs)}.log"
         self.logs.append(log)
-        with log.open("wb") as fh:
-            return subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, **(extra_env or {})})
+        return spawn(argv, log, extra_env)
 
     def start_server(self) -> None:
         argv = [
@@ -131,13 +125,7 @@ class Env:
 
     @staticmethod
     def stop(proc: subprocess.Popen[bytes] | None) -> None:
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        terminate(proc)
 
     def create_entry(self, spiffe_id: str, *selectors: str, hint: str = "") -> str:
         """Create an entry parented to the agent through the admin API; returns its id."""
