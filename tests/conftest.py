@@ -14,22 +14,17 @@ so `pytest -m "not docker"` deselects them. With CI=true every skip becomes a fa
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
 
-# `tests.support` must import whichever directory pytest was started from.
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from tests.support import in_ci, unavailable  # noqa: E402
-from tests.support.docker_engine import DockerEngine, EngineUnavailable  # noqa: E402
-from tests.support.postgres import PostgresUnavailable, check_reachable  # noqa: E402
-from tests.support.postgres import postgres_url as _configured_postgres_url  # noqa: E402
+# The repo root is on sys.path through `pythonpath = ["."]` in pyproject.toml.
+from tests.support import in_ci, unavailable
+from tests.support.docker_engine import DockerEngine, EngineUnavailable
+from tests.support.postgres import PostgresUnavailable, check_reachable
+from tests.support.postgres import postgres_url as _configured_postgres_url
 
 pytest_plugins = ["pytester"]
 
