@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from types import MappingProxyType
@@ -55,6 +55,13 @@ class JwtBundleSource(Protocol):
         ...
 
 
+def _x509_authorities(decode: Callable[[bytes], list[x509.Certificate]], data: bytes) -> tuple[x509.Certificate, ...]:
+    try:
+        return tuple(decode(data))
+    except _pem.DecodeError as err:
+        raise _fail(f"invalid x509 bundle: {err}") from err
+
+
 def _not_found(kind: str, trust_domain: TrustDomain) -> BundleNotFoundError:
     return BundleNotFoundError(f"bundle: no {kind} bundle for trust domain {trust_domain.name!r}", trust_domain.name)
 
@@ -72,18 +79,12 @@ class X509Bundle:
     @classmethod
     def parse_pem(cls, trust_domain: TrustDomain, data: bytes) -> X509Bundle:
         """Parse PEM CERTIFICATE blocks (no blocks: an empty bundle)."""
-        try:
-            return cls(trust_domain, tuple(_pem.certificates_from_pem(data)))
-        except _pem.DecodeError as err:
-            raise _fail(f"invalid x509 bundle: {err}") from err
+        return cls(trust_domain, _x509_authorities(_pem.certificates_from_pem, data))
 
     @classmethod
     def parse_der(cls, trust_domain: TrustDomain, data: bytes) -> X509Bundle:
         """Parse concatenated DER certificates (the Workload API form)."""
-        try:
-            return cls(trust_domain, tuple(_pem.certificates_from_der(data)))
-        except _pem.DecodeError as err:
-            raise _fail(f"invalid x509 bundle: {err}") from err
+        return cls(trust_domain, _x509_authorities(_pem.certificates_from_der, data))
 
     def to_pem(self) -> bytes:
         """Concatenated PEM certificates."""
