@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from prometheus_client import Counter
 
+from agent.errors import NotReadyError
 from spiffe_py.audit import AuditEvent, AuditLog, FsyncMode, JsonlFileSink, load_jsonl
 from spiffe_py.errors import SpiffeError
 from spiffe_py.fsutil import write_private
@@ -36,6 +37,7 @@ MAX_BATCH = 500  # records per ForwardAudit call (the server accepts up to 1000)
 MAX_BATCH_BYTES = 2 * 1024 * 1024
 MAX_BACKOFF = 30.0
 IDLE_POLL = 5.0
+NOT_ATTESTED_POLL = 1.0  # until the first attestation there is no server connection to forward to
 FLUSH_INTERVAL = 0.05
 FLUSH_RECORDS = 256
 
@@ -166,6 +168,11 @@ class AgentAudit:
             try:
                 sent = await self.forward_once(client())
                 backoff = 1.0
+            except NotReadyError as err:
+                # expected at start-up, not a failure: wait quietly until the agent is attested
+                log.debug("audit: forwarding waits for attestation: %s", err)
+                await asyncio.sleep(NOT_ATTESTED_POLL)
+                continue
             except (SpiffeError, OSError) as err:
                 AUDIT_FORWARD_FAILURES.inc()
                 log.warning("audit: forwarding failed, retrying in %.0fs: %s", backoff, err)

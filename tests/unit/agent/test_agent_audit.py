@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from pathlib import Path
 
 import pytest
 
+from agent import audit as agent_audit
 from agent.audit import MAX_BATCH, POSITION_FILE, AgentAudit
+from agent.errors import NotReadyError
 from spiffe_py.audit import AuditWriteError, build_event, load_jsonl, verify_chain
 from tests.unit.agent.test_guard import NOW
 
@@ -63,6 +66,35 @@ async def test_forward_forever_sends_what_accumulated_in_one_call(tmp_path: Path
     task.cancel()
     assert [len(c) for c in server.calls] == [10, 3]
     audit.close()
+
+
+async def test_forwarder_waits_quietly_until_attested(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(agent_audit, "NOT_ATTESTED_POLL", 0.01)
+    audit = AgentAudit.open(tmp_path)
+    fill(audit, 4)
+    server = Server()
+    attempts = 0
+
+    def client() -> Server:
+        nonlocal attempts
+        attempts += 1
+        if attempts < 3:
+            raise NotReadyError("agent: not attested yet")
+        return server
+
+    caplog.set_level(logging.DEBUG, logger="agent.audit")
+    task = asyncio.create_task(audit.forward_forever(client))
+    for _ in range(500):
+        if server.calls:
+            break
+        await asyncio.sleep(0.01)
+    task.cancel()
+    audit.close()
+    assert [len(c) for c in server.calls] == [4]
+    waits = [r for r in caplog.records if "waits for attestation" in r.getMessage()]
+    assert len(waits) == 2 and {r.levelno for r in waits} == {logging.DEBUG}
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 def test_always_mode_and_records_on_disk_after_close(tmp_path: Path) -> None:
