@@ -66,7 +66,7 @@ def _endpoint(address: str | None) -> Endpoint:
     return parse_endpoint(address) if address is not None else endpoint_from_env(os.environ)
 
 
-def map_rpc_error(rpc: str, err: grpc.RpcError) -> WorkloadApiError:
+def _map_rpc_error(rpc: str, err: grpc.RpcError) -> WorkloadApiError:
     """Translate a grpc failure into WorkloadApiError (NoIdentityError for PERMISSION_DENIED)."""
     code = err.code() if callable(getattr(err, "code", None)) else None
     status = code.name if code is not None else "UNKNOWN"
@@ -120,7 +120,7 @@ class Watch(Generic[T]):
             try:
                 message = next(self._call)
             except grpc.RpcError as err:
-                raise map_rpc_error(self._rpc, err) from err
+                raise _map_rpc_error(self._rpc, err) from err
             try:
                 return self._convert(message)
             except InvalidResponseError as err:
@@ -164,7 +164,7 @@ class WorkloadApiClient:
         except StopIteration:
             raise _no_message(rpc) from None
         except grpc.RpcError as err:
-            raise map_rpc_error(rpc, err) from err
+            raise _map_rpc_error(rpc, err) from err
         finally:
             call.cancel()  # one message is all a fetch needs
 
@@ -172,7 +172,7 @@ class WorkloadApiClient:
         try:
             return getattr(self._stub, rpc)(request, metadata=HEADER, timeout=self._timeout)
         except grpc.RpcError as err:
-            raise map_rpc_error(rpc, err) from err
+            raise _map_rpc_error(rpc, err) from err
 
     def _watch(self, rpc: str, request: Any, convert: Callable[[Any], T]) -> Watch[T]:
         return Watch(rpc, getattr(self._stub, rpc)(request, metadata=HEADER), convert)
@@ -261,7 +261,7 @@ class AsyncWorkloadApiClient:
         try:
             message = await call.read()
         except grpc.RpcError as err:
-            raise map_rpc_error(rpc, err) from err
+            raise _map_rpc_error(rpc, err) from err
         finally:
             call.cancel()  # one message is all a fetch needs
         if message is grpc.aio.EOF:
@@ -272,7 +272,7 @@ class AsyncWorkloadApiClient:
         try:
             return await self._method(rpc)(request, metadata=HEADER, timeout=self._timeout)
         except grpc.RpcError as err:
-            raise map_rpc_error(rpc, err) from err
+            raise _map_rpc_error(rpc, err) from err
 
     async def _watch(self, rpc: str, request: Any, convert: Callable[[Any], R]) -> AsyncGenerator[R, None]:
         call = self._method(rpc)(request, metadata=HEADER)
@@ -281,7 +281,7 @@ class AsyncWorkloadApiClient:
                 try:
                     message = await call.read()
                 except grpc.RpcError as err:
-                    raise map_rpc_error(rpc, err) from err
+                    raise _map_rpc_error(rpc, err) from err
                 if message is grpc.aio.EOF:
                     return
                 try:
