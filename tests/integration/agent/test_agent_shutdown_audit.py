@@ -1,8 +1,11 @@
 """A real agent stopped by SIGTERM right after a request keeps that request's audit record.
 
-Real server + agent subprocesses (the agent integration launcher); a long
-``audit_flush_interval`` means the group-commit flusher has not fired yet, so the
-record must reach the file through ``AgentAudit.close()`` on shutdown.
+Real server + agent subprocesses (the agent integration launcher), with a long
+``audit_flush_interval`` so the group-commit flusher has not fsynced yet. It checks a clean
+exit (code 0), the record in the file and an intact chain. It does NOT catch a missing
+``AgentAudit.close()``: every record is written with write(2) before the request returns, so it is in
+the file after a process exit with or without the final fsync; only a power loss (not
+reproducible here) would tell the two apart.
 """
 
 from __future__ import annotations
