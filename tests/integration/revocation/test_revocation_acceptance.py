@@ -12,10 +12,10 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from cryptography import x509
@@ -35,6 +35,8 @@ from tests.integration.revocation.conftest import TD, WORKLOAD_ID, Cluster, wait
 from tests.support.agent_proc import AgentProc
 
 pytestmark = pytest.mark.slow
+
+T = TypeVar("T")
 
 HEADER = {"workload.spiffe.io": "true"}
 AUDIENCE = "revocation-test"
@@ -148,21 +150,33 @@ def current_source(agent: AgentProc) -> StaticSource:
     return StaticSource(next(s for s in ctx.svids if str(s.spiffe_id) == WORKLOAD_ID), ctx.bundles)
 
 
-async def next_serial_change(agent: AgentProc, old: int) -> int:
-    """On an open FetchX509SVID stream, wait for WORKLOAD_ID's SVID to differ from ``old``."""
+async def first_stream_change(
+    agent: AgentProc, timeout: float, changed: Callable[[list[tuple[str, x509.Certificate]]], T | None]
+) -> T:
+    """On an open FetchX509SVID stream, the first non-None ``changed((SPIFFE ID, leaf) of every SVID)``."""
     channel = Channel(path=str(agent.socket_path))
     try:
         async with SpiffeWorkloadAPIStub(channel).FetchX509SVID.open(metadata=HEADER) as stream:
             await stream.send_message(workload_pb2.X509SVIDRequest(), end=True)
             while True:
-                msg = await asyncio.wait_for(stream.recv_message(), 30)
+                msg = await asyncio.wait_for(stream.recv_message(), timeout)
                 assert msg is not None
-                serials = {s.spiffe_id: _pem.certificates_from_der(s.x509_svid)[0].serial_number for s in msg.svids}
-                if serials.get(WORKLOAD_ID, old) != old:
+                found = changed([(s.spiffe_id, _pem.certificates_from_der(s.x509_svid)[0]) for s in msg.svids])
+                if found is not None:
                     await stream.cancel()
-                    return serials[WORKLOAD_ID]
+                    return found
     finally:
         channel.close()
+
+
+async def next_serial_change(agent: AgentProc, old: int) -> int:
+    """On an open FetchX509SVID stream, wait for WORKLOAD_ID's SVID to differ from ``old``."""
+
+    def new_serial(leaves: list[tuple[str, x509.Certificate]]) -> int | None:
+        serials = {spiffe_id: leaf.serial_number for spiffe_id, leaf in leaves}
+        return serials[WORKLOAD_ID] if serials.get(WORKLOAD_ID, old) != old else None
+
+    return await first_stream_change(agent, 30, new_serial)
 
 
 def test_revoked_serial_is_in_the_crl_refused_by_mtls_and_reissued(
@@ -344,19 +358,11 @@ def _aki(leaf: x509.Certificate) -> str:
 
 
 async def _issuer_change(agent: AgentProc, old_aki: str) -> str:
-    channel = Channel(path=str(agent.socket_path))
-    try:
-        async with SpiffeWorkloadAPIStub(channel).FetchX509SVID.open(metadata=HEADER) as stream:
-            await stream.send_message(workload_pb2.X509SVIDRequest(), end=True)
-            while True:
-                msg = await asyncio.wait_for(stream.recv_message(), 60)
-                assert msg is not None
-                akis = {_aki(_pem.certificates_from_der(s.x509_svid)[0]) for s in msg.svids}
-                if old_aki not in akis:
-                    await stream.cancel()
-                    return akis.pop()
-    finally:
-        channel.close()
+    def new_aki(leaves: list[tuple[str, x509.Certificate]]) -> str | None:
+        akis = {_aki(leaf) for _, leaf in leaves}
+        return akis.pop() if old_aki not in akis else None
+
+    return await first_stream_change(agent, 60, new_aki)
 
 
 def test_taint_reissues_on_every_stream_and_revoke_removes_the_authority(cluster: Cluster) -> None:
