@@ -35,7 +35,7 @@ from server.api.convert import (
     parse_workload_id,
     ts,
 )
-from server.api.errors import RequestError, grpc_errors
+from server.api.errors import RequestError, grpc_errors, recv_request
 from server.api.peer import is_tls, peer_leaf, spiffe_id_of, verify_peer_svid
 from server.api.revocations import (
     record_issuances,
@@ -108,10 +108,7 @@ class AdminService(AdminAPIBase):
 
     async def _request(self, stream: Stream[Any, Any]) -> Any:
         await self._authorize(stream)
-        request = await stream.recv_message()
-        if request is None:
-            raise RequestError("request", "missing")
-        return request
+        return await recv_request(stream)
 
     @staticmethod
     def _actor(stream: Stream[Any, Any]) -> str:

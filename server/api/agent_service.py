@@ -17,14 +17,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from cryptography import x509
-from grpclib.const import Status
-from grpclib.exceptions import GRPCError
 from grpclib.server import Stream
 
 from server.api.admin_service import check_audience, federated_bundles
 from server.api.context import ServerContext
 from server.api.convert import bundle_to_proto, certs_to_der, entry_to_proto, jwt_claims_of
-from server.api.errors import RequestError, grpc_errors, status_for
+from server.api.errors import RequestError, grpc_errors, recv_request, status_for
 from server.api.peer import peer_leaf, verify_peer_svid
 from server.api.revocations import X509IssuanceLog, record_issuances, revoke_entry, revoke_own
 from server.api.sync import SyncState, own_bundle
@@ -301,9 +299,7 @@ class AgentService(AgentAPIBase):
     async def NewJWTSVID(self, stream: Stream[agent_pb2.NewJWTSVIDRequest, agent_pb2.NewJWTSVIDResponse]) -> None:
         with grpc_errors("NewJWTSVID"):
             agent = await self._agent(stream)
-            req = await stream.recv_message()
-            if req is None:
-                raise GRPCError(Status.INVALID_ARGUMENT, "request: missing")
+            req = await recv_request(stream)
             audience = check_audience(req.audience)
             entry = check_entry_authorized(req.entry_id, await self._authorized(agent))
             end = entry_end(entry, now=self._ctx.clock.now())
@@ -323,9 +319,7 @@ class AgentService(AgentAPIBase):
     async def RevokeOwn(self, stream: Stream[agent_pb2.RevokeOwnRequest, agent_pb2.RevokeOwnResponse]) -> None:
         with grpc_errors("RevokeOwn"):
             agent = await self._agent(stream)
-            req = await stream.recv_message()
-            if req is None:
-                raise RequestError("request", "missing")
+            req = await recv_request(stream)
             revs = await revoke_own(self._ctx, agent.spiffe_id, serials=list(req.x509_serials),
                                     jtis=list(req.jwt_ids), reason=req.reason)
             await stream.send_message(agent_pb2.RevokeOwnResponse(revoked=len(revs)))
@@ -336,9 +330,7 @@ class AgentService(AgentAPIBase):
                            ) -> None:
         with grpc_errors("ForwardAudit"):
             agent = await self._agent(stream)
-            req = await stream.recv_message()
-            if req is None:
-                raise RequestError("request", "missing")
+            req = await recv_request(stream)
             accepted = await self._ctx.call(self._ctx.guard.audit.forward, agent.spiffe_id, list(req.records))
             await stream.send_message(agent_pb2.ForwardAuditResponse(accepted=accepted))
 
@@ -348,9 +340,7 @@ class AgentService(AgentAPIBase):
                             ) -> None:
         with grpc_errors("QuarantineOwn"):
             agent = await self._agent(stream)
-            req = await stream.recv_message()
-            if req is None:
-                raise RequestError("request", "missing")
+            req = await recv_request(stream)
             entry = check_entry_authorized(req.entry_id, await self._authorized(agent))
             reason = f"agent anomaly: {req.reason or 'no reason given'}"
             ctx = self._ctx

@@ -15,9 +15,11 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
+from grpclib.server import Stream
 
 from server.metrics import RPCS
 from spiffe_py.errors import SpiffeError
@@ -36,6 +38,14 @@ class RequestError(SpiffeError, ValueError):
         self.field = field
         self.reason = reason
         super().__init__(f"{field}: {reason}")
+
+
+async def recv_request(stream: Stream[Any, Any]) -> Any:
+    """The one request message of a unary call; a missing one is ``INVALID_ARGUMENT`` ("request: missing")."""
+    request = await stream.recv_message()
+    if request is None:
+        raise RequestError("request", "missing")
+    return request
 
 
 def status_for(err: SpiffeError) -> Status:
