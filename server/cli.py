@@ -16,10 +16,10 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -233,17 +233,22 @@ async def cmd_entry_show(api: AdminAPIStub, args: argparse.Namespace) -> None:
     if args.entry_id:
         entries = [await api.GetEntry(admin_pb2.GetEntryRequest(id=args.entry_id))]
     else:
-        entries = await _all_entries(api, admin_pb2.ListEntriesRequest(
-            spiffe_id=args.spiffe_id or "", parent_id=args.parent_id or "", selectors=_selector_pbs(args.selector)))
+        entries = await _all_pages(api.ListEntries, admin_pb2.ListEntriesRequest(
+            spiffe_id=args.spiffe_id or "", parent_id=args.parent_id or "", selectors=_selector_pbs(args.selector)),
+            lambda page: page.entries)
     emit(args, {"entries": [entry_json(e) for e in entries]},
          f"Found {len(entries)} entries\n" + "\n\n".join(_pretty(entry_json(e)) for e in entries))
 
 
-async def _all_entries(api: AdminAPIStub, req: admin_pb2.ListEntriesRequest) -> list[types_pb2.Entry]:
-    out: list[types_pb2.Entry] = []
+_T = TypeVar("_T")
+
+
+async def _all_pages(call: Callable[[Any], Awaitable[Any]], req: Any, items: Callable[[Any], Iterable[_T]]) -> list[_T]:
+    """Every item of a paged List RPC: follow ``next_page_token`` (set on ``req``) to the last page."""
+    out: list[_T] = []
     while True:
-        page = await api.ListEntries(req)
-        out.extend(page.entries)
+        page = await call(req)
+        out.extend(items(page))
         if not page.next_page_token:
             return out
         req.page_token = page.next_page_token
@@ -257,14 +262,8 @@ async def cmd_entry_count(api: AdminAPIStub, args: argparse.Namespace) -> None:
 
 async def cmd_agent_list(api: AdminAPIStub, args: argparse.Namespace) -> None:
     """agent list"""
-    agents: list[types_pb2.Agent] = []
-    req = admin_pb2.ListAgentsRequest()
-    while True:
-        page = await api.ListAgents(req)
-        agents.extend(page.agents)
-        if not page.next_page_token:
-            break
-        req.page_token = page.next_page_token
+    agents: list[types_pb2.Agent] = await _all_pages(api.ListAgents, admin_pb2.ListAgentsRequest(),
+                                                     lambda page: page.agents)
     emit(args, {"agents": [agent_json(a) for a in agents]},
          f"Found {len(agents)} attested agents\n" + "\n\n".join(_pretty(agent_json(a)) for a in agents))
 
@@ -402,14 +401,8 @@ async def cmd_revoke_agent(api: AdminAPIStub, args: argparse.Namespace) -> None:
 
 async def cmd_revocation_list(api: AdminAPIStub, args: argparse.Namespace) -> None:
     """revocation list"""
-    revs: list[types_pb2.Revocation] = []
-    req = admin_pb2.ListRevocationsRequest(page_size=1000)
-    while True:
-        page = await api.ListRevocations(req)
-        revs.extend(page.revocations)
-        if not page.next_page_token:
-            break
-        req.page_token = page.next_page_token
+    revs: list[types_pb2.Revocation] = await _all_pages(
+        api.ListRevocations, admin_pb2.ListRevocationsRequest(page_size=1000), lambda page: page.revocations)
     items = [revocation_json(r) for r in revs]
     emit(args, {"revocations": items}, f"Found {len(items)} revocations\n" + "\n\n".join(_pretty(r) for r in items))
 
@@ -466,13 +459,8 @@ async def cmd_audit_show(api: AdminAPIStub, args: argparse.Namespace) -> None:
     """audit show"""
     req = admin_pb2.ListAuditRequest(since=args.since, spiffe_id=args.spiffe_id or "", decision=args.decision or "",
                                      page_size=1000)
-    records: list[dict[str, Any]] = []
-    while True:
-        page = await api.ListAudit(req)
-        records.extend(json.loads(r) for r in page.records)
-        if not page.next_page_token:
-            break
-        req.page_token = page.next_page_token
+    records: list[dict[str, Any]] = await _all_pages(api.ListAudit, req,
+                                                     lambda page: (json.loads(r) for r in page.records))
     emit(args, {"records": records}, "\n".join(audit_line(r) for r in records) or "No audit records")
 
 
