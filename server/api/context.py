@@ -52,11 +52,6 @@ class ChangeNotifier:
         for event in self._subscribers:
             event.set()
 
-    @property
-    def subscriber_count(self) -> int:
-        """How many streams are listening."""
-        return len(self._subscribers)
-
 
 @dataclass(frozen=True, slots=True)
 class _ChainCache:

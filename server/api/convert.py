@@ -27,7 +27,6 @@ from spiffe_py.errors import SpiffeError
 from spiffe_py.selectors import Selector
 from spiffe_py.spiffeid import SpiffeId, TrustDomain
 
-MAX_TTL = 2**31 - 1
 MAX_AUDIENCES = 32
 MAX_AUDIENCE_LEN = 256
 
