@@ -298,18 +298,19 @@ class AgentService(AgentAPIBase):
 
     async def NewJWTSVID(self, stream: Stream[agent_pb2.NewJWTSVIDRequest, agent_pb2.NewJWTSVIDResponse]) -> None:
         with grpc_errors("NewJWTSVID"):
-            agent = await self._agent(stream)
+            agent_id = self._peer_id(stream)
+            allowed = await self._ctx.call(self._caller_entries, agent_id)  # agent state + entries: one thread hop
             req = await recv_request(stream)
             audience = check_audience(req.audience)
-            entry = check_entry_authorized(req.entry_id, await self._authorized(agent))
+            entry = check_entry_authorized(req.entry_id, allowed)
             end = entry_end(entry, now=self._ctx.clock.now())
-            mint = self._ctx.guard.agent_jwt_request(actor=agent.spiffe_id, entry=entry, audiences=audience)
+            mint = self._ctx.guard.agent_jwt_request(actor=agent_id, entry=entry, audiences=audience)
             token = await self._ctx.guard.mint_jwt(mint, lambda ttl: self._ctx.ca.sign_jwt_svid(JwtSvidParams(
                 spiffe_id=SpiffeId.parse(entry.spiffe_id), audience=audience, expires_at=end, ttl=ttl,
                 extra_claims=dict(entry.jwt_claims))))  # issue 6: policy + audit
             SIGNED.labels(kind="jwt").inc()
             claims = jwt_claims_of(token)
-            await record_issuances(self._ctx, [jwt_issuance(claims, entry_id=entry.id, agent_id=agent.spiffe_id)])
+            await record_issuances(self._ctx, [jwt_issuance(claims, entry_id=entry.id, agent_id=agent_id)])
             await stream.send_message(agent_pb2.NewJWTSVIDResponse(token=token, expires_at=int(claims["exp"]),
                                                                    issued_at=int(claims.get("iat", 0)),
                                                                    jti=str(claims["jti"])))
@@ -339,13 +340,14 @@ class AgentService(AgentAPIBase):
     async def QuarantineOwn(self, stream: Stream[agent_pb2.QuarantineOwnRequest, agent_pb2.QuarantineOwnResponse]
                             ) -> None:
         with grpc_errors("QuarantineOwn"):
-            agent = await self._agent(stream)
+            agent_id = self._peer_id(stream)
+            allowed = await self._ctx.call(self._caller_entries, agent_id)  # agent state + entries: one thread hop
             req = await recv_request(stream)
-            entry = check_entry_authorized(req.entry_id, await self._authorized(agent))
+            entry = check_entry_authorized(req.entry_id, allowed)
             reason = f"agent anomaly: {req.reason or 'no reason given'}"
             ctx = self._ctx
-            await ctx.guard.quarantine(ctx.store, entry.id, reason=check_reason(reason), actor=agent.spiffe_id)
+            await ctx.guard.quarantine(ctx.store, entry.id, reason=check_reason(reason), actor=agent_id)
             revs = await revoke_entry(ctx, entry.id, reason=f"quarantined: {reason}"[:256], delete=False,
-                                      actor=agent.spiffe_id)
+                                      actor=agent_id)
             ctx.changes.notify()
             await stream.send_message(agent_pb2.QuarantineOwnResponse(revoked=len(revs)))
