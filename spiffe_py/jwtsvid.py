@@ -174,8 +174,7 @@ def _decode(token: str) -> _Jws:
     typ = header.get("typ")
     if typ is not None and (not isinstance(typ, str) or typ not in _ALLOWED_TYPES):  # JWT-06
         raise _invalid(f"token header typ must be JWT or JOSE, got {str(typ)[:32]!r}")
-    kid = header.get("kid")
-    if kid is not None and (not isinstance(kid, str) or not kid):
+    if "kid" in header and (not isinstance(header["kid"], str) or not header["kid"]):  # "kid": null too
         raise _invalid("token header key id must be a non-empty string")
     claims = _decode_part(parts[1], "payload")
     try:

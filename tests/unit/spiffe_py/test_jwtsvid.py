@@ -305,3 +305,11 @@ def test_structured_tokens_raise_only_spiffe_errors(header: dict[str, Any], clai
         JwtSvid.parse_insecure(tok, AUD, now=NOW)
     with contextlib.suppress(SpiffeError):
         validate(tok)
+
+
+@pytest.mark.parametrize("kid", [None, 7, ""])
+def test_kid_that_is_not_a_non_empty_string_is_refused(kid: object) -> None:
+    """JWT-05 (found by the test above): ``"kid": null`` once crashed the bundle lookup with TypeError."""
+    tok = raw_jws({"alg": "ES256", "kid": kid, "typ": "JWT"}, {"sub": SUB, "aud": [AUD], "exp": T}, P256, "ES256")
+    with pytest.raises(InvalidJwtSvidError, match="key id must be a non-empty string"):
+        validate(tok)
