@@ -287,14 +287,14 @@ class AgentService(AgentAPIBase):
                 raise plan
             public_key = public_key_from_csr(params.csr, spiffe_id=plan.spiffe_id)
             ttl = gate.check(plan.entry, plan.requested_ttl)  # issue 6: policy, counted per item
-            chain = self._ctx.ca.sign_x509_svid(X509SvidParams(
+            svid = self._ctx.ca.sign_x509_svid_der(X509SvidParams(
                 spiffe_id=plan.spiffe_id, public_key=public_key, dns_names=plan.entry.dns_names,
                 expires_at=plan.expires_at, ttl=ttl))
         except SpiffeError as err:
             return agent_pb2.X509SVIDResult(entry_id=params.entry_id, status_code=status_for(err).value,
                                             status_message=str(err))
-        issued.append(ledger.issuance(chain, spiffe_id=plan.entry.spiffe_id, entry_id=plan.entry.id))
-        return agent_pb2.X509SVIDResult(entry_id=params.entry_id, cert_chain=self._ctx.issued_chain_der(chain))
+        issued.append(ledger.issuance(svid.chain, spiffe_id=plan.entry.spiffe_id, entry_id=plan.entry.id))
+        return agent_pb2.X509SVIDResult(entry_id=params.entry_id, cert_chain=self._ctx.issued_chain_der(svid))
 
     async def NewJWTSVID(self, stream: Stream[agent_pb2.NewJWTSVIDRequest, agent_pb2.NewJWTSVIDResponse]) -> None:
         with grpc_errors("NewJWTSVID"):

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 
 from server.api.revocations import RevocationHub
 from server.ca.manager import CaManager
+from server.ca.signer import SignedSvid
 from server.config import ServerConfig
 from server.datastore import DataStore
 from server.guard import Guard
@@ -99,10 +100,9 @@ class ServerContext:
         roots = set(self.roots())
         return (chain[0], *(c for c in chain[1:] if c not in roots))
 
-    def issued_chain_der(self, chain: tuple[x509.Certificate, ...]) -> list[bytes]:
-        """DER of :meth:`issued_chain`; the part above the leaf is cached per bundle and signing CA."""
-        leaf, *above = chain
-        return [leaf.public_bytes(serialization.Encoding.DER), *self._above_leaf_der(tuple(above))]
+    def issued_chain_der(self, svid: SignedSvid) -> list[bytes]:
+        """DER of :meth:`issued_chain`: the leaf as signed, then the part above it (cached per bundle and CA)."""
+        return [svid.der, *self._above_leaf_der(svid.chain[1:])]
 
     def _above_leaf_der(self, above: tuple[x509.Certificate, ...]) -> tuple[bytes, ...]:
         bundle = self.ca.bundle()  # the same object until the CA state changes

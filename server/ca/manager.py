@@ -25,7 +25,7 @@ from cryptography import x509
 
 from server.ca import slots as sl
 from server.ca.keys import CaPrivateKey, KeyManager, KeyType, UpstreamAuthority
-from server.ca.signer import X509Authority, sign_ca, sign_jwt, sign_x509_svid
+from server.ca.signer import SignedSvid, X509Authority, sign_ca, sign_jwt, sign_x509_svid_der
 from server.ca.templates import (
     CA_SUBJECT,
     DEFAULT_CA_TTL,
@@ -210,7 +210,11 @@ class CaManager:
 
     def sign_x509_svid(self, params: X509SvidParams) -> tuple[x509.Certificate, ...]:
         """Sign an X.509-SVID (leaf first, then the CA chain up to, excluding, the bundle root)."""
-        return sign_x509_svid(self.active_x509_ca(), params, policy=self._config.policy, now=self._clock.now())
+        return self.sign_x509_svid_der(params).chain
+
+    def sign_x509_svid_der(self, params: X509SvidParams) -> SignedSvid:
+        """:meth:`sign_x509_svid`, keeping the leaf's DER as signed (for the wire)."""
+        return sign_x509_svid_der(self.active_x509_ca(), params, policy=self._config.policy, now=self._clock.now())
 
     def sign_jwt_svid(self, params: JwtSvidParams) -> str:
         """Sign a JWT-SVID with the active JWT key."""

@@ -180,10 +180,33 @@ def build_ca_template(
     )
 
 
-def build_x509_svid_template(
-    params: X509SvidParams, *, policy: SvidPolicy, issuer: x509.Certificate, now: datetime
-) -> x509.CertificateBuilder:
-    """A leaf X.509-SVID signed by ``issuer``; lifetime capped at the issuer's NotAfter."""
+@dataclass(frozen=True, slots=True)
+class LeafFields:
+    """Everything in one leaf X.509-SVID except its public key (and the SKI derived from it)."""
+
+    serial: int
+    not_before: datetime
+    not_after: datetime
+    issuer: x509.Name
+    subject: x509.Name
+    san: x509.SubjectAlternativeName
+    aki: x509.AuthorityKeyIdentifier
+
+    def extensions(self, public_key: CertPublicKey) -> list[x509.Extension[x509.ExtensionType]]:
+        """The leaf's extensions in encoding order (X5-04/08/09/11/13)."""
+        return [
+            x509.Extension(_LEAF_BASIC_CONSTRAINTS.oid, True, _LEAF_BASIC_CONSTRAINTS),  # X5-08
+            x509.Extension(_LEAF_KEY_USAGE.oid, True, _LEAF_KEY_USAGE),  # X5-09/11
+            x509.Extension(_LEAF_EKU.oid, False, _LEAF_EKU),  # X5-13
+            x509.Extension(self.san.oid, len(self.subject) == 0, self.san),  # X5-04
+            x509.Extension(x509.SubjectKeyIdentifier.oid, False, subject_key_id(public_key)),
+            # cryptography's verifier refuses leaves without AKI.
+            x509.Extension(self.aki.oid, False, self.aki),
+        ]
+
+
+def leaf_fields(params: X509SvidParams, *, policy: SvidPolicy, issuer: x509.Certificate, now: datetime) -> LeafFields:
+    """The fields of a leaf X.509-SVID signed by ``issuer``; lifetime capped at the issuer's NotAfter."""
     if params.spiffe_id.is_root:
         raise ValueError(f"ca: x509-svid id must have a path: {str(params.spiffe_id)!r}")  # X5-03
     issued_by = _ISSUERS.parts(issuer)
@@ -192,22 +215,27 @@ def build_x509_svid_template(
     if not_after <= now:
         raise ValueError("ca: x509-svid lifetime would be empty (issuer or entry already expired)")
     subject, san = _leaf_names(policy.svid_subject, str(params.spiffe_id), params.dns_names)
-    return (
+    return LeafFields(serial=random_serial(), not_before=now - BACKDATE, not_after=not_after,
+                      issuer=issued_by.subject, subject=subject, san=san, aki=issued_by.aki)
+
+
+def build_x509_svid_template(
+    params: X509SvidParams, *, policy: SvidPolicy, issuer: x509.Certificate, now: datetime
+) -> x509.CertificateBuilder:
+    """A ``CertificateBuilder`` for :func:`leaf_fields` (the signer encodes the same fields itself)."""
+    fields = leaf_fields(params, policy=policy, issuer=issuer, now=now)
+    builder = (
         x509.CertificateBuilder()
-        .serial_number(random_serial())
-        .subject_name(subject)
-        .issuer_name(issued_by.subject)
+        .serial_number(fields.serial)
+        .subject_name(fields.subject)
+        .issuer_name(fields.issuer)
         .public_key(params.public_key)
-        .not_valid_before(now - BACKDATE)
-        .not_valid_after(not_after)
-        .add_extension(_LEAF_BASIC_CONSTRAINTS, critical=True)  # X5-08
-        .add_extension(_LEAF_KEY_USAGE, critical=True)  # X5-09/11
-        .add_extension(_LEAF_EKU, critical=False)  # X5-13
-        .add_extension(san, critical=len(subject) == 0)  # X5-04
-        .add_extension(subject_key_id(params.public_key), critical=False)
-        # cryptography's verifier refuses leaves without AKI.
-        .add_extension(issued_by.aki, critical=False)
+        .not_valid_before(fields.not_before)
+        .not_valid_after(fields.not_after)
     )
+    for ext in fields.extensions(params.public_key):
+        builder = builder.add_extension(ext.value, critical=ext.critical)
+    return builder
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,9 +32,10 @@ def _ctx(tmp_path: Path, upstream: UpstreamAuthority | None = None) -> ServerCon
 
 
 def _signed(ctx: ServerContext) -> list[bytes]:
-    chain = ctx.ca.sign_x509_svid(X509SvidParams(spiffe_id=WEB, public_key=generate_key(KeyType.EC_P256).public_key()))
-    der = ctx.issued_chain_der(chain)
-    assert der == certs_to_der(ctx.issued_chain(chain))  # same answer as the uncached path
+    key = generate_key(KeyType.EC_P256)
+    svid = ctx.ca.sign_x509_svid_der(X509SvidParams(spiffe_id=WEB, public_key=key.public_key()))
+    der = ctx.issued_chain_der(svid)
+    assert der == certs_to_der(ctx.issued_chain(svid.chain))  # same answer as the uncached path
     return der
 
 
