@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from cryptography import x509
+from prometheus_client import Counter
 
 from server.audit import CentralAudit
 from server.config import ServerConfig
@@ -148,10 +149,17 @@ def _decision_event(req: MintRequest, decision: Decision, *, now: datetime, seri
                        serial=serial, jti=jti, details=details)
 
 
+def _counters(req: MintRequest, decision: Decision) -> tuple[Counter, ...]:
+    """The metric children one decision increments (labelled once, incremented per item)."""
+    decided = POLICY_DECISIONS.labels(method=req.rpc, decision="allow" if decision.allowed else "deny")
+    if decision.allowed:
+        return (decided,)
+    return decided, POLICY_DENIALS.labels(method=req.rpc, rule=decision.rule or "")
+
+
 def _count(req: MintRequest, decision: Decision) -> None:
-    POLICY_DECISIONS.labels(method=req.rpc, decision="allow" if decision.allowed else "deny").inc()
-    if not decision.allowed:
-        POLICY_DENIALS.labels(method=req.rpc, rule=decision.rule or "").inc()
+    for counter in _counters(req, decision):
+        counter.inc()
 
 
 def denial(decision: Decision) -> AuthorizationError:
@@ -330,7 +338,8 @@ class CsrBatch:
     rpc: str
     now: datetime
     policy: Policy
-    _decisions: dict[str, tuple[MintRequest, Decision, timedelta | None]] = field(default_factory=dict)
+    _decisions: dict[str, tuple[MintRequest, Decision, timedelta | None, tuple[Counter, ...]]] = field(
+        default_factory=dict)
     _denied: dict[str, int] = field(default_factory=dict)
 
     def check(self, entry: RegistrationEntry, requested_ttl: timedelta | None) -> timedelta | None:
@@ -341,9 +350,11 @@ class CsrBatch:
                               entries=(entry,), requested_ttl=requested_ttl)
             decision = decide(self.policy, req, now=self.now)
             known = self._decisions[entry.id] = (req, decision,
-                                                 capped_ttl(requested_ttl, self.guard.default_x509_ttl, decision))
-        req, decision, ttl = known
-        _count(req, decision)
+                                                 capped_ttl(requested_ttl, self.guard.default_x509_ttl, decision),
+                                                 _counters(req, decision))
+        _, decision, ttl, counters = known
+        for counter in counters:  # every item counts, as an unbatched request would
+            counter.inc()
         if not decision.allowed:
             self._denied[entry.id] = self._denied.get(entry.id, 0) + 1
             raise denial(decision)
@@ -355,7 +366,7 @@ class CsrBatch:
         for item in issued:
             serials.setdefault(item.entry_id, []).append(item.value)
         events = []
-        for entry_id, (req, decision, ttl) in self._decisions.items():
+        for entry_id, (req, decision, ttl, _) in self._decisions.items():
             if not decision.allowed:
                 events.append(_decision_event(req, decision, now=self.now, items=self._denied.get(entry_id, 0)))
             for chunk in _chunks(serials.get(entry_id, []), MAX_SERIALS_PER_RECORD):
