@@ -5,14 +5,15 @@ subject and all extensions but the SKI. ``CertificateBuilder`` rebuilds and re-e
 that per leaf, and the API layer then re-encodes the parsed certificate for the wire. Here a
 :class:`LeafProfile` holds those shared parts as DER, built once from cryptography's own
 encodings (``Name.public_bytes``, ``ExtensionType.public_bytes``); a leaf adds its serial,
-validity, SubjectPublicKeyInfo and SKI and is signed with the CA key::
+validity, SubjectPublicKeyInfo and SKI; :mod:`server.ca.signer` signs the TBS::
 
     profile = LeafProfile.build(issuer=ca_cert, ca_key=ca_key, subject=subject, extensions=exts)
-    der = profile.sign(ca_key, serial=serial, not_before=nb, not_after=na, public_key=pub)
+    tbs = profile.tbs(serial=serial, not_before=nb, not_after=na, public_key=pub)
+    der = profile.certificate(tbs, signature)
 
 ``tests/unit/server/ca/test_leafder.py`` checks, over generated inputs, that the
 TBSCertificate is byte-identical to the one ``CertificateBuilder`` encodes for the same
-values. Pure: no I/O, no clock.
+values. Pure: no I/O, no clock, no signing (the key only selects the algorithm).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from datetime import UTC, datetime
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from server.ca.keys import CaPrivateKey
 from server.ca.templates import CertPublicKey
@@ -114,13 +115,6 @@ def signature_algorithm(key: CaPrivateKey) -> bytes:
     return tlv(_SEQUENCE, oid + (_NULL if family == "rsa" else b""))
 
 
-def sign_bytes(key: CaPrivateKey, data: bytes) -> bytes:
-    """The CA's signature over ``data`` (ECDSA or PKCS#1 v1.5, hash by key size)."""
-    if isinstance(key, rsa.RSAPrivateKey):
-        return key.sign(data, padding.PKCS1v15(), signature_hash(key))
-    return key.sign(data, ec.ECDSA(signature_hash(key)))
-
-
 def spki_and_key_id(public_key: CertPublicKey) -> tuple[bytes, bytes]:
     """The SubjectPublicKeyInfo DER and its RFC 5280 §4.2.1.2 method-1 key ID (SHA-1 of the key bits)."""
     spki = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -181,9 +175,6 @@ class LeafProfile:
             tlv(_SEQUENCE, der_time(not_before) + der_time(not_after)), self.subject, spki,
             tlv(_EXTENSIONS_TAG, extensions))))
 
-    def sign(self, ca_key: CaPrivateKey, *, serial: int, not_before: datetime, not_after: datetime,
-             public_key: CertPublicKey) -> bytes:
-        """The DER certificate: TBS, algorithm, signature (``ca_key`` must be the key the profile was built for)."""
-        tbs = self.tbs(serial=serial, not_before=not_before, not_after=not_after, public_key=public_key)
-        signature = tlv(_BIT_STRING, b"\x00" + sign_bytes(ca_key, tbs))
-        return tlv(_SEQUENCE, tbs + self.algorithm + signature)
+    def certificate(self, tbs: bytes, signature: bytes) -> bytes:
+        """The DER certificate from a TBS of this profile and the CA's signature over it."""
+        return tlv(_SEQUENCE, tbs + self.algorithm + tlv(_BIT_STRING, b"\x00" + signature))

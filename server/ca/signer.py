@@ -17,7 +17,7 @@ from typing import Any, TypeGuard, cast
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from server.ca.keys import CaPrivateKey, UpstreamAuthority
 from server.ca.leafder import LeafProfile, signature_hash
@@ -82,6 +82,13 @@ def _sign(builder: x509.CertificateBuilder, key: CaPrivateKey) -> x509.Certifica
     return builder.sign(key, signature_hash(key))
 
 
+def _sign_bytes(key: CaPrivateKey, data: bytes) -> bytes:
+    """The CA's signature over ``data`` (ECDSA, or PKCS#1 v1.5 for RSA; hash by key size)."""
+    if isinstance(key, rsa.RSAPrivateKey):
+        return key.sign(data, padding.PKCS1v15(), signature_hash(key))
+    return key.sign(data, ec.ECDSA(signature_hash(key)))
+
+
 def sign_ca(
     *,
     trust_domain: TrustDomain,
@@ -117,8 +124,9 @@ def sign_x509_svid_der(authority: X509Authority, params: X509SvidParams, *, poli
     """Sign one X.509-SVID and keep the leaf's DER (the wire form; re-encoding it costs as much as a hash)."""
     fields = leaf_fields(params, policy=policy, issuer=authority.cert, now=now)
     profile = _PROFILES.get(authority, fields, params.public_key)
-    der = profile.sign(authority.key, serial=fields.serial, not_before=fields.not_before,
-                       not_after=fields.not_after, public_key=params.public_key)
+    tbs = profile.tbs(serial=fields.serial, not_before=fields.not_before, not_after=fields.not_after,
+                      public_key=params.public_key)
+    der = profile.certificate(tbs, _sign_bytes(authority.key, tbs))
     return SignedSvid(chain=(x509.load_der_x509_certificate(der), *authority.chain), der=der)
 
 
