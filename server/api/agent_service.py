@@ -203,8 +203,8 @@ class AgentService(AgentAPIBase):
     async def RenewAgent(self, stream: Stream[agent_pb2.RenewAgentRequest, agent_pb2.RenewAgentResponse]) -> None:
         with grpc_errors("RenewAgent"):
             agent = await self._agent(stream)
-            req = await stream.recv_message()
-            chain = self._sign_agent_svid(SpiffeId.parse(agent.spiffe_id), req.csr if req else b"")
+            req = await recv_request(stream)
+            chain = self._sign_agent_svid(SpiffeId.parse(agent.spiffe_id), req.csr)
             leaf = chain[0]
             updated = AttestedAgent(
                 spiffe_id=agent.spiffe_id, attestation_type=agent.attestation_type, serial=f"{leaf.serial_number:x}",

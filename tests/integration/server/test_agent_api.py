@@ -12,7 +12,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from grpclib.const import Status
+from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError
 
 from spiffe_py._proto.spiffepy.server.v1 import admin_pb2, agent_pb2
@@ -91,6 +91,20 @@ async def test_banned_and_evicted_agents_refused(server: ServerProc) -> None:
             assert code is Status.PERMISSION_DENIED
     assert server.cli_json("agent", "show", "--spiffe-id", banned.spiffe_id)["banned"] is True
     assert server.cli_json("agent", "count") == {"count": 1}
+
+
+async def test_renew_without_a_request_message_is_invalid_argument(server: ServerProc) -> None:
+    """A stream ended before its one message is "request: missing", not an empty CSR."""
+    agent = await attest(server, "join_token", _token(server).encode())
+    async with agent_channel(server, agent) as stub:
+        renew = stub.RenewAgent  # grpclib's unary client refuses to end without a message; a raw client need not
+        async with renew.channel.request(renew.name, Cardinality.STREAM_UNARY, renew.request_type,
+                                         renew.reply_type) as stream:
+            await stream.send_request(end=True)
+            with pytest.raises(GRPCError) as info:
+                await stream.recv_message()
+    assert info.value.status is Status.INVALID_ARGUMENT
+    assert info.value.message == "request: missing"
 
 
 async def test_call_without_client_certificate_is_refused(server: ServerProc) -> None:
