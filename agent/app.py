@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import os
 import signal
@@ -21,24 +22,24 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cryptography import x509
-from grpclib.server import Server
 from prometheus_client import start_http_server
 
 from agent.attest.base import WorkloadAttestor
-from agent.attest.caller import CallerAttestor
+from agent.attest.caller import CallerAttestor, HeldProcess
 from agent.attest.docker import DockerAttestor, DockerEngineApi, socket_path_from_docker_host
 from agent.attest.procfs import LinuxProcFs
 from agent.attest.unix import CachedUserDb, SystemUserDb, UnixAttestor
 from agent.audit import AgentAudit
 from agent.config import AgentConfig
-from agent.errors import AgentConfigError
+from agent.errors import AgentConfigError, WorkloadAttestationError
 from agent.guard import WorkloadGuard
 from agent.manager.process_binding import ProcessKey
 from agent.manager.sync import Manager, ManagerConfig
+from agent.workloadapi.coalesce import CoalescingServer, connection_of
 from agent.workloadapi.handler import WorkloadApiHandler
 from agent.workloadapi.jwt import JwtSvidValidator
 from spiffe_py import _pem
-from spiffe_py._peercred import PeerCred
+from spiffe_py._peercred import PeerCred, peer_cred
 from spiffe_py.clock import SystemClock
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,58 @@ def pinned_process_of(caller: CallerAttestor) -> Callable[[PeerCred], ProcessKey
     return process_of
 
 
+# the connection's held caller, from ConnectionCallers.credentials to .process_of in one request task
+_HELD: contextvars.ContextVar[HeldProcess | None] = contextvars.ContextVar("agent_held_caller", default=None)
+
+
+class ConnectionCallers:
+    """The handler's ``credentials`` and ``process_of``, reading what is fixed per connection once.
+
+    SO_PEERCRED is frozen when the client connects, so it is read on the first call of a
+    connection, and the caller's process is held for the connection (``CallerAttestor.hold``:
+    pidfd + start time), released when the connection is lost. Every call still pins and attests
+    (a status read, the pidfd poll; see agent.attest.caller). If the connecting process is
+    already gone at the first call, every call on that connection fails: its pid is never
+    looked up again, since another process may own it by now. Streams not served by
+    :class:`CoalescingServer` fall back to per-call reads.
+    """
+
+    def __init__(self, caller: CallerAttestor) -> None:
+        self._caller = caller
+
+    def credentials(self, stream: object) -> PeerCred:
+        """The peer's credentials (per connection); WorkloadAttestationError if its process is gone."""
+        conn = connection_of(stream)
+        if conn is None:
+            _HELD.set(None)
+            return peer_cred(stream)
+        known: tuple[PeerCred, HeldProcess | None] | None = conn.state.get(self)
+        if known is None:
+            cred = peer_cred(stream)
+            try:
+                held: HeldProcess | None = self._caller.hold(cred.pid)
+            except WorkloadAttestationError:
+                held = None
+            if held is not None:
+                conn.on_lost(held.close)
+            known = conn.state[self] = (cred, held)
+        cred, held = known
+        if held is None:
+            raise WorkloadAttestationError(f"attest: caller pid {cred.pid!r} is gone")
+        _HELD.set(held)
+        return cred
+
+    def process_of(self, cred: PeerCred) -> ProcessKey | None:
+        """Pin this call's facts with the connection's held process; the key of that process."""
+        held, _ = _HELD.get(), _HELD.set(None)
+        facts = self._caller.pin(cred, held)
+        if facts is None:
+            if held is not None:  # never fall back to a fresh lookup of a pid that may have been reused
+                raise WorkloadAttestationError(f"attest: cannot read the status of caller pid {cred.pid!r}")
+            return None
+        return ProcessKey(facts.pid, facts.start_time)
+
+
 async def run_agent(cfg: AgentConfig) -> None:
     """Serve the Workload API until cancelled; pending audit records are fsynced on the way out."""
     cfg.validate()
@@ -144,18 +197,20 @@ async def _serve_with(cfg: AgentConfig, audit: AgentAudit) -> None:
     procfs = LinuxProcFs()
     guard = build_guard(cfg, manager, audit, clock)
     caller = build_caller_attestor(cfg, procfs)
+    callers = ConnectionCallers(caller)
     handler = WorkloadApiHandler(
         attestor=caller,
         source=manager,
         validator=JwtSvidValidator(clock),
         guard=guard,
-        process_of=pinned_process_of(caller),
+        credentials=callers.credentials,
+        process_of=callers.process_of,
     )
     if cfg.metrics_port:
         start_http_server(cfg.metrics_port, addr=cfg.metrics_address)
     socket_path = Path(cfg.socket_path)
     prepare_socket_dir(socket_path)
-    server = Server([handler])
+    server = CoalescingServer([handler])  # one send() per response instead of three
     # serve before attesting so callers get UNAVAILABLE rather than a missing socket (WE-13)
     await server.start(path=str(socket_path))
     os.chmod(socket_path, 0o777)  # noqa: S103 - any local workload may connect (WE-12); attestation decides

@@ -9,6 +9,17 @@ different process that reused the PID::
     caller = CallerAttestor(LinuxProcFs(), [UnixAttestor(...)])
     facts = caller.pin(cred)                 # optional: the same pass, reused by attest()
     selectors = await caller.attest(PeerCred(pid=123, uid=1000, gid=1000))
+
+A connection's SO_PEERCRED pid never changes, so the agent holds the caller for the
+whole connection (:meth:`CallerAttestor.hold`: one pidfd, the start time read once) and
+pins with it. Each call then reads only what a live process can change (``status``: ids
+after a setuid ``execve``) and polls the held pidfd after attestation: while the pidfd
+says the process is alive, its pid cannot have been reused, so ``/proc/<pid>`` was that
+process. Once it exits, every later call on the connection fails::
+
+    held = caller.hold(cred.pid)             # per connection; held.close() when it ends
+    caller.pin(cred, held)                   # per call: one status read
+    selectors = await caller.attest(cred)
 """
 
 from __future__ import annotations
@@ -20,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from agent.attest.base import WorkloadAttestor, attest_all
-from agent.attest.procfs import ProcFs, StatusIds, parse_stat_start_time, parse_status
+from agent.attest.procfs import LinuxProcFs, ProcFs, StatusIds, parse_stat_start_time, parse_status
 from agent.errors import AgentError, WorkloadAttestationError
 from spiffe_py._peercred import PeerCred
 from spiffe_py.selectors import Selector
@@ -47,6 +58,42 @@ def _exited(pidfd: int) -> bool:
     return bool(poller.poll(0))
 
 
+class HeldProcess:
+    """A connection's caller: a pidfd held open for the connection and the start time read once.
+
+    Used only on the event loop's thread; :meth:`close` (connection lost) may run while a call
+    is awaiting its attestors, after which :meth:`exited` answers True, so that call fails.
+    """
+
+    __slots__ = ("_fd", "_status_fd", "pid", "start_time")
+
+    def __init__(self, pid: int, pidfd: int, start_time: int, status_fd: int = -1) -> None:
+        self.pid = pid
+        self.start_time = start_time
+        self._fd = pidfd
+        self._status_fd = status_fd  # /proc/<pid>/status opened once (real procfs only), -1 = read by path
+
+    def exited(self) -> bool:
+        """True once the process terminated (or the connection's hold was released)."""
+        return self._fd < 0 or _exited(self._fd)
+
+    def status(self, procfs: ProcFs) -> str:
+        """The process's current ``status`` text (through the held fd when there is one)."""
+        if self._status_fd >= 0 and isinstance(procfs, LinuxProcFs):
+            return procfs.read_status_fd(self._status_fd, self.pid)
+        if self._fd < 0:
+            raise WorkloadAttestationError(f"attest: caller pid {self.pid!r} is no longer held")
+        return procfs.status(self.pid)
+
+    def close(self) -> None:
+        """Release the pidfd and the status fd (idempotent)."""
+        fd, self._fd = self._fd, -1
+        status_fd, self._status_fd = self._status_fd, -1
+        for held in (status_fd, fd):
+            if held >= 0:
+                os.close(held)
+
+
 def _open_pidfd(pid: int) -> int:
     try:
         return os.pidfd_open(pid)
@@ -55,7 +102,7 @@ def _open_pidfd(pid: int) -> int:
 
 
 # facts read by pin() for the attest() that follows in the same request task (grpclib: one task each)
-_PINNED: contextvars.ContextVar[tuple[object, ProcessFacts] | None] = contextvars.ContextVar(
+_PINNED: contextvars.ContextVar[tuple[object, ProcessFacts, HeldProcess | None] | None] = contextvars.ContextVar(
     "agent_pinned_caller", default=None
 )
 
@@ -70,45 +117,94 @@ class CallerAttestor:
         self._attestors = tuple(attestors)
         self._recheck_ids = recheck_ids
 
-    def pin(self, cred: PeerCred) -> ProcessFacts | None:
-        """Read the caller's facts once for this request; None if unreadable (attest() then fails)."""
+    def hold(self, pid: int) -> HeldProcess:
+        """Open a pidfd for ``pid`` and read its start time once (per connection); the caller closes it.
+
+        Raises:
+            WorkloadAttestationError: the process is gone (or exited while it was read).
+        """
+        pidfd = _open_pidfd(pid)
+        status_fd = -1
         try:
-            facts = read_facts(self._procfs, cred.pid)
+            if isinstance(self._procfs, LinuxProcFs):
+                status_fd = self._procfs.open_status(pid)
+            start_time = parse_stat_start_time(self._procfs.stat(pid))
+            # opened and read after the pidfd existed, and the process is still alive: they are its own
+            if _exited(pidfd):
+                raise WorkloadAttestationError(f"attest: caller pid {pid!r} is gone")
+        except BaseException:
+            for fd in (status_fd, pidfd):
+                if fd >= 0:
+                    os.close(fd)
+            raise
+        return HeldProcess(pid, pidfd, start_time, status_fd)
+
+    def pin(self, cred: PeerCred, held: HeldProcess | None = None) -> ProcessFacts | None:
+        """Read the caller's facts once for this request; None if unreadable (attest() then fails).
+
+        With the connection's ``held`` process only ``status`` is read (the start time is the held one).
+        """
+        try:
+            if held is not None and held.pid == cred.pid:
+                facts = ProcessFacts(cred.pid, held.start_time, parse_status(held.status(self._procfs)))
+            else:
+                held = None
+                facts = read_facts(self._procfs, cred.pid)
         except (OSError, AgentError):
             _PINNED.set(None)
             return None
-        _PINNED.set((self, facts))
+        _PINNED.set((self, facts, held))
         return facts
 
-    def _take_pinned(self, pid: int) -> ProcessFacts | None:
+    def _take_pinned(self, pid: int) -> tuple[ProcessFacts, HeldProcess | None] | None:
         pinned = _PINNED.get()
         _PINNED.set(None)  # one use: a later request in this context reads afresh
         if pinned is None or pinned[0] is not self or pinned[1].pid != pid:
             return None
-        return pinned[1]
+        return pinned[1], pinned[2]
 
     async def attest(self, cred: PeerCred) -> frozenset[Selector]:
         """Selectors of the caller; WorkloadAttestationError if it exited or changed meanwhile."""
         pinned = self._take_pinned(cred.pid)
+        if pinned is not None and pinned[1] is not None:
+            return await self._attest_held(cred, pinned[0], pinned[1])
         pidfd = _open_pidfd(cred.pid)
         try:
             # facts pinned before the pidfd existed are still safe: a PID reused in between has
             # another start time, which the check after attestation compares
-            facts = pinned or read_facts(self._procfs, cred.pid)
-            if facts.ids.euid != cred.uid:
-                raise WorkloadAttestationError(f"attest: pid {cred.pid!r} no longer runs as the connecting uid")
-            selectors = await attest_all(self._attestors, cred.pid, facts.ids)
+            facts = pinned[0] if pinned else read_facts(self._procfs, cred.pid)
+            selectors = await self._attest_facts(cred, facts)
             self._check_unchanged(pidfd, facts)
             return selectors
         finally:
             os.close(pidfd)
 
+    async def _attest_held(self, cred: PeerCred, facts: ProcessFacts, held: HeldProcess) -> frozenset[Selector]:
+        if held.exited():  # before: no attestor work (and no docker round trip) for a dead caller
+            raise WorkloadAttestationError(f"attest: caller pid {cred.pid!r} has exited")
+        selectors = await self._attest_facts(cred, facts)
+        # the pidfd was held before every /proc read: while it says "alive" the pid cannot have
+        # been reused, so no start-time re-read is needed
+        if held.exited():
+            raise WorkloadAttestationError(f"attest: caller pid {facts.pid!r} exited during attestation")
+        self._recheck(facts)
+        return selectors
+
+    async def _attest_facts(self, cred: PeerCred, facts: ProcessFacts) -> frozenset[Selector]:
+        if facts.ids.euid != cred.uid:
+            raise WorkloadAttestationError(f"attest: pid {cred.pid!r} no longer runs as the connecting uid")
+        return await attest_all(self._attestors, cred.pid, facts.ids)
+
+    def _recheck(self, facts: ProcessFacts) -> None:
+        # a setuid exec during attestation changes ids and exe but neither pid nor start time
+        if self._recheck_ids:
+            ids = parse_status(self._procfs.status(facts.pid))
+            if (ids.euid, ids.egid) != (facts.ids.euid, facts.ids.egid):
+                raise WorkloadAttestationError(f"attest: caller pid {facts.pid!r} changed during attestation")
+
     def _check_unchanged(self, pidfd: int, facts: ProcessFacts) -> None:
         if _exited(pidfd):
             raise WorkloadAttestationError(f"attest: caller pid {facts.pid!r} exited during attestation")
-        changed = parse_stat_start_time(self._procfs.stat(facts.pid)) != facts.start_time
-        if not changed and self._recheck_ids:
-            ids = parse_status(self._procfs.status(facts.pid))
-            changed = (ids.euid, ids.egid) != (facts.ids.euid, facts.ids.egid)
-        if changed:
+        if parse_stat_start_time(self._procfs.stat(facts.pid)) != facts.start_time:
             raise WorkloadAttestationError(f"attest: caller pid {facts.pid!r} changed during attestation")
+        self._recheck(facts)

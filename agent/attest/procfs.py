@@ -63,21 +63,25 @@ def _ids(line: str, key: str) -> list[int]:
         raise WorkloadAttestationError(f"procfs: malformed {key} line in status: {line[:80]!r}") from err
 
 
-_STATUS_KEYS = ("Uid:", "Gid:", "Groups:")
+def _status_ids(text: str, key: str) -> list[int] | None:
+    # the first line starting with "<key>:"; "Name:" comes first and the kernel escapes a newline
+    # in the command name, so no earlier text can fake such a line
+    start = text.find(f"\n{key}:")
+    if start < 0:
+        return None
+    start += 1
+    end = text.find("\n", start)
+    return _ids(text[start:] if end < 0 else text[start:end], key)
 
 
 def parse_status(text: str) -> StatusIds:
     """Parse effective uid/gid (2nd field of ``Uid:``/``Gid:``) and ``Groups:``."""
-    fields: dict[str, list[int]] = {}
-    for line in text.splitlines():
-        # startswith, not split: status has ~60 lines and this runs three times per Workload API call
-        if line.startswith(_STATUS_KEYS):
-            key = line.split(":", 1)[0]
-            fields[key] = _ids(line, key)
-    uids, gids = fields.get("Uid", []), fields.get("Gid", [])
+    # find, not a walk over ~60 lines: this runs on every Workload API call
+    text = "\n" + text
+    uids, gids = _status_ids(text, "Uid") or [], _status_ids(text, "Gid") or []
     if len(uids) < 2 or len(gids) < 2:
         raise WorkloadAttestationError("procfs: status lacks Uid/Gid lines")
-    return StatusIds(euid=uids[1], egid=gids[1], groups=tuple(fields.get("Groups", [])))
+    return StatusIds(euid=uids[1], egid=gids[1], groups=tuple(_status_ids(text, "Groups") or ()))
 
 
 def parse_stat_start_time(text: str) -> int:
@@ -93,6 +97,20 @@ def parse_stat_start_time(text: str) -> int:
         raise WorkloadAttestationError("procfs: malformed starttime in stat") from err
 
 
+def _read_all(fd: int, offset: int | None = None) -> str:
+    """Up to the cap from ``fd`` (from ``offset`` with pread, else from its position)."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= _MAX_PROC_TEXT:
+        chunk = os.read(fd, _PROC_READ_CHUNK) if offset is None else os.pread(fd, _PROC_READ_CHUNK, offset + size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    return data[:_MAX_PROC_TEXT].decode("utf-8", "replace")
+
+
 class LinuxProcFs:
     """The real ``/proc`` (optionally rooted elsewhere, e.g. a host mount)."""
 
@@ -105,14 +123,28 @@ class LinuxProcFs:
         try:
             fd = os.open(f"{self._root}/{pid}/{name}", os.O_RDONLY | os.O_CLOEXEC)
             try:
-                chunks: list[bytes] = []
-                while sum(map(len, chunks)) <= _MAX_PROC_TEXT and (chunk := os.read(fd, _PROC_READ_CHUNK)):
-                    chunks.append(chunk)
+                return _read_all(fd)
             finally:
                 os.close(fd)
         except OSError as err:
             raise WorkloadAttestationError(f"procfs: cannot read {name} of pid {pid!r}") from err
-        return b"".join(chunks)[:_MAX_PROC_TEXT].decode("utf-8", "replace")
+
+    def open_status(self, pid: int) -> int:
+        """An fd of ``/proc/<pid>/status`` to read again with :meth:`read_status_fd` (the caller closes it).
+
+        The fd stays bound to that process: once it exits, reads fail (ESRCH), even if the pid is reused.
+        """
+        try:
+            return os.open(f"{self._root}/{pid}/status", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as err:
+            raise WorkloadAttestationError(f"procfs: cannot read status of pid {pid!r}") from err
+
+    def read_status_fd(self, fd: int, pid: int) -> str:
+        """The current text of an fd from :meth:`open_status` (the kernel regenerates it on each read)."""
+        try:
+            return _read_all(fd, 0)
+        except OSError as err:
+            raise WorkloadAttestationError(f"procfs: cannot read status of pid {pid!r}") from err
 
     def status(self, pid: int) -> str:
         return self._read(pid, "status")

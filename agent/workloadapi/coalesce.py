@@ -1,0 +1,165 @@
+"""Write coalescing for the Workload API server: one ``send()`` per loop iteration and connection.
+
+grpclib writes every HTTP/2 frame batch to the transport at once: a unary response is three
+``transport.write`` calls (HEADERS, DATA, trailers), each a ``send()`` syscall that wakes the
+client, which then competes with the agent for the CPU before the rest is out. Here the writes
+of one event-loop iteration are buffered and flushed together by a ``call_soon`` callback, i.e.
+as soon as the code that wrote them yields: a unary response leaves in one ``send()``, and a
+stream message still goes out in the iteration it was sent in::
+
+    server = CoalescingServer([handler])      # a grpclib Server; everything else is unchanged
+    await server.start(path=socket_path)
+
+The wrapper also gives each connection a scope for state that lives exactly as long as the
+connection (the agent keeps its caller's SO_PEERCRED and held pidfd there)::
+
+    conn = connection_of(stream)              # inside a handler; None on a plain grpclib Server
+    conn.state[key] = value
+    conn.on_lost(callback)                    # runs once, when the connection is lost
+
+This is the ONE module of the agent that relies on grpclib internals: ``Server._protocol_factory``
+(a no-argument method returning the connection's ``asyncio.Protocol``), the protocol writing
+only through the transport it got in ``connection_made``, and ``stream.peer._transport`` being
+that transport (as ``spiffe_py._peercred`` also relies on).
+``tests/unit/agent/test_agent_coalesce.py`` pins both against the installed grpclib.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from grpclib.server import Server
+
+log = logging.getLogger(__name__)
+
+
+class CoalescingTransport:
+    """Wraps an asyncio write transport: writes made in one loop iteration go out as one write."""
+
+    __slots__ = ("_inner", "_loop", "_lost", "_pending", "_scheduled", "state")
+
+    def __init__(self, inner: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._inner = inner
+        self._loop = loop
+        self._pending: list[bytes] = []
+        self._scheduled = False
+        self.state: dict[object, Any] = {}  # per-connection state of the application
+        self._lost: list[Callable[[], None]] | None = []  # None once the connection was lost
+
+    def on_lost(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` when the connection is lost (at once if it already was)."""
+        if self._lost is None:
+            callback()
+        else:
+            self._lost.append(callback)
+
+    def connection_lost(self) -> None:
+        """Drop what is buffered and run the :meth:`on_lost` callbacks (once)."""
+        callbacks, self._lost = self._lost or [], None
+        self._pending.clear()
+        self.state.clear()
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:  # one failing cleanup must not skip the others
+                log.exception("connection cleanup failed")
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Buffer ``data``; the first write of an iteration schedules the flush."""
+        if not data:
+            return
+        self._pending.append(bytes(data))
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self.flush)
+
+    def writelines(self, chunks: Any) -> None:
+        """Buffer several chunks (same as repeated :meth:`write`)."""
+        for chunk in chunks:
+            self.write(chunk)
+
+    def flush(self) -> None:
+        """Hand everything buffered to the real transport now (in order, as one write)."""
+        self._scheduled = False
+        if not self._pending:
+            return
+        data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
+        self._pending.clear()
+        if not self._inner.is_closing():  # a lost connection: nothing can be sent any more
+            self._inner.write(data)
+
+    def close(self) -> None:
+        """Flush, then close (the real transport still sends what it buffered)."""
+        self.flush()
+        self._inner.close()
+
+    def abort(self) -> None:
+        """Drop what is buffered and abort the connection."""
+        self._pending.clear()
+        self._inner.abort()
+
+    def is_closing(self) -> bool:
+        """Whether the real transport is closing."""
+        return self._inner.is_closing()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """The real transport's extra info (``socket`` for SO_PEERCRED, ``peername``, ...)."""
+        return self._inner.get_extra_info(name, default)
+
+    def get_write_buffer_size(self) -> int:
+        """Bytes buffered here and in the real transport."""
+        return sum(map(len, self._pending)) + self._inner.get_write_buffer_size()
+
+    def __getattr__(self, name: str) -> Any:
+        # anything else (pause_reading, set_write_buffer_limits, ...) is the real transport's
+        return getattr(self._inner, name)
+
+
+class _CoalescingProtocol(asyncio.Protocol):
+    """Delegates to grpclib's protocol, handing it a :class:`CoalescingTransport`."""
+
+    __slots__ = ("inner", "transport")
+
+    def __init__(self, inner: asyncio.Protocol) -> None:
+        self.inner = inner
+        self.transport: CoalescingTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = CoalescingTransport(transport, asyncio.get_running_loop())
+        self.inner.connection_made(self.transport)  # type: ignore[arg-type]  # duck-typed like a Transport
+
+    def data_received(self, data: bytes) -> None:
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        try:
+            self.inner.connection_lost(exc)
+        finally:
+            if self.transport is not None:
+                self.transport.connection_lost()
+
+
+class CoalescingServer(Server):  # type: ignore[misc]  # grpclib ships no stubs
+    """A grpclib :class:`~grpclib.server.Server` whose connections coalesce their writes."""
+
+    def _protocol_factory(self) -> Any:
+        return _CoalescingProtocol(super()._protocol_factory())
+
+
+def connection_of(stream: Any) -> CoalescingTransport | None:
+    """The connection scope of a grpclib server stream, or None if it is not served by :class:`CoalescingServer`."""
+    transport = getattr(stream.peer, "_transport", None)
+    return transport if isinstance(transport, CoalescingTransport) else None
