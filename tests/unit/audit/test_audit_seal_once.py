@@ -1,0 +1,82 @@
+"""AuditLog serialises each record once: the hashed text and the JSONL line are the canonical forms.
+
+The line AuditLog hands to JsonlFileSink must be byte for byte ``canonical_json(record) + b"\\n"``
+(what ``JsonlFileSink.write(record)`` writes) and the hash must be ``record_hash(record)``, for
+records whose nested details reuse the top-level key names, with unicode, nulls and large values.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from spiffe_py.audit import (
+    MAX_DETAILS_BYTES,
+    AuditLog,
+    FsyncMode,
+    JsonlFileSink,
+    build_event,
+    canonical_json,
+    format_time,
+    load_jsonl,
+    record_hash,
+    seal_record,
+    verify_chain,
+)
+
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+DETAILS: list[dict[str, Any]] = [
+    {},
+    {"rule": None, "pid": 7, "uid": 0, "entry_id": "e1", "audiences": ["a", "b"]},
+    # nested keys named like the record's own fields, in every position
+    {"jti": "x", "hash": "y", "seq": 1, "prev_hash": "z", "nested": {"jti": {"seq": [{"hash": None}]}}},
+    {"ünïcode": "ç'\"\\\n\t\u2028", "emoji": "\U0001f600", "float": 1.5, "neg": -3, "bool": True},
+    {"big": "x" * 4000},
+]
+
+
+def _event(details: dict[str, Any], **overrides: Any) -> Any:
+    fields: dict[str, Any] = {
+        "now": NOW, "actor": "agent", "spiffe_id": "spiffe://example.org/w", "selectors": ["unix:uid:0", "b:ü"],
+        "decision": "allow", "reason": "no policy", "method": "FetchJWTSVID", "jti": "0123abcd", "details": details,
+    }
+    fields.update(overrides)
+    return build_event(**fields)
+
+
+@pytest.mark.parametrize("details", DETAILS)
+@pytest.mark.parametrize("overrides", [{}, {"spiffe_id": None, "jti": None, "serial": "ff01", "decision": "deny"}])
+def test_the_written_line_is_the_canonical_record_and_the_hash_its_canonical_text(
+    tmp_path: Path, details: dict[str, Any], overrides: dict[str, Any]
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    sink = JsonlFileSink(path, fsync=FsyncMode.INTERVAL, flush_interval=60)
+    log = AuditLog(sink)
+    records = [log.append(_event(details, **overrides)) for _ in range(2)]
+    sink.close()
+    lines = path.read_bytes().splitlines(keepends=True)
+    assert lines == [canonical_json(r) + b"\n" for r in records]
+    assert [r["hash"] for r in records] == [record_hash(r) for r in records]
+    assert records[0] == seal_record(_event(details, **overrides), seq=0, prev_hash=records[0]["prev_hash"])
+    assert verify_chain(load_jsonl(path)).ok
+
+
+def test_details_size_limit_still_applies_to_the_details_alone() -> None:
+    fits = {"k": "x" * (MAX_DETAILS_BYTES - 16)}  # the whole record is over the limit, the details are not
+    assert len(canonical_json(_event(fits).to_dict())) > MAX_DETAILS_BYTES
+    with pytest.raises(ValueError, match="details larger than"):
+        _event({"k": "x" * MAX_DETAILS_BYTES})
+    with pytest.raises(ValueError, match="details larger than"):
+        _event({"k": "é" * (MAX_DETAILS_BYTES // 2)})  # counted in UTF-8 bytes, not characters
+
+
+def test_format_time_is_rfc3339_utc_with_microseconds() -> None:
+    assert format_time(NOW) == "2026-01-01T12:00:00.000000Z"
+    east = datetime(2026, 1, 1, 12, 0, 0, 5, tzinfo=timezone(timedelta(hours=5)))
+    assert format_time(east) == "2026-01-01T07:00:00.000005Z"
+    with pytest.raises(ValueError, match="timezone-aware"):
+        format_time(datetime(2026, 1, 1))
