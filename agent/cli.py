@@ -175,6 +175,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(Path(args.config) if args.config else None, _overrides(args))
     logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("hpack").setLevel(logging.WARNING)  # per-header noise at debug level
+    if cfg.log_level != "debug":
+        # grpclib logs every cancelled request at info, and every Workload API stream ends that way
+        logging.getLogger("grpclib.server").setLevel(logging.WARNING)
     if cfg.insecure_bootstrap:
         logging.getLogger("agent").warning("insecure bootstrap: the server is NOT authenticated during attestation")
     from agent.app import serve  # the client commands need none of the agent's machinery

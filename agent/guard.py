@@ -47,6 +47,7 @@ RELOADS = Counter("spiffe_agent_policy_reloads_total", "Policy reloads", ["resul
 ALERTS = Counter("spiffe_agent_anomaly_alerts_total", "Anomaly alerts", ["kind"])
 QUARANTINES = Counter("spiffe_agent_quarantines_total", "Identities quarantined by the agent")
 
+FACTS_MEMO = 1024  # (peer, selectors) pairs whose workload facts are remembered
 RATE_RULE = "rate_limit"
 QUARANTINE_RULE = "quarantine"
 _ANOMALY_KEYS = {"learning_period", "window", "alpha", "spike_factor", "min_windows", "min_count", "enabled"}
@@ -133,7 +134,7 @@ def workload_facts(cred: PeerCred | None, selectors: Iterable[Selector]) -> Work
         elif kind == "image_id":
             image = rest
     return WorkloadFacts(
-        selectors=sels, pid=cred.pid if cred else None, uid=cred.uid if cred else None,
+        selectors=tuple(sels), pid=cred.pid if cred else None, uid=cred.uid if cred else None,
         gid=cred.gid if cred else None, path=unix.get("path"), sha256=unix.get("sha256"),
         container_image=image, container_labels=labels or None,
     )
@@ -222,6 +223,17 @@ class WorkloadGuard:
         self._pending: dict[str, tuple[str, int]] = {}
         self._confirmed: set[str] = set()  # pending ids the server accepted
         self._tasks: set[asyncio.Task[None]] = set()
+        self._facts: dict[tuple[PeerCred | None, frozenset[Selector]], WorkloadFacts] = {}
+
+    def facts(self, cred: PeerCred | None, selectors: frozenset[Selector]) -> WorkloadFacts:
+        """:func:`workload_facts`, remembered per (peer, selectors): both are immutable, so is the result."""
+        key = (cred, selectors)
+        found = self._facts.get(key)
+        if found is None:
+            if len(self._facts) >= FACTS_MEMO:
+                self._facts.clear()
+            found = self._facts[key] = workload_facts(cred, selectors)
+        return found
 
     def _load(self, path: Path | None) -> PolicyHolder | None:
         if path is None:
@@ -374,7 +386,7 @@ class WorkloadGuard:
     async def fetch_jwt(self, source: JwtSource, selectors: frozenset[Selector], cred: PeerCred | None,
                         audience: Sequence[str], spiffe_id: SpiffeId | None) -> list[tuple[Entry, JwtToken]]:
         """FetchJWTSVID for the allowed identities; PolicyDeniedError/RateLimitedError if none is."""
-        facts = workload_facts(cred, selectors)
+        facts = self.facts(cred, selectors)
         audiences = tuple(audience)
         entries = [i.entry for i in source.view(selectors).identities
                    if spiffe_id is None or i.entry.spiffe_id == spiffe_id]
@@ -398,7 +410,7 @@ class WorkloadGuard:
                      audience: str, validate: Callable[[], tuple[SpiffeId, Mapping[str, Any]]]
                      ) -> tuple[SpiffeId, Mapping[str, Any]]:
         """ValidateJWTSVID: validate, then refuse quarantined subjects and apply the policy; audited."""
-        facts = workload_facts(cred, selectors)
+        facts = self.facts(cred, selectors)
         caller = view.identities[0].entry if view.identities else None
         try:
             subject, claims = validate()
@@ -423,7 +435,7 @@ class WorkloadGuard:
 
     def x509_gate(self, cred: PeerCred | None, selectors: frozenset[Selector]) -> X509Gate:
         """A per-stream filter for FetchX509SVID views."""
-        return X509Gate(self, workload_facts(cred, selectors))
+        return X509Gate(self, self.facts(cred, selectors))
 
 
 class InvalidSubjectError(SpiffeError):

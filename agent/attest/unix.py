@@ -97,14 +97,26 @@ def _sel(value: str) -> Selector:
 
 def unix_id_selectors(ids: StatusIds, users: UserDb) -> frozenset[Selector]:
     """uid/user/gid/group/supplementary_gid/supplementary_group selectors from parsed status ids (pure)."""
+    return _id_selectors(ids, _names(ids, users))
+
+
+_Names = tuple[str | None, str | None, tuple[str | None, ...]]  # user, group, supplementary group names
+
+
+def _names(ids: StatusIds, users: UserDb) -> _Names:
+    return users.user_name(ids.euid), users.group_name(ids.egid), tuple(users.group_name(g) for g in ids.groups)
+
+
+def _id_selectors(ids: StatusIds, names: _Names) -> frozenset[Selector]:
+    user, group, group_names = names
     out = {_sel(f"uid:{ids.euid}"), _sel(f"gid:{ids.egid}")}
-    if (user := users.user_name(ids.euid)) is not None:
+    if user is not None:
         out.add(_sel(f"user:{user}"))
-    if (group := users.group_name(ids.egid)) is not None:
+    if group is not None:
         out.add(_sel(f"group:{group}"))
-    for gid in ids.groups:
+    for gid, name in zip(ids.groups, group_names, strict=True):
         out.add(_sel(f"supplementary_gid:{gid}"))
-        if (name := users.group_name(gid)) is not None:
+        if name is not None:
             out.add(_sel(f"supplementary_group:{name}"))
     return frozenset(out)
 
@@ -127,15 +139,31 @@ class UnixAttestor:
         self._users = users
         self._discover = discover_workload_path
         self._size_limit = workload_size_limit
+        # ids -> (names looked up then, selectors): a caller whose ids and names are unchanged gets the
+        # same frozenset back (no Selector validation per call, and its hash is computed only once)
+        self._memo: dict[StatusIds, tuple[_Names, frozenset[Selector]]] = {}
+
+    def id_selectors(self, ids: StatusIds) -> frozenset[Selector]:
+        """:func:`unix_id_selectors` for ``ids``, names looked up now; the same object while nothing changed."""
+        names = _names(ids, self._users)
+        hit = self._memo.get(ids)
+        if hit is not None and hit[0] == names:
+            return hit[1]
+        if len(self._memo) >= NAME_CACHE_SIZE:
+            self._memo.clear()  # bounded like the name cache
+        selectors = _id_selectors(ids, names)
+        self._memo[ids] = (names, selectors)
+        return selectors
 
     def _attest_sync(self, pid: int, ids: StatusIds | None) -> frozenset[Selector]:
         if ids is None:
             ids = parse_status(self._procfs.status(pid))
-        selectors = set(unix_id_selectors(ids, self._users))
-        if self._discover:
-            selectors.add(_sel(f"path:{self._procfs.exe_path(pid)}"))
-            if self._size_limit >= 0:
-                selectors.add(_sel(f"sha256:{self._procfs.exe_sha256(pid, self._size_limit)}"))
+        if not self._discover:
+            return self.id_selectors(ids)
+        selectors = set(self.id_selectors(ids))
+        selectors.add(_sel(f"path:{self._procfs.exe_path(pid)}"))
+        if self._size_limit >= 0:
+            selectors.add(_sel(f"sha256:{self._procfs.exe_sha256(pid, self._size_limit)}"))
         return frozenset(selectors)
 
     async def attest(self, pid: int, ids: StatusIds | None = None) -> frozenset[Selector]:

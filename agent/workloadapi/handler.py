@@ -141,6 +141,7 @@ class WorkloadApiHandler(SpiffeWorkloadAPIBase):
         self._validator = validator
         self._credentials = credentials
         self._x509_response = ResponseMemo(x509_svid_response)  # shared by all streams
+        self._jwt_response = JwtResponseMemo()
 
     async def _caller(self, stream: Any) -> tuple[Any, PeerCred, frozenset[Selector]]:
         # header first: no attestation work for requests that fail it
@@ -206,7 +207,7 @@ class WorkloadApiHandler(SpiffeWorkloadAPIBase):
                 tokens = await self._source.fetch_jwt_svids(selectors, audience, spiffe_id)
         except Exception as err:
             raise to_grpc_error(err) from err
-        await stream.send_message(jwt_svid_response(tokens))
+        await stream.send_message(self._jwt_response(tokens))
 
     async def ValidateJWTSVID(self, stream: Any) -> None:
         """Validate a JWT-SVID against the bundles the caller may see; return its claims."""
@@ -282,6 +283,32 @@ class ResponseMemo:
             return hit[1]
         response = self._build(view)
         self._memo[key] = (parts, response)
+        if len(self._memo) > self._size:
+            self._memo.popitem(last=False)
+        return response
+
+
+class JwtResponseMemo:
+    """JWTSVIDResponses already built from the same (entry, token) objects.
+
+    Cached tokens are reused until half-life, so a warm FetchJWTSVID answers with the same
+    objects again; the key is their identity (``id``), and the entry keeps them alive so no
+    other object can take an id while it is cached. A new token or entry is a new key.
+    """
+
+    def __init__(self, size: int = MEMO_SIZE) -> None:
+        self._size = size
+        self._memo: OrderedDict[tuple[int, ...], tuple[list[tuple[Entry, JwtToken]], Any]] = OrderedDict()
+
+    def __call__(self, tokens: list[tuple[Entry, JwtToken]]) -> Any:
+        """``jwt_svid_response(tokens)``, or the response built for the same objects before."""
+        key = tuple(id(x) for pair in tokens for x in pair)
+        hit = self._memo.get(key)
+        if hit is not None:
+            self._memo.move_to_end(key)
+            return hit[1]
+        response = jwt_svid_response(tokens)
+        self._memo[key] = (list(tokens), response)
         if len(self._memo) > self._size:
             self._memo.popitem(last=False)
         return response

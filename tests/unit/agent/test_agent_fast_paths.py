@@ -8,16 +8,20 @@ from pathlib import Path
 import pytest
 
 from agent.attest.base import attest_all
+from agent.attest.procfs import StatusIds, parse_status
+from agent.attest.unix import UnixAttestor, unix_id_selectors
 from agent.errors import WorkloadAttestationError
-from agent.manager.cache import Entry, Identity, IssuedSvid, SyncUpdate, WorkloadCache, WorkloadView
+from agent.guard import GuardSettings, WorkloadGuard, workload_facts
+from agent.manager.cache import Entry, Identity, IssuedSvid, JwtToken, SyncUpdate, WorkloadCache, WorkloadView
 from agent.manager.sync import Manager, ManagerConfig
 from agent.workloadapi.convert import x509_svid_response
-from agent.workloadapi.handler import ResponseMemo
+from agent.workloadapi.handler import JwtResponseMemo, ResponseMemo
+from spiffe_py._peercred import PeerCred
 from spiffe_py.bundle import SpiffeBundle
 from spiffe_py.clock import ManualClock
 from spiffe_py.selectors import Selector
 from tests.unit.agent.test_agent_handler import ENTRY, FULL, NOW, SID, SVID, TD
-from tests.unit.agent.test_agent_unix_attestor import StaticAttestor
+from tests.unit.agent.test_agent_unix_attestor import STATUS, FakeProcFs, FakeUsers, StaticAttestor
 
 UID = Selector("unix", "uid:1")
 
@@ -93,3 +97,60 @@ def test_revoked_jti_memo_follows_revocations() -> None:
     assert cache.revoked_jtis() == frozenset()
     cache.apply_sync([SyncUpdate(full=False, revocations=(("jwt", "j1"),))])
     assert cache.revoked_jtis() == {"j1"}
+
+
+def test_jwt_response_memo_reuses_the_response_for_the_same_cached_token_only() -> None:
+    memo = JwtResponseMemo(size=2)
+    token = JwtToken("tok", SID, ("a",), NOW, NOW + timedelta(minutes=10), jti="j1")
+    first = memo([(ENTRY, token)])
+    assert first.svids[0].svid == "tok" and first.svids[0].hint == "web"
+    assert memo([(ENTRY, token)]) is first  # a warm call: the same cached token object
+    renewed = JwtToken("tok2", SID, ("a",), NOW, NOW + timedelta(minutes=10), jti="j2")
+    assert memo([(ENTRY, renewed)]).svids[0].svid == "tok2"  # a new token is built, never the old answer
+    memo([(ENTRY, JwtToken("tok3", SID, ("a",), NOW, NOW))])
+    assert memo([(ENTRY, token)]) is not first  # bounded: the oldest was dropped
+
+
+class RenamingUsers(FakeUsers):
+    def __init__(self) -> None:
+        self.alice = "alice"
+
+    def user_name(self, uid: int) -> str | None:
+        return self.alice if uid == 1001 else None
+
+
+async def test_unix_selectors_are_the_same_object_until_ids_or_names_change() -> None:
+    users = RenamingUsers()
+    attestor = UnixAttestor(FakeProcFs(), users)
+    ids = parse_status(STATUS)
+    first = await attestor.attest(1, ids)
+    assert first == unix_id_selectors(ids, users)
+    assert await attestor.attest(1, parse_status(STATUS)) is first  # equal ids read afresh: same object
+    users.alice = "alice2"  # renamed (the name cache's TTL is the attestor's user db's business)
+    renamed = await attestor.attest(1, ids)
+    assert Selector("unix", "user:alice2") in renamed and Selector("unix", "user:alice") not in renamed
+    other = await attestor.attest(1, StatusIds(euid=0, egid=0, groups=()))
+    assert Selector("unix", "uid:0") in other and Selector("unix", "uid:1001") not in other
+
+
+def test_guard_workload_facts_are_remembered_per_peer_and_selectors(tmp_path: Path) -> None:
+    guard = WorkloadGuard(GuardSettings(anomaly=None), audit=None, clock=ManualClock(NOW))  # type: ignore[arg-type]
+    cred = PeerCred(pid=7, uid=1, gid=1)
+    sels = frozenset({UID, Selector("unix", "path:/bin/app")})
+    facts = guard.facts(cred, sels)
+    assert facts == workload_facts(cred, sels) and facts.path == "/bin/app"
+    assert guard.facts(PeerCred(pid=7, uid=1, gid=1), frozenset(sels)) is facts
+    assert guard.facts(PeerCred(pid=8, uid=1, gid=1), sels).pid == 8
+    assert guard.facts(cred, frozenset({UID})).path is None
+
+
+def test_parse_status_reads_only_whole_lines_and_the_first_of_each() -> None:
+    # the kernel escapes a newline in the command name, so "\\n" in Name is text, not a line
+    text = "Name:\tx\\nUid:\t0\t0\t0\t0\nUid:\t5\t6\t7\t8\nGid:\t9\t10\t11\t12\nGroups:\t\n"
+    ids = parse_status(text)
+    assert (ids.euid, ids.egid, ids.groups) == (6, 10, ())
+    assert parse_status("Uid:\t1\t2\t3\t4\nGid:\t5\t6\t7\t8").groups == ()  # first line, no Groups, no newline
+    with pytest.raises(WorkloadAttestationError, match="malformed Uid"):
+        parse_status("Name:\tx\nUid:\tx y\nGid:\t1 2\n")
+    with pytest.raises(WorkloadAttestationError, match="lacks Uid/Gid"):
+        parse_status("Name:\tx\nXUid:\t1\t2\nGid:\t1\t2\n")
