@@ -12,11 +12,16 @@ and prints its samples as JSON. The floor is the same client against a bare grpc
 (this file with ``--bare-server``) that answers the same RPCs with the agent's own responses
 replayed byte for byte, so message sizes match. Target: agent median / bare median <= 1.5.
 
-Attestation cost per call is timed in-process: the unix attestor (alone, and inside the PID-reuse
-checks the agent runs around it) on a client process's pid, and the docker attestor on a real
-container's pid against a private Docker engine (``tests/support/docker_engine.py``; skipped with
-the reason printed when no engine can be started), both inspecting the engine on every call and
-with its per-container selector cache.
+Each RPC's table is followed by the CPU time per call (all threads, from ``/proc``) of the bare
+server, the agent and the ``spiffe-server`` while they were timed: the agent forwards its audit
+records to that server, which shares this machine's cores with the agent and the client.
+
+Attestation cost per call is timed in-process: the unix attestor (alone, inside the PID-reuse
+checks of a call without a connection, and as the agent runs it: the caller held per connection,
+per call a status read and the pidfd poll) on a client process's pid, and the docker attestor on a
+real container's pid against a private Docker engine (``tests/support/docker_engine.py``; skipped
+with the reason printed when no engine can be started), inspecting the engine on every call, with
+its per-container selector cache, and as the agent runs it.
 """
 
 from __future__ import annotations
@@ -47,8 +52,8 @@ from grpclib.server import Server
 
 from agent.attest.caller import CallerAttestor
 from agent.attest.docker import DockerAttestor, DockerEngineApi, socket_path_from_docker_host
-from agent.attest.procfs import LinuxProcFs
-from agent.attest.unix import SystemUserDb, UnixAttestor
+from agent.attest.procfs import LinuxProcFs, parse_status
+from agent.attest.unix import CachedUserDb, SystemUserDb, UnixAttestor
 from spiffe_py._peercred import PeerCred
 from spiffe_py._proto import workload_pb2
 from spiffe_py._proto.workload_grpc import SpiffeWorkloadAPIBase, SpiffeWorkloadAPIStub
@@ -160,8 +165,8 @@ async def serve_bare(socket_path: str, responses: Path) -> None:
 
 
 @contextlib.contextmanager
-def bare_server(agent_socket: Path, workdir: Path) -> Iterator[Path]:
-    """Record the agent's responses, then replay them from a bare server subprocess; yields its socket."""
+def bare_server(agent_socket: Path, workdir: Path) -> Iterator[tuple[Path, int]]:
+    """Record the agent's responses, then replay them from a bare server subprocess; yields its socket and pid."""
     asyncio.run(_record_responses(agent_socket, workdir))
     sock = workdir / "bare.sock"
     proc = subprocess.Popen([sys.executable, __file__, "--bare-server", str(sock), "--responses", str(workdir)])
@@ -171,7 +176,7 @@ def bare_server(agent_socket: Path, workdir: Path) -> Iterator[Path]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("bare server did not start")
             time.sleep(0.05)
-        yield sock
+        yield sock, proc.pid
     finally:
         proc.terminate()
         proc.wait(10)
@@ -190,6 +195,20 @@ async def _record_responses(agent_socket: Path, workdir: Path) -> None:
 # --- attestation cost -----------------------------------------------------------------------
 
 
+async def _held_calls(caller: CallerAttestor, cred: PeerCred, name: str) -> Result:
+    """``caller`` as the agent runs it: held once (per connection), then per call pin + attest."""
+    held = caller.hold(cred.pid)
+
+    async def call() -> object:
+        caller.pin(cred, held)
+        return await caller.attest(cred)
+
+    try:
+        return await time_async_calls(name, call, n=ATTEST_CALLS)
+    finally:
+        held.close()
+
+
 async def unix_attestation(pid: int) -> list[Result]:
     """The unix attestor alone and inside CallerAttestor's PID-reuse checks, on ``pid``."""
     procfs = LinuxProcFs()
@@ -198,17 +217,24 @@ async def unix_attestation(pid: int) -> list[Result]:
     cred = PeerCred(pid=pid, uid=os.geteuid(), gid=os.getegid())
     return [
         await time_async_calls("unix attestor", lambda: unix.attest(pid), n=ATTEST_CALLS),
-        await time_async_calls("unix + pid-reuse checks (agent path)", lambda: caller.attest(cred), n=ATTEST_CALLS),
+        await time_async_calls("unix + pid-reuse checks, no connection", lambda: caller.attest(cred), n=ATTEST_CALLS),
+        # the agent's own configuration: names through the TTL cache
+        await _held_calls(CallerAttestor(procfs, [UnixAttestor(procfs, CachedUserDb(SystemUserDb()))]), cred,
+                          "unix + held caller (agent: name cache)"),
     ]
 
 
 async def _docker_rows(engine: DockerEngine, pid: int) -> list[Result]:
+    procfs = LinuxProcFs()
     api = DockerEngineApi(socket_path_from_docker_host(engine.host))
-    uncached = DockerAttestor(LinuxProcFs(), api, cache_ttl=0)
-    cached = DockerAttestor(LinuxProcFs(), api)
+    uncached = DockerAttestor(procfs, api, cache_ttl=0)
+    cached = DockerAttestor(procfs, api)
+    ids = parse_status(procfs.status(pid))
+    cred = PeerCred(pid=pid, uid=ids.euid, gid=ids.egid)
     return [
         await time_async_calls("docker attestor, engine inspect", lambda: uncached.attest(pid), n=ATTEST_CALLS),
         await time_async_calls("docker attestor, cached container", lambda: cached.attest(pid), n=ATTEST_CALLS),
+        await _held_calls(CallerAttestor(procfs, [cached]), cred, "docker + held caller (agent path)"),
     ]
 
 
@@ -246,14 +272,39 @@ def ratio_line(rpc: str, agent: Result, bare: Result) -> tuple[str, bool]:
             f"(target <= {TARGET_RATIO}x) {'PASS' if ok else 'MISS'}"), ok
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time of every thread of ``pid`` so far (``/proc/<pid>/task/*/schedstat``, ns resolution)."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            total += int(Path(f"/proc/{pid}/task/{task}/schedstat").read_text().split()[0])
+    return total / 1e9
+
+
+def _timed_cpu(pids: dict[str, int], socket_path: Path, rpc: str, calls: int, name: str
+               ) -> tuple[Result, dict[str, float]]:
+    """:func:`run_client` and the CPU seconds each of ``pids`` used meanwhile."""
+    before = {who: cpu_seconds(pid) for who, pid in pids.items()}
+    result = run_client(socket_path, rpc, calls, name)
+    return result, {who: cpu_seconds(pid) - before[who] for who, pid in pids.items()}
+
+
 def workload_api_section(calls: int, workdir: Path) -> bool:
     """Time both RPCs against the agent and the bare server; print tables; True when both meet the target."""
     ok = True
-    with quiet_env([("/bench", f"unix:uid:{os.geteuid()}")]) as env, bare_server(env.socket_path, workdir) as bare:
+    with (quiet_env([("/bench", f"unix:uid:{os.geteuid()}")]) as env,
+          bare_server(env.socket_path, workdir) as (bare, bare_pid)):
+        assert env.agent is not None and env.server is not None
+        others = {"agent": env.agent.pid, "spiffe-server": env.server.pid}
         for rpc in RPCS:
-            floor = run_client(bare, rpc, calls, f"bare grpclib {rpc} (floor)")
-            agent = run_client(env.socket_path, rpc, calls, f"agent {rpc}")
+            floor, floor_cpu = _timed_cpu({"bare server": bare_pid}, bare, rpc, calls, f"bare grpclib {rpc} (floor)")
+            agent, agent_cpu = _timed_cpu(others, env.socket_path, rpc, calls, f"agent {rpc}")
             print(format_table([agent], floor=floor))
+            # per timed call and the client's warm-up calls (all reach the server being measured)
+            per_call = {name: used / (calls + max(calls // 20, 10)) * 1e6
+                        for name, used in (floor_cpu | agent_cpu).items()}
+            print("CPU per call while timed: " + ", ".join(f"{name} {us:.0f} µs" for name, us in per_call.items())
+                  + " (spiffe-server: the agent's forwarded audit records)")
             line, passed = ratio_line(rpc, agent, floor)
             print(line + "\n")
             ok = ok and passed
