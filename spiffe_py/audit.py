@@ -220,26 +220,21 @@ def seal_record(event: AuditEvent, *, seq: int, prev_hash: str) -> dict[str, Any
     return _seal(event, seq, prev_hash)[0]
 
 
-# canonical (sorted) key order of a sealed record: "hash" sorts between these two groups
-_KEYS_BEFORE_HASH = ("actor", "decision", "details")
-_KEYS_AFTER_HASH = ("jti", "method", "prev_hash", "reason", "selectors", "seq", "serial", "spiffe_id", "time")
-
-
 def _seal(event: AuditEvent, seq: int, prev_hash: str) -> tuple[dict[str, Any], bytes]:
-    """The sealed record and its JSONL line (``canonical_json(record) + b"\n"``), serialised once.
+    """The sealed record and its JSONL line (``canonical_json(record) + b"\\n"``), serialised once.
 
     The keys of a sealed record are fixed, and sorted they fall into the fields before ``hash``
     and those after it; so the canonical text without ``hash`` (what is hashed) and with it (the
     line) are the same two pieces, joined with or without the hash member.
     """
-    record = event.to_dict()
-    record["seq"] = seq
-    record["prev_hash"] = prev_hash
-    head = _canonical_text({k: record[k] for k in _KEYS_BEFORE_HASH})
-    tail = _canonical_text({k: record[k] for k in _KEYS_AFTER_HASH})
-    digest = hashlib.sha256(f"{head[:-1]},{tail[1:]}".encode()).hexdigest()
-    record["hash"] = digest
-    return record, f'{head[:-1]},"hash":"{digest}",{tail[1:]}\n'.encode()
+    head = {"actor": event.actor, "decision": str(event.decision), "details": dict(event.details)}
+    tail = {"jti": event.jti, "method": event.method, "prev_hash": prev_hash, "reason": event.reason,
+            "selectors": list(event.selectors), "seq": seq, "serial": event.serial, "spiffe_id": event.spiffe_id,
+            "time": event.time}
+    head_text, tail_text = _canonical_text(head)[:-1], _canonical_text(tail)[1:]
+    digest = hashlib.sha256(f"{head_text},{tail_text}".encode()).hexdigest()
+    record = {**head, **tail, "hash": digest}
+    return record, f'{head_text},"hash":"{digest}",{tail_text}\n'.encode()
 
 
 # --- verification ----------------------------------------------------------------------------
