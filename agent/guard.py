@@ -27,7 +27,7 @@ from agent.errors import AgentConfigError
 from agent.manager.cache import Entry, Identity, JwtToken, WorkloadView
 from spiffe_py._peercred import PeerCred
 from spiffe_py.anomaly import Alert, AnomalyConfig, AnomalyDetector, Observation
-from spiffe_py.audit import build_event
+from spiffe_py.audit import AuditEvent, build_event, format_time
 from spiffe_py.clock import Clock
 from spiffe_py.errors import SpiffeError
 from spiffe_py.policy import Decision, EntryFacts, Method, Policy, PolicyError, PolicyHolder, WorkloadFacts, build_input
@@ -48,6 +48,7 @@ ALERTS = Counter("spiffe_agent_anomaly_alerts_total", "Anomaly alerts", ["kind"]
 QUARANTINES = Counter("spiffe_agent_quarantines_total", "Identities quarantined by the agent")
 
 FACTS_MEMO = 1024  # (peer, selectors) pairs whose workload facts are remembered
+EVENT_MEMO = 1024  # distinct audit events (all but the time) whose validated form is remembered
 RATE_RULE = "rate_limit"
 QUARANTINE_RULE = "quarantine"
 _ANOMALY_KEYS = {"learning_period", "window", "alpha", "spike_factor", "min_windows", "min_count", "enabled"}
@@ -224,6 +225,8 @@ class WorkloadGuard:
         self._confirmed: set[str] = set()  # pending ids the server accepted
         self._tasks: set[asyncio.Task[None]] = set()
         self._facts: dict[tuple[PeerCred | None, frozenset[Selector]], WorkloadFacts] = {}
+        # (what a record says but its time) -> (entry, facts, event): see _event
+        self._events: dict[tuple[object, ...], tuple[Entry | None, WorkloadFacts, AuditEvent]] = {}
 
     def facts(self, cred: PeerCred | None, selectors: frozenset[Selector]) -> WorkloadFacts:
         """:func:`workload_facts`, remembered per (peer, selectors): both are immutable, so is the result."""
@@ -307,19 +310,43 @@ class WorkloadGuard:
         _decisions(str(method), decision).inc()
         if not verdict.allowed:
             DENIALS.labels(method=str(method), rule=verdict.decision.rule or "").inc()
-        details: dict[str, Any] = {"rule": verdict.decision.rule, "pid": workload.pid, "uid": workload.uid}
+        self._audit.append(self._event(method, entry, workload, verdict, audiences, serial, jti, subject))
+
+    def _event(self, method: Method, entry: Entry | None, workload: WorkloadFacts, verdict: Verdict,
+               audiences: tuple[str, ...], serial: str | None, jti: str | None, subject: str | None) -> AuditEvent:
+        """The audit event of one decision, stamped now.
+
+        A workload repeating a call produces the same event but for its time: the validated event
+        (secret and JSON checks of build_event) is remembered under everything it is built from,
+        entry and facts by identity (both immutable; the memo keeps them alive), and only re-stamped.
+        """
+        decision = verdict.decision
+        key = (method, id(entry), id(workload), decision.allowed, decision.reason, decision.rule, decision.max_ttl,
+               audiences, serial, jti, subject)
+        now = self._clock.now()
+        hit = self._events.get(key)
+        if hit is not None and hit[0] is entry and hit[1] is workload:
+            e = hit[2]
+            return AuditEvent(time=format_time(now), actor=e.actor, spiffe_id=e.spiffe_id, selectors=e.selectors,
+                              decision=e.decision, reason=e.reason, method=e.method, serial=e.serial, jti=e.jti,
+                              details=e.details)
+        details: dict[str, Any] = {"rule": decision.rule, "pid": workload.pid, "uid": workload.uid}
         if entry is not None:
             details["entry_id"] = entry.id
         if audiences:
             details["audiences"] = list(audiences)
-        if verdict.decision.max_ttl is not None:
-            details["max_ttl"] = int(verdict.decision.max_ttl.total_seconds())
+        if decision.max_ttl is not None:
+            details["max_ttl"] = int(decision.max_ttl.total_seconds())
         if subject is not None:
             details["subject"] = subject
-        self._audit.append(build_event(
-            now=self._clock.now(), actor=ACTOR, spiffe_id=str(entry.spiffe_id) if entry else workload.spiffe_id,
-            selectors=workload.selectors, decision=decision, reason=verdict.reason, method=str(method),
-            serial=serial, jti=jti, details=details))
+        event = build_event(
+            now=now, actor=ACTOR, spiffe_id=str(entry.spiffe_id) if entry else workload.spiffe_id,
+            selectors=workload.selectors, decision="allow" if decision.allowed else "deny", reason=verdict.reason,
+            method=str(method), serial=serial, jti=jti, details=details)
+        if len(self._events) >= EVENT_MEMO:
+            self._events.clear()
+        self._events[key] = (entry, workload, event)
+        return event
 
     # -- anomalies and quarantine -------------------------------------------------------------
 

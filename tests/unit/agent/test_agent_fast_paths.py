@@ -11,13 +11,17 @@ from agent.attest.base import attest_all
 from agent.attest.procfs import StatusIds, parse_status
 from agent.attest.unix import UnixAttestor, unix_id_selectors
 from agent.errors import WorkloadAttestationError
-from agent.guard import GuardSettings, WorkloadGuard, workload_facts
+from agent.audit import AgentAudit
+from agent.guard import GuardSettings, Verdict, WorkloadGuard, workload_facts
 from agent.manager.cache import Entry, Identity, IssuedSvid, JwtToken, SyncUpdate, WorkloadCache, WorkloadView
 from agent.manager.sync import Manager, ManagerConfig
 from agent.workloadapi.convert import x509_svid_response
 from agent.workloadapi.handler import JwtResponseMemo, ResponseMemo
 from spiffe_py._peercred import PeerCred
+from spiffe_py.audit import load_jsonl, verify_chain
 from spiffe_py.bundle import SpiffeBundle
+from spiffe_py.policy import Decision, Method
+from spiffe_py.spiffeid import SpiffeId
 from spiffe_py.clock import ManualClock
 from spiffe_py.selectors import Selector
 from tests.unit.agent.test_agent_handler import ENTRY, FULL, NOW, SID, SVID, TD
@@ -154,3 +158,35 @@ def test_parse_status_reads_only_whole_lines_and_the_first_of_each() -> None:
         parse_status("Name:\tx\nUid:\tx y\nGid:\t1 2\n")
     with pytest.raises(WorkloadAttestationError, match="lacks Uid/Gid"):
         parse_status("Name:\tx\nXUid:\t1\t2\nGid:\t1\t2\n")
+
+
+def test_repeated_audit_events_are_restamped_and_every_change_shows(tmp_path: Path) -> None:
+    clock = ManualClock(NOW)
+    audit = AgentAudit.open(tmp_path / "data")
+    guard = WorkloadGuard(GuardSettings(anomaly=None), audit=audit, clock=clock)
+    facts = guard.facts(PeerCred(pid=7, uid=1, gid=1), frozenset({UID}))
+    allow = Verdict(Decision(True, "no policy"))
+    entry = Entry(id="e1", spiffe_id=SID, selectors=frozenset({UID}))
+
+    def issue(e: Entry = entry, verdict: Verdict = allow, jti: str = "j1", aud: tuple[str, ...] = ("a",)) -> None:
+        guard.issued(Method.FETCH_JWT_SVID, e, facts, verdict, audiences=aud, jti=jti)
+        clock.advance(timedelta(seconds=1))
+
+    issue()
+    issue()  # the same event again: only the time (and the chain fields) differ
+    issue(jti="j2")
+    issue(verdict=Verdict(Decision(False, "denied here", "r1", timedelta(seconds=30))))
+    issue(e=Entry(id="e1", spiffe_id=SpiffeId.parse("spiffe://example.org/renamed"), selectors=frozenset({UID})))
+    issue(aud=("b",))
+    audit.close()
+    recs = load_jsonl(audit.path)
+    assert verify_chain(recs).ok
+    assert recs[0]["time"] == "2026-01-01T00:00:00.000000Z" and recs[1]["time"] == "2026-01-01T00:00:01.000000Z"
+    strip = ("time", "seq", "prev_hash", "hash")
+    assert {k: v for k, v in recs[0].items() if k not in strip} == {k: v for k, v in recs[1].items() if k not in strip}
+    assert recs[1]["details"] == {"rule": None, "pid": 7, "uid": 1, "entry_id": "e1", "audiences": ["a"]}
+    assert [r["jti"] for r in recs[:3]] == ["j1", "j1", "j2"]
+    assert (recs[3]["decision"], recs[3]["reason"], recs[3]["details"]["rule"], recs[3]["details"]["max_ttl"]) == (
+        "deny", "denied here", "r1", 30)
+    assert recs[4]["spiffe_id"] == "spiffe://example.org/renamed"
+    assert recs[5]["details"]["audiences"] == ["b"]
