@@ -310,9 +310,10 @@ class WorkloadGuard:
         _decisions(str(method), decision).inc()
         if not verdict.allowed:
             DENIALS.labels(method=str(method), rule=verdict.decision.rule or "").inc()
-        self._audit.append(self._event(method, entry, workload, verdict, audiences, serial, jti, subject))
+        self._audit.append(self._event(method, entry, workload, verdict, audiences=audiences, serial=serial, jti=jti,
+                                       subject=subject))
 
-    def _event(self, method: Method, entry: Entry | None, workload: WorkloadFacts, verdict: Verdict,
+    def _event(self, method: Method, entry: Entry | None, workload: WorkloadFacts, verdict: Verdict, *,
                audiences: tuple[str, ...], serial: str | None, jti: str | None, subject: str | None) -> AuditEvent:
         """The audit event of one decision, stamped now.
 
