@@ -18,7 +18,9 @@ values. Pure: no I/O, no clock, no signing (the key only selects the algorithm).
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -89,7 +91,13 @@ _SKI_OID_DER = der_oid(_SKI_OID.dotted_string)
 
 def der_time(moment: datetime) -> bytes:
     """A certificate validity time, to the second (sub-seconds are dropped, as CertificateBuilder does)."""
-    utc = moment.astimezone(UTC)
+    return _der_time_at(math.floor(moment.timestamp()))
+
+
+@functools.lru_cache(maxsize=256)
+def _der_time_at(seconds: int) -> bytes:
+    # Leaves signed within the same second share both times: encode each second once.
+    utc = datetime.fromtimestamp(seconds, UTC)
     if utc.year < _UTC_TIME_END:
         return tlv(_UTC_TIME, utc.strftime("%y%m%d%H%M%SZ").encode("ascii"))
     return tlv(_GENERALIZED_TIME, utc.strftime("%Y%m%d%H%M%SZ").encode("ascii"))
