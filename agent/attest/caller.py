@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from agent.attest.base import WorkloadAttestor, attest_all
-from agent.attest.procfs import LinuxProcFs, ProcFs, StatusIds, parse_stat_start_time, parse_status
+from agent.attest.procfs import ProcFs, StatusIds, parse_stat_start_time, parse_status
 from agent.errors import AgentError, WorkloadAttestationError
 from spiffe_py._peercred import PeerCred
 from spiffe_py.selectors import Selector
@@ -65,33 +65,22 @@ class HeldProcess:
     is awaiting its attestors, after which :meth:`exited` answers True, so that call fails.
     """
 
-    __slots__ = ("_fd", "_status_fd", "pid", "start_time")
+    __slots__ = ("_fd", "pid", "start_time")
 
-    def __init__(self, pid: int, pidfd: int, start_time: int, status_fd: int = -1) -> None:
+    def __init__(self, pid: int, pidfd: int, start_time: int) -> None:
         self.pid = pid
         self.start_time = start_time
-        self._fd = pidfd
-        self._status_fd = status_fd  # /proc/<pid>/status opened once (real procfs only), -1 = read by path
+        self._fd = pidfd  # the one fd a connection holds besides its socket
 
     def exited(self) -> bool:
         """True once the process terminated (or the connection's hold was released)."""
         return self._fd < 0 or _exited(self._fd)
 
-    def status(self, procfs: ProcFs) -> str:
-        """The process's current ``status`` text (through the held fd when there is one)."""
-        if self._status_fd >= 0 and isinstance(procfs, LinuxProcFs):
-            return procfs.read_status_fd(self._status_fd, self.pid)
-        if self._fd < 0:
-            raise WorkloadAttestationError(f"attest: caller pid {self.pid!r} is no longer held")
-        return procfs.status(self.pid)
-
     def close(self) -> None:
-        """Release the pidfd and the status fd (idempotent)."""
+        """Release the pidfd (idempotent)."""
         fd, self._fd = self._fd, -1
-        status_fd, self._status_fd = self._status_fd, -1
-        for held in (status_fd, fd):
-            if held >= 0:
-                os.close(held)
+        if fd >= 0:
+            os.close(fd)
 
 
 def _open_pidfd(pid: int) -> int:
@@ -102,7 +91,7 @@ def _open_pidfd(pid: int) -> int:
 
 
 # facts read by pin() for the attest() that follows in the same request task (grpclib: one task each)
-_PINNED: contextvars.ContextVar[tuple[object, ProcessFacts, HeldProcess | None] | None] = contextvars.ContextVar(
+_PINNED: contextvars.ContextVar[tuple[object, ProcessFacts | None, HeldProcess | None] | None] = contextvars.ContextVar(
     "agent_pinned_caller", default=None
 )
 
@@ -124,20 +113,15 @@ class CallerAttestor:
             WorkloadAttestationError: the process is gone (or exited while it was read).
         """
         pidfd = _open_pidfd(pid)
-        status_fd = -1
         try:
-            if isinstance(self._procfs, LinuxProcFs):
-                status_fd = self._procfs.open_status(pid)
             start_time = parse_stat_start_time(self._procfs.stat(pid))
-            # opened and read after the pidfd existed, and the process is still alive: they are its own
+            # read after the pidfd existed and the process is still alive: the stat was this process's
             if _exited(pidfd):
                 raise WorkloadAttestationError(f"attest: caller pid {pid!r} is gone")
         except BaseException:
-            for fd in (status_fd, pidfd):
-                if fd >= 0:
-                    os.close(fd)
+            os.close(pidfd)
             raise
-        return HeldProcess(pid, pidfd, start_time, status_fd)
+        return HeldProcess(pid, pidfd, start_time)
 
     def pin(self, cred: PeerCred, held: HeldProcess | None = None) -> ProcessFacts | None:
         """Read the caller's facts once for this request; None if unreadable (attest() then fails).
@@ -146,33 +130,41 @@ class CallerAttestor:
         """
         try:
             if held is not None and held.pid == cred.pid:
-                facts = ProcessFacts(cred.pid, held.start_time, parse_status(held.status(self._procfs)))
+                # by path: the poll after attestation proves the pid was this process all along
+                facts = ProcessFacts(cred.pid, held.start_time, parse_status(self._procfs.status(cred.pid)))
             else:
                 held = None
                 facts = read_facts(self._procfs, cred.pid)
         except (OSError, AgentError):
-            _PINNED.set(None)
+            # with a held process attest() must fail too, never look the (maybe reused) pid up afresh
+            _PINNED.set(None if held is None else (self, None, held))
             return None
         _PINNED.set((self, facts, held))
         return facts
 
-    def _take_pinned(self, pid: int) -> tuple[ProcessFacts, HeldProcess | None] | None:
+    def _take_pinned(self, pid: int) -> tuple[ProcessFacts | None, HeldProcess | None] | None:
         pinned = _PINNED.get()
         _PINNED.set(None)  # one use: a later request in this context reads afresh
-        if pinned is None or pinned[0] is not self or pinned[1].pid != pid:
+        if pinned is None or pinned[0] is not self:
             return None
-        return pinned[1], pinned[2]
+        facts, held = pinned[1], pinned[2]
+        if (facts.pid if facts is not None else held.pid if held is not None else None) != pid:
+            return None
+        return facts, held
 
     async def attest(self, cred: PeerCred) -> frozenset[Selector]:
         """Selectors of the caller; WorkloadAttestationError if it exited or changed meanwhile."""
-        pinned = self._take_pinned(cred.pid)
-        if pinned is not None and pinned[1] is not None:
-            return await self._attest_held(cred, pinned[0], pinned[1])
+        pinned, held = self._take_pinned(cred.pid) or (None, None)
+        if held is not None:
+            if pinned is None:  # the held process's status could not be read
+                gone = "has exited" if held.exited() else "cannot be read"
+                raise WorkloadAttestationError(f"attest: caller pid {cred.pid!r} {gone}")
+            return await self._attest_held(cred, pinned, held)
         pidfd = _open_pidfd(cred.pid)
         try:
             # facts pinned before the pidfd existed are still safe: a PID reused in between has
             # another start time, which the check after attestation compares
-            facts = pinned[0] if pinned else read_facts(self._procfs, cred.pid)
+            facts = pinned or read_facts(self._procfs, cred.pid)
             selectors = await self._attest_facts(cred, facts)
             self._check_unchanged(pidfd, facts)
             return selectors
@@ -183,11 +175,11 @@ class CallerAttestor:
         if held.exited():  # before: no attestor work (and no docker round trip) for a dead caller
             raise WorkloadAttestationError(f"attest: caller pid {cred.pid!r} has exited")
         selectors = await self._attest_facts(cred, facts)
-        # the pidfd was held before every /proc read: while it says "alive" the pid cannot have
-        # been reused, so no start-time re-read is needed
+        self._recheck(facts)
+        # last: the pidfd was held before every /proc read of this call, and while it says "alive"
+        # the pid cannot have been reused, so they all read this process (no start-time re-read)
         if held.exited():
             raise WorkloadAttestationError(f"attest: caller pid {facts.pid!r} exited during attestation")
-        self._recheck(facts)
         return selectors
 
     async def _attest_facts(self, cred: PeerCred, facts: ProcessFacts) -> frozenset[Selector]:

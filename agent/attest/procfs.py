@@ -97,12 +97,12 @@ def parse_stat_start_time(text: str) -> int:
         raise WorkloadAttestationError("procfs: malformed starttime in stat") from err
 
 
-def _read_all(fd: int, offset: int | None = None) -> str:
-    """Up to the cap from ``fd`` (from ``offset`` with pread, else from its position)."""
+def _read_all(fd: int) -> str:
+    """Up to the cap from ``fd``."""
     chunks: list[bytes] = []
     size = 0
     while size <= _MAX_PROC_TEXT:
-        chunk = os.read(fd, _PROC_READ_CHUNK) if offset is None else os.pread(fd, _PROC_READ_CHUNK, offset + size)
+        chunk = os.read(fd, _PROC_READ_CHUNK)
         if not chunk:
             break
         chunks.append(chunk)
@@ -128,23 +128,6 @@ class LinuxProcFs:
                 os.close(fd)
         except OSError as err:
             raise WorkloadAttestationError(f"procfs: cannot read {name} of pid {pid!r}") from err
-
-    def open_status(self, pid: int) -> int:
-        """An fd of ``/proc/<pid>/status`` to read again with :meth:`read_status_fd` (the caller closes it).
-
-        The fd stays bound to that process: once it exits, reads fail (ESRCH), even if the pid is reused.
-        """
-        try:
-            return os.open(f"{self._root}/{pid}/status", os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as err:
-            raise WorkloadAttestationError(f"procfs: cannot read status of pid {pid!r}") from err
-
-    def read_status_fd(self, fd: int, pid: int) -> str:
-        """The current text of an fd from :meth:`open_status` (the kernel regenerates it on each read)."""
-        try:
-            return _read_all(fd, 0)
-        except OSError as err:
-            raise WorkloadAttestationError(f"procfs: cannot read status of pid {pid!r}") from err
 
     def status(self, pid: int) -> str:
         return self._read(pid, "status")

@@ -105,7 +105,7 @@ async def _sleeper() -> asyncio.subprocess.Process:
 async def test_real_held_process_exiting_during_attestation_is_rejected() -> None:
     proc = await _sleeper()
     procfs = LinuxProcFs()
-    caller = CallerAttestor(procfs, [KillingAttestor(proc)])
+    caller = CallerAttestor(procfs, [KillingAttestor(proc)], recheck_ids=False)  # the poll alone must catch it
     cred = PeerCred(pid=proc.pid, uid=os.geteuid(), gid=os.getegid())
     held = caller.hold(proc.pid)
     try:
@@ -116,18 +116,23 @@ async def test_real_held_process_exiting_during_attestation_is_rejected() -> Non
         held.close()
 
 
-async def test_held_status_fd_stays_bound_to_its_process() -> None:
-    """After the process is gone, its held status fd fails instead of reading whoever has the pid now."""
+async def test_held_caller_reaped_and_its_pid_free_fails_every_later_call() -> None:
+    """Once the held process is gone, a call fails even if its pid could belong to someone else by now."""
     proc = await _sleeper()
     procfs = LinuxProcFs()
-    held = CallerAttestor(procfs, []).hold(proc.pid)
+    caller = CallerAttestor(procfs, [UnixAttestor(procfs, FakeUsers())])
+    cred = PeerCred(pid=proc.pid, uid=os.geteuid(), gid=os.getegid())
+    held = caller.hold(proc.pid)
     try:
-        assert f"\nPid:\t{proc.pid}\n" in held.status(procfs)
+        caller.pin(cred, held)
+        assert Selector("unix", f"uid:{os.geteuid()}") in await caller.attest(cred)
         proc.kill()
         await proc.wait()  # reaped: the pid is free for reuse
         assert held.exited()
-        with pytest.raises(WorkloadAttestationError, match="cannot read status"):
-            held.status(procfs)
+        for _ in range(2):
+            caller.pin(cred, held)  # whatever /proc/<pid> shows now (nothing, or another process)
+            with pytest.raises(WorkloadAttestationError, match="exited"):
+                await caller.attest(cred)
     finally:
         held.close()
 
