@@ -64,10 +64,11 @@ class _Head:
 
 def _row(record: Mapping[str, Any]) -> AuditRecord:
     prev = str(record["prev_hash"])
+    # Our own sealed record: its time is format_time's, which fromisoformat reads (and far faster than strptime).
     return AuditRecord(
-        seq=int(record["seq"]), time=_parse_time(str(record["time"])), record=canonical_json(record).decode(),
-        prev_hash="" if prev == GENESIS_HASH else prev, hash=str(record["hash"]),
-        spiffe_id=record.get("spiffe_id") or "", decision=str(record["decision"]))
+        seq=int(record["seq"]), time=datetime.fromisoformat(str(record["time"])),
+        record=canonical_json(record).decode(), prev_hash="" if prev == GENESIS_HASH else prev,
+        hash=str(record["hash"]), spiffe_id=record.get("spiffe_id") or "", decision=str(record["decision"]))
 
 
 def _parse_time(text: str) -> datetime:
@@ -108,12 +109,17 @@ class CentralAudit:
             page = Page(token=result.next_token, size=MAX_PAGE_SIZE)
 
     def _absorb(self, row: AuditRecord) -> None:
-        self._head = _Head(row.seq, row.hash)
+        """Move the head to a stored row (from the datastore: its JSON is parsed to follow agent sub-chains)."""
         try:
             record = json.loads(row.record)
         except ValueError:
+            self._head = _Head(row.seq, row.hash)
             return  # a damaged row is verify's business, not the appender's
-        inner = _forwarded(record) if isinstance(record, dict) else None
+        self._advance(row, record if isinstance(record, dict) else {})
+
+    def _advance(self, row: AuditRecord, record: Mapping[str, Any]) -> None:
+        self._head = _Head(row.seq, row.hash)
+        inner = _forwarded(record)
         if inner is not None and isinstance(inner.get("seq"), int):
             self._agents[str(record.get("actor"))] = _Head(int(inner["seq"]), str(inner.get("hash")))
 
@@ -157,7 +163,7 @@ class CentralAudit:
     def _accept(self, record: Mapping[str, Any], stored: AuditRecord) -> None:
         if stored.seq != record["seq"]:
             raise self._write_failed(ValueError(f"store assigned seq {stored.seq}, sealed {record['seq']}"))
-        self._absorb(stored)
+        self._advance(stored, record)
         AUDIT_RECORDS.labels(decision=record["decision"]).inc()
 
     @staticmethod
@@ -179,11 +185,12 @@ class CentralAudit:
         records = _parse_forwarded(raw)
         with self._lock:
             fresh = self._fresh(agent_id, records)
-            events = [_wrap(agent_id, r) for r in fresh]
-            for record, event in zip(fresh, events, strict=True):
-                self._append_one(event)
-                self._agents[agent_id] = _Head(int(record["seq"]), str(record["hash"]))
-            return len(events)
+            if not fresh:
+                return 0
+            # One transaction for the whole call: all of it is stored, or none (the agent resends).
+            self._append_all([_wrap(agent_id, r) for r in fresh], ())
+            self._agents[agent_id] = _Head(int(fresh[-1]["seq"]), str(fresh[-1]["hash"]))
+            return len(fresh)
 
     def _fresh(self, agent_id: str, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The records not stored yet, once they verify as the continuation of the agent's sub-chain."""

@@ -54,6 +54,7 @@ _ENTRY_SELECT = f"SELECT {', '.join('e.' + c for c in codec.ENTRY_COLUMNS)} FROM
 _AGENT_COLS = ", ".join(codec.AGENT_COLUMNS)
 _AUDIT_COLS = ", ".join(codec.AUDIT_COLUMNS)
 _ISSUANCE_CHUNK = 500  # rows per INSERT: 3500 parameters, under every backend's limit
+_AUDIT_CHUNK = 500  # rows per INSERT: 3500 parameters (7 columns)
 
 
 def _insert(tx: Tx, table: str, row: dict[str, object]) -> None:
@@ -487,20 +488,32 @@ class SqlDataStore:
         newest hash ("" when empty) and each later one's is its predecessor's ``hash``.
         """
         with self._backend.transaction() as tx:
-            stored = [self._append_audit(tx, record) for record in records]
+            stored = self._append_audit(tx, records)
             _insert_issuances(tx, issuances)
         return stored
 
     @staticmethod
-    def _append_audit(tx: Tx, record: AuditRecord) -> AuditRecord:
-        seq = _bump(tx, "audit")  # also serialises appenders until commit
-        last = tx.execute("SELECT hash FROM audit ORDER BY seq DESC LIMIT 1")
-        newest = last[0][0] if last else ""
-        if record.prev_hash != newest:
-            raise ConflictError(f"datastore: audit prev_hash {record.prev_hash!r} is not the newest {newest!r}")
-        record = replace(record, seq=seq)
-        _insert(tx, "audit", codec.audit_row(record))
-        return record
+    def _append_audit(tx: Tx, records: Sequence[AuditRecord]) -> list[AuditRecord]:
+        if not records:
+            return []
+        # One bump for the whole batch; its row lock also serialises appenders until commit.
+        last_seq = int(tx.execute("UPDATE counters SET value = value + ? WHERE name = ? RETURNING value",
+                                  (len(records), "audit"))[0][0])
+        newest_row = tx.execute("SELECT hash FROM audit ORDER BY seq DESC LIMIT 1")
+        newest = newest_row[0][0] if newest_row else ""
+        stored = []
+        for seq, record in enumerate(records, start=last_seq - len(records) + 1):
+            if record.prev_hash != newest:
+                raise ConflictError(f"datastore: audit prev_hash {record.prev_hash!r} is not the newest {newest!r}")
+            stored.append(replace(record, seq=seq))
+            newest = record.hash
+        rows = [codec.audit_row(r) for r in stored]
+        one = "(" + ", ".join("?" for _ in codec.AUDIT_COLUMNS) + ")"
+        for start in range(0, len(rows), _AUDIT_CHUNK):
+            chunk = rows[start:start + _AUDIT_CHUNK]
+            tx.execute(f"INSERT INTO audit ({_AUDIT_COLS}) VALUES {', '.join(one for _ in chunk)}",
+                       [row[col] for row in chunk for col in codec.AUDIT_COLUMNS])
+        return stored
 
     def list_audit(self, filter: AuditFilter | None = None, page: Page | None = None) -> PageResult[AuditRecord]:
         """One page of matching records in chain order."""
