@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -35,8 +36,7 @@ from spiffe_py.audit import (
     BreakKind,
     VerifyResult,
     build_event,
-    canonical_json,
-    seal_record,
+    seal_record_text,
     verify_chain,
 )
 from spiffe_py.clock import Clock
@@ -62,17 +62,23 @@ class _Head:
     hash: str
 
 
-def _row(record: Mapping[str, Any]) -> AuditRecord:
+def _row(record: Mapping[str, Any], text: str) -> AuditRecord:
+    """The stored row of a record we sealed; ``text`` is its canonical JSON."""
     prev = str(record["prev_hash"])
-    # Our own sealed record: its time is format_time's, which fromisoformat reads (and far faster than strptime).
     return AuditRecord(
-        seq=int(record["seq"]), time=datetime.fromisoformat(str(record["time"])),
-        record=canonical_json(record).decode(), prev_hash="" if prev == GENESIS_HASH else prev,
-        hash=str(record["hash"]), spiffe_id=record.get("spiffe_id") or "", decision=str(record["decision"]))
+        seq=int(record["seq"]), time=_parse_time(str(record["time"])), record=text,
+        prev_hash="" if prev == GENESIS_HASH else prev, hash=str(record["hash"]),
+        spiffe_id=record.get("spiffe_id") or "", decision=str(record["decision"]))
+
+
+_TIME_FORMAT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")  # format_time's, exactly
 
 
 def _parse_time(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%f%z")
+    """A record time in ``format_time``'s form (ValueError otherwise); fromisoformat is 50x cheaper than strptime."""
+    if not _TIME_FORMAT.fullmatch(text):
+        raise ValueError(f"time {text[:40]!r} is not YYYY-MM-DDTHH:MM:SS.ffffffZ")
+    return datetime.fromisoformat(text)
 
 
 def _forwarded(record: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -134,9 +140,10 @@ class CentralAudit:
     def _append_all(self, events: Sequence[AuditEvent], issuances: Sequence[Issuance]) -> list[dict[str, Any]]:
         """One transaction for every event and issuance (a batch's single write); retried on a moved chain."""
         for _ in range(_APPEND_ATTEMPTS):
-            records = self._sealed(events)
+            sealed = self._sealed(events)
+            records = [record for record, _ in sealed]
             try:
-                stored = self._store.append_audit_batch([_row(r) for r in records], issuances)
+                stored = self._store.append_audit_batch([_row(r, text) for r, text in sealed], issuances)
             except ConflictError:
                 self._catch_up()  # another server sharing the database appended first
                 continue
@@ -147,15 +154,15 @@ class CentralAudit:
             return records
         raise self._write_failed(ValueError("the chain kept moving under concurrent appenders"))
 
-    def _sealed(self, events: Sequence[AuditEvent]) -> list[dict[str, Any]]:
-        """``events`` sealed as the next links after our head (not stored yet)."""
-        records: list[dict[str, Any]] = []
+    def _sealed(self, events: Sequence[AuditEvent]) -> list[tuple[dict[str, Any], str]]:
+        """``events`` sealed as the next links after our head (not stored yet), each with its canonical JSON."""
+        sealed: list[tuple[dict[str, Any], str]] = []
         seq, prev = self._head.seq, self._head.hash
         for event in events:
             seq += 1
-            records.append(seal_record(event, seq=seq, prev_hash=prev))
-            prev = records[-1]["hash"]
-        return records
+            sealed.append(seal_record_text(event, seq=seq, prev_hash=prev))
+            prev = sealed[-1][0]["hash"]
+        return sealed
 
     def _append_one(self, event: AuditEvent) -> dict[str, Any]:
         return self._append_all([event], ())[0]
@@ -272,7 +279,7 @@ def _opt_str(value: object) -> str | None:
 
 
 def _column_problem(row: AuditRecord, record: Mapping[str, Any]) -> str | None:
-    expected = _row(record)
+    expected = _row(record, row.record)  # the columns only: the text itself is the row's
     for name in ("seq", "hash", "prev_hash", "spiffe_id", "decision", "time"):
         if getattr(row, name) != getattr(expected, name):
             return f"the row's {name} column does not match the sealed record"

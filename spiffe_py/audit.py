@@ -220,6 +220,12 @@ def seal_record(event: AuditEvent, *, seq: int, prev_hash: str) -> dict[str, Any
     return _seal(event, seq, prev_hash)[0]
 
 
+def seal_record_text(event: AuditEvent, *, seq: int, prev_hash: str) -> tuple[dict[str, Any], str]:
+    """:func:`seal_record` and ``canonical_json`` of the result as text, serialised once."""
+    record, line = _seal(event, seq, prev_hash)
+    return record, line[:-1].decode()
+
+
 def _seal(event: AuditEvent, seq: int, prev_hash: str) -> tuple[dict[str, Any], bytes]:
     """The sealed record and its JSONL line (``canonical_json(record) + b"\\n"``), serialised once.
 
@@ -565,5 +571,6 @@ __all__ = [
     "parse_jsonl",
     "record_hash",
     "seal_record",
+    "seal_record_text",
     "verify_chain",
 ]

@@ -13,7 +13,16 @@ import pytest
 from server.audit import CentralAudit, ForwardError, verify_store
 from server.datastore import DataStore, open_datastore
 from server.metrics import AUDIT_WRITE_FAILURES, REGISTRY
-from spiffe_py.audit import AuditEvent, AuditLog, AuditWriteError, BreakKind, build_event, canonical_json, verify_chain
+from spiffe_py.audit import (
+    AuditEvent,
+    AuditLog,
+    AuditWriteError,
+    BreakKind,
+    build_event,
+    canonical_json,
+    record_hash,
+    verify_chain,
+)
 from spiffe_py.clock import ManualClock
 
 NOW = datetime(2026, 5, 6, 7, 8, 9, tzinfo=UTC)
@@ -201,3 +210,14 @@ def _restarted() -> list[str]:
         log.append(build_event(now=NOW + timedelta(minutes=5, seconds=i), actor="agent", spiffe_id=None, selectors=(),
                                decision="allow", reason=f"restart{i}", method="FetchX509SVID"))
     return sink.lines
+
+
+@pytest.mark.parametrize("time", ["2026-05-06T07:08:09+00:00", "2026-05-06T07:08:09Z", "2026-05-06 07:08:09.000000Z"])
+def test_forwarded_record_time_must_be_the_audit_format(store: DataStore, time: str) -> None:
+    """A correctly chained agent record whose time is not YYYY-MM-DDTHH:MM:SS.ffffffZ is refused, nothing stored."""
+    record = json.loads(agent_log(1)[0])
+    record["time"] = time
+    record["hash"] = record_hash(record)
+    with pytest.raises(ForwardError, match=r"is not YYYY-MM-DDTHH:MM:SS\.ffffffZ"):
+        chain_of(store).forward(AGENT, [canonical_json(record).decode()])
+    assert records(store) == []

@@ -24,6 +24,7 @@ from spiffe_py.audit import (
     load_jsonl,
     record_hash,
     seal_record,
+    seal_record_text,
     verify_chain,
 )
 
@@ -62,6 +63,8 @@ def test_the_written_line_is_the_canonical_record_and_the_hash_its_canonical_tex
     assert lines == [canonical_json(r) + b"\n" for r in records]
     assert [r["hash"] for r in records] == [record_hash(r) for r in records]
     assert records[0] == seal_record(_event(details, **overrides), seq=0, prev_hash=records[0]["prev_hash"])
+    sealed, text = seal_record_text(_event(details, **overrides), seq=1, prev_hash=records[0]["hash"])
+    assert sealed == records[1] and text.encode() == canonical_json(records[1])
     assert verify_chain(load_jsonl(path)).ok
 
 
