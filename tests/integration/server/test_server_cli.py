@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import stat
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -243,17 +245,37 @@ def test_restart_keeps_state(server: ServerProc) -> None:
     assert [a["spiffe_id"] for a in server.cli_json("agent", "list")["agents"]] == [agent.spiffe_id]
 
 
+@contextlib.contextmanager
+def _traversable(*paths: Path) -> Iterator[None]:
+    """Add o+x to every ancestor of ``paths`` that lacks it; restore the modes on exit."""
+    changed: dict[Path, int] = {}
+    for path in paths:
+        for directory in (path, *path.parents):
+            mode = directory.stat().st_mode
+            if directory not in changed and not mode & stat.S_IXOTH:
+                changed[directory] = stat.S_IMODE(mode)
+                os.chmod(directory, stat.S_IMODE(mode) | stat.S_IXOTH)
+    try:
+        yield
+    finally:
+        for directory, mode in changed.items():
+            os.chmod(directory, mode)
+
+
 def test_non_admin_uid_is_refused(server: ServerProc) -> None:
     if os.getuid() != 0:
         pytest.skip("needs root to call the admin socket as another uid")
     os.chmod(server.socket_path, 0o666)
     for directory in (server.data_dir, server.data_dir.parent):
         os.chmod(directory, 0o755)
-    res = subprocess.run(check=False, args=["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                                            sys.executable, "-m", "server.cli", "entry", "count",
-                                            "--socket-path", str(server.socket_path)],
-                         capture_output=True, text=True, timeout=60)
-    assert res.returncode == 1
+    # uid 65534 must reach the interpreter, the venv and the source tree: a clone in a 0700
+    # directory (mktemp -d) is let through (o+x) for the call only.
+    with _traversable(Path(sys.base_prefix), Path(sys.prefix), Path(__file__).resolve().parents[3]):
+        res = subprocess.run(check=False, args=["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                                                sys.executable, "-m", "server.cli", "entry", "count",
+                                                "--socket-path", str(server.socket_path)],
+                             capture_output=True, text=True, timeout=60, cwd="/")
+    assert res.returncode == 1, res.stderr
     assert res.stderr.strip() == "error: PERMISSION_DENIED: admin: uid 65534 is not an admin"
 
 
