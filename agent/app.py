@@ -224,6 +224,8 @@ async def _serve_with(cfg: AgentConfig, audit: AgentAudit) -> None:
     finally:
         for task in background:
             task.cancel()
+        # let them finish unwinding (a forward in flight, its position file) before the audit log closes
+        await asyncio.wait(background, timeout=SHUTDOWN_GRACE)
         server.close()
         # open Workload API streams never end on their own; do not wait for them forever
         with contextlib.suppress(TimeoutError):
