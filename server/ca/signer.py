@@ -121,7 +121,7 @@ def sign_x509_svid(
 
 def sign_x509_svid_der(authority: X509Authority, params: X509SvidParams, *, policy: SvidPolicy,
                        now: datetime) -> SignedSvid:
-    """Sign one X.509-SVID and keep the leaf's DER (the wire form; re-encoding it costs as much as a hash)."""
+    """Sign one X.509-SVID and keep the leaf's DER as signed (the wire form, sent without a re-encode)."""
     fields = leaf_fields(params, policy=policy, issuer=authority.cert, now=now)
     profile = _PROFILES.get(authority, fields, params.public_key)
     tbs = profile.tbs(serial=fields.serial, not_before=fields.not_before, not_after=fields.not_after,
