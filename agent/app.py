@@ -18,7 +18,6 @@ import logging
 import os
 import signal
 import stat
-from collections.abc import Callable
 from pathlib import Path
 
 from cryptography import x509
@@ -117,16 +116,6 @@ def build_caller_attestor(cfg: AgentConfig, procfs: LinuxProcFs) -> CallerAttest
     """The PID-reuse-checked attestor; ids are re-read afterwards only when exe selectors are in play."""
     # a setuid exec during attestation changes ids and exe but neither pid nor start time
     return CallerAttestor(procfs, build_attestors(cfg, procfs), recheck_ids=cfg.discover_workload_path)
-
-
-def pinned_process_of(caller: CallerAttestor) -> Callable[[PeerCred], ProcessKey | None]:
-    """The handler's ``process_of``: pins the caller's /proc facts that ``caller.attest`` then reuses."""
-
-    def process_of(cred: PeerCred) -> ProcessKey | None:
-        facts = caller.pin(cred)
-        return None if facts is None else ProcessKey(facts.pid, facts.start_time)
-
-    return process_of
 
 
 # the connection's held caller, from ConnectionCallers.credentials to .process_of in one request task

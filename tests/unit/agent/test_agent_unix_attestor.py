@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from agent.app import pinned_process_of
+from agent.app import ConnectionCallers
 from agent.attest.base import attest_all
 from agent.attest.caller import CallerAttestor
 from agent.attest.procfs import LinuxProcFs, StatusIds, parse_stat_start_time, parse_status
@@ -287,6 +287,7 @@ async def test_app_process_of_pins_the_facts_attest_then_reuses() -> None:
     procfs = CountingProcFs()
     caller = CallerAttestor(procfs, [UnixAttestor(procfs, FakeUsers())], recheck_ids=False)
     cred = PeerCred(pid=os.getpid(), uid=1001, gid=2001)
-    assert pinned_process_of(caller)(cred) == ProcessKey(os.getpid(), 987654)
+    # no connection scope (no held process): the per-call path pins stat + status
+    assert ConnectionCallers(caller).process_of(cred) == ProcessKey(os.getpid(), 987654)
     await caller.attest(cred)
     assert procfs.reads == ["stat", "status", "stat"]
