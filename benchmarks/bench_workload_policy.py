@@ -3,8 +3,9 @@
 Starts a real spiffe-server and spiffe-agent twice: once with the 10-rule policy of
 ``bench_policy.py`` and the audit trail (each decision fsynced to the agent's JSONL file),
 once with the guard switched off in the agent process (a ``sitecustomize`` that builds the
-Workload API handler without a guard). A separate client process times warm
-``FetchJWTSVID`` calls (the JWT-SVID is cached by the agent, so no server round trip).
+Workload API handler without a guard). A separate client process (``bench_workload_api.py
+--client``) times warm ``FetchJWTSVID`` calls (the JWT-SVID is cached by the agent, so no
+server round trip).
 Also reports the agent's per-request policy evaluation (facts + document + 10 rules).
 
 Run: ``.venv/bin/python benchmarks/bench_workload_policy.py [--calls 2000]``.
@@ -13,7 +14,6 @@ Run: ``.venv/bin/python benchmarks/bench_workload_policy.py [--calls 2000]``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ helpers (
 
 from _stats import Result, time_calls
 from bench_policy import POLICY
+from bench_workload_api import run_client
 
 from agent.guard import entry_facts, workload_facts
 from agent.manager.cache import Entry
@@ -36,7 +37,6 @@ from tests.integration.agent.conftest import TD, running_env, wait_for
 
 # the benchmark runs as root on the dev box; keep the rule's cost but let this caller through
 BENCH_POLICY = POLICY.replace("workload.uid == 0", "workload.uid == 4294967294")
-AUDIENCE = "bench"
 
 NO_GUARD = '''
 import agent.workloadapi.handler as _h
@@ -46,36 +46,6 @@ def _no_guard(self, **kw):
     _init(self, **kw)
 _h.WorkloadApiHandler.__init__ = _no_guard
 '''
-
-CLIENT = '''
-import asyncio, json, sys, time
-from grpclib.client import Channel
-from spiffe_py._proto import workload_pb2
-from spiffe_py._proto.workload_grpc import SpiffeWorkloadAPIStub
-
-async def main(path, calls, audience):
-    channel = Channel(path=path)
-    stub = SpiffeWorkloadAPIStub(channel)
-    req = workload_pb2.JWTSVIDRequest(audience=[audience])
-    meta = {"workload.spiffe.io": "true"}
-    out = []
-    for i in range(calls + 50):
-        t = time.perf_counter()
-        await stub.FetchJWTSVID(req, metadata=meta)
-        if i >= 50:
-            out.append(time.perf_counter() - t)
-    channel.close()
-    print(json.dumps(out))
-
-asyncio.run(main(sys.argv[1], int(sys.argv[2]), sys.argv[3]))
-'''
-
-
-def run_client(socket_path: Path, calls: int) -> Result:
-    """Time warm FetchJWTSVID calls from a separate process."""
-    out = subprocess.run([sys.executable, "-c", CLIENT, str(socket_path), str(calls), AUDIENCE],
-                         capture_output=True, text=True, check=True, timeout=600)
-    return Result("", tuple(json.loads(out.stdout)))
 
 
 def measure(guarded: bool, calls: int) -> Result:
@@ -88,12 +58,12 @@ def measure(guarded: bool, calls: int) -> Result:
     env = None if guarded else {"PYTHONPATH": str(tmp)}
     with running_env([("/workload", f"unix:uid:{os.geteuid()}")], args, env) as e:
         wait_for(lambda: _fetch_ok(e.socket_path), 60, "a first JWT-SVID")
-        return run_client(e.socket_path, calls)
+        return run_client(e.socket_path, "jwt", calls, "guard on" if guarded else "guard off")
 
 
 def _fetch_ok(socket_path: Path) -> bool:
     try:
-        run_client(socket_path, 1)
+        run_client(socket_path, "jwt", 1, "probe")
     except subprocess.CalledProcessError:
         return False
     return True
