@@ -465,8 +465,11 @@ class JsonlFileSink:
             self._cond.notify()
         if self._flusher is not None:
             self._flusher.join()
-        with contextlib.suppress(AuditWriteError):  # already reported through on_error
-            self.sync()
+        # never opened (nothing written or synced) or already closed: nothing of ours to fsync, and
+        # sync() would reopen the file and report "audit sink is closed" through on_error
+        if self._fd is not None:
+            with contextlib.suppress(AuditWriteError):  # already reported through on_error
+                self.sync()
         with self._cond:
             if self._fd is not None:
                 os.close(self._fd)

@@ -103,3 +103,17 @@ def test_background_flusher_fsyncs_a_full_batch_without_being_asked(fifo: Path) 
 def test_bad_flush_settings_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="flush_interval and flush_records must be positive"):
         JsonlFileSink(tmp_path / "a", flush_interval=0)
+
+
+def test_closing_a_sink_that_wrote_nothing_reports_no_error(tmp_path: Path) -> None:
+    """An agent restarted on an existing trail and stopped before any call must not log a write failure."""
+    path = tmp_path / "audit.jsonl"
+    AuditLog(JsonlFileSink(path)).append(event(0))
+    errors: list[OSError] = []
+    sink = JsonlFileSink(path, fsync=FsyncMode.INTERVAL, on_error=errors.append, on_fsync_error=errors.append)
+    sink.close()
+    sink.close()  # twice is harmless too
+    assert errors == []
+    with pytest.raises(AuditWriteError, match="audit sink is closed"):
+        sink.write({"seq": 1})
+    assert len(errors) == 1  # a real misuse after close is still reported
