@@ -15,20 +15,23 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from grpclib.client import Channel
+from grpclib.client import Channel, Stream
 
+from spiffe_py._proto import workload_pb2
 from spiffe_py._proto.spiffepy.server.v1 import admin_pb2, types_pb2
 from spiffe_py._proto.spiffepy.server.v1.admin_grpc import AdminAPIStub
+from spiffe_py._proto.workload_grpc import SpiffeWorkloadAPIStub
 from tests.support.proc import spawn, terminate
 from tests.support.server_proc import free_port
 
 VENV_BIN = Path(__file__).resolve().parents[3] / ".venv" / "bin"
 TD = "example.org"
+HEADER = {"workload.spiffe.io": "true"}
 
 
 def wait_for(predicate: object, timeout: float, what: str) -> None:
@@ -38,6 +41,21 @@ def wait_for(predicate: object, timeout: float, what: str) -> None:
             return
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+@contextlib.asynccontextmanager
+async def x509_stream(
+    socket_path: Path,
+) -> AsyncIterator[Stream[workload_pb2.X509SVIDRequest, workload_pb2.X509SVIDResponse]]:
+    """An open FetchX509SVID stream with its request sent; cancelled on exit (the agent never ends it)."""
+    channel = Channel(path=str(socket_path))
+    try:
+        async with SpiffeWorkloadAPIStub(channel).FetchX509SVID.open(metadata=HEADER) as stream:
+            await stream.send_message(workload_pb2.X509SVIDRequest(), end=True)
+            yield stream
+            await stream.cancel()
+    finally:
+        channel.close()
 
 
 @dataclass

@@ -22,11 +22,10 @@ from grpclib.exceptions import GRPCError
 from spiffe_py import _pem
 from spiffe_py._proto import workload_pb2
 from spiffe_py._proto.workload_grpc import SpiffeWorkloadAPIStub
-from tests.integration.agent.conftest import TD, Env
+from tests.integration.agent.conftest import TD, Env, x509_stream
 
 pytestmark = pytest.mark.slow
 
-HEADER = {"workload.spiffe.io": "true"}
 WORKLOAD_ID = f"spiffe://{TD}/workload"
 
 
@@ -115,13 +114,8 @@ def _status_as_nobody(socket_path: Path) -> str:
             os.setuid(65534)
 
             async def call() -> None:
-                channel = Channel(path=str(socket_path))
-                try:
-                    async with SpiffeWorkloadAPIStub(channel).FetchX509SVID.open(metadata=HEADER) as stream:
-                        await stream.send_message(workload_pb2.X509SVIDRequest(), end=True)
-                        await stream.recv_message()
-                finally:
-                    channel.close()
+                async with x509_stream(socket_path) as stream:
+                    await stream.recv_message()
 
             asyncio.run(call())
         except GRPCError as err:
@@ -143,45 +137,33 @@ def test_caller_without_entry_gets_permission_denied_we14(env: Env) -> None:
 
 async def test_new_entry_reaches_open_stream_wa06(env: Env) -> None:
     """A new matching entry is pushed to an already open FetchX509SVID stream (latency printed, not asserted)."""
-    channel = Channel(path=str(env.socket_path))
-    try:
-        async with SpiffeWorkloadAPIStub(channel).FetchX509SVID.open(metadata=HEADER) as stream:
-            await stream.send_message(workload_pb2.X509SVIDRequest(), end=True)
-            first = await asyncio.wait_for(stream.recv_message(), 60)
-            assert [s.spiffe_id for s in first.svids] == [WORKLOAD_ID]
-            started = time.monotonic()
-            second_id = f"spiffe://{TD}/second"
-            await asyncio.to_thread(env.create_entry, second_id, f"unix:uid:{os.geteuid()}", hint="second")
-            ids: list[str] = []
-            while len(ids) < 2:
-                msg = await asyncio.wait_for(stream.recv_message(), 60)
-                ids = [s.spiffe_id for s in msg.svids]
-            print(f"new entry reached the open stream after {time.monotonic() - started:.2f}s")
-            await stream.cancel()  # the server never ends this stream
-        assert sorted(ids) == sorted([WORKLOAD_ID, second_id])
-        assert len({s.hint for s in msg.svids}) == 2  # WA-14
-    finally:
-        channel.close()
+    async with x509_stream(env.socket_path) as stream:
+        first = await asyncio.wait_for(stream.recv_message(), 60)
+        assert [s.spiffe_id for s in first.svids] == [WORKLOAD_ID]
+        started = time.monotonic()
+        second_id = f"spiffe://{TD}/second"
+        await asyncio.to_thread(env.create_entry, second_id, f"unix:uid:{os.geteuid()}", hint="second")
+        ids: list[str] = []
+        while len(ids) < 2:
+            msg = await asyncio.wait_for(stream.recv_message(), 60)
+            ids = [s.spiffe_id for s in msg.svids]
+        print(f"new entry reached the open stream after {time.monotonic() - started:.2f}s")
+    assert sorted(ids) == sorted([WORKLOAD_ID, second_id])
+    assert len({s.hint for s in msg.svids}) == 2  # WA-14
 
 
 async def test_revoked_svid_is_replaced_and_listed_in_crl(env: Env) -> None:
     """Revoking a workload SVID at the server makes the agent re-issue it; the pushed CRL lists the old serial."""
-    channel = Channel(path=str(env.socket_path))
-    try:
-        async with SpiffeWorkloadAPIStub(channel).FetchX509SVID.open(metadata=HEADER) as stream:
-            await stream.send_message(workload_pb2.X509SVIDRequest(), end=True)
-            first = await asyncio.wait_for(stream.recv_message(), 60)
-            old = {s.spiffe_id: _pem.certificates_from_der(s.x509_svid)[0].serial_number for s in first.svids}
-            serial = old[WORKLOAD_ID]
-            await asyncio.to_thread(env.server_cli, "revoke", "svid", "--serial", f"{serial:x}")
-            while True:
-                msg = await asyncio.wait_for(stream.recv_message(), 60)
-                now = {s.spiffe_id: _pem.certificates_from_der(s.x509_svid)[0].serial_number for s in msg.svids}
-                if now.get(WORKLOAD_ID, serial) != serial and msg.crl:
-                    break
-            await stream.cancel()
-    finally:
-        channel.close()
+    async with x509_stream(env.socket_path) as stream:
+        first = await asyncio.wait_for(stream.recv_message(), 60)
+        old = {s.spiffe_id: _pem.certificates_from_der(s.x509_svid)[0].serial_number for s in first.svids}
+        serial = old[WORKLOAD_ID]
+        await asyncio.to_thread(env.server_cli, "revoke", "svid", "--serial", f"{serial:x}")
+        while True:
+            msg = await asyncio.wait_for(stream.recv_message(), 60)
+            now = {s.spiffe_id: _pem.certificates_from_der(s.x509_svid)[0].serial_number for s in msg.svids}
+            if now.get(WORKLOAD_ID, serial) != serial and msg.crl:
+                break
     crls = [x509.load_der_x509_crl(der) for der in msg.crl]
     assert any(c.get_revoked_certificate_by_serial_number(serial) is not None for c in crls)
 
@@ -199,20 +181,14 @@ async def test_tainted_authority_makes_agent_reissue(env: Env) -> None:
     old = next(a for a in _authorities(env, "show") if a["status"] == "active")
     _authorities(env, "prepare")
     _authorities(env, "activate")
-    channel = Channel(path=str(env.socket_path))
-    try:
-        async with SpiffeWorkloadAPIStub(channel).FetchX509SVID.open(metadata=HEADER) as stream:
-            await stream.send_message(workload_pb2.X509SVIDRequest(), end=True)
-            first = await asyncio.wait_for(stream.recv_message(), 60)
-            before = _issuer_ids(first)
-            await asyncio.to_thread(_authorities, env, "taint", str(old["authority_id"]))
-            while True:
-                msg = await asyncio.wait_for(stream.recv_message(), 60)
-                if _issuer_ids(msg) and not _issuer_ids(msg) & before:
-                    break
-            await stream.cancel()
-    finally:
-        channel.close()
+    async with x509_stream(env.socket_path) as stream:
+        first = await asyncio.wait_for(stream.recv_message(), 60)
+        before = _issuer_ids(first)
+        await asyncio.to_thread(_authorities, env, "taint", str(old["authority_id"]))
+        while True:
+            msg = await asyncio.wait_for(stream.recv_message(), 60)
+            if _issuer_ids(msg) and not _issuer_ids(msg) & before:
+                break
     assert str(old["authority_id"]).replace(":", "").lower() in before
 
 

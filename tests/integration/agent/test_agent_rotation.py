@@ -12,17 +12,13 @@ from collections.abc import Iterator
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from grpclib.client import Channel
 
 from spiffe_py import _pem
-from spiffe_py._proto import workload_pb2
-from spiffe_py._proto.workload_grpc import SpiffeWorkloadAPIStub
-from tests.integration.agent.conftest import TD, Env, running_env, wait_for
+from tests.integration.agent.conftest import TD, Env, running_env, wait_for, x509_stream
 from tests.support.ca import CA
 
 pytestmark = pytest.mark.slow
 
-HEADER = {"workload.spiffe.io": "true"}
 UID_SELECTOR = f"unix:uid:{os.geteuid()}"
 
 
@@ -47,17 +43,11 @@ def test_insecure_bootstrap_is_logged_as_a_warning(short_env: Env) -> None:
 
 async def test_workload_svid_rotates_on_open_stream(short_env: Env) -> None:
     """The agent re-mints at half-life and pushes the new SVID (WA-06); interval printed, not asserted."""
-    channel = Channel(path=str(short_env.socket_path))
-    try:
-        async with SpiffeWorkloadAPIStub(channel).FetchX509SVID.open(metadata=HEADER) as stream:
-            await stream.send_message(workload_pb2.X509SVIDRequest(), end=True)
-            first = await asyncio.wait_for(stream.recv_message(), 60)
-            started = time.monotonic()
-            second = await asyncio.wait_for(stream.recv_message(), 60)
-            print(f"rotated after {time.monotonic() - started:.1f}s")
-            await stream.cancel()
-    finally:
-        channel.close()
+    async with x509_stream(short_env.socket_path) as stream:
+        first = await asyncio.wait_for(stream.recv_message(), 60)
+        started = time.monotonic()
+        second = await asyncio.wait_for(stream.recv_message(), 60)
+        print(f"rotated after {time.monotonic() - started:.1f}s")
     assert first.svids[0].spiffe_id == second.svids[0].spiffe_id == f"spiffe://{TD}/rotating"
     assert _leaf_serial(first.svids[0].x509_svid) != _leaf_serial(second.svids[0].x509_svid)
     assert first.svids[0].x509_svid_key != second.svids[0].x509_svid_key  # a fresh key per rotation
