@@ -1,14 +1,16 @@
 """Added Workload API latency of the agent's guard (10-rule CEL policy + audit) on versus off (issue 6).
 
 Starts a real spiffe-server and spiffe-agent twice: once with the 10-rule policy of
-``bench_policy.py`` and the audit trail (each decision fsynced to the agent's JSONL file),
+``bench_policy.py`` and the audit trail (each decision written to the agent's JSONL file before the
+answer, fsync group-committed: the agent's default ``audit_fsync = "interval"``; ``--audit-fsync
+always`` fsyncs each record before the answer),
 once with the guard switched off in the agent process (a ``sitecustomize`` that builds the
 Workload API handler without a guard). A separate client process (``bench_workload_api.py
 --client``) times warm ``FetchJWTSVID`` calls (the JWT-SVID is cached by the agent, so no
 server round trip).
 Also reports the agent's per-request policy evaluation (facts + document + 10 rules).
 
-Run: ``.venv/bin/python benchmarks/bench_workload_policy.py [--calls 2000]``.
+Run: ``.venv/bin/python benchmarks/bench_workload_policy.py [--calls 2000] [--audit-fsync always]``.
 """
 
 from __future__ import annotations
@@ -48,11 +50,12 @@ _h.WorkloadApiHandler.__init__ = _no_guard
 '''
 
 
-def measure(guarded: bool, calls: int) -> Result:
+def measure(guarded: bool, calls: int, audit_fsync: str) -> Result:
     """Server + agent (guard on or off) + one workload entry; warm FetchJWTSVID latency."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-wp-"))
     (tmp / "policy.toml").write_text(BENCH_POLICY)
-    (tmp / "agent.toml").write_text("[anomaly]\nenabled = false\n")  # alerts would fire on a fresh agent
+    # anomaly alerts would fire on a fresh agent
+    (tmp / "agent.toml").write_text(f'audit_fsync = "{audit_fsync}"\n[anomaly]\nenabled = false\n')
     (tmp / "sitecustomize.py").write_text(NO_GUARD)
     args = ("--policy", str(tmp / "policy.toml"), "--config", str(tmp / "agent.toml"), "--log-level", "warning")
     env = None if guarded else {"PYTHONPATH": str(tmp)}
@@ -91,11 +94,14 @@ def policy_eval() -> Result:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--audit-fsync", choices=("interval", "always"), default="interval",
+                        help="the agent's audit_fsync: group commit (default) or an fsync before each reply")
     args = parser.parse_args()
     evaluation = policy_eval()
-    off = measure(False, args.calls)
-    on = measure(True, args.calls)
-    print(f"warm FetchJWTSVID over the Workload API, {args.calls} calls from a separate process")
+    off = measure(False, args.calls, args.audit_fsync)
+    on = measure(True, args.calls, args.audit_fsync)
+    print(f"warm FetchJWTSVID over the Workload API, {args.calls} calls from a separate process, "
+          f"audit_fsync = {args.audit_fsync!r}")
     for name, r in (("guard off", off), ("policy (10 rules) + audit on", on)):
         print(f"  {name:30s} p50 {r.median * 1e6:8.1f} µs   p99 {r.p99 * 1e6:8.1f} µs")
     print(f"  ratio on/off: p50 {on.median / off.median:.2f}x   p99 "
