@@ -2,13 +2,15 @@
 
 Handlers hand the guard what is being minted and a signing callback; the guard refuses
 quarantined entries, evaluates the policy, caps the TTL with the policy's ``max_ttl``, signs,
-and appends one audit record per decision (allow with the serial/jti, or deny with the reason)::
+and appends one audit record per decision (allow with the serial/jti, or deny with the reason);
+an allowed mint's issuance-log record is written in the same transaction as its audit record::
 
     guard = ctx.guard                                    # built once per ServerContext
     token = await guard.mint_jwt(MintRequest(rpc="NewJWTSVID", method=Method.MINT_JWT_SVID,
                                              actor=agent_id, spiffe_id=sid, entries=(entry,),
                                              audiences=("payments",)),
-                                 lambda ttl: ctx.ca.sign_jwt_svid(JwtSvidParams(..., ttl=ttl)))
+                                 lambda ttl: ctx.ca.sign_jwt_svid(JwtSvidParams(..., ttl=ttl)),
+                                 lambda token: jwt_issuance(jwt_claims_of(token), ...))
 
     gate = guard.batch(actor=agent_id)                   # BatchNewX509SVID: decide once per entry
     ttl = gate.check(entry, requested_ttl)               # capped TTL, or AuthorizationError
@@ -21,8 +23,6 @@ holds the rule's reason. If the audit record cannot be written the mint fails to
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -35,7 +35,7 @@ from prometheus_client import Counter
 
 from server.audit import CentralAudit
 from server.config import ServerConfig
-from server.datastore import DataStore, EntryFilter, Issuance, Page, RegistrationEntry
+from server.datastore import DataStore, EntryFilter, Issuance, Page, RegistrationEntry, RevocationKind
 from server.datastore.models import MAX_PAGE_SIZE
 from server.metrics import POLICY_DECISIONS, POLICY_DENIALS, POLICY_RELOADS, QUARANTINES
 from spiffe_py.audit import AuditEvent, build_event
@@ -169,19 +169,6 @@ def denial(decision: Decision) -> AuthorizationError:
     return AuthorizationError(f"policy: denied by rule {decision.rule!r}: {decision.reason}")
 
 
-def jwt_id(token: str) -> str | None:
-    """The ``jti`` of a JWT we just signed (read without verification: we made it)."""
-    payload = token.split(".")[1]
-    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    jti = claims.get("jti")
-    return None if jti is None else str(jti)
-
-
-def serial_hex(chain: Sequence[x509.Certificate]) -> str:
-    """The leaf's serial as lowercase hex, the form used by revocations."""
-    return f"{chain[0].serial_number:x}"
-
-
 class Guard:
     """Policy in force + the central audit chain; one per server."""
 
@@ -219,17 +206,19 @@ class Guard:
 
     # -- minting -------------------------------------------------------------------------------
 
-    async def mint_jwt(self, req: MintRequest, sign: Callable[[timedelta | None], str]) -> str:
-        """Decide, sign with the capped TTL and audit; raises AuthorizationError on deny."""
-        return await self._mint(req, sign, self.default_jwt_ttl, lambda token: (None, jwt_id(token)))
+    async def mint_jwt(self, req: MintRequest, sign: Callable[[timedelta | None], str],
+                       issuance: Callable[[str], Issuance]) -> str:
+        """Decide, sign with the capped TTL, audit and log the issuance; raises AuthorizationError on deny."""
+        return await self._mint(req, sign, self.default_jwt_ttl, issuance)
 
     async def mint_x509(self, req: MintRequest, sign: Callable[[timedelta | None], tuple[x509.Certificate, ...]],
+                        issuance: Callable[[tuple[x509.Certificate, ...]], Issuance],
                         ) -> tuple[x509.Certificate, ...]:
-        """Decide, sign with the capped TTL and audit; raises AuthorizationError on deny."""
-        return await self._mint(req, sign, self.default_x509_ttl, lambda chain: (serial_hex(chain), None))
+        """Decide, sign with the capped TTL, audit and log the issuance; raises AuthorizationError on deny."""
+        return await self._mint(req, sign, self.default_x509_ttl, issuance)
 
     async def _mint(self, req: MintRequest, sign: Callable[[timedelta | None], T], default: timedelta,
-                    ids: Callable[[T], tuple[str | None, str | None]]) -> T:
+                    issuance: Callable[[T], Issuance]) -> T:
         now = self._clock.now()
         decision = decide(self.policy, req, now=now)
         _count(req, decision)
@@ -238,8 +227,11 @@ class Guard:
             raise denial(decision)
         ttl = capped_ttl(req.requested_ttl, default, decision)
         issued = sign(ttl)
-        serial, jti = ids(issued)
-        await self.record([_decision_event(req, decision, now=now, serial=serial, jti=jti, ttl=ttl)])
+        item = issuance(issued)
+        serial = item.value if item.kind is RevocationKind.SERIAL else None
+        jti = item.value if item.kind is RevocationKind.JTI else None
+        # The audit record and the issuance log (what revocation looks up) in one transaction.
+        await self.record([_decision_event(req, decision, now=now, serial=serial, jti=jti, ttl=ttl)], [item])
         return issued
 
     async def admin_request(self, store: DataStore, *, rpc: str, actor: str, spiffe_id: str,

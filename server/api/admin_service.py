@@ -38,7 +38,6 @@ from server.api.convert import (
 from server.api.errors import RequestError, grpc_errors, recv_request
 from server.api.peer import is_tls, peer_leaf, spiffe_id_of, verify_peer_svid
 from server.api.revocations import (
-    record_issuances,
     revocation_to_proto,
     revoke_agent,
     revoke_entry,
@@ -314,8 +313,8 @@ class AdminService(AdminAPIBase):
             mint = await ctx.guard.admin_request(ctx.store, rpc="MintX509SVID", actor=self._actor(stream),
                                                  spiffe_id=str(sid), ttl_seconds=ttl)  # issue 6: policy + audit
             chain = await ctx.guard.mint_x509(mint, lambda t: ctx.ca.sign_x509_svid(X509SvidParams(
-                spiffe_id=sid, public_key=csr.public_key, ttl=t, dns_names=csr.dns_names)))
-            await record_issuances(ctx, [x509_issuance(chain[0], spiffe_id=str(sid))])
+                spiffe_id=sid, public_key=csr.public_key, ttl=t, dns_names=csr.dns_names)),
+                lambda c: x509_issuance(c[0], spiffe_id=str(sid)))
             await stream.send_message(admin_pb2.MintX509SVIDResponse(
                 svid_chain=certs_to_der(ctx.issued_chain(chain)), bundle=bundle_to_proto(ctx.ca.bundle())))
 
@@ -330,10 +329,8 @@ class AdminService(AdminAPIBase):
                                                  spiffe_id=str(sid), audiences=audience,
                                                  ttl_seconds=ttl)  # issue 6: policy + audit
             token = await ctx.guard.mint_jwt(mint, lambda t: ctx.ca.sign_jwt_svid(JwtSvidParams(
-                spiffe_id=sid, audience=audience, ttl=t)))
-            claims = jwt_claims_of(token)
-            await record_issuances(self._ctx, [jwt_issuance(claims)])
-            expires_at = int(claims["exp"])
+                spiffe_id=sid, audience=audience, ttl=t)), lambda tok: jwt_issuance(jwt_claims_of(tok)))
+            expires_at = int(jwt_claims_of(token)["exp"])
             await stream.send_message(admin_pb2.MintJWTSVIDResponse(token=token, expires_at=expires_at))
 
     # -- audit, labels and quarantine (issue 6) ---------------------------------------------------

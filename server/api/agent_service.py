@@ -24,7 +24,7 @@ from server.api.context import ServerContext
 from server.api.convert import bundle_to_proto, certs_to_der, entry_to_proto, jwt_claims_of
 from server.api.errors import RequestError, grpc_errors, recv_request, status_for
 from server.api.peer import peer_leaf, verify_peer_svid
-from server.api.revocations import X509IssuanceLog, record_issuances, revoke_entry, revoke_own
+from server.api.revocations import X509IssuanceLog, revoke_entry, revoke_own
 from server.api.sync import SyncState, own_bundle
 from server.authz import authorized_entries, check_entry_authorized, node_aliases
 from server.ca.signer import public_key_from_csr
@@ -307,10 +307,10 @@ class AgentService(AgentAPIBase):
             mint = self._ctx.guard.agent_jwt_request(actor=agent_id, entry=entry, audiences=audience)
             token = await self._ctx.guard.mint_jwt(mint, lambda ttl: self._ctx.ca.sign_jwt_svid(JwtSvidParams(
                 spiffe_id=SpiffeId.parse(entry.spiffe_id), audience=audience, expires_at=end, ttl=ttl,
-                extra_claims=dict(entry.jwt_claims))))  # issue 6: policy + audit
+                extra_claims=dict(entry.jwt_claims))),  # issue 6: policy + audit + issuance log, one transaction
+                lambda tok: jwt_issuance(jwt_claims_of(tok), entry_id=entry.id, agent_id=agent_id))
             SIGNED.labels(kind="jwt").inc()
             claims = jwt_claims_of(token)
-            await record_issuances(self._ctx, [jwt_issuance(claims, entry_id=entry.id, agent_id=agent_id)])
             await stream.send_message(agent_pb2.NewJWTSVIDResponse(token=token, expires_at=int(claims["exp"]),
                                                                    issued_at=int(claims.get("iat", 0)),
                                                                    jti=str(claims["jti"])))

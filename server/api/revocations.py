@@ -100,12 +100,6 @@ class RevocationHub:
             log.info("expired revocations pruned", extra={"count": pruned})
 
 
-async def record_issuances(ctx: ServerContext, issuances: Sequence[Issuance]) -> None:
-    """Log signed SVIDs (one transaction) so they can be revoked later."""
-    if issuances:
-        await ctx.call(ctx.store.record_issuances, issuances)
-
-
 class X509IssuanceLog:
     """Issuance records of one batch's X.509-SVIDs, from the signed objects (no DER re-parse).
 

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from server.audit import CentralAudit, verify_store
-from server.datastore import DataStore, RegistrationEntry, open_datastore
+from server.datastore import DataStore, Issuance, RegistrationEntry, open_datastore
 from server.guard import (
     QUARANTINE_REASON_LABEL,
     Guard,
@@ -216,10 +216,11 @@ def test_mint_signs_with_capped_ttl_and_audits_serial(store: DataStore, tmp_path
 
     req = MintRequest(rpc="MintX509SVID", method=Method.MINT_X509_SVID, actor="uid:0", spiffe_id=SID,
                       entries=(entry(labels={"short": "1"}),))
-    asyncio.run(guard.mint_x509(req, sign))
+    asyncio.run(guard.mint_x509(req, sign, lambda chain: x509_issuance(chain[0], spiffe_id=SID, entry_id="e1")))
     assert seen == [timedelta(seconds=60)]
     record = _records(store)[-1]
     assert (record["decision"], record["serial"], record["actor"]) == ("allow", "beef", "uid:0")
+    assert [i.value for i in store.list_issuances(now=NOW, entry_id="e1")] == ["beef"]  # logged with the record
 
 
 def test_denied_mint_never_signs_and_is_audited(store: DataStore, tmp_path: Path) -> None:
@@ -230,8 +231,11 @@ def test_denied_mint_never_signs_and_is_audited(store: DataStore, tmp_path: Path
 
     req = MintRequest(rpc="MintJWTSVID", method=Method.MINT_JWT_SVID, actor="uid:0", spiffe_id=SID,
                       entries=(entry(labels={"nope": "1"}),), audiences=("db",))
+    def issuance(token: str) -> Issuance:
+        raise AssertionError("nothing signed, nothing to log")
+
     with pytest.raises(AuthorizationError, match="denied by rule 'batch-deny': batch-deny"):
-        asyncio.run(guard.mint_jwt(req, sign))
+        asyncio.run(guard.mint_jwt(req, sign, issuance))
     record = _records(store)[-1]
     assert (record["decision"], record["reason"], record["details"]["rule"]) == (  # type: ignore[index]
         "deny", "batch-deny", "batch-deny")
