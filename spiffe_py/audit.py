@@ -222,16 +222,15 @@ def seal_record(event: AuditEvent, *, seq: int, prev_hash: str) -> dict[str, Any
 
 def seal_record_text(event: AuditEvent, *, seq: int, prev_hash: str) -> tuple[dict[str, Any], str]:
     """:func:`seal_record` and ``canonical_json`` of the result as text, serialised once."""
-    record, line = _seal(event, seq, prev_hash)
-    return record, line[:-1].decode()
+    return _seal(event, seq, prev_hash)
 
 
-def _seal(event: AuditEvent, seq: int, prev_hash: str) -> tuple[dict[str, Any], bytes]:
-    """The sealed record and its JSONL line (``canonical_json(record) + b"\\n"``), serialised once.
+def _seal(event: AuditEvent, seq: int, prev_hash: str) -> tuple[dict[str, Any], str]:
+    """The sealed record and its canonical text (``canonical_json(record)`` as str), serialised once.
 
     The keys of a sealed record are fixed, and sorted they fall into the fields before ``hash``
     and those after it; so the canonical text without ``hash`` (what is hashed) and with it (the
-    line) are the same two pieces, joined with or without the hash member.
+    stored text) are the same two pieces, joined with or without the hash member.
     """
     head = {"actor": event.actor, "decision": str(event.decision), "details": dict(event.details)}
     tail = {"jti": event.jti, "method": event.method, "prev_hash": prev_hash, "reason": event.reason,
@@ -240,7 +239,7 @@ def _seal(event: AuditEvent, seq: int, prev_hash: str) -> tuple[dict[str, Any], 
     head_text, tail_text = _canonical_text(head)[:-1], _canonical_text(tail)[1:]
     digest = hashlib.sha256(f"{head_text},{tail_text}".encode()).hexdigest()
     record = {**head, **tail, "hash": digest}
-    return record, f'{head_text},"hash":"{digest}",{tail_text}\n'.encode()
+    return record, f'{head_text},"hash":"{digest}",{tail_text}'
 
 
 # --- verification ----------------------------------------------------------------------------
@@ -545,9 +544,9 @@ class AuditLog:
 
     def append(self, event: AuditEvent) -> dict[str, Any]:
         """Seal, write, then advance; raises :class:`AuditWriteError` without advancing."""
-        record, line = _seal(event, self._seq, self._prev)
+        record, text = _seal(event, self._seq, self._prev)
         if isinstance(self._sink, JsonlFileSink):
-            self._sink._write_line(line)  # the same bytes write(record) would produce, serialised once
+            self._sink._write_line(f"{text}\n".encode())  # the bytes write(record) would produce, serialised once
         else:
             self._sink.write(record)
         self._seq, self._prev = self._seq + 1, record["hash"]
