@@ -7,7 +7,11 @@ the policy guards; a trivial compiled CEL evaluation is shown as a row for scale
 
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ helpers (not an installed package)
 
 import cel
 from _stats import print_table, time_calls
@@ -19,16 +23,11 @@ from spiffe_py.audit import build_event, seal_record
 from spiffe_py.policy import EntryFacts, Method, WorkloadFacts, build_input, parse_policy
 from spiffe_py.ratelimit import Limit, RateLimitConfig, RateLimiter
 from spiffe_py.selectors import Selector
+from tests.integration.policy.rules import PAYMENTS_RULE
 
 CALLS = 20_000
 
-POLICY = '''
-[[rule]]
-name = "payments-needs-approval"
-when = '"payments" in request.audiences && !(has(entry.labels.approved) && entry.labels.approved == "true")'
-effect = "deny"
-reason = "audience payments requires an approved entry"
-
+POLICY = PAYMENTS_RULE + '''
 [[rule]]
 name = "no-root"
 when = 'has(workload.uid) && workload.uid == 0 && !("unix:user:root-allowed" in workload.selectors)'

@@ -18,19 +18,13 @@ import jwt
 import pytest
 
 from tests.integration.agent.conftest import TD, VENV_BIN, Env, running_env, wait_for
+from tests.integration.policy.rules import PAYMENTS_REASON, PAYMENTS_RULE
 
 pytestmark = pytest.mark.slow
 
 WORKLOAD_ID = f"spiffe://{TD}/workload"
 SELECTOR = f"unix:uid:{os.geteuid()}"
-PAYMENTS_REASON = "audience payments requires an approved entry"
-POLICY = f"""
-[[rule]]
-name = "payments-needs-approval"
-when = '"payments" in request.audiences && !(has(entry.labels.approved) && entry.labels.approved == "true")'
-effect = "deny"
-reason = "{PAYMENTS_REASON}"
-
+POLICY = PAYMENTS_RULE + """
 [[rule]]
 name = "short-audience"
 when = '"short" in request.audiences'
