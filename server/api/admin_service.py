@@ -381,10 +381,11 @@ class AdminService(AdminAPIBase):
             ctx = self._ctx
             reason = req.reason or "quarantined by an admin"
             check_reason(f"quarantined: {reason}")
-            updated = await ctx.guard.quarantine(ctx.store, req.id, reason=reason, actor=self._actor(stream))
-            # its unexpired SVIDs are revoked through the issue-5 machinery (CRLs, pushed revocations)
-            await revoke_entry(ctx, req.id, reason=f"quarantined: {reason}", delete=False, actor=self._actor(stream))
-            ctx.changes.notify()
+            actor = self._actor(stream)
+            updated = await ctx.guard.quarantine(ctx.store, req.id, reason=reason, actor=actor)
+            # its unexpired SVIDs are revoked through the issue-5 machinery (CRLs, pushed revocations);
+            # revoke_entry wakes the SyncAuthorized streams, which then see the quarantine too
+            await revoke_entry(ctx, req.id, reason=f"quarantined: {reason}", delete=False, actor=actor)
             await stream.send_message(entry_to_proto(updated))
 
     # -- health -----------------------------------------------------------------------------------

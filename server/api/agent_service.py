@@ -347,7 +347,7 @@ class AgentService(AgentAPIBase):
             reason = f"agent anomaly: {req.reason or 'no reason given'}"
             ctx = self._ctx
             await ctx.guard.quarantine(ctx.store, entry.id, reason=check_reason(reason), actor=agent_id)
+            # revoke_entry wakes the SyncAuthorized streams, which then see the quarantine too
             revs = await revoke_entry(ctx, entry.id, reason=f"quarantined: {reason}"[:256], delete=False,
                                       actor=agent_id)
-            ctx.changes.notify()
             await stream.send_message(agent_pb2.QuarantineOwnResponse(revoked=len(revs)))
