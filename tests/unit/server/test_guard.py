@@ -36,20 +36,22 @@ from spiffe_py.selectors import Selector
 NOW = datetime(2026, 3, 4, 10, 30, tzinfo=UTC)
 SID = "spiffe://example.org/pay"
 
-POLICY = parse_policy('''
-[[rule]]
-name = "payments-needs-approval"
-when = '"payments" in request.audiences && !(has(entry.labels.approved) && entry.labels.approved == "true")'
-effect = "deny"
-reason = "payments needs approval"
-
+SHORT_RULE = '''
 [[rule]]
 name = "short"
 when = 'has(entry.labels.short)'
 effect = "allow"
 reason = "short-lived"
 max_ttl = 60
+'''
 
+POLICY = parse_policy('''
+[[rule]]
+name = "payments-needs-approval"
+when = '"payments" in request.audiences && !(has(entry.labels.approved) && entry.labels.approved == "true")'
+effect = "deny"
+reason = "payments needs approval"
+''' + SHORT_RULE + '''
 [[rule]]
 name = "shorter"
 when = 'has(entry.labels.shorter)'
@@ -196,14 +198,7 @@ name = "batch-deny"
 when = 'has(entry.labels.nope)'
 effect = "deny"
 reason = "batch-deny"
-
-[[rule]]
-name = "short"
-when = 'has(entry.labels.short)'
-effect = "allow"
-reason = "short-lived"
-max_ttl = 60
-'''
+''' + SHORT_RULE
 
 
 def test_mint_signs_with_capped_ttl_and_audits_serial(store: DataStore, tmp_path: Path) -> None:
