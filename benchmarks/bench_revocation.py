@@ -31,7 +31,7 @@ from typing import Any
 # tests/ is not an installed package; put the repo root on the path to reuse its launchers.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _stats import Result, format_table
+from _stats import Result, format_table, time_async_calls
 from cryptography import x509
 from grpclib.client import Channel
 
@@ -63,12 +63,8 @@ async def cli(cluster: Cluster, *args: str) -> None:
 
 async def floor_trials(cluster: Cluster, trials: int) -> Result:
     """The bare CLI round trip."""
-    samples = []
-    for _ in range(trials):
-        start = time.perf_counter()
-        await cli(cluster, "entry", "count")
-        samples.append(time.perf_counter() - start)
-    return Result("CLI `entry count` round trip (floor)", tuple(samples))
+    return await time_async_calls("CLI `entry count` round trip (floor)", lambda: cli(cluster, "entry", "count"),
+                                  n=trials, warmup=0)
 
 
 class Watched:
