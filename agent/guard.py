@@ -30,7 +30,18 @@ from spiffe_py.anomaly import Alert, AnomalyConfig, AnomalyDetector, Observation
 from spiffe_py.audit import AuditEvent, build_event, format_time
 from spiffe_py.clock import Clock
 from spiffe_py.errors import SpiffeError
-from spiffe_py.policy import Decision, EntryFacts, Method, Policy, PolicyError, PolicyHolder, WorkloadFacts, build_input
+from spiffe_py.policy import (
+    QUARANTINE_REASON_LABEL,
+    QUARANTINE_RULE,
+    Decision,
+    EntryFacts,
+    Method,
+    Policy,
+    PolicyError,
+    PolicyHolder,
+    WorkloadFacts,
+    build_input,
+)
 from spiffe_py.ratelimit import Limit, RateLimitConfig, RateLimiter
 from spiffe_py.selectors import Selector
 from spiffe_py.spiffeid import SpiffeId
@@ -50,7 +61,6 @@ QUARANTINES = Counter("spiffe_agent_quarantines_total", "Identities quarantined 
 FACTS_MEMO = 1024  # (peer, selectors) pairs whose workload facts are remembered
 EVENT_MEMO = 1024  # distinct audit events (all but the time) whose validated form is remembered
 RATE_RULE = "rate_limit"
-QUARANTINE_RULE = "quarantine"
 _ANOMALY_KEYS = {"learning_period", "window", "alpha", "spike_factor", "min_windows", "min_count", "enabled"}
 _SECONDS_KEYS = ("learning_period", "window")
 
@@ -397,7 +407,9 @@ class WorkloadGuard:
             # the server's flag governs from now on (a newer unquarantined revision means it was cleared)
             self._pending.pop(entry.id, None)
             self._confirmed.discard(entry.id)
-            return (entry.labels.get("quarantine.reason") or "quarantined by the server") if entry.quarantined else None
+            if not entry.quarantined:
+                return None
+            return entry.labels.get(QUARANTINE_REASON_LABEL) or "quarantined by the server"
         return pending[0] if pending else None
 
     def subject_quarantined(self, subject: str) -> str | None:

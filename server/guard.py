@@ -43,6 +43,8 @@ from spiffe_py.clock import Clock
 from spiffe_py.errors import AuthorizationError
 from spiffe_py.policy import (
     EMPTY_POLICY,
+    QUARANTINE_REASON_LABEL,
+    QUARANTINE_RULE,
     Decision,
     EntryFacts,
     Method,
@@ -55,8 +57,6 @@ from spiffe_py.policy import (
 
 log = logging.getLogger("spiffe_server.guard")
 
-QUARANTINE_REASON_LABEL = "quarantine.reason"
-QUARANTINE_RULE = "quarantine"
 MAX_SERIALS_PER_RECORD = 100
 T = TypeVar("T")
 

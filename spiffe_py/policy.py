@@ -95,6 +95,9 @@ class Decision:
 
 
 ALLOW_ALL = Decision(allowed=True, reason="no deny rule matched")
+# The rule name of a quarantine refusal, and the entry label holding its reason (server and agent).
+QUARANTINE_RULE = "quarantine"
+QUARANTINE_REASON_LABEL = "quarantine.reason"
 
 
 @dataclass(frozen=True, slots=True)
@@ -502,6 +505,8 @@ def build_input(
 __all__ = [
     "ALLOW_ALL",
     "EMPTY_POLICY",
+    "QUARANTINE_REASON_LABEL",
+    "QUARANTINE_RULE",
     "Decision",
     "Effect",
     "EntryFacts",
