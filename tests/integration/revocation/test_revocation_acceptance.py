@@ -202,6 +202,7 @@ def test_revoked_serial_is_in_the_crl_refused_by_mtls_and_reissued(
     took = wait_until(lambda: serial in crl_serials(agent), "the CRL to list the serial")
     print(f"serial in CRL at the agent {time.monotonic() - start:.3f}s after the CLI started ({took:.3f}s polling)")
     assert fresh != serial
+    assert fresh not in crl_serials(agent)  # the re-issued SVID is not revoked
     # the mTLS server follows its X509Source, whose CRLs now list the old serial
     wait_until(lambda: _refused(port, old), "the mTLS server to refuse the revoked cert")
     wait_until(lambda: "RevokedError" in log.read_text(), "the mTLS server to log why it refused")
