@@ -42,6 +42,7 @@ from server.metrics import BUNDLE_SEQUENCE, start_metrics_listener
 from server.nodeattest.base import NodeAttestor
 from server.nodeattest.join_token import JoinTokenAttestor
 from server.nodeattest.x509pop import X509PopAttestor
+from server.revocation import serial_hex
 from spiffe_py.clock import Clock, SystemClock
 from spiffe_py.policy import PolicyError
 from spiffe_py.rotation import should_rotate
@@ -101,7 +102,7 @@ class ServerSvid:
                                                            kind=SvidKind.SERVER))
         self._tls.update(self._ctx.issued_chain(chain), key, roots)
         self._leaf, self._roots = chain[0], roots
-        log.info("server svid renewed", extra={"serial": f"{chain[0].serial_number:x}"})
+        log.info("server svid renewed", extra={"serial": serial_hex(chain[0].serial_number)})
         return True
 
 

@@ -34,7 +34,7 @@ from server.errors import AttestationError, FailedPreconditionError
 from server.guard import CsrBatch
 from server.metrics import AGENTS_SYNCING, SIGNED
 from server.nodeattest.base import AttestResult
-from server.revocation import check_reason, jwt_issuance
+from server.revocation import check_reason, jwt_issuance, serial_hex
 from spiffe_py._proto.spiffepy.server.v1 import agent_pb2
 from spiffe_py._proto.spiffepy.server.v1.agent_grpc import AgentAPIBase
 from spiffe_py.errors import AuthorizationError, SpiffeError
@@ -173,7 +173,7 @@ class AgentService(AgentAPIBase):
                 await ctx.guard.attested(attestor.name, None, error=str(err))
                 raise
             await ctx.guard.attested(attestor.name, str(result.agent_id), selectors=result.selectors,
-                                     serial=f"{chain[0].serial_number:x}")
+                                     serial=serial_hex(chain[0].serial_number))
             log.info("agent attested", extra={"spiffe_id": str(result.agent_id), "attestor": attestor.name})
             await stream.send_message(agent_pb2.AttestAgentResponse(result=agent_pb2.AttestResult(
                 spiffe_id=str(result.agent_id), svid_chain=certs_to_der(chain), can_reattest=result.can_reattest,
@@ -189,7 +189,7 @@ class AgentService(AgentAPIBase):
             existing = None
         if existing is not None and existing.banned:
             raise AuthorizationError(f"agent: agent is banned: {agent_id!r}")
-        agent = AttestedAgent(spiffe_id=agent_id, attestation_type=attestor, serial=f"{leaf.serial_number:x}",
+        agent = AttestedAgent(spiffe_id=agent_id, attestation_type=attestor, serial=serial_hex(leaf.serial_number),
                               expires_at=leaf.not_valid_after_utc, created_at=now, updated_at=now,
                               selectors=result.selectors, can_reattest=result.can_reattest)
         if existing is None:
@@ -207,8 +207,9 @@ class AgentService(AgentAPIBase):
             chain = self._sign_agent_svid(SpiffeId.parse(agent.spiffe_id), req.csr)
             leaf = chain[0]
             updated = AttestedAgent(
-                spiffe_id=agent.spiffe_id, attestation_type=agent.attestation_type, serial=f"{leaf.serial_number:x}",
-                expires_at=leaf.not_valid_after_utc, created_at=agent.created_at, updated_at=self._ctx.clock.now(),
+                spiffe_id=agent.spiffe_id, attestation_type=agent.attestation_type,
+                serial=serial_hex(leaf.serial_number), expires_at=leaf.not_valid_after_utc,
+                created_at=agent.created_at, updated_at=self._ctx.clock.now(),
                 selectors=agent.selectors, can_reattest=agent.can_reattest)
             await self._ctx.call(self._ctx.store.update_agent, updated)
             await stream.send_message(agent_pb2.RenewAgentResponse(svid_chain=certs_to_der(chain)))
