@@ -52,16 +52,17 @@ _h.WorkloadApiHandler.__init__ = _no_guard
 
 def measure(guarded: bool, calls: int, audit_fsync: str) -> Result:
     """Server + agent (guard on or off) + one workload entry; warm FetchJWTSVID latency."""
-    tmp = Path(tempfile.mkdtemp(prefix="bench-wp-"))
-    (tmp / "policy.toml").write_text(BENCH_POLICY)
-    # anomaly alerts would fire on a fresh agent
-    (tmp / "agent.toml").write_text(f'audit_fsync = "{audit_fsync}"\n[anomaly]\nenabled = false\n')
-    (tmp / "sitecustomize.py").write_text(NO_GUARD)
-    args = ("--policy", str(tmp / "policy.toml"), "--config", str(tmp / "agent.toml"), "--log-level", "warning")
-    env = None if guarded else {"PYTHONPATH": str(tmp)}
-    with running_env([("/workload", f"unix:uid:{os.geteuid()}")], args, env) as e:
-        wait_for(lambda: _fetch_ok(e.socket_path), 60, "a first JWT-SVID")
-        return run_client(e.socket_path, "jwt", calls, "guard on" if guarded else "guard off")
+    with tempfile.TemporaryDirectory(prefix="bench-wp-") as work:
+        tmp = Path(work)
+        (tmp / "policy.toml").write_text(BENCH_POLICY)
+        # anomaly alerts would fire on a fresh agent
+        (tmp / "agent.toml").write_text(f'audit_fsync = "{audit_fsync}"\n[anomaly]\nenabled = false\n')
+        (tmp / "sitecustomize.py").write_text(NO_GUARD)
+        args = ("--policy", str(tmp / "policy.toml"), "--config", str(tmp / "agent.toml"), "--log-level", "warning")
+        env = None if guarded else {"PYTHONPATH": str(tmp)}
+        with running_env([("/workload", f"unix:uid:{os.geteuid()}")], args, env) as e:
+            wait_for(lambda: _fetch_ok(e.socket_path), 60, "a first JWT-SVID")
+            return run_client(e.socket_path, "jwt", calls, "guard on" if guarded else "guard off")
 
 
 def _fetch_ok(socket_path: Path) -> bool:
