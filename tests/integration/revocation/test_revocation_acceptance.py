@@ -19,16 +19,14 @@ from typing import Any, TypeVar
 
 import pytest
 from cryptography import x509
-from grpclib.client import Channel
 from OpenSSL import SSL
 
 from spiffe_py import _pem
-from spiffe_py._proto import workload_pb2
-from spiffe_py._proto.workload_grpc import SpiffeWorkloadAPIStub
 from spiffe_py.errors import NoIdentityError
 from spiffe_py.spiffeid import SpiffeId
 from spiffe_py.tls import authorize_id, client_context
 from spiffe_py.workloadapi import WorkloadApiClient
+from tests.integration.agent.conftest import x509_stream
 from tests.integration.client.conftest import StaticSource
 from tests.integration.client.test_mtls_processes import open_socket
 from tests.integration.revocation.conftest import TD, WORKLOAD_ID, Cluster, wait_until
@@ -38,7 +36,6 @@ pytestmark = pytest.mark.slow
 
 T = TypeVar("T")
 
-HEADER = {"workload.spiffe.io": "true"}
 AUDIENCE = "revocation-test"
 HERE = Path(__file__).parent
 MTLS_SERVER = HERE.parents[1] / "integration" / "client" / "mtls_server.py"
@@ -154,19 +151,13 @@ async def first_stream_change(
     agent: AgentProc, timeout: float, changed: Callable[[list[tuple[str, x509.Certificate]]], T | None]
 ) -> T:
     """On an open FetchX509SVID stream, the first non-None ``changed((SPIFFE ID, leaf) of every SVID)``."""
-    channel = Channel(path=str(agent.socket_path))
-    try:
-        async with SpiffeWorkloadAPIStub(channel).FetchX509SVID.open(metadata=HEADER) as stream:
-            await stream.send_message(workload_pb2.X509SVIDRequest(), end=True)
-            while True:
-                msg = await asyncio.wait_for(stream.recv_message(), timeout)
-                assert msg is not None
-                found = changed([(s.spiffe_id, _pem.certificates_from_der(s.x509_svid)[0]) for s in msg.svids])
-                if found is not None:
-                    await stream.cancel()
-                    return found
-    finally:
-        channel.close()
+    async with x509_stream(agent.socket_path) as stream:
+        while True:
+            msg = await asyncio.wait_for(stream.recv_message(), timeout)
+            assert msg is not None
+            found = changed([(s.spiffe_id, _pem.certificates_from_der(s.x509_svid)[0]) for s in msg.svids])
+            if found is not None:
+                return found
 
 
 async def next_serial_change(agent: AgentProc, old: int) -> int:
