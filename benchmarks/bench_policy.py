@@ -23,7 +23,7 @@ from spiffe_py.audit import build_event, seal_record
 from spiffe_py.policy import EntryFacts, Method, WorkloadFacts, build_input, parse_policy
 from spiffe_py.ratelimit import Limit, RateLimitConfig, RateLimiter
 from spiffe_py.selectors import Selector
-from tests.integration.policy.rules import PAYMENTS_RULE
+from tests.support.policy_rules import PAYMENTS_RULE
 
 CALLS = 20_000
 

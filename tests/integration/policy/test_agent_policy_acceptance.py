@@ -18,7 +18,7 @@ import jwt
 import pytest
 
 from tests.integration.agent.conftest import TD, VENV_BIN, Env, running_env, wait_for
-from tests.integration.policy.rules import PAYMENTS_REASON, PAYMENTS_RULE
+from tests.support.policy_rules import PAYMENTS_REASON, PAYMENTS_RULE
 
 pytestmark = pytest.mark.slow
 

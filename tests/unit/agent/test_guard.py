@@ -31,15 +31,10 @@ from spiffe_py.policy import Method
 from spiffe_py.ratelimit import Limit
 from spiffe_py.selectors import Selector
 from spiffe_py.spiffeid import SpiffeId
+from tests.support.policy_rules import PAYMENTS_RULE
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
-POLICY = """
-[[rule]]
-name = "payments-needs-approval"
-when = '"payments" in request.audiences && !(has(entry.labels.approved) && entry.labels.approved == "true")'
-effect = "deny"
-reason = "audience payments requires an approved entry"
-
+POLICY = PAYMENTS_RULE + """
 [[rule]]
 name = "needs-tier"
 when = 'request.method == "FetchX509SVID" && entry.labels.tier == "x"'

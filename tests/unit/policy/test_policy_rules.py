@@ -20,17 +20,12 @@ from spiffe_py.policy import (
     parse_policy,
 )
 from spiffe_py.selectors import Selector
+from tests.support.policy_rules import PAYMENTS_RULE
 
 NOW = datetime(2026, 1, 1, 9, 30, tzinfo=UTC)  # a Thursday
 
-# The acceptance example from issue 6.
-PAYMENTS_POLICY = """
-[[rule]]
-name = "payments-needs-approval"
-when = '"payments" in request.audiences && !(has(entry.labels.approved) && entry.labels.approved == "true")'
-effect = "deny"
-reason = "audience payments requires an approved entry"
-"""
+# The acceptance example from issue 6 (tests/support/policy_rules.py).
+PAYMENTS_POLICY = PAYMENTS_RULE
 
 
 def doc(**kw: object) -> dict[str, Any]:

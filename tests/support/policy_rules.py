@@ -1,4 +1,4 @@
-"""Policy rule text shared by the issue 6 acceptance tests and benchmarks/bench_policy.py.
+"""Policy rule text shared by the issue 6 tests (unit and acceptance) and benchmarks/bench_policy.py.
 
 ``PAYMENTS_RULE`` is the acceptance example of issue 6 (also shown in docs/policy.md): a
 ``payments`` audience needs an entry labelled ``approved = "true"``.
