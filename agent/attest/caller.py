@@ -11,9 +11,10 @@ different process that reused the PID::
     selectors = await caller.attest(PeerCred(pid=123, uid=1000, gid=1000))
 
 A connection's SO_PEERCRED pid never changes, so the agent holds the caller for the
-whole connection (:meth:`CallerAttestor.hold`: one pidfd, the start time read once) and
-pins with it. Each call then reads only what a live process can change (``status``: ids
-after a setuid ``execve``) and polls the held pidfd after attestation: while the pidfd
+whole connection (:meth:`CallerAttestor.hold`: one pidfd and the ``status`` file held open,
+the start time read once) and pins with it. Each call then re-reads only what a live process
+can change (``status``, with pread on the held fd: ids after a setuid ``execve``) and polls
+the held pidfd after attestation: while the pidfd
 says the process is alive, its pid cannot have been reused, so ``/proc/<pid>`` was that
 process. Once it exits, every later call on the connection fails::
 
@@ -27,11 +28,11 @@ from __future__ import annotations
 import contextvars
 import os
 import select
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from agent.attest.base import WorkloadAttestor, attest_all
-from agent.attest.procfs import ProcFs, StatusIds, parse_stat_start_time, parse_status
+from agent.attest.procfs import ProcFs, StatusFile, StatusIds, parse_stat_start_time, parse_status
 from agent.errors import AgentError, WorkloadAttestationError
 from spiffe_py._peercred import PeerCred
 from spiffe_py.selectors import Selector
@@ -59,28 +60,37 @@ def _exited(pidfd: int) -> bool:
 
 
 class HeldProcess:
-    """A connection's caller: a pidfd held open for the connection and the start time read once.
+    """A connection's caller: a pidfd and its ``status`` file held open, the start time read once.
 
     Used only on the event loop's thread; :meth:`close` (connection lost) may run while a call
     is awaiting its attestors, after which :meth:`exited` answers True, so that call fails.
     """
 
-    __slots__ = ("_fd", "pid", "start_time")
+    __slots__ = ("_fd", "_poller", "_status", "pid", "start_time")
 
-    def __init__(self, pid: int, pidfd: int, start_time: int) -> None:
+    def __init__(self, pid: int, pidfd: int, start_time: int, status: StatusFile) -> None:
         self.pid = pid
         self.start_time = start_time
-        self._fd = pidfd  # the one fd a connection holds besides its socket
+        self._fd = pidfd  # besides its socket, a connection holds this fd and the status file's
+        self._status = status
+        self._poller = select.poll()  # registered once: each exited() is one poll(2)
+        self._poller.register(pidfd, select.POLLIN)
 
     def exited(self) -> bool:
         """True once the process terminated (or the connection's hold was released)."""
-        return self._fd < 0 or _exited(self._fd)
+        return self._fd < 0 or bool(self._poller.poll(0))
+
+    def status(self) -> str:
+        """The held process's current ``status`` text (OSError once it is gone)."""
+        return self._status.read()
 
     def close(self) -> None:
-        """Release the pidfd (idempotent)."""
+        """Release the pidfd and the status file (idempotent)."""
         fd, self._fd = self._fd, -1
         if fd >= 0:
+            self._poller.unregister(fd)
             os.close(fd)
+        self._status.close()
 
 
 def _open_pidfd(pid: int) -> int:
@@ -113,25 +123,29 @@ class CallerAttestor:
             WorkloadAttestationError: the process is gone (or exited while it was read).
         """
         pidfd = _open_pidfd(pid)
+        status: StatusFile | None = None
         try:
             start_time = parse_stat_start_time(self._procfs.stat(pid))
-            # read after the pidfd existed and the process is still alive: the stat was this process's
+            status = self._procfs.open_status(pid)
+            # opened after the pidfd existed and the process is still alive: both were this process's
             if _exited(pidfd):
                 raise WorkloadAttestationError(f"attest: caller pid {pid!r} is gone")
         except BaseException:
+            if status is not None:
+                status.close()
             os.close(pidfd)
             raise
-        return HeldProcess(pid, pidfd, start_time)
+        return HeldProcess(pid, pidfd, start_time, status)
 
     def pin(self, cred: PeerCred, held: HeldProcess | None = None) -> ProcessFacts | None:
         """Read the caller's facts once for this request; None if unreadable (attest() then fails).
 
-        With the connection's ``held`` process only ``status`` is read (the start time is the held one).
+        With the connection's ``held`` process only its held ``status`` file is read (the start time is the held one).
         """
         try:
             if held is not None and held.pid == cred.pid:
                 # by path: the poll after attestation proves the pid was this process all along
-                facts = ProcessFacts(cred.pid, held.start_time, parse_status(self._procfs.status(cred.pid)))
+                facts = ProcessFacts(cred.pid, held.start_time, parse_status(held.status()))
             else:
                 held = None
                 facts = read_facts(self._procfs, cred.pid)
@@ -175,7 +189,7 @@ class CallerAttestor:
         if held.exited():  # before: no attestor work (and no docker round trip) for a dead caller
             raise WorkloadAttestationError(f"attest: caller pid {cred.pid!r} has exited")
         selectors = await self._attest_facts(cred, facts)
-        self._recheck(facts)
+        self._recheck(facts, held.status)
         # last: the pidfd was held before every /proc read of this call, and while it says "alive"
         # the pid cannot have been reused, so they all read this process (no start-time re-read)
         if held.exited():
@@ -187,10 +201,13 @@ class CallerAttestor:
             raise WorkloadAttestationError(f"attest: pid {cred.pid!r} no longer runs as the connecting uid")
         return await attest_all(self._attestors, cred.pid, facts.ids)
 
-    def _recheck(self, facts: ProcessFacts) -> None:
+    def _recheck(self, facts: ProcessFacts, status: Callable[[], str] | None = None) -> None:
         # a setuid exec during attestation changes ids and exe but neither pid nor start time
         if self._recheck_ids:
-            ids = parse_status(self._procfs.status(facts.pid))
+            try:
+                ids = parse_status(status() if status is not None else self._procfs.status(facts.pid))
+            except OSError as err:
+                raise WorkloadAttestationError(f"attest: caller pid {facts.pid!r} exited during attestation") from err
             if (ids.euid, ids.egid) != (facts.ids.euid, facts.ids.egid):
                 raise WorkloadAttestationError(f"attest: caller pid {facts.pid!r} changed during attestation")
 

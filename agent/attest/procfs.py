@@ -32,11 +32,27 @@ class StatusIds:
     groups: tuple[int, ...]
 
 
+class StatusFile(Protocol):
+    """``/proc/<pid>/status`` kept open: each read is the current text of the process it was opened for."""
+
+    def read(self) -> str:
+        """The current text; raises OSError (ESRCH) once the process is gone."""
+        ...
+
+    def close(self) -> None:
+        """Release it (idempotent)."""
+        ...
+
+
 class ProcFs(Protocol):
     """Access to one process's ``/proc`` entries."""
 
     def status(self, pid: int) -> str:
         """Text of ``/proc/<pid>/status``."""
+        ...
+
+    def open_status(self, pid: int) -> StatusFile:
+        """``/proc/<pid>/status`` held open (per connection: no open/close per call)."""
         ...
 
     def stat(self, pid: int) -> str:
@@ -111,6 +127,42 @@ def _read_all(fd: int) -> str:
     return data[:_MAX_PROC_TEXT].decode("utf-8", "replace")
 
 
+def _pread_all(fd: int) -> str:
+    """The whole file from offset 0 (procfs regenerates it), up to the cap."""
+    data = os.pread(fd, _PROC_READ_CHUNK, 0)
+    if len(data) == _PROC_READ_CHUNK:  # rare: a status with thousands of supplementary groups
+        chunks = [data]
+        size = len(data)
+        while size <= _MAX_PROC_TEXT and (chunk := os.pread(fd, _PROC_READ_CHUNK, size)):
+            chunks.append(chunk)
+            size += len(chunk)
+        data = b"".join(chunks)
+    return data[:_MAX_PROC_TEXT].decode("utf-8", "replace")
+
+
+class OpenStatusFile:
+    """A held ``/proc/<pid>/status`` fd, read with pread from offset 0.
+
+    The fd belongs to the process it was opened for: once that process is reaped, reads fail with
+    ESRCH even if its pid was reused, so it never shows another process's ids.
+    """
+
+    __slots__ = ("_fd",)
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def read(self) -> str:
+        if self._fd < 0:
+            raise OSError(9, "status file is closed")
+        return _pread_all(self._fd)
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+
 class LinuxProcFs:
     """The real ``/proc`` (optionally rooted elsewhere, e.g. a host mount)."""
 
@@ -131,6 +183,12 @@ class LinuxProcFs:
 
     def status(self, pid: int) -> str:
         return self._read(pid, "status")
+
+    def open_status(self, pid: int) -> OpenStatusFile:
+        try:
+            return OpenStatusFile(os.open(f"{self._root}/{pid}/status", os.O_RDONLY | os.O_CLOEXEC))
+        except OSError as err:
+            raise WorkloadAttestationError(f"procfs: cannot read status of pid {pid!r}") from err
 
     def stat(self, pid: int) -> str:
         return self._read(pid, "stat")

@@ -22,7 +22,7 @@ from grpclib.server import Stream
 
 from agent.app import ConnectionCallers
 from agent.attest.caller import CallerAttestor, HeldProcess
-from agent.attest.procfs import LinuxProcFs
+from agent.attest.procfs import LinuxProcFs, _pread_all, parse_status
 from agent.attest.unix import UnixAttestor
 from agent.errors import WorkloadAttestationError
 from agent.manager.process_binding import ProcessKey
@@ -135,6 +135,52 @@ async def test_held_caller_reaped_and_its_pid_free_fails_every_later_call() -> N
                 await caller.attest(cred)
     finally:
         held.close()
+
+
+async def test_held_status_file_follows_a_real_setuid_and_fails_once_reaped() -> None:
+    """The per-connection status fd is re-read from offset 0: a uid change shows; a reaped process reads ESRCH."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c",
+        "import os, sys; sys.stdin.readline(); os.setgid(65534); os.setuid(65534); sys.stdin.readline()",
+        stdin=asyncio.subprocess.PIPE)
+    assert proc.stdin is not None
+    procfs = LinuxProcFs()
+    held = CallerAttestor(procfs, []).hold(proc.pid)
+    try:
+        assert parse_status(held.status()).euid == os.geteuid()
+        proc.stdin.write(b"\n")
+        await proc.stdin.drain()
+        for _ in range(500):  # the child setuids at its own pace
+            if parse_status(held.status()).euid == 65534:
+                break
+            await asyncio.sleep(0.01)
+        assert parse_status(held.status()) == parse_status(procfs.status(proc.pid))
+        assert parse_status(held.status()).euid == 65534
+        proc.stdin.write(b"\n")
+        await proc.stdin.drain()
+        await proc.wait()  # reaped
+        with pytest.raises(OSError):
+            held.status()
+        assert held.exited()
+    finally:
+        held.close()
+    held.close()  # idempotent
+    with pytest.raises(OSError):
+        held.status()
+
+
+def test_pread_all_reads_past_one_chunk(tmp_path: Path) -> None:
+    """A status over 64 KiB (thousands of groups) is read whole, not cut at the first chunk."""
+    big = "Name:\tx\nUid:\t1\t2\t2\t2\nGid:\t3\t4\t4\t4\nGroups:\t" + " ".join(map(str, range(20000))) + "\n"
+    path = tmp_path / "status"
+    path.write_text(big)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert len(big) > 64 * 1024
+        assert _pread_all(fd) == big
+        assert parse_status(_pread_all(fd)).groups[-1] == 19999  # again from offset 0
+    finally:
+        os.close(fd)
 
 
 async def test_hold_of_a_gone_process_fails() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 
 import pytest
 
@@ -36,6 +37,17 @@ class FakeUsers:
         return {2001: "staff", 10: "wheel"}.get(gid)
 
 
+class FakeStatusFile:
+    """A held status file over FakeProcFs.status (so its reads are counted and scripted the same way)."""
+
+    def __init__(self, read: Callable[[], str]) -> None:
+        self.read = read
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
 class FakeProcFs:
     def __init__(self, status: str = STATUS, stat: str = STAT) -> None:
         self.statuses = [status]
@@ -43,6 +55,9 @@ class FakeProcFs:
 
     def status(self, pid: int) -> str:
         return self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
+
+    def open_status(self, pid: int) -> FakeStatusFile:
+        return FakeStatusFile(lambda: self.status(pid))
 
     def stat(self, pid: int) -> str:
         return self.stat_text
