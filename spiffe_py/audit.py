@@ -87,6 +87,15 @@ class AuditEvent:
     serial: str | None = None
     jti: str | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
+    # canonical JSON of everything but time, seq and prev_hash (see _render); shared by the copies at()
+    # makes, so an event repeated with a new time is serialised once. Events are immutable, details included.
+    _pieces: tuple[str, str, str, str] | None = field(default=None, repr=False, compare=False)
+
+    def at(self, now: datetime) -> AuditEvent:
+        """This event stamped ``now`` (the same record but for its time), serialised only for the new time."""
+        return AuditEvent(time=format_time(now), actor=self.actor, spiffe_id=self.spiffe_id, selectors=self.selectors,
+                          decision=self.decision, reason=self.reason, method=self.method, serial=self.serial,
+                          jti=self.jti, details=self.details, _pieces=self._pieces or _render(self))
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready fields (without seq and hashes)."""
@@ -225,20 +234,36 @@ def seal_record_text(event: AuditEvent, *, seq: int, prev_hash: str) -> tuple[di
     return _seal(event, seq, prev_hash)
 
 
+def _render(event: AuditEvent) -> tuple[str, str, str, str]:
+    """The canonical text of a sealed record of ``event``, cut where time, seq and prev_hash go.
+
+    A sealed record's keys are fixed; sorted, they are the fields before ``hash`` (actor, decision,
+    details) and those after it (jti, method, prev_hash, reason, selectors, seq, serial, spiffe_id,
+    time). The canonical encoding of an object is its members in that order joined by commas, so
+    the text is these pieces with the three values spliced in (see _seal).
+    """
+    enc = _canonical_text
+    head = enc({"actor": event.actor, "decision": str(event.decision), "details": dict(event.details)})[:-1]
+    return (head,
+            f'"jti":{enc(event.jti)},"method":{enc(event.method)},"prev_hash":',
+            f',"reason":{enc(event.reason)},"selectors":{enc(list(event.selectors))},"seq":',
+            f',"serial":{enc(event.serial)},"spiffe_id":{enc(event.spiffe_id)},"time":')
+
+
 def _seal(event: AuditEvent, seq: int, prev_hash: str) -> tuple[dict[str, Any], str]:
     """The sealed record and its canonical text (``canonical_json(record)`` as str), serialised once.
 
-    The keys of a sealed record are fixed, and sorted they fall into the fields before ``hash``
-    and those after it; so the canonical text without ``hash`` (what is hashed) and with it (the
-    stored text) are the same two pieces, joined with or without the hash member.
+    The text without ``hash`` (what is hashed) and with it (the stored text) are the same two
+    pieces, the fields before ``hash`` and those after it, joined with or without the hash member.
     """
-    head = {"actor": event.actor, "decision": str(event.decision), "details": dict(event.details)}
-    tail = {"jti": event.jti, "method": event.method, "prev_hash": prev_hash, "reason": event.reason,
-            "selectors": list(event.selectors), "seq": seq, "serial": event.serial, "spiffe_id": event.spiffe_id,
-            "time": event.time}
-    head_text, tail_text = _canonical_text(head)[:-1], _canonical_text(tail)[1:]
+    head_text, before_prev, before_seq, before_time = event._pieces or _render(event)
+    tail_text = (f"{before_prev}{_canonical_text(prev_hash)}{before_seq}{int(seq)}{before_time}"
+                 f"{_canonical_text(event.time)}}}")
     digest = hashlib.sha256(f"{head_text},{tail_text}".encode()).hexdigest()
-    record = {**head, **tail, "hash": digest}
+    record = {"actor": event.actor, "decision": str(event.decision), "details": dict(event.details),
+              "jti": event.jti, "method": event.method, "prev_hash": prev_hash, "reason": event.reason,
+              "selectors": list(event.selectors), "seq": seq, "serial": event.serial, "spiffe_id": event.spiffe_id,
+              "time": event.time, "hash": digest}
     return record, f'{head_text},"hash":"{digest}",{tail_text}'
 
 

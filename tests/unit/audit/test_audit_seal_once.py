@@ -83,3 +83,23 @@ def test_format_time_is_rfc3339_utc_with_microseconds() -> None:
     assert format_time(east) == "2026-01-01T07:00:00.000005Z"
     with pytest.raises(ValueError, match="timezone-aware"):
         format_time(datetime(2026, 1, 1))
+
+
+@pytest.mark.parametrize("details", DETAILS)
+@pytest.mark.parametrize("overrides", [{}, {"spiffe_id": None, "jti": None, "serial": "ff01", "decision": "deny",
+                                             "reason": "quote \" and \\ and \u2028", "selectors": []}])
+def test_an_event_restamped_with_at_seals_like_a_freshly_built_one(
+    tmp_path: Path, details: dict[str, Any], overrides: dict[str, Any]
+) -> None:
+    """at() reuses the serialised pieces of the event; the record, its text and its hash stay canonical."""
+    base = _event(details, **overrides)
+    later = NOW + timedelta(seconds=3, microseconds=7)
+    again = base.at(later).at(later + timedelta(seconds=1))  # the pieces carry over through copies
+    assert again == _event(details, **{**overrides, "now": later + timedelta(seconds=1)})
+    for seq, prev in ((0, "0" * 64), (12345678901, "ab" * 32)):
+        fresh, fresh_text = seal_record_text(_event(details, **{**overrides, "now": later + timedelta(seconds=1)}),
+                                             seq=seq, prev_hash=prev)
+        sealed, text = seal_record_text(again, seq=seq, prev_hash=prev)
+        assert (sealed, text) == (fresh, fresh_text)
+        assert text.encode() == canonical_json(sealed) and sealed["hash"] == record_hash(sealed)
+        assert list(sealed) == list(fresh)  # the same key order as a record built field by field
