@@ -27,7 +27,7 @@ from agent.errors import AgentConfigError
 from agent.manager.cache import Entry, Identity, JwtToken, WorkloadView
 from spiffe_py._peercred import PeerCred
 from spiffe_py.anomaly import Alert, AnomalyConfig, AnomalyDetector, Observation
-from spiffe_py.audit import AuditEvent, build_event, format_time
+from spiffe_py.audit import AuditEvent, build_event
 from spiffe_py.clock import Clock
 from spiffe_py.errors import SpiffeError
 from spiffe_py.policy import (
@@ -206,14 +206,12 @@ def refusal(verdict: Verdict) -> SpiffeError:
 class JwtSource(Protocol):
     """What the JWT flow needs from the manager."""
 
-    def view(self, selectors: frozenset[Selector]) -> WorkloadView:
-        """Current view."""
+    def jwt_entries(self, selectors: frozenset[Selector], spiffe_id: SpiffeId | None = None) -> list[Entry]:
+        """The caller's entries a JWT-SVID can be minted for; NoIdentityIssuedError if none."""
         ...
 
-    async def fetch_jwt_svids(
-        self, selectors: frozenset[Selector], audience: Sequence[str], spiffe_id: SpiffeId | None = None
-    ) -> list[tuple[Entry, JwtToken]]:
-        """JWT-SVIDs for the caller's identities."""
+    async def jwt_svids(self, entries: Sequence[Entry], audience: Sequence[str]) -> list[tuple[Entry, JwtToken]]:
+        """A JWT-SVID for each entry."""
         ...
 
 
@@ -329,7 +327,8 @@ class WorkloadGuard:
 
         A workload repeating a call produces the same event but for its time: the validated event
         (secret and JSON checks of build_event) is remembered under everything it is built from,
-        entry and facts by identity (both immutable; the memo keeps them alive), and only re-stamped.
+        entry and facts by identity (both immutable; the memo keeps them alive), and only re-stamped
+        (``AuditEvent.at``: its serialisation is reused too).
         """
         decision = verdict.decision
         key = (method, id(entry), id(workload), decision.allowed, decision.reason, decision.rule, decision.max_ttl,
@@ -337,10 +336,7 @@ class WorkloadGuard:
         now = self._clock.now()
         hit = self._events.get(key)
         if hit is not None and hit[0] is entry and hit[1] is workload:
-            e = hit[2]
-            return AuditEvent(time=format_time(now), actor=e.actor, spiffe_id=e.spiffe_id, selectors=e.selectors,
-                              decision=e.decision, reason=e.reason, method=e.method, serial=e.serial, jti=e.jti,
-                              details=e.details)
+            return hit[2].at(now)
         details: dict[str, Any] = {"rule": decision.rule, "pid": workload.pid, "uid": workload.uid}
         if entry is not None:
             details["entry_id"] = entry.id
@@ -354,6 +350,7 @@ class WorkloadGuard:
             now=now, actor=ACTOR, spiffe_id=str(entry.spiffe_id) if entry else workload.spiffe_id,
             selectors=workload.selectors, decision="allow" if decision.allowed else "deny", reason=verdict.reason,
             method=str(method), serial=serial, jti=jti, details=details)
+        event = event.at(now)  # the copy that carries its serialisation, for the next hits
         if len(self._events) >= EVENT_MEMO:
             self._events.clear()
         self._events[key] = (entry, workload, event)
@@ -428,22 +425,16 @@ class WorkloadGuard:
         """FetchJWTSVID for the allowed identities; PolicyDeniedError/RateLimitedError if none is."""
         facts = self.facts(cred, selectors)
         audiences = tuple(audience)
-        entries = [i.entry for i in source.view(selectors).identities
-                   if spiffe_id is None or i.entry.spiffe_id == spiffe_id]
+        requested = str(spiffe_id) if spiffe_id else None
         verdicts = [(e, self.decide(Method.FETCH_JWT_SVID, e, facts, audiences=audiences,
-                                    requested_spiffe_id=str(spiffe_id) if spiffe_id else None)) for e in entries]
-        allowed = [(e, v) for e, v in verdicts if v.allowed]
-        if not entries:
-            return await source.fetch_jwt_svids(selectors, audience, spiffe_id)  # the usual "no identity" error
+                                    requested_spiffe_id=requested)) for e in source.jwt_entries(selectors, spiffe_id)]
+        allowed = [e for e, v in verdicts if v.allowed]
         if not allowed:
             raise refusal(verdicts[0][1])
-        out: list[tuple[Entry, JwtToken]] = []
-        for entry, verdict in allowed:
-            pairs = await source.fetch_jwt_svids(selectors, audience, entry.spiffe_id)
-            for got, token in pairs:
-                if got.id == entry.id:
-                    self.issued(Method.FETCH_JWT_SVID, entry, facts, verdict, audiences=audiences, jti=token.jti)
-                    out.append((got, token))
+        out = await source.jwt_svids(allowed, audience)
+        verdict_of = {e.id: v for e, v in verdicts}
+        for entry, token in out:
+            self.issued(Method.FETCH_JWT_SVID, entry, facts, verdict_of[entry.id], audiences=audiences, jti=token.jti)
         return out
 
     def validate_jwt(self, view: WorkloadView, selectors: frozenset[Selector], cred: PeerCred | None,

@@ -197,21 +197,29 @@ class Manager:
             not e.bind_to_process and self.cache.has_svid(e.id) for e in self.cache.matching(selectors)
         )
 
-    async def fetch_jwt_svids(
-        self, selectors: frozenset[Selector], audience: Sequence[str], spiffe_id: SpiffeId | None = None
-    ) -> list[tuple[Entry, JwtToken]]:
-        """JWT-SVIDs for the caller's identities (or only ``spiffe_id``); cached until half-life."""
+    def jwt_entries(self, selectors: frozenset[Selector], spiffe_id: SpiffeId | None = None) -> list[Entry]:
+        """The entries a JWT-SVID can be minted for: the caller's (only ``spiffe_id``'s), bound ones with a caller.
+
+        Raises:
+            NotReadyError: before the first sync.
+            NoIdentityIssuedError: none.
+        """
         if not self.cache.ready:
             raise NotReadyError("agent: not synced with the server yet")
         self._expire()
-        process = current_caller()
+        with_process = current_caller() is not None
         entries = [
             e
             for e in self.cache.matching(selectors)
-            if (spiffe_id is None or e.spiffe_id == spiffe_id) and (process is not None or not e.bind_to_process)
+            if (spiffe_id is None or e.spiffe_id == spiffe_id) and (with_process or not e.bind_to_process)
         ]
         if not entries:
             raise NoIdentityIssuedError("no identity issued")
+        return entries
+
+    async def jwt_svids(self, entries: Sequence[Entry], audience: Sequence[str]) -> list[tuple[Entry, JwtToken]]:
+        """A JWT-SVID for each of ``entries`` (from :meth:`jwt_entries`), cached until half-life."""
+        process = current_caller()
         return [(e, await self._jwt_for(e, audience, process)) for e in entries]
 
     async def _jwt_for(self, entry: Entry, audience: Sequence[str], process: ProcessKey | None) -> JwtToken:

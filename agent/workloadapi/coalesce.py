@@ -4,11 +4,13 @@ grpclib writes every HTTP/2 frame batch to the transport at once: a unary respon
 ``transport.write`` calls (HEADERS, DATA, trailers), each a ``send()`` syscall that wakes the
 client, which then competes with the agent for the CPU before the rest is out. Here the writes
 of one event-loop iteration are buffered and flushed together by a ``call_soon`` callback, i.e.
-as soon as the code that wrote them yields: a unary response leaves in one ``send()``, and a
-stream message still goes out in the iteration it was sent in::
+as soon as the code that wrote them yields. The agent's handlers send through
+:func:`send_unary_response` (reply and trailers) and :func:`send_stream_message`, which flush at
+once: a unary response leaves in one ``send()`` without waiting for the next iteration::
 
     server = CoalescingServer([handler])      # a grpclib Server; everything else is unchanged
     await server.start(path=socket_path)
+    await send_unary_response(stream, reply)  # a unary handler's last step: reply + trailers, sent at once
 
 The wrapper also gives each connection a scope for state that lives exactly as long as the
 connection (the agent keeps its caller's SO_PEERCRED and held pidfd there)::
@@ -163,3 +165,28 @@ def connection_of(stream: Any) -> CoalescingTransport | None:
     """The connection scope of a grpclib server stream, or None if it is not served by :class:`CoalescingServer`."""
     transport = getattr(stream.peer, "_transport", None)
     return transport if isinstance(transport, CoalescingTransport) else None
+
+
+async def send_unary_response(stream: Any, message: Any) -> None:
+    """Send a unary call's response and its trailers, and hand them to the socket now.
+
+    grpclib would send the trailers itself once the handler returns, and the buffered writes would
+    leave one loop iteration later; ending the call here sends all three frames in one ``send()``
+    without that extra iteration.
+    """
+    await stream.send_message(message)
+    await stream.send_trailing_metadata()
+    flush(stream)
+
+
+async def send_stream_message(stream: Any, message: Any) -> None:
+    """Send one message of a server stream and hand it (with the headers before it) to the socket now."""
+    await stream.send_message(message)
+    flush(stream)
+
+
+def flush(stream: Any) -> None:
+    """Write what the stream's connection has buffered now (nothing to do on a plain grpclib Server)."""
+    conn = connection_of(stream)
+    if conn is not None:
+        conn.flush()

@@ -24,6 +24,7 @@ from agent.errors import NoIdentityIssuedError
 from agent.guard import WorkloadGuard, X509Gate
 from agent.manager.cache import Entry, JwtToken, WorkloadView
 from agent.manager.process_binding import ProcessKey, peer_process, set_caller
+from agent.workloadapi.coalesce import send_stream_message, send_unary_response
 from agent.workloadapi.convert import (
     audience_list,
     jwt_bundles_response,
@@ -75,10 +76,12 @@ class WorkloadSource(Protocol):
         """Subscribe to changes."""
         ...
 
-    async def fetch_jwt_svids(
-        self, selectors: frozenset[Selector], audience: Sequence[str], spiffe_id: SpiffeId | None = None
-    ) -> list[tuple[Entry, JwtToken]]:
-        """JWT-SVIDs for the caller's identities."""
+    def jwt_entries(self, selectors: frozenset[Selector], spiffe_id: SpiffeId | None = None) -> list[Entry]:
+        """The caller's entries a JWT-SVID can be minted for (only ``spiffe_id``'s); NoIdentityIssuedError if none."""
+        ...
+
+    async def jwt_svids(self, entries: Sequence[Entry], audience: Sequence[str]) -> list[tuple[Entry, JwtToken]]:
+        """A JWT-SVID for each entry (cached until half-life)."""
         ...
 
 
@@ -171,7 +174,7 @@ class WorkloadApiHandler(SpiffeWorkloadAPIBase):
                         raise NoIdentityIssuedError("no identity issued")  # the server refused every one
                     msg = build(view)
                     if msg != last:
-                        await stream.send_message(msg)
+                        await send_stream_message(stream, msg)
                         last = msg
         except GRPCError:
             raise
@@ -204,10 +207,10 @@ class WorkloadApiHandler(SpiffeWorkloadAPIBase):
                 tokens = await self._guard.fetch_jwt(self._source, selectors, cred, audience,
                                                      spiffe_id)
             else:
-                tokens = await self._source.fetch_jwt_svids(selectors, audience, spiffe_id)
+                tokens = await self._source.jwt_svids(self._source.jwt_entries(selectors, spiffe_id), audience)
         except Exception as err:
             raise to_grpc_error(err) from err
-        await stream.send_message(self._jwt_response(tokens))
+        await send_unary_response(stream, self._jwt_response(tokens))
 
     async def ValidateJWTSVID(self, stream: Any) -> None:
         """Validate a JWT-SVID against the bundles the caller may see; return its claims."""
@@ -237,7 +240,7 @@ class WorkloadApiHandler(SpiffeWorkloadAPIBase):
             raise to_grpc_error(err) from err
         struct = struct_pb2.Struct()
         struct.update(dict(claims))
-        await stream.send_message(workload_pb2.ValidateJWTSVIDResponse(spiffe_id=str(subject), claims=struct))
+        await send_unary_response(stream, workload_pb2.ValidateJWTSVIDResponse(spiffe_id=str(subject), claims=struct))
 
     async def FetchWITSVID(self, stream: Any) -> None:
         """WIT-SVIDs are not supported (WA-28)."""

@@ -15,7 +15,13 @@ from typing import Any
 from grpclib.client import Channel
 from grpclib.server import Stream
 
-from agent.workloadapi.coalesce import CoalescingServer, CoalescingTransport, connection_of
+from agent.workloadapi.coalesce import (
+    CoalescingServer,
+    CoalescingTransport,
+    connection_of,
+    send_stream_message,
+    send_unary_response,
+)
 from spiffe_py._proto import workload_pb2
 from spiffe_py._proto.workload_grpc import SpiffeWorkloadAPIBase, SpiffeWorkloadAPIStub
 
@@ -145,6 +151,50 @@ async def test_grpclib_serves_through_the_adapter_and_gives_one_scope_per_connec
         assert all(size > 0 for size in probe.buffered_after_send)
         channel.close()
         await asyncio.wait_for(probe.lost.wait(), 30)  # the scope's cleanups ran when the client left
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+class _Helpers(SpiffeWorkloadAPIBase):
+    """Uses send_unary_response / send_stream_message and records what stays buffered afterwards."""
+
+    def __init__(self) -> None:
+        self.buffered: list[int] = []
+
+    async def FetchJWTSVID(self, stream: Stream[Any, Any]) -> None:
+        await stream.recv_message()
+        await send_unary_response(stream, workload_pb2.JWTSVIDResponse(svids=[workload_pb2.JWTSVID(svid="t")]))
+        conn = connection_of(stream)
+        self.buffered.append(-1 if conn is None else conn.get_write_buffer_size())
+
+    async def FetchX509SVID(self, stream: Stream[Any, Any]) -> None:
+        await stream.recv_message()
+        for i in range(2):
+            await send_stream_message(stream, workload_pb2.X509SVIDResponse(crl=[bytes([i])]))
+            conn = connection_of(stream)
+            self.buffered.append(-1 if conn is None else conn.get_write_buffer_size())
+
+    FetchX509Bundles = FetchJWTBundles = ValidateJWTSVID = FetchWITSVID = FetchWITBundles = FetchJWTSVID
+
+
+async def test_send_helpers_hand_their_frames_to_the_socket_at_once(tmp_path: Path) -> None:
+    """Reply + trailers (unary) and each stream message leave before the handler goes on: nothing stays buffered."""
+    helpers = _Helpers()
+    server = CoalescingServer([helpers])
+    path = str(tmp_path / "h.sock")
+    await server.start(path=path)
+    try:
+        channel = Channel(path=path)
+        stub = SpiffeWorkloadAPIStub(channel)
+        for _ in range(2):
+            reply = await stub.FetchJWTSVID(workload_pb2.JWTSVIDRequest())
+            assert reply.svids[0].svid == "t"  # the call ended OK: the helper's trailers were the only ones
+        async with stub.FetchX509SVID.open() as stream:
+            await stream.send_message(workload_pb2.X509SVIDRequest(), end=True)
+            assert [(await stream.recv_message()).crl for _ in range(2)] == [[b"\x00"], [b"\x01"]]
+        assert helpers.buffered == [0, 0, 0, 0]
+        channel.close()
     finally:
         server.close()
         await server.wait_closed()

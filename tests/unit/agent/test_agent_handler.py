@@ -60,6 +60,7 @@ class FakeSource:
             self.views.put_nowait(v)
         self.ready = ready
         self.jwt_calls: list[tuple[Sequence[str], SpiffeId | None]] = []
+        self.asked: SpiffeId | None = None
 
     def view(self, selectors: frozenset[Selector]) -> WorkloadView:
         if not self.ready:
@@ -72,13 +73,16 @@ class FakeSource:
             raise NotReadyError("agent: not synced with the server yet")
         yield FakeSub(self)
 
-    async def fetch_jwt_svids(
-        self, selectors: frozenset[Selector], audience: Sequence[str], spiffe_id: SpiffeId | None = None
-    ) -> list[tuple[Entry, JwtToken]]:
+    def jwt_entries(self, selectors: frozenset[Selector], spiffe_id: SpiffeId | None = None) -> list[Entry]:
         self.view(selectors)
-        self.jwt_calls.append((audience, spiffe_id))
+        self.asked = spiffe_id
         if spiffe_id is not None and spiffe_id != SID:
             raise NoIdentityIssuedError("no identity issued")
+        return [ENTRY]
+
+    async def jwt_svids(self, entries: Sequence[Entry], audience: Sequence[str]) -> list[tuple[Entry, JwtToken]]:
+        assert list(entries) == [ENTRY]
+        self.jwt_calls.append((audience, self.asked))
         return [(ENTRY, JwtToken("tok", SID, tuple(audience), NOW, NOW + timedelta(minutes=5)))]
 
 
