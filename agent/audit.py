@@ -4,7 +4,8 @@ Records are written (write(2)) before the request they describe returns, so they
 agent crash; fsync is batched (group commit, ``fsync="interval"``: at most ``flush_interval``
 later) or done per record (``fsync="always"``); docs/audit.md describes the power-loss window.
 A forwarder task sends the records that are on disk to the server with ``AgentAPI.ForwardAudit``,
-in batches, from the last acknowledged byte offset of the file, kept in ``audit.forwarded``; so
+in batches (after an idle spell within ``flush_interval``; while records keep coming, one batch
+per ``FORWARD_INTERVAL``), from the last acknowledged byte offset of the file, kept in ``audit.forwarded``; so
 nothing is lost across server outages or agent restarts (the server skips records it already has)::
 
     audit = AgentAudit.open(Path(cfg.data_dir))
@@ -39,6 +40,9 @@ MAX_BACKOFF = 30.0
 IDLE_POLL = 5.0
 NOT_ATTESTED_POLL = 1.0  # until the first attestation there is no server connection to forward to
 FLUSH_INTERVAL = 0.05
+# while records keep coming, one ForwardAudit per this many seconds (unless a batch is full): per-RPC
+# costs (fsync, position file, TLS) on both sides are paid per batch, and busy batches grow instead
+FORWARD_INTERVAL = 0.5
 FLUSH_RECORDS = 256
 
 AUDIT_RECORDS = Counter("spiffe_agent_audit_records_total", "Audit records written", ["decision"])
@@ -95,9 +99,10 @@ class AgentAudit:
     """The local chain plus the forwarding position."""
 
     def __init__(self, log_: AuditLog, sink: JsonlFileSink, position_path: Path, *,
-                 batch_window: float = FLUSH_INTERVAL) -> None:
+                 batch_window: float = FLUSH_INTERVAL, forward_interval: float = FORWARD_INTERVAL) -> None:
         self._log = log_
         self._batch_window = batch_window
+        self._forward_interval = max(forward_interval, batch_window)
         self._sink = sink
         self.path = sink.path
         self._position_path = position_path
@@ -183,5 +188,7 @@ class AgentAudit:
                 # woken by the next append, or polls anyway (another process may not wake us)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), IDLE_POLL)
-            if sent < MAX_BATCH:
                 await asyncio.sleep(self._batch_window)  # let records gather: one RPC per batch, not per record
+            elif sent < MAX_BATCH:
+                # records are flowing: the next batch goes out one forward interval later (a full one at once)
+                await asyncio.sleep(self._forward_interval)
