@@ -24,7 +24,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -203,7 +203,7 @@ def build_event(
     # (encoding the whole text also refuses lone surrogates anywhere, as sealing would)
     if len(text.encode()) > MAX_DETAILS_BYTES and len(canonical_json(fields["details"])) > MAX_DETAILS_BYTES:
         raise ValueError(f"audit: details larger than {MAX_DETAILS_BYTES} bytes")
-    return event
+    return replace(event, _pieces=_render(event, text))
 
 
 def canonical_json(value: object) -> bytes:
@@ -234,20 +234,29 @@ def seal_record_text(event: AuditEvent, *, seq: int, prev_hash: str) -> tuple[di
     return _seal(event, seq, prev_hash)
 
 
-def _render(event: AuditEvent) -> tuple[str, str, str, str]:
+def _render(event: AuditEvent, text: str | None = None) -> tuple[str, str, str, str]:
     """The canonical text of a sealed record of ``event``, cut where time, seq and prev_hash go.
 
     A sealed record's keys are fixed; sorted, they are the fields before ``hash`` (actor, decision,
     details) and those after it (jti, method, prev_hash, reason, selectors, seq, serial, spiffe_id,
     time). The canonical encoding of an object is its members in that order joined by commas, so
-    the text is these pieces with the three values spliced in (see _seal).
+    the text is these pieces with the three values spliced in (see _seal). ``text``, the canonical
+    text of ``event.to_dict()`` (build_event has it), already holds the head: the details are not
+    encoded again.
     """
     enc = _canonical_text
-    head = enc({"actor": event.actor, "decision": str(event.decision), "details": dict(event.details)})[:-1]
-    return (head,
-            f'"jti":{enc(event.jti)},"method":{enc(event.method)},"prev_hash":',
-            f',"reason":{enc(event.reason)},"selectors":{enc(list(event.selectors))},"seq":',
-            f',"serial":{enc(event.serial)},"spiffe_id":{enc(event.spiffe_id)},"time":')
+    jti, method, reason = enc(event.jti), enc(event.method), enc(event.reason)
+    selectors, serial, spiffe_id = enc(list(event.selectors)), enc(event.serial), enc(event.spiffe_id)
+    # to_dict's members after details, in sorted order: what follows the head in ``text``
+    rest = (f',"jti":{jti},"method":{method},"reason":{reason},"selectors":{selectors},"serial":{serial},'
+            f'"spiffe_id":{spiffe_id},"time":{enc(event.time)}}}')
+    if text is not None and text.endswith(rest):
+        head = text[:-len(rest)]
+    else:
+        head = enc({"actor": event.actor, "decision": str(event.decision), "details": dict(event.details)})[:-1]
+    return (head, f'"jti":{jti},"method":{method},"prev_hash":',
+            f',"reason":{reason},"selectors":{selectors},"seq":',
+            f',"serial":{serial},"spiffe_id":{spiffe_id},"time":')
 
 
 def _seal(event: AuditEvent, seq: int, prev_hash: str) -> tuple[dict[str, Any], str]:

@@ -18,6 +18,7 @@ from spiffe_py.audit import (
     AuditLog,
     FsyncMode,
     JsonlFileSink,
+    _render,
     build_event,
     canonical_json,
     format_time,
@@ -103,3 +104,12 @@ def test_an_event_restamped_with_at_seals_like_a_freshly_built_one(
         assert (sealed, text) == (fresh, fresh_text)
         assert text.encode() == canonical_json(sealed) and sealed["hash"] == record_hash(sealed)
         assert list(sealed) == list(fresh)  # the same key order as a record built field by field
+
+
+@pytest.mark.parametrize("details", DETAILS)
+def test_build_event_takes_the_head_from_its_check_text_and_seals_canonically(details: dict[str, Any]) -> None:
+    """build_event's pieces come from the text it checked; they equal a fresh rendering of the same event."""
+    built = _event(details, reason="r \u2028 \"q\"", serial="ff")
+    assert built._pieces is not None and built._pieces == _render(built)
+    sealed, text = seal_record_text(built, seq=3, prev_hash="cd" * 32)
+    assert text.encode() == canonical_json(sealed) and sealed["hash"] == record_hash(sealed)
