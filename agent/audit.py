@@ -20,6 +20,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -120,12 +121,14 @@ class AgentAudit:
                              flush_interval=flush_interval, flush_records=FLUSH_RECORDS)
         return cls(AuditLog.resume(sink, records), sink, data_dir / POSITION_FILE, batch_window=flush_interval)
 
-    def append(self, event: AuditEvent) -> dict[str, Any]:
-        """Seal and write one record (on disk within the flush interval); AuditWriteError if storage fails."""
-        record = self._log.append(event)
+    def append(self, event: AuditEvent, *, at: datetime | None = None) -> None:
+        """Seal and write one record (on disk within the flush interval); AuditWriteError if storage fails.
+
+        ``at``: record ``event`` stamped at that time instead of its own (a repeated decision: see AuditLog.write).
+        """
+        self._log.write(event, at=at)
         _records(str(event.decision)).inc()
         self._wake.set()
-        return record
 
     def sync(self) -> int:
         """fsync pending records now; the byte offset known to be on disk."""

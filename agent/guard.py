@@ -181,6 +181,8 @@ class Verdict:
         return self.decision.reason
 
 
+NO_POLICY = Verdict(Decision(True, "no policy"))  # every verdict without a policy file (guardrails aside)
+
 QuarantineCall = Callable[[str, str], Awaitable[object]]
 
 
@@ -270,9 +272,9 @@ class WorkloadGuard:
         """Quarantine, rate limit, anomaly rules, then policy; deny verdicts are audited here (if ``record``)."""
         verdict = self._guardrails(method, entry, audiences, workload, charge)
         if verdict is None:
-            verdict = Verdict(self._evaluate(method, entry, workload, audiences=audiences,
-                                             validator_audience=validator_audience,
-                                             requested_spiffe_id=requested_spiffe_id))
+            verdict = NO_POLICY if self._holder is None else Verdict(self._evaluate(
+                method, entry, workload, audiences=audiences, validator_audience=validator_audience,
+                requested_spiffe_id=requested_spiffe_id))
         if record and not verdict.allowed:
             self._record(method, entry, workload, verdict, audiences=audiences)
         return verdict
@@ -299,7 +301,7 @@ class WorkloadGuard:
     def _evaluate(self, method: Method, entry: Entry | None, workload: WorkloadFacts, *, audiences: tuple[str, ...],
                   validator_audience: str | None, requested_spiffe_id: str | None) -> Decision:
         if self._holder is None:
-            return Decision(True, "no policy")
+            return NO_POLICY.decision
         doc = build_input(now=self._clock.now(), method=method, workload=workload, entry=entry_facts(entry),
                           audiences=audiences, validator_audience=validator_audience,
                           requested_spiffe_id=requested_spiffe_id, task_started_at=_started(entry))
@@ -318,17 +320,19 @@ class WorkloadGuard:
         _decisions(str(method), decision).inc()
         if not verdict.allowed:
             DENIALS.labels(method=str(method), rule=verdict.decision.rule or "").inc()
-        self._audit.append(self._event(method, entry, workload, verdict, audiences=audiences, serial=serial, jti=jti,
-                                       subject=subject))
+        event, at = self._event(method, entry, workload, verdict, audiences=audiences, serial=serial, jti=jti,
+                                subject=subject)
+        self._audit.append(event, at=at)
 
     def _event(self, method: Method, entry: Entry | None, workload: WorkloadFacts, verdict: Verdict, *,
-               audiences: tuple[str, ...], serial: str | None, jti: str | None, subject: str | None) -> AuditEvent:
-        """The audit event of one decision, stamped now.
+               audiences: tuple[str, ...], serial: str | None, jti: str | None, subject: str | None
+               ) -> tuple[AuditEvent, datetime | None]:
+        """The audit event of one decision and the time to stamp it with (None: the event's own, i.e. now).
 
         A workload repeating a call produces the same event but for its time: the validated event
-        (secret and JSON checks of build_event) is remembered under everything it is built from,
-        entry and facts by identity (both immutable; the memo keeps them alive), and only re-stamped
-        (``AuditEvent.at``: its serialisation is reused too).
+        (secret and JSON checks of build_event, its serialisation) is remembered under everything
+        it is built from, entry and facts by identity (both immutable; the memo keeps them alive),
+        and only re-stamped when written (``AgentAudit.append(event, at=now)``).
         """
         decision = verdict.decision
         key = (method, id(entry), id(workload), decision.allowed, decision.reason, decision.rule, decision.max_ttl,
@@ -336,7 +340,7 @@ class WorkloadGuard:
         now = self._clock.now()
         hit = self._events.get(key)
         if hit is not None and hit[0] is entry and hit[1] is workload:
-            return hit[2].at(now)
+            return hit[2], now
         details: dict[str, Any] = {"rule": decision.rule, "pid": workload.pid, "uid": workload.uid}
         if entry is not None:
             details["entry_id"] = entry.id
@@ -350,11 +354,10 @@ class WorkloadGuard:
             now=now, actor=ACTOR, spiffe_id=str(entry.spiffe_id) if entry else workload.spiffe_id,
             selectors=workload.selectors, decision="allow" if decision.allowed else "deny", reason=verdict.reason,
             method=str(method), serial=serial, jti=jti, details=details)
-        event = event.at(now)  # the copy that carries its serialisation, for the next hits
         if len(self._events) >= EVENT_MEMO:
             self._events.clear()
         self._events[key] = (entry, workload, event)
-        return event
+        return event, None
 
     # -- anomalies and quarantine -------------------------------------------------------------
 

@@ -92,6 +92,7 @@ class AnomalyDetector:
 
     def __init__(self, config: AnomalyConfig) -> None:
         self.config = config
+        self._window_seconds = config.window.total_seconds()
         self._identities: LruDict[str, _Identity] = LruDict(config.max_identities)
         self._binaries: LruDict[tuple[str, str], str] = LruDict(config.max_identities)
 
@@ -107,9 +108,12 @@ class AnomalyDetector:
         return _Identity(first_seen=now, window=self._window_index(now))
 
     def _window_index(self, now: datetime) -> int:
-        return math.floor(now.timestamp() / self.config.window.total_seconds())
+        return math.floor(now.timestamp() / self._window_seconds)
 
     def _audiences(self, obs: Observation, state: _Identity, now: datetime) -> list[Alert]:
+        known = state.audiences
+        if all(audience in known for audience in obs.audiences):
+            return []  # the common case, without the time arithmetic below
         learning = now - state.first_seen < self.config.learning_period
         alerts: list[Alert] = []
         for audience in dict.fromkeys(obs.audiences):

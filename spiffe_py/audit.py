@@ -259,21 +259,27 @@ def _render(event: AuditEvent, text: str | None = None) -> tuple[str, str, str, 
             f',"serial":{serial},"spiffe_id":{spiffe_id},"time":')
 
 
-def _seal(event: AuditEvent, seq: int, prev_hash: str) -> tuple[dict[str, Any], str]:
-    """The sealed record and its canonical text (``canonical_json(record)`` as str), serialised once.
+def _seal_text(event: AuditEvent, seq: int, prev_hash: str, time: str) -> tuple[str, str]:
+    """(hash, canonical text) of ``event`` sealed at ``seq`` after ``prev_hash``, stamped ``time``.
 
     The text without ``hash`` (what is hashed) and with it (the stored text) are the same two
     pieces, the fields before ``hash`` and those after it, joined with or without the hash member.
     """
     head_text, before_prev, before_seq, before_time = event._pieces or _render(event)
     tail_text = (f"{before_prev}{_canonical_text(prev_hash)}{before_seq}{int(seq)}{before_time}"
-                 f"{_canonical_text(event.time)}}}")
+                 f"{_canonical_text(time)}}}")
     digest = hashlib.sha256(f"{head_text},{tail_text}".encode()).hexdigest()
+    return digest, f'{head_text},"hash":"{digest}",{tail_text}'
+
+
+def _seal(event: AuditEvent, seq: int, prev_hash: str) -> tuple[dict[str, Any], str]:
+    """The sealed record and its canonical text (``canonical_json(record)`` as str), serialised once."""
+    digest, text = _seal_text(event, seq, prev_hash, event.time)
     record = {"actor": event.actor, "decision": str(event.decision), "details": dict(event.details),
               "jti": event.jti, "method": event.method, "prev_hash": prev_hash, "reason": event.reason,
               "selectors": list(event.selectors), "seq": seq, "serial": event.serial, "spiffe_id": event.spiffe_id,
               "time": event.time, "hash": digest}
-    return record, f'{head_text},"hash":"{digest}",{tail_text}'
+    return record, text
 
 
 # --- verification ----------------------------------------------------------------------------
@@ -579,12 +585,28 @@ class AuditLog:
     def append(self, event: AuditEvent) -> dict[str, Any]:
         """Seal, write, then advance; raises :class:`AuditWriteError` without advancing."""
         record, text = _seal(event, self._seq, self._prev)
+        self._write(record["hash"], text, record)
+        return record
+
+    def write(self, event: AuditEvent, *, at: datetime | None = None) -> None:
+        """:meth:`append` of ``event`` stamped ``at`` (``event.at(at)``), without building the record.
+
+        For a repeated event on a hot path: with a :class:`JsonlFileSink` no record dict and no
+        event copy is made; the line written is the same as ``append(event.at(at))`` writes.
+        """
+        if not isinstance(self._sink, JsonlFileSink):
+            self.append(event if at is None else event.at(at))
+            return
+        digest, text = _seal_text(event, self._seq, self._prev, event.time if at is None else format_time(at))
+        self._write(digest, text, None)
+
+    def _write(self, digest: str, text: str, record: Mapping[str, Any] | None) -> None:
         if isinstance(self._sink, JsonlFileSink):
             self._sink._write_line(f"{text}\n".encode())  # the bytes write(record) would produce, serialised once
         else:
+            assert record is not None
             self._sink.write(record)
-        self._seq, self._prev = self._seq + 1, record["hash"]
-        return record
+        self._seq, self._prev = self._seq + 1, digest
 
 
 __all__ = [

@@ -19,6 +19,7 @@ from typing import Generic, TypeVar
 
 K = TypeVar("K")
 V = TypeVar("V")
+_MISSING = object()
 
 
 class LruDict(Generic[K, V]):
@@ -32,9 +33,9 @@ class LruDict(Generic[K, V]):
 
     def get_or_create(self, key: K, factory: Callable[[], V]) -> V:
         """The value for ``key`` (created if absent), marked most recently used."""
-        if key in self._items:
+        if (found := self._items.get(key, _MISSING)) is not _MISSING:
             self._items.move_to_end(key)
-            return self._items[key]
+            return found  # type: ignore[return-value]  # not the sentinel, so a V
         value = factory()
         self.put(key, value)
         return value

@@ -170,7 +170,8 @@ class WorkloadCache:
         self._svids: OrderedDict[str, IssuedSvid] = OrderedDict()  # LRU: oldest use first
         self._pins: dict[str, int] = {}
         self._refused: dict[str, datetime] = {}  # entry id -> when the server refused to sign
-        self._jwts: OrderedDict[tuple[str, tuple[str, ...]], JwtToken] = OrderedDict()
+        # key -> (token, its half-life): the refresh moment is computed once, not per request
+        self._jwts: OrderedDict[tuple[str, tuple[str, ...]], tuple[JwtToken, datetime]] = OrderedDict()
         self._ready = False
         self._crls: tuple[bytes, ...] = ()
         self._tainted: frozenset[str] = frozenset()
@@ -263,7 +264,7 @@ class WorkloadCache:
         def jwt_gone(token: JwtToken) -> bool:
             return bool(token.jti and token.jti in revoked_jtis) or bool(token.kid and token.kid in self._tainted_jwt)
 
-        for key, token in list(self._jwts.items()):
+        for key, (token, _) in list(self._jwts.items()):
             if jwt_gone(token):
                 del self._jwts[key]
         self.bound.drop(svid_gone, lambda _entry_id, token: jwt_gone(token))
@@ -422,16 +423,16 @@ class WorkloadCache:
     def get_jwt(self, spiffe_id: SpiffeId, audience: Iterable[str], *, now: datetime) -> JwtToken | None:
         """A cached JWT-SVID still before its half-life, else None."""
         key = _jwt_key(spiffe_id, audience)
-        token = self._jwts.get(key)
-        if token is None or now >= half_life(token.issued_at, token.expires_at):
+        cached = self._jwts.get(key)
+        if cached is None or now >= cached[1]:
             return None
         self._jwts.move_to_end(key)
-        return token
+        return cached[0]
 
     def put_jwt(self, token: JwtToken) -> None:
         """Cache a JWT-SVID (bounded, least recently used dropped first)."""
         key = _jwt_key(token.spiffe_id, token.audience)
-        self._jwts[key] = token
+        self._jwts[key] = (token, half_life(token.issued_at, token.expires_at))
         self._jwts.move_to_end(key)
         while len(self._jwts) > self._max_jwt:
             self._jwts.popitem(last=False)

@@ -113,3 +113,24 @@ def test_build_event_takes_the_head_from_its_check_text_and_seals_canonically(de
     assert built._pieces is not None and built._pieces == _render(built)
     sealed, text = seal_record_text(built, seq=3, prev_hash="cd" * 32)
     assert text.encode() == canonical_json(sealed) and sealed["hash"] == record_hash(sealed)
+
+
+@pytest.mark.parametrize("details", DETAILS)
+def test_write_at_writes_the_line_append_of_the_restamped_event_writes(tmp_path: Path, details: dict[str, Any]) -> None:
+    """AuditLog.write(event, at=t) (no record dict, no event copy) == append(event.at(t)), and the chain verifies."""
+    event = _event(details)
+    times = [NOW + timedelta(seconds=i, microseconds=i) for i in range(3)]
+    fast, slow = JsonlFileSink(tmp_path / "fast.jsonl"), JsonlFileSink(tmp_path / "slow.jsonl")
+    fast_log, slow_log = AuditLog(fast), AuditLog(slow)
+    for t in times:
+        fast_log.write(event, at=t)
+        slow_log.append(event.at(t))
+    fast_log.write(event)  # without at: the event's own time
+    slow_log.append(event)
+    fast.close()
+    slow.close()
+    assert (tmp_path / "fast.jsonl").read_bytes() == (tmp_path / "slow.jsonl").read_bytes()
+    assert fast_log.head == slow_log.head
+    records = load_jsonl(tmp_path / "fast.jsonl")
+    assert [r["time"] for r in records] == [format_time(t) for t in times] + [format_time(NOW)]
+    assert verify_chain(records).ok
