@@ -113,22 +113,12 @@ def parse_stat_start_time(text: str) -> int:
         raise WorkloadAttestationError("procfs: malformed starttime in stat") from err
 
 
-def _read_all(fd: int) -> str:
-    """Up to the cap from ``fd``."""
-    chunks: list[bytes] = []
-    size = 0
-    while size <= _MAX_PROC_TEXT:
-        chunk = os.read(fd, _PROC_READ_CHUNK)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-    return data[:_MAX_PROC_TEXT].decode("utf-8", "replace")
-
-
 def _pread_all(fd: int) -> str:
-    """The whole file from offset 0 (procfs regenerates it), up to the cap."""
+    """The whole file from offset 0 (procfs regenerates it on each read from 0), up to the cap.
+
+    One pread of a 64 KiB chunk: a buffered read(_MAX_PROC_TEXT) allocates the whole cap on every
+    call, which made up most of the per-call attestation cost.
+    """
     data = os.pread(fd, _PROC_READ_CHUNK, 0)
     if len(data) == _PROC_READ_CHUNK:  # rare: a status with thousands of supplementary groups
         chunks = [data]
@@ -170,12 +160,10 @@ class LinuxProcFs:
         self._root = Path(root)
 
     def _read(self, pid: int, name: str) -> str:
-        # os.read in small chunks: a buffered read(_MAX_PROC_TEXT) allocates the whole cap on every call,
-        # which made up most of the per-call attestation cost (5 reads per Workload API call).
         try:
             fd = os.open(f"{self._root}/{pid}/{name}", os.O_RDONLY | os.O_CLOEXEC)
             try:
-                return _read_all(fd)
+                return _pread_all(fd)
             finally:
                 os.close(fd)
         except OSError as err:
