@@ -20,8 +20,9 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
 from spiffe_py._proto.spiffepy.server.v1 import agent_pb2
-from spiffe_py.audit import AuditLog, build_event, canonical_json
+from spiffe_py.audit import build_event
 from tests.integration.server.agent_client import TestAgent, agent_channel, attest, csr_for
+from tests.support.audit_sink import sealed_lines
 from tests.support.server_proc import ServerProc
 
 TD = "spiffe://example.org"
@@ -121,22 +122,10 @@ async def test_audit_verify_passes_then_names_the_record_edited_in_the_database(
     assert as_json.returncode == 1 and json.loads(as_json.stdout)["seq"] == denied["seq"]
 
 
-class _Lines:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def write(self, record: object) -> None:
-        self.lines.append(canonical_json(record).decode())
-
-
 def _agent_records(n: int) -> list[str]:
-    sink = _Lines()
-    log = AuditLog(sink)
-    for i in range(n):
-        log.append(build_event(now=datetime.now(UTC), actor="agent", spiffe_id=f"{TD}/web", selectors=["unix:uid:1"],
-                               decision="deny" if i == 1 else "allow", reason=f"agent decision {i}",
-                               method="FetchJWTSVID"))
-    return sink.lines
+    return sealed_lines(build_event(now=datetime.now(UTC), actor="agent", spiffe_id=f"{TD}/web",
+                                    selectors=["unix:uid:1"], decision="deny" if i == 1 else "allow",
+                                    reason=f"agent decision {i}", method="FetchJWTSVID") for i in range(n))
 
 
 async def test_forwarded_agent_records_join_the_central_chain(server: ServerProc) -> None:

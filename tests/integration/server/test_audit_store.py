@@ -15,7 +15,6 @@ from server.datastore import DataStore, open_datastore
 from server.metrics import AUDIT_WRITE_FAILURES, REGISTRY
 from spiffe_py.audit import (
     AuditEvent,
-    AuditLog,
     AuditWriteError,
     BreakKind,
     build_event,
@@ -24,6 +23,7 @@ from spiffe_py.audit import (
     verify_chain,
 )
 from spiffe_py.clock import ManualClock
+from tests.support.audit_sink import sealed_lines
 
 NOW = datetime(2026, 5, 6, 7, 8, 9, tzinfo=UTC)
 AGENT = "spiffe://example.org/spire/agent/join_token/abc"
@@ -130,22 +130,10 @@ def test_unwritable_store_fails_loudly(db: Path, caplog: pytest.LogCaptureFixtur
 # -- forwarded agent records ---------------------------------------------------------------------------
 
 
-class _Mem:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def write(self, record: object) -> None:
-        self.lines.append(canonical_json(record).decode())
-
-
 def agent_log(n: int) -> list[str]:
-    sink = _Mem()
-    log = AuditLog(sink)
-    for i in range(n):
-        log.append(build_event(now=NOW + timedelta(seconds=i), actor="agent", spiffe_id="spiffe://example.org/w",
-                               selectors=["unix:uid:1"], decision="allow" if i % 2 == 0 else "deny",
-                               reason=f"a{i}", method="FetchJWTSVID", jti=f"j{i}"))
-    return sink.lines
+    return sealed_lines(build_event(now=NOW + timedelta(seconds=i), actor="agent", spiffe_id="spiffe://example.org/w",
+                                    selectors=["unix:uid:1"], decision="allow" if i % 2 == 0 else "deny",
+                                    reason=f"a{i}", method="FetchJWTSVID", jti=f"j{i}") for i in range(n))
 
 
 def test_forwarded_records_are_wrapped_with_the_agent_id(store: DataStore) -> None:
@@ -204,12 +192,9 @@ def test_an_agent_chain_restart_is_accepted(store: DataStore) -> None:
 
 
 def _restarted() -> list[str]:
-    sink = _Mem()
-    log = AuditLog(sink)
-    for i in range(2):
-        log.append(build_event(now=NOW + timedelta(minutes=5, seconds=i), actor="agent", spiffe_id=None, selectors=(),
-                               decision="allow", reason=f"restart{i}", method="FetchX509SVID"))
-    return sink.lines
+    return sealed_lines(build_event(now=NOW + timedelta(minutes=5, seconds=i), actor="agent", spiffe_id=None,
+                                    selectors=(), decision="allow", reason=f"restart{i}", method="FetchX509SVID")
+                        for i in range(2))
 
 
 @pytest.mark.parametrize("time", ["2026-05-06T07:08:09+00:00", "2026-05-06T07:08:09Z", "2026-05-06 07:08:09.000000Z"])
