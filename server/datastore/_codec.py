@@ -32,7 +32,7 @@ ENTRY_COLUMNS = (
 )
 AGENT_COLUMNS = (
     "spiffe_id", "attestation_type", "serial", "expires_at", "banned", "can_reattest", "selectors", "created_at",
-    "updated_at",
+    "updated_at", "new_serial", "new_expires_at",
 )
 REVOCATION_COLUMNS = ("kind", "value", "entry_id", "agent_id", "reason", "revoked_at", "expires_at", "spiffe_id",
                       "issuer")
@@ -144,6 +144,8 @@ def agent_row(agent: AttestedAgent) -> dict[str, object]:
         "selectors": _selectors_json(agent.selectors),
         "created_at": to_micros(agent.created_at),
         "updated_at": to_micros(agent.updated_at),
+        "new_serial": agent.new_serial,
+        "new_expires_at": None if agent.new_expires_at is None else to_micros(agent.new_expires_at),
     }
 
 
@@ -160,6 +162,8 @@ def agent_from_row(row: Row) -> AttestedAgent:
         selectors=_selectors(col["selectors"]),
         created_at=from_micros(col["created_at"]),
         updated_at=from_micros(col["updated_at"]),
+        new_serial=col["new_serial"],
+        new_expires_at=None if col["new_expires_at"] is None else from_micros(col["new_expires_at"]),
     )
 
 

@@ -248,21 +248,68 @@ class SqlDataStore:
             _record_change(tx, ChangeKind.AGENT, agent.spiffe_id)
         return agent
 
-    def _update_agent(self, spiffe_id: str, values: dict[str, object]) -> AttestedAgent:
+    def _update_agent(self, spiffe_id: str, values: dict[str, object], *, serial: str | None = None) -> AttestedAgent:
+        """Set ``values``; with ``serial``, only while that is still the agent's current serial."""
         sets = ", ".join(f"{column} = ?" for column in values)
+        where, params = "spiffe_id = ?", [spiffe_id]
+        if serial is not None:
+            where, params = where + " AND serial = ?", [*params, serial]
         with self._change_tx() as tx:
-            rows = tx.execute(f"UPDATE agents SET {sets} WHERE spiffe_id = ? RETURNING {_AGENT_COLS}",
-                              [*values.values(), spiffe_id])
+            rows = tx.execute(f"UPDATE agents SET {sets} WHERE {where} RETURNING {_AGENT_COLS}",
+                              [*values.values(), *params])
             if not rows:
-                raise NotFoundError(f"datastore: no such agent: {spiffe_id!r}")
+                self._agent_changed(tx, spiffe_id)
             _record_change(tx, ChangeKind.AGENT, spiffe_id)
         return codec.agent_from_row(rows[0])
+
+    @staticmethod
+    def _agent_changed(tx: Tx, spiffe_id: str) -> None:
+        """Raise why a conditional agent update matched no row: NotFoundError or ConflictError."""
+        if not tx.execute("SELECT 1 FROM agents WHERE spiffe_id = ?", (spiffe_id,)):
+            raise NotFoundError(f"datastore: no such agent: {spiffe_id!r}")
+        raise ConflictError(f"datastore: agent svid serials changed concurrently: {spiffe_id!r}")
 
     def update_agent(self, agent: AttestedAgent) -> AttestedAgent:
         """Replace the agent with ``agent.spiffe_id`` (keeps ``created_at``); NotFoundError if absent."""
         row = codec.agent_row(agent)
         del row["created_at"], row["spiffe_id"]
         return self._update_agent(agent.spiffe_id, row)
+
+    def renew_agent(self, spiffe_id: str, *, serial: str, new_serial: str, new_expires_at: datetime,
+                    now: datetime) -> AttestedAgent:
+        """Record a renewal's agent SVID as pending; the current one (``serial``) stays valid.
+
+        Compare-and-set: applies only while ``serial`` is still the current serial, else
+        ConflictError (a re-attestation or another server's promotion came first); NotFoundError
+        if the agent is gone. A pending SVID the agent never presented is replaced.
+        """
+        check_str("serial", serial)
+        check_str("new_serial", new_serial, required=True)
+        check_time("new_expires_at", new_expires_at)
+        check_time("now", now)
+        values: dict[str, object] = {"new_serial": new_serial, "new_expires_at": codec.to_micros(new_expires_at),
+                                     "updated_at": codec.to_micros(now)}
+        return self._update_agent(spiffe_id, values, serial=serial)
+
+    def promote_agent_serial(self, spiffe_id: str, *, serial: str, new_serial: str, now: datetime) -> AttestedAgent:
+        """Make the pending agent SVID ``new_serial`` the current one and clear the pending slot.
+
+        Compare-and-set on both serials, so of two servers promoting at once only one writes:
+        ConflictError unless the stored current serial is ``serial`` and the pending one is
+        ``new_serial`` (re-read and decide again); NotFoundError if the agent is gone. Records no
+        change: nothing cached elsewhere depends on which SVID the agent uses.
+        """
+        check_str("serial", serial)
+        check_str("new_serial", new_serial, required=True)
+        check_time("now", now)
+        with self._backend.transaction() as tx:
+            rows = tx.execute(
+                "UPDATE agents SET serial = new_serial, expires_at = new_expires_at, new_serial = '',"
+                " new_expires_at = NULL, updated_at = ? WHERE spiffe_id = ? AND serial = ? AND new_serial = ?"
+                f" RETURNING {_AGENT_COLS}", (codec.to_micros(now), spiffe_id, serial, new_serial))
+            if not rows:
+                self._agent_changed(tx, spiffe_id)
+        return codec.agent_from_row(rows[0])
 
     def get_agent(self, spiffe_id: str) -> AttestedAgent:
         """The agent with this ID; NotFoundError if absent."""

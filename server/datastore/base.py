@@ -94,6 +94,15 @@ class AgentStore(Protocol):
         """Replace the agent with ``agent.spiffe_id`` (keeps ``created_at``); NotFoundError if absent."""
         ...
 
+    def renew_agent(self, spiffe_id: str, *, serial: str, new_serial: str, new_expires_at: datetime,
+                    now: datetime) -> AttestedAgent:
+        """Record a renewal's SVID as pending while ``serial`` is current; ConflictError if it is not."""
+        ...
+
+    def promote_agent_serial(self, spiffe_id: str, *, serial: str, new_serial: str, now: datetime) -> AttestedAgent:
+        """Pending ``new_serial`` becomes current, if the stored serials are still these; else ConflictError."""
+        ...
+
     def get_agent(self, spiffe_id: str) -> AttestedAgent:
         """The agent with this ID; NotFoundError if absent."""
         ...

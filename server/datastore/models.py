@@ -151,7 +151,13 @@ class RegistrationEntry:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AttestedAgent:
-    """A node agent that completed attestation."""
+    """A node agent that completed attestation.
+
+    ``serial``/``expires_at`` describe the agent SVID the agent currently uses; ``new_serial``/
+    ``new_expires_at`` the one the last RenewAgent issued and the agent has not presented yet
+    (both empty when none is pending). The server accepts either; the first call made with the
+    new one promotes it (SPIRE's CertSerialNumber / NewCertSerialNumber).
+    """
 
     spiffe_id: str
     attestation_type: str
@@ -162,14 +168,21 @@ class AttestedAgent:
     banned: bool = False
     selectors: tuple[Selector, ...] = ()
     can_reattest: bool = False
+    new_serial: str = ""
+    new_expires_at: datetime | None = None
 
     def __post_init__(self) -> None:
         check_str("spiffe_id", self.spiffe_id, required=True)
         check_str("attestation_type", self.attestation_type, required=True)
         check_str("serial", self.serial)
+        check_str("new_serial", self.new_serial)
         _set(self, "selectors", normalize_selectors("selectors", self.selectors, required=False))
         for name in ("expires_at", "created_at", "updated_at"):
             check_time(name, getattr(self, name))
+        if bool(self.new_serial) != (self.new_expires_at is not None):
+            raise InvalidArgumentError("new_expires_at", "must be set exactly when new_serial is")
+        if self.new_expires_at is not None:
+            check_time("new_expires_at", self.new_expires_at)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -144,7 +144,14 @@ _V2 = (
 # A counter bumped with every new revocation, so readers notice revocations without reading them.
 _V3 = ("INSERT INTO counters (name, value) VALUES ('revocation', 0)",)
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
+# The agent SVID issued by RenewAgent and not yet presented by the agent (SPIRE's
+# NewCertSerialNumber / NewCertNotAfter): '' / NULL when none is pending.
+_V4 = (
+    "ALTER TABLE agents ADD COLUMN new_serial TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE agents ADD COLUMN new_expires_at BIGINT",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4)
 """Migration N (1-based) is ``MIGRATIONS[N - 1]``; append new ones, never edit applied ones."""
 
 
