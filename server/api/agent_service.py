@@ -1,7 +1,8 @@
 """The Agent API: node attestation, agent SVID renewal, pushed entry sync and workload signing.
 
 Every call except AttestAgent re-verifies the caller's mTLS SVID against the current bundle
-and refuses unknown, evicted or banned agents with PERMISSION_DENIED::
+and refuses unknown, evicted or banned agents with PERMISSION_DENIED, as well as an agent SVID
+that is neither the agent's current one nor the one its last renewal issued (SPIRE parity)::
 
     server = Server([AgentService(ctx)])
     await server.start(cfg.bind_address, cfg.bind_port, ssl=tls.server_context)
@@ -10,11 +11,12 @@ and refuses unknown, evicted or banned agents with PERMISSION_DENIED::
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography import x509
 from grpclib.server import Stream
@@ -29,7 +31,7 @@ from server.api.sync import SyncState, own_bundle
 from server.authz import authorized_entries, check_entry_authorized, node_aliases
 from server.ca.signer import public_key_from_csr
 from server.ca.templates import JwtSvidParams, SvidKind, X509SvidParams
-from server.datastore import AttestedAgent, Issuance, NotFoundError, RegistrationEntry
+from server.datastore import AttestedAgent, ConflictError, Issuance, NotFoundError, RegistrationEntry
 from server.errors import AttestationError, FailedPreconditionError
 from server.guard import CsrBatch
 from server.metrics import AGENTS_SYNCING, SIGNED
@@ -45,6 +47,47 @@ log = logging.getLogger("spiffe_server.agent_api")
 MAX_BATCH = 500
 MAX_PARENT_IDS = 1000
 CHALLENGE_TIMEOUT = 30.0
+PROMOTE_ATTEMPTS = 3  # compare-and-set rounds before a racing update is reported as ABORTED
+
+T = TypeVar("T")
+
+
+class SerialCheck(enum.Enum):
+    """What to do with a call authenticated by an agent SVID with a given serial."""
+
+    ACCEPT = "accept"  # the agent's current SVID
+    PROMOTE = "promote"  # the SVID the last renewal issued, used for the first time: it becomes current
+    REFUSE = "refuse"  # any other (older, or never issued to this agent)
+
+
+def decide_agent_serial(presented: str, *, current: str, new: str) -> SerialCheck:
+    """Pure: accept the current serial, promote the pending one, refuse the rest (SPIRE's agent authorizer).
+
+    Both are accepted after a renewal because the agent may still have calls in flight with the
+    old SVID, or may crash before it saves the new one.
+    """
+    if presented and presented == current:
+        return SerialCheck.ACCEPT
+    if presented and presented == new:
+        return SerialCheck.PROMOTE
+    return SerialCheck.REFUSE
+
+
+class StaleAgentSvidError(AuthorizationError):
+    """The caller presented an agent SVID that is no longer (or never was) the agent's current one."""
+
+    def __init__(self, agent_id: str, serial: str) -> None:
+        self.agent_id = agent_id
+        self.serial = serial
+        super().__init__(f"agent: agent svid does not match the expected serial number: {agent_id!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Caller:
+    """An agent authenticated by chain: its SPIFFE ID and the serial (hex) of the SVID it presented."""
+
+    agent_id: str
+    serial: str
 
 
 def entry_end(entry: RegistrationEntry, *, now: datetime) -> datetime | None:
@@ -93,17 +136,28 @@ class AgentService(AgentAPIBase):
 
     # -- caller ------------------------------------------------------------------------------
 
-    async def _agent(self, stream: Stream[Any, Any]) -> AttestedAgent:
-        return await self._known_agent(self._peer_id(stream))
+    async def _agent(self, stream: Stream[Any, Any], method: str) -> AttestedAgent:
+        return await self._authenticated(method, self._known_agent_now, self._caller(stream))
 
-    def _peer_id(self, stream: Stream[Any, Any]) -> str:
+    def _caller(self, stream: Stream[Any, Any]) -> _Caller:
         ctx = self._ctx
-        return str(verify_peer_svid(peer_leaf(stream), ctx.roots(), ctx.intermediates(), now=ctx.clock.now()))
+        leaf = peer_leaf(stream)
+        agent_id = verify_peer_svid(leaf, ctx.roots(), ctx.intermediates(), now=ctx.clock.now())
+        return _Caller(str(agent_id), serial_hex(leaf.serial_number))
 
-    async def _known_agent(self, agent_id: str) -> AttestedAgent:
-        return await self._ctx.call(self._known_agent_now, agent_id)
+    async def _authenticated(self, method: str, func: Callable[[_Caller], T], caller: _Caller) -> T:
+        """Run ``func(caller)`` (which checks the agent first) in one thread hop; audit a stale-SVID refusal."""
+        try:
+            return await self._ctx.call(func, caller)
+        except StaleAgentSvidError as err:
+            # Someone holds an agent SVID the agent itself has moved on from: worth a trace.
+            log.warning("agent svid refused: not the agent's current svid",
+                        extra={"spiffe_id": err.agent_id, "serial": err.serial, "method": method})
+            await self._ctx.guard.note(actor=err.agent_id, method=method, spiffe_id=err.agent_id, decision="deny",
+                                       reason=str(err), details={"serial": err.serial})
+            raise
 
-    def _known_agent_now(self, agent_id: str) -> AttestedAgent:
+    def _stored_agent(self, agent_id: str) -> AttestedAgent:
         """Blocking: the attested agent, refusing unknown, evicted or banned ones."""
         try:
             agent = self._ctx.store.get_agent(agent_id)
@@ -112,6 +166,30 @@ class AgentService(AgentAPIBase):
         if agent.banned:
             raise AuthorizationError(f"agent: agent is banned: {agent_id!r}")
         return agent
+
+    def _known_agent_now(self, caller: _Caller) -> AttestedAgent:
+        """Blocking: the attested agent, refusing unknown, evicted or banned ones and stale agent SVIDs.
+
+        The first call with the SVID a renewal issued promotes it (compare-and-set, so servers
+        sharing the database agree); from then on the previous SVID is refused.
+        """
+        store = self._ctx.store
+        agent = self._stored_agent(caller.agent_id)
+        for _ in range(PROMOTE_ATTEMPTS):
+            check = decide_agent_serial(caller.serial, current=agent.serial, new=agent.new_serial)
+            if check is SerialCheck.ACCEPT:
+                return agent
+            if check is SerialCheck.REFUSE:
+                raise StaleAgentSvidError(caller.agent_id, caller.serial)
+            try:
+                promoted = store.promote_agent_serial(agent.spiffe_id, serial=agent.serial, new_serial=caller.serial,
+                                                      now=self._ctx.clock.now())
+            except ConflictError:  # another server promoted it, or a renewal or re-attestation came first
+                agent = self._stored_agent(caller.agent_id)
+                continue
+            log.info("agent svid promoted", extra={"spiffe_id": agent.spiffe_id, "serial": caller.serial})
+            return promoted
+        raise ConflictError(f"agent: agent svid serials keep changing, retry: {caller.agent_id!r}")
 
     async def _authorized(self, agent: AttestedAgent) -> dict[str, RegistrationEntry]:
         return await self._ctx.call(self._authorized_now, agent)
@@ -202,16 +280,16 @@ class AgentService(AgentAPIBase):
 
     async def RenewAgent(self, stream: Stream[agent_pb2.RenewAgentRequest, agent_pb2.RenewAgentResponse]) -> None:
         with grpc_errors("RenewAgent"):
-            agent = await self._agent(stream)
+            agent = await self._agent(stream, "RenewAgent")
             req = await recv_request(stream)
             chain = self._sign_agent_svid(SpiffeId.parse(agent.spiffe_id), req.csr)
             leaf = chain[0]
-            updated = AttestedAgent(
-                spiffe_id=agent.spiffe_id, attestation_type=agent.attestation_type,
-                serial=serial_hex(leaf.serial_number), expires_at=leaf.not_valid_after_utc,
-                created_at=agent.created_at, updated_at=self._ctx.clock.now(),
-                selectors=agent.selectors, can_reattest=agent.can_reattest)
-            await self._ctx.call(self._ctx.store.update_agent, updated)
+            # The new SVID is pending until the agent first uses it; the current one stays valid
+            # meanwhile. A pending one never used is replaced. ABORTED if the current serial
+            # changed since this call was authenticated (the agent retries at its next tick).
+            await self._ctx.call(self._ctx.store.renew_agent, agent.spiffe_id, serial=agent.serial,
+                                 new_serial=serial_hex(leaf.serial_number), new_expires_at=leaf.not_valid_after_utc,
+                                 now=self._ctx.clock.now())
             await stream.send_message(agent_pb2.RenewAgentResponse(svid_chain=certs_to_der(chain)))
 
     # -- SyncAuthorized ----------------------------------------------------------------------------
@@ -220,21 +298,28 @@ class AgentService(AgentAPIBase):
         self, stream: Stream[agent_pb2.SyncAuthorizedRequest, agent_pb2.SyncAuthorizedResponse]
     ) -> None:
         with grpc_errors("SyncAuthorized"):
-            agent = await self._agent(stream)
+            caller = self._caller(stream)
+            await self._authenticated("SyncAuthorized", self._known_agent_now, caller)
             await stream.recv_message()
             wake = self._ctx.changes.subscribe()
             AGENTS_SYNCING.inc()
             try:
-                await self._push_loop(stream, agent.spiffe_id, wake)
+                await self._push_loop(stream, caller, wake)
             finally:
                 AGENTS_SYNCING.dec()
                 self._ctx.changes.unsubscribe(wake)
 
-    async def _push_loop(self, stream: Stream[Any, Any], agent_id: str, wake: asyncio.Event) -> None:
+    async def _push_loop(self, stream: Stream[Any, Any], caller: _Caller, wake: asyncio.Event) -> None:
         state = SyncState()
         while True:
             wake.clear()
-            agent = await self._known_agent(agent_id)  # a ban or eviction ends the stream
+            agent = await self._ctx.call(self._stored_agent, caller.agent_id)  # a ban or eviction ends the stream
+            if decide_agent_serial(caller.serial, current=agent.serial, new=agent.new_serial) is SerialCheck.REFUSE:
+                # Opened with an SVID since superseded. Not PERMISSION_DENIED: the agent takes that for
+                # eviction. It closes such streams itself on renewal; anyone else's ends here.
+                log.info("sync stream ended: its agent svid was superseded",
+                         extra={"spiffe_id": caller.agent_id, "serial": caller.serial})
+                return
             allowed = await self._authorized(agent)
             entries = {eid: entry_to_proto(e) for eid, e in allowed.items()}
             revoked = await self._ctx.revocations.snapshot(self._ctx)
@@ -255,11 +340,12 @@ class AgentService(AgentAPIBase):
         self, stream: Stream[agent_pb2.BatchNewX509SVIDRequest, agent_pb2.BatchNewX509SVIDResponse]
     ) -> None:
         with grpc_errors("BatchNewX509SVID"):
-            agent_id = self._peer_id(stream)
+            caller = self._caller(stream)
+            agent_id = caller.agent_id
             req = await stream.recv_message()
-            # The agent's state and entries are read fresh on every call (a ban, eviction or entry
-            # change applies to the next batch), in one thread hop.
-            allowed = await self._ctx.call(self._caller_entries, agent_id)
+            # The agent's state and entries are read fresh on every call (a ban, eviction, agent SVID
+            # or entry change applies to the next batch), in one thread hop.
+            allowed = await self._authenticated("BatchNewX509SVID", self._caller_entries, caller)
             if req is None or not req.params:
                 raise RequestError("params", "at least one item is required")
             if len(req.params) > MAX_BATCH:
@@ -277,8 +363,8 @@ class AgentService(AgentAPIBase):
                 SIGNED.labels(kind="x509").inc(len(issued))
             await stream.send_message(agent_pb2.BatchNewX509SVIDResponse(results=results))
 
-    def _caller_entries(self, agent_id: str) -> dict[str, RegistrationEntry]:
-        return self._authorized_now(self._known_agent_now(agent_id))
+    def _caller_entries(self, caller: _Caller) -> dict[str, RegistrationEntry]:
+        return self._authorized_now(self._known_agent_now(caller))
 
     def _sign_one(self, params: agent_pb2.NewX509SVIDParams, plan: _EntryPlan | SpiffeError, gate: CsrBatch,
                   ledger: X509IssuanceLog, issued: list[Issuance]) -> agent_pb2.X509SVIDResult:
@@ -299,8 +385,10 @@ class AgentService(AgentAPIBase):
 
     async def NewJWTSVID(self, stream: Stream[agent_pb2.NewJWTSVIDRequest, agent_pb2.NewJWTSVIDResponse]) -> None:
         with grpc_errors("NewJWTSVID"):
-            agent_id = self._peer_id(stream)
-            allowed = await self._ctx.call(self._caller_entries, agent_id)  # agent state + entries: one thread hop
+            caller = self._caller(stream)
+            agent_id = caller.agent_id
+            # agent state + entries: one thread hop
+            allowed = await self._authenticated("NewJWTSVID", self._caller_entries, caller)
             req = await recv_request(stream)
             audience = check_audience(req.audience)
             entry = check_entry_authorized(req.entry_id, allowed)
@@ -320,7 +408,7 @@ class AgentService(AgentAPIBase):
 
     async def RevokeOwn(self, stream: Stream[agent_pb2.RevokeOwnRequest, agent_pb2.RevokeOwnResponse]) -> None:
         with grpc_errors("RevokeOwn"):
-            agent = await self._agent(stream)
+            agent = await self._agent(stream, "RevokeOwn")
             req = await recv_request(stream)
             revs = await revoke_own(self._ctx, agent.spiffe_id, serials=list(req.x509_serials),
                                     jtis=list(req.jwt_ids), reason=req.reason)
@@ -331,7 +419,7 @@ class AgentService(AgentAPIBase):
     async def ForwardAudit(self, stream: Stream[agent_pb2.ForwardAuditRequest, agent_pb2.ForwardAuditResponse]
                            ) -> None:
         with grpc_errors("ForwardAudit"):
-            agent = await self._agent(stream)
+            agent = await self._agent(stream, "ForwardAudit")
             req = await recv_request(stream)
             accepted = await self._ctx.call(self._ctx.guard.audit.forward, agent.spiffe_id, list(req.records))
             await stream.send_message(agent_pb2.ForwardAuditResponse(accepted=accepted))
@@ -341,8 +429,10 @@ class AgentService(AgentAPIBase):
     async def QuarantineOwn(self, stream: Stream[agent_pb2.QuarantineOwnRequest, agent_pb2.QuarantineOwnResponse]
                             ) -> None:
         with grpc_errors("QuarantineOwn"):
-            agent_id = self._peer_id(stream)
-            allowed = await self._ctx.call(self._caller_entries, agent_id)  # agent state + entries: one thread hop
+            caller = self._caller(stream)
+            agent_id = caller.agent_id
+            # agent state + entries: one thread hop
+            allowed = await self._authenticated("QuarantineOwn", self._caller_entries, caller)
             req = await recv_request(stream)
             entry = check_entry_authorized(req.entry_id, allowed)
             reason = f"agent anomaly: {req.reason or 'no reason given'}"
