@@ -9,6 +9,8 @@ if grpclib changes any of them, ``connection_of`` finds no scope or nothing is b
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -134,14 +136,23 @@ class _Probe(SpiffeWorkloadAPIBase):
     )
 
 
+@contextlib.asynccontextmanager
+async def _serving(service: SpiffeWorkloadAPIBase, path: Path) -> AsyncIterator[tuple[Channel, SpiffeWorkloadAPIStub]]:
+    """``service`` on a CoalescingServer at ``path``, and a client channel to it (closed after)."""
+    server = CoalescingServer([service])
+    await server.start(path=str(path))
+    channel = Channel(path=str(path))
+    try:
+        yield channel, SpiffeWorkloadAPIStub(channel)
+    finally:
+        channel.close()
+        server.close()
+        await server.wait_closed()
+
+
 async def test_grpclib_serves_through_the_adapter_and_gives_one_scope_per_connection(tmp_path: Path) -> None:
     probe = _Probe()
-    server = CoalescingServer([probe])
-    path = str(tmp_path / "s.sock")
-    await server.start(path=path)
-    try:
-        channel = Channel(path=path)
-        stub = SpiffeWorkloadAPIStub(channel)
+    async with _serving(probe, tmp_path / "s.sock") as (channel, stub):
         for _ in range(3):
             reply = await stub.FetchJWTSVID(workload_pb2.JWTSVIDRequest())
             assert reply.svids[0].svid == "t"
@@ -151,9 +162,6 @@ async def test_grpclib_serves_through_the_adapter_and_gives_one_scope_per_connec
         assert all(size > 0 for size in probe.buffered_after_send)
         channel.close()
         await asyncio.wait_for(probe.lost.wait(), 30)  # the scope's cleanups ran when the client left
-    finally:
-        server.close()
-        await server.wait_closed()
 
 
 class _Helpers(SpiffeWorkloadAPIBase):
@@ -181,12 +189,7 @@ class _Helpers(SpiffeWorkloadAPIBase):
 async def test_send_helpers_hand_their_frames_to_the_socket_at_once(tmp_path: Path) -> None:
     """Reply + trailers (unary) and each stream message leave before the handler goes on: nothing stays buffered."""
     helpers = _Helpers()
-    server = CoalescingServer([helpers])
-    path = str(tmp_path / "h.sock")
-    await server.start(path=path)
-    try:
-        channel = Channel(path=path)
-        stub = SpiffeWorkloadAPIStub(channel)
+    async with _serving(helpers, tmp_path / "h.sock") as (_, stub):
         for _ in range(2):
             reply = await stub.FetchJWTSVID(workload_pb2.JWTSVIDRequest())
             assert reply.svids[0].svid == "t"  # the call ended OK: the helper's trailers were the only ones
@@ -194,7 +197,3 @@ async def test_send_helpers_hand_their_frames_to_the_socket_at_once(tmp_path: Pa
             await stream.send_message(workload_pb2.X509SVIDRequest(), end=True)
             assert [(await stream.recv_message()).crl for _ in range(2)] == [[b"\x00"], [b"\x01"]]
         assert helpers.buffered == [0, 0, 0, 0]
-        channel.close()
-    finally:
-        server.close()
-        await server.wait_closed()
