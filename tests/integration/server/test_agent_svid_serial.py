@@ -7,6 +7,7 @@ test client below plays the agent (and the thief who copied its old SVID off the
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -122,6 +123,23 @@ async def test_renewal_authenticated_with_the_pending_svid_promotes_it_first(ser
     assert await _mint(server, second, roots, entry_id) is Status.OK
     assert await _mint(server, third, roots, entry_id) is Status.OK
     assert await _mint(server, second, roots, entry_id) is Status.PERMISSION_DENIED
+
+
+async def test_sync_stream_opened_with_a_superseded_svid_ends_without_an_error(server: ServerProc) -> None:
+    """Not PERMISSION_DENIED (the agent takes that for eviction): the stream just ends at its next update."""
+    old, entry_id, roots = await _attested_with_entry(server)
+    async with agent_channel(server, old, roots) as stub, stub.SyncAuthorized.open() as stream:
+        await stream.send_message(agent_pb2.SyncAuthorizedRequest(), end=True)
+        full = await asyncio.wait_for(stream.recv_message(), 20)
+        assert full is not None and full.full and [e.id for e in full.entries] == [entry_id]
+        new = await _renew(server, old, roots)  # renewal is a change: the stream (still valid) gets an update
+        assert await _mint(server, new, roots, entry_id) is Status.OK  # promotes the new SVID
+        await asyncio.to_thread(server.cli, "entry", "create", "--parent-id", old.spiffe_id,
+                                "--spiffe-id", f"{TD}/later", "--selector", "unix:uid:1000")
+        while (update := await asyncio.wait_for(stream.recv_message(), 20)) is not None:
+            assert f"{TD}/later" not in [e.spiffe_id for e in update.entries]  # nothing after the supersession
+        await stream.recv_trailing_metadata()  # OK: raises on any error status
+    assert "sync stream ended: its agent svid was superseded" in server.log_text()
 
 
 @pytest.fixture
