@@ -65,12 +65,15 @@ def entry_json(e: types_pb2.Entry) -> dict[str, Any]:
 
 
 def agent_json(a: types_pb2.Agent) -> dict[str, Any]:
-    """An agent as the JSON object the CLI prints."""
-    return {
+    """An agent as the JSON object the CLI prints (``new_serial``/``new_expires_at`` only while one is pending)."""
+    out = {
         "spiffe_id": a.spiffe_id, "attestation_type": a.attestation_type, "serial": a.serial,
         "expires_at": a.expires_at, "banned": a.banned, "selectors": _selectors(a.selectors),
         "can_reattest": a.can_reattest, "created_at": a.created_at,
     }
+    if a.new_serial:  # the SVID the last RenewAgent issued, not presented yet (docs/security.md)
+        out.update(new_serial=a.new_serial, new_expires_at=a.new_expires_at)
+    return out
 
 
 def _pretty(value: Any, indent: str = "") -> str:

@@ -149,6 +149,7 @@ def agent_to_proto(agent: AttestedAgent) -> types_pb2.Agent:
         spiffe_id=agent.spiffe_id, attestation_type=agent.attestation_type, serial=agent.serial,
         expires_at=ts(agent.expires_at), banned=agent.banned, selectors=selectors_to_proto(agent.selectors),
         can_reattest=agent.can_reattest, created_at=ts(agent.created_at),
+        new_serial=agent.new_serial, new_expires_at=ts(agent.new_expires_at),
     )
 
 
