@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from prometheus_client import Counter
 
 from agent.errors import NotReadyError
+from agent.metrics import HotCounter
 from spiffe_py.audit import AuditEvent, AuditLog, FsyncMode, JsonlFileSink, load_jsonl
 from spiffe_py.errors import SpiffeError
 from spiffe_py.fsutil import write_private
@@ -46,7 +46,7 @@ FLUSH_INTERVAL = 0.05
 FORWARD_INTERVAL = 0.5
 FLUSH_RECORDS = 256
 
-AUDIT_RECORDS = Counter("spiffe_agent_audit_records_total", "Audit records written", ["decision"])
+AUDIT_RECORDS = HotCounter("spiffe_agent_audit_records", "Audit records written", ("decision",))
 AUDIT_WRITE_FAILURES = Counter("spiffe_agent_audit_write_failures_total", "Audit records that could not be written")
 AUDIT_FSYNC_FAILURES = Counter("spiffe_agent_audit_fsync_failures_total", "Failed fsyncs of the audit file")
 AUDIT_FORWARDED = Counter("spiffe_agent_audit_forwarded_total", "Audit records acknowledged by the server")
@@ -59,12 +59,6 @@ class AuditForwarder(Protocol):
     async def forward_audit(self, records: list[str]) -> int:
         """Send records; returns how many the server accepted."""
         ...
-
-
-@functools.cache
-def _records(decision: str) -> Any:
-    """The labelled counter child (looked up once, not per record)."""
-    return AUDIT_RECORDS.labels(decision=decision)
 
 
 def _write_failed(err: OSError) -> None:
@@ -127,7 +121,7 @@ class AgentAudit:
         ``at``: record ``event`` stamped at that time instead of its own (a repeated decision: see AuditLog.write).
         """
         self._log.write(event, at=at)
-        _records(str(event.decision)).inc()
+        AUDIT_RECORDS.inc(str(event.decision))
         self._wake.set()
 
     def sync(self) -> int:

@@ -12,7 +12,6 @@ deny) is written to the agent's audit chain before the answer goes out::
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from prometheus_client import Counter
 from agent.audit import AgentAudit
 from agent.errors import AgentConfigError
 from agent.manager.cache import Entry, Identity, JwtToken, WorkloadView
+from agent.metrics import HotCounter
 from spiffe_py._peercred import PeerCred
 from spiffe_py.anomaly import Alert, AnomalyConfig, AnomalyDetector, Observation
 from spiffe_py.audit import AuditEvent, build_event
@@ -52,7 +52,7 @@ ACTOR = "agent"
 NODE = "local"  # each agent keeps its own detector, so the node is always this one
 QUARANTINE_RETRY = 5.0
 
-DECISIONS = Counter("spiffe_agent_policy_decisions_total", "Workload API decisions", ["method", "decision"])
+DECISIONS = HotCounter("spiffe_agent_policy_decisions", "Workload API decisions", ("method", "decision"))
 DENIALS = Counter("spiffe_agent_policy_denials_total", "Workload API denials", ["method", "rule"])
 RELOADS = Counter("spiffe_agent_policy_reloads_total", "Policy reloads", ["result"])
 ALERTS = Counter("spiffe_agent_anomaly_alerts_total", "Anomaly alerts", ["kind"])
@@ -317,7 +317,7 @@ class WorkloadGuard:
                 audiences: tuple[str, ...], serial: str | None = None, jti: str | None = None,
                 subject: str | None = None) -> None:
         decision = "allow" if verdict.allowed else "deny"
-        _decisions(str(method), decision).inc()
+        DECISIONS.inc(str(method), decision)
         if not verdict.allowed:
             DENIALS.labels(method=str(method), rule=verdict.decision.rule or "").inc()
         event, at = self._event(method, entry, workload, verdict, audiences=audiences, serial=serial, jti=jti,
@@ -507,12 +507,6 @@ class X509Gate:
         charge = ident.entry.id not in self._charged
         self._charged.add(ident.entry.id)
         return self._guard.decide(Method.FETCH_X509_SVID, ident.entry, self._facts, charge=charge, record=False)
-
-
-@functools.cache
-def _decisions(method: str, decision: str) -> Any:
-    """The labelled counter child (a labels() lookup per request costs more than the increment)."""
-    return DECISIONS.labels(method=method, decision=decision)
 
 
 def _reloaded(policy: Policy) -> None:

@@ -311,7 +311,7 @@ class WorkloadCache:
         # an entry whose SPIFFE ID changed must not keep serving the old SVID
         return entry is None or entry.spiffe_id != self._svids[entry_id].spiffe_id
 
-    def matching(self, selectors: Iterable[Selector]) -> list[Entry]:
+    def matching(self, selectors: Iterable[Selector]) -> tuple[Entry, ...]:
         """Entries whose selectors are all among the workload's, ordered with unique hints."""
         workload = frozenset(selectors)
         found = self._matching.get(workload)
@@ -320,7 +320,7 @@ class WorkloadCache:
                 self._matching.clear()  # many distinct workloads: start over rather than grow
             found = tuple(order_identities(e for e in self._entries.values() if matches(e.selectors, workload)))
             self._matching[workload] = found
-        return list(found)
+        return found
 
     def view(self, selectors: Iterable[Selector], process: ProcessKey | None = None) -> WorkloadView:
         """What a workload with ``selectors`` may see now; marks its SVIDs as recently used.

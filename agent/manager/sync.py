@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -113,7 +113,7 @@ def build_csr(key: ec.EllipticCurvePrivateKey, spiffe_id: SpiffeId | None = None
 
 
 class Subscription:
-    """One open Workload API stream's interest in the cache."""
+    """One open Workload API stream's interest in the cache (an async context manager: registered inside it)."""
 
     def __init__(self, manager: Manager, selectors: frozenset[Selector], process: ProcessKey | None = None) -> None:
         self.selectors = selectors
@@ -139,6 +139,14 @@ class Subscription:
         self._manager.cache.pin(entry_ids)
         self._manager.cache.unpin(self._pinned)
         self._pinned = entry_ids
+
+    async def __aenter__(self) -> Subscription:
+        self._manager._subscribed(self)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._manager._unsubscribed(self)
+        self.close()
 
     def close(self) -> None:
         """Release pins."""
@@ -175,18 +183,17 @@ class Manager:
             self._bind(process)
         return self.cache.view(selectors, process)
 
-    @contextlib.asynccontextmanager
-    async def subscribe(self, selectors: frozenset[Selector]) -> AsyncIterator[Subscription]:
-        """Register interest in ``selectors``; SVIDs for them are minted first."""
-        sub = Subscription(self, selectors, current_caller())
+    def subscribe(self, selectors: frozenset[Selector]) -> Subscription:
+        """Interest in ``selectors`` while ``async with`` it lasts; SVIDs for them are minted first."""
+        return Subscription(self, selectors, current_caller())
+
+    def _subscribed(self, sub: Subscription) -> None:
         self._subs.add(sub)
-        if not self._minted(selectors):
+        if not self._minted(sub.selectors):
             self._mint_kick.set()
-        try:
-            yield sub
-        finally:
-            self._subs.discard(sub)
-            sub.close()
+
+    def _unsubscribed(self, sub: Subscription) -> None:
+        self._subs.discard(sub)
 
     def _minted(self, selectors: frozenset[Selector]) -> bool:
         """True when every identity of ``selectors`` has a shared SVID: the mint loop has nothing new to do.

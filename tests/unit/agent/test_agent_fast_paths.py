@@ -92,7 +92,7 @@ def test_matching_memo_follows_entry_changes_and_expiry() -> None:
     assert [e.id for e in cache.matching({UID})] == ["b"]
     assert cache.next_expiry() == 0
     cache.apply_sync([SyncUpdate(full=False, removed_entry_ids=("b",))])
-    assert cache.matching({UID}) == []
+    assert cache.matching({UID}) == ()
 
 
 def test_revoked_jti_memo_follows_revocations() -> None:
