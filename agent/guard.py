@@ -499,6 +499,8 @@ class X509Gate:
         kept = tuple(i for i, v in verdicts if v.allowed)
         if verdicts and not kept:
             raise refusal(verdicts[0][1])
+        if len(kept) == len(verdicts):
+            return view  # nothing refused: the view as it is (its federated bundles are already the wanted ones)
         wanted = {td for i in kept for td in i.entry.federates_with}
         federated = {td: b for td, b in view.federated.items() if td in wanted}
         return WorkloadView(kept, view.bundle, federated, view.crls)
