@@ -6,12 +6,15 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from server.datastore.errors import InvalidArgumentError
 from server.datastore.models import (
     AttestedAgent,
     AuditRecord,
@@ -188,6 +191,33 @@ def revocation_from_row(row: Row) -> Revocation:
     return Revocation(kind=RevocationKind(kind), value=value, entry_id=entry_id, agent_id=agent_id, reason=reason,
                       revoked_at=from_micros(revoked_at), expires_at=from_micros(expires_at), spiffe_id=spiffe_id,
                       issuer=issuer)
+
+
+_REVOCATION_TAG = "rev1"  # versions the token, and tells it apart from other listings' tokens
+_REVOCATION_KINDS = frozenset(k.value for k in RevocationKind)
+
+
+def revocation_token(rev: Revocation) -> str:
+    """The opaque page token that resumes a revocation listing after ``rev`` (unpadded base64url)."""
+    raw = f"{_REVOCATION_TAG}:{rev.kind.value}:{rev.value}".encode()
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def revocation_token_key(token: str) -> tuple[str, str]:
+    """The (kind, value) key a :func:`revocation_token` resumes after.
+
+    Raises:
+        InvalidArgumentError: ``token`` is not one this listing hands out (malformed or altered).
+    """
+    try:
+        raw = base64.b64decode(token + "=" * (-len(token) % 4), altchars=b"-_", validate=True)
+        tag, kind, value = raw.decode("utf-8").split(":", 2)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidArgumentError("page_token", "not a token of this listing") from None
+    canonical = base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=") == token
+    if not canonical or tag != _REVOCATION_TAG or kind not in _REVOCATION_KINDS or not value or "\x00" in value:
+        raise InvalidArgumentError("page_token", "not a token of this listing")
+    return kind, value
 
 
 def issuance_row(item: Issuance) -> dict[str, object]:

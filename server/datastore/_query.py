@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from server.datastore._codec import selector_key, to_micros
 from server.datastore.models import AgentFilter, AuditFilter, EntryFilter, MatchMode, SelectorMatch
 
@@ -74,4 +76,13 @@ def audit_where(flt: AuditFilter, *, after: int = 0) -> Clause:
                            ("seq > ?", [after])]
     if flt.since is not None:
         parts.append(("time >= ?", [to_micros(flt.since)]))
+    return _and(parts)
+
+
+def revocation_where(*, now: datetime, after: tuple[str, str] | None = None) -> Clause:
+    """WHERE clause over ``revocations``: unexpired at ``now``, after the (kind, value) key ``after``."""
+    parts: list[Clause] = [("expires_at > ?", [to_micros(now)])]
+    if after is not None:
+        # Row values follow the primary key (kind, value): SQLite >= 3.15 and PostgreSQL seek on it.
+        parts.append(("(kind, value) > (?, ?)", list(after)))
     return _and(parts)

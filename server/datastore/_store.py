@@ -14,7 +14,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from server.datastore import _codec as codec
-from server.datastore._query import agent_where, audit_where, entry_where
+from server.datastore._query import agent_where, audit_where, entry_where, revocation_where
 from server.datastore.errors import (
     AlreadyExistsError,
     ConflictError,
@@ -467,10 +467,26 @@ class SqlDataStore:
     def list_revocations(self, *, now: datetime) -> tuple[Revocation, ...]:
         """Revocations not yet expired at ``now``, ordered by kind and value."""
         check_time("now", now)
+        where, params = revocation_where(now=now)
         with self._backend.transaction() as tx:
             rows = tx.execute(f"SELECT {', '.join(codec.REVOCATION_COLUMNS)} FROM revocations"
-                              " WHERE expires_at > ? ORDER BY kind, value", (codec.to_micros(now),))
+                              f" WHERE {where} ORDER BY kind, value", params)
         return tuple(codec.revocation_from_row(r) for r in rows)
+
+    def list_revocations_page(self, *, now: datetime, page: Page | None = None) -> PageResult[Revocation]:
+        """One page of the revocations not yet expired at ``now``, ordered by kind and value.
+
+        Keyset paging on the primary key: only the page's rows are read. The token is opaque;
+        one this listing did not hand out raises InvalidArgumentError.
+        """
+        check_time("now", now)
+        page = page or Page()
+        where, params = revocation_where(now=now, after=codec.revocation_token_key(page.token) if page.token else None)
+        with self._backend.transaction() as tx:
+            rows = tx.execute(f"SELECT {', '.join(codec.REVOCATION_COLUMNS)} FROM revocations"
+                              f" WHERE {where} ORDER BY kind, value LIMIT ?", [*params, page.size + 1])
+        items = tuple(codec.revocation_from_row(r) for r in rows[: page.size])
+        return PageResult(items, _page_of(rows, page, codec.revocation_token(items[-1]) if items else ""))
 
     def count_revocations(self) -> int:
         """How many revocations are stored (expired ones included until pruned)."""

@@ -194,6 +194,10 @@ class RevocationStore(Protocol):
         """Revocations not yet expired at ``now``."""
         ...
 
+    def list_revocations_page(self, *, now: datetime, page: Page | None = None) -> PageResult[Revocation]:
+        """One page of the revocations not yet expired at ``now``, ordered by kind and value."""
+        ...
+
     def count_revocations(self) -> int:
         """How many revocations are stored (expired ones included until pruned)."""
         ...
