@@ -77,6 +77,13 @@ log = logging.getLogger("spiffe_server.admin")
 DEFAULT_PAGE_SIZE = 100
 
 
+def _required(value: str, field: str = "id") -> str:
+    """``value``, or INVALID_ARGUMENT "<field>: required" when it is empty."""
+    if not value:
+        raise RequestError(field, "required")
+    return value
+
+
 def _page(size: int, token: str) -> Page:
     if not 0 <= size <= MAX_PAGE_SIZE:
         raise RequestError("page_size", f"must be within 0..{MAX_PAGE_SIZE}, got {size}")
@@ -135,8 +142,7 @@ class AdminService(AdminAPIBase):
     async def UpdateEntry(self, stream: Stream[admin_pb2.UpdateEntryRequest, types_pb2.Entry]) -> None:
         with grpc_errors("UpdateEntry"):
             req = await self._request(stream)
-            if not req.entry.id:
-                raise RequestError("entry.id", "required")
+            _required(req.entry.id, "entry.id")
             entry = entry_from_proto(req.entry, trust_domain=self._ctx.config.trust_domain, now=self._ctx.clock.now())
             entry = keep_quarantine(entry, await self._ctx.call(self._ctx.store.get_entry, entry.id))  # issue 6
             updated = await self._ctx.call(self._ctx.store.update_entry, entry)
@@ -148,8 +154,7 @@ class AdminService(AdminAPIBase):
     async def DeleteEntry(self, stream: Stream[admin_pb2.DeleteEntryRequest, admin_pb2.DeleteEntryResponse]) -> None:
         with grpc_errors("DeleteEntry"):
             req = await self._request(stream)
-            if not req.id:
-                raise RequestError("id", "required")
+            _required(req.id)
             deleted = await self._ctx.call(self._ctx.store.delete_entry, req.id)
             self._ctx.changes.notify()
             await self._audit(stream, "DeleteEntry", deleted.spiffe_id, entry_id=deleted.id)
@@ -158,8 +163,7 @@ class AdminService(AdminAPIBase):
     async def GetEntry(self, stream: Stream[admin_pb2.GetEntryRequest, types_pb2.Entry]) -> None:
         with grpc_errors("GetEntry"):
             req = await self._request(stream)
-            if not req.id:
-                raise RequestError("id", "required")
+            _required(req.id)
             await stream.send_message(entry_to_proto(await self._ctx.call(self._ctx.store.get_entry, req.id)))
 
     async def ListEntries(self, stream: Stream[admin_pb2.ListEntriesRequest, admin_pb2.ListEntriesResponse]) -> None:
@@ -360,8 +364,7 @@ class AdminService(AdminAPIBase):
     async def PatchEntry(self, stream: Stream[admin_pb2.PatchEntryRequest, types_pb2.Entry]) -> None:
         with grpc_errors("PatchEntry"):
             req = await self._request(stream)
-            if not req.id:
-                raise RequestError("id", "required")
+            _required(req.id)
             ctx = self._ctx
             stored = await ctx.call(ctx.store.get_entry, req.id)
             entry = patch_entry(stored, set_labels=dict(req.set_labels), remove_labels=list(req.remove_labels),
@@ -376,8 +379,7 @@ class AdminService(AdminAPIBase):
     async def QuarantineEntry(self, stream: Stream[admin_pb2.QuarantineEntryRequest, types_pb2.Entry]) -> None:
         with grpc_errors("QuarantineEntry"):
             req = await self._request(stream)
-            if not req.id:
-                raise RequestError("id", "required")
+            _required(req.id)
             ctx = self._ctx
             reason = req.reason or "quarantined by an admin"
             check_reason(f"quarantined: {reason}")
@@ -413,8 +415,7 @@ class AdminService(AdminAPIBase):
     async def RevokeEntry(self, stream: Stream[admin_pb2.RevokeEntryRequest, admin_pb2.RevokeResponse]) -> None:
         with grpc_errors("RevokeEntry"):
             req = await self._request(stream)
-            if not req.id:
-                raise RequestError("id", "required")
+            _required(req.id)
             await stream.send_message(_revoked(await revoke_entry(self._ctx, req.id, reason=req.reason,
                                                                   delete=req.delete, actor=self._actor(stream))))
 
@@ -430,15 +431,10 @@ class AdminService(AdminAPIBase):
     ) -> None:
         with grpc_errors("ListRevocations"):
             req = await self._request(stream)
-            page = _page(req.page_size, req.page_token)
-            revs = await self._ctx.call(self._ctx.store.list_revocations, now=self._ctx.clock.now())
-            start = next((i for i, r in enumerate(revs) if _revocation_key(r) > page.token), len(revs)) \
-                if page.token else 0
-            items = revs[start:start + page.size]
-            more = start + page.size < len(revs)
+            result = await self._ctx.call(self._ctx.store.list_revocations_page, now=self._ctx.clock.now(),
+                                          page=_page(req.page_size, req.page_token))
             await stream.send_message(admin_pb2.ListRevocationsResponse(
-                revocations=[revocation_to_proto(r) for r in items],
-                next_page_token=_revocation_key(items[-1]) if more else ""))
+                revocations=[revocation_to_proto(r) for r in result.items], next_page_token=result.next_token))
 
     # -- local authorities (issue 5) -------------------------------------------------------------------
 
@@ -495,15 +491,9 @@ def _revoked(revs: Sequence[Revocation]) -> admin_pb2.RevokeResponse:
     return admin_pb2.RevokeResponse(revocations=[revocation_to_proto(r) for r in revs])
 
 
-def _revocation_key(rev: Revocation) -> str:
-    return f"{rev.kind.value}:{rev.value}"  # the store lists by (kind, value): the page token
-
-
 def _required_id(action: Callable[[AuthorityKind, str], None]) -> Callable[[AuthorityKind, str], None]:
     def checked(kind: AuthorityKind, authority_id: str) -> None:
-        if not authority_id:
-            raise RequestError("authority_id", "required")
-        action(kind, authority_id)
+        action(kind, _required(authority_id, "authority_id"))
     return checked
 
 
