@@ -213,6 +213,8 @@ def canonical_json(value: object) -> bytes:
 
 # json.dumps(value, **options) builds a new JSONEncoder per call; one instance gives the same text
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+# what _CANONICAL.encode(a_str) returns (JSONEncoder.encode hands a str to it), without the method call
+_json_string: Callable[[str], str] = json.encoder.encode_basestring
 
 
 def _canonical_text(value: object) -> str:
@@ -266,8 +268,7 @@ def _seal_text(event: AuditEvent, seq: int, prev_hash: str, time: str) -> tuple[
     pieces, the fields before ``hash`` and those after it, joined with or without the hash member.
     """
     head_text, before_prev, before_seq, before_time = event._pieces or _render(event)
-    tail_text = (f"{before_prev}{_canonical_text(prev_hash)}{before_seq}{int(seq)}{before_time}"
-                 f"{_canonical_text(time)}}}")
+    tail_text = f"{before_prev}{_json_string(prev_hash)}{before_seq}{int(seq)}{before_time}{_json_string(time)}}}"
     digest = hashlib.sha256(f"{head_text},{tail_text}".encode()).hexdigest()
     return digest, f'{head_text},"hash":"{digest}",{tail_text}'
 
@@ -457,8 +458,9 @@ class JsonlFileSink:
         """:meth:`write` of a record already serialised canonically (AuditLog seals and serialises once)."""
         with self._cond:
             try:
-                self._raise_failed_fsync()
-                fd = self._open()
+                if self._failed is not None:
+                    self._raise_failed_fsync()
+                fd = self._fd if self._fd is not None else self._open()
                 written = os.write(fd, line)
                 if written != len(line):
                     raise OSError(f"short write ({written} of {len(line)} bytes)")
@@ -468,7 +470,8 @@ class JsonlFileSink:
                     self._durable = self._end
                 else:
                     self._pending += 1
-                    self._start_flusher()
+                    if self._flusher is None:
+                        self._start_flusher()
                     if self._pending in (1, self._max_pending):  # start the interval / flush a full batch now
                         self._cond.notify()
             except OSError as err:

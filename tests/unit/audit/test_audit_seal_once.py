@@ -18,6 +18,7 @@ from spiffe_py.audit import (
     AuditLog,
     FsyncMode,
     JsonlFileSink,
+    _json_string,
     _render,
     build_event,
     canonical_json,
@@ -134,3 +135,8 @@ def test_write_at_writes_the_line_append_of_the_restamped_event_writes(tmp_path:
     records = load_jsonl(tmp_path / "fast.jsonl")
     assert [r["time"] for r in records] == [format_time(t) for t in times] + [format_time(NOW)]
     assert verify_chain(records).ok
+
+
+@pytest.mark.parametrize("value", ["abc", "", "é \u2028 \" \\ \n \x00 \x7f", "\U0001f600", "x" * 300])
+def test_the_string_encoder_used_for_time_and_prev_hash_is_the_canonical_one(value: str) -> None:
+    assert _json_string(value) == canonical_json(value).decode()
