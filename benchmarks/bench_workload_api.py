@@ -8,7 +8,7 @@ client subprocess (this file with ``--client``, grpclib in a loop) times, over o
 * ``FetchJWTSVID`` (warm: the agent's JWT-SVID cache holds the token), and
 * ``FetchX509SVID`` up to the first message (a new stream per sample, cancelled after it),
 
-and prints its samples as JSON. Floor and agent are timed in alternating rounds (``--rounds``), so
+and prints its samples as JSON. Floor and agent are timed in alternating rounds (``--rounds``, default 10), so
 drifting machine load hits both alike. The floor is the same client against a bare grpclib server
 (this file with ``--bare-server``) that answers the same RPCs with the agent's own responses
 replayed byte for byte, so message sizes match. Target: agent median / bare median <= 1.5.
@@ -358,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point for the benchmark and its two helper roles."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=1000)
-    parser.add_argument("--rounds", type=int, default=5, help="alternate floor and agent this many times")
+    parser.add_argument("--rounds", type=int, default=10, help="alternate floor and agent this many times")
     parser.add_argument("--check", action="store_true", help="exit 1 when a ratio misses the target")
     parser.add_argument("--client", metavar="SOCKET", help=argparse.SUPPRESS)
     parser.add_argument("--rpc", choices=RPCS, default="jwt", help=argparse.SUPPRESS)
