@@ -12,9 +12,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
+from typing import Any
 
 from server.datastore import _codec as codec
-from server.datastore._query import agent_where, audit_where, entry_where, revocation_where
+from server.datastore._query import Clause, agent_where, audit_where, entry_where, revocation_where
 from server.datastore.errors import (
     AlreadyExistsError,
     ConflictError,
@@ -53,8 +54,7 @@ from server.datastore.schema import Backend, Tx, UniqueViolation, migrate
 _ENTRY_SELECT = f"SELECT {', '.join('e.' + c for c in codec.ENTRY_COLUMNS)} FROM entries e"
 _AGENT_COLS = ", ".join(codec.AGENT_COLUMNS)
 _AUDIT_COLS = ", ".join(codec.AUDIT_COLUMNS)
-_ISSUANCE_CHUNK = 500  # rows per INSERT: 3500 parameters, under every backend's limit
-_AUDIT_CHUNK = 500  # rows per INSERT: 3500 parameters (7 columns)
+_INSERT_CHUNK = 500  # rows per multi-row INSERT: at 7 columns 3500 parameters, under every backend's limit
 
 
 def _insert(tx: Tx, table: str, row: dict[str, object]) -> None:
@@ -63,20 +63,28 @@ def _insert(tx: Tx, table: str, row: dict[str, object]) -> None:
     tx.execute(f"INSERT INTO {table} ({', '.join(row)}) VALUES ({marks})", list(row.values()))
 
 
+def _insert_rows(tx: Tx, table: str, columns: Sequence[str], rows: Sequence[dict[str, object]],
+                 suffix: str = "") -> None:
+    """One multi-row INSERT per chunk of ``_INSERT_CHUNK`` rows (``suffix``: e.g. an ON CONFLICT clause)."""
+    cols = ", ".join(columns)
+    one = "(" + ", ".join("?" for _ in columns) + ")"
+    for start in range(0, len(rows), _INSERT_CHUNK):
+        chunk = rows[start:start + _INSERT_CHUNK]
+        tx.execute(f"INSERT INTO {table} ({cols}) VALUES {', '.join(one for _ in chunk)}{suffix}",
+                   [row[col] for row in chunk for col in columns])
+
+
 def _insert_issuances(tx: Tx, issuances: Sequence[Issuance]) -> None:
-    # One multi-row INSERT per chunk: cheap on the signing path; a replayed row is ignored.
-    rows = [codec.issuance_row(i) for i in issuances]
-    cols = ", ".join(codec.ISSUANCE_COLUMNS)
-    one = "(" + ", ".join("?" for _ in codec.ISSUANCE_COLUMNS) + ")"
-    for start in range(0, len(rows), _ISSUANCE_CHUNK):
-        chunk = rows[start:start + _ISSUANCE_CHUNK]
-        tx.execute(f"INSERT INTO issuances ({cols}) VALUES {', '.join(one for _ in chunk)}"
-                   " ON CONFLICT (kind, value) DO NOTHING", [v for row in chunk for v in row.values()])
+    # cheap on the signing path; a replayed row is ignored
+    _insert_rows(tx, "issuances", codec.ISSUANCE_COLUMNS, [codec.issuance_row(i) for i in issuances],
+                 " ON CONFLICT (kind, value) DO NOTHING")
 
 
-def _bump(tx: Tx, counter: str) -> int:
+def _bump(tx: Tx, counter: str, by: int = 1) -> int:
+    """Add ``by`` to ``counter``; its new value."""
     # The row lock taken here serialises writers, so sequence numbers become visible in order.
-    return int(tx.execute("UPDATE counters SET value = value + 1 WHERE name = ? RETURNING value", (counter,))[0][0])
+    return int(tx.execute("UPDATE counters SET value = value + ? WHERE name = ? RETURNING value",
+                          (by, counter))[0][0])
 
 
 def _counter(tx: Tx, counter: str) -> int:
@@ -467,11 +475,7 @@ class SqlDataStore:
     def list_revocations(self, *, now: datetime) -> tuple[Revocation, ...]:
         """Revocations not yet expired at ``now``, ordered by kind and value."""
         check_time("now", now)
-        where, params = revocation_where(now=now)
-        with self._backend.transaction() as tx:
-            rows = tx.execute(f"SELECT {', '.join(codec.REVOCATION_COLUMNS)} FROM revocations"
-                              f" WHERE {where} ORDER BY kind, value", params)
-        return tuple(codec.revocation_from_row(r) for r in rows)
+        return tuple(codec.revocation_from_row(r) for r in self._revocation_rows(revocation_where(now=now)))
 
     def list_revocations_page(self, *, now: datetime, page: Page | None = None) -> PageResult[Revocation]:
         """One page of the revocations not yet expired at ``now``, ordered by kind and value.
@@ -481,12 +485,19 @@ class SqlDataStore:
         """
         check_time("now", now)
         page = page or Page()
-        where, params = revocation_where(now=now, after=codec.revocation_token_key(page.token) if page.token else None)
-        with self._backend.transaction() as tx:
-            rows = tx.execute(f"SELECT {', '.join(codec.REVOCATION_COLUMNS)} FROM revocations"
-                              f" WHERE {where} ORDER BY kind, value LIMIT ?", [*params, page.size + 1])
+        after = codec.revocation_token_key(page.token) if page.token else None
+        rows = self._revocation_rows(revocation_where(now=now, after=after), limit=page.size + 1)
         items = tuple(codec.revocation_from_row(r) for r in rows[: page.size])
         return PageResult(items, _page_of(rows, page, codec.revocation_token(items[-1]) if items else ""))
+
+    def _revocation_rows(self, clause: Clause, *, limit: int | None = None) -> list[tuple[Any, ...]]:
+        """Rows of ``revocations`` matching ``clause`` in key order (kind, value), at most ``limit``."""
+        where, params = clause
+        sql = f"SELECT {', '.join(codec.REVOCATION_COLUMNS)} FROM revocations WHERE {where} ORDER BY kind, value"
+        if limit is not None:
+            sql, params = sql + " LIMIT ?", [*params, limit]
+        with self._backend.transaction() as tx:
+            return list(tx.execute(sql, params))
 
     def count_revocations(self) -> int:
         """How many revocations are stored (expired ones included until pruned)."""
@@ -559,9 +570,7 @@ class SqlDataStore:
     def _append_audit(tx: Tx, records: Sequence[AuditRecord]) -> list[AuditRecord]:
         if not records:
             return []
-        # One bump for the whole batch; its row lock also serialises appenders until commit.
-        last_seq = int(tx.execute("UPDATE counters SET value = value + ? WHERE name = ? RETURNING value",
-                                  (len(records), "audit"))[0][0])
+        last_seq = _bump(tx, "audit", len(records))  # one bump for the whole batch
         newest_row = tx.execute("SELECT hash FROM audit ORDER BY seq DESC LIMIT 1")
         newest = newest_row[0][0] if newest_row else ""
         stored = []
@@ -570,12 +579,7 @@ class SqlDataStore:
                 raise ConflictError(f"datastore: audit prev_hash {record.prev_hash!r} is not the newest {newest!r}")
             stored.append(replace(record, seq=seq))
             newest = record.hash
-        rows = [codec.audit_row(r) for r in stored]
-        one = "(" + ", ".join("?" for _ in codec.AUDIT_COLUMNS) + ")"
-        for start in range(0, len(rows), _AUDIT_CHUNK):
-            chunk = rows[start:start + _AUDIT_CHUNK]
-            tx.execute(f"INSERT INTO audit ({_AUDIT_COLS}) VALUES {', '.join(one for _ in chunk)}",
-                       [row[col] for row in chunk for col in codec.AUDIT_COLUMNS])
+        _insert_rows(tx, "audit", codec.AUDIT_COLUMNS, [codec.audit_row(r) for r in stored])
         return stored
 
     def list_audit(self, filter: AuditFilter | None = None, page: Page | None = None) -> PageResult[AuditRecord]:
