@@ -272,9 +272,8 @@ class WorkloadGuard:
         """Quarantine, rate limit, anomaly rules, then policy; deny verdicts are audited here (if ``record``)."""
         verdict = self._guardrails(method, entry, audiences, workload, charge)
         if verdict is None:
-            verdict = NO_POLICY if self._holder is None else Verdict(self._evaluate(
-                method, entry, workload, audiences=audiences, validator_audience=validator_audience,
-                requested_spiffe_id=requested_spiffe_id))
+            verdict = self._evaluate(method, entry, workload, audiences=audiences,
+                                     validator_audience=validator_audience, requested_spiffe_id=requested_spiffe_id)
         if record and not verdict.allowed:
             self._record(method, entry, workload, verdict, audiences=audiences)
         return verdict
@@ -299,13 +298,13 @@ class WorkloadGuard:
         return None
 
     def _evaluate(self, method: Method, entry: Entry | None, workload: WorkloadFacts, *, audiences: tuple[str, ...],
-                  validator_audience: str | None, requested_spiffe_id: str | None) -> Decision:
+                  validator_audience: str | None, requested_spiffe_id: str | None) -> Verdict:
         if self._holder is None:
-            return NO_POLICY.decision
+            return NO_POLICY
         doc = build_input(now=self._clock.now(), method=method, workload=workload, entry=entry_facts(entry),
                           audiences=audiences, validator_audience=validator_audience,
                           requested_spiffe_id=requested_spiffe_id, task_started_at=_started(entry))
-        return self._holder.evaluate(doc)
+        return Verdict(self._holder.evaluate(doc))
 
     def issued(self, method: Method, entry: Entry | None, workload: WorkloadFacts, verdict: Verdict, *,
                audiences: tuple[str, ...] = (), serial: str | None = None, jti: str | None = None,
