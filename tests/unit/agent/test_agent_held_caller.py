@@ -8,9 +8,11 @@ call holds the process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +43,20 @@ def _caller(procfs: CountingProcFs, *, recheck_ids: bool = False) -> CallerAttes
     return CallerAttestor(procfs, [UnixAttestor(procfs, FakeUsers())], recheck_ids=recheck_ids)
 
 
-async def test_held_caller_reads_start_time_once_and_only_status_per_call() -> None:
-    procfs = CountingProcFs()
-    caller = _caller(procfs)
+@contextlib.contextmanager
+def _holding(procfs: CountingProcFs, *, recheck_ids: bool = False) -> Iterator[tuple[CallerAttestor, HeldProcess]]:
+    """A caller over ``procfs`` and its hold of CRED's process, released afterwards."""
+    caller = _caller(procfs, recheck_ids=recheck_ids)
     held = caller.hold(CRED.pid)
     try:
+        yield caller, held
+    finally:
+        held.close()
+
+
+async def test_held_caller_reads_start_time_once_and_only_status_per_call() -> None:
+    procfs = CountingProcFs()
+    with _holding(procfs) as (caller, held):
         assert (held.pid, held.start_time) == (CRED.pid, 987654)
         assert procfs.reads == ["stat"]
         for _ in range(3):
@@ -53,37 +64,27 @@ async def test_held_caller_reads_start_time_once_and_only_status_per_call() -> N
             assert facts is not None and facts.start_time == 987654
             assert Selector("unix", "user:alice") in await caller.attest(CRED)
         assert procfs.reads == ["stat", "status", "status", "status"]  # no stat re-check per call
-    finally:
-        held.close()
 
 
 async def test_held_caller_still_sees_an_id_change_between_calls() -> None:
     """A setuid execve on the same connection: the next call's status read shows the new euid."""
     procfs = CountingProcFs()
-    caller = _caller(procfs)
-    held = caller.hold(CRED.pid)
-    try:
+    with _holding(procfs) as (caller, held):
         caller.pin(CRED, held)
         assert Selector("unix", "uid:1001") in await caller.attest(CRED)
         procfs.statuses = [STATUS.replace("Uid:\t1000\t1001", "Uid:\t1000\t0")]
         caller.pin(CRED, held)
         with pytest.raises(WorkloadAttestationError, match="no longer runs as the connecting uid"):
             await caller.attest(CRED)
-    finally:
-        held.close()
 
 
 async def test_held_caller_rechecks_ids_after_attestation_when_configured() -> None:
     procfs = CountingProcFs()
-    caller = _caller(procfs, recheck_ids=True)
-    held = caller.hold(CRED.pid)
-    try:
+    with _holding(procfs, recheck_ids=True) as (caller, held):
         procfs.statuses = [STATUS, STATUS.replace("Uid:\t1000\t1001", "Uid:\t1000\t0")]  # pin, then re-check
         caller.pin(CRED, held)
         with pytest.raises(WorkloadAttestationError, match="changed during attestation"):
             await caller.attest(CRED)
-    finally:
-        held.close()
 
 
 async def test_released_hold_fails_the_call() -> None:
