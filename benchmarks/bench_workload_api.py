@@ -98,13 +98,18 @@ async def _first_x509(stub: SpiffeWorkloadAPIStub) -> workload_pb2.X509SVIDRespo
     return first
 
 
+def warmup_calls(calls: int) -> int:
+    """Untimed calls a client makes before timing ``calls`` (they reach the server too)."""
+    return max(calls // 20, 10)
+
+
 async def client_samples(socket_path: str, rpc: str, calls: int) -> list[float]:
     """Per-call seconds of ``rpc`` over one warm channel."""
     channel = Channel(path=socket_path)
     stub = SpiffeWorkloadAPIStub(channel)
     try:
         call = (lambda: _fetch_jwt(stub)) if rpc == "jwt" else (lambda: _first_x509(stub))
-        result = await time_async_calls(rpc, call, n=calls, warmup=max(calls // 20, 10))
+        result = await time_async_calls(rpc, call, n=calls, warmup=warmup_calls(calls))
         return list(result.samples)
     finally:
         channel.close()
@@ -292,11 +297,12 @@ def _timed_cpu(pids: dict[str, int], socket_path: Path, rpc: str, calls: int, na
 
 def interleaved(targets: dict[str, tuple[Path, dict[str, int]]], rpc: str, calls: int, rounds: int
                 ) -> tuple[dict[str, Result], dict[str, float]]:
-    """Time ``rpc`` on every target in alternating rounds; samples and CPU seconds (per process) summed.
+    """Time ``rpc`` on every target in alternating rounds; the samples, and CPU seconds per call of each process.
 
     This machine's load (other tenants' CPU steal too) drifts over seconds: each target runs
     ``calls / rounds`` calls per round, the order reversed every other round, so floor and agent
-    see the same conditions. Returns {target: Result} and {process: CPU seconds}.
+    see the same conditions. Returns {target: Result} and {process: CPU seconds per call its
+    target served, the clients' warm-up calls included (they reach the server too)}.
     """
     samples: dict[str, list[float]] = {name: [] for name in targets}
     cpu: dict[str, float] = {}
@@ -309,7 +315,8 @@ def interleaved(targets: dict[str, tuple[Path, dict[str, int]]], rpc: str, calls
             samples[name].extend(result.samples)
             for who, seconds in used.items():
                 cpu[who] = cpu.get(who, 0.0) + seconds
-    return {name: Result(name, tuple(xs)) for name, xs in samples.items()}, cpu
+    served = rounds * (per_round + warmup_calls(per_round))
+    return {name: Result(name, tuple(xs)) for name, xs in samples.items()}, {w: c / served for w, c in cpu.items()}
 
 
 def workload_api_section(calls: int, rounds: int, workdir: Path) -> bool:
@@ -326,10 +333,7 @@ def workload_api_section(calls: int, rounds: int, workdir: Path) -> bool:
             }, rpc, calls, rounds)
             floor, agent = results[floor_name], results[agent_name]
             print(format_table([agent], floor=floor))
-            # per timed call and the client's warm-up calls (all reach the server being measured)
-            served = rounds * (calls // rounds + max(calls // rounds // 20, 10))
-            print("CPU per call while timed: " + ", ".join(f"{name} {used / served * 1e6:.0f} µs"
-                                                          for name, used in cpu.items())
+            print("CPU per call while timed: " + ", ".join(f"{name} {used * 1e6:.0f} µs" for name, used in cpu.items())
                   + " (spiffe-server: the agent's forwarded audit records)")
             line, passed = ratio_line(rpc, agent, floor)
             print(f"{line} [{rounds} alternating rounds]\n")
