@@ -588,7 +588,11 @@ class AuditLog:
     def append(self, event: AuditEvent) -> dict[str, Any]:
         """Seal, write, then advance; raises :class:`AuditWriteError` without advancing."""
         record, text = _seal(event, self._seq, self._prev)
-        self._write(record["hash"], text, record)
+        if isinstance(self._sink, JsonlFileSink):
+            self._sink._write_line(f"{text}\n".encode())  # the bytes write(record) would produce, serialised once
+        else:
+            self._sink.write(record)
+        self._seq, self._prev = self._seq + 1, record["hash"]
         return record
 
     def write(self, event: AuditEvent, *, at: datetime | None = None) -> None:
@@ -601,16 +605,8 @@ class AuditLog:
             self.append(event if at is None else event.at(at))
             return
         digest, text = _seal_text(event, self._seq, self._prev, event.time if at is None else format_time(at))
-        self._write(digest, text, None)
-
-    def _write(self, digest: str, text: str, record: Mapping[str, Any] | None) -> None:
-        if isinstance(self._sink, JsonlFileSink):
-            self._sink._write_line(f"{text}\n".encode())  # the bytes write(record) would produce, serialised once
-        else:
-            assert record is not None
-            self._sink.write(record)
+        self._sink._write_line(f"{text}\n".encode())
         self._seq, self._prev = self._seq + 1, digest
-
 
 __all__ = [
     "GENESIS_HASH",
