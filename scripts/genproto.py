@@ -1,13 +1,14 @@
 """Regenerate the checked-in protobuf and gRPC code under spiffe_py/_proto.
 
-Usage: python scripts/genproto.py [--check]
+Usage: python scripts/genproto.py [--check] [--any-toolchain]
 
 The SPIFFE workload.proto has no package, so its messages are top-level
 symbols. Other libraries (py-spiffe among them) register the same symbols in
 protobuf's default descriptor pool, so our generated modules are rewritten to
 use a private pool (spiffe_py/_proto/_pool.py) and can live beside them in one
 process. --check regenerates into a temporary directory and fails if the
-checked-in files differ.
+checked-in files differ. Both refuse to run unless the installed generators are exactly
+the versions pinned in requirements/ci.txt.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,27 +33,34 @@ WORKLOAD = "workload.proto"
 SERVER_PROTOS = ["types.proto", "agent.proto", "admin.proto"]
 
 INIT_TEXT = '"""Generated protobuf and gRPC modules. Regenerate with scripts/genproto.py."""\n'
+# The generated files are a pure function of the protos and of these exact versions, pinned in
+# the CI lock file (refresh: see the README). grpclib provides the protoc-gen-grpclib_python plugin.
+LOCK = ROOT / "requirements" / "ci.txt"
+TOOLCHAIN = ("grpcio-tools", "protobuf", "grpclib")
+
 POOL_IMPORT = "from spiffe_py._proto._pool import POOL as _POOL\n"
 
 
-def _run_protoc(out: Path, include: str, files: list[str]) -> None:
+def _run_protoc(out: Path, include: str, files: list[str], *, grpcio_stubs: bool) -> None:
     plugin = Path(sys.executable).parent / "protoc-gen-grpclib_python"
     args = [
         sys.executable, "-m", "grpc_tools.protoc",
         f"--plugin=protoc-gen-grpclib_python={plugin}",
         f"-I{include}",
-        f"--python_out={out}", f"--pyi_out={out}",
-        f"--grpc_python_out={out}", f"--grpclib_python_out={out}",
+        f"--python_out={out}", f"--pyi_out={out}", f"--grpclib_python_out={out}",
+        *([f"--grpc_python_out={out}"] if grpcio_stubs else []),
         *files,
     ]
     subprocess.run(args, check=True, cwd=ROOT)
 
 
 def _protoc(out: Path) -> None:
-    _run_protoc(out, f"{OUT_PKG}={PROTOS / 'spiffe'}", [f"{OUT_PKG}/{WORKLOAD}"])
+    # grpcio stubs only for the Workload API: the workload-side client is grpcio, while our own
+    # protos are served and called with grpclib alone.
+    _run_protoc(out, f"{OUT_PKG}={PROTOS / 'spiffe'}", [f"{OUT_PKG}/{WORKLOAD}"], grpcio_stubs=True)
     server = [f"spiffepy/server/v1/{f}" for f in SERVER_PROTOS if (PROTOS / "spiffepy/server/v1" / f).exists()]
     if server:
-        _run_protoc(out, str(PROTOS), server)
+        _run_protoc(out, str(PROTOS), server, grpcio_stubs=False)
         shutil.move(str(out / "spiffepy"), str(out / OUT_PKG / "spiffepy"))
 
 
@@ -88,8 +97,37 @@ def _generated(base: Path) -> set[str]:
             if p.is_file() and "__pycache__" not in p.parts}
 
 
+def _pinned_toolchain_mismatches() -> list[str]:
+    """Installed code generators that differ from their exact pins in the CI lock file."""
+    pins: dict[str, str] = {}
+    for line in LOCK.read_text().splitlines():
+        m = re.match(r"^([A-Za-z0-9_.-]+)==([^\s;]+)", line)
+        if m:
+            pins[m.group(1).lower().replace("_", "-")] = m.group(2)
+    wrong = []
+    for name in TOOLCHAIN:
+        want = pins.get(name)
+        try:
+            have = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            have = "not installed"
+        if want is None:
+            wrong.append(f"{name}: no exact pin in {LOCK.relative_to(ROOT)}")
+        elif have != want:
+            wrong.append(f"{name}: {have} installed, {want} pinned")
+    return wrong
+
+
 def main() -> int:
     check = "--check" in sys.argv[1:]
+    # --any-toolchain: for scripts/check_latest.sh, which reports what newer generators would change.
+    wrong = [] if "--any-toolchain" in sys.argv[1:] else _pinned_toolchain_mismatches()
+    if wrong:
+        print(f"the code generators differ from {LOCK.relative_to(ROOT)}; install them with:\n"
+              f"  pip install -c {LOCK.relative_to(ROOT)} -e '.[test]'", file=sys.stderr)
+        for w in wrong:
+            print(f"  {w}", file=sys.stderr)
+        return 2
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         generate(out)

@@ -5,7 +5,7 @@ import warnings
 
 from spiffe_py._proto import workload_pb2 as spiffe__py_dot___proto_dot_workload__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
