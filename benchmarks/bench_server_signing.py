@@ -46,7 +46,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from grpclib.const import Status
 
 from server.ca.signer import X509Authority, public_key_from_csr, sign_ca, sign_x509_svid
-from server.ca.templates import DEFAULT_CA_TTL, SvidPolicy, X509SvidParams, build_x509_svid_template
+from server.ca.templates import DEFAULT_CA_TTL, LeafFields, SvidPolicy, X509SvidParams, leaf_fields
 from spiffe_py._proto.spiffepy.server.v1 import agent_pb2
 from spiffe_py._proto.spiffepy.server.v1.agent_grpc import AgentAPIStub
 from spiffe_py.spiffeid import SpiffeId, TrustDomain
@@ -86,9 +86,19 @@ def floor_sign(csr_der: bytes, authority: X509Authority, sid: SpiffeId, now: dat
     public_key = csr.public_key()
     if not isinstance(public_key, ec.EllipticCurvePublicKey):
         raise TypeError("benchmark csr key is not EC")
-    params = X509SvidParams(spiffe_id=sid, public_key=public_key)
-    template = build_x509_svid_template(params, policy=SvidPolicy(), issuer=authority.cert, now=now)
-    template.sign(authority.key, hashes.SHA256())
+    fields = leaf_fields(X509SvidParams(spiffe_id=sid, public_key=public_key), policy=SvidPolicy(),
+                         issuer=authority.cert, now=now)
+    _floor_builder(fields, public_key).sign(authority.key, hashes.SHA256())
+
+
+def _floor_builder(fields: LeafFields, public_key: ec.EllipticCurvePublicKey) -> x509.CertificateBuilder:
+    """The leaf as a CertificateBuilder, as cryptography users build one (no profile check)."""
+    builder = (x509.CertificateBuilder().serial_number(fields.serial).subject_name(fields.subject)
+               .issuer_name(fields.issuer).public_key(public_key)
+               .not_valid_before(fields.not_before).not_valid_after(fields.not_after))
+    for ext in fields.extensions(public_key):
+        builder = builder.add_extension(ext.value, critical=ext.critical)
+    return builder
 
 
 def strict_floor_sign(csr_der: bytes, authority: X509Authority, sid: SpiffeId, now: datetime) -> None:

@@ -9,14 +9,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from threading import Lock
-from typing import Any, TypeGuard, cast
+from typing import Any, Protocol, TypeGuard
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from server.ca.keys import CaPrivateKey, UpstreamAuthority
@@ -32,6 +32,7 @@ from server.ca.templates import (
     leaf_fields,
 )
 from server.errors import InvalidCsrError
+from spiffe_py._memo import Identity, Memo
 from spiffe_py.errors import InvalidSpiffeIdError
 from spiffe_py.jwtsvid import sign_jwt_svid
 from spiffe_py.spiffeid import SpiffeId, TrustDomain
@@ -39,7 +40,6 @@ from spiffe_py.x509svid import validate_leaf_profile, validate_signing_profile
 
 MAX_CSR_BYTES = 16 * 1024
 _MIN_RSA_BITS = 2048
-_MAX_PROFILES = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,61 +120,69 @@ def sign_x509_svid(
 
 
 def sign_x509_svid_der(authority: X509Authority, params: X509SvidParams, *, policy: SvidPolicy,
-                       now: datetime) -> SignedSvid:
+                       now: datetime, encoder: LeafEncoder | None = None) -> SignedSvid:
     """Sign one X.509-SVID and keep the leaf's DER as signed (the wire form, sent without a re-encode)."""
     fields = leaf_fields(params, policy=policy, issuer=authority.cert, now=now)
-    profile = _PROFILES.get(authority, fields, params.public_key)
-    tbs = profile.tbs(serial=fields.serial, not_before=fields.not_before, not_after=fields.not_after,
-                      public_key=params.public_key)
-    der = profile.certificate(tbs, _sign_bytes(authority.key, tbs))
+    der = (encoder or LEAF_ENCODER).encode(authority, fields, params.public_key)
     return SignedSvid(chain=(x509.load_der_x509_certificate(der), *authority.chain), der=der)
 
 
-@dataclass(frozen=True, slots=True)
-class _TemplateView:
-    """The two certificate attributes the leaf profile check reads, from the fields before signing."""
+class LeafEncoder(Protocol):
+    """Turns a leaf's fields and public key into the signed leaf's DER; the profile check is its job."""
 
-    subject: x509.Name
-    extensions: x509.Extensions
+    def encode(self, authority: X509Authority, fields: LeafFields, public_key: CertPublicKey) -> bytes: ...
 
 
-def check_leaf_profile(subject: x509.Name, extensions: Sequence[x509.Extension[x509.ExtensionType]]) -> None:
-    """Run the X509-SVID leaf profile check (X5-01..13) on a leaf's subject and extensions, before signing.
+class BuilderLeafEncoder:
+    """The reference encoder: cryptography's ``CertificateBuilder``, every signed leaf profile-checked."""
 
-    Equivalent to checking the signed leaf: the encoder writes exactly these Name and Extension
-    values. Serial, validity, key and SKI, the only per-leaf parts, are not part of the profile,
-    so one check covers every leaf of a :class:`LeafProfile`.
+    def encode(self, authority: X509Authority, fields: LeafFields, public_key: CertPublicKey) -> bytes:
+        """Build, sign and check one leaf."""
+        builder = (x509.CertificateBuilder().serial_number(fields.serial).subject_name(fields.subject)
+                   .issuer_name(fields.issuer).public_key(public_key)
+                   .not_valid_before(fields.not_before).not_valid_after(fields.not_after))
+        for ext in fields.extensions(public_key):
+            builder = builder.add_extension(ext.value, critical=ext.critical)
+        leaf = _sign(builder, authority.key)
+        validate_leaf_profile(leaf)
+        return leaf.public_bytes(serialization.Encoding.DER)
+
+
+class ProfileLeafEncoder:
+    """The fast path the signing benchmark needs: per (authority, subject, SAN), the DER shared by the
+    leaves (server.ca.leafder) is built once, and the first leaf signed with it is profile-checked.
+
+    Serial, validity, key and SKI, the only per-leaf parts, are not part of the X509-SVID profile,
+    so checking one signed leaf of a profile covers all of them. tests/unit/server/ca/test_leafder.py
+    proves the TBS byte-identical to :class:`BuilderLeafEncoder`'s.
     """
-    view = _TemplateView(subject=subject, extensions=x509.Extensions(list(extensions)))
-    validate_leaf_profile(cast(x509.Certificate, view))
 
+    def __init__(self, max_profiles: int = 4096) -> None:
+        self._profiles: Memo[Identity, LeafProfile] = Memo(max_profiles)
 
-class _ProfileCache:
-    """Leaf profiles per (authority, subject, SAN): each is built and profile-checked on first use."""
-
-    def __init__(self) -> None:
-        self._lock = Lock()
-        self._profiles: dict[tuple[int, int, int], tuple[object, object, object, LeafProfile]] = {}
-
-    def get(self, authority: X509Authority, fields: LeafFields, public_key: CertPublicKey) -> LeafProfile:
-        """The profile for ``fields`` signed by ``authority`` (leaf names and issuer parts are cached objects)."""
-        key = (id(authority), id(fields.subject), id(fields.san))
-        found = self._profiles.get(key)
-        # The cached objects are kept alive in the value, so an id() match with identity is the same object.
-        if found is not None and found[0] is authority and found[1] is fields.subject and found[2] is fields.san:
-            return found[3]
-        extensions = fields.extensions(public_key)
-        check_leaf_profile(fields.subject, extensions)  # defence in depth on our own output (SPIRE credvalidator)
+    def encode(self, authority: X509Authority, fields: LeafFields, public_key: CertPublicKey) -> bytes:
+        """Sign one leaf from its cached profile (built and checked on first use)."""
+        # By identity: the authority lives until rotation and _leaf_names returns the same objects per entry.
+        key = Identity(authority, fields.subject, fields.san)
+        profile = self._profiles.get(key)
+        if profile is not None:
+            return _sign_leaf(authority, profile, fields, public_key)
         profile = LeafProfile.build(issuer=fields.issuer, ca_key=authority.key, subject=fields.subject,
-                                    extensions=extensions)
-        with self._lock:
-            if len(self._profiles) >= _MAX_PROFILES:
-                self._profiles.clear()
-            self._profiles[key] = (authority, fields.subject, fields.san, profile)
-        return profile
+                                    extensions=fields.extensions(public_key))
+        der = _sign_leaf(authority, profile, fields, public_key)
+        # Defence in depth on our own output (SPIRE's credvalidator), on the signed leaf itself.
+        validate_leaf_profile(x509.load_der_x509_certificate(der))
+        self._profiles.put(key, profile)
+        return der
 
 
-_PROFILES = _ProfileCache()
+def _sign_leaf(authority: X509Authority, profile: LeafProfile, fields: LeafFields, public_key: CertPublicKey) -> bytes:
+    tbs = profile.tbs(serial=fields.serial, not_before=fields.not_before, not_after=fields.not_after,
+                      public_key=public_key)
+    return profile.certificate(tbs, _sign_bytes(authority.key, tbs))
+
+
+LEAF_ENCODER: LeafEncoder = ProfileLeafEncoder()
 
 
 def sign_jwt(claims: Mapping[str, Any], *, key: CaPrivateKey, kid: str) -> str:

@@ -1,11 +1,9 @@
 """Unsigned certificate templates and JWT claims (pure policy; never touches a private key).
 
 SPIRE's credtemplate: TTL defaults, lifetime capping, subjects and extensions live here;
-:mod:`server.ca.signer` signs what these functions build::
+:mod:`server.ca.signer` encodes and signs what these functions build::
 
-    builder = build_x509_svid_template(
-        X509SvidParams(spiffe_id=sid, public_key=pub), policy=SvidPolicy(), issuer=ca_cert, now=now
-    )
+    fields = leaf_fields(X509SvidParams(spiffe_id=sid, public_key=pub), policy=SvidPolicy(), issuer=ca_cert, now=now)
     claims = build_jwt_claims(JwtSvidParams(spiffe_id=sid, audience=("db",)), policy=SvidPolicy(),
                               key_expires_at=key_not_after, now=now)
 """
@@ -217,25 +215,6 @@ def leaf_fields(params: X509SvidParams, *, policy: SvidPolicy, issuer: x509.Cert
     subject, san = _leaf_names(policy.svid_subject, str(params.spiffe_id), params.dns_names)
     return LeafFields(serial=random_serial(), not_before=now - BACKDATE, not_after=not_after,
                       issuer=issued_by.subject, subject=subject, san=san, aki=issued_by.aki)
-
-
-def build_x509_svid_template(
-    params: X509SvidParams, *, policy: SvidPolicy, issuer: x509.Certificate, now: datetime
-) -> x509.CertificateBuilder:
-    """A ``CertificateBuilder`` for :func:`leaf_fields` (the signer encodes the same fields itself)."""
-    fields = leaf_fields(params, policy=policy, issuer=issuer, now=now)
-    builder = (
-        x509.CertificateBuilder()
-        .serial_number(fields.serial)
-        .subject_name(fields.subject)
-        .issuer_name(fields.issuer)
-        .public_key(params.public_key)
-        .not_valid_before(fields.not_before)
-        .not_valid_after(fields.not_after)
-    )
-    for ext in fields.extensions(params.public_key):
-        builder = builder.add_extension(ext.value, critical=ext.critical)
-    return builder
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,17 +1,25 @@
-"""Signing fast path: the leaf profile is checked on the fields before signing, the bundle is cached per CA state."""
+"""Signing fast path: every leaf encoder profile-checks the signed leaf, the bundle is cached per CA state."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography import x509
-from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from server.ca.keys import KeyType, MemoryKeyManager, generate_key
 from server.ca.manager import AuthorityKind, CaConfig, CaManager, MemoryJournalStore
-from server.ca.signer import check_leaf_profile, public_key_from_csr, sign_ca, sign_x509_svid
+from server.ca.signer import (
+    BuilderLeafEncoder,
+    LeafEncoder,
+    ProfileLeafEncoder,
+    public_key_from_csr,
+    sign_ca,
+    sign_x509_svid,
+    sign_x509_svid_der,
+)
 from server.ca.templates import LeafFields, SvidPolicy, X509SvidParams, leaf_fields
 from server.errors import InvalidCsrError
 from spiffe_py.clock import ManualClock
@@ -32,33 +40,36 @@ def _fields() -> LeafFields:
                        issuer=CA_AUTHORITY.cert, now=NOW)
 
 
-def _replaced(ext: x509.ExtensionType, *, critical: bool) -> list[x509.Extension[x509.ExtensionType]]:
-    """The leaf's extensions with the one of ``ext``'s type swapped for ``ext``."""
-    return [x509.Extension(ext.oid, critical, ext) if isinstance(e.value, type(ext)) else e
-            for e in _fields().extensions(LEAF_KEY.public_key())]
+def test_the_signed_leaf_passes_the_profile_with_either_encoder() -> None:
+    """X5-01..13: both encoders' leaves pass the post-sign profile check."""
+    params = X509SvidParams(spiffe_id=WEB, public_key=LEAF_KEY.public_key())
+    for encoder in (BuilderLeafEncoder(), ProfileLeafEncoder()):
+        leaf = sign_x509_svid_der(CA_AUTHORITY, params, policy=SvidPolicy(), now=NOW, encoder=encoder).chain[0]
+        assert validate_leaf_profile(leaf) == WEB
+    assert validate_leaf_profile(sign_x509_svid(CA_AUTHORITY, params, policy=SvidPolicy(), now=NOW)[0]) == WEB
 
 
-def test_profile_check_accepts_what_the_signer_builds_and_the_leaf_agrees() -> None:
-    """X5-01..13: the pre-sign check passes our fields, and the signed leaf passes the post-sign profile."""
-    fields = _fields()
-    check_leaf_profile(fields.subject, fields.extensions(LEAF_KEY.public_key()))
-    leaf = sign_x509_svid(CA_AUTHORITY, X509SvidParams(spiffe_id=WEB, public_key=LEAF_KEY.public_key()),
-                          policy=SvidPolicy(), now=NOW)[0]
-    assert validate_leaf_profile(leaf) == WEB
-
-
-@pytest.mark.parametrize(("ext", "critical", "message"), [
-    (x509.BasicConstraints(ca=True, path_length=None), True, "leaf certificate must not be a ca"),  # X5-08
-    (x509.SubjectAlternativeName([x509.DNSName("web.example")]), True, "exactly one uri san, found 0"),  # X5-01
-    (x509.SubjectAlternativeName([x509.UniformResourceIdentifier("spiffe://example.org")]), True,
+@pytest.mark.parametrize(("san", "message"), [
+    (x509.SubjectAlternativeName([x509.DNSName("web.example")]), "exactly one uri san, found 0"),  # X5-01
+    (x509.SubjectAlternativeName([x509.UniformResourceIdentifier("spiffe://example.org")]),
      "must have a non-root path"),  # X5-03
-    (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False, "must include serverAuth and clientAuth"),
 ])
-def test_profile_check_refuses_a_non_conformant_leaf_before_signing(
-        ext: x509.ExtensionType, critical: bool, message: str) -> None:
-    """Defence in depth: a field bug is caught before the CA key signs anything (SPIRE credvalidator)."""
+@pytest.mark.parametrize("encoder", [BuilderLeafEncoder, ProfileLeafEncoder])
+def test_an_encoder_refuses_a_non_conformant_signed_leaf(
+        san: x509.SubjectAlternativeName, message: str, encoder: type[LeafEncoder]) -> None:
+    """Defence in depth: a field bug is caught on the signed leaf and nothing is returned (SPIRE credvalidator)."""
+    fields = dataclasses.replace(_fields(), san=san)
     with pytest.raises(InvalidX509SvidError, match=message):
-        check_leaf_profile(_fields().subject, _replaced(ext, critical=critical))
+        encoder().encode(CA_AUTHORITY, fields, LEAF_KEY.public_key())
+
+
+def test_the_profile_encoder_checks_each_profile_again_after_a_refusal() -> None:
+    """A refused profile is not memoised: the same bad fields are refused every time."""
+    encoder = ProfileLeafEncoder()
+    bad = dataclasses.replace(_fields(), san=x509.SubjectAlternativeName([x509.DNSName("web.example")]))
+    for _ in range(2):
+        with pytest.raises(InvalidX509SvidError):
+            encoder.encode(CA_AUTHORITY, bad, LEAF_KEY.public_key())
 
 
 def test_csr_uri_check_without_parsing_still_refuses_other_and_invalid_ids() -> None:

@@ -10,6 +10,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from server.ca.signer import BuilderLeafEncoder, X509Authority
 from server.ca.templates import (
     JwtSvidParams,
     SvidKind,
@@ -17,7 +18,7 @@ from server.ca.templates import (
     X509SvidParams,
     build_ca_template,
     build_jwt_claims,
-    build_x509_svid_template,
+    leaf_fields,
     max_safe_svid_ttl,
     svid_ttl_warnings,
 )
@@ -51,7 +52,9 @@ def leaf(params: X509SvidParams, policy: SvidPolicy = DEFAULT_POLICY, ca_ttl: ti
          now: datetime = NOW) -> x509.Certificate:
     ca_key = generate_key()
     ca = root_ca(ca_key, ca_ttl)
-    return sign(build_x509_svid_template(params, policy=policy, issuer=ca, now=now), ca_key)
+    der = BuilderLeafEncoder().encode(X509Authority(cert=ca, key=ca_key),
+                                      leaf_fields(params, policy=policy, issuer=ca, now=now), params.public_key)
+    return x509.load_der_x509_certificate(der)
 
 
 def test_ca_template_profile_x5_05_06_09_10_12() -> None:

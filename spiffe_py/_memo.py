@@ -1,0 +1,70 @@
+"""The one memo helper of server and agent: a bounded table, dropped whole when its version moves.
+
+Derived values (a leaf profile per CA and entry, a response per cache state) are memoised
+against the version counter of what they derive from; a new version clears the table, so no
+entry is ever stale and nothing needs per-key invalidation::
+
+    memo: Memo[Identity, Profile] = Memo(max_size=4096)
+    key = Identity(authority, subject)          # by object identity, the objects kept alive
+    value = memo.get(key, version=cache.version)
+    if value is None:
+        value = build(...)
+        memo.put(key, value, version=cache.version)
+
+Keys are any hashable value; :class:`Identity` keys by identity objects whose hash or equality
+is costly (certificates, names) or undefined.
+"""
+
+from __future__ import annotations
+
+from typing import Generic, TypeVar, final
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+@final
+class Identity:
+    """A key made of objects compared by identity; it keeps them alive, so an id is never reused."""
+
+    __slots__ = ("_hash", "objects")
+
+    def __init__(self, *objects: object) -> None:
+        self.objects = objects
+        self._hash = hash(tuple(map(id, objects)))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, Identity) and len(other.objects) == len(self.objects)
+                and all(a is b for a, b in zip(self.objects, other.objects, strict=True)))
+
+
+class Memo(Generic[K, V]):
+    """Values by key, valid for one version of their source; at most ``max_size`` of them."""
+
+    __slots__ = ("_max_size", "_values", "_version")
+
+    def __init__(self, max_size: int) -> None:
+        if max_size < 1:
+            raise ValueError("memo: max_size must be at least 1")
+        self._max_size = max_size
+        self._values: dict[K, V] = {}
+        self._version = 0
+
+    def get(self, key: K, *, version: int = 0) -> V | None:
+        """The value memoised for ``key`` at ``version``, or None."""
+        if version != self._version:
+            return None
+        return self._values.get(key)
+
+    def put(self, key: K, value: V, *, version: int = 0) -> None:
+        """Memoise ``value``; a new version, or a full table, starts the table afresh."""
+        if version != self._version or len(self._values) >= self._max_size:
+            self._values = {}
+            self._version = version
+        self._values[key] = value
+
+    def __len__(self) -> int:
+        return len(self._values)
