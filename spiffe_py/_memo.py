@@ -6,10 +6,7 @@ entry is ever stale and nothing needs per-key invalidation::
 
     memo: Memo[Identity, Profile] = Memo(max_size=4096)
     key = Identity(authority, subject)          # by object identity, the objects kept alive
-    value = memo.get(key, version=cache.version)
-    if value is None:
-        value = build(...)
-        memo.put(key, value, version=cache.version)
+    value = memo.get_or_build(key, lambda: build(...), version=cache.version)
 
 Keys are any hashable value; :class:`Identity` keys by identity objects whose hash or equality
 is costly (certificates, names) or undefined.
@@ -17,6 +14,7 @@ is costly (certificates, names) or undefined.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Generic, TypeVar, final
 
 K = TypeVar("K")
@@ -65,6 +63,14 @@ class Memo(Generic[K, V]):
             self._values = {}
             self._version = version
         self._values[key] = value
+
+    def get_or_build(self, key: K, build: Callable[[], V], *, version: int = 0) -> V:
+        """The memoised value, or ``build()`` memoised now."""
+        value = self.get(key, version=version)
+        if value is None:
+            value = build()
+            self.put(key, value, version=version)
+        return value
 
     def __len__(self) -> int:
         return len(self._values)

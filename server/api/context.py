@@ -25,7 +25,7 @@ from server.config import ServerConfig
 from server.datastore import DataStore
 from server.guard import Guard
 from server.nodeattest.base import NodeAttestor
-from spiffe_py.bundle import SpiffeBundle
+from spiffe_py._memo import Identity, Memo
 from spiffe_py.clock import Clock
 from spiffe_py.spiffeid import SpiffeId
 
@@ -54,15 +54,6 @@ class ChangeNotifier:
             event.set()
 
 
-@dataclass(frozen=True, slots=True)
-class _ChainCache:
-    """DER of the certificates above the leaf, valid for one bundle object and one CA chain."""
-
-    bundle: SpiffeBundle
-    above: tuple[x509.Certificate, ...]
-    der: tuple[bytes, ...]
-
-
 @dataclass
 class ServerContext:
     """The composition root's objects, handed to each service."""
@@ -74,7 +65,8 @@ class ServerContext:
     attestors: Mapping[str, NodeAttestor] = field(default_factory=dict)
     changes: ChangeNotifier = field(default_factory=ChangeNotifier)
     revocations: RevocationHub = field(default_factory=RevocationHub)  # issue 5: revocations + CRLs
-    _chain_cache: _ChainCache | None = field(default=None, init=False, repr=False, compare=False)
+    _chain_der: Memo[Identity, tuple[bytes, ...]] = field(default_factory=lambda: Memo(max_size=8), init=False,
+                                                          repr=False, compare=False)
 
     @cached_property
     def guard(self) -> Guard:
@@ -106,16 +98,12 @@ class ServerContext:
 
     def _above_leaf_der(self, above: tuple[x509.Certificate, ...]) -> tuple[bytes, ...]:
         bundle = self.ca.bundle()  # the same object until the CA state changes
-        cached = self._chain_cache
-        # The cache holds the certificates it was built from, so identity comparison cannot
-        # be fooled by a reused id(); a new bundle or a new CA misses and rebuilds.
-        if (cached is not None and cached.bundle is bundle and len(cached.above) == len(above)
-                and all(a is b for a, b in zip(cached.above, above, strict=True))):
-            return cached.der
-        roots = set(bundle.x509_authorities)
-        der = tuple(c.public_bytes(serialization.Encoding.DER) for c in above if c not in roots)
-        self._chain_cache = _ChainCache(bundle=bundle, above=above, der=der)
-        return der
+
+        def build() -> tuple[bytes, ...]:
+            roots = set(bundle.x509_authorities)
+            return tuple(c.public_bytes(serialization.Encoding.DER) for c in above if c not in roots)
+
+        return self._chain_der.get_or_build(Identity(bundle, *above), build)
 
     async def call(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a blocking datastore/CA call off the event loop."""

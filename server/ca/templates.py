@@ -22,6 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from spiffe_py._memo import Identity, Memo
 from spiffe_py.spiffeid import SpiffeId, TrustDomain
 
 DEFAULT_CA_TTL = timedelta(hours=24)
@@ -207,7 +208,7 @@ def leaf_fields(params: X509SvidParams, *, policy: SvidPolicy, issuer: x509.Cert
     """The fields of a leaf X.509-SVID signed by ``issuer``; lifetime capped at the issuer's NotAfter."""
     if params.spiffe_id.is_root:
         raise ValueError(f"ca: x509-svid id must have a path: {str(params.spiffe_id)!r}")  # X5-03
-    issued_by = _ISSUERS.parts(issuer)
+    issued_by = _ISSUERS.get_or_build(Identity(issuer), lambda: _issuer_parts(issuer))
     ttl = params.ttl if params.ttl is not None else policy.default_x509_ttl(params.kind)
     not_after = capped_not_after(now=now, ttl=ttl, caps=(issued_by.not_after, params.expires_at))
     if not_after <= now:
@@ -221,30 +222,17 @@ def leaf_fields(params: X509SvidParams, *, policy: SvidPolicy, issuer: x509.Cert
 class _IssuerParts:
     """What every leaf of one issuer shares: read from its certificate once, not per leaf."""
 
-    cert: x509.Certificate
     subject: x509.Name
     not_after: datetime
     aki: x509.AuthorityKeyIdentifier
 
 
-class _IssuerCache:
-    """The parts of the most recent issuer (one CA signs almost every leaf until it rotates)."""
-
-    def __init__(self) -> None:
-        self._last: _IssuerParts | None = None
-
-    def parts(self, issuer: x509.Certificate) -> _IssuerParts:
-        """The issuer's parts, recomputed when a different certificate object is passed."""
-        last = self._last  # one read: another thread may swap it, never half-write it
-        # Identity, not equality: the cached certificate is kept alive, so its id is never reused.
-        if last is not None and last.cert is issuer:
-            return last
-        last = self._last = _IssuerParts(cert=issuer, subject=issuer.subject, not_after=issuer.not_valid_after_utc,
-                                         aki=_authority_key_id(issuer))
-        return last
+def _issuer_parts(issuer: x509.Certificate) -> _IssuerParts:
+    return _IssuerParts(subject=issuer.subject, not_after=issuer.not_valid_after_utc, aki=_authority_key_id(issuer))
 
 
-_ISSUERS = _IssuerCache()
+# One CA signs almost every leaf until it rotates; a few slots cover prepared and tainted ones.
+_ISSUERS: Memo[Identity, _IssuerParts] = Memo(max_size=8)
 
 
 @functools.lru_cache(maxsize=1024)
