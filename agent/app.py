@@ -78,7 +78,7 @@ def manager_config(cfg: AgentConfig) -> ManagerConfig:
         server_host=cfg.server_address,
         server_port=cfg.server_port,
         data_dir=Path(cfg.data_dir),
-        join_token=cfg.join_token,
+        node_attestor=cfg.node_attestor_client(),
         bootstrap_bundle=bundle,
         insecure_bootstrap=cfg.insecure_bootstrap,
         resync_interval=cfg.resync_interval,

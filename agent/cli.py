@@ -27,6 +27,7 @@ from grpclib.exceptions import GRPCError
 
 from agent.config import ATTESTORS, DEFAULT_SOCKET_PATH, LOG_LEVELS, load_config
 from agent.errors import AgentError
+from agent.nodeattest.registry import node_attestor_names
 from spiffe_py import _pem
 from spiffe_py._proto import workload_pb2
 from spiffe_py._proto.workload_grpc import SpiffeWorkloadAPIStub
@@ -153,6 +154,8 @@ _RUN_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("--server-address", {}),
     ("--server-port", {"type": int}),
     ("--data-dir", {}),
+    ("--node-attestor", {"choices": node_attestor_names(),
+                         "help": "node attestation method (default join_token)"}),
     ("--join-token", {"help": "single-use join token for the first attestation"}),
     ("--trust-bundle", {"help": "PEM file with the server's bootstrap trust anchors"}),
     ("--log-level", {"choices": LOG_LEVELS}),
@@ -168,6 +171,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         values["insecure_bootstrap"] = True
     if args.workload_attestor:
         values["workload_attestors"] = list(args.workload_attestor)
+    x509pop = {"cert_file": args.x509pop_cert, "key_file": args.x509pop_key}
+    if any(x509pop.values()):
+        values["x509pop"] = {k: v for k, v in x509pop.items() if v}
     return values
 
 
@@ -206,6 +212,8 @@ def _config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--policy", dest="policy_file", help="CEL policy file (TOML [[rule]]), hot-reloaded on change")
     p.add_argument("--insecure-bootstrap", action="store_true", help="do not verify the server on first attestation")
     p.add_argument("--workload-attestor", action="append", choices=ATTESTORS, help="repeatable; default unix")
+    p.add_argument("--x509pop-cert", help="x509pop: PEM node certificate (leaf first, then intermediates)")
+    p.add_argument("--x509pop-key", help="x509pop: PEM private key of the node certificate")
 
 
 def build_parser() -> argparse.ArgumentParser:

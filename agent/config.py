@@ -11,9 +11,14 @@ Example file::
     server_address = "127.0.0.1"
     server_port = 8081
     trust_bundle = "/etc/spiffe-py/bootstrap.pem"
+    node_attestor = "x509pop"         # default "join_token" (then join_token = "...")
     workload_attestors = ["unix", "docker"]
     audit_fsync = "interval"          # or "always": fsync before each Workload API reply
     audit_flush_interval = 0.05       # seconds; with "interval", records reach disk at most this late
+
+    [x509pop]
+    cert_file = "/etc/spiffe-py/node.pem"   # leaf first, then intermediates
+    key_file = "/etc/spiffe-py/node.key"
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from typing import Any
 
 from agent.errors import AgentConfigError
 from agent.guard import GuardSettings, anomaly_config, rate_limit_config
+from agent.nodeattest.base import NodeAttestorClient
+from agent.nodeattest.registry import build_node_attestor
 from spiffe_py.errors import InvalidTrustDomainError
 from spiffe_py.spiffeid import TrustDomain
 
@@ -47,7 +54,9 @@ class AgentConfig:
     server_port: int = 8081
     socket_path: str = DEFAULT_SOCKET_PATH
     data_dir: str = DEFAULT_DATA_DIR
-    join_token: str | None = None
+    node_attestor: str = "join_token"  # a name in agent.nodeattest.registry
+    join_token: str | None = None  # the join_token attestor's evidence
+    x509pop: dict[str, Any] | None = None  # [x509pop] cert_file, key_file
     trust_bundle: str | None = None
     insecure_bootstrap: bool = False
     log_level: str = "info"
@@ -85,8 +94,9 @@ class AgentConfig:
             raise AgentConfigError(f"config: server_port out of range: {self.server_port!r}")
         if self.trust_bundle and self.insecure_bootstrap:
             raise AgentConfigError("config: trust_bundle and insecure_bootstrap are mutually exclusive")
-        if self.join_token and not (self.trust_bundle or self.insecure_bootstrap):
-            raise AgentConfigError("config: attesting with a join token needs trust_bundle or insecure_bootstrap")
+        attestor = self.node_attestor_client()
+        if attestor is not None and not (self.trust_bundle or self.insecure_bootstrap):
+            raise AgentConfigError(f"config: attesting with {attestor.name} needs trust_bundle or insecure_bootstrap")
         if self.trust_bundle and not Path(self.trust_bundle).is_file():
             raise AgentConfigError(f"config: trust_bundle file not found: {self.trust_bundle!r}")
         if not Path(self.socket_path).is_absolute():
@@ -112,6 +122,15 @@ class AgentConfig:
                 f"{self.audit_flush_interval!r}"
             )
 
+    def node_attestor_client(self) -> NodeAttestorClient | None:
+        """The configured node attestor, or None when it has no evidence (a stored identity must do)."""
+        if self.node_attestor != "x509pop" and self.x509pop:
+            raise AgentConfigError(f"config: [x509pop] is set but node_attestor is {self.node_attestor!r}")
+        if self.node_attestor == "join_token" and not self.join_token:
+            return None
+        table = {"token": self.join_token} if self.node_attestor == "join_token" else (self.x509pop or {})
+        return build_node_attestor(self.node_attestor, table)
+
     def guard_settings(self) -> GuardSettings:
         """Policy, rate limit and anomaly settings; raises AgentConfigError on bad values."""
         if self.policy_file and not Path(self.policy_file).is_file():
@@ -125,7 +144,7 @@ class AgentConfig:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(AgentConfig)}
-_TABLES = ("rate_limit", "anomaly")
+_TABLES = ("rate_limit", "anomaly", "x509pop")
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -162,5 +181,9 @@ def load_config(path: Path | None, overrides: Mapping[str, Any]) -> AgentConfig:
             values = tomllib.loads(path.read_text())
         except (OSError, tomllib.TOMLDecodeError) as err:
             raise AgentConfigError(f"config: cannot read {str(path)!r}: {err}") from err
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(values.get(key), dict):
+            values[key] = {**values[key], **value}  # a flag sets one key of a table, not the whole table
+        elif value is not None:
+            values[key] = value
     return build_config(values)

@@ -54,3 +54,9 @@ class NoIdentityIssuedError(AgentError):
     """The caller matches no registration entry (or not the requested one)."""
 
     grpc_status = "PERMISSION_DENIED"
+
+
+class NodeAttestationError(AgentError):
+    """The agent could not attest its node (bad evidence, or the server's challenge could not be answered)."""
+
+    grpc_status = "UNAVAILABLE"

@@ -23,11 +23,13 @@ from grpclib.client import Channel
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
 from agent.errors import ServerUnavailableError
+from agent.nodeattest.base import NodeAttestorClient
 from spiffe_py._proto.spiffepy.server.v1 import agent_pb2
 from spiffe_py._proto.spiffepy.server.v1.agent_grpc import AgentAPIStub
 from spiffe_py.spiffeid import SpiffeId, TrustDomain
 
 CALL_TIMEOUT = 30.0
+MAX_CHALLENGES = 4  # more rounds than any attestor needs: a server asking more is refused
 _TRANSPORT_ERRORS = (OSError, ssl.SSLError, asyncio.TimeoutError, StreamTerminatedError, ProtocolError)
 
 
@@ -99,15 +101,29 @@ class ServerClient:
         except _TRANSPORT_ERRORS as err:
             raise ServerCallError(f"client: server unreachable: {type(err).__name__}") from err
 
-    async def attest_join_token(self, token: str, csr_der: bytes) -> agent_pb2.AttestResult:
-        """Node attestation with a join token; returns the result step."""
-        params = agent_pb2.AttestParams(attestation_type="join_token", payload=token.encode(), csr=csr_der)
-        request = agent_pb2.AttestAgentRequest(params=params)
-        response = await self._unary(self._stub.AttestAgent, request)
-        if response is None or not response.HasField("result"):
-            raise ServerCallError("client: server sent no attestation result")
-        result: agent_pb2.AttestResult = response.result
-        return result
+    async def attest(self, attestor: NodeAttestorClient, csr_der: bytes) -> agent_pb2.AttestResult:
+        """Node attestation: send the attestor's evidence, answer the server's challenges, return the result."""
+        params = agent_pb2.AttestParams(attestation_type=attestor.name, payload=attestor.payload(), csr=csr_der)
+        try:
+            async with self._stub.AttestAgent.open(timeout=CALL_TIMEOUT) as stream:
+                await stream.send_request()
+                self._check_peer(stream)
+                await stream.send_message(agent_pb2.AttestAgentRequest(params=params))
+                for _ in range(MAX_CHALLENGES + 1):
+                    response = await stream.recv_message()
+                    if response is None:
+                        break
+                    if response.HasField("result"):
+                        await stream.end()
+                        result: agent_pb2.AttestResult = response.result
+                        return result
+                    answer = attestor.answer(bytes(response.challenge))
+                    await stream.send_message(agent_pb2.AttestAgentRequest(challenge_response=answer))
+        except GRPCError as err:
+            raise ServerCallError(f"client: server refused the call: {err.message!r}", err.status.name) from err
+        except _TRANSPORT_ERRORS as err:
+            raise ServerCallError(f"client: server unreachable: {type(err).__name__}") from err
+        raise ServerCallError("client: server sent no attestation result")
 
     async def renew(self, csr_der: bytes) -> list[bytes]:
         """Renew the agent SVID; returns the new DER chain."""

@@ -4,7 +4,7 @@ One asyncio task group owns the :class:`WorkloadCache`; Workload API handlers
 read views from it and are woken on every change::
 
     manager = Manager(config, clock=SystemClock())
-    await manager.start()                       # load stored identity or attest with the join token
+    await manager.start()                       # load the stored identity or attest with the node attestor
     async with asyncio.TaskGroup() as tg:
         tg.create_task(manager.run())
         ...
@@ -30,7 +30,13 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
 from agent.attest.procfs import LinuxProcFs
-from agent.errors import AgentConfigError, AgentEvictedError, NoIdentityIssuedError, NotReadyError
+from agent.errors import (
+    AgentConfigError,
+    AgentEvictedError,
+    NodeAttestationError,
+    NoIdentityIssuedError,
+    NotReadyError,
+)
 from agent.manager.cache import DEFAULT_MAX_X509_SVIDS, Entry, JwtToken, SyncUpdate, WorkloadCache, WorkloadView
 from agent.manager.client import ServerCallError, ServerClient, server_ssl_context
 from agent.manager.convert import (
@@ -52,6 +58,7 @@ from agent.manager.process_binding import (
     exit_event,
 )
 from agent.manager.storage import AgentState, clear_state, key_path, load_state, save_state, svid_path
+from agent.nodeattest.base import NodeAttestorClient
 from spiffe_py._proto.spiffepy.server.v1 import agent_pb2
 from spiffe_py.clock import Clock
 from spiffe_py.errors import SpiffeError
@@ -78,7 +85,7 @@ class ManagerConfig:
     server_host: str
     server_port: int
     data_dir: Path
-    join_token: str | None = None
+    node_attestor: NodeAttestorClient | None = None  # None: only a stored identity can be used
     bootstrap_bundle: tuple[x509.Certificate, ...] = ()
     insecure_bootstrap: bool = False
     resync_interval: float = 60.0
@@ -355,21 +362,22 @@ class Manager:
         self._connect(state)
 
     async def start(self) -> None:
-        """Load the stored agent identity, or attest with the join token (retrying while unreachable)."""
+        """Load the stored agent identity, or attest (retrying while the server is unreachable)."""
         stored = load_state(self.config.data_dir)
         if stored is not None and stored.not_after > self._clock.now():
             log.info("using stored agent identity %s", display_id(stored.spiffe_id))
             self._state = stored
             self._connect(stored)
             return
-        if not self.config.join_token:
-            raise AgentConfigError("agent: no usable stored identity and no join token given")
+        attestor = self.config.node_attestor
+        if attestor is None or (stored is not None and not attestor.reusable):
+            what = "expired" if stored is not None else "no"
+            raise AgentConfigError(f"agent: {what} stored identity and no node attestation evidence that can be used; "
+                                   "give a new join token or configure a re-attestable node attestor (x509pop)")
         backoff = 1.0
         while True:
             try:
-                state = await self._attest(self.config.join_token)
-                self._adopt(state)
-                log.info("attested as %s", display_id(state.spiffe_id))
+                await self._attest_and_adopt(attestor, stored)
                 return
             except ServerCallError as err:
                 if err.status != "UNAVAILABLE":
@@ -378,12 +386,19 @@ class Manager:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
 
-    async def _attest(self, token: str) -> AgentState:
-        ctx = server_ssl_context(self.config.bootstrap_bundle, insecure=self.config.insecure_bootstrap)
+    async def _attest_and_adopt(self, attestor: NodeAttestorClient, previous: AgentState | None) -> None:
+        state = await self._attest(attestor, previous)
+        self._adopt(state)
+        log.info("attested as %s (%s)", display_id(state.spiffe_id), attestor.name)
+
+    async def _attest(self, attestor: NodeAttestorClient, previous: AgentState | None) -> AgentState:
+        # Re-attestation trusts the bundle it last had plus the bootstrap bundle; never insecurely.
+        anchors = (*(previous.bundle if previous is not None else ()), *self.config.bootstrap_bundle)
+        ctx = server_ssl_context(anchors, insecure=previous is None and self.config.insecure_bootstrap)
         client = ServerClient(self.config.server_host, self.config.server_port, self.config.trust_domain, ctx)
         key = new_key()
         try:
-            result = await client.attest_join_token(token, build_csr(key))
+            result = await client.attest(attestor, build_csr(key))
         finally:
             client.close()
         chain = self._check_agent_chain(result.svid_chain, key, None)
@@ -561,11 +576,17 @@ class Manager:
             state = self._state
             if state is None:
                 continue
-            if not should_rotate(
-                now=self._clock.now(), not_before=state.not_before, not_after=state.not_after, jitter=self._jitter()
-            ):
+            now = self._clock.now()
+            if not should_rotate(now=now, not_before=state.not_before, not_after=state.not_after,
+                                 jitter=self._jitter()):
                 continue
+            attestor = self.config.node_attestor
             try:
-                await self._renew(state)
-            except (ServerCallError, ServerResponseError) as err:
+                if state.not_after <= now and attestor is not None and attestor.reusable and state.can_reattest:
+                    # The SVID lapsed (the server was out of reach past its TTL): renewal needs a valid
+                    # SVID, re-attestation only the node's evidence.
+                    await self._attest_and_adopt(attestor, state)
+                else:
+                    await self._renew(state)
+            except (ServerCallError, ServerResponseError, NodeAttestationError) as err:
                 log.warning("agent svid renewal failed: %s", err)

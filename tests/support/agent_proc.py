@@ -29,22 +29,29 @@ AGENT = [str(Path(sys.executable).parent / "spiffe-agent")]  # agent.cli has no 
 
 
 class AgentProc:
-    """One spiffe-agent subprocess attested with a fresh join token."""
+    """One spiffe-agent subprocess attested with a fresh join token, or with the node attestor args given."""
 
-    def __init__(self, server: ServerProc, name: str, join_token: str) -> None:
+    def __init__(self, server: ServerProc, name: str, node_args: tuple[str, ...], agent_id: str) -> None:
         self.server = server
         self.root = server.data_dir.parent / name
         self.socket_path = self.root / "public" / "api.sock"
         self.log_path = self.root.with_suffix(".log")
-        self.agent_id = f"spiffe://{server.trust_domain}/spire/agent/join_token/{join_token}"
-        self._token = join_token
+        self.agent_id = agent_id
+        self._node_args = node_args
         self.proc: subprocess.Popen[bytes] | None = None
 
     @classmethod
-    def start(cls, server: ServerProc, name: str, extra_args: tuple[str, ...] = ()) -> AgentProc:
-        """Generate a join token, write the bootstrap bundle and launch the agent (not yet waited for)."""
-        token = server.cli_json("token", "generate")["value"]
-        agent = cls(server, name, token)
+    def start(cls, server: ServerProc, name: str, extra_args: tuple[str, ...] = (), *,
+              node_attestation: tuple[tuple[str, ...], str] | None = None) -> AgentProc:
+        """Write the bootstrap bundle and launch the agent (not yet waited for).
+
+        ``node_attestation`` is (flags, expected agent ID); by default a fresh join token.
+        """
+        if node_attestation is None:
+            token = server.cli_json("token", "generate")["value"]
+            node_attestation = (("--join-token", token),
+                                f"spiffe://{server.trust_domain}/spire/agent/join_token/{token}")
+        agent = cls(server, name, *node_attestation)
         agent.root.mkdir(parents=True, exist_ok=True)
         (agent.root / "bootstrap.pem").write_text(server.cli("bundle", "show").stdout)
         agent.launch(extra_args)
@@ -59,7 +66,7 @@ class AgentProc:
         """Start ``spiffe-agent run`` (appending to the log)."""
         argv = [*AGENT, "run", "--trust-domain", self.server.trust_domain, "--server-port", str(self.server.port),
                 "--data-dir", str(self.root / "data"), "--socket-path", str(self.socket_path),
-                "--trust-bundle", str(self.root / "bootstrap.pem"), "--join-token", self._token,
+                "--trust-bundle", str(self.root / "bootstrap.pem"), *self._node_args,
                 "--log-level", "debug", *extra_args]
         self.proc = spawn(argv, self.log_path)
 
