@@ -39,9 +39,8 @@ from server.datastore import DataStore, open_datastore
 from server.health import start_health_listener
 from server.logging import configure_logging
 from server.metrics import BUNDLE_SEQUENCE, start_metrics_listener
-from server.nodeattest.base import NodeAttestor
-from server.nodeattest.join_token import JoinTokenAttestor
-from server.nodeattest.x509pop import X509PopAttestor
+from server.nodeattest.base import NodeAttestor, PluginHost
+from server.nodeattest.registry import node_attestor_plugins
 from server.revocation import serial_hex
 from spiffe_py.clock import Clock, SystemClock
 from spiffe_py.policy import PolicyError
@@ -60,12 +59,10 @@ def rotator_interval(ca_ttl: timedelta) -> float:
 
 def build_attestors(cfg: ServerConfig, store: DataStore) -> dict[str, NodeAttestor]:
     """The node attestors enabled in the config, by attestation type."""
-    attestors: dict[str, NodeAttestor] = {}
-    if cfg.node_attestors.join_token.enabled:
-        attestors["join_token"] = JoinTokenAttestor(cfg.trust_domain, store)
-    if cfg.node_attestors.x509pop is not None:
-        attestors["x509pop"] = X509PopAttestor.load(cfg.trust_domain, cfg.node_attestors.x509pop.ca_bundle_path)
-    return attestors
+    host = PluginHost(trust_domain=cfg.trust_domain, store=store)
+    plugins = node_attestor_plugins()
+    built = {name: plugins[name].build(config, host) for name, config in cfg.node_attestors.items()}
+    return {name: attestor for name, attestor in built.items() if attestor is not None}
 
 
 def build_ca(cfg: ServerConfig, store: DataStore, clock: Clock) -> CaManager:

@@ -19,8 +19,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
+from server.nodeattest.base import PluginConfigError
+from server.nodeattest.registry import node_attestor_plugins
 from spiffe_py.errors import SpiffeError
 from spiffe_py.spiffeid import TrustDomain
 
@@ -45,28 +48,6 @@ class UpstreamAuthorityConfig:
 
     cert_file: Path
     key_file: Path
-
-
-@dataclass(frozen=True, slots=True)
-class JoinTokenConfig:
-    """The join_token node attestor (enabled by default)."""
-
-    enabled: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class X509PopConfig:
-    """The x509pop node attestor: agents prove possession of a key certified by ``ca_bundle_path``."""
-
-    ca_bundle_path: Path
-
-
-@dataclass(frozen=True, slots=True)
-class NodeAttestorsConfig:
-    """Which node attestors the server accepts."""
-
-    join_token: JoinTokenConfig = field(default_factory=JoinTokenConfig)
-    x509pop: X509PopConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +94,8 @@ class ServerConfig:
     default_jwt_svid_ttl: timedelta = timedelta(minutes=5)
     jwt_issuer: str = ""
     upstream_authority: UpstreamAuthorityConfig | None = None
-    node_attestors: NodeAttestorsConfig = field(default_factory=NodeAttestorsConfig)
+    # attestation type -> the plugin's parsed table (server.nodeattest.registry); join_token unless disabled
+    node_attestors: Mapping[str, object] = field(default_factory=lambda: _node_attestors({}))
     admin_uids: tuple[int, ...] = ()
     health: HealthConfig | None = None
     metrics: MetricsConfig | None = None
@@ -243,20 +225,23 @@ def _upstream(raw: object) -> UpstreamAuthorityConfig:
         key_file=Path(_expect(table["key_file"], str, "upstream_authority.key_file")))
 
 
-def _node_attestors(raw: object) -> NodeAttestorsConfig:
-    table = _table(raw, "node_attestors", _names(NodeAttestorsConfig))
-    join_token = JoinTokenConfig()
-    if "join_token" in table:
-        jt = _table(table["join_token"], "node_attestors.join_token", _names(JoinTokenConfig))
-        enabled = _expect(jt.get("enabled", True), bool, "node_attestors.join_token.enabled")
-        join_token = JoinTokenConfig(enabled=enabled)
-    x509pop = None
-    if "x509pop" in table:
-        xp = _table(table["x509pop"], "node_attestors.x509pop", _names(X509PopConfig))
-        if "ca_bundle_path" not in xp:
-            raise ConfigError("config: node_attestors.x509pop.ca_bundle_path: required")
-        x509pop = X509PopConfig(Path(_expect(xp["ca_bundle_path"], str, "node_attestors.x509pop.ca_bundle_path")))
-    return NodeAttestorsConfig(join_token=join_token, x509pop=x509pop)
+def _node_attestors(raw: object) -> Mapping[str, object]:
+    tables: dict[str, Any] = _expect(raw, dict, "node_attestors")
+    plugins = node_attestor_plugins()
+    for name in tables:
+        if name not in plugins:
+            raise ConfigError(f"config: unknown key {_join('node_attestors', name)!r} "
+                              f"(node attestors: {', '.join(sorted(plugins))})")
+    configs: dict[str, object] = {}
+    for name, plugin in plugins.items():
+        if name not in tables and not plugin.enabled_by_default:
+            continue
+        key = _join("node_attestors", name)
+        try:
+            configs[name] = plugin.parse(_expect(tables.get(name, {}), dict, key))
+        except PluginConfigError as err:
+            raise ConfigError(f"config: {key}.{err}") from err
+    return MappingProxyType(configs)
 
 
 def _admin_uids(raw: object) -> tuple[int, ...]:

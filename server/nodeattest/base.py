@@ -8,10 +8,10 @@ The agent API supplies ``challenge``, which sends bytes to the agent and returns
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from spiffe_py.selectors import Selector
 from spiffe_py.spiffeid import SpiffeId, TrustDomain
@@ -44,3 +44,40 @@ class NodeAttestor(Protocol):
 def agent_id(trust_domain: TrustDomain, attestor: str, *segments: str) -> SpiffeId:
     """SPIRE's agent ID form ``spiffe://<td>/spire/agent/<attestor>/<segments...>``."""
     return SpiffeId.from_segments(trust_domain, "spire", "agent", attestor, *segments)
+
+
+class PluginConfigError(ValueError):
+    """A plugin's config table is invalid; str() is ``key: reason`` (the loader adds the table path)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PluginHost:
+    """What the server hands a node attestor plugin when it builds it."""
+
+    trust_domain: TrustDomain
+    store: Any  # the datastore; a plugin declares the narrow Protocol it needs
+
+
+@dataclass(frozen=True, slots=True)
+class NodeAttestorPlugin:
+    """A node attestor as the server's catalog knows it: its config parser and its factory.
+
+    ``parse`` turns the ``[node_attestors.<name>]`` table into the plugin's own config (pure, at
+    config load; PluginConfigError on a bad table); ``build`` makes the attestor at start.
+    """
+
+    name: str
+    parse: Callable[[Mapping[str, Any]], object]
+    build: Callable[[Any, PluginHost], NodeAttestor | None]  # None: the table turned it off
+    enabled_by_default: bool = False
+
+
+def string_key(table: Mapping[str, Any], key: str, *, known: frozenset[str]) -> str:
+    """A required string key of a plugin table, after refusing unknown keys."""
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise PluginConfigError(f"{unknown[0]}: unknown key")
+    value = table.get(key)
+    if not isinstance(value, str) or not value:
+        raise PluginConfigError(f"{key}: required (a non-empty string)")
+    return value

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from server.errors import AttestationError
-from server.nodeattest.base import AttestResult, ChallengeFn, agent_id
+from server.nodeattest.base import AttestResult, ChallengeFn, PluginConfigError, PluginHost, agent_id
 from spiffe_py.spiffeid import TrustDomain
 
 NAME = "join_token"
@@ -96,3 +97,26 @@ class JoinTokenAttestor:
         if now >= record.expires_at:
             raise AttestationError(NAME, "join token has expired")
         return AttestResult(agent_id=agent_id(self._trust_domain, NAME, token), selectors=(), can_reattest=False)
+
+
+@dataclass(frozen=True, slots=True)
+class JoinTokenConfig:
+    """``[node_attestors.join_token]``: ``enabled`` (default true)."""
+
+    enabled: bool = True
+
+
+def parse_config(table: Mapping[str, Any]) -> JoinTokenConfig:
+    """The plugin table; join tokens are on unless ``enabled = false``."""
+    unknown = sorted(set(table) - {"enabled"})
+    if unknown:
+        raise PluginConfigError(f"{unknown[0]}: unknown key")
+    enabled = table.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise PluginConfigError(f"enabled: expected a boolean, got {enabled!r}")
+    return JoinTokenConfig(enabled=enabled)
+
+
+def build(config: JoinTokenConfig, host: PluginHost) -> JoinTokenAttestor | None:
+    """The attestor, or None when the table disabled it."""
+    return JoinTokenAttestor(host.trust_domain, host.store) if config.enabled else None

@@ -10,9 +10,11 @@ against ``ca_bundle`` at ``now``, sends a nonce, and checks the answer (see ``sp
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -26,7 +28,7 @@ from cryptography.x509.verification import (
 )
 
 from server.errors import AttestationError
-from server.nodeattest.base import AttestResult, ChallengeFn, agent_id
+from server.nodeattest.base import AttestResult, ChallengeFn, PluginHost, agent_id, string_key
 from spiffe_py import _pem
 from spiffe_py._x509pop import new_nonce, verify_x509pop_response
 from spiffe_py.errors import SpiffeError
@@ -124,3 +126,20 @@ def build_selectors(chain: Sequence[x509.Certificate]) -> tuple[Selector, ...]:
     serial = leaf.serial_number
     values.append(f"serialnumber:{serial.to_bytes((serial.bit_length() + 7) // 8 or 1, 'big').hex()}")
     return tuple(Selector(NAME, value) for value in sorted(set(values)))
+
+
+@dataclass(frozen=True, slots=True)
+class X509PopConfig:
+    """``[node_attestors.x509pop]``: ``ca_bundle_path``, the PEM CAs that issue node certificates."""
+
+    ca_bundle_path: Path
+
+
+def parse_config(table: Mapping[str, Any]) -> X509PopConfig:
+    """The plugin table."""
+    return X509PopConfig(Path(string_key(table, "ca_bundle_path", known=frozenset({"ca_bundle_path"}))))
+
+
+def build(config: X509PopConfig, host: PluginHost) -> X509PopAttestor:
+    """The attestor, trusting the CAs in ``ca_bundle_path``."""
+    return X509PopAttestor.load(host.trust_domain, config.ca_bundle_path)

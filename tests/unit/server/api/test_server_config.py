@@ -21,7 +21,7 @@ def test_defaults_with_only_trust_domain() -> None:
     assert cfg.default_x509_svid_ttl == timedelta(hours=1)
     assert cfg.default_jwt_svid_ttl == timedelta(minutes=5)
     assert cfg.health is None and cfg.metrics is None
-    assert cfg.node_attestors.join_token.enabled and cfg.node_attestors.x509pop is None
+    assert set(cfg.node_attestors) == {"join_token"}
     assert cfg.warnings() == []
 
 
@@ -47,7 +47,7 @@ bind_port = 8088
     assert cfg.ca_ttl == timedelta(hours=2) and cfg.default_x509_svid_ttl == timedelta(seconds=600)
     assert cfg.admin_uids == (1000, 1001)
     assert cfg.upstream_authority is not None and cfg.upstream_authority.key_file == Path("/etc/up.key")
-    assert cfg.node_attestors.x509pop is not None
+    assert set(cfg.node_attestors) == {"join_token", "x509pop"}
     assert cfg.health is not None and cfg.health.bind_port == 8088 and cfg.health.live_path == "/live"
     assert cfg.metrics is not None and cfg.metrics.bind_port == 9988
 
@@ -61,7 +61,10 @@ def test_flags_override_file() -> None:
 @pytest.mark.parametrize(("text", "message"), [
     ('trust_domain = "x.org"\nbogus = 1', "config: unknown key 'bogus'"),
     ('trust_domain = "x.org"\n[health]\nport = 1', "config: unknown key 'health.port'"),
-    ('trust_domain = "x.org"\n[node_attestors.x509pop]\nca = "a"', "config: unknown key 'node_attestors.x509pop.ca'"),
+    ('trust_domain = "x.org"\n[node_attestors.x509pop]\nca = "a"', "config: node_attestors.x509pop.ca: unknown key"),
+    ('trust_domain = "x.org"\n[node_attestors.x509pop]', "config: node_attestors.x509pop.ca_bundle_path: required"),
+    ('trust_domain = "x.org"\n[node_attestors.tpm]', "config: unknown key 'node_attestors.tpm'"),
+    ('trust_domain = "x.org"\n[node_attestors.join_token]\nenabled = 1', "config: node_attestors.join_token.enabled: expected"),
     ("bind_port = 1", "config: trust_domain: required"),
     ('trust_domain = "Bad_TD"', "config: trust_domain: spiffeid:"),
     ('trust_domain = "x.org"\nbind_port = 70000', "config: bind_port: must be within 0..65535"),
