@@ -102,9 +102,9 @@ _RELATIVE_RE = re.compile(
 def container_id_from_path(path: str) -> str | None:
     """Container ID of one cgroup path when it is exactly a known runtime layout, else None (pure)."""
     m = _ABSOLUTE_RE.fullmatch(path) or _RELATIVE_RE.fullmatch(path)
-    if m is None:
+    if m is None or m.lastindex is None:
         return None
-    return next(v for v in m.groupdict().values() if v is not None)
+    return m[m.lastindex]  # each alternative's only group is its ID
 
 
 def container_id_from_cgroup(text: str) -> str | None:
@@ -117,15 +117,15 @@ def container_id_from_cgroup(text: str) -> str | None:
     Raises:
         ContainerIdError: a line is malformed, or lines name different container IDs.
     """
-    ids: set[str] = set()
+    paths: set[str] = set()  # cgroup v1 repeats one path per hierarchy: match each once
     for line in text.splitlines():
         if not line.strip():
             continue
         parts = line.split(":", 2)  # hierarchy-ID:controllers:path (v2: "0::path")
         if len(parts) != 3:
             raise ContainerIdError(f"docker: malformed cgroup line: {line[:120]!r}")
-        if (cid := container_id_from_path(parts[2])) is not None:
-            ids.add(cid)
+        paths.add(parts[2])
+    ids = {cid for path in paths if (cid := container_id_from_path(path)) is not None}
     if len(ids) > 1:
         raise ContainerIdError(f"docker: multiple container IDs found in cgroups: {sorted(ids)!r}")
     return ids.pop() if ids else None
