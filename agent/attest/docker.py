@@ -275,6 +275,16 @@ class DockerEngineApi:
         return parse_inspect(body)
 
 
+@dataclass(frozen=True, slots=True)
+class _Inspected:
+    """A cached inspect result: the container's selectors and its init process's namespaces."""
+
+    at: float
+    selectors: frozenset[Selector]
+    init_pid: int
+    namespaces: tuple[str, ...]
+
+
 class DockerAttestor:
     """Workload attestor producing ``docker:*`` selectors (none when not in a container).
 
@@ -282,8 +292,9 @@ class DockerAttestor:
     container's init: the ID comes from the kernel (cgroup), is random and never reused, and a
     container's labels, env and image cannot change after creation, so a hit describes the same
     container; it saves an engine round trip per call. Every call still checks that the caller
-    shares the container's namespaces (two ``/proc/<pid>/ns`` reads); a caller that does not
-    makes the entry be inspected again once (the container may have restarted) before it is refused.
+    shares the container's namespaces (two ``/proc/<pid>/ns`` reads). A caller that does not is
+    refused; the engine is asked again first only if the cached init has left those namespaces
+    (the container restarted), so refused callers cannot make the agent call the engine.
     """
 
     name = NAME
@@ -300,32 +311,32 @@ class DockerAttestor:
         self._api = api
         self._ttl = cache_ttl
         self._monotonic = monotonic
-        # cid -> (at, selectors, namespaces of the container's init)
-        self._cache: OrderedDict[str, tuple[float, frozenset[Selector], tuple[str, ...]]] = OrderedDict()
+        self._cache: OrderedDict[str, _Inspected] = OrderedDict()  # by container ID
 
-    def _cached(self, cid: str, now: float) -> tuple[frozenset[Selector], tuple[str, ...]] | None:
-        hit = self._cache.get(cid)
-        if hit is None or now - hit[0] >= self._ttl:
-            return None
-        return hit[1], hit[2]
-
-    def _store(self, cid: str, now: float, selectors: frozenset[Selector], namespaces: tuple[str, ...]) -> None:
-        self._cache[cid] = (now, selectors, namespaces)
+    def _store(self, cid: str, hit: _Inspected) -> None:
+        self._cache[cid] = hit
         self._cache.move_to_end(cid)
         while len(self._cache) > INSPECT_CACHE_SIZE:
             self._cache.popitem(last=False)
+
+    def _restarted(self, hit: _Inspected) -> bool:
+        """Whether the cached init is gone or in other namespaces now (the container restarted)."""
+        try:
+            return namespaces_of(self._procfs, hit.init_pid) != hit.namespaces
+        except WorkloadAttestationError:
+            return True
 
     async def _verified_selectors(self, pid: int, cid: str) -> frozenset[Selector]:
         """Selectors of container ``cid`` once ``pid`` is shown to be inside it."""
         caller = namespaces_of(self._procfs, pid)
         now = self._monotonic()
-        cached = self._cached(cid, now)
-        if cached is None or cached[1] != caller:
+        hit = self._cache.get(cid)
+        if hit is None or now - hit.at >= self._ttl or (hit.namespaces != caller and self._restarted(hit)):
             info = await asyncio.to_thread(self._api.inspect, cid)
-            cached = container_selectors(info), container_namespaces(self._procfs, cid, info)
-            self._store(cid, now, *cached)
-        verify_in_container(pid, cid, caller, cached[1])
-        return cached[0]
+            hit = _Inspected(now, container_selectors(info), info.pid, container_namespaces(self._procfs, cid, info))
+            self._store(cid, hit)
+        verify_in_container(pid, cid, caller, hit.namespaces)
+        return hit.selectors
 
     async def attest(self, pid: int, ids: StatusIds | None = None) -> frozenset[Selector]:
         """Selectors for ``pid``'s container (``ids`` unused: the container comes from the cgroup)."""
