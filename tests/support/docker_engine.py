@@ -205,6 +205,10 @@ class DockerEngine:
         """Start `command` inside the running container (``docker exec -d``)."""
         self._docker(["exec", "-d", container_id, *command])
 
+    def restart(self, container_id: str) -> None:
+        """Restart the container at once (same ID, new init process and namespaces)."""
+        self._docker(["restart", "-t", "0", container_id])
+
     def wait(self, container_id: str) -> int:
         """Block until the container exits; return its exit code."""
         return int(self._docker(["wait", container_id]).stdout)

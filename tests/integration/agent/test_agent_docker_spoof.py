@@ -144,3 +144,17 @@ def _wait_for_pid(argv: list[str]) -> int:
                     continue
         time.sleep(0.1)
     raise AssertionError(f"no process {argv!r}")
+
+
+async def test_restarted_container_is_recognised_while_its_entry_is_cached(
+    docker_engine: DockerEngine, container: str
+) -> None:
+    """Same ID, new init and namespaces: the stale cached namespaces make the agent ask the engine again."""
+    api = DockerEngineApi(socket_path_from_docker_host(docker_engine.host))
+    attestor = DockerAttestor(LinuxProcFs(), api, monotonic=lambda: 1000.0)  # the cache never expires
+    before = docker_engine.pid(container)
+    assert Selector("docker", "label:app:web") in await attestor.attest(before)
+    docker_engine.restart(container)
+    after = docker_engine.pid(container)
+    assert after not in (0, before)
+    assert Selector("docker", "label:app:web") in await attestor.attest(after)
