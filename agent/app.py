@@ -5,8 +5,10 @@
     await run_agent(load_config(Path("agent.toml"), {}))
 
 The socket is world-connectable (0777) inside a 0755 directory owned by the
-agent's user; anything else (a group/world-writable or foreign-owned directory)
-is refused because another user could swap the socket.
+agent's user; anything else (a group/world-writable or foreign-owned directory,
+or such an ancestor: only root and the agent's user may own the path, and only a
+root-owned sticky directory like /tmp may be writable by others) is refused
+because another user could swap the socket.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import itertools
 import logging
 import os
 import signal
@@ -86,12 +89,77 @@ def manager_config(cfg: AgentConfig) -> ManagerConfig:
     )
 
 
+def _check_socket_ancestor(directory: Path, child: Path, child_uid: int, euid: int) -> None:
+    """Refuse an ancestor of the socket that a user other than root or the agent's could change.
+
+    Such a user could rename or replace the rest of the path and put another socket where
+    workloads look for the agent. A group/world-writable directory is accepted only when it is
+    root's and sticky (``/tmp``) and its next component (owned by ``child_uid``) is root's or the
+    agent's: the sticky bit then keeps others from renaming or removing that component, ``child``.
+    """
+    try:
+        st = os.lstat(directory)
+    except OSError as err:
+        raise AgentConfigError(f"agent: cannot check socket directory {str(directory)!r}: {err.strerror}") from err
+    if st.st_uid not in (0, euid):
+        raise AgentConfigError(
+            f"agent: unsafe socket directory {str(directory)!r}: owned by uid {st.st_uid}, not root or uid {euid}"
+        )
+    if stat.S_ISLNK(st.st_mode) or not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return
+    if st.st_mode & stat.S_ISVTX and st.st_uid == 0:
+        if child_uid in (0, euid):
+            return
+        raise AgentConfigError(
+            f"agent: unsafe socket directory {str(child)!r}: owned by uid {child_uid}, not root or uid {euid}, "
+            f"in the shared directory {str(directory)!r}"
+        )
+    raise AgentConfigError(
+        f"agent: unsafe socket directory {str(directory)!r}: writable by other users "
+        f"(mode {stat.S_IMODE(st.st_mode):04o}; only a root-owned sticky directory may be)"
+    )
+
+
+def _secure_socket_path(directory: Path, euid: int, *, create: bool) -> None:
+    """Check each ancestor of ``directory`` from ``/`` down, creating missing ones 0755 when ``create``.
+
+    A missing directory is created only after its parent passed, so nothing is ever made inside
+    a directory another user controls.
+    """
+    chain = [*reversed(directory.parents), directory]
+    for parent, child in itertools.pairwise(chain):
+        try:
+            child_uid: int | None = os.lstat(child).st_uid
+        except FileNotFoundError:
+            child_uid = None
+        except OSError as err:
+            raise AgentConfigError(f"agent: cannot check socket directory {str(child)!r}: {err.strerror}") from err
+        _check_socket_ancestor(parent, child, euid if child_uid is None else child_uid, euid)
+        if child_uid is None:
+            if not create:
+                return
+            try:
+                os.mkdir(child, 0o755)
+            except FileExistsError:  # made by someone else meanwhile: checked next, as ancestor or socket dir
+                pass
+            except OSError as err:
+                raise AgentConfigError(f"agent: cannot create socket directory {str(child)!r}: {err.strerror}") from err
+
+
 def prepare_socket_dir(socket_path: Path) -> None:
-    """Create the socket's directory 0755 and refuse unsafe existing ones; remove a stale socket."""
-    directory = socket_path.parent
-    directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+    """Create the socket's directory 0755 and refuse unsafe ones; remove a stale socket.
+
+    Every ancestor is checked (:func:`_check_socket_ancestor`), both as written (a symlink must
+    sit in a safe directory and be root's or ours) and resolved; the socket's own directory must
+    be ours and writable by us alone.
+    """
+    euid = os.geteuid()
+    written = Path(os.path.abspath(socket_path.parent))
+    _secure_socket_path(written, euid, create=False)
+    directory = Path(os.path.realpath(written))
+    _secure_socket_path(directory, euid, create=True)
     st = directory.stat()
-    if st.st_uid != os.geteuid() or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+    if st.st_uid != euid or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         raise AgentConfigError(
             f"agent: socket directory must be ours and not group/world-writable: {str(directory)!r}"
         )

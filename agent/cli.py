@@ -25,7 +25,14 @@ from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from agent.config import ATTESTORS, DEFAULT_SOCKET_PATH, LOG_LEVELS, load_config
+from agent.config import (
+    ATTESTORS,
+    LOG_LEVELS,
+    ROOT_SOCKET_PATH,
+    USER_SOCKET_PATH,
+    default_client_socket_path,
+    load_config,
+)
 from agent.errors import AgentError
 from agent.nodeattest.registry import node_attestor_names
 from spiffe_py import _pem
@@ -199,13 +206,17 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _common(p: argparse.ArgumentParser, socket_default: str | None = DEFAULT_SOCKET_PATH) -> None:
-    p.add_argument("--socket-path", default=socket_default, help=f"workload api socket (default {DEFAULT_SOCKET_PATH})")
+_SOCKET_HELP = f"workload api socket (default {ROOT_SOCKET_PATH}, or {USER_SOCKET_PATH} when the agent is not root)"
+
+
+def _common(p: argparse.ArgumentParser, *, client: bool = True) -> None:
+    # clients look for root's agent first; `run` leaves it to the config (agent.config.default_socket_path)
+    p.add_argument("--socket-path", default=default_client_socket_path() if client else None, help=_SOCKET_HELP)
     p.add_argument("--output", choices=("json", "pretty"), default="pretty")
 
 
 def _config_flags(p: argparse.ArgumentParser) -> None:
-    _common(p, socket_default=None)
+    _common(p, client=False)
     p.add_argument("--config", help="TOML config file (unknown keys are errors)")
     for flag, kwargs in _RUN_FLAGS:
         p.add_argument(flag, **kwargs)

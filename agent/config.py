@@ -24,6 +24,7 @@ Example file::
 from __future__ import annotations
 
 import dataclasses
+import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -37,7 +38,23 @@ from agent.nodeattest.registry import build_node_attestor
 from spiffe_py.errors import InvalidTrustDomainError
 from spiffe_py.spiffeid import TrustDomain
 
-DEFAULT_SOCKET_PATH = "/tmp/spiffe-py-agent/public/api.sock"  # noqa: S108 - the documented default location
+# root's agent serves under /run (only root can create there); another user's under /tmp, whose
+# sticky bit keeps others from replacing the agent's own directory (agent.app.prepare_socket_dir)
+ROOT_SOCKET_PATH = "/run/spiffe-py-agent/public/api.sock"
+USER_SOCKET_PATH = "/tmp/spiffe-py-agent/public/api.sock"  # noqa: S108 - the documented non-root location
+
+
+def default_socket_path(euid: int | None = None) -> str:
+    """Where ``spiffe-agent run`` serves by default: :data:`ROOT_SOCKET_PATH` as root, else :data:`USER_SOCKET_PATH`."""
+    return ROOT_SOCKET_PATH if (os.geteuid() if euid is None else euid) == 0 else USER_SOCKET_PATH
+
+
+def default_client_socket_path() -> str:
+    """Where the client commands look by default: root's agent when its directory exists, else the non-root one.
+
+    Only root can create ``/run/spiffe-py-agent``, so its presence cannot be faked by another user.
+    """
+    return ROOT_SOCKET_PATH if os.path.isdir(os.path.dirname(ROOT_SOCKET_PATH)) else USER_SOCKET_PATH
 DEFAULT_DATA_DIR = "./.spiffe-agent-data"
 ATTESTORS = ("unix", "docker")
 AUDIT_FSYNC_MODES = ("interval", "always")
@@ -52,7 +69,7 @@ class AgentConfig:
     trust_domain: str = ""
     server_address: str = "127.0.0.1"
     server_port: int = 8081
-    socket_path: str = DEFAULT_SOCKET_PATH
+    socket_path: str = dataclasses.field(default_factory=default_socket_path)
     data_dir: str = DEFAULT_DATA_DIR
     node_attestor: str = "join_token"  # a name in agent.nodeattest.registry
     join_token: str | None = None  # the join_token attestor's evidence
@@ -156,7 +173,8 @@ def _coerce(name: str, value: Any) -> Any:
         if not isinstance(value, dict):
             raise AgentConfigError(f"config: [{name}] must be a table")
         return value
-    default = _FIELDS[name].default
+    # socket_path, the one field with a default factory, is a str
+    default = "" if _FIELDS[name].default is dataclasses.MISSING else _FIELDS[name].default
     expected: type = type(default) if default is not None else str
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)

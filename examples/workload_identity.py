@@ -2,7 +2,7 @@
 
 Run next to an agent::
 
-    SPIFFE_ENDPOINT_SOCKET=unix:///tmp/spiffe-py-agent/public/api.sock python examples/workload_identity.py --watch
+    SPIFFE_ENDPOINT_SOCKET=unix:///run/spiffe-py-agent/public/api.sock python examples/workload_identity.py --watch
 """
 
 from __future__ import annotations

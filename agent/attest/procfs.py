@@ -67,6 +67,10 @@ class ProcFs(Protocol):
         """Resolved path of ``/proc/<pid>/exe``."""
         ...
 
+    def namespace(self, pid: int, kind: str) -> str:
+        """Identity of its ``kind`` namespace: the ``/proc/<pid>/ns/<kind>`` link, e.g. ``mnt:[4026531841]``."""
+        ...
+
     def exe_sha256(self, pid: int, size_limit: int) -> str:
         """Hex SHA-256 of the executable; ``size_limit`` > 0 caps the size hashed."""
         ...
@@ -189,6 +193,12 @@ class LinuxProcFs:
             return os.readlink(self._root / str(pid) / "exe")
         except OSError as err:
             raise WorkloadAttestationError(f"procfs: cannot resolve exe of pid {pid!r}") from err
+
+    def namespace(self, pid: int, kind: str) -> str:
+        try:
+            return os.readlink(self._root / str(pid) / "ns" / kind)
+        except OSError as err:
+            raise WorkloadAttestationError(f"procfs: cannot read the {kind} namespace of pid {pid!r}") from err
 
     def exe_sha256(self, pid: int, size_limit: int) -> str:
         # hash through /proc/<pid>/exe, not the path: the path may have been replaced

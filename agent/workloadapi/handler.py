@@ -5,7 +5,7 @@ readiness (WE-13), identity (WE-14). Errors map to gRPC status in one table::
 
     handler = WorkloadApiHandler(attestor=caller_attestor, source=manager, validator=JwtSvidValidator(clock))
     server = grpclib.server.Server([handler])
-    await server.start(path="/tmp/spiffe-py-agent/public/api.sock")
+    await server.start(path="/run/spiffe-py-agent/public/api.sock")
 """
 
 from __future__ import annotations

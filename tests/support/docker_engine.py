@@ -201,6 +201,14 @@ class DockerEngine:
         """Host PID of the container's main process (0 if it is not running)."""
         return int(self._docker(["inspect", "--format", "{{.State.Pid}}", container_id]).stdout)
 
+    def exec_detached(self, container_id: str, command: Sequence[str]) -> None:
+        """Start `command` inside the running container (``docker exec -d``)."""
+        self._docker(["exec", "-d", container_id, *command])
+
+    def restart(self, container_id: str) -> None:
+        """Restart the container at once (same ID, new init process and namespaces)."""
+        self._docker(["restart", "-t", "0", container_id])
+
     def wait(self, container_id: str) -> int:
         """Block until the container exits; return its exit code."""
         return int(self._docker(["wait", container_id]).stdout)
