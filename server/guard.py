@@ -37,7 +37,7 @@ from server.audit import CentralAudit
 from server.config import ServerConfig
 from server.datastore import DataStore, EntryFilter, Issuance, Page, RegistrationEntry, RevocationKind
 from server.datastore.models import MAX_PAGE_SIZE
-from server.metrics import POLICY_DECISIONS, POLICY_DENIALS, POLICY_RELOADS, QUARANTINES
+from server.metrics import POLICY_DECISIONS, POLICY_DENIALS, POLICY_FILE_REFUSED, POLICY_RELOADS, QUARANTINES
 from spiffe_py.audit import AuditEvent, build_event
 from spiffe_py.clock import Clock
 from spiffe_py.errors import AuthorizationError
@@ -381,11 +381,14 @@ def load_holder(path: Path, clock: Clock) -> PolicyHolder:
 
     def reloaded(policy: Policy) -> None:
         POLICY_RELOADS.labels(result="ok").inc()
+        POLICY_FILE_REFUSED.set(0)
         log.info("policy reloaded", extra={"policy_file": str(path), "rules": len(policy.rules)})
 
     def refused(err: PolicyError) -> None:
         POLICY_RELOADS.labels(result="error").inc()
-        log.error("policy refused, the previous policy stays in force: %s", err)
+        POLICY_FILE_REFUSED.set(1)
+        # names the file, line and rule with the first line of the parser error, never the whole file
+        log.warning("policy refused, the previous policy stays in force: %s", err)
 
     holder = PolicyHolder(path, clock=clock, on_reload=reloaded, on_error=refused)
     log.info("policy loaded", extra={"policy_file": str(path), "rules": len(holder.policy.rules)})
