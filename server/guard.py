@@ -227,14 +227,17 @@ class Guard:
         (entry revision, policy generation): an entry or policy change costs one evaluation per
         entry, an unchanged sync none. A rule that depends on the time of day is sampled then.
         """
+        requested = timedelta(seconds=entry.x509_svid_ttl) if entry.x509_svid_ttl else None
+        policy = self.policy
+        if not policy.rules:  # nothing can cap it: no document to build
+            return int((requested or self.default_x509_ttl).total_seconds())
         generation = self.policy_generation
         known = self._ttls.get(entry.id)
         if known is not None and known[:2] == (entry.revision, generation):
             return known[2]
-        requested = timedelta(seconds=entry.x509_svid_ttl) if entry.x509_svid_ttl else None
         req = MintRequest(rpc="SyncAuthorized", method=Method.AGENT_CSR, actor="server", spiffe_id=entry.spiffe_id,
                           entries=(entry,), requested_ttl=requested)
-        decision = decide(self.policy, req, now=self._clock.now())
+        decision = decide(policy, req, now=self._clock.now())
         # a denied entry gets no new SVID anyway: announce the uncapped TTL
         capped = capped_ttl(requested, self.default_x509_ttl, decision) if decision.allowed else None
         seconds = int((capped or requested or self.default_x509_ttl).total_seconds())

@@ -300,3 +300,11 @@ async def test_poll_policy_reports_a_new_generation_once(store: DataStore, tmp_p
     assert guard.check_policy()  # noticed on a mint, not by the poll
     assert await guard.poll_policy() is True
     assert await guard.poll_policy() is False
+
+
+def test_ttl_in_force_without_a_policy_is_the_entry_ttl_or_the_default(store: DataStore) -> None:
+    clock = ManualClock(NOW)
+    guard = Guard(policy=None, audit=CentralAudit(store, clock=clock), clock=clock,
+                  default_x509_ttl=timedelta(hours=1), default_jwt_ttl=timedelta(minutes=5))
+    assert guard.x509_ttl_in_force(entry(labels={"short": "1"})) == 3600
+    assert guard.x509_ttl_in_force(entry(revision=1, x509_svid_ttl=90)) == 90
