@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from agent.audit import AgentAudit
 from agent.errors import AgentConfigError
@@ -55,6 +55,8 @@ QUARANTINE_RETRY = 5.0
 DECISIONS = HotCounter("spiffe_agent_policy_decisions", "Workload API decisions", ("method", "decision"))
 DENIALS = Counter("spiffe_agent_policy_denials_total", "Workload API denials", ["method", "rule"])
 RELOADS = Counter("spiffe_agent_policy_reloads_total", "Policy reloads", ["result"])
+FILE_REFUSED = Gauge("spiffe_agent_policy_file_refused",
+                     "1 while the policy file on disk is refused and the previous policy stays in force")
 ALERTS = Counter("spiffe_agent_anomaly_alerts_total", "Anomaly alerts", ["kind"])
 QUARANTINES = Counter("spiffe_agent_quarantines_total", "Identities quarantined by the agent")
 
@@ -512,9 +514,12 @@ class X509Gate:
 
 def _reloaded(policy: Policy) -> None:
     RELOADS.labels(result="ok").inc()
+    FILE_REFUSED.set(0)
     log.info("policy reloaded from %s (%d rules)", policy.source, len(policy.rules))
 
 
 def _refused(err: PolicyError) -> None:
     RELOADS.labels(result="error").inc()
-    log.error("policy refused, the previous policy stays in force: %s", err)
+    FILE_REFUSED.set(1)
+    # names the file, line and rule with the first line of the parser error, never the whole file
+    log.warning("policy refused, the previous policy stays in force: %s", err)

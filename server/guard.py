@@ -37,7 +37,7 @@ from server.audit import CentralAudit
 from server.config import ServerConfig
 from server.datastore import DataStore, EntryFilter, Issuance, Page, RegistrationEntry, RevocationKind
 from server.datastore.models import MAX_PAGE_SIZE
-from server.metrics import POLICY_DECISIONS, POLICY_DENIALS, POLICY_RELOADS, QUARANTINES
+from server.metrics import POLICY_DECISIONS, POLICY_DENIALS, POLICY_FILE_REFUSED, POLICY_RELOADS, QUARANTINES
 from spiffe_py.audit import AuditEvent, build_event
 from spiffe_py.clock import Clock
 from spiffe_py.errors import AuthorizationError
@@ -58,6 +58,7 @@ from spiffe_py.policy import (
 log = logging.getLogger("spiffe_server.guard")
 
 MAX_SERIALS_PER_RECORD = 100
+MAX_TTL_MEMO = 200_000  # entries whose X.509 TTL in force is remembered
 T = TypeVar("T")
 
 
@@ -179,6 +180,9 @@ class Guard:
         self._clock = clock
         self.default_x509_ttl = default_x509_ttl
         self.default_jwt_ttl = default_jwt_ttl
+        self._announced = self.policy_generation  # the generation the sync streams were last woken for
+        # entry id -> (revision, policy generation, X.509 TTL in force): see x509_ttl_in_force
+        self._ttls: dict[str, tuple[int, int, int]] = {}
 
     @classmethod
     def from_config(cls, cfg: ServerConfig, store: DataStore, clock: Clock) -> Guard:
@@ -196,13 +200,51 @@ class Guard:
         """The policy in force (reloaded from its file when it changed)."""
         return EMPTY_POLICY if self._holder is None else self._holder.policy
 
+    @property
+    def policy_generation(self) -> int:
+        """Counts the policies that took effect (0 without a policy file)."""
+        return 0 if self._holder is None else self._holder.generation
+
     def check_policy(self) -> bool:
         """Reload the policy file now if it changed; True if a new policy took effect."""
         return self._holder is not None and self._holder.check()
 
-    async def poll_policy(self) -> None:
-        """One reload check, for the server's background loop (so refusals are logged promptly)."""
+    async def poll_policy(self) -> bool:
+        """One reload check, for the server's background loop (so refusals are logged promptly).
+
+        True when a new policy took effect since the last poll (here or on a mint's reload check):
+        the caller wakes the sync streams, which re-send the entries whose TTL in force changed.
+        """
         self.check_policy()
+        generation = self.policy_generation
+        changed, self._announced = generation != self._announced, generation
+        return changed
+
+    def x509_ttl_in_force(self, entry: RegistrationEntry) -> int:
+        """Seconds an agent CSR for ``entry`` is signed for now: its TTL or the default, capped by the policy.
+
+        Sent to agents with the entry so they re-mint SVIDs that outlive it. Worked out once per
+        (entry revision, policy generation): an entry or policy change costs one evaluation per
+        entry, an unchanged sync none. A rule that depends on the time of day is sampled then.
+        """
+        requested = timedelta(seconds=entry.x509_svid_ttl) if entry.x509_svid_ttl else None
+        policy = self.policy
+        if not policy.rules:  # nothing can cap it: no document to build
+            return int((requested or self.default_x509_ttl).total_seconds())
+        generation = self.policy_generation
+        known = self._ttls.get(entry.id)
+        if known is not None and known[:2] == (entry.revision, generation):
+            return known[2]
+        req = MintRequest(rpc="SyncAuthorized", method=Method.AGENT_CSR, actor="server", spiffe_id=entry.spiffe_id,
+                          entries=(entry,), requested_ttl=requested)
+        decision = decide(policy, req, now=self._clock.now())
+        # a denied entry gets no new SVID anyway: announce the uncapped TTL
+        capped = capped_ttl(requested, self.default_x509_ttl, decision) if decision.allowed else None
+        seconds = int((capped or requested or self.default_x509_ttl).total_seconds())
+        if len(self._ttls) >= MAX_TTL_MEMO:
+            self._ttls.clear()  # deleted entries linger here: start over rather than grow
+        self._ttls[entry.id] = (entry.revision, generation, seconds)
+        return seconds
 
     # -- minting -------------------------------------------------------------------------------
 
@@ -381,11 +423,14 @@ def load_holder(path: Path, clock: Clock) -> PolicyHolder:
 
     def reloaded(policy: Policy) -> None:
         POLICY_RELOADS.labels(result="ok").inc()
+        POLICY_FILE_REFUSED.set(0)
         log.info("policy reloaded", extra={"policy_file": str(path), "rules": len(policy.rules)})
 
     def refused(err: PolicyError) -> None:
         POLICY_RELOADS.labels(result="error").inc()
-        log.error("policy refused, the previous policy stays in force: %s", err)
+        POLICY_FILE_REFUSED.set(1)
+        # names the file, line and rule with the first line of the parser error, never the whole file
+        log.warning("policy refused, the previous policy stays in force: %s", err)
 
     holder = PolicyHolder(path, clock=clock, on_reload=reloaded, on_error=refused)
     log.info("policy loaded", extra={"policy_file": str(path), "rules": len(holder.policy.rules)})

@@ -32,6 +32,9 @@ POLICY_DENIALS = Counter("spiffe_server_policy_denials", "Denied mints by method
                          ["method", "rule"], registry=REGISTRY)
 POLICY_RELOADS = Counter("spiffe_server_policy_reloads", "Policy file reloads by result", ["result"],
                          registry=REGISTRY)
+POLICY_FILE_REFUSED = Gauge("spiffe_server_policy_file_refused",
+                            "1 while the policy file on disk is refused and the previous policy stays in force",
+                            registry=REGISTRY)
 AUDIT_RECORDS = Counter("spiffe_server_audit_records", "Records appended to the central audit chain",
                         ["decision"], registry=REGISTRY)
 AUDIT_WRITE_FAILURES = Counter("spiffe_server_audit_write_failures", "Failed writes to the audit chain",

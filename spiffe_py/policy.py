@@ -11,6 +11,8 @@ evaluate one :class:`Policy` per request against a document from :func:`build_in
 Semantics (see docs/policy.md): rules run in file order; the first rule that is a matching
 ``deny`` or that raises decides (deny, with its reason or the error). Otherwise the request is
 allowed with the smallest ``max_ttl`` among matching ``allow`` rules. An empty policy allows all.
+A reload never drops every rule by accident: a file with no rules replaces a policy with rules
+only when it says so with ``rule = []``.
 """
 
 from __future__ import annotations
@@ -106,6 +108,8 @@ class Policy:
 
     rules: tuple[Rule, ...]
     source: str = "<empty>"
+    # True when the file said ``rule = []``: "no rules" on purpose, not an empty or cut-off file
+    declared_empty: bool = False
     _uses: Mapping[str, frozenset[str] | None] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -290,6 +294,7 @@ def parse_policy(text: str, source_name: str = "<string>") -> Policy:
     unknown = sorted(set(data) - {"rule"})
     if unknown:
         raise PolicyError(f"unknown top-level keys: {unknown!r}", source=source_name)
+    declared_empty = data.get("rule") == []
     raw_rules = data.get("rule", [])
     if not isinstance(raw_rules, list) or len(raw_rules) > MAX_RULES:
         raise PolicyError(f"'rule' must be an array of at most {MAX_RULES} tables", source=source_name)
@@ -303,7 +308,7 @@ def parse_policy(text: str, source_name: str = "<string>") -> Policy:
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise PolicyError(f"duplicate rule names: {duplicates!r}", source=source_name)
-    return Policy(rules=rules, source=source_name)
+    return Policy(rules=rules, source=source_name, declared_empty=declared_empty)
 
 
 def load_policy(path: Path) -> Policy:
@@ -343,6 +348,8 @@ class PolicyHolder:
     The file is stat'ed on access at most once per ``check_interval`` (by the injected clock).
     A changed file that fails to load leaves the previous policy in force and sets
     :attr:`last_error`; the same broken version is not retried until the file changes again.
+    So does a file with no rules (empty or cut off before its first ``[[rule]]``) while the
+    policy in force has rules, unless it declares ``rule = []``.
     """
 
     def __init__(
@@ -389,11 +396,21 @@ class PolicyHolder:
             return False
         if sig == self._signature:
             return False
-        self._signature = sig
         try:
             policy = load_policy(self.path)
+            after = _signature(self.path)
         except PolicyError as err:
+            self._signature = sig
             self._fail(err)
+            return False
+        if after != sig:
+            return False  # written to while it was read: look again at the next check
+        self._signature = sig
+        if not policy.rules and self._policy.rules and not policy.declared_empty:
+            # an empty, truncated or cut-off file must not silently become "allow everything"
+            self._fail(PolicyError(
+                f"the file has no rules but the policy in force has {len(self._policy.rules)}; "
+                "write 'rule = []' to remove every rule on purpose", source=str(self.path)))
             return False
         self._policy, self.last_error = policy, None
         self.generation += 1

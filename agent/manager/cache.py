@@ -26,6 +26,9 @@ from spiffe_py.spiffeid import SpiffeId, TrustDomain
 DEFAULT_MAX_X509_SVIDS = 1000
 DEFAULT_MAX_JWT_SVIDS = 1000
 REFUSAL_RETRY = timedelta(seconds=60)
+# The server backdates NotBefore by 10 s, so a fresh SVID lives its TTL plus that; a longer one
+# was signed under a longer TTL.
+TTL_SLACK = timedelta(seconds=15)
 MATCHING_MEMO = 4096  # distinct workload selector sets whose matching entries are remembered
 
 
@@ -48,6 +51,13 @@ class Entry:
     quarantined: bool = False
     bind_to_process: bool = False  # issue 5: one key and SVID set per attested process
     expires_at: int = 0  # issue 5: Unix seconds when the task ends (expires_at/max_lifetime); 0 = never
+    # seconds the server signs an X.509-SVID for now (TTL or default, capped by policy); 0 = not said
+    x509_ttl_in_force: int = 0
+
+    @property
+    def version(self) -> tuple[int, int]:
+        """What an SVID minted for this entry was minted against."""
+        return self.revision, self.x509_ttl_in_force
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +72,8 @@ class IssuedSvid:
     not_after: datetime
     serial: int = 0
     authority_ids: frozenset[str] = frozenset()  # lowercase hex key ids of the issuing CAs
+    dns_names: tuple[str, ...] = ()  # the leaf's DNS SANs, in order
+    entry_version: tuple[int, int] = (0, 0)  # Entry.version of the entry it was minted for
 
     def __repr__(self) -> str:
         # keep the private key out of logs and tracebacks
@@ -136,6 +148,21 @@ def order_identities(entries: Iterable[Entry]) -> list[Entry]:
         if e.hint:
             winners.setdefault(e.hint, e)
     return [e for e in by_id if not e.hint or winners[e.hint] is e]
+
+
+def outdated(entry: Entry, svid: IssuedSvid, *, now: datetime) -> bool:
+    """True when ``entry`` changed since ``svid`` was minted so that the SVID must be replaced now.
+
+    That is when its DNS names are stale, or it outlives the X.509 TTL the server signs with now
+    (the entry's TTL, or what the policy caps it to after a label or policy change). An SVID minted
+    for the entry as it is now is never outdated, whatever the server signed: no re-mint loops.
+    """
+    if svid.entry_version == entry.version:
+        return False
+    if svid.dns_names != entry.dns_names:
+        return True
+    ttl = timedelta(seconds=entry.x509_ttl_in_force or entry.x509_svid_ttl)
+    return bool(ttl) and svid.not_after - svid.not_before > ttl + TTL_SLACK and svid.not_after - now > ttl
 
 
 def _is_hex(text: str) -> bool:
@@ -394,7 +421,7 @@ class WorkloadCache:
                 break
             needed.setdefault(e.id, e)
         # bound entries never get a shared SVID: see bound_targets
-        return [e for e in needed.values() if not e.bind_to_process and self._needs_svid(e.id, now=now, jitter=jitter)]
+        return [e for e in needed.values() if not e.bind_to_process and self._needs_svid(e, now=now, jitter=jitter)]
 
     def bound_targets(
         self, subscribers: Sequence[tuple[Iterable[Selector], ProcessKey]], *, now: datetime, jitter: float = 0.0
@@ -405,18 +432,18 @@ class WorkloadCache:
             if not self.bound.admitted(proc):
                 continue
             for e in self.matching(selectors):
-                if e.bind_to_process and self._due(e.id, self.bound.svid(proc, e.id), now=now, jitter=jitter):
+                if e.bind_to_process and self._due(e, self.bound.svid(proc, e.id), now=now, jitter=jitter):
                     out[(e.id, proc)] = e
         return [(e, proc) for (_, proc), e in out.items()]
 
-    def _needs_svid(self, entry_id: str, *, now: datetime, jitter: float) -> bool:
-        return self._due(entry_id, self._svids.get(entry_id), now=now, jitter=jitter)
+    def _needs_svid(self, entry: Entry, *, now: datetime, jitter: float) -> bool:
+        return self._due(entry, self._svids.get(entry.id), now=now, jitter=jitter)
 
-    def _due(self, entry_id: str, svid: IssuedSvid | None, *, now: datetime, jitter: float) -> bool:
-        refused_at = self._refused.get(entry_id)
+    def _due(self, entry: Entry, svid: IssuedSvid | None, *, now: datetime, jitter: float) -> bool:
+        refused_at = self._refused.get(entry.id)
         if refused_at is not None and now < refused_at + REFUSAL_RETRY:
             return False
-        if svid is None:
+        if svid is None or outdated(entry, svid, now=now):
             return True
         return should_rotate(now=now, not_before=svid.not_before, not_after=svid.not_after, jitter=jitter)
 

@@ -52,6 +52,7 @@ def entry_from_proto(msg: types_pb2.Entry) -> Entry:
             quarantined=msg.quarantined,
             bind_to_process=msg.bind_to_process,  # issue 5
             expires_at=task_end(msg),  # issue 5
+            x509_ttl_in_force=max(0, msg.x509_svid_ttl_in_force),
         )
     except SpiffeError as err:
         raise ServerResponseError(f"sync: server sent an invalid entry: {msg.id!r}") from err
@@ -180,4 +181,14 @@ def issued_svid(entry: Entry, chain_der: list[bytes], key: ec.EllipticCurvePriva
         not_after=leaf.not_valid_after_utc,
         serial=leaf.serial_number,
         authority_ids=authority_ids(chain),
+        dns_names=_dns_names(leaf),
+        entry_version=entry.version,
     )
+
+
+def _dns_names(leaf: x509.Certificate) -> tuple[str, ...]:
+    try:
+        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return ()
+    return tuple(san.get_values_for_type(x509.DNSName))

@@ -322,6 +322,8 @@ class AgentService(AgentAPIBase):
                 return
             allowed = await self._authorized(agent)
             entries = {eid: entry_to_proto(e) for eid, e in allowed.items()}
+            for eid, e in allowed.items():  # agents re-mint SVIDs that outlive what is signed now
+                entries[eid].x509_svid_ttl_in_force = self._ctx.guard.x509_ttl_in_force(e)
             revoked = await self._ctx.revocations.snapshot(self._ctx)
             for message in state.plan(entries, own_bundle(self._ctx.ca), await self._federated_for(allowed),
                                       revocations=revoked.revocations, crls=revoked.crls):

@@ -35,7 +35,8 @@ def own_bundle(ca: CaManager) -> types_pb2.Bundle:
 class SyncState:
     """What one SyncAuthorized stream has sent so far (entry revisions, bundles, revocations, CRLs)."""
 
-    revisions: dict[str, int] = field(default_factory=dict)
+    # entry id -> (revision, TTL in force): a policy change that moves the TTL re-sends the entry
+    revisions: dict[str, tuple[int, int]] = field(default_factory=dict)
     bundle: bytes | None = None
     federated: bytes | None = None
     revoked: set[tuple[str, str]] = field(default_factory=set)
@@ -51,7 +52,7 @@ class SyncState:
         expired ones themselves); the CRL set goes out whole whenever it changed.
         """
         full = self.bundle is None
-        upserts = [e for eid, e in sorted(entries.items()) if full or self.revisions.get(eid) != e.revision]
+        upserts = [e for eid, e in sorted(entries.items()) if full or self.revisions.get(eid) != _version(e)]
         removed = [] if full else sorted(set(self.revisions) - set(entries))
         added = [r for r in revocations if full or (r.kind, r.value) not in self.revoked]
         bundle_bytes = bundle.SerializeToString(deterministic=True)
@@ -61,7 +62,7 @@ class SyncState:
         crls_changed = tuple(crls) != self.crls
         if not (full or upserts or removed or bundle_changed or fed_changed or added or crls_changed):
             return []
-        self.revisions = {eid: e.revision for eid, e in entries.items()}
+        self.revisions = {eid: _version(e) for eid, e in entries.items()}
         self.bundle, self.federated = bundle_bytes, fed_bytes
         self.revoked = {(r.kind, r.value) for r in revocations}
         self.crls = tuple(crls)
@@ -77,6 +78,10 @@ class SyncState:
         _paged(messages, "entries", upserts, page_size)
         _paged(messages, "revocations", added, MAX_REVOCATIONS_PER_MESSAGE)
         return messages
+
+
+def _version(entry: types_pb2.Entry) -> tuple[int, int]:
+    return entry.revision, entry.x509_svid_ttl_in_force
 
 
 def _paged(messages: list[agent_pb2.SyncAuthorizedResponse], name: str, items: Sequence[object], size: int) -> None:

@@ -153,9 +153,43 @@ async def test_max_ttl_shortens_svids_and_a_broken_reload_keeps_the_old_policy(s
     assert _leaf_lifetime(list(again.cert_chain)) <= timedelta(seconds=120)
     assert "payments needs human approval" in await _denied(server, agent, short, "payments")
 
-    policy_file.write_text("")  # an empty policy allows everything again
+    policy_file.write_text("rule = []\n")  # removing every rule is said explicitly: then all is allowed
     _wait_for_log(server, "policy reloaded")
     assert (await _jwt(server, agent, short, "payments")).count(".") == 2
+
+
+def _wait_for_count(srv: ServerProc, text: str, more_than: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if srv.log_text().count(text) > more_than:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{text!r} not logged more than {more_than} times:\n{srv.log_text()}")
+
+
+# A commented policy as an editor or config tool writes it; its first half holds no [[rule]].
+COMMENTED = "".join(f"# payments policy: line {i} of the change-managed header\n" for i in range(12)) + POLICY
+
+
+def test_emptied_or_half_written_policy_file_keeps_the_old_rules(server: ServerProc, policy_file: Path) -> None:
+    """A 0-byte or half-written policy file on hot reload must not turn the server into "allow all"."""
+    assert "payments needs human approval" in _mint_jwt(server, "payments")[1]
+    policy_file.write_text(COMMENTED)
+    _wait_for_count(server, "policy reloaded", 0)
+    for attempt, text in enumerate(["", COMMENTED[:len(COMMENTED) // 2]]):
+        assert "[[rule]]" not in text
+        refused = server.log_text().count("policy refused")
+        with policy_file.open("w") as fh:  # truncate in place, as a crashed or interrupted writer leaves it
+            fh.write(text)
+        _wait_for_count(server, "policy refused", refused)
+        line = server.log_text().split("policy refused")[-1].splitlines()[0]
+        assert "write 'rule = []' to remove every rule on purpose" in line, (attempt, line)
+        code, stderr = _mint_jwt(server, "payments")
+        assert code == 1 and "payments needs human approval" in stderr, (attempt, stderr)
+    assert server.log_text().count("policy reloaded") == 1
+    policy_file.write_text("rule = []\n")
+    _wait_for_count(server, "policy reloaded", 1)
+    assert _mint_jwt(server, "payments") == (0, "")
 
 
 def test_server_refuses_to_start_on_a_broken_policy(tmp_path: Path) -> None:

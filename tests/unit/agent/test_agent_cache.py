@@ -6,7 +6,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from agent.manager.cache import Entry, IssuedSvid, JwtToken, SyncUpdate, WorkloadCache, order_identities
+from agent.manager.cache import (
+    Entry,
+    IssuedSvid,
+    JwtToken,
+    SyncUpdate,
+    WorkloadCache,
+    order_identities,
+    outdated,
+)
 from spiffe_py.bundle import SpiffeBundle
 from spiffe_py.selectors import Selector
 from spiffe_py.spiffeid import SpiffeId, TrustDomain
@@ -199,3 +207,57 @@ def test_crls_reach_the_view_and_none_means_unchanged() -> None:
     assert cache.view({UID}).crls == (b"crl1",)
     cache.apply_sync([SyncUpdate(full=False, crls=())])
     assert cache.view({UID}).crls == ()
+
+
+# -- live SVIDs after an entry or policy change ---------------------------------------------------------
+
+
+def minted(e: Entry, *, seconds: int, dns: tuple[str, ...] = (), start: datetime = NOW) -> IssuedSvid:
+    """An SVID as the server signs it for ``e``: NotBefore backdated 10 s, lifetime ``seconds`` + 10."""
+    return IssuedSvid(e.id, e.spiffe_id, (b"leaf",), b"KEY", start - timedelta(seconds=10),
+                      start + timedelta(seconds=seconds), dns_names=dns, entry_version=e.version)
+
+
+def changed(e: Entry, **kw: object) -> Entry:
+    fields = {f: getattr(e, f) for f in Entry.__dataclass_fields__}
+    fields.update(kw, revision=e.revision + 1)
+    return Entry(**fields)  # type: ignore[arg-type]
+
+
+def test_svid_outliving_the_ttl_in_force_is_reminted_at_once() -> None:
+    """A label that puts the entry under a 120 s cap must not leave its one-hour SVID served for 30 minutes."""
+    a = entry("a", x509_svid_ttl=3600, x509_ttl_in_force=3600)
+    cache = cache_with(a)
+    cache.put_svid(minted(a, seconds=3600))
+    assert cache.svid_targets([{UID}], now=NOW + timedelta(seconds=5)) == []
+    cache.apply_sync([SyncUpdate(full=False, entries=(changed(a, labels={"sensitivity": "high"},
+                                                               x509_ttl_in_force=120),))])
+    assert [e.id for e in cache.svid_targets([{UID}], now=NOW + timedelta(seconds=5))] == ["a"]
+    assert cache.has_svid("a")  # still served until the re-minted one arrives
+
+
+def test_only_the_changes_that_matter_remint() -> None:
+    a = entry("a", x509_svid_ttl=3600, x509_ttl_in_force=3600, dns_names=("a.example.org",))
+    svid_a = minted(a, seconds=3600, dns=("a.example.org",))
+    at = NOW + timedelta(seconds=5)
+    # a label the policy does not cap on, a new hint: the SVID stays
+    assert not outdated(changed(a, labels={"team": "x"}, hint="h"), svid_a, now=at)
+    # a longer TTL: the SVID is not outliving anything, it rotates as usual
+    assert not outdated(changed(a, x509_svid_ttl=7200, x509_ttl_in_force=7200), svid_a, now=at)
+    # stale DNS names, or a shorter TTL
+    assert outdated(changed(a, dns_names=("b.example.org",)), svid_a, now=at)
+    assert outdated(changed(a, dns_names=("b.example.org", "a.example.org")), svid_a, now=at)
+    assert outdated(changed(a, x509_svid_ttl=60, x509_ttl_in_force=60), svid_a, now=at)
+    # an SVID that ends within the new TTL anyway is left to expire
+    assert not outdated(changed(a, x509_ttl_in_force=120), svid_a, now=NOW + timedelta(seconds=3500))
+    # without a TTL in force from the server, the entry's own TTL is used
+    assert outdated(changed(a, x509_svid_ttl=60, x509_ttl_in_force=0), svid_a, now=at)
+
+
+def test_a_reminted_svid_never_loops() -> None:
+    """An SVID minted for the entry as it is now is never outdated, whatever lifetime the server gave it."""
+    a = entry("a", x509_svid_ttl=3600, x509_ttl_in_force=120)
+    assert not outdated(a, minted(a, seconds=3600), now=NOW)
+    assert not outdated(a, minted(a, seconds=120), now=NOW)
+    b = changed(a, x509_ttl_in_force=60)
+    assert not outdated(b, minted(b, seconds=60), now=NOW)

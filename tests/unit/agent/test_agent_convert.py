@@ -154,3 +154,18 @@ def test_issued_svid_records_serial_and_issuing_authorities() -> None:
     mid_ski = mid.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest.hex()
     assert svid.serial == issued.leaf.serial_number
     assert mid_ski in svid.authority_ids
+
+
+def test_entry_ttl_in_force_and_svid_names_are_kept_for_re_evaluation() -> None:
+    """The agent compares live SVIDs with the entry: the server's TTL in force, the leaf's DNS names, the version."""
+    assert entry_from_proto(_entry_msg(x509_svid_ttl_in_force=120)).x509_ttl_in_force == 120
+    assert entry_from_proto(_entry_msg(x509_svid_ttl_in_force=-5)).x509_ttl_in_force == 0
+    key = ec.generate_private_key(ec.SECP256R1())
+    entry = Entry(id="e1", spiffe_id=SID, selectors=frozenset({Selector("unix", "uid:1")}), revision=4,
+                  x509_ttl_in_force=120, dns_names=("a.example.org", "b.example.org"))
+    issued = CA.create("example.org", now=NOW).child_ca().issue_svid(
+        str(SID), key=key, dns_names=("a.example.org", "b.example.org"))
+    svid = issued_svid(entry, [c.public_bytes(Encoding.DER) for c in issued.chain], key)
+    assert svid.dns_names == ("a.example.org", "b.example.org")
+    assert svid.entry_version == (4, 120)
+    assert issued_svid(entry, _issued_for(str(SID), key), key).dns_names == ()

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from spiffe_py.clock import ManualClock
-from spiffe_py.policy import Method, Policy, PolicyError, PolicyHolder, build_input
+from spiffe_py.policy import Method, Policy, PolicyError, PolicyHolder, build_input, parse_policy
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 DENY_ALL = '[[rule]]\nname = "all"\nwhen = "true"\neffect = "deny"\nreason = "closed"\n'
 BROKEN = '[[rule]]\nname = "oops"\nwhen = "true &&"\neffect = "deny"\nreason = "x"\n'
 DOC = build_input(now=START, method=Method.FETCH_X509_SVID)
+NO_RULES = "# every rule removed on purpose\nrule = []\n"
+TWO_RULES = (
+    '# production policy\n\n'
+    '[[rule]]\nname = "no-root"\nwhen = "has(workload.uid) && workload.uid == 0"\neffect = "deny"\n'
+    'reason = "root gets nothing"\n\n' + DENY_ALL
+)
 
 
 def rewrite(path: Path, text: str, bump: int) -> None:
@@ -70,7 +77,7 @@ def test_broken_policy_keeps_previous_and_reports_file_and_line(policy_file: Pat
     holder.policy  # noqa: B018
     assert len(errors) == 1
     # a fixed file clears the error
-    rewrite(policy_file, "", bump=3)
+    rewrite(policy_file, NO_RULES, bump=3)
     assert holder.check() is True
     assert holder.last_error is None
     assert holder.evaluate(DOC).allowed
@@ -86,7 +93,7 @@ def test_deleted_file_keeps_previous_policy_until_it_returns(policy_file: Path) 
     assert [str(e) for e in errors] == [f"policy: {policy_file}: cannot read: No such file or directory"]
     assert holder.last_error is errors[0]
     assert holder.evaluate(DOC).reason == "closed"
-    policy_file.write_text("")
+    policy_file.write_text(NO_RULES)
     assert holder.check() is True
     assert holder.evaluate(DOC).allowed
 
@@ -117,3 +124,69 @@ def test_initial_load_failure_raises(policy_file: Path) -> None:
         PolicyHolder(policy_file, clock=ManualClock(START))
     with pytest.raises(PolicyError, match="cannot read"):
         PolicyHolder(policy_file.with_name("missing.toml"), clock=ManualClock(START))
+
+
+def _holder_with_rules(policy_file: Path, errors: list[PolicyError]) -> PolicyHolder:
+    rewrite(policy_file, TWO_RULES, bump=1)
+    holder = PolicyHolder(policy_file, clock=ManualClock(START), on_error=errors.append)
+    assert holder.evaluate(DOC).reason == "closed"
+    return holder
+
+
+@pytest.mark.parametrize("cut", [
+    pytest.param(lambda text: "", id="truncated-to-0-bytes"),
+    pytest.param(lambda text: text[:12], id="cut-before-the-first-rule"),
+    pytest.param(lambda text: "\n\n# comments only\n", id="comments-only"),
+    pytest.param(lambda text: text[:len(text) // 2], id="cut-in-the-middle-of-a-rule"),
+    pytest.param(lambda text: text[:len(text) - 12], id="cut-in-the-last-rule"),
+])
+def test_empty_or_half_written_reload_does_not_become_allow_all(policy_file: Path, cut: Callable[[str], str]) -> None:
+    """An attacker (or a crashed editor) who empties the file must not switch the policy to "allow everything"."""
+    errors: list[PolicyError] = []
+    holder = _holder_with_rules(policy_file, errors)
+    rewrite(policy_file, cut(TWO_RULES), bump=2)
+    assert holder.check() is False
+    assert holder.evaluate(DOC).reason == "closed"
+    assert holder.generation == 1
+    assert holder.last_error is not None and errors == [holder.last_error]
+    assert str(policy_file) in str(holder.last_error)
+
+
+def test_refusal_of_a_ruleless_file_names_the_explicit_marker(policy_file: Path) -> None:
+    errors: list[PolicyError] = []
+    holder = _holder_with_rules(policy_file, errors)
+    rewrite(policy_file, "", bump=2)
+    holder.check()
+    assert str(errors[0]) == (f"policy: {policy_file}: the file has no rules but the policy in force has 2; "
+                              "write 'rule = []' to remove every rule on purpose")
+    # the same empty version is reported once, not on every check
+    assert holder.check() is False
+    assert len(errors) == 1
+
+
+def test_explicit_empty_rule_list_removes_every_rule(policy_file: Path) -> None:
+    errors: list[PolicyError] = []
+    holder = _holder_with_rules(policy_file, errors)
+    rewrite(policy_file, NO_RULES, bump=2)
+    assert holder.check() is True
+    assert holder.evaluate(DOC).allowed
+    assert holder.last_error is None and errors == []
+    # from no rules, an empty file is no loss: it loads
+    rewrite(policy_file, "", bump=3)
+    assert holder.check() is True
+    assert holder.evaluate(DOC).allowed
+
+
+def test_declared_empty_only_for_an_explicit_empty_rule_array() -> None:
+    assert parse_policy("rule = []").declared_empty
+    assert not parse_policy("").declared_empty
+    assert not parse_policy("# nothing\n").declared_empty
+    assert not parse_policy(DENY_ALL).declared_empty
+
+
+def test_an_empty_file_still_starts_as_allow_all(policy_file: Path) -> None:
+    holder = PolicyHolder(policy_file, clock=ManualClock(START))
+    assert holder.evaluate(DOC).allowed
+    rewrite(policy_file, DENY_ALL, bump=1)
+    assert holder.check() is True
+    assert holder.evaluate(DOC).reason == "closed"

@@ -244,3 +244,67 @@ def test_broken_policy_at_reload_keeps_the_old_one(store: DataStore, tmp_path: P
     assert not guard.check_policy()
     assert f"{path}:3" in caplog.text and "previous policy stays in force" in caplog.text
     assert [r.name for r in guard.policy.rules] == ["batch-deny", "short"]
+
+
+# -- the X.509 TTL in force, sent to agents with each entry ----------------------------------------------
+
+
+def test_ttl_in_force_follows_labels_ttls_and_policy_reloads(store: DataStore, tmp_path: Path) -> None:
+    """What agents compare their live SVIDs against: the entry's TTL (or the default) capped by the policy."""
+    guard = make_guard(store, SHORT_RULE, tmp_path)
+    assert guard.x509_ttl_in_force(entry()) == 3600  # the server default
+    # every stored change bumps the revision
+    assert guard.x509_ttl_in_force(entry(revision=1, x509_svid_ttl=600)) == 600
+    assert guard.x509_ttl_in_force(entry(revision=2, labels={"short": "1"})) == 60
+    assert guard.x509_ttl_in_force(entry(revision=3, labels={"short": "1"}, x509_svid_ttl=30)) == 30
+    other = entry("e2", x509_svid_ttl=600, labels={"batch": "1"})
+    assert guard.x509_ttl_in_force(other) == 600
+    path = tmp_path / "policy.toml"
+    path.write_text(SHORT_RULE.replace("has(entry.labels.short)", "has(entry.labels.batch)"))
+    assert guard.check_policy()
+    assert guard.x509_ttl_in_force(other) == 60  # same revision, new policy generation: evaluated again
+    assert guard.x509_ttl_in_force(entry(revision=3, labels={"short": "1"}, x509_svid_ttl=30)) == 30
+
+
+def test_ttl_in_force_is_evaluated_once_per_entry_revision_and_policy(store: DataStore, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    guard = make_guard(store, SHORT_RULE, tmp_path)
+    calls: list[str] = []
+    policy = guard.policy
+    original = type(policy).evaluate
+
+    def counting(self: object, document: dict[str, object]) -> Decision:
+        calls.append("x")
+        return original(self, document)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(type(policy), "evaluate", counting)
+    for _ in range(5):
+        guard.x509_ttl_in_force(entry(labels={"short": "1"}))
+    assert len(calls) == 1
+    guard.x509_ttl_in_force(entry(revision=1, labels={}))
+    assert len(calls) == 2
+
+
+def test_denied_entry_announces_its_uncapped_ttl(store: DataStore, tmp_path: Path) -> None:
+    guard = make_guard(store, '[[rule]]\nname = "no"\nwhen = "true"\neffect = "deny"\nreason = "closed"\n',
+                       tmp_path)
+    assert guard.x509_ttl_in_force(entry(x509_svid_ttl=900)) == 900
+
+
+async def test_poll_policy_reports_a_new_generation_once(store: DataStore, tmp_path: Path) -> None:
+    """The server wakes its sync streams when a policy takes effect, however the reload was noticed."""
+    guard = make_guard(store, SHORT_RULE, tmp_path)
+    assert await guard.poll_policy() is False
+    path = tmp_path / "policy.toml"
+    path.write_text(SHORT_RULE.replace("max_ttl = 60", "max_ttl = 30"))
+    assert guard.check_policy()  # noticed on a mint, not by the poll
+    assert await guard.poll_policy() is True
+    assert await guard.poll_policy() is False
+
+
+def test_ttl_in_force_without_a_policy_is_the_entry_ttl_or_the_default(store: DataStore) -> None:
+    clock = ManualClock(NOW)
+    guard = Guard(policy=None, audit=CentralAudit(store, clock=clock), clock=clock,
+                  default_x509_ttl=timedelta(hours=1), default_jwt_ttl=timedelta(minutes=5))
+    assert guard.x509_ttl_in_force(entry(labels={"short": "1"})) == 3600
+    assert guard.x509_ttl_in_force(entry(revision=1, x509_svid_ttl=90)) == 90

@@ -108,6 +108,22 @@ def test_sync_first_message_is_full_then_diffs_only() -> None:
     assert rotated.bundle.sequence_number == 2 and not rotated.entries
 
 
+def test_sync_resends_an_entry_whose_ttl_in_force_moved_without_a_new_revision() -> None:
+    """A policy reload changes no revision; the entries whose capped TTL moved must still reach the agents."""
+    state = SyncState()
+    bundle = types_pb2.Bundle(trust_domain="example.org")
+
+    def entries(ttl_a: int) -> dict[str, types_pb2.Entry]:
+        return {"a": types_pb2.Entry(id="a", x509_svid_ttl_in_force=ttl_a),
+                "b": types_pb2.Entry(id="b", x509_svid_ttl_in_force=3600)}
+
+    state.plan(entries(3600), bundle, [])
+    assert state.plan(entries(3600), bundle, []) == []
+    (diff,) = state.plan(entries(120), bundle, [])
+    assert [(e.id, e.x509_svid_ttl_in_force) for e in diff.entries] == [("a", 120)]
+    assert state.plan(entries(120), bundle, []) == []
+
+
 def test_sync_pages_large_entry_sets() -> None:
     entries = {f"e{i:04}": _pb(f"e{i:04}") for i in range(1201)}
     messages = SyncState().plan(entries, types_pb2.Bundle(), [], page_size=500)

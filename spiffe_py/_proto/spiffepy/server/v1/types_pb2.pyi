@@ -15,7 +15,7 @@ class Selector(_message.Message):
     def __init__(self, type: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
 
 class Entry(_message.Message):
-    __slots__ = ("id", "spiffe_id", "parent_id", "selectors", "x509_svid_ttl", "jwt_svid_ttl", "dns_names", "hint", "admin", "downstream", "federates_with", "expires_at", "revision", "created_at", "labels", "bind_to_process", "max_lifetime", "jwt_claims", "quarantined")
+    __slots__ = ("id", "spiffe_id", "parent_id", "selectors", "x509_svid_ttl", "jwt_svid_ttl", "dns_names", "hint", "admin", "downstream", "federates_with", "expires_at", "revision", "created_at", "labels", "bind_to_process", "max_lifetime", "jwt_claims", "quarantined", "x509_svid_ttl_in_force")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -49,6 +49,7 @@ class Entry(_message.Message):
     MAX_LIFETIME_FIELD_NUMBER: _ClassVar[int]
     JWT_CLAIMS_FIELD_NUMBER: _ClassVar[int]
     QUARANTINED_FIELD_NUMBER: _ClassVar[int]
+    X509_SVID_TTL_IN_FORCE_FIELD_NUMBER: _ClassVar[int]
     id: str
     spiffe_id: str
     parent_id: str
@@ -68,7 +69,8 @@ class Entry(_message.Message):
     max_lifetime: int
     jwt_claims: _containers.ScalarMap[str, str]
     quarantined: bool
-    def __init__(self, id: _Optional[str] = ..., spiffe_id: _Optional[str] = ..., parent_id: _Optional[str] = ..., selectors: _Optional[_Iterable[_Union[Selector, _Mapping]]] = ..., x509_svid_ttl: _Optional[int] = ..., jwt_svid_ttl: _Optional[int] = ..., dns_names: _Optional[_Iterable[str]] = ..., hint: _Optional[str] = ..., admin: _Optional[bool] = ..., downstream: _Optional[bool] = ..., federates_with: _Optional[_Iterable[str]] = ..., expires_at: _Optional[int] = ..., revision: _Optional[int] = ..., created_at: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., bind_to_process: _Optional[bool] = ..., max_lifetime: _Optional[int] = ..., jwt_claims: _Optional[_Mapping[str, str]] = ..., quarantined: _Optional[bool] = ...) -> None: ...
+    x509_svid_ttl_in_force: int
+    def __init__(self, id: _Optional[str] = ..., spiffe_id: _Optional[str] = ..., parent_id: _Optional[str] = ..., selectors: _Optional[_Iterable[_Union[Selector, _Mapping]]] = ..., x509_svid_ttl: _Optional[int] = ..., jwt_svid_ttl: _Optional[int] = ..., dns_names: _Optional[_Iterable[str]] = ..., hint: _Optional[str] = ..., admin: _Optional[bool] = ..., downstream: _Optional[bool] = ..., federates_with: _Optional[_Iterable[str]] = ..., expires_at: _Optional[int] = ..., revision: _Optional[int] = ..., created_at: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., bind_to_process: _Optional[bool] = ..., max_lifetime: _Optional[int] = ..., jwt_claims: _Optional[_Mapping[str, str]] = ..., quarantined: _Optional[bool] = ..., x509_svid_ttl_in_force: _Optional[int] = ...) -> None: ...
 
 class Agent(_message.Message):
     __slots__ = ("spiffe_id", "attestation_type", "serial", "expires_at", "banned", "selectors", "can_reattest", "created_at", "new_serial", "new_expires_at")
