@@ -25,7 +25,9 @@ from server.api.convert import (
     bundle_from_proto,
     bundle_to_proto,
     certs_to_der,
+    check_dns_names,
     check_ttl,
+    check_unix_seconds,
     entry_from_proto,
     entry_to_proto,
     from_ts,
@@ -313,11 +315,12 @@ class AdminService(AdminAPIBase):
             if csr.spiffe_id is None:
                 raise RequestError("csr", "must hold exactly one spiffe id uri san")
             sid = parse_workload_id(str(csr.spiffe_id), "csr.spiffe_id", ctx.config.trust_domain)
+            dns_names = check_dns_names(csr.dns_names, "csr.dns_names")
             ttl = check_ttl(req.ttl, "ttl")
             mint = await ctx.guard.admin_request(ctx.store, rpc="MintX509SVID", actor=self._actor(stream),
                                                  spiffe_id=str(sid), ttl_seconds=ttl)  # issue 6: policy + audit
             chain = await ctx.guard.mint_x509(mint, lambda t: ctx.ca.sign_x509_svid(X509SvidParams(
-                spiffe_id=sid, public_key=csr.public_key, ttl=t, dns_names=csr.dns_names)),
+                spiffe_id=sid, public_key=csr.public_key, ttl=t, dns_names=dns_names)),
                 lambda c: x509_issuance(c[0], spiffe_id=str(sid)))
             await stream.send_message(admin_pb2.MintX509SVIDResponse(
                 svid_chain=certs_to_der(ctx.issued_chain(chain)), bundle=bundle_to_proto(ctx.ca.bundle())))
@@ -346,6 +349,7 @@ class AdminService(AdminAPIBase):
                 raise RequestError("decision", f"must be 'allow' or 'deny', got {req.decision!r}")
             if req.since < 0:
                 raise RequestError("since", f"must not be negative, got {req.since}")
+            check_unix_seconds(req.since, "since")
             flt = AuditFilter(since=from_ts(req.since), spiffe_id=req.spiffe_id or None,
                               decision=req.decision or None)
             result = await self._ctx.call(self._ctx.store.list_audit, flt, _page(req.page_size, req.page_token))
