@@ -205,7 +205,8 @@ Handler = Callable[[AdminAPIStub, argparse.Namespace], Awaitable[None]]
 async def cmd_token_generate(api: AdminAPIStub, args: argparse.Namespace) -> None:
     """token generate"""
     tok = await api.CreateJoinToken(admin_pb2.CreateJoinTokenRequest(ttl=args.ttl, spiffe_id=args.spiffe_id or ""))
-    emit(args, {"value": tok.value, "expires_at": tok.expires_at}, f"Token: {tok.value}")
+    emit(args, {"value": tok.value, "expires_at": tok.expires_at, "agent_id": tok.agent_id},
+         f"Token: {tok.value}\nAgent ID: {tok.agent_id}")
 
 
 async def cmd_entry_create(api: AdminAPIStub, args: argparse.Namespace) -> None:

@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from server.nodeattest.join_token import join_token_agent_id
+from spiffe_py.spiffeid import TrustDomain
 from tests.support.proc import spawn, terminate
 from tests.support.server_proc import ServerError, ServerProc
 
@@ -36,7 +38,7 @@ class AgentProc:
         self.root = server.data_dir.parent / name
         self.socket_path = self.root / "public" / "api.sock"
         self.log_path = self.root.with_suffix(".log")
-        self.agent_id = f"spiffe://{server.trust_domain}/spire/agent/join_token/{join_token}"
+        self.agent_id = str(join_token_agent_id(TrustDomain.parse(server.trust_domain), join_token))
         self._token = join_token
         self.proc: subprocess.Popen[bytes] | None = None
 
