@@ -31,6 +31,7 @@ from grpclib.exceptions import GRPCError
 
 from server.api.convert import bundle_from_proto, bundle_to_proto
 from server.config import DEFAULT_DATA_DIR, ConfigError, ServerConfig, load_config
+from server.dnsnames import DnsNameError, check_dns_name
 from spiffe_py._proto.spiffepy.server.v1 import admin_pb2, types_pb2
 from spiffe_py._proto.spiffepy.server.v1.admin_grpc import AdminAPIStub
 from spiffe_py._text import printable
@@ -341,6 +342,11 @@ async def cmd_bundle_delete(api: AdminAPIStub, args: argparse.Namespace) -> None
 
 async def cmd_x509_mint(api: AdminAPIStub, args: argparse.Namespace) -> None:
     """x509 mint"""
+    for name in args.dns_name or ():
+        try:
+            check_dns_name(name)
+        except DnsNameError as err:
+            raise CliError(f"--dns-name: {err}") from None
     key, csr = _csr(args.spiffe_id, args.dns_name or [])
     resp = await api.MintX509SVID(admin_pb2.MintX509SVIDRequest(csr=csr, ttl=args.ttl))
     svid = _pem_chain(resp.svid_chain)

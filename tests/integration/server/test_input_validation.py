@@ -97,6 +97,17 @@ def test_entry_update_refuses_invalid_dns_name_and_accepts_valid_ones(srv: Serve
     srv.cli("entry", "delete", "--entry-id", created["id"])
 
 
+def test_x509_mint_refuses_invalid_dns_name(srv: ServerProc, tmp_path: Path) -> None:
+    """A non-ASCII --dns-name used to crash the CLI with a traceback while it built the CSR."""
+    line = _fails(srv, "x509", "mint", "--spiffe-id", f"{TD}/m", "--dns-name", "bücher.example",
+                  "--write", str(tmp_path / "out"))
+    assert line == ("error: --dns-name: 'bücher.example' is not ASCII; "
+                    "use the IDNA A-label (punycode) form 'xn--bcher-kva.example'")
+    line = _fails(srv, "x509", "mint", "--spiffe-id", f"{TD}/m", "--dns-name", "bad name")
+    assert line == "error: --dns-name: label 'bad name' of 'bad name' must hold only letters, digits and inner hyphens"
+    assert not (tmp_path / "out").exists()
+
+
 async def test_bad_stored_dns_name_fails_only_its_own_batch_item(server: ServerProc) -> None:
     """A row stored before validation existed (written here straight into the datastore) fails alone.
 
