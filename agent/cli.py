@@ -38,6 +38,7 @@ from agent.nodeattest.registry import node_attestor_names
 from spiffe_py import _pem
 from spiffe_py._proto import workload_pb2
 from spiffe_py._proto.workload_grpc import SpiffeWorkloadAPIStub
+from spiffe_py._text import printable
 from spiffe_py.errors import SpiffeError
 from spiffe_py.fsutil import write_private, write_public
 
@@ -45,14 +46,18 @@ HEADER = {"workload.spiffe.io": "true"}
 RPC_TIMEOUT = 30.0
 
 
+class WriteError(Exception):
+    """``--write`` could not write its files; the message says why."""
+
+
 def _print(data: Any, output: str) -> None:
-    if output == "json":
-        print(json.dumps(data, indent=2, sort_keys=True, default=str))
+    if output == "json":  # json escapes control characters (DEL aside)
+        print(json.dumps(data, indent=2, sort_keys=True, default=str).replace("\x7f", "\\u007f"))
         return
     items = data if isinstance(data, list) else [data]
     for item in items:
         for key, value in item.items():
-            print(f"{key}: {value}")
+            print(f"{key}: {printable(str(value))}")  # hints and IDs are not ours: no raw escapes
         print()
 
 
@@ -94,7 +99,10 @@ async def _first_x509(stub: SpiffeWorkloadAPIStub) -> workload_pb2.X509SVIDRespo
 async def _fetch_x509(stub: SpiffeWorkloadAPIStub, args: argparse.Namespace) -> None:
     resp = await _first_x509(stub)
     if args.write:
-        _write_x509(Path(args.write), resp)
+        try:
+            _write_x509(Path(args.write), resp)
+        except OSError as err:  # e.g. permission denied: not a connection problem
+            raise WriteError(f"--write: cannot write {args.write!r}: {err.strerror or err}") from err
     _print([_svid_summary(s) for s in resp.svids], args.output)
 
 
@@ -146,7 +154,10 @@ def _with_stub(func: Callable[[SpiffeWorkloadAPIStub, argparse.Namespace], Corou
         try:
             asyncio.run(go())
         except GRPCError as err:
-            print(f"error: {err.status.name}: {err.message}", file=sys.stderr)
+            print(f"error: {err.status.name}: {printable(str(err.message))}", file=sys.stderr)
+            return 1
+        except WriteError as err:
+            print(f"error: {err}", file=sys.stderr)
             return 1
         except (OSError, ConnectionError) as err:
             print(f"error: cannot reach the agent at {args.socket_path}: {err}", file=sys.stderr)

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,8 +31,10 @@ from grpclib.exceptions import GRPCError
 
 from server.api.convert import bundle_from_proto, bundle_to_proto
 from server.config import DEFAULT_DATA_DIR, ConfigError, ServerConfig, load_config
+from server.dnsnames import DnsNameError, check_dns_name
 from spiffe_py._proto.spiffepy.server.v1 import admin_pb2, types_pb2
 from spiffe_py._proto.spiffepy.server.v1.admin_grpc import AdminAPIStub
+from spiffe_py._text import printable
 from spiffe_py.bundle import SpiffeBundle, X509Bundle
 from spiffe_py.errors import SpiffeError
 from spiffe_py.fsutil import write_private, write_public
@@ -39,6 +42,8 @@ from spiffe_py.spiffeid import SpiffeId, TrustDomain
 
 DEFAULT_SOCKET = DEFAULT_DATA_DIR / "api.sock"
 RPC_TIMEOUT = 30.0
+MAX_SECONDS = 2**31 - 1  # durations are int32 on the wire
+MAX_INT64 = 2**63 - 1
 
 
 class CliError(Exception):
@@ -76,6 +81,11 @@ def agent_json(a: types_pb2.Agent) -> dict[str, Any]:
     return out
 
 
+def _one_line(value: Any) -> str:
+    """A value as one printable line: its control characters (newlines too) escaped."""
+    return printable(str(value))
+
+
 def _pretty(value: Any, indent: str = "") -> str:
     if isinstance(value, dict):
         lines = []
@@ -84,23 +94,27 @@ def _pretty(value: Any, indent: str = "") -> str:
                 lines.append(f"{indent}{key}:")
                 lines.extend(_pretty(sub, indent + "  ") + "\n" for sub in item)
             elif isinstance(item, list):
-                lines.append(f"{indent}{key}: {', '.join(map(str, item))}")
+                lines.append(f"{indent}{key}: {', '.join(map(_one_line, item))}")
             elif isinstance(item, dict) and item and key not in ("labels", "jwt_claims"):
                 lines.append(f"{indent}{key}:\n{_pretty(item, indent + '  ')}")
             elif isinstance(item, dict):
-                lines.append(f"{indent}{key}: {', '.join(f'{k}={v}' for k, v in item.items())}")
+                lines.append(f"{indent}{key}: {', '.join(f'{_one_line(k)}={_one_line(v)}' for k, v in item.items())}")
             else:
-                lines.append(f"{indent}{key}: {item}")
+                lines.append(f"{indent}{key}: {_one_line(item)}")
         return "\n".join(lines)
-    return f"{indent}{value}"
+    return f"{indent}{_one_line(value)}"
 
 
 def emit(args: argparse.Namespace, value: Any, text: str | None = None) -> None:
-    """Print ``value`` as JSON, or as ``text`` (default: key/value lines) for ``--output pretty``."""
+    """Print ``value`` as JSON, or as ``text`` (default: key/value lines) for ``--output pretty``.
+
+    Strings come from operators and peers, so no control character reaches the terminal raw:
+    JSON escapes them (DEL included), pretty output shows them as ``\\xNN``.
+    """
     if args.output == "json":
-        print(json.dumps(value, indent=2, sort_keys=False))
+        print(json.dumps(value, indent=2, sort_keys=False).replace("\x7f", "\\u007f"))
     else:
-        print(text if text is not None else _pretty(value))
+        print(printable(text if text is not None else _pretty(value), keep_layout=True))
 
 
 # -- bundles (wire form -> pem / spiffe JSON) -----------------------------------------------------
@@ -205,7 +219,8 @@ Handler = Callable[[AdminAPIStub, argparse.Namespace], Awaitable[None]]
 async def cmd_token_generate(api: AdminAPIStub, args: argparse.Namespace) -> None:
     """token generate"""
     tok = await api.CreateJoinToken(admin_pb2.CreateJoinTokenRequest(ttl=args.ttl, spiffe_id=args.spiffe_id or ""))
-    emit(args, {"value": tok.value, "expires_at": tok.expires_at}, f"Token: {tok.value}")
+    emit(args, {"value": tok.value, "expires_at": tok.expires_at, "agent_id": tok.agent_id},
+         f"Token: {tok.value}\nAgent ID: {tok.agent_id}")
 
 
 async def cmd_entry_create(api: AdminAPIStub, args: argparse.Namespace) -> None:
@@ -327,6 +342,11 @@ async def cmd_bundle_delete(api: AdminAPIStub, args: argparse.Namespace) -> None
 
 async def cmd_x509_mint(api: AdminAPIStub, args: argparse.Namespace) -> None:
     """x509 mint"""
+    for name in args.dns_name or ():
+        try:
+            check_dns_name(name)
+        except DnsNameError as err:
+            raise CliError(f"--dns-name: {err}") from None
     key, csr = _csr(args.spiffe_id, args.dns_name or [])
     resp = await api.MintX509SVID(admin_pb2.MintX509SVIDRequest(csr=csr, ttl=args.ttl))
     svid = _pem_chain(resp.svid_chain)
@@ -335,9 +355,10 @@ async def cmd_x509_mint(api: AdminAPIStub, args: argparse.Namespace) -> None:
     bundle = _pem_chain(resp.bundle.x509_authorities)
     if args.write:
         out = Path(args.write)
-        write_public(out / "svid.pem", svid)
-        write_private(out / "key.pem", key_pem)
-        write_public(out / "bundle.pem", bundle)
+        with _writing(out):
+            write_public(out / "svid.pem", svid)
+            write_private(out / "key.pem", key_pem)
+            write_public(out / "bundle.pem", bundle)
         emit(args, {"svid": str(out / "svid.pem"), "key": str(out / "key.pem"), "bundle": str(out / "bundle.pem")},
              f"X509-SVID written to {out / 'svid.pem'}\nPrivate key written to {out / 'key.pem'}\n"
              f"Root CAs written to {out / 'bundle.pem'}")
@@ -346,12 +367,22 @@ async def cmd_x509_mint(api: AdminAPIStub, args: argparse.Namespace) -> None:
          f"X509-SVID:\n{svid.decode()}\nPrivate key:\n{key_pem.decode()}\nRoot CAs:\n{bundle.decode()}")
 
 
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """Report a failed ``--write`` as what it is (e.g. permission denied), not as a socket error."""
+    try:
+        yield
+    except OSError as err:
+        raise CliError(f"--write: cannot write {str(path)!r}: {err.strerror or err}") from err
+
+
 async def cmd_jwt_mint(api: AdminAPIStub, args: argparse.Namespace) -> None:
     """jwt mint"""
     resp = await api.MintJWTSVID(admin_pb2.MintJWTSVIDRequest(spiffe_id=args.spiffe_id, audience=args.audience,
                                                                ttl=args.ttl))
     if args.write:
-        write_private(Path(args.write), resp.token.encode())
+        with _writing(Path(args.write)):
+            write_private(Path(args.write), resp.token.encode())
     emit(args, {"token": resp.token, "expires_at": resp.expires_at}, resp.token)
 
 
@@ -454,8 +485,9 @@ async def cmd_entry_quarantine(api: AdminAPIStub, args: argparse.Namespace) -> N
 def audit_line(record: dict[str, Any]) -> str:
     """One audit record as a line of ``audit show`` pretty output."""
     what = record.get("serial") or record.get("jti") or ""
-    return (f"{record.get('seq')}\t{record.get('time')}\t{record.get('decision')}\t{record.get('method')}\t"
-            f"{record.get('spiffe_id') or '-'}\tactor={record.get('actor')}\t{what}\t{record.get('reason')}")
+    fields = (record.get("seq"), record.get("time"), record.get("decision"), record.get("method"),
+              record.get("spiffe_id") or "-", f"actor={record.get('actor')}", what, record.get("reason"))
+    return "\t".join(_one_line(f) for f in fields)
 
 
 async def cmd_audit_show(api: AdminAPIStub, args: argparse.Namespace) -> None:
@@ -521,7 +553,7 @@ def run_admin(handler: Handler, args: argparse.Namespace) -> int:
 
 
 def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
+    print(f"error: {printable(message)}", file=sys.stderr)
     return 1
 
 
@@ -575,8 +607,8 @@ def _entry_flags(p: argparse.ArgumentParser, *, update: bool) -> None:
     p.add_argument("--parent-id")
     p.add_argument("--node", action="store_true", help="parent is the server: a node-alias entry")
     p.add_argument("--selector", action="append", help="type:value (repeat)")
-    p.add_argument("--x509-svid-ttl", type=int, default=0)
-    p.add_argument("--jwt-svid-ttl", type=int, default=0)
+    p.add_argument("--x509-svid-ttl", type=seconds_arg, default=0)
+    p.add_argument("--jwt-svid-ttl", type=seconds_arg, default=0)
     p.add_argument("--dns-name", action="append")
     p.add_argument("--hint", default="")
     p.add_argument("--admin", action="store_true")
@@ -585,16 +617,34 @@ def _entry_flags(p: argparse.ArgumentParser, *, update: bool) -> None:
     p.add_argument("--label", action="append", help="k=v (repeat)")
     p.add_argument("--expires-at", type=expires_at_arg, default=0, help="task end: Unix seconds or RFC 3339")
     p.add_argument("--bind-to-process", action="store_true")
-    p.add_argument("--max-lifetime", type=int, default=0)
+    p.add_argument("--max-lifetime", type=seconds_arg, default=0)
     p.add_argument("--jwt-claim", action="append", help="k=v (repeat)")
     if update:
         p.add_argument("--remove-label", action="append", help="key (repeat); patch mode")
         p.add_argument("--clear-quarantine", action="store_true", help="allow minting again; patch mode")
 
 
+def seconds_arg(text: str) -> int:
+    """A duration flag (``--ttl`` and the like): an integer the wire's int32 can carry.
+
+    Negative values pass through so that the server names the field that refuses them.
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer number of seconds, got {text!r}") from None
+    if value > MAX_SECONDS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_SECONDS} seconds, got {text}")
+    if value < -MAX_SECONDS - 1:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
+    return value
+
+
 def expires_at_arg(text: str) -> int:
     """``--expires-at``: Unix seconds or an RFC 3339 time with a zone, as Unix seconds."""
     if text.isdigit():
+        if int(text) > MAX_INT64:  # the server bounds the value; this only keeps it on the wire
+            raise argparse.ArgumentTypeError(f"must be at most {MAX_INT64}, got {text}")
         return int(text)
     try:
         when = datetime.fromisoformat(text)
@@ -635,7 +685,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     token = _group(sub, "token", "join tokens")
     p = _admin_parser(token, "generate", cmd_token_generate, "create a join token")
-    p.add_argument("--ttl", type=int, default=600)
+    p.add_argument("--ttl", type=seconds_arg, default=600)
     p.add_argument("--spiffe-id", help="also create an alias entry parented to the agent")
 
     entry = _group(sub, "entry", "registration entries")
@@ -669,7 +719,7 @@ def build_parser() -> argparse.ArgumentParser:
     x509_cmd = _group(sub, "x509", "X.509-SVIDs")
     p = _admin_parser(x509_cmd, "mint", cmd_x509_mint, "mint an X.509-SVID")
     p.add_argument("--spiffe-id", required=True)
-    p.add_argument("--ttl", type=int, default=0)
+    p.add_argument("--ttl", type=seconds_arg, default=0)
     p.add_argument("--dns-name", action="append")
     p.add_argument("--write", help="directory for svid.pem, key.pem, bundle.pem")
 
@@ -677,7 +727,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _admin_parser(jwt_cmd, "mint", cmd_jwt_mint, "mint a JWT-SVID")
     p.add_argument("--spiffe-id", required=True)
     p.add_argument("--audience", action="append", required=True)
-    p.add_argument("--ttl", type=int, default=0)
+    p.add_argument("--ttl", type=seconds_arg, default=0)
     p.add_argument("--write", help="file for the token (0600)")
     _revocation_parsers(sub)
     _audit_parsers(sub)

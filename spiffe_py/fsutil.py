@@ -1,6 +1,6 @@
 """Small file helpers for keys and state (I/O shell).
 
-Private material is written atomically with mode 0600 in a 0700 directory::
+Private material is written atomically with mode 0600; directories it creates are 0700::
 
     write_private(data_dir / "agent-key.pem", key_pem)
 """
@@ -27,11 +27,33 @@ def _write_atomic(path: Path, data: bytes, mode: int) -> None:
         raise
 
 
+def _make_private_dirs(directory: Path) -> None:
+    """Create the missing directories of ``directory``, each 0700; never touch one that exists.
+
+    An existing directory keeps its mode: it may be shared (a 1777 ``/tmp``) or belong to
+    someone else, and its mode is its owner's decision. Only what we create is ours to set.
+    """
+    missing = []
+    while not directory.exists():
+        missing.append(directory)
+        if directory.parent == directory:
+            break
+        directory = directory.parent
+    for created in reversed(missing):
+        try:
+            os.mkdir(created, 0o700)
+        except FileExistsError:  # made meanwhile by someone else: theirs, so left as it is
+            continue
+        os.chmod(created, 0o700)  # the umask may have cleared owner bits
+
+
 def write_private(path: str | os.PathLike[str], data: bytes) -> None:
-    """Atomically write secret bytes: file 0600, parent directory 0700."""
+    """Atomically write secret bytes with mode 0600; missing parent directories are created 0700.
+
+    Raises ``PermissionError`` (or another ``OSError``) when the directory is not writable.
+    """
     p = Path(path)
-    p.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(p.parent, 0o700)
+    _make_private_dirs(p.parent)
     _write_atomic(p, data, 0o600)
 
 

@@ -47,6 +47,7 @@ SECURITY_HEADER = "workload.spiffe.io"
 MEMO_SIZE = 256
 MAX_TOKEN_BYTES = 64 * 1024
 MAX_AUDIENCES = 32
+MAX_AUDIENCE_LEN = 256  # characters per audience value, as the server allows
 
 
 class CallerAttestor(Protocol):
@@ -201,6 +202,8 @@ class WorkloadApiHandler(SpiffeWorkloadAPIBase):
             raise _invalid("audience must be specified")
         if len(audience) > MAX_AUDIENCES:
             raise _invalid(f"too many audience values (max {MAX_AUDIENCES})")
+        if any(len(a) > MAX_AUDIENCE_LEN for a in audience):
+            raise _invalid(f"audience values must be at most {MAX_AUDIENCE_LEN} characters")
         try:
             spiffe_id = SpiffeId.parse(request.spiffe_id) if request.spiffe_id else None
             if self._guard is not None:  # issue 6
@@ -217,6 +220,8 @@ class WorkloadApiHandler(SpiffeWorkloadAPIBase):
         request, cred, selectors = await self._caller(stream)
         if not request.audience:
             raise _invalid("audience must be specified")
+        if len(request.audience) > MAX_AUDIENCE_LEN:
+            raise _invalid(f"audience must be at most {MAX_AUDIENCE_LEN} characters")
         if not request.svid:
             raise _invalid("svid must be specified")
         if len(request.svid) > MAX_TOKEN_BYTES:

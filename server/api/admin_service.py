@@ -25,7 +25,9 @@ from server.api.convert import (
     bundle_from_proto,
     bundle_to_proto,
     certs_to_der,
+    check_dns_names,
     check_ttl,
+    check_unix_seconds,
     entry_from_proto,
     entry_to_proto,
     from_ts,
@@ -62,7 +64,7 @@ from server.datastore.models import MAX_PAGE_SIZE
 from server.errors import FailedPreconditionError
 from server.guard import keep_quarantine, patch_entry
 from server.health import run_checks
-from server.nodeattest.join_token import DEFAULT_JOIN_TOKEN_TTL, generate_join_token
+from server.nodeattest.join_token import DEFAULT_JOIN_TOKEN_TTL, generate_join_token, join_token_agent_id
 from server.revocation import check_reason, jwt_issuance, x509_issuance
 from spiffe_py._peercred import peer_cred
 from spiffe_py._proto.spiffepy.server.v1 import admin_pb2, types_pb2
@@ -197,16 +199,17 @@ class AdminService(AdminAPIBase):
             record = generate_join_token(now=now, ttl=ttl)
             await ctx.call(ctx.store.create_join_token, JoinToken(
                 token=record.token, expires_at=record.expires_at, spiffe_id=None if alias is None else str(alias)))
+            agent_id = str(join_token_agent_id(ctx.config.trust_domain, record.token))  # holds no token
             if alias is not None:
-                await self._create_alias(record.token, alias)
+                await self._create_alias(agent_id, alias)
             # never the token itself
             await self._audit(stream, "CreateJoinToken", None if alias is None else str(alias),
-                              expires_at=ts(record.expires_at))
-            await stream.send_message(admin_pb2.JoinToken(value=record.token, expires_at=ts(record.expires_at)))
+                              expires_at=ts(record.expires_at), agent_id=agent_id)
+            await stream.send_message(admin_pb2.JoinToken(value=record.token, expires_at=ts(record.expires_at),
+                                                          agent_id=agent_id))
 
-    async def _create_alias(self, token: str, alias: SpiffeId) -> None:
+    async def _create_alias(self, agent_id: str, alias: SpiffeId) -> None:
         # SPIRE `token generate -spiffeID`: an entry for the alias parented to the future agent ID.
-        agent_id = str(SpiffeId.from_segments(self._ctx.config.trust_domain, "spire", "agent", "join_token", token))
         entry = RegistrationEntry(spiffe_id=str(alias), parent_id=agent_id,
                                   selectors=(Selector("spiffe_id", agent_id),), created_at=self._ctx.clock.now())
         await self._ctx.call(self._ctx.store.create_entry, entry)
@@ -313,11 +316,12 @@ class AdminService(AdminAPIBase):
             if csr.spiffe_id is None:
                 raise RequestError("csr", "must hold exactly one spiffe id uri san")
             sid = parse_workload_id(str(csr.spiffe_id), "csr.spiffe_id", ctx.config.trust_domain)
+            dns_names = check_dns_names(csr.dns_names, "csr.dns_names")
             ttl = check_ttl(req.ttl, "ttl")
             mint = await ctx.guard.admin_request(ctx.store, rpc="MintX509SVID", actor=self._actor(stream),
                                                  spiffe_id=str(sid), ttl_seconds=ttl)  # issue 6: policy + audit
             chain = await ctx.guard.mint_x509(mint, lambda t: ctx.ca.sign_x509_svid(X509SvidParams(
-                spiffe_id=sid, public_key=csr.public_key, ttl=t, dns_names=csr.dns_names)),
+                spiffe_id=sid, public_key=csr.public_key, ttl=t, dns_names=dns_names)),
                 lambda c: x509_issuance(c[0], spiffe_id=str(sid)))
             await stream.send_message(admin_pb2.MintX509SVIDResponse(
                 svid_chain=certs_to_der(ctx.issued_chain(chain)), bundle=bundle_to_proto(ctx.ca.bundle())))
@@ -346,6 +350,7 @@ class AdminService(AdminAPIBase):
                 raise RequestError("decision", f"must be 'allow' or 'deny', got {req.decision!r}")
             if req.since < 0:
                 raise RequestError("since", f"must not be negative, got {req.since}")
+            check_unix_seconds(req.since, "since")
             flt = AuditFilter(since=from_ts(req.since), spiffe_id=req.spiffe_id or None,
                               decision=req.decision or None)
             result = await self._ctx.call(self._ctx.store.list_audit, flt, _page(req.page_size, req.page_token))

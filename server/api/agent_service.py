@@ -19,12 +19,13 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from cryptography import x509
+from grpclib.const import Status
 from grpclib.server import Stream
 
 from server.api.admin_service import check_audience, federated_bundles
 from server.api.context import ServerContext
-from server.api.convert import bundle_to_proto, certs_to_der, entry_to_proto, jwt_claims_of
-from server.api.errors import RequestError, grpc_errors, recv_request, status_for
+from server.api.convert import bundle_to_proto, certs_to_der, check_dns_names, entry_to_proto, jwt_claims_of
+from server.api.errors import INTERNAL_MESSAGE, RequestError, grpc_errors, recv_request, status_for
 from server.api.peer import peer_leaf, verify_peer_svid
 from server.api.revocations import X509IssuanceLog, revoke_entry, revoke_own
 from server.api.sync import SyncState, own_bundle
@@ -119,6 +120,10 @@ def _plan_for(entry_id: str, allowed: Mapping[str, RegistrationEntry], plans: di
     if plan is None:
         try:
             entry = check_entry_authorized(entry_id, allowed)
+            try:  # a row stored before DNS names were validated must fail alone, not the batch
+                check_dns_names(entry.dns_names, "entry.dns_names")
+            except RequestError as err:
+                raise FailedPreconditionError(f"agent: entry {entry.id!r} cannot be signed: {err}") from None
             plan = _EntryPlan(entry=entry, spiffe_id=SpiffeId.parse(entry.spiffe_id),
                               expires_at=entry_end(entry, now=now),
                               requested_ttl=timedelta(seconds=entry.x509_svid_ttl) if entry.x509_svid_ttl else None)
@@ -382,6 +387,10 @@ class AgentService(AgentAPIBase):
         except SpiffeError as err:
             return agent_pb2.X509SVIDResult(entry_id=params.entry_id, status_code=status_for(err).value,
                                             status_message=str(err))
+        except Exception:  # anything else fails this item only: the batch's other entries still get SVIDs
+            log.exception("signing one item of a batch failed", extra={"entry_id": params.entry_id})
+            return agent_pb2.X509SVIDResult(entry_id=params.entry_id, status_code=Status.INTERNAL.value,
+                                            status_message=INTERNAL_MESSAGE)
         issued.append(ledger.issuance(svid.chain, spiffe_id=plan.entry.spiffe_id, entry_id=plan.entry.id))
         return agent_pb2.X509SVIDResult(entry_id=params.entry_id, cert_chain=self._ctx.issued_chain_der(svid))
 

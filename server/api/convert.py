@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from server.api.errors import RequestError
 from server.ca.templates import RESERVED_JWT_CLAIMS
 from server.datastore.models import AttestedAgent, RegistrationEntry
+from server.dnsnames import DnsNameError, check_dns_name
 from spiffe_py._proto.spiffepy.server.v1 import types_pb2
 from spiffe_py.bundle import SpiffeBundle
 from spiffe_py.errors import SpiffeError
@@ -29,6 +31,10 @@ from spiffe_py.spiffeid import SpiffeId, TrustDomain
 
 MAX_AUDIENCES = 32
 MAX_AUDIENCE_LEN = 256
+MAX_HINT_BYTES = 1024  # SPIFFE Workload API: hints longer than 1024 bytes are not supported
+MAX_UNIX_SECONDS = 253402300799  # 9999-12-31T23:59:59Z, the last second a datetime holds
+# C0 and C1 control characters and DEL: never in a value an operator's terminal may print
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def jwt_claims_of(token: str) -> dict[str, Any]:
@@ -80,6 +86,31 @@ def parse_selectors(items: Iterable[types_pb2.Selector], field: str) -> tuple[Se
     return tuple(out)
 
 
+def check_unix_seconds(value: int, field: str) -> int:
+    """Unix seconds a datetime can hold: 0 (unset) up to the end of year 9999."""
+    if not 0 <= value <= MAX_UNIX_SECONDS:
+        raise RequestError(field, f"must be Unix seconds within 0..{MAX_UNIX_SECONDS}, got {value}")
+    return value
+
+
+def check_hint(value: str, field: str) -> str:
+    """An entry hint: at most 1024 UTF-8 bytes, no control characters."""
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size > MAX_HINT_BYTES:
+        raise RequestError(field, f"must be at most {MAX_HINT_BYTES} bytes, got {size}")
+    if _CONTROL.search(value):
+        raise RequestError(field, "must not contain control characters")
+    return value
+
+
+def check_dns_names(values: Iterable[str], field: str) -> tuple[str, ...]:
+    """DNS SANs: LDH labels, IDNA A-labels, a wildcard only as the whole left-most label."""
+    try:
+        return tuple(check_dns_name(v) for v in values)
+    except DnsNameError as err:
+        raise RequestError(field, str(err)) from None
+
+
 def check_ttl(value: int, field: str) -> int:
     """A TTL in seconds: 0 (default) or positive."""
     if value < 0:
@@ -108,6 +139,7 @@ def entry_from_proto(pb: types_pb2.Entry, *, trust_domain: TrustDomain, now: dat
         raise RequestError("entry.selectors", "at least one selector is required")
     if pb.expires_at < 0:
         raise RequestError("entry.expires_at", f"must not be negative, got {pb.expires_at}")
+    check_unix_seconds(pb.expires_at, "entry.expires_at")
     if pb.expires_at and pb.expires_at <= now.timestamp():
         raise RequestError("entry.expires_at", f"is in the past: {pb.expires_at}")  # the task already ended
     reserved = RESERVED_JWT_CLAIMS.intersection(pb.jwt_claims)
@@ -117,7 +149,8 @@ def entry_from_proto(pb: types_pb2.Entry, *, trust_domain: TrustDomain, now: dat
         id=pb.id, spiffe_id=str(spiffe_id), parent_id=str(parent_id), selectors=selectors, created_at=now,
         x509_svid_ttl=check_ttl(pb.x509_svid_ttl, "entry.x509_svid_ttl"),
         jwt_svid_ttl=check_ttl(pb.jwt_svid_ttl, "entry.jwt_svid_ttl"),
-        dns_names=tuple(pb.dns_names), hint=pb.hint, admin=pb.admin, downstream=pb.downstream,
+        dns_names=check_dns_names(pb.dns_names, "entry.dns_names"), hint=check_hint(pb.hint, "entry.hint"),
+        admin=pb.admin, downstream=pb.downstream,
         federates_with=_trust_domains(pb.federates_with, "entry.federates_with"),
         expires_at=from_ts(pb.expires_at), labels=dict(pb.labels), bind_to_process=pb.bind_to_process,
         max_lifetime=check_ttl(pb.max_lifetime, "entry.max_lifetime"), jwt_claims=dict(pb.jwt_claims),

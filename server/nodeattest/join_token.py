@@ -3,11 +3,17 @@
     record = generate_join_token(now=clock.now())          # give record.token to the operator
     attestor = JoinTokenAttestor(td, store)
     result = await attestor.attest(token.encode(), challenge, now=clock.now())
-    # result.agent_id == spiffe://td/spire/agent/join_token/<token>; result.can_reattest is False
+    # result.agent_id == join_token_agent_id(td, token); result.can_reattest is False
+
+The agent ID keeps SPIRE's shape, ``spiffe://<td>/spire/agent/join_token/<ref>``, but ``<ref>``
+is the first 32 hex digits (128 bits) of the token's SHA-256, not the token: the ID is shown
+by ``entry show`` (as an alias entry's parent) and ``agent list`` while the token may still be
+unused, and the token itself is stored only hashed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from collections.abc import Mapping
@@ -17,9 +23,10 @@ from typing import Any, Protocol
 
 from server.errors import AttestationError
 from server.nodeattest.base import AttestResult, ChallengeFn, PluginConfigError, PluginHost, agent_id
-from spiffe_py.spiffeid import TrustDomain
+from spiffe_py.spiffeid import SpiffeId, TrustDomain
 
 NAME = "join_token"
+REF_HEX_DIGITS = 32  # 128 bits of SHA-256: no two tokens share an agent ID
 DEFAULT_JOIN_TOKEN_TTL = timedelta(seconds=600)  # SPIRE `token generate -ttl` default
 # The token becomes an ID path segment, so keep to the segment alphabet; never echo it back.
 _TOKEN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
@@ -66,6 +73,16 @@ class MemoryJoinTokenStore:
         return self._records.pop(token, None)
 
 
+def join_token_ref(token: str) -> str:
+    """The public reference to ``token`` in its agent's ID: a SHA-256 prefix (the token stays secret)."""
+    return hashlib.sha256(token.encode()).hexdigest()[:REF_HEX_DIGITS]
+
+
+def join_token_agent_id(trust_domain: TrustDomain, token: str) -> SpiffeId:
+    """The SPIFFE ID an agent attested with ``token`` gets (and alias entries are parented to)."""
+    return agent_id(trust_domain, NAME, join_token_ref(token))
+
+
 def generate_join_token(*, now: datetime, ttl: timedelta = DEFAULT_JOIN_TOKEN_TTL) -> JoinTokenRecord:
     """A fresh random (UUIDv4, 122 random bits) join token valid for ``ttl``."""
     if ttl <= timedelta(0):
@@ -96,7 +113,7 @@ class JoinTokenAttestor:
             raise AttestationError(NAME, "join token does not exist or has already been used")
         if now >= record.expires_at:
             raise AttestationError(NAME, "join token has expired")
-        return AttestResult(agent_id=agent_id(self._trust_domain, NAME, token), selectors=(), can_reattest=False)
+        return AttestResult(agent_id=join_token_agent_id(self._trust_domain, token), selectors=(), can_reattest=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -79,6 +79,7 @@ class X509PopAttestor:
         """Verify the chain, challenge the agent, and derive its ID and selectors."""
         leaf, *intermediates = self._parse(payload)
         chain = self._verify(leaf, intermediates, now)
+        check_signing_usage(leaf)
         nonce = new_nonce()
         response = await challenge(nonce)
         try:
@@ -110,6 +111,16 @@ class X509PopAttestor:
             return verifier.verify(leaf, intermediates).chain
         except VerificationError as err:
             raise _fail(f"certificate chain does not verify against the ca bundle: {err}") from err
+
+
+def check_signing_usage(leaf: x509.Certificate) -> None:
+    """Refuse a node certificate whose key is not certified for signatures: the proof is a signature."""
+    try:
+        usage = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        raise _fail("node certificate has no key usage extension; it needs digitalSignature") from None
+    if not usage.digital_signature:
+        raise _fail("node certificate key usage lacks digitalSignature")
 
 
 def build_selectors(chain: Sequence[x509.Certificate]) -> tuple[Selector, ...]:

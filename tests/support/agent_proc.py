@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from server.nodeattest.join_token import join_token_agent_id
+from spiffe_py.spiffeid import TrustDomain
 from tests.support.proc import spawn, terminate
 from tests.support.server_proc import ServerError, ServerProc
 
@@ -49,8 +51,8 @@ class AgentProc:
         """
         if node_attestation is None:
             token = server.cli_json("token", "generate")["value"]
-            node_attestation = (("--join-token", token),
-                                f"spiffe://{server.trust_domain}/spire/agent/join_token/{token}")
+            agent_id = join_token_agent_id(TrustDomain.parse(server.trust_domain), token)
+            node_attestation = (("--join-token", token), str(agent_id))
         agent = cls(server, name, *node_attestation)
         agent.root.mkdir(parents=True, exist_ok=True)
         (agent.root / "bootstrap.pem").write_text(server.cli("bundle", "show").stdout)

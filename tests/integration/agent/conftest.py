@@ -22,10 +22,12 @@ from pathlib import Path
 import pytest
 from grpclib.client import Channel, Stream
 
+from server.nodeattest.join_token import join_token_agent_id
 from spiffe_py._proto import workload_pb2
 from spiffe_py._proto.spiffepy.server.v1 import admin_pb2, types_pb2
 from spiffe_py._proto.spiffepy.server.v1.admin_grpc import AdminAPIStub
 from spiffe_py._proto.workload_grpc import SpiffeWorkloadAPIStub
+from spiffe_py.spiffeid import TrustDomain
 from tests.support.proc import spawn, terminate
 from tests.support.server_proc import free_port
 
@@ -185,7 +187,7 @@ def running_env(
         e.start_server()
         (root / "bootstrap.pem").write_text(bootstrap_pem or e.server_cli("bundle", "show"))
         token = json.loads(e.server_cli("token", "generate", "--output", "json"))["value"]
-        e.agent_id = f"spiffe://{TD}/spire/agent/join_token/{token}"
+        e.agent_id = str(join_token_agent_id(TrustDomain.parse(TD), token))
         for path, selector in entries:
             e.create_entry(f"spiffe://{TD}{path}", selector, hint=path.strip("/"))
         e.start_agent(token, extra_args, extra_env)

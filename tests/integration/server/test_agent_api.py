@@ -15,9 +15,11 @@ from cryptography.x509.oid import NameOID
 from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError
 
+from server.nodeattest.join_token import join_token_agent_id
 from spiffe_py._proto.spiffepy.server.v1 import admin_pb2, agent_pb2
 from spiffe_py._proto.spiffepy.server.v1.admin_grpc import AdminAPIStub
 from spiffe_py._x509pop import x509pop_respond
+from spiffe_py.spiffeid import TrustDomain
 from tests.integration.server.agent_client import (
     TestAgent,
     agent_channel,
@@ -58,7 +60,8 @@ def _chains_to(chain: list[x509.Certificate], roots_pem: str) -> bool:
 async def test_join_token_attests_once_only(server: ServerProc) -> None:
     token = _token(server)
     agent = await attest(server, "join_token", token.encode())
-    assert agent.spiffe_id == f"{TD}/spire/agent/join_token/{token}"
+    assert agent.spiffe_id == str(join_token_agent_id(TrustDomain.parse("example.org"), token))
+    assert token not in agent.spiffe_id
     assert agent.result.can_reattest is False
     assert _chains_to(agent.chain, server_roots(server))
     assert [x509.load_der_x509_certificate(c) for c in agent.result.bundle.x509_authorities]

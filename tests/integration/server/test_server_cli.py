@@ -136,11 +136,11 @@ def test_entry_duplicate_and_unknown(server: ServerProc) -> None:
 def test_token_generate(server: ServerProc) -> None:
     now = datetime.now(UTC).timestamp()
     token = server.cli_json("token", "generate", "--ttl", "120")
-    assert set(token) == {"value", "expires_at"} and len(token["value"]) >= 32
+    assert set(token) == {"value", "expires_at", "agent_id"} and len(token["value"]) >= 32
     assert now + 100 < token["expires_at"] <= now + 125
     aliased = server.cli_json("token", "generate", "--spiffe-id", f"{TD}/node/a")
     entries = server.cli_json("entry", "show", "--spiffe-id", f"{TD}/node/a")["entries"]
-    assert [e["parent_id"] for e in entries] == [f"{TD}/spire/agent/join_token/{aliased['value']}"]
+    assert [e["parent_id"] for e in entries] == [aliased["agent_id"]]
     assert _fails(server, "token", "generate", "--ttl", "-1").startswith("error: INVALID_ARGUMENT: ttl:")
     assert _fails(server, "token", "generate", "--spiffe-id", "spiffe://x.org/a").startswith(
         "error: INVALID_ARGUMENT: spiffe_id: must belong")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,6 +17,7 @@ from server.nodeattest.join_token import (
     JoinTokenRecord,
     MemoryJoinTokenStore,
     generate_join_token,
+    join_token_agent_id,
 )
 from spiffe_py.spiffeid import SpiffeId, TrustDomain
 
@@ -48,9 +50,13 @@ def test_generate_join_token_rejects_non_positive_ttl() -> None:
 
 
 async def test_attest_returns_spire_agent_id_without_reattest() -> None:
+    """The agent ID keeps SPIRE's shape but names the token by a SHA-256 prefix: the ID never holds the token."""
     record = generate_join_token(now=NOW)
     result = await attestor_with(record).attest(record.token.encode(), no_challenge, now=NOW)
-    assert result.agent_id == SpiffeId.parse(f"spiffe://example.org/spire/agent/join_token/{record.token}")
+    ref = hashlib.sha256(record.token.encode()).hexdigest()[:32]
+    assert result.agent_id == SpiffeId.parse(f"spiffe://example.org/spire/agent/join_token/{ref}")
+    assert result.agent_id == join_token_agent_id(TD, record.token)
+    assert record.token not in str(result.agent_id)
     assert result.selectors == ()
     assert result.can_reattest is False
 
@@ -86,7 +92,7 @@ async def test_attest_token_valid_until_just_before_expiry() -> None:
     record = generate_join_token(now=NOW, ttl=timedelta(seconds=60))
     result = await attestor_with(record).attest(record.token.encode(), no_challenge,
                                                 now=NOW + timedelta(seconds=59))
-    assert result.agent_id.path.endswith(record.token)
+    assert result.agent_id == join_token_agent_id(TD, record.token)
 
 
 @pytest.mark.parametrize("payload", [b"", b"..", b"../etc", b"a/b", "t\u00e9".encode(), b"\xff\xfe", b"x" * 129])
@@ -104,7 +110,7 @@ async def test_attest_with_sqlite_datastore_is_single_use(tmp_path: Path) -> Non
         store.create_join_token(JoinToken(token=record.token, expires_at=record.expires_at))
         attestor = JoinTokenAttestor(TD, store)
         result = await attestor.attest(record.token.encode(), no_challenge, now=NOW)
-        assert str(result.agent_id) == f"spiffe://example.org/spire/agent/join_token/{record.token}"
+        assert result.agent_id == join_token_agent_id(TD, record.token)
         with pytest.raises(AttestationError, match="does not exist or has already been used"):
             await attestor.attest(record.token.encode(), no_challenge, now=NOW)
     finally:

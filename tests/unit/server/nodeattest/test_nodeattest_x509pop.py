@@ -183,3 +183,20 @@ def test_response_is_bound_to_the_nonce() -> None:
     verify_x509pop_response(b"a" * NONCE_BYTES, answer, key.public_key())
     with pytest.raises(VerificationError, match="does not prove possession"):
         verify_x509pop_response(b"b" * NONCE_BYTES, answer, key.public_key())
+
+
+@pytest.mark.parametrize(("usage", "message"), [
+    (None, "has no key usage extension; it needs digitalSignature"),
+    (x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=True, data_encipherment=False,
+                   key_agreement=False, key_cert_sign=False, crl_sign=False, encipher_only=False,
+                   decipher_only=False), "key usage lacks digitalSignature"),
+])
+async def test_attest_refuses_node_certificate_not_certified_for_signatures(usage: x509.KeyUsage | None,
+                                                                            message: str) -> None:
+    """A key the node PKI certified only for encryption (or for nothing stated) must not sign the x509pop proof."""
+    root = CA.create("node-pki.example", now=NOW)
+    node = node_cert(root, key_usage=usage)
+    responder = Responder(node.key)
+    with pytest.raises(AttestationError, match=message):
+        await X509PopAttestor(TD, [root.cert]).attest(node.chain_der(), responder, now=NOW)
+    assert responder.challenges == []  # refused before any challenge

@@ -76,12 +76,14 @@ class CreateJoinTokenRequest(_message.Message):
     def __init__(self, ttl: _Optional[int] = ..., spiffe_id: _Optional[str] = ...) -> None: ...
 
 class JoinToken(_message.Message):
-    __slots__ = ("value", "expires_at")
+    __slots__ = ("value", "expires_at", "agent_id")
     VALUE_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     value: str
     expires_at: int
-    def __init__(self, value: _Optional[str] = ..., expires_at: _Optional[int] = ...) -> None: ...
+    agent_id: str
+    def __init__(self, value: _Optional[str] = ..., expires_at: _Optional[int] = ..., agent_id: _Optional[str] = ...) -> None: ...
 
 class ListAgentsRequest(_message.Message):
     __slots__ = ("page_size", "page_token")
