@@ -25,7 +25,8 @@ from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from agent.config import ATTESTORS, DEFAULT_SOCKET_PATH, LOG_LEVELS, load_config
+from agent.attest.registry import default_registry
+from agent.config import DEFAULT_SOCKET_PATH, LOG_LEVELS, load_config
 from agent.errors import AgentError
 from spiffe_py import _pem
 from spiffe_py._proto import workload_pb2
@@ -205,7 +206,8 @@ def _config_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument(flag, **kwargs)
     p.add_argument("--policy", dest="policy_file", help="CEL policy file (TOML [[rule]]), hot-reloaded on change")
     p.add_argument("--insecure-bootstrap", action="store_true", help="do not verify the server on first attestation")
-    p.add_argument("--workload-attestor", action="append", choices=ATTESTORS, help="repeatable; default unix")
+    p.add_argument("--workload-attestor", action="append", choices=default_registry().names(),
+                   help="repeatable; default unix")
 
 
 def build_parser() -> argparse.ArgumentParser:

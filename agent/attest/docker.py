@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
-from agent.attest.procfs import ProcFs, StatusIds
+from agent.attest.caller import Caller
+from agent.attest.procfs import ProcFs
 from agent.errors import ContainerIdError, WorkloadAttestationError
 from spiffe_py.errors import InvalidSelectorError
 from spiffe_py.selectors import Selector
@@ -221,8 +222,9 @@ class DockerAttestor:
         while len(self._cache) > INSPECT_CACHE_SIZE:
             self._cache.popitem(last=False)
 
-    async def attest(self, pid: int, ids: StatusIds | None = None) -> frozenset[Selector]:
-        """Selectors for ``pid``'s container (``ids`` unused: the container comes from the cgroup)."""
+    async def attest(self, caller: Caller) -> frozenset[Selector]:
+        """Selectors for the caller's container (from its cgroup)."""
+        pid = caller.pid
         cid = container_id_from_cgroup(self._procfs.cgroup(pid))  # one small /proc read: inline
         if cid is None:
             return frozenset()
