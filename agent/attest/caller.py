@@ -140,12 +140,20 @@ def capture(sock: socket.socket, procfs: ProcFs, *, accepted_at: int, cred: Peer
     """The caller behind a just-accepted connection; ``accepted_at``: boot clock ticks read at accept.
 
     Raises:
-        WorkloadAttestationError: the peer is gone, started after the accept (its pid was reused),
-            or does not run as the uid it connected with.
+        SpiffeError: no usable SO_PEERCRED (PeerCredError), or as :func:`open_caller`.
     """
     cred = cred or peer_cred_from_socket(sock)
+    return open_caller(cred, peer_pidfd(sock, cred.pid), procfs, accepted_at=accepted_at)
+
+
+def open_caller(cred: PeerCred, pidfd: int, procfs: ProcFs, *, accepted_at: int) -> Caller:
+    """The caller ``cred`` names, with ``pidfd`` for its process (the Caller owns it, or it is closed).
+
+    Raises:
+        WorkloadAttestationError: the process is gone, started after ``accepted_at`` (its pid was
+            reused), or does not run as the uid it connected with.
+    """
     pid = cred.pid
-    pidfd = peer_pidfd(sock, pid)
     status: StatusFile | None = None
     try:
         start_time = parse_stat_start_time(procfs.stat(pid))

@@ -38,7 +38,7 @@ def agent() -> Iterator[AgentProc]:
     if os.geteuid() != 0:
         pytest.skip("needs root: setgid binaries, ns_last_pid and a setuid(nobody) client")
     with ServerProc.start() as srv:
-        os.chmod(srv.data_dir.parent, 0o755)  # noqa: S103 - `nobody` must reach the agent socket below it
+        os.chmod(srv.data_dir.parent, 0o755)
         with AgentProc.start(srv, "a1") as agent:
             srv.cli("entry", "create", "--spiffe-id", ROOT_ID, "--parent-id", agent.agent_id,
                     "--selector", "unix:uid:0")
@@ -129,7 +129,7 @@ os._exit(0)
 
 def _reuse_pid(pid: int) -> subprocess.Popen[bytes] | None:
     """A root `sleep` that got ``pid``, or None if another process took it first."""
-    with open("/proc/sys/kernel/ns_last_pid", "w") as fh:  # noqa: PTH123 - a sysctl, not a file to manage
+    with open("/proc/sys/kernel/ns_last_pid", "w") as fh:
         fh.write(str(pid - 1))
     proc = subprocess.Popen(["sleep", "30"])
     if proc.pid == pid:

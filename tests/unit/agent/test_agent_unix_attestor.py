@@ -11,8 +11,16 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from agent.attest.base import CallerAttestor, attest_all
-from agent.attest.caller import Caller, CallerChangedError, Identity, capture
-from agent.attest.procfs import ExeId, LinuxProcFs, ProcessKey, StatusIds, boot_ticks, parse_stat_start_time, parse_status
+from agent.attest.caller import Caller, CallerChangedError, Identity, capture, open_caller
+from agent.attest.procfs import (
+    ExeId,
+    LinuxProcFs,
+    ProcessKey,
+    StatusIds,
+    boot_ticks,
+    parse_stat_start_time,
+    parse_status,
+)
 from agent.attest.unix import CachedUserDb, UnixAttestor, unix_id_selectors
 from agent.errors import WorkloadAttestationError
 from spiffe_py._peercred import PeerCred
@@ -112,11 +120,13 @@ def test_unix_id_selectors_names_known_ids_only() -> None:
     }
 
 
+APP = ExeId(1, 2, "/usr/bin/app")
+
+
 class StubCaller:
     """What attestors read from a :class:`Caller`: its pid and the identity snapshot taken at accept."""
 
-    def __init__(self, pid: int = 4242, ids: StatusIds | None = None,
-                 exe: ExeId | None = ExeId(1, 2, "/usr/bin/app")) -> None:
+    def __init__(self, pid: int = 4242, ids: StatusIds | None = None, exe: ExeId | None = APP) -> None:
         self.pid = pid
         self.identity = Identity(ids or parse_status(STATUS), exe)
         self.process = ProcessKey(pid, 987654)
@@ -211,41 +221,40 @@ async def test_caller_attestor_rejects_changed_ids() -> None:
     procfs = FakeProcFs()
     changed = STATUS.replace("Gid:\t2000\t2001", "Gid:\t2000\t42")
     procfs.statuses = [STATUS, changed]  # at accept, then at the call: a setgid exec in between
-    with captured(procfs) as caller:
-        with pytest.raises(CallerChangedError, match="changed its uid, gid or groups since it connected") as err:
-            await CallerAttestor([UnixAttestor(procfs, FakeUsers())]).attest(caller)
+    with captured(procfs) as caller, pytest.raises(CallerChangedError, match="changed its uid, gid or groups") as err:
+        await CallerAttestor([UnixAttestor(procfs, FakeUsers())]).attest(caller)
     assert err.value.grpc_status == "PERMISSION_DENIED"
 
 
 async def test_caller_attestor_rejects_another_executable() -> None:
     procfs = FakeProcFs()
     procfs.exe_ids = [(1, 2), (1, 3)]  # at accept, then at the call: an exec of another binary
-    with captured(procfs) as caller:
-        with pytest.raises(CallerChangedError, match="runs another executable than when it connected"):
-            await CallerAttestor([UnixAttestor(procfs, FakeUsers())]).attest(caller)
+    with captured(procfs) as caller, pytest.raises(CallerChangedError, match="runs another executable"):
+        await CallerAttestor([UnixAttestor(procfs, FakeUsers())]).attest(caller)
 
 
 def test_capture_rejects_uid_mismatch_with_peercred() -> None:
-    with pytest.raises(WorkloadAttestationError, match="no longer runs as the connecting uid"):
-        with captured(FakeProcFs(), cred=PeerCred(pid=os.getpid(), uid=5, gid=2001)):
-            pass
+    with (pytest.raises(WorkloadAttestationError, match="no longer runs as the connecting uid"),
+          captured(FakeProcFs(), cred=PeerCred(pid=os.getpid(), uid=5, gid=2001))):
+        pass
 
 
 def test_capture_refuses_a_process_that_started_after_the_accept() -> None:
     """PID reuse: the process now behind the peer's pid is younger than the connection."""
-    with pytest.raises(WorkloadAttestationError, match="started after it connected"):
-        with captured(FakeProcFs(), accepted_at=987653):
-            pass
+    with pytest.raises(WorkloadAttestationError, match="started after it connected"), \
+            captured(FakeProcFs(), accepted_at=987653):
+        pass
     with captured(FakeProcFs(), accepted_at=987654) as caller:  # the same tick is the same process
         assert caller.process == ProcessKey(os.getpid(), 987654)
 
 
-async def test_capture_of_an_exited_process_fails() -> None:
-    proc = await asyncio.create_subprocess_exec("true")
+async def test_a_caller_that_exited_before_accept_is_refused() -> None:
+    proc = await asyncio.create_subprocess_exec("sleep", "30")
+    pidfd = os.pidfd_open(proc.pid)  # taken before the exit, as SO_PEERPIDFD would be
+    proc.kill()
     await proc.wait()
-    a, b = socket.socketpair(socket.AF_UNIX)
-    with a, b, pytest.raises(WorkloadAttestationError, match=f"pid {proc.pid}"):
-        capture(a, LinuxProcFs(), accepted_at=boot_ticks(), cred=PeerCred(proc.pid, os.geteuid(), os.getegid()))
+    with pytest.raises(WorkloadAttestationError, match=f"pid {proc.pid}"):
+        open_caller(PeerCred(proc.pid, os.geteuid(), os.getegid()), pidfd, LinuxProcFs(), accepted_at=boot_ticks())
 
 
 class KillingAttestor:
@@ -264,15 +273,13 @@ class KillingAttestor:
 
 async def test_caller_exiting_during_attestation_is_rejected_by_the_pidfd_poll() -> None:
     proc = await asyncio.create_subprocess_exec("sleep", "30")
-    a, b = socket.socketpair(socket.AF_UNIX)
-    with a, b:
-        cred = PeerCred(proc.pid, os.geteuid(), os.getegid())
-        caller = capture(a, LinuxProcFs(), accepted_at=boot_ticks(), cred=cred)
-        try:
-            with pytest.raises(WorkloadAttestationError, match="has exited"):
-                await CallerAttestor([KillingAttestor(proc)]).attest(caller)
-        finally:
-            caller.close()
+    cred = PeerCred(proc.pid, os.geteuid(), os.getegid())
+    caller = open_caller(cred, os.pidfd_open(proc.pid), LinuxProcFs(), accepted_at=boot_ticks())
+    try:
+        with pytest.raises(WorkloadAttestationError, match="has exited"):
+            await CallerAttestor([KillingAttestor(proc)]).attest(caller)
+    finally:
+        caller.close()
 
 
 class CountingUsers(FakeUsers):
