@@ -113,20 +113,6 @@ class ManagerSource:
         return validate()
 
 
-class _CallersTokens:
-    """The guard's JwtSource for one caller."""
-
-    def __init__(self, source: ManagerSource, caller: Caller) -> None:
-        self._source = source
-        self._caller = caller
-
-    def jwt_entries(self, selectors: frozenset[Selector], spiffe_id: SpiffeId | None = None) -> list[Entry]:
-        return self._source.jwt_entries(self._caller, selectors, spiffe_id)
-
-    async def jwt_svids(self, entries: Sequence[Entry], audience: Sequence[str]) -> list[tuple[Entry, JwtToken]]:
-        return await self._source.jwt_svids(self._caller, entries, audience)
-
-
 class _GatedSubscription:
     """A FetchX509SVID subscription whose minted views pass the guard's gate (refused identities left out)."""
 
@@ -159,8 +145,12 @@ class GuardedSource:
 
     async def fetch_jwt(self, caller: Caller, selectors: frozenset[Selector], audience: Sequence[str],
                         spiffe_id: SpiffeId | None) -> list[tuple[Entry, JwtToken]]:
-        return await self._guard.fetch_jwt(_CallersTokens(self._inner, caller), selectors, caller.cred, audience,
-                                           spiffe_id)
+        facts = self._guard.facts(caller.cred, selectors)
+        verdicts = self._guard.jwt_verdicts(self._inner.jwt_entries(caller, selectors, spiffe_id), facts, audience,
+                                            spiffe_id)
+        minted = await self._inner.jwt_svids(caller, [e for e, v in verdicts if v.allowed], audience)
+        self._guard.jwt_issued(minted, verdicts, facts, audience)
+        return minted
 
     def validate_jwt(self, caller: Caller, selectors: frozenset[Selector], view: WorkloadView, audience: str,
                      validate: Validate) -> tuple[SpiffeId, Mapping[str, Any]]:
