@@ -29,7 +29,7 @@ from agent.attest.procfs import LinuxProcFs, ProcFs, boot_ticks
 from agent.attest.registry import AttestorRegistry, default_registry
 from agent.audit import AgentAudit
 from agent.config import AgentConfig
-from agent.errors import AgentConfigError
+from agent.errors import AgentConfigError, WorkloadAttestationError
 from agent.guard import WorkloadGuard
 from agent.manager.sync import Manager, ManagerConfig
 from agent.workloadapi.coalesce import CoalescingServer, CoalescingTransport
@@ -118,6 +118,8 @@ class CallerAcceptor:
             self._limit.admit(cred.uid)
         except SpiffeError as err:
             return err
+        except OSError as err:  # the peer is already gone (ENOTCONN and the like)
+            return WorkloadAttestationError(f"attest: cannot read the caller's credentials: {err.strerror}")
         conn.on_lost(lambda: self._limit.release(cred.uid))
         try:
             caller = capture(conn.get_extra_info("socket"), self._procfs, accepted_at=accepted_at, cred=cred)

@@ -44,14 +44,13 @@ log = logging.getLogger(__name__)
 class CoalescingTransport:
     """Wraps an asyncio write transport: writes made in one loop iteration go out as one write."""
 
-    __slots__ = ("_inner", "_loop", "_lost", "_pending", "_scheduled", "context", "state")
+    __slots__ = ("_inner", "_loop", "_lost", "_pending", "_scheduled", "context")
 
     def __init__(self, inner: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._inner = inner
         self._loop = loop
         self._pending: list[bytes] = []
         self._scheduled = False
-        self.state: dict[object, Any] = {}  # per-connection state of the application
         self.context: Any = None  # what the server's accept hook returned for this connection
         self._lost: list[Callable[[], None]] | None = []  # None once the connection was lost
 
@@ -66,7 +65,7 @@ class CoalescingTransport:
         """Drop what is buffered and run the :meth:`on_lost` callbacks (once)."""
         callbacks, self._lost = self._lost or [], None
         self._pending.clear()
-        self.state.clear()
+        self.context = None
         for callback in callbacks:
             try:
                 callback()
