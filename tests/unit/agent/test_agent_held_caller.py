@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import socket
 import sys
@@ -24,12 +25,20 @@ from grpclib.server import Stream
 
 from agent.app import CallerAcceptor
 from agent.attest.base import CallerAttestor
-from agent.attest.caller import Caller, CallerChangedError, ConnectionLimit, TooManyConnectionsError, capture
+from agent.attest.caller import (
+    SO_PEERPIDFD,
+    Caller,
+    CallerChangedError,
+    ConnectionLimit,
+    TooManyConnectionsError,
+    capture,
+)
 from agent.attest.procfs import LinuxProcFs, ProcessKey, _pread_all, boot_ticks, parse_stat_start_time, parse_status
 from agent.attest.unix import UnixAttestor
 from agent.errors import WorkloadAttestationError
 from agent.workloadapi.coalesce import CoalescingServer, CoalescingTransport
 from agent.workloadapi.handler import connection_caller, to_grpc_error
+from spiffe_py._peercred import peer_cred_from_socket
 from spiffe_py._proto import workload_pb2
 from spiffe_py._proto.workload_grpc import SpiffeWorkloadAPIBase, SpiffeWorkloadAPIStub
 from tests.unit.agent.test_agent_unix_attestor import FakeUsers
@@ -234,3 +243,51 @@ async def test_idle_connections_are_closed_but_open_streams_are_kept(tmp_path: P
             await stream.cancel()
         idle.close()
         streaming.close()
+
+
+class _NoPeerPidfd:
+    """A socket as on a kernel without SO_PEERPIDFD: capture falls back to pidfd_open."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self.family = sock.family
+
+    def getsockopt(self, level: int, name: int, size: int = 0) -> bytes:
+        if name == SO_PEERPIDFD:
+            raise OSError(errno.ENOPROTOOPT, "no SO_PEERPIDFD")
+        return self._sock.getsockopt(level, name, size)
+
+
+async def _spawn_with_pid(pid: int) -> asyncio.subprocess.Process | None:
+    """A `sleep` that got ``pid`` (through ns_last_pid), or None if another process took it first."""
+    Path("/proc/sys/kernel/ns_last_pid").write_text(str(pid - 1))
+    proc = await asyncio.create_subprocess_exec("sleep", "30")
+    if proc.pid == pid:
+        return proc
+    proc.kill()
+    await proc.wait()
+    return None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="writing ns_last_pid needs root")
+async def test_without_peer_pidfd_a_pid_reused_after_the_accept_is_refused_by_its_start_time(tmp_path: Path) -> None:
+    """The connecting process exits after the accept; a newer process takes its pid before pidfd_open."""
+    for _ in range(10):  # other processes on the box may take the pid first
+        async with accepted_child(tmp_path) as (proc, conn):
+            accepted_at = boot_ticks()
+            cred = peer_cred_from_socket(conn)
+            proc.kill()
+            await proc.wait()
+            await asyncio.sleep(0.05)  # a few clock ticks: the new process starts visibly later
+            reused = await _spawn_with_pid(cred.pid)
+            if reused is None:
+                (tmp_path / "l.sock").unlink()
+                continue
+            try:
+                with pytest.raises(WorkloadAttestationError, match="started after it connected"):
+                    capture(_NoPeerPidfd(conn), LinuxProcFs(), accepted_at=accepted_at)  # type: ignore[arg-type]
+            finally:
+                reused.kill()
+                await reused.wait()
+            return
+    pytest.fail("could not get the connecting process's pid reused")
