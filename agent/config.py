@@ -107,6 +107,7 @@ class AgentConfig:
             raise AgentConfigError(f"config: workload_attestors must be among {known!r}: {unknown!r}")
         if self.max_connections_per_uid < 1 or self.connection_idle_timeout <= 0:
             raise AgentConfigError("config: max_connections_per_uid and connection_idle_timeout must be positive")
+        self.attestor_tables()
         if self.log_level not in LOG_LEVELS:
             raise AgentConfigError(f"config: log_level must be one of {LOG_LEVELS!r}: {self.log_level!r}")
         if self.resync_interval <= 0 or self.max_x509_svids < 1:
