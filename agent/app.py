@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import itertools
 import logging
 import os
+import resource
 import signal
 import stat
 from pathlib import Path
@@ -26,46 +26,33 @@ from pathlib import Path
 from cryptography import x509
 from prometheus_client import start_http_server
 
-from agent.attest.base import WorkloadAttestor
-from agent.attest.caller import CallerAttestor, HeldProcess
-from agent.attest.docker import DockerAttestor, DockerEngineApi, socket_path_from_docker_host
-from agent.attest.procfs import LinuxProcFs
-from agent.attest.unix import CachedUserDb, SystemUserDb, UnixAttestor
+from agent.attest.base import CallerAttestor, WorkloadAttestor
+from agent.attest.caller import Caller, ConnectionLimit, capture
+from agent.attest.procfs import LinuxProcFs, ProcFs, boot_ticks
+from agent.attest.registry import AttestorRegistry, default_registry
 from agent.audit import AgentAudit
 from agent.config import AgentConfig
 from agent.errors import AgentConfigError, WorkloadAttestationError
 from agent.guard import WorkloadGuard
-from agent.manager.process_binding import ProcessKey
 from agent.manager.sync import Manager, ManagerConfig
-from agent.workloadapi.coalesce import CoalescingServer, connection_of
+from agent.workloadapi.coalesce import CoalescingServer, CoalescingTransport
 from agent.workloadapi.handler import WorkloadApiHandler
 from agent.workloadapi.jwt import JwtSvidValidator
+from agent.workloadapi.source import GuardedSource, ManagerSource
 from spiffe_py import _pem
-from spiffe_py._peercred import PeerCred, peer_cred
+from spiffe_py._peercred import peer_cred_from_socket
 from spiffe_py.clock import SystemClock
+from spiffe_py.errors import SpiffeError
 
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE = 5.0
 
 
-def build_attestors(cfg: AgentConfig, procfs: LinuxProcFs) -> list[WorkloadAttestor]:
-    """The configured workload attestors."""
-    out: list[WorkloadAttestor] = []
-    for name in cfg.workload_attestors:
-        if name == "unix":
-            out.append(
-                UnixAttestor(
-                    procfs,
-                    CachedUserDb(SystemUserDb()),
-                    discover_workload_path=cfg.discover_workload_path,
-                    workload_size_limit=cfg.workload_size_limit,
-                )
-            )
-        elif name == "docker":
-            host = cfg.docker_host or os.environ.get("DOCKER_HOST")
-            out.append(DockerAttestor(procfs, DockerEngineApi(socket_path_from_docker_host(host))))
-    return out
+def build_attestors(cfg: AgentConfig, procfs: ProcFs,
+                    registry: AttestorRegistry | None = None) -> list[WorkloadAttestor]:
+    """The configured workload attestors, each built by its registry entry from its own table."""
+    return (registry or default_registry()).build(cfg.workload_attestors, cfg.attestor_tables(), procfs)
 
 
 def manager_config(cfg: AgentConfig) -> ManagerConfig:
@@ -180,62 +167,42 @@ def build_guard(cfg: AgentConfig, manager: Manager, audit: AgentAudit, clock: Sy
                          entries=manager.cache.entries)
 
 
-def build_caller_attestor(cfg: AgentConfig, procfs: LinuxProcFs) -> CallerAttestor:
-    """The PID-reuse-checked attestor; ids are re-read afterwards only when exe selectors are in play."""
-    # a setuid exec during attestation changes ids and exe but neither pid nor start time
-    return CallerAttestor(procfs, build_attestors(cfg, procfs), recheck_ids=cfg.discover_workload_path)
+class CallerAcceptor:
+    """The Workload API server's accept hook: the connection's :class:`Caller`, or why it is refused.
 
-
-# the connection's held caller, from ConnectionCallers.credentials to .process_of in one request task
-_HELD: contextvars.ContextVar[HeldProcess | None] = contextvars.ContextVar("agent_held_caller", default=None)
-
-
-class ConnectionCallers:
-    """The handler's ``credentials`` and ``process_of``, reading what is fixed per connection once.
-
-    SO_PEERCRED is frozen when the client connects, so it is read on the first call of a
-    connection, and the caller's process is held for the connection (``CallerAttestor.hold``:
-    pidfd + start time), released when the connection is lost. Every call still pins and attests
-    (a status read, the pidfd poll; see agent.attest.caller). If the connecting process is
-    already gone at the first call, every call on that connection fails: its pid is never
-    looked up again, since another process may own it by now. Streams not served by
-    :class:`CoalescingServer` fall back to per-call reads.
+    Per uid at most ``ConnectionLimit.per_uid`` connections hold a caller (pidfd + status fd);
+    further ones hold only their socket and every call on them is refused. The caller and its
+    place under the limit are released when the connection is lost.
     """
 
-    def __init__(self, caller: CallerAttestor) -> None:
-        self._caller = caller
+    def __init__(self, procfs: ProcFs, limit: ConnectionLimit) -> None:
+        self._procfs = procfs
+        self._limit = limit
 
-    def credentials(self, stream: object) -> PeerCred:
-        """The peer's credentials (per connection); WorkloadAttestationError if its process is gone."""
-        conn = connection_of(stream)
-        if conn is None:
-            _HELD.set(None)
-            return peer_cred(stream)
-        known: tuple[PeerCred, HeldProcess | None] | None = conn.state.get(self)
-        if known is None:
-            cred = peer_cred(stream)
-            try:
-                held: HeldProcess | None = self._caller.hold(cred.pid)
-            except WorkloadAttestationError:
-                held = None
-            if held is not None:
-                conn.on_lost(held.close)
-            known = conn.state[self] = (cred, held)
-        cred, held = known
-        if held is None:
-            raise WorkloadAttestationError(f"attest: caller pid {cred.pid!r} is gone")
-        _HELD.set(held)
-        return cred
+    def __call__(self, conn: CoalescingTransport) -> Caller | SpiffeError:
+        accepted_at = boot_ticks()  # first: a process started after this is not the one that connected
+        try:
+            cred = peer_cred_from_socket(conn.get_extra_info("socket"))
+            self._limit.admit(cred.uid)
+        except SpiffeError as err:
+            return err
+        except OSError as err:  # the peer is already gone (ENOTCONN and the like)
+            return WorkloadAttestationError(f"attest: cannot read the caller's credentials: {err.strerror}")
+        conn.on_lost(lambda: self._limit.release(cred.uid))
+        try:
+            caller = capture(conn.get_extra_info("socket"), self._procfs, accepted_at=accepted_at, cred=cred)
+        except SpiffeError as err:
+            return err
+        conn.on_lost(caller.close)
+        return caller
 
-    def process_of(self, cred: PeerCred) -> ProcessKey | None:
-        """Pin this call's facts with the connection's held process; the key of that process."""
-        held, _ = _HELD.get(), _HELD.set(None)
-        facts = self._caller.pin(cred, held)
-        if facts is None:
-            if held is not None:  # never fall back to a fresh lookup of a pid that may have been reused
-                raise WorkloadAttestationError(f"attest: cannot read the status of caller pid {cred.pid!r}")
-            return None
-        return ProcessKey(facts.pid, facts.start_time)
+
+def raise_fd_limit() -> None:
+    """Raise the soft RLIMIT_NOFILE to the hard limit: each connection holds up to 3 fds."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        log.info("raised the open-files limit from %d to %d", soft, hard)
 
 
 async def run_agent(cfg: AgentConfig) -> None:
@@ -249,25 +216,23 @@ async def run_agent(cfg: AgentConfig) -> None:
 
 
 async def _serve_with(cfg: AgentConfig, audit: AgentAudit) -> None:
+    raise_fd_limit()
     clock = SystemClock()
     manager = Manager(manager_config(cfg), clock=clock, audit=audit)
     procfs = LinuxProcFs()
     guard = build_guard(cfg, manager, audit, clock)
-    caller = build_caller_attestor(cfg, procfs)
-    callers = ConnectionCallers(caller)
     handler = WorkloadApiHandler(
-        attestor=caller,
-        source=manager,
+        attestor=CallerAttestor(build_attestors(cfg, procfs)),
+        source=GuardedSource(ManagerSource(manager), guard),
         validator=JwtSvidValidator(clock),
-        guard=guard,
-        credentials=callers.credentials,
-        process_of=callers.process_of,
     )
     if cfg.metrics_port:
         start_http_server(cfg.metrics_port, addr=cfg.metrics_address)
     socket_path = Path(cfg.socket_path)
     prepare_socket_dir(socket_path)
-    server = CoalescingServer([handler])  # one send() per response instead of three
+    # one send() per response instead of three; the caller is captured as each connection is accepted
+    server = CoalescingServer([handler], accept=CallerAcceptor(procfs, ConnectionLimit(cfg.max_connections_per_uid)),
+                              idle_timeout=cfg.connection_idle_timeout)
     # serve before attesting so callers get UNAVAILABLE rather than a missing socket (WE-13)
     await server.start(path=str(socket_path))
     os.chmod(socket_path, 0o777)  # noqa: S103 - any local workload may connect (WE-12); attestation decides

@@ -25,8 +25,8 @@ from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
+from agent.attest.registry import default_registry
 from agent.config import (
-    ATTESTORS,
     LOG_LEVELS,
     ROOT_SOCKET_PATH,
     USER_SOCKET_PATH,
@@ -233,7 +233,8 @@ def _config_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument(flag, **kwargs)
     p.add_argument("--policy", dest="policy_file", help="CEL policy file (TOML [[rule]]), hot-reloaded on change")
     p.add_argument("--insecure-bootstrap", action="store_true", help="do not verify the server on first attestation")
-    p.add_argument("--workload-attestor", action="append", choices=ATTESTORS, help="repeatable; default unix")
+    p.add_argument("--workload-attestor", action="append", choices=default_registry().names(),
+                   help="repeatable; default unix")
     p.add_argument("--x509pop-cert", help="x509pop: PEM node certificate (leaf first, then intermediates)")
     p.add_argument("--x509pop-key", help="x509pop: PEM private key of the node certificate")
 

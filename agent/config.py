@@ -13,6 +13,11 @@ Example file::
     trust_bundle = "/etc/spiffe-py/bootstrap.pem"
     node_attestor = "x509pop"         # default "join_token" (then join_token = "...")
     workload_attestors = ["unix", "docker"]
+    max_connections_per_uid = 64      # Workload API connections one uid may hold open
+    connection_idle_timeout = 300.0   # seconds a connection without an open call is kept
+
+    [attestor.unix]                   # each attestor's own table (agent.attest.registry)
+    discover_workload_path = true
     audit_fsync = "interval"          # or "always": fsync before each Workload API reply
     audit_flush_interval = 0.05       # seconds; with "interval", records reach disk at most this late
 
@@ -31,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.attest.registry import default_registry
 from agent.errors import AgentConfigError
 from agent.guard import GuardSettings, anomaly_config, rate_limit_config
 from agent.nodeattest.base import NodeAttestorClient
@@ -56,7 +62,8 @@ def default_client_socket_path() -> str:
     """
     return ROOT_SOCKET_PATH if os.path.isdir(os.path.dirname(ROOT_SOCKET_PATH)) else USER_SOCKET_PATH
 DEFAULT_DATA_DIR = "./.spiffe-agent-data"
-ATTESTORS = ("unix", "docker")
+DEFAULT_MAX_CONNECTIONS_PER_UID = 64
+DEFAULT_CONNECTION_IDLE_TIMEOUT = 300.0
 AUDIT_FSYNC_MODES = ("interval", "always")
 MAX_AUDIT_FLUSH_INTERVAL = 10.0  # a longer power-loss window is never what anyone wants
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -81,6 +88,9 @@ class AgentConfig:
     discover_workload_path: bool = False
     workload_size_limit: int = 0
     docker_host: str | None = None  # unix:///path; default: $DOCKER_HOST or /var/run/docker.sock
+    attestor: dict[str, Any] | None = None  # [attestor.<name>]: each workload attestor's own table
+    max_connections_per_uid: int = DEFAULT_MAX_CONNECTIONS_PER_UID
+    connection_idle_timeout: float = DEFAULT_CONNECTION_IDLE_TIMEOUT
     resync_interval: float = 60.0
     max_x509_svids: int = 1000
     # issue 6: request-time policy and guardrails (docs/policy.md, "In the agent")
@@ -118,9 +128,13 @@ class AgentConfig:
             raise AgentConfigError(f"config: trust_bundle file not found: {self.trust_bundle!r}")
         if not Path(self.socket_path).is_absolute():
             raise AgentConfigError(f"config: socket_path must be absolute: {self.socket_path!r}")
-        unknown = [a for a in self.workload_attestors if a not in ATTESTORS]
+        known = default_registry().names()
+        unknown = [a for a in self.workload_attestors if a not in known]
         if unknown or not self.workload_attestors:
-            raise AgentConfigError(f"config: workload_attestors must be among {ATTESTORS!r}: {unknown!r}")
+            raise AgentConfigError(f"config: workload_attestors must be among {known!r}: {unknown!r}")
+        if self.max_connections_per_uid < 1 or self.connection_idle_timeout <= 0:
+            raise AgentConfigError("config: max_connections_per_uid and connection_idle_timeout must be positive")
+        self.attestor_tables()
         if self.log_level not in LOG_LEVELS:
             raise AgentConfigError(f"config: log_level must be one of {LOG_LEVELS!r}: {self.log_level!r}")
         if self.resync_interval <= 0 or self.max_x509_svids < 1:
@@ -148,6 +162,19 @@ class AgentConfig:
         table = {"token": self.join_token} if self.node_attestor == "join_token" else (self.x509pop or {})
         return build_node_attestor(self.node_attestor, table)
 
+    def attestor_tables(self) -> dict[str, dict[str, Any]]:
+        """Each attestor's config table: the top-level keys it always had, overridden by ``[attestor.<name>]``."""
+        tables: dict[str, dict[str, Any]] = {
+            "unix": {"discover_workload_path": self.discover_workload_path,
+                     "workload_size_limit": self.workload_size_limit},
+            "docker": {"docker_host": self.docker_host} if self.docker_host else {},
+        }
+        for name, table in (self.attestor or {}).items():
+            if not isinstance(table, dict):
+                raise AgentConfigError(f"config: [attestor.{name}] must be a table")
+            tables[name] = {**tables.get(name, {}), **table}
+        return tables
+
     def guard_settings(self) -> GuardSettings:
         """Policy, rate limit and anomaly settings; raises AgentConfigError on bad values."""
         if self.policy_file and not Path(self.policy_file).is_file():
@@ -161,7 +188,7 @@ class AgentConfig:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(AgentConfig)}
-_TABLES = ("rate_limit", "anomaly", "x509pop")
+_TABLES = ("rate_limit", "anomaly", "attestor", "x509pop")
 
 
 def _coerce(name: str, value: Any) -> Any:

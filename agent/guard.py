@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from prometheus_client import Counter, Gauge
 
@@ -205,18 +205,6 @@ def refusal(verdict: Verdict) -> SpiffeError:
     if verdict.exhausted:
         return RateLimitedError(f"rate limit exceeded for this identity: {verdict.reason}")
     return PolicyDeniedError(f"policy: denied by rule '{verdict.decision.rule}': {verdict.reason}")
-
-
-class JwtSource(Protocol):
-    """What the JWT flow needs from the manager."""
-
-    def jwt_entries(self, selectors: frozenset[Selector], spiffe_id: SpiffeId | None = None) -> list[Entry]:
-        """The caller's entries a JWT-SVID can be minted for; NoIdentityIssuedError if none."""
-        ...
-
-    async def jwt_svids(self, entries: Sequence[Entry], audience: Sequence[str]) -> list[tuple[Entry, JwtToken]]:
-        """A JWT-SVID for each entry."""
-        ...
 
 
 class WorkloadGuard:
@@ -424,22 +412,24 @@ class WorkloadGuard:
 
     # -- Workload API flows -------------------------------------------------------------------
 
-    async def fetch_jwt(self, source: JwtSource, selectors: frozenset[Selector], cred: PeerCred | None,
-                        audience: Sequence[str], spiffe_id: SpiffeId | None) -> list[tuple[Entry, JwtToken]]:
-        """FetchJWTSVID for the allowed identities; PolicyDeniedError/RateLimitedError if none is."""
-        facts = self.facts(cred, selectors)
+    def jwt_verdicts(self, entries: Sequence[Entry], facts: WorkloadFacts, audience: Sequence[str],
+                     spiffe_id: SpiffeId | None) -> list[tuple[Entry, Verdict]]:
+        """FetchJWTSVID: the verdict per candidate entry; PolicyDeniedError/RateLimitedError if none is allowed."""
         audiences = tuple(audience)
         requested = str(spiffe_id) if spiffe_id else None
         verdicts = [(e, self.decide(Method.FETCH_JWT_SVID, e, facts, audiences=audiences,
-                                    requested_spiffe_id=requested)) for e in source.jwt_entries(selectors, spiffe_id)]
-        allowed = [e for e, v in verdicts if v.allowed]
-        if not allowed:
+                                    requested_spiffe_id=requested)) for e in entries]
+        if not any(v.allowed for _, v in verdicts):
             raise refusal(verdicts[0][1])
-        out = await source.jwt_svids(allowed, audience)
+        return verdicts
+
+    def jwt_issued(self, minted: Sequence[tuple[Entry, JwtToken]], verdicts: Sequence[tuple[Entry, Verdict]],
+                   facts: WorkloadFacts, audience: Sequence[str]) -> None:
+        """FetchJWTSVID: audit each minted token under its entry's verdict."""
         verdict_of = {e.id: v for e, v in verdicts}
-        for entry, token in out:
-            self.issued(Method.FETCH_JWT_SVID, entry, facts, verdict_of[entry.id], audiences=audiences, jti=token.jti)
-        return out
+        for entry, token in minted:
+            self.issued(Method.FETCH_JWT_SVID, entry, facts, verdict_of[entry.id], audiences=tuple(audience),
+                        jti=token.jti)
 
     def validate_jwt(self, view: WorkloadView, selectors: frozenset[Selector], cred: PeerCred | None,
                      audience: str, validate: Callable[[], tuple[SpiffeId, Mapping[str, Any]]]

@@ -51,9 +51,10 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from grpclib.server import Server
 
-from agent.attest.caller import CallerAttestor
+from agent.attest.base import CallerAttestor
+from agent.attest.caller import open_caller
 from agent.attest.docker import DockerAttestor, DockerEngineApi, socket_path_from_docker_host
-from agent.attest.procfs import LinuxProcFs, parse_status
+from agent.attest.procfs import LinuxProcFs, boot_ticks, parse_status
 from agent.attest.unix import CachedUserDb, SystemUserDb, UnixAttestor
 from spiffe_py._peercred import PeerCred
 from spiffe_py._proto import workload_pb2
@@ -201,32 +202,31 @@ async def _record_responses(agent_socket: Path, workdir: Path) -> None:
 # --- attestation cost -----------------------------------------------------------------------
 
 
-async def _held_calls(caller: CallerAttestor, cred: PeerCred, name: str) -> Result:
-    """``caller`` as the agent runs it: held once (per connection), then per call pin + attest."""
-    held = caller.hold(cred.pid)
-
-    async def call() -> object:
-        caller.pin(cred, held)
-        return await caller.attest(cred)
-
+async def _caller_calls(attestor: CallerAttestor, procfs: LinuxProcFs, cred: PeerCred, name: str) -> Result:
+    """``attestor`` as the agent runs it: the caller captured once (per connection), then per call attest."""
+    caller = open_caller(cred, os.pidfd_open(cred.pid), procfs, accepted_at=boot_ticks())
     try:
-        return await time_async_calls(name, call, n=ATTEST_CALLS)
+        return await time_async_calls(name, lambda: attestor.attest(caller), n=ATTEST_CALLS)
     finally:
-        held.close()
+        caller.close()
 
 
 async def unix_attestation(pid: int) -> list[Result]:
-    """The unix attestor alone and inside CallerAttestor's PID-reuse checks, on ``pid``."""
+    """The unix attestor alone and inside CallerAttestor's checks (identity unchanged, alive), on ``pid``."""
     procfs = LinuxProcFs()
     unix = UnixAttestor(procfs, SystemUserDb())
-    caller = CallerAttestor(procfs, [unix])
     cred = PeerCred(pid=pid, uid=os.geteuid(), gid=os.getegid())
+    caller = open_caller(cred, os.pidfd_open(pid), procfs, accepted_at=boot_ticks())
+    try:
+        alone = await time_async_calls("unix attestor", lambda: unix.attest(caller), n=ATTEST_CALLS)
+    finally:
+        caller.close()
     return [
-        await time_async_calls("unix attestor", lambda: unix.attest(pid), n=ATTEST_CALLS),
-        await time_async_calls("unix + pid-reuse checks, no connection", lambda: caller.attest(cred), n=ATTEST_CALLS),
+        alone,
+        await _caller_calls(CallerAttestor([unix]), procfs, cred, "unix + caller checks"),
         # the agent's own configuration: names through the TTL cache
-        await _held_calls(CallerAttestor(procfs, [UnixAttestor(procfs, CachedUserDb(SystemUserDb()))]), cred,
-                          "unix + held caller (agent: name cache)"),
+        await _caller_calls(CallerAttestor([UnixAttestor(procfs, CachedUserDb(SystemUserDb()))]), procfs, cred,
+                            "unix + caller checks (agent: name cache)"),
     ]
 
 
@@ -237,11 +237,15 @@ async def _docker_rows(engine: DockerEngine, pid: int) -> list[Result]:
     cached = DockerAttestor(procfs, api)
     ids = parse_status(procfs.status(pid))
     cred = PeerCred(pid=pid, uid=ids.euid, gid=ids.egid)
-    return [
-        await time_async_calls("docker attestor, engine inspect", lambda: uncached.attest(pid), n=ATTEST_CALLS),
-        await time_async_calls("docker attestor, cached container", lambda: cached.attest(pid), n=ATTEST_CALLS),
-        await _held_calls(CallerAttestor(procfs, [cached]), cred, "docker + held caller (agent path)"),
-    ]
+    caller = open_caller(cred, os.pidfd_open(pid), procfs, accepted_at=boot_ticks())
+    try:
+        return [
+            await time_async_calls("docker attestor, engine inspect", lambda: uncached.attest(caller), n=ATTEST_CALLS),
+            await time_async_calls("docker attestor, cached container", lambda: cached.attest(caller), n=ATTEST_CALLS),
+            await _caller_calls(CallerAttestor([cached]), procfs, cred, "docker + caller checks (agent path)"),
+        ]
+    finally:
+        caller.close()
 
 
 def docker_attestation(workdir: Path) -> list[Result] | str:

@@ -57,12 +57,8 @@ GUARD_OFF = "guard off (floor)"
 GUARD_ON = "policy (10 rules) + audit on"
 
 NO_GUARD = '''
-import agent.workloadapi.handler as _h
-_init = _h.WorkloadApiHandler.__init__
-def _no_guard(self, **kw):
-    kw["guard"] = None
-    _init(self, **kw)
-_h.WorkloadApiHandler.__init__ = _no_guard
+import agent.workloadapi.source as _s
+_s.GuardedSource = lambda inner, guard: inner  # serve the plain source: no guard
 '''
 
 

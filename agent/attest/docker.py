@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
-from agent.attest.procfs import ProcFs, StatusIds
+from agent.attest.caller import Caller
+from agent.attest.procfs import ProcFs
 from agent.errors import ContainerIdError, WorkloadAttestationError
 from spiffe_py.errors import InvalidSelectorError
 from spiffe_py.selectors import Selector
@@ -338,8 +339,9 @@ class DockerAttestor:
         verify_in_container(pid, cid, caller, hit.namespaces)
         return hit.selectors
 
-    async def attest(self, pid: int, ids: StatusIds | None = None) -> frozenset[Selector]:
-        """Selectors for ``pid``'s container (``ids`` unused: the container comes from the cgroup)."""
+    async def attest(self, caller: Caller) -> frozenset[Selector]:
+        """Selectors for the caller's container (from its cgroup)."""
+        pid = caller.pid
         cid = container_id_from_cgroup(self._procfs.cgroup(pid))  # one small /proc read: inline
         if cid is None:
             return frozenset()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -21,6 +22,29 @@ from agent.errors import WorkloadAttestationError
 _MAX_PROC_TEXT = 1 << 20  # /proc text files are small; cap what a read may return
 _PROC_READ_CHUNK = 1 << 16
 _HASH_CHUNK = 1 << 16
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def boot_ticks() -> int:
+    """Clock ticks since boot now, the unit of a process's start time in ``/proc/<pid>/stat``."""
+    return int(time.clock_gettime(time.CLOCK_BOOTTIME) * CLOCK_TICKS)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class ProcessKey:
+    """One process instance: pid plus start time (clock ticks since boot), so pid reuse is told apart."""
+
+    pid: int
+    start_time: int
+
+
+@dataclass(frozen=True, slots=True)
+class ExeId:
+    """The executable a process runs: the file (device, inode) behind ``/proc/<pid>/exe`` and its path."""
+
+    dev: int
+    ino: int
+    path: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +93,10 @@ class ProcFs(Protocol):
 
     def namespace(self, pid: int, kind: str) -> str:
         """Identity of its ``kind`` namespace: the ``/proc/<pid>/ns/<kind>`` link, e.g. ``mnt:[4026531841]``."""
+        ...
+
+    def exe_file(self, pid: int) -> tuple[int, int]:
+        """(device, inode) of the file behind ``/proc/<pid>/exe``."""
         ...
 
     def exe_sha256(self, pid: int, size_limit: int) -> str:
@@ -199,6 +227,13 @@ class LinuxProcFs:
             return os.readlink(self._root / str(pid) / "ns" / kind)
         except OSError as err:
             raise WorkloadAttestationError(f"procfs: cannot read the {kind} namespace of pid {pid!r}") from err
+
+    def exe_file(self, pid: int) -> tuple[int, int]:
+        try:
+            st = os.stat(f"{self._root}/{pid}/exe")
+        except OSError as err:
+            raise WorkloadAttestationError(f"procfs: cannot resolve exe of pid {pid!r}") from err
+        return st.st_dev, st.st_ino
 
     def exe_sha256(self, pid: int, size_limit: int) -> str:
         # hash through /proc/<pid>/exe, not the path: the path may have been replaced

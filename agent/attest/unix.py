@@ -1,10 +1,10 @@
 """The ``unix`` workload attestor.
 
-Selectors come from the caller's EFFECTIVE ids in ``/proc/<pid>/status`` (not
-SO_PEERCRED, which is frozen at connect time)::
+Selectors come from the caller's identity snapshot taken at accept: its EFFECTIVE ids from
+``/proc/<pid>/status`` and its executable (the caller is refused if either changed since)::
 
     attestor = UnixAttestor(LinuxProcFs(), CachedUserDb(SystemUserDb()), discover_workload_path=True)
-    selectors = await attestor.attest(pid)   # unix:uid:1000, unix:user:alice, unix:path:/usr/bin/app, ...
+    selectors = await attestor.attest(caller)   # unix:uid:1000, unix:user:alice, unix:path:/usr/bin/app, ...
 
 Name lookups are cached for :data:`NAME_CACHE_TTL` seconds: a renamed user or
 group shows its new name in selectors at most that long after the change.
@@ -16,10 +16,12 @@ import asyncio
 import grp
 import pwd
 import time
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
-from agent.attest.procfs import ProcFs, StatusIds, parse_status
+from agent.attest.caller import Caller
+from agent.attest.procfs import ProcFs, StatusIds
+from agent.errors import AgentConfigError, WorkloadAttestationError
 from spiffe_py.selectors import Selector
 
 NAME = "unix"
@@ -155,21 +157,40 @@ class UnixAttestor:
         self._memo[ids] = (names, selectors)
         return selectors
 
-    def _attest_sync(self, pid: int, ids: StatusIds | None) -> frozenset[Selector]:
-        if ids is None:
-            ids = parse_status(self._procfs.status(pid))
+    def _attest_sync(self, caller: Caller) -> frozenset[Selector]:
+        ids = caller.identity.ids
         if not self._discover:
             return self.id_selectors(ids)
+        exe = caller.identity.exe
+        if exe is None:
+            raise WorkloadAttestationError(f"unix: cannot resolve exe of pid {caller.pid!r}")
         selectors = set(self.id_selectors(ids))
-        selectors.add(_sel(f"path:{self._procfs.exe_path(pid)}"))
+        selectors.add(_sel(f"path:{exe.path}"))
         if self._size_limit >= 0:
-            selectors.add(_sel(f"sha256:{self._procfs.exe_sha256(pid, self._size_limit)}"))
+            # through /proc/<pid>/exe; the check after attestation proves it was still that file
+            selectors.add(_sel(f"sha256:{self._procfs.exe_sha256(caller.pid, self._size_limit)}"))
         return frozenset(selectors)
 
-    async def attest(self, pid: int, ids: StatusIds | None = None) -> frozenset[Selector]:
-        """Selectors for ``pid`` (from ``ids`` if given, else its status); WorkloadAttestationError if unreadable."""
+    async def attest(self, caller: Caller) -> frozenset[Selector]:
+        """Selectors for ``caller``'s snapshot; WorkloadAttestationError if its exe cannot be read."""
         if not self._discover:
-            # at most one small /proc read and cached name lookups: a thread hop would cost more
-            return self._attest_sync(pid, ids)
+            # cached name lookups only: a thread hop would cost more
+            return self._attest_sync(caller)
         # hashing a large binary blocks; keep the event loop free
-        return await asyncio.to_thread(self._attest_sync, pid, ids)
+        return await asyncio.to_thread(self._attest_sync, caller)
+
+
+CONFIG_KEYS = frozenset({"discover_workload_path", "workload_size_limit"})
+
+
+def from_config(table: Mapping[str, Any], procfs: ProcFs) -> UnixAttestor:
+    """The unix attestor from its config table (``discover_workload_path``, ``workload_size_limit``)."""
+    unknown = sorted(set(table) - CONFIG_KEYS)
+    if unknown:
+        raise AgentConfigError(f"config: unknown keys for the unix attestor: {unknown!r}")
+    discover = table.get("discover_workload_path", False)
+    limit = table.get("workload_size_limit", 0)
+    if not isinstance(discover, bool) or not isinstance(limit, int) or isinstance(limit, bool):
+        raise AgentConfigError("config: unix attestor: discover_workload_path is a bool, workload_size_limit an int")
+    return UnixAttestor(procfs, CachedUserDb(SystemUserDb()), discover_workload_path=discover,
+                        workload_size_limit=limit)

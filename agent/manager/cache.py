@@ -13,11 +13,12 @@ and JWT-SVIDs keyed by (SPIFFE ID, sorted audiences)::
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from agent.manager.process_binding import DEFAULT_MAX_BOUND_PROCESSES, BoundCredentials, ProcessKey, Released
+from agent.errors import AgentError
+from agent.manager.process_binding import ProcessKey, Released
 from spiffe_py.bundle import SpiffeBundle
 from spiffe_py.rotation import half_life, should_rotate
 from spiffe_py.selectors import Selector, matches
@@ -25,6 +26,7 @@ from spiffe_py.spiffeid import SpiffeId, TrustDomain
 
 DEFAULT_MAX_X509_SVIDS = 1000
 DEFAULT_MAX_JWT_SVIDS = 1000
+DEFAULT_MAX_BOUND_PROCESSES = 1024
 REFUSAL_RETRY = timedelta(seconds=60)
 # The server backdates NotBefore by 10 s, so a fresh SVID lives its TTL plus that; a longer one
 # was signed under a longer TTL.
@@ -463,3 +465,89 @@ class WorkloadCache:
         self._jwts.move_to_end(key)
         while len(self._jwts) > self._max_jwt:
             self._jwts.popitem(last=False)
+
+
+class TooManyBoundProcessesError(AgentError):
+    """The agent already holds credentials for as many bound processes as it allows."""
+
+    grpc_status = "RESOURCE_EXHAUSTED"
+
+
+_JwtKey = tuple[ProcessKey, str, tuple[str, ...]]
+
+
+class BoundCredentials:
+    """SVIDs and JWT-SVIDs per (process, entry); pure, owned by the manager task.
+
+    Every serial and jti ever minted for a process is remembered until it is
+    released, so rotated-out credentials that are still valid get revoked too.
+    """
+
+    def __init__(self, *, max_processes: int = DEFAULT_MAX_BOUND_PROCESSES) -> None:
+        if max_processes < 1:
+            raise ValueError("bound credentials: max_processes must be positive")
+        self._max = max_processes
+        self._issued: dict[ProcessKey, tuple[set[str], set[str]]] = {}  # serials, jtis
+        self._svids: dict[tuple[ProcessKey, str], IssuedSvid] = {}
+        self._jwts: dict[_JwtKey, JwtToken] = {}
+
+    def admitted(self, proc: ProcessKey) -> bool:
+        """True if ``proc`` was admitted and not yet released."""
+        return proc in self._issued
+
+    def admit(self, proc: ProcessKey) -> bool:
+        """Admit ``proc``; True if it is new. Raises TooManyBoundProcessesError past the limit."""
+        if proc in self._issued:
+            return False
+        if len(self._issued) >= self._max:
+            raise TooManyBoundProcessesError(
+                f"agent: too many processes hold bound credentials (max {self._max}); try again when one exits"
+            )
+        self._issued[proc] = (set(), set())
+        return True
+
+    def svid(self, proc: ProcessKey, entry_id: str) -> IssuedSvid | None:
+        """The process's SVID for ``entry_id``."""
+        return self._svids.get((proc, entry_id))
+
+    def put_svid(self, proc: ProcessKey, svid: IssuedSvid) -> bool:
+        """Store an SVID minted for ``proc``; False (not stored) once the process was released."""
+        issued = self._issued.get(proc)
+        if issued is None:
+            return False
+        issued[0].add(f"{svid.serial:x}")
+        self._svids[(proc, svid.entry_id)] = svid
+        return True
+
+    def jwt(self, proc: ProcessKey, entry_id: str, audience: Iterable[str], *, now: datetime) -> JwtToken | None:
+        """The process's cached JWT-SVID for ``entry_id`` and ``audience`` while before half-life."""
+        token = self._jwts.get((proc, entry_id, tuple(sorted(set(audience)))))
+        if token is None or now >= half_life(token.issued_at, token.expires_at):
+            return None
+        return token
+
+    def put_jwt(self, proc: ProcessKey, entry_id: str, token: JwtToken) -> bool:
+        """Store a JWT-SVID minted for ``proc``; False (not stored) once the process was released."""
+        issued = self._issued.get(proc)
+        if issued is None:
+            return False
+        if token.jti:
+            issued[1].add(token.jti)
+        self._jwts[(proc, entry_id, tuple(sorted(set(token.audience))))] = token
+        return True
+
+    def release(self, proc: ProcessKey) -> Released:
+        """Forget ``proc`` and everything minted for it; returns what must be revoked."""
+        serials, jtis = self._issued.pop(proc, (set(), set()))
+        for key in [k for k in self._svids if k[0] == proc]:
+            del self._svids[key]
+        for jkey in [k for k in self._jwts if k[0] == proc]:
+            del self._jwts[jkey]
+        return Released(proc, tuple(sorted(serials)), tuple(sorted(jtis)))
+
+    def drop(self, svid_gone: Callable[[IssuedSvid], bool], jwt_gone: Callable[[str, JwtToken], bool]) -> None:
+        """Drop SVIDs (and ``(entry_id, token)`` JWTs) for which the predicate holds; the mint loop re-issues."""
+        for key in [k for k, s in self._svids.items() if svid_gone(s)]:
+            del self._svids[key]
+        for jkey in [k for k, t in self._jwts.items() if jwt_gone(k[1], t)]:
+            del self._jwts[jkey]

@@ -54,7 +54,6 @@ from agent.manager.process_binding import (
     ProcessKey,
     ProcessWatcher,
     Released,
-    current_caller,
     exit_event,
 )
 from agent.manager.storage import AgentState, clear_state, key_path, load_state, save_state, svid_path
@@ -190,9 +189,9 @@ class Manager:
             self._bind(process)
         return self.cache.view(selectors, process)
 
-    def subscribe(self, selectors: frozenset[Selector]) -> Subscription:
-        """Interest in ``selectors`` while ``async with`` it lasts; SVIDs for them are minted first."""
-        return Subscription(self, selectors, current_caller())
+    def subscribe(self, selectors: frozenset[Selector], process: ProcessKey | None = None) -> Subscription:
+        """Interest in ``selectors`` of the caller ``process`` while ``async with`` it lasts; SVIDs minted first."""
+        return Subscription(self, selectors, process)
 
     def _subscribed(self, sub: Subscription) -> None:
         self._subs.add(sub)
@@ -211,8 +210,9 @@ class Manager:
             not e.bind_to_process and self.cache.has_svid(e.id) for e in self.cache.matching(selectors)
         )
 
-    def jwt_entries(self, selectors: frozenset[Selector], spiffe_id: SpiffeId | None = None) -> list[Entry]:
-        """The entries a JWT-SVID can be minted for: the caller's (only ``spiffe_id``'s), bound ones with a caller.
+    def jwt_entries(self, selectors: frozenset[Selector], spiffe_id: SpiffeId | None = None,
+                    process: ProcessKey | None = None) -> list[Entry]:
+        """The entries a JWT-SVID can be minted for: the caller's (only ``spiffe_id``'s), bound ones with a ``process``.
 
         Raises:
             NotReadyError: before the first sync.
@@ -221,7 +221,7 @@ class Manager:
         if not self.cache.ready:
             raise NotReadyError("agent: not synced with the server yet")
         self._expire()
-        with_process = current_caller() is not None
+        with_process = process is not None
         entries = [
             e
             for e in self.cache.matching(selectors)
@@ -231,9 +231,9 @@ class Manager:
             raise NoIdentityIssuedError("no identity issued")
         return entries
 
-    async def jwt_svids(self, entries: Sequence[Entry], audience: Sequence[str]) -> list[tuple[Entry, JwtToken]]:
-        """A JWT-SVID for each of ``entries`` (from :meth:`jwt_entries`), cached until half-life."""
-        process = current_caller()
+    async def jwt_svids(self, entries: Sequence[Entry], audience: Sequence[str],
+                        process: ProcessKey | None = None) -> list[tuple[Entry, JwtToken]]:
+        """A JWT-SVID for each of ``entries`` (from :meth:`jwt_entries`) for ``process``, cached until half-life."""
         return [(e, await self._jwt_for(e, audience, process)) for e in entries]
 
     async def _jwt_for(self, entry: Entry, audience: Sequence[str], process: ProcessKey | None) -> JwtToken:

@@ -12,17 +12,20 @@ once: a unary response leaves in one ``send()`` without waiting for the next ite
     await server.start(path=socket_path)
     await send_unary_response(stream, reply)  # a unary handler's last step: reply + trailers, sent at once
 
-The wrapper also gives each connection a scope for state that lives exactly as long as the
-connection (the agent keeps its caller's SO_PEERCRED and held pidfd there)::
+The wrapper also gives each connection an accept hook, whose result lives exactly as long as
+the connection (the agent captures its :class:`~agent.attest.caller.Caller` there), and closes
+connections that have had no open call for ``idle_timeout`` seconds::
 
+    server = CoalescingServer([handler], accept=lambda conn: capture(conn), idle_timeout=300.0)
     conn = connection_of(stream)              # inside a handler; None on a plain grpclib Server
-    conn.state[key] = value
+    conn.context                              # what accept returned for this connection
     conn.on_lost(callback)                    # runs once, when the connection is lost
 
 This is the ONE module of the agent that relies on grpclib internals: ``Server._protocol_factory``
 (a no-argument method returning the connection's ``asyncio.Protocol``), the protocol writing
-only through the transport it got in ``connection_made``, and ``stream.peer._transport`` being
-that transport (as ``spiffe_py._peercred`` also relies on).
+only through the transport it got in ``connection_made``, ``stream.peer._transport`` being
+that transport (as ``spiffe_py._peercred`` also relies on), and the protocol's
+``connection._connection`` being its h2 connection (open streams, for the idle timeout).
 ``tests/unit/agent/test_agent_coalesce.py`` pins both against the installed grpclib.
 """
 
@@ -41,14 +44,14 @@ log = logging.getLogger(__name__)
 class CoalescingTransport:
     """Wraps an asyncio write transport: writes made in one loop iteration go out as one write."""
 
-    __slots__ = ("_inner", "_loop", "_lost", "_pending", "_scheduled", "state")
+    __slots__ = ("_inner", "_loop", "_lost", "_pending", "_scheduled", "context")
 
     def __init__(self, inner: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._inner = inner
         self._loop = loop
         self._pending: list[bytes] = []
         self._scheduled = False
-        self.state: dict[object, Any] = {}  # per-connection state of the application
+        self.context: Any = None  # what the server's accept hook returned for this connection
         self._lost: list[Callable[[], None]] | None = []  # None once the connection was lost
 
     def on_lost(self, callback: Callable[[], None]) -> None:
@@ -62,7 +65,7 @@ class CoalescingTransport:
         """Drop what is buffered and run the :meth:`on_lost` callbacks (once)."""
         callbacks, self._lost = self._lost or [], None
         self._pending.clear()
-        self.state.clear()
+        self.context = None
         for callback in callbacks:
             try:
                 callback()
@@ -120,21 +123,44 @@ class CoalescingTransport:
         return getattr(self._inner, name)
 
 
+Accept = Callable[[CoalescingTransport], object]
+
+
 class _CoalescingProtocol(asyncio.Protocol):
     """Delegates to grpclib's protocol, handing it a :class:`CoalescingTransport`."""
 
-    __slots__ = ("inner", "transport")
+    __slots__ = ("_accept", "_idle", "_seen", "_timer", "inner", "transport")
 
-    def __init__(self, inner: asyncio.Protocol) -> None:
+    def __init__(self, inner: asyncio.Protocol, accept: Accept | None = None,
+                 idle_timeout: float | None = None) -> None:
         self.inner = inner
         self.transport: CoalescingTransport | None = None
+        self._accept = accept
+        self._idle = idle_timeout
+        self._seen = False  # bytes arrived since the last idle check
+        self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
-        self.transport = CoalescingTransport(transport, asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        self.transport = CoalescingTransport(transport, loop)
+        if self._accept is not None:  # before grpclib sees a byte of the connection
+            self.transport.context = self._accept(self.transport)
+        if self._idle is not None:
+            self._timer = loop.call_later(self._idle, self._check_idle)
         self.inner.connection_made(self.transport)  # type: ignore[arg-type]  # duck-typed like a Transport
 
+    def _check_idle(self) -> None:
+        assert self.transport is not None and self._idle is not None
+        if self._seen or _open_streams(self.inner):
+            self._seen = False
+            self._timer = asyncio.get_running_loop().call_later(self._idle, self._check_idle)
+            return
+        self._timer = None
+        self.transport.close()
+
     def data_received(self, data: bytes) -> None:
+        self._seen = True
         self.inner.data_received(data)
 
     def eof_received(self) -> bool | None:
@@ -147,6 +173,9 @@ class _CoalescingProtocol(asyncio.Protocol):
         self.inner.resume_writing()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         try:
             self.inner.connection_lost(exc)
         finally:
@@ -154,11 +183,28 @@ class _CoalescingProtocol(asyncio.Protocol):
                 self.transport.connection_lost()
 
 
+def _open_streams(protocol: asyncio.Protocol) -> int:
+    """Streams open on grpclib's connection; unknown (another grpclib) counts as busy, never idle."""
+    h2 = getattr(getattr(protocol, "connection", None), "_connection", None)
+    count = getattr(h2, "open_inbound_streams", 1)
+    return count if isinstance(count, int) else 1
+
+
 class CoalescingServer(Server):  # type: ignore[misc]  # grpclib ships no stubs
-    """A grpclib :class:`~grpclib.server.Server` whose connections coalesce their writes."""
+    """A grpclib :class:`~grpclib.server.Server` whose connections coalesce their writes.
+
+    ``accept(conn)`` runs for each new connection; its result is ``conn.context``. With
+    ``idle_timeout`` a connection with no open stream and no bytes received for that long is closed.
+    """
+
+    def __init__(self, handlers: Any, *, accept: Accept | None = None, idle_timeout: float | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(handlers, **kwargs)
+        self._accept = accept
+        self._idle_timeout = idle_timeout
 
     def _protocol_factory(self) -> Any:
-        return _CoalescingProtocol(super()._protocol_factory())
+        return _CoalescingProtocol(super()._protocol_factory(), self._accept, self._idle_timeout)
 
 
 def connection_of(stream: Any) -> CoalescingTransport | None:

@@ -1,10 +1,12 @@
 """SpiffeWorkloadAPI handlers (grpclib) over narrow seams.
 
 Order of checks on every call: security header (WE-04..06), caller attestation,
-readiness (WE-13), identity (WE-14). Errors map to gRPC status in one table::
+readiness (WE-13), identity (WE-14). The caller was captured when its connection was
+accepted; it is passed on as a parameter. Errors map to gRPC status in one table::
 
-    handler = WorkloadApiHandler(attestor=caller_attestor, source=manager, validator=JwtSvidValidator(clock))
-    server = grpclib.server.Server([handler])
+    handler = WorkloadApiHandler(attestor=CallerAttestor(attestors), source=ManagerSource(manager),
+                                 validator=JwtSvidValidator(clock))
+    server = CoalescingServer([handler], accept=accept_caller)
     await server.start(path="/run/spiffe-py-agent/public/api.sock")
 """
 
@@ -13,18 +15,16 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 from google.protobuf import struct_pb2
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from agent.errors import NoIdentityIssuedError
-from agent.guard import WorkloadGuard, X509Gate
+from agent.attest.caller import Caller
+from agent.errors import NoIdentityIssuedError, WorkloadAttestationError
 from agent.manager.cache import Entry, JwtToken, WorkloadView
-from agent.manager.process_binding import ProcessKey, peer_process, set_caller
-from agent.workloadapi.coalesce import send_stream_message, send_unary_response
+from agent.workloadapi.coalesce import connection_of, send_stream_message, send_unary_response
 from agent.workloadapi.convert import (
     audience_list,
     jwt_bundles_response,
@@ -33,7 +33,7 @@ from agent.workloadapi.convert import (
     x509_bundles_response,
     x509_svid_response,
 )
-from spiffe_py._peercred import PeerCred, peer_cred
+from agent.workloadapi.source import WorkloadSource
 from spiffe_py._proto import workload_pb2
 from spiffe_py._proto.workload_grpc import SpiffeWorkloadAPIBase
 from spiffe_py.bundle import SpiffeBundle
@@ -53,36 +53,8 @@ MAX_AUDIENCE_LEN = 256  # characters per audience value, as the server allows
 class CallerAttestor(Protocol):
     """Selectors for the process behind a connection."""
 
-    async def attest(self, cred: PeerCred) -> frozenset[Selector]:
+    async def attest(self, caller: Caller) -> frozenset[Selector]:
         """Attest the caller."""
-        ...
-
-
-class ViewSubscription(Protocol):
-    """A stream's subscription to cache changes."""
-
-    async def next(self) -> WorkloadView:
-        """Wait for a change and return the current view."""
-        ...
-
-
-class WorkloadSource(Protocol):
-    """What the handlers need from the manager."""
-
-    def view(self, selectors: frozenset[Selector]) -> WorkloadView:
-        """Current view; raises NotReadyError before the first sync."""
-        ...
-
-    def subscribe(self, selectors: frozenset[Selector]) -> AbstractAsyncContextManager[ViewSubscription]:
-        """Subscribe to changes."""
-        ...
-
-    def jwt_entries(self, selectors: frozenset[Selector], spiffe_id: SpiffeId | None = None) -> list[Entry]:
-        """The caller's entries a JWT-SVID can be minted for (only ``spiffe_id``'s); NoIdentityIssuedError if none."""
-        ...
-
-    async def jwt_svids(self, entries: Sequence[Entry], audience: Sequence[str]) -> list[tuple[Entry, JwtToken]]:
-        """A JWT-SVID for each entry (cached until half-life)."""
         ...
 
 
@@ -94,6 +66,17 @@ class JwtValidator(Protocol):
     ) -> tuple[SpiffeId, Mapping[str, Any]]:
         """Return (subject, claims); raise SpiffeError when invalid."""
         ...
+
+
+def connection_caller(stream: Any) -> Caller:
+    """The caller captured when the stream's connection was accepted (or why it was refused)."""
+    conn = connection_of(stream)
+    context = None if conn is None else conn.context
+    if isinstance(context, Caller):
+        return context
+    if isinstance(context, SpiffeError):
+        raise context.with_traceback(None)  # raised once per call: no traceback piling up on it
+    raise WorkloadAttestationError("attest: no caller was captured for this connection")
 
 
 def to_grpc_error(err: Exception) -> GRPCError:
@@ -119,7 +102,7 @@ def check_security_header(metadata: Any) -> None:
 
 
 def check_not_revoked(claims: Mapping[str, Any], view: WorkloadView) -> None:
-    """Refuse a JWT-SVID whose ``jti`` was revoked (issue 5)."""
+    """Refuse a JWT-SVID whose ``jti`` was revoked."""
     jti = claims.get("jti")
     if isinstance(jti, str) and jti in view.revoked_jtis:
         raise InvalidJwtSvidError("jwtsvid: token has been revoked")
@@ -134,36 +117,29 @@ class WorkloadApiHandler(SpiffeWorkloadAPIBase):
         attestor: CallerAttestor,
         source: WorkloadSource,
         validator: JwtValidator,
-        credentials: Callable[[Any], PeerCred] = peer_cred,
-        guard: WorkloadGuard | None = None,
-        process_of: Callable[[PeerCred], ProcessKey | None] = peer_process,
+        caller_of: Callable[[Any], Caller] = connection_caller,
     ) -> None:
-        self._process_of = process_of  # issue 5: --bind-to-process entries are keyed by the caller process
-        self._guard = guard  # issue 6: policy, rate limits, anomalies, audit
         self._attestor = attestor
         self._source = source
         self._validator = validator
-        self._credentials = credentials
+        self._caller_of = caller_of
         self._x509_response = ResponseMemo(x509_svid_response)  # shared by all streams
         self._jwt_response = JwtResponseMemo()
 
-    async def _caller(self, stream: Any) -> tuple[Any, PeerCred, frozenset[Selector]]:
+    async def _caller(self, stream: Any) -> tuple[Any, Caller, frozenset[Selector]]:
         # header first: no attestation work for requests that fail it
         check_security_header(stream.metadata)
         request = await stream.recv_message()
         try:
-            cred = self._credentials(stream)
-            set_caller(self._process_of(cred))  # issue 5: read before attestation, which checks it stays the same
-            return request, cred, await self._attestor.attest(cred)
+            caller = self._caller_of(stream)
+            return request, caller, await self._attestor.attest(caller)
         except Exception as err:
             raise to_grpc_error(err) from err
 
     async def _stream_views(self, stream: Any, build: Callable[[WorkloadView], Any], need_svids: bool) -> None:
-        _, cred, selectors = await self._caller(stream)
-        if need_svids and self._guard is not None:  # issue 6: identities the policy refuses are left out
-            build = _gated(build, self._guard.x509_gate(cred, selectors))
+        _, caller, selectors = await self._caller(stream)
         try:
-            async with self._source.subscribe(selectors) as sub:
+            async with self._source.subscribe(caller, selectors, svids=need_svids) as sub:
                 last = None
                 while True:
                     view = await sub.next()
@@ -196,7 +172,7 @@ class WorkloadApiHandler(SpiffeWorkloadAPIBase):
 
     async def FetchJWTSVID(self, stream: Any) -> None:
         """Mint (or reuse cached) JWT-SVIDs for the caller."""
-        request, cred, selectors = await self._caller(stream)
+        request, caller, selectors = await self._caller(stream)
         audience = audience_list(request.audience)
         if not audience:
             raise _invalid("audience must be specified")
@@ -206,18 +182,14 @@ class WorkloadApiHandler(SpiffeWorkloadAPIBase):
             raise _invalid(f"audience values must be at most {MAX_AUDIENCE_LEN} characters")
         try:
             spiffe_id = SpiffeId.parse(request.spiffe_id) if request.spiffe_id else None
-            if self._guard is not None:  # issue 6
-                tokens = await self._guard.fetch_jwt(self._source, selectors, cred, audience,
-                                                     spiffe_id)
-            else:
-                tokens = await self._source.jwt_svids(self._source.jwt_entries(selectors, spiffe_id), audience)
+            tokens = await self._source.fetch_jwt(caller, selectors, audience, spiffe_id)
         except Exception as err:
             raise to_grpc_error(err) from err
         await send_unary_response(stream, self._jwt_response(tokens))
 
     async def ValidateJWTSVID(self, stream: Any) -> None:
         """Validate a JWT-SVID against the bundles the caller may see; return its claims."""
-        request, cred, selectors = await self._caller(stream)
+        request, caller, selectors = await self._caller(stream)
         if not request.audience:
             raise _invalid("audience must be specified")
         if len(request.audience) > MAX_AUDIENCE_LEN:
@@ -227,17 +199,14 @@ class WorkloadApiHandler(SpiffeWorkloadAPIBase):
         if len(request.svid) > MAX_TOKEN_BYTES:
             raise _invalid("svid is too large")
         try:
-            view = self._source.view(selectors)
+            view = self._source.view(caller, selectors)
             bundles = visible_bundles(view)
-            if self._guard is not None:  # issue 6
-                subject, claims = self._guard.validate_jwt(
-                    view, selectors, cred, request.audience,
-                    lambda: self._validator.validate(request.svid, request.audience, bundles))
-            else:
-                subject, claims = self._validator.validate(request.svid, request.audience, bundles)
-            check_not_revoked(claims, view)  # issue 5
+            subject, claims = self._source.validate_jwt(
+                caller, selectors, view, request.audience,
+                lambda: self._validator.validate(request.svid, request.audience, bundles))
+            check_not_revoked(claims, view)
         except SpiffeError as err:
-            # a policy deny (issue 6) keeps its status; every other failure means an invalid token
+            # a policy deny keeps its status; every other failure means an invalid token
             kept = err.grpc_status in ("UNAVAILABLE", "PERMISSION_DENIED")
             status = Status[err.grpc_status] if kept else Status.INVALID_ARGUMENT
             raise GRPCError(status, str(err)) from err
@@ -254,11 +223,6 @@ class WorkloadApiHandler(SpiffeWorkloadAPIBase):
     async def FetchWITBundles(self, stream: Any) -> None:
         """WIT bundles are not supported (WA-28)."""
         raise GRPCError(Status.UNIMPLEMENTED, "wit-svid profile is not supported")
-
-
-def _gated(build: Callable[[WorkloadView], Any], gate: X509Gate) -> Callable[[WorkloadView], Any]:
-    """``build`` applied to the view the guard lets through (issue 6)."""
-    return lambda view: build(gate.apply(view))
 
 
 def _snapshot(view: WorkloadView) -> tuple[object, ...]:

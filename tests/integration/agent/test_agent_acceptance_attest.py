@@ -7,15 +7,16 @@ these tests pin that the result is unchanged on the real /proc and that a read s
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
 
-from agent.attest.caller import CallerAttestor
-from agent.attest.procfs import LinuxProcFs, parse_status
+from agent.attest.base import CallerAttestor
+from agent.attest.caller import capture
+from agent.attest.procfs import LinuxProcFs, boot_ticks, parse_status
 from agent.attest.unix import SystemUserDb, UnixAttestor
 from agent.errors import WorkloadAttestationError
-from spiffe_py._peercred import PeerCred
 from spiffe_py.selectors import Selector
 
 CAP = 1 << 20
@@ -45,8 +46,13 @@ def test_missing_process_is_attestation_error(tmp_path: Path) -> None:
 async def test_unix_attestor_inline_path_gives_effective_ids() -> None:
     """Without path discovery the unix attestor runs inline; selectors are still the effective ids (WA-*)."""
     procfs = LinuxProcFs()
-    caller = CallerAttestor(procfs, [UnixAttestor(procfs, SystemUserDb())])
-    selectors = await caller.attest(PeerCred(pid=os.getpid(), uid=os.geteuid(), gid=os.getegid()))
+    a, b = socket.socketpair(socket.AF_UNIX)
+    with a, b:
+        caller = capture(a, procfs, accepted_at=boot_ticks())
+        try:
+            selectors = await CallerAttestor([UnixAttestor(procfs, SystemUserDb())]).attest(caller)
+        finally:
+            caller.close()
     assert Selector("unix", f"uid:{os.geteuid()}") in selectors
     assert Selector("unix", f"gid:{os.getegid()}") in selectors
     assert not any(s.value.startswith(("path:", "sha256:")) for s in selectors)

@@ -18,6 +18,7 @@ from agent.attest.docker import INSPECT_CACHE_TTL, ContainerInfo, DockerAttestor
 from agent.attest.docker import socket_path_from_docker_host as docker_socket
 from agent.attest.procfs import LinuxProcFs
 from tests.integration.agent.conftest import TD, Env, running_env
+from tests.support.callers import pid_caller
 from tests.support.docker_engine import DockerEngine
 
 pytestmark = pytest.mark.slow
@@ -121,16 +122,16 @@ async def test_inspect_cache_is_per_container_and_expires(docker_engine: DockerE
     other = docker_engine.run(["sleep", "120"], labels={"app": "other"}, host_python=False)
     try:
         tool_pid, other_pid = docker_engine.pid(tool), docker_engine.pid(other)
-        first = await attestor.attest(tool_pid)
-        assert await attestor.attest(tool_pid) == first
+        first = await attestor.attest(pid_caller(tool_pid))
+        assert await attestor.attest(pid_caller(tool_pid)) == first
         assert api.calls == 1
         assert "label:app:tool" in {s.value for s in first}
-        other_selectors = {s.value for s in await attestor.attest(other_pid)}
+        other_selectors = {s.value for s in await attestor.attest(pid_caller(other_pid))}
         assert "label:app:other" in other_selectors
         assert "label:app:tool" not in other_selectors
         assert api.calls == 2
         clock[0] += INSPECT_CACHE_TTL
-        assert await attestor.attest(tool_pid) == first
+        assert await attestor.attest(pid_caller(tool_pid)) == first
         assert api.calls == 3
     finally:
         docker_engine.remove(tool)

@@ -12,6 +12,7 @@ import pytest
 from agent.attest.docker import DockerAttestor, DockerEngineApi, container_id_from_cgroup, socket_path_from_docker_host
 from agent.attest.procfs import LinuxProcFs
 from tests.integration.agent.conftest import TD, Env, running_env
+from tests.support.callers import pid_caller
 from tests.support.docker_engine import DockerEngine
 
 pytestmark = pytest.mark.slow
@@ -35,7 +36,7 @@ def test_real_cgroup_names_the_container(docker_engine: DockerEngine, sleeper: s
 async def test_docker_attestor_selectors_from_real_engine(docker_engine: DockerEngine, sleeper: str) -> None:
     api = DockerEngineApi(socket_path_from_docker_host(docker_engine.host))
     procfs = LinuxProcFs()
-    selectors = await DockerAttestor(procfs, api).attest(docker_engine.pid(sleeper))
+    selectors = await DockerAttestor(procfs, api).attest(pid_caller(docker_engine.pid(sleeper)))
     values = {s.value for s in selectors}
     assert {"label:app:web", "env:MODE=prod", f"image_id:{docker_engine.image}"} <= values
     digest = [v for v in values if v.startswith("image_config_digest:sha256:")]
@@ -45,7 +46,7 @@ async def test_docker_attestor_selectors_from_real_engine(docker_engine: DockerE
 
 async def test_docker_attestor_host_process_has_no_selectors(docker_engine: DockerEngine) -> None:
     api = DockerEngineApi(socket_path_from_docker_host(docker_engine.host))
-    assert await DockerAttestor(LinuxProcFs(), api).attest(os.getpid()) == frozenset()
+    assert await DockerAttestor(LinuxProcFs(), api).attest(pid_caller(os.getpid())) == frozenset()
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from agent.attest.docker import DockerAttestor, DockerEngineApi, container_id_fr
 from agent.attest.procfs import LinuxProcFs
 from agent.errors import WorkloadAttestationError
 from spiffe_py.selectors import Selector
+from tests.support.callers import pid_caller
 from tests.support.docker_engine import DockerEngine
 
 pytestmark = pytest.mark.slow
@@ -96,8 +97,8 @@ async def test_host_process_in_delegated_cgroup_named_docker_id_gets_no_docker_s
     with _process_in_cgroup(spoof) as pid:
         assert f"/docker/{container}" in LinuxProcFs().cgroup(pid)  # the trap is set
         assert os.stat(f"/proc/{pid}").st_uid == NOBODY
-        assert await attestor.attest(pid) == frozenset()
-    real = await attestor.attest(docker_engine.pid(container))
+        assert await attestor.attest(pid_caller(pid)) == frozenset()
+    real = await attestor.attest(pid_caller(docker_engine.pid(container)))
     assert Selector("docker", "label:app:web") in real
 
 
@@ -116,8 +117,8 @@ async def test_host_process_moved_into_container_cgroup_is_refused(
     with _process_in_cgroup(root / path.lstrip("/")) as pid:
         assert container_id_from_cgroup(LinuxProcFs().cgroup(pid)) == container
         with pytest.raises(WorkloadAttestationError, match="not in its namespaces"):
-            await attestor.attest(pid)
-    assert Selector("docker", "label:app:web") in await attestor.attest(container_pid)
+            await attestor.attest(pid_caller(pid))
+    assert Selector("docker", "label:app:web") in await attestor.attest(pid_caller(container_pid))
 
 
 async def test_process_exec_into_container_keeps_selectors(
@@ -128,7 +129,7 @@ async def test_process_exec_into_container_keeps_selectors(
     pid = _wait_for_pid(["sleep", "301"])
     assert pid != docker_engine.pid(container)
     assert container_id_from_cgroup(LinuxProcFs().cgroup(pid)) == container
-    assert Selector("docker", "label:app:web") in await attestor.attest(pid)
+    assert Selector("docker", "label:app:web") in await attestor.attest(pid_caller(pid))
 
 
 def _wait_for_pid(argv: list[str]) -> int:
@@ -153,8 +154,8 @@ async def test_restarted_container_is_recognised_while_its_entry_is_cached(
     api = DockerEngineApi(socket_path_from_docker_host(docker_engine.host))
     attestor = DockerAttestor(LinuxProcFs(), api, monotonic=lambda: 1000.0)  # the cache never expires
     before = docker_engine.pid(container)
-    assert Selector("docker", "label:app:web") in await attestor.attest(before)
+    assert Selector("docker", "label:app:web") in await attestor.attest(pid_caller(before))
     docker_engine.restart(container)
     after = docker_engine.pid(container)
     assert after not in (0, before)
-    assert Selector("docker", "label:app:web") in await attestor.attest(after)
+    assert Selector("docker", "label:app:web") in await attestor.attest(pid_caller(after))

@@ -98,16 +98,16 @@ async def test_nothing_is_written_to_a_closing_transport() -> None:
     assert inner.writes == []
 
 
-async def test_connection_lost_runs_cleanups_once_and_clears_state() -> None:
+async def test_connection_lost_runs_cleanups_once_and_clears_the_context() -> None:
     conn = CoalescingTransport(RecordingTransport(), asyncio.get_running_loop())
     ran: list[str] = []
-    conn.state["k"] = "v"
+    conn.context = "v"
     conn.on_lost(lambda: ran.append("a"))
     conn.on_lost(lambda: (_ for _ in ()).throw(RuntimeError("broken cleanup")))  # must not stop the others
     conn.on_lost(lambda: ran.append("b"))
     conn.connection_lost()
     conn.connection_lost()
-    assert ran == ["a", "b"] and conn.state == {}
+    assert ran == ["a", "b"] and conn.context is None
     conn.on_lost(lambda: ran.append("late"))  # registered after the loss: runs at once
     assert ran == ["a", "b", "late"]
 
@@ -124,8 +124,8 @@ class _Probe(SpiffeWorkloadAPIBase):
         await stream.recv_message()
         conn = connection_of(stream)
         self.scopes.append(conn)
-        if conn is not None and "seen" not in conn.state:
-            conn.state["seen"] = True
+        if conn is not None and conn.context is None:
+            conn.context = "seen"
             conn.on_lost(self.lost.set)
         await stream.send_message(workload_pb2.JWTSVIDResponse(svids=[workload_pb2.JWTSVID(svid="t")]))
         # HEADERS + DATA went through the adapter and wait for the end of this iteration

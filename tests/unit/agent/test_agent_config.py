@@ -92,3 +92,13 @@ def test_socket_dir_refuses_non_socket_file(tmp_path: Path) -> None:
     with pytest.raises(AgentConfigError, match="not a socket"):
         prepare_socket_dir(tmp_path / "d" / "api.sock")
     assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755
+
+
+def test_connection_limits_and_attestor_tables_are_validated() -> None:
+    cfg = build_config({"trust_domain": "example.org", "attestor": {"unix": {"discover_workload_path": True}}})
+    assert cfg.attestor_tables()["unix"] == {"discover_workload_path": True, "workload_size_limit": 0}
+    assert (cfg.max_connections_per_uid, cfg.connection_idle_timeout) == (64, 300.0)
+    with pytest.raises(AgentConfigError, match="max_connections_per_uid"):
+        AgentConfig(trust_domain="example.org", max_connections_per_uid=0).validate()
+    with pytest.raises(AgentConfigError, match=r"\[attestor.unix\] must be a table"):
+        AgentConfig(trust_domain="example.org", attestor={"unix": 1}).validate()

@@ -20,6 +20,7 @@ from agent.attest.docker import (
 )
 from agent.errors import ContainerIdError, WorkloadAttestationError
 from spiffe_py.selectors import Selector
+from tests.support.callers import pid_caller
 
 CID = "9f8e5c3a1b2d4e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7"
 OTHER = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
@@ -266,8 +267,8 @@ def test_caller_sharing_the_init_namespaces_gets_the_selectors() -> None:
     procfs = NsProcFs({7: IN_CONTAINER}, {7: CONTAINER_NS, INIT_PID: CONTAINER_NS})
     engine = FakeEngine()
     attestor = _attestor(procfs, engine)
-    assert asyncio.run(attestor.attest(7)) == WEB
-    assert asyncio.run(attestor.attest(7)) == WEB
+    assert asyncio.run(attestor.attest(pid_caller(7))) == WEB
+    assert asyncio.run(attestor.attest(pid_caller(7))) == WEB
     assert engine.calls == 1  # cached with the init's namespaces
 
 
@@ -276,10 +277,10 @@ def test_caller_in_the_container_cgroup_but_host_namespaces_is_refused() -> None
     procfs = NsProcFs({7: IN_CONTAINER, 8: IN_CONTAINER}, {7: CONTAINER_NS, 8: HOST_NS, INIT_PID: CONTAINER_NS})
     engine = FakeEngine()
     attestor = _attestor(procfs, engine)
-    assert asyncio.run(attestor.attest(7)) == WEB
+    assert asyncio.run(attestor.attest(pid_caller(7))) == WEB
     for _ in range(3):
         with pytest.raises(WorkloadAttestationError, match="not in its namespaces"):
-            asyncio.run(attestor.attest(8))
+            asyncio.run(attestor.attest(pid_caller(8)))
     assert engine.calls == 1  # the init is still in the cached namespaces: no engine call for a refusal
 
 
@@ -288,9 +289,9 @@ def test_pid_host_container_is_told_apart_by_its_mount_namespace() -> None:
     pid_host = (CONTAINER_NS[0], HOST_NS[1])
     procfs = NsProcFs({7: IN_CONTAINER, 8: IN_CONTAINER}, {7: pid_host, 8: HOST_NS, INIT_PID: pid_host})
     attestor = _attestor(procfs, FakeEngine())
-    assert asyncio.run(attestor.attest(7)) == WEB
+    assert asyncio.run(attestor.attest(pid_caller(7))) == WEB
     with pytest.raises(WorkloadAttestationError, match="not in its namespaces"):
-        asyncio.run(attestor.attest(8))
+        asyncio.run(attestor.attest(pid_caller(8)))
 
 
 def test_restarted_container_is_inspected_again_within_the_cache_ttl() -> None:
@@ -298,27 +299,27 @@ def test_restarted_container_is_inspected_again_within_the_cache_ttl() -> None:
     procfs = NsProcFs({7: IN_CONTAINER, 9: IN_CONTAINER}, {7: CONTAINER_NS, INIT_PID: CONTAINER_NS})
     engine = FakeEngine()
     attestor = _attestor(procfs, engine)
-    assert asyncio.run(attestor.attest(7)) == WEB
+    assert asyncio.run(attestor.attest(pid_caller(7))) == WEB
     procfs.namespaces = {9: restarted, 600: restarted}  # the old init (500) is gone
     engine.init_pid = 600
-    assert asyncio.run(attestor.attest(9)) == WEB
+    assert asyncio.run(attestor.attest(pid_caller(9))) == WEB
     assert engine.calls == 2
 
 
 def test_stopped_container_is_refused() -> None:
     procfs = NsProcFs({7: IN_CONTAINER}, {7: CONTAINER_NS})
     with pytest.raises(WorkloadAttestationError, match="is not running"):
-        asyncio.run(_attestor(procfs, FakeEngine(init_pid=0)).attest(7))
+        asyncio.run(_attestor(procfs, FakeEngine(init_pid=0)).attest(pid_caller(7)))
 
 
 def test_unreadable_namespace_is_an_attestation_error() -> None:
     procfs = NsProcFs({7: IN_CONTAINER}, {INIT_PID: CONTAINER_NS})
     with pytest.raises(WorkloadAttestationError, match="cannot read the mnt namespace"):
-        asyncio.run(_attestor(procfs, FakeEngine()).attest(7))
+        asyncio.run(_attestor(procfs, FakeEngine()).attest(pid_caller(7)))
 
 
 def test_process_outside_containers_needs_no_namespace_read() -> None:
     procfs = NsProcFs({7: "0::/user.slice/user-0.slice/session-1.scope\n"}, {})
     engine = FakeEngine()
-    assert asyncio.run(_attestor(procfs, engine).attest(7)) == frozenset()
+    assert asyncio.run(_attestor(procfs, engine).attest(pid_caller(7))) == frozenset()
     assert engine.calls == 0

@@ -25,7 +25,7 @@ from spiffe_py.policy import Decision, Method
 from spiffe_py.selectors import Selector
 from spiffe_py.spiffeid import SpiffeId
 from tests.unit.agent.test_agent_handler import ENTRY, FULL, NOW, SID, SVID, TD
-from tests.unit.agent.test_agent_unix_attestor import STATUS, FakeProcFs, FakeUsers, StaticAttestor
+from tests.unit.agent.test_agent_unix_attestor import STATUS, FakeProcFs, FakeUsers, StaticAttestor, StubCaller
 
 UID = Selector("unix", "uid:1")
 
@@ -51,9 +51,9 @@ def test_memo_is_bounded() -> None:
 
 async def test_single_attestor_result_and_failure_match_the_fan_out() -> None:
     ok = StaticAttestor("unix", frozenset({UID}))
-    assert await attest_all([ok], 7) == {UID}
+    assert await attest_all([ok], StubCaller(7)) == {UID}  # type: ignore[arg-type]
     with pytest.raises(WorkloadAttestationError, match="all workload attestors failed for pid 7"):
-        await attest_all([StaticAttestor("unix", OSError("gone"))], 7)
+        await attest_all([StaticAttestor("unix", OSError("gone"))], StubCaller(7))  # type: ignore[arg-type]
 
 
 def _manager(tmp_path: Path, *entries: Entry) -> Manager:
@@ -127,13 +127,13 @@ async def test_unix_selectors_are_the_same_object_until_ids_or_names_change() ->
     users = RenamingUsers()
     attestor = UnixAttestor(FakeProcFs(), users)
     ids = parse_status(STATUS)
-    first = await attestor.attest(1, ids)
+    first = await attestor.attest(StubCaller(1, ids))  # type: ignore[arg-type]
     assert first == unix_id_selectors(ids, users)
-    assert await attestor.attest(1, parse_status(STATUS)) is first  # equal ids read afresh: same object
+    assert await attestor.attest(StubCaller(1, parse_status(STATUS))) is first  # type: ignore[arg-type]  # equal ids
     users.alice = "alice2"  # renamed (the name cache's TTL is the attestor's user db's business)
-    renamed = await attestor.attest(1, ids)
+    renamed = await attestor.attest(StubCaller(1, ids))  # type: ignore[arg-type]
     assert Selector("unix", "user:alice2") in renamed and Selector("unix", "user:alice") not in renamed
-    other = await attestor.attest(1, StatusIds(euid=0, egid=0, groups=()))
+    other = await attestor.attest(StubCaller(1, StatusIds(euid=0, egid=0, groups=())))  # type: ignore[arg-type]
     assert Selector("unix", "uid:0") in other and Selector("unix", "uid:1001") not in other
 
 

@@ -16,13 +16,14 @@ from grpclib.testing import ChannelFor
 from agent.errors import NoIdentityIssuedError, NotReadyError, WorkloadAttestationError
 from agent.manager.cache import Entry, Identity, IssuedSvid, JwtToken, WorkloadView
 from agent.workloadapi.handler import WorkloadApiHandler
-from spiffe_py._peercred import PeerCred
+from agent.workloadapi.source import ManagerSource
 from spiffe_py._proto import workload_pb2
 from spiffe_py._proto.workload_grpc import SpiffeWorkloadAPIStub
 from spiffe_py.bundle import SpiffeBundle
 from spiffe_py.errors import InvalidJwtSvidError
 from spiffe_py.selectors import Selector
 from spiffe_py.spiffeid import SpiffeId, TrustDomain
+from tests.unit.agent.test_agent_unix_attestor import StubCaller
 
 TD = TrustDomain.parse("example.org")
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -38,7 +39,7 @@ class FakeAttestor:
         self.calls = 0
         self.fail = fail
 
-    async def attest(self, cred: PeerCred) -> frozenset[Selector]:
+    async def attest(self, caller: object) -> frozenset[Selector]:
         self.calls += 1
         if self.fail:
             raise WorkloadAttestationError("attest: caller pid 1 exited during attestation")
@@ -62,25 +63,27 @@ class FakeSource:
         self.jwt_calls: list[tuple[Sequence[str], SpiffeId | None]] = []
         self.asked: SpiffeId | None = None
 
-    def view(self, selectors: frozenset[Selector]) -> WorkloadView:
+    def view(self, selectors: frozenset[Selector], process: object = None) -> WorkloadView:
         if not self.ready:
             raise NotReadyError("agent: not synced with the server yet")
         return FULL
 
     @contextlib.asynccontextmanager
-    async def subscribe(self, selectors: frozenset[Selector]) -> AsyncIterator[FakeSub]:
+    async def subscribe(self, selectors: frozenset[Selector], process: object = None) -> AsyncIterator[FakeSub]:
         if not self.ready:
             raise NotReadyError("agent: not synced with the server yet")
         yield FakeSub(self)
 
-    def jwt_entries(self, selectors: frozenset[Selector], spiffe_id: SpiffeId | None = None) -> list[Entry]:
+    def jwt_entries(self, selectors: frozenset[Selector], spiffe_id: SpiffeId | None = None,
+                    process: object = None) -> list[Entry]:
         self.view(selectors)
         self.asked = spiffe_id
         if spiffe_id is not None and spiffe_id != SID:
             raise NoIdentityIssuedError("no identity issued")
         return [ENTRY]
 
-    async def jwt_svids(self, entries: Sequence[Entry], audience: Sequence[str]) -> list[tuple[Entry, JwtToken]]:
+    async def jwt_svids(self, entries: Sequence[Entry], audience: Sequence[str],
+                        process: object = None) -> list[tuple[Entry, JwtToken]]:
         assert list(entries) == [ENTRY]
         self.jwt_calls.append((audience, self.asked))
         return [(ENTRY, JwtToken("tok", SID, tuple(audience), NOW, NOW + timedelta(minutes=5)))]
@@ -102,7 +105,7 @@ async def client(
 ) -> AsyncIterator[tuple[SpiffeWorkloadAPIStub, FakeAttestor]]:
     att = attestor or FakeAttestor()
     handler = WorkloadApiHandler(
-        attestor=att, source=source, validator=FakeValidator(), credentials=lambda _s: PeerCred(1, 1, 1)
+        attestor=att, source=ManagerSource(source), validator=FakeValidator(), caller_of=lambda _s: StubCaller(1)
     )
     async with ChannelFor([handler]) as channel:
         yield SpiffeWorkloadAPIStub(channel), att

@@ -1,18 +1,19 @@
-"""The caller held per connection (CallerAttestor.hold, app.ConnectionCallers): what is read once, what per call.
+"""The caller captured once per connection at accept (agent.app.CallerAcceptor): what is read once, what per call.
 
-Per call the ids are still read (a setuid execve changes them on the same connection) and the
-held pidfd is polled after attestation; the start time is read once, when the connection's first
-call holds the process.
+At accept: SO_PEERCRED, a pidfd, the start time, ids and executable. Per call: the held status
+fd is re-read and the executable's inode compared (an exec after connecting shows), and the
+pidfd is polled. Connections are capped per uid, and idle ones are closed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,152 +23,80 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from grpclib.server import Stream
 
-from agent.app import ConnectionCallers
-from agent.attest.caller import CallerAttestor, HeldProcess
-from agent.attest.procfs import LinuxProcFs, _pread_all, parse_status
+from agent.app import CallerAcceptor
+from agent.attest.base import CallerAttestor
+from agent.attest.caller import (
+    SO_PEERPIDFD,
+    Caller,
+    CallerChangedError,
+    ConnectionLimit,
+    TooManyConnectionsError,
+    capture,
+)
+from agent.attest.procfs import LinuxProcFs, ProcessKey, _pread_all, boot_ticks, parse_stat_start_time, parse_status
 from agent.attest.unix import UnixAttestor
 from agent.errors import WorkloadAttestationError
-from agent.manager.process_binding import ProcessKey
 from agent.workloadapi.coalesce import CoalescingServer, CoalescingTransport
-from spiffe_py._peercred import PeerCred
+from agent.workloadapi.handler import connection_caller, to_grpc_error
+from spiffe_py._peercred import peer_cred_from_socket
 from spiffe_py._proto import workload_pb2
 from spiffe_py._proto.workload_grpc import SpiffeWorkloadAPIBase, SpiffeWorkloadAPIStub
-from spiffe_py.selectors import Selector
-from tests.unit.agent.test_agent_coalesce import RecordingTransport
-from tests.unit.agent.test_agent_unix_attestor import STATUS, CountingProcFs, FakeUsers, KillingAttestor
+from tests.unit.agent.test_agent_unix_attestor import FakeUsers
 
-CRED = PeerCred(pid=os.getpid(), uid=1001, gid=2001)
+CHILD = """
+import os, socket, sys
+sock = socket.socket(socket.AF_UNIX)
+sock.connect(sys.argv[1])
+sys.stdin.readline()
+os.setgid(65534)
+os.setuid(65534)
+print("changed", flush=True)
+sys.stdin.readline()
+"""
 
 
-def _caller(procfs: CountingProcFs, *, recheck_ids: bool = False) -> CallerAttestor:
-    return CallerAttestor(procfs, [UnixAttestor(procfs, FakeUsers())], recheck_ids=recheck_ids)
-
-
-@contextlib.contextmanager
-def _holding(procfs: CountingProcFs, *, recheck_ids: bool = False) -> Iterator[tuple[CallerAttestor, HeldProcess]]:
-    """A caller over ``procfs`` and its hold of CRED's process, released afterwards."""
-    caller = _caller(procfs, recheck_ids=recheck_ids)
-    held = caller.hold(CRED.pid)
+@contextlib.asynccontextmanager
+async def accepted_child(tmp_path: Path) -> AsyncIterator[tuple[asyncio.subprocess.Process, socket.socket]]:
+    """A child process connected to a listening socket here, and our accepted end of that connection."""
+    path = str(tmp_path / "l.sock")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(path)
+    listener.listen()
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", CHILD, path, stdin=asyncio.subprocess.PIPE,
+                                                stdout=asyncio.subprocess.PIPE)
     try:
-        yield caller, held
+        conn, _ = await asyncio.get_running_loop().sock_accept(listener)
+        with conn:
+            yield proc, conn
     finally:
-        held.close()
+        listener.close()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
 
 
-async def test_held_caller_reads_start_time_once_and_only_status_per_call() -> None:
-    procfs = CountingProcFs()
-    with _holding(procfs) as (caller, held):
-        assert (held.pid, held.start_time) == (CRED.pid, 987654)
-        assert procfs.reads == ["stat"]
-        for _ in range(3):
-            facts = caller.pin(CRED, held)
-            assert facts is not None and facts.start_time == 987654
-            assert Selector("unix", "user:alice") in await caller.attest(CRED)
-        assert procfs.reads == ["stat", "status", "status", "status"]  # no stat re-check per call
-
-
-async def test_held_caller_still_sees_an_id_change_between_calls() -> None:
-    """A setuid execve on the same connection: the next call's status read shows the new euid."""
-    procfs = CountingProcFs()
-    with _holding(procfs) as (caller, held):
-        caller.pin(CRED, held)
-        assert Selector("unix", "uid:1001") in await caller.attest(CRED)
-        procfs.statuses = [STATUS.replace("Uid:\t1000\t1001", "Uid:\t1000\t0")]
-        caller.pin(CRED, held)
-        with pytest.raises(WorkloadAttestationError, match="no longer runs as the connecting uid"):
-            await caller.attest(CRED)
-
-
-async def test_held_caller_rechecks_ids_after_attestation_when_configured() -> None:
-    procfs = CountingProcFs()
-    with _holding(procfs, recheck_ids=True) as (caller, held):
-        procfs.statuses = [STATUS, STATUS.replace("Uid:\t1000\t1001", "Uid:\t1000\t0")]  # pin, then re-check
-        caller.pin(CRED, held)
-        with pytest.raises(WorkloadAttestationError, match="changed during attestation"):
-            await caller.attest(CRED)
-
-
-async def test_released_hold_fails_the_call() -> None:
-    procfs = CountingProcFs()
-    caller = _caller(procfs)
-    held = caller.hold(CRED.pid)
-    caller.pin(CRED, held)
-    held.close()  # the connection was lost while the call was in flight
-    held.close()  # idempotent
-    assert held.exited()
-    with pytest.raises(WorkloadAttestationError, match="has exited"):
-        await caller.attest(CRED)
-
-
-async def _sleeper() -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(sys.executable, "-c", "import time; time.sleep(60)")
-
-
-async def test_real_held_process_exiting_during_attestation_is_rejected() -> None:
-    proc = await _sleeper()
-    procfs = LinuxProcFs()
-    caller = CallerAttestor(procfs, [KillingAttestor(proc)], recheck_ids=False)  # the poll alone must catch it
-    cred = PeerCred(pid=proc.pid, uid=os.geteuid(), gid=os.getegid())
-    held = caller.hold(proc.pid)
-    try:
-        assert caller.pin(cred, held) is not None
-        with pytest.raises(WorkloadAttestationError, match="exited during attestation"):
-            await caller.attest(cred)
-    finally:
-        held.close()
-
-
-async def test_held_caller_reaped_and_its_pid_free_fails_every_later_call() -> None:
-    """Once the held process is gone, a call fails even if its pid could belong to someone else by now."""
-    proc = await _sleeper()
-    procfs = LinuxProcFs()
-    caller = CallerAttestor(procfs, [UnixAttestor(procfs, FakeUsers())])
-    cred = PeerCred(pid=proc.pid, uid=os.geteuid(), gid=os.getegid())
-    held = caller.hold(proc.pid)
-    try:
-        caller.pin(cred, held)
-        assert Selector("unix", f"uid:{os.geteuid()}") in await caller.attest(cred)
-        proc.kill()
-        await proc.wait()  # reaped: the pid is free for reuse
-        assert held.exited()
-        for _ in range(2):
-            caller.pin(cred, held)  # whatever /proc/<pid> shows now (nothing, or another process)
-            with pytest.raises(WorkloadAttestationError, match="exited"):
-                await caller.attest(cred)
-    finally:
-        held.close()
-
-
-async def test_held_status_file_follows_a_real_setuid_and_fails_once_reaped() -> None:
-    """The per-connection status fd is re-read from offset 0: a uid change shows; a reaped process reads ESRCH."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c",
-        "import os, sys; sys.stdin.readline(); os.setgid(65534); os.setuid(65534); sys.stdin.readline()",
-        stdin=asyncio.subprocess.PIPE)
-    assert proc.stdin is not None
-    procfs = LinuxProcFs()
-    held = CallerAttestor(procfs, []).hold(proc.pid)
-    try:
-        assert parse_status(held.status()).euid == os.geteuid()
-        proc.stdin.write(b"\n")
-        await proc.stdin.drain()
-        for _ in range(500):  # the child setuids at its own pace
-            if parse_status(held.status()).euid == 65534:
-                break
-            await asyncio.sleep(0.01)
-        assert parse_status(held.status()) == parse_status(procfs.status(proc.pid))
-        assert parse_status(held.status()).euid == 65534
-        proc.stdin.write(b"\n")
-        await proc.stdin.drain()
-        await proc.wait()  # reaped
-        with pytest.raises(OSError):
-            held.status()
-        assert held.exited()
-    finally:
-        held.close()
-    held.close()  # idempotent
-    with pytest.raises(OSError):
-        held.status()
+async def test_a_real_setuid_after_accept_is_refused_and_a_reaped_caller_has_exited(tmp_path: Path) -> None:
+    async with accepted_child(tmp_path) as (proc, conn):
+        procfs = LinuxProcFs()
+        caller = capture(conn, procfs, accepted_at=boot_ticks())
+        try:
+            assert caller.process == ProcessKey(proc.pid, parse_stat_start_time(procfs.stat(proc.pid)))
+            assert caller.identity.ids == parse_status(procfs.status(proc.pid))
+            caller.check()  # unchanged
+            assert proc.stdin is not None and proc.stdout is not None
+            proc.stdin.write(b"\n")
+            assert await proc.stdout.readline() == b"changed\n"
+            with pytest.raises(CallerChangedError, match="changed its uid, gid or groups"):
+                caller.check()
+            proc.stdin.write(b"\n")
+            await proc.wait()  # reaped
+            assert caller.exited()
+            with pytest.raises(WorkloadAttestationError, match="has exited"):
+                caller.check()
+        finally:
+            caller.close()
+    caller.close()  # idempotent
+    assert caller.exited()
 
 
 def test_pread_all_reads_past_one_chunk(tmp_path: Path) -> None:
@@ -184,61 +113,65 @@ def test_pread_all_reads_past_one_chunk(tmp_path: Path) -> None:
         os.close(fd)
 
 
-async def test_hold_of_a_gone_process_fails() -> None:
-    proc = await asyncio.create_subprocess_exec("true")
-    await proc.wait()
-    with pytest.raises(WorkloadAttestationError, match="is gone"):
-        CallerAttestor(LinuxProcFs(), []).hold(proc.pid)
+class CountingAcceptor(CallerAcceptor):
+    def __init__(self, per_uid: int = 64) -> None:
+        super().__init__(LinuxProcFs(), ConnectionLimit(per_uid))
+        self.callers: list[Caller | Exception] = []
 
-
-async def _released(held: list[HeldProcess]) -> None:
-    while not all(h.exited() for h in held):
-        await asyncio.sleep(0.01)
-
-
-class CountingHolds(CallerAttestor):
-    def __init__(self) -> None:
-        procfs = LinuxProcFs()
-        super().__init__(procfs, [UnixAttestor(procfs, FakeUsers())], recheck_ids=False)
-        self.held: list[HeldProcess] = []
-
-    def hold(self, pid: int) -> HeldProcess:
-        held = super().hold(pid)
-        self.held.append(held)
-        return held
+    def __call__(self, conn: CoalescingTransport) -> Any:
+        result = super().__call__(conn)
+        self.callers.append(result)
+        return result
 
 
 class _Attesting(SpiffeWorkloadAPIBase):
-    """The handler's order: credentials, process key, attestation."""
+    """The handler's order: the connection's caller, attested."""
 
-    def __init__(self, callers: ConnectionCallers, caller: CallerAttestor) -> None:
-        self._callers = callers
-        self._caller = caller
-        self.keys: list[ProcessKey | None] = []
+    def __init__(self) -> None:
+        procfs = LinuxProcFs()
+        self._attestor = CallerAttestor([UnixAttestor(procfs, FakeUsers())])
+        self.keys: list[ProcessKey] = []
 
     async def FetchJWTSVID(self, stream: Stream[Any, Any]) -> None:
         await stream.recv_message()
         try:
-            cred = self._callers.credentials(stream)
-            self.keys.append(self._callers.process_of(cred))
-            selectors = await self._caller.attest(cred)
-        except WorkloadAttestationError as err:
-            raise GRPCError(Status.UNAUTHENTICATED, str(err)) from err
+            caller = connection_caller(stream)
+            self.keys.append(caller.process)
+            selectors = await self._attestor.attest(caller)
+        except Exception as err:
+            raise to_grpc_error(err) from err
         await stream.send_message(workload_pb2.JWTSVIDResponse(
             svids=[workload_pb2.JWTSVID(spiffe_id=",".join(sorted(map(str, selectors))))]))
 
-    FetchX509SVID = FetchX509Bundles = FetchJWTBundles = ValidateJWTSVID = FetchWITSVID = FetchWITBundles = (
-        FetchJWTSVID
-    )
+    async def FetchX509SVID(self, stream: Stream[Any, Any]) -> None:
+        await stream.recv_message()
+        await asyncio.sleep(30)  # an open stream, as a workload waiting for rotations holds
+
+    FetchX509Bundles = FetchJWTBundles = ValidateJWTSVID = FetchWITSVID = FetchWITBundles = FetchJWTSVID
 
 
-async def test_connection_callers_hold_once_per_connection_and_release_on_close(tmp_path: Path) -> None:
-    caller = CountingHolds()
-    service = _Attesting(ConnectionCallers(caller), caller)
-    server = CoalescingServer([service])
+@contextlib.asynccontextmanager
+async def serving(tmp_path: Path, acceptor: CountingAcceptor, idle_timeout: float | None = None,
+                  ) -> AsyncIterator[tuple[str, _Attesting]]:
+    service = _Attesting()
+    server = CoalescingServer([service], accept=acceptor, idle_timeout=idle_timeout)
     path = str(tmp_path / "s.sock")
     await server.start(path=path)
     try:
+        yield path, service
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def _released(callers: list[Caller | Exception]) -> None:
+    while not all(c.exited() for c in callers if isinstance(c, Caller)):
+        await asyncio.sleep(0.01)
+
+
+async def test_the_caller_is_captured_once_per_connection_and_released_on_close(tmp_path: Path) -> None:
+    acceptor = CountingAcceptor()
+    async with serving(tmp_path, acceptor) as (path, service):
         for _ in range(2):  # two connections, two calls each
             channel = Channel(path=path)
             stub = SpiffeWorkloadAPIStub(channel)
@@ -246,61 +179,115 @@ async def test_connection_callers_hold_once_per_connection_and_release_on_close(
                 reply = await stub.FetchJWTSVID(workload_pb2.JWTSVIDRequest())
                 assert f"unix:uid:{os.geteuid()}" in reply.svids[0].spiffe_id
             channel.close()
-        await asyncio.wait_for(_released(caller.held), 30)  # each hold ends when its connection is lost
-    finally:
-        server.close()
-        await server.wait_closed()
-    assert len(caller.held) == 2
-    own = ProcessKey(os.getpid(), caller.held[0].start_time)
+        await asyncio.wait_for(_released(acceptor.callers), 30)  # each caller ends when its connection is lost
+    assert len(acceptor.callers) == 2 and all(isinstance(c, Caller) for c in acceptor.callers)
+    own = ProcessKey(os.getpid(), parse_stat_start_time(LinuxProcFs().stat(os.getpid())))
     assert service.keys == [own] * 4
 
 
-def test_connection_callers_without_a_scope_read_per_call() -> None:
-    """A stream not served by CoalescingServer falls back to SO_PEERCRED and a plain pin."""
+def test_a_stream_without_a_captured_caller_is_refused() -> None:
+    """A stream not served by CoalescingServer (or before any accept hook) has no caller to attest."""
 
     class NoScope:
         peer = None
 
-    with pytest.raises(Exception, match="peercred"):
-        ConnectionCallers(CountingHolds()).credentials(NoScope())
+    with pytest.raises(WorkloadAttestationError, match="no caller was captured"):
+        connection_caller(NoScope())
 
 
-class _SocketTransport(RecordingTransport):
+async def test_connections_over_the_per_uid_cap_are_refused_with_resource_exhausted(tmp_path: Path) -> None:
+    acceptor = CountingAcceptor(per_uid=2)
+    async with serving(tmp_path, acceptor) as (path, _):
+        channels = [Channel(path=path) for _ in range(4)]
+        outcomes = []
+        for channel in channels:
+            for _ in range(2):  # the refusal holds for every call on the connection
+                try:
+                    await SpiffeWorkloadAPIStub(channel).FetchJWTSVID(workload_pb2.JWTSVIDRequest())
+                    outcomes.append("OK")
+                except GRPCError as err:
+                    assert err.status is Status.RESOURCE_EXHAUSTED
+                    outcomes.append(err.message)
+        over = f"too many connections for uid {os.geteuid()} (max 2)"
+        assert outcomes == ["OK", "OK", "OK", "OK", over, over, over, over]
+        assert [type(c) for c in acceptor.callers] == [Caller, Caller, TooManyConnectionsError, TooManyConnectionsError]
+        channels[0].close()  # one of the admitted connections ends: its place is free again
+        await asyncio.wait_for(_released(acceptor.callers[:1]), 30)
+        channel = Channel(path=path)
+        await SpiffeWorkloadAPIStub(channel).FetchJWTSVID(workload_pb2.JWTSVIDRequest())
+        for c in [*channels, channel]:
+            c.close()
+
+
+def test_connection_limit_counts_per_uid() -> None:
+    limit = ConnectionLimit(1)
+    limit.admit(1000)
+    limit.admit(0)  # another uid has its own budget
+    with pytest.raises(TooManyConnectionsError, match="too many connections for uid 1000"):
+        limit.admit(1000)
+    limit.release(1000)
+    limit.admit(1000)
+
+
+async def test_idle_connections_are_closed_but_open_streams_are_kept(tmp_path: Path) -> None:
+    acceptor = CountingAcceptor()
+    async with serving(tmp_path, acceptor, idle_timeout=0.2) as (path, _):
+        idle, streaming = Channel(path=path), Channel(path=path)
+        await SpiffeWorkloadAPIStub(idle).FetchJWTSVID(workload_pb2.JWTSVIDRequest())
+        async with SpiffeWorkloadAPIStub(streaming).FetchX509SVID.open() as stream:
+            await stream.send_message(workload_pb2.X509SVIDRequest(), end=True)
+            await asyncio.wait_for(_released(acceptor.callers[:1]), 5)  # the idle connection was closed
+            await asyncio.sleep(0.6)  # several idle periods
+            second = acceptor.callers[1]
+            assert isinstance(second, Caller) and not second.exited()  # the open stream's connection stays
+            await stream.cancel()
+        idle.close()
+        streaming.close()
+
+
+class _NoPeerPidfd:
+    """A socket as on a kernel without SO_PEERPIDFD: capture falls back to pidfd_open."""
+
     def __init__(self, sock: socket.socket) -> None:
-        super().__init__()
-        self.sock = sock
+        self._sock = sock
+        self.family = sock.family
 
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self.sock if name == "socket" else default
-
-
-class _Peer:
-    def __init__(self, transport: CoalescingTransport) -> None:
-        self._transport = transport
+    def getsockopt(self, level: int, name: int, size: int = 0) -> bytes:
+        if name == SO_PEERPIDFD:
+            raise OSError(errno.ENOPROTOOPT, "no SO_PEERPIDFD")
+        return self._sock.getsockopt(level, name, size)
 
 
-class _Stream:
-    def __init__(self, transport: CoalescingTransport) -> None:
-        self.peer = _Peer(transport)
+async def _spawn_with_pid(pid: int) -> asyncio.subprocess.Process | None:
+    """A `sleep` that got ``pid`` (through ns_last_pid), or None if another process took it first."""
+    Path("/proc/sys/kernel/ns_last_pid").write_text(str(pid - 1))
+    proc = await asyncio.create_subprocess_exec("sleep", "30")
+    if proc.pid == pid:
+        return proc
+    proc.kill()
+    await proc.wait()
+    return None
 
 
-class GoneAtFirstCall(CallerAttestor):
-    def __init__(self) -> None:
-        super().__init__(LinuxProcFs(), [])
-        self.holds = 0
-
-    def hold(self, pid: int) -> HeldProcess:
-        self.holds += 1
-        raise WorkloadAttestationError(f"attest: caller pid {pid!r} is gone")
-
-
-async def test_a_connection_whose_caller_was_gone_at_its_first_call_never_looks_the_pid_up_again() -> None:
-    a, b = socket.socketpair(socket.AF_UNIX)
-    with a, b:
-        conn = CoalescingTransport(_SocketTransport(a), asyncio.get_running_loop())
-        caller = GoneAtFirstCall()
-        callers = ConnectionCallers(caller)
-        for _ in range(3):
-            with pytest.raises(WorkloadAttestationError, match="is gone"):
-                callers.credentials(_Stream(conn))
-        assert caller.holds == 1  # a later call must not hold whatever process has that pid by then
+@pytest.mark.skipif(os.geteuid() != 0, reason="writing ns_last_pid needs root")
+async def test_without_peer_pidfd_a_pid_reused_after_the_accept_is_refused_by_its_start_time(tmp_path: Path) -> None:
+    """The connecting process exits after the accept; a newer process takes its pid before pidfd_open."""
+    for _ in range(10):  # other processes on the box may take the pid first
+        async with accepted_child(tmp_path) as (proc, conn):
+            accepted_at = boot_ticks()
+            cred = peer_cred_from_socket(conn)
+            proc.kill()
+            await proc.wait()
+            await asyncio.sleep(0.05)  # a few clock ticks: the new process starts visibly later
+            reused = await _spawn_with_pid(cred.pid)
+            if reused is None:
+                (tmp_path / "l.sock").unlink()
+                continue
+            try:
+                with pytest.raises(WorkloadAttestationError, match="started after it connected"):
+                    capture(_NoPeerPidfd(conn), LinuxProcFs(), accepted_at=accepted_at)  # type: ignore[arg-type]
+            finally:
+                reused.kill()
+                await reused.wait()
+            return
+    pytest.fail("could not get the connecting process's pid reused")

@@ -1,20 +1,28 @@
-"""unix attestor selectors from fake /proc text; attest_all fan-out; PID-reuse checks."""
+"""unix attestor selectors from fake /proc text; attest_all fan-out; the caller captured at accept and its checks."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Iterator
 
 import pytest
 
-from agent.app import ConnectionCallers
-from agent.attest.base import attest_all
-from agent.attest.caller import CallerAttestor
-from agent.attest.procfs import LinuxProcFs, StatusIds, parse_stat_start_time, parse_status
+from agent.attest.base import CallerAttestor, attest_all
+from agent.attest.caller import Caller, CallerChangedError, Identity, capture, open_caller
+from agent.attest.procfs import (
+    ExeId,
+    LinuxProcFs,
+    ProcessKey,
+    StatusIds,
+    boot_ticks,
+    parse_stat_start_time,
+    parse_status,
+)
 from agent.attest.unix import CachedUserDb, UnixAttestor, unix_id_selectors
 from agent.errors import WorkloadAttestationError
-from agent.manager.process_binding import ProcessKey
 from spiffe_py._peercred import PeerCred
 from spiffe_py.selectors import Selector
 
@@ -52,6 +60,7 @@ class FakeProcFs:
     def __init__(self, status: str = STATUS, stat: str = STAT) -> None:
         self.statuses = [status]
         self.stat_text = stat
+        self.exe_ids = [(1, 2)]
 
     def status(self, pid: int) -> str:
         return self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
@@ -67,6 +76,9 @@ class FakeProcFs:
 
     def exe_path(self, pid: int) -> str:
         return "/usr/bin/app"
+
+    def exe_file(self, pid: int) -> tuple[int, int]:
+        return self.exe_ids.pop(0) if len(self.exe_ids) > 1 else self.exe_ids[0]
 
     def exe_sha256(self, pid: int, size_limit: int) -> str:
         if size_limit == 1:
@@ -108,14 +120,45 @@ def test_unix_id_selectors_names_known_ids_only() -> None:
     }
 
 
+APP = ExeId(1, 2, "/usr/bin/app")
+
+
+class StubCaller:
+    """What attestors read from a :class:`Caller`: its pid and the identity snapshot taken at accept."""
+
+    def __init__(self, pid: int = 4242, ids: StatusIds | None = None, exe: ExeId | None = APP) -> None:
+        self.pid = pid
+        self.identity = Identity(ids or parse_status(STATUS), exe)
+        self.process = ProcessKey(pid, 987654)
+        self.cred = PeerCred(pid, 1001, 2001)
+
+
+CALLER = StubCaller()
+CRED = PeerCred(pid=os.getpid(), uid=1001, gid=2001)  # FakeProcFs's ids, this process's pid (a real pidfd)
+LATER = 10**15  # an accept long after FakeProcFs's start time
+
+
+@contextlib.contextmanager
+def captured(procfs: object, cred: PeerCred = CRED, accepted_at: int = LATER) -> Iterator[Caller]:
+    """A real Caller of this process over a socketpair, closed afterwards."""
+    a, b = socket.socketpair(socket.AF_UNIX)
+    with a, b:
+        caller = capture(a, procfs, accepted_at=accepted_at, cred=cred)  # type: ignore[arg-type]
+        try:
+            yield caller
+        finally:
+            caller.close()
+
+
 async def test_unix_attestor_path_discovery() -> None:
-    sels = await UnixAttestor(FakeProcFs(), FakeUsers(), discover_workload_path=True).attest(4242)
+    sels = await UnixAttestor(FakeProcFs(), FakeUsers(), discover_workload_path=True).attest(CALLER)  # type: ignore[arg-type]
     assert Selector("unix", "path:/usr/bin/app") in sels
     assert Selector("unix", "sha256:" + "ab" * 32) in sels
 
 
 async def test_unix_attestor_negative_size_limit_skips_hash() -> None:
-    sels = await UnixAttestor(FakeProcFs(), FakeUsers(), discover_workload_path=True, workload_size_limit=-1).attest(1)
+    attestor = UnixAttestor(FakeProcFs(), FakeUsers(), discover_workload_path=True, workload_size_limit=-1)
+    sels = await attestor.attest(CALLER)  # type: ignore[arg-type]
     assert not any(s.value.startswith("sha256:") for s in sels)
     assert Selector("unix", "path:/usr/bin/app") in sels
 
@@ -123,7 +166,13 @@ async def test_unix_attestor_negative_size_limit_skips_hash() -> None:
 async def test_unix_attestor_size_limit_fails() -> None:
     attestor = UnixAttestor(FakeProcFs(), FakeUsers(), discover_workload_path=True, workload_size_limit=1)
     with pytest.raises(WorkloadAttestationError):
-        await attestor.attest(1)
+        await attestor.attest(CALLER)  # type: ignore[arg-type]
+
+
+async def test_unix_attestor_path_discovery_fails_without_an_exe_snapshot() -> None:
+    attestor = UnixAttestor(FakeProcFs(), FakeUsers(), discover_workload_path=True)
+    with pytest.raises(WorkloadAttestationError, match="cannot resolve exe"):
+        await attestor.attest(StubCaller(exe=None))  # type: ignore[arg-type]
 
 
 class StaticAttestor:
@@ -131,7 +180,7 @@ class StaticAttestor:
         self.name = name
         self._result = result
 
-    async def attest(self, pid: int, ids: StatusIds | None = None) -> frozenset[Selector]:
+    async def attest(self, caller: Caller) -> frozenset[Selector]:
         await asyncio.sleep(0)
         if isinstance(self._result, Exception):
             raise self._result
@@ -142,112 +191,70 @@ async def test_attest_all_unions_and_tolerates_one_failure() -> None:
     a = StaticAttestor("a", frozenset({Selector("a", "1")}))
     b = StaticAttestor("b", WorkloadAttestationError("boom"))
     c = StaticAttestor("c", frozenset({Selector("c", "2")}))
-    assert await attest_all([a, b, c], 1) == {Selector("a", "1"), Selector("c", "2")}
+    assert await attest_all([a, b, c], CALLER) == {Selector("a", "1"), Selector("c", "2")}  # type: ignore[arg-type]
 
 
 async def test_attest_all_fails_when_all_fail() -> None:
     b = StaticAttestor("b", WorkloadAttestationError("boom"))
     with pytest.raises(WorkloadAttestationError, match="all workload attestors failed"):
-        await attest_all([b, b], 1)
+        await attest_all([b, b], CALLER)  # type: ignore[arg-type]
 
 
 async def test_caller_attestor_real_process_round_trip() -> None:
-    """The real /proc of this test process passes the PID-reuse checks."""
-    cred = PeerCred(pid=os.getpid(), uid=os.geteuid(), gid=os.getegid())
+    """The real /proc of this test process: captured over a real socket, attested, checked."""
     procfs = LinuxProcFs()
-    sels = await CallerAttestor(procfs, [UnixAttestor(procfs, FakeUsers())]).attest(cred)
+    a, b = socket.socketpair(socket.AF_UNIX)
+    with a, b:
+        caller = capture(a, procfs, accepted_at=boot_ticks())
+        try:
+            assert caller.cred == PeerCred(os.getpid(), os.geteuid(), os.getegid())
+            assert caller.process == ProcessKey(os.getpid(), parse_stat_start_time(procfs.stat(os.getpid())))
+            exe = caller.identity.exe
+            assert exe is not None and exe.path == os.path.realpath(f"/proc/{os.getpid()}/exe")
+            sels = await CallerAttestor([UnixAttestor(procfs, FakeUsers())]).attest(caller)
+        finally:
+            caller.close()
     assert Selector("unix", f"uid:{os.geteuid()}") in sels
 
 
 async def test_caller_attestor_rejects_changed_ids() -> None:
-    changed = STATUS.replace("Uid:\t1000\t1001", "Uid:\t1000\t0")
     procfs = FakeProcFs()
-    procfs.statuses = [STATUS, changed]  # the pin (reused by the unix attestor), the re-check after
-    cred = PeerCred(pid=os.getpid(), uid=1001, gid=2001)
-    with pytest.raises(WorkloadAttestationError, match="changed during attestation"):
-        await CallerAttestor(procfs, [UnixAttestor(procfs, FakeUsers())]).attest(cred)
+    changed = STATUS.replace("Gid:\t2000\t2001", "Gid:\t2000\t42")
+    procfs.statuses = [STATUS, changed]  # at accept, then at the call: a setgid exec in between
+    with captured(procfs) as caller, pytest.raises(CallerChangedError, match="changed its uid, gid or groups") as err:
+        await CallerAttestor([UnixAttestor(procfs, FakeUsers())]).attest(caller)
+    assert err.value.grpc_status == "PERMISSION_DENIED"
 
 
-async def test_caller_attestor_rejects_uid_mismatch_with_peercred() -> None:
-    cred = PeerCred(pid=os.getpid(), uid=5, gid=2001)
-    with pytest.raises(WorkloadAttestationError, match="no longer runs as the connecting uid"):
-        await CallerAttestor(FakeProcFs(), []).attest(cred)
+async def test_caller_attestor_rejects_another_executable() -> None:
+    procfs = FakeProcFs()
+    procfs.exe_ids = [(1, 2), (1, 3)]  # at accept, then at the call: an exec of another binary
+    with captured(procfs) as caller, pytest.raises(CallerChangedError, match="runs another executable"):
+        await CallerAttestor([UnixAttestor(procfs, FakeUsers())]).attest(caller)
 
 
-async def test_caller_attestor_rejects_exited_process() -> None:
-    proc = await asyncio.create_subprocess_exec("true")
+def test_capture_rejects_uid_mismatch_with_peercred() -> None:
+    with (pytest.raises(WorkloadAttestationError, match="no longer runs as the connecting uid"),
+          captured(FakeProcFs(), cred=PeerCred(pid=os.getpid(), uid=5, gid=2001))):
+        pass
+
+
+def test_capture_refuses_a_process_that_started_after_the_accept() -> None:
+    """PID reuse: the process now behind the peer's pid is younger than the connection."""
+    with pytest.raises(WorkloadAttestationError, match="started after it connected"), \
+            captured(FakeProcFs(), accepted_at=987653):
+        pass
+    with captured(FakeProcFs(), accepted_at=987654) as caller:  # the same tick is the same process
+        assert caller.process == ProcessKey(os.getpid(), 987654)
+
+
+async def test_a_caller_that_exited_before_accept_is_refused() -> None:
+    proc = await asyncio.create_subprocess_exec("sleep", "30")
+    pidfd = os.pidfd_open(proc.pid)  # taken before the exit, as SO_PEERPIDFD would be
+    proc.kill()
     await proc.wait()
-    cred = PeerCred(pid=proc.pid, uid=os.geteuid(), gid=os.getegid())
-    with pytest.raises(WorkloadAttestationError, match="is gone"):
-        await CallerAttestor(LinuxProcFs(), []).attest(cred)
-
-
-class CountingProcFs(FakeProcFs):
-    """FakeProcFs that counts reads and can report a new start time after ``stat_changes_after`` reads."""
-
-    def __init__(self, stat_changes_after: int = 0) -> None:
-        super().__init__()
-        self.reads: list[str] = []
-        self._stat_changes_after = stat_changes_after
-
-    def status(self, pid: int) -> str:
-        self.reads.append("status")
-        return super().status(pid)
-
-    def stat(self, pid: int) -> str:
-        self.reads.append("stat")
-        if self._stat_changes_after and self.reads.count("stat") > self._stat_changes_after:
-            return STAT.replace(" 987654 ", " 987655 ")  # the PID now belongs to a newer process
-        return super().stat(pid)
-
-
-async def test_pin_then_attest_reads_proc_once_and_rechecks_start_time_only() -> None:
-    procfs = CountingProcFs()
-    caller = CallerAttestor(procfs, [UnixAttestor(procfs, FakeUsers())], recheck_ids=False)
-    cred = PeerCred(pid=os.getpid(), uid=1001, gid=2001)
-    facts = caller.pin(cred)
-    assert facts is not None and (facts.pid, facts.start_time, facts.ids.euid) == (os.getpid(), 987654, 1001)
-    sels = await caller.attest(cred)
-    assert Selector("unix", "user:alice") in sels
-    assert procfs.reads == ["stat", "status", "stat"]  # the pin's pass, then the start time re-check
-
-
-async def test_attest_without_pin_reads_its_own_facts_and_rechecks_ids() -> None:
-    procfs = CountingProcFs()
-    sels = await CallerAttestor(procfs, [UnixAttestor(procfs, FakeUsers())]).attest(
-        PeerCred(pid=os.getpid(), uid=1001, gid=2001))
-    assert Selector("unix", "uid:1001") in sels
-    assert procfs.reads == ["stat", "status", "stat", "status"]
-
-
-async def test_pin_of_another_attestor_or_pid_is_not_used() -> None:
-    procfs = CountingProcFs()
-    cred = PeerCred(pid=os.getpid(), uid=1001, gid=2001)
-    CallerAttestor(procfs, []).pin(cred)
-    mine = CallerAttestor(procfs, [UnixAttestor(procfs, FakeUsers())], recheck_ids=False)
-    mine.pin(PeerCred(pid=1, uid=1001, gid=2001))
-    procfs.reads.clear()
-    await mine.attest(cred)
-    assert procfs.reads == ["stat", "status", "stat"]  # read afresh: the pinned facts were for pid 1
-
-
-async def test_start_time_changed_after_pin_is_rejected_as_pid_reuse() -> None:
-    procfs = CountingProcFs(stat_changes_after=1)
-    caller = CallerAttestor(procfs, [UnixAttestor(procfs, FakeUsers())], recheck_ids=False)
-    cred = PeerCred(pid=os.getpid(), uid=1001, gid=2001)
-    caller.pin(cred)
-    with pytest.raises(WorkloadAttestationError, match="changed during attestation"):
-        await caller.attest(cred)
-
-
-async def test_pin_of_unreadable_process_returns_none_and_attest_fails() -> None:
-    proc = await asyncio.create_subprocess_exec("true")
-    await proc.wait()
-    caller = CallerAttestor(LinuxProcFs(), [])
-    cred = PeerCred(pid=proc.pid, uid=os.geteuid(), gid=os.getegid())
-    assert caller.pin(cred) is None
-    with pytest.raises(WorkloadAttestationError, match="is gone"):
-        await caller.attest(cred)
+    with pytest.raises(WorkloadAttestationError, match=f"pid {proc.pid}"):
+        open_caller(PeerCred(proc.pid, os.geteuid(), os.getegid()), pidfd, LinuxProcFs(), accepted_at=boot_ticks())
 
 
 class KillingAttestor:
@@ -258,7 +265,7 @@ class KillingAttestor:
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self._proc = proc
 
-    async def attest(self, pid: int, ids: StatusIds | None = None) -> frozenset[Selector]:
+    async def attest(self, caller: Caller) -> frozenset[Selector]:
         self._proc.kill()
         await self._proc.wait()
         return frozenset({Selector("unix", "uid:0")})
@@ -266,11 +273,13 @@ class KillingAttestor:
 
 async def test_caller_exiting_during_attestation_is_rejected_by_the_pidfd_poll() -> None:
     proc = await asyncio.create_subprocess_exec("sleep", "30")
-    caller = CallerAttestor(LinuxProcFs(), [KillingAttestor(proc)])
-    cred = PeerCred(pid=proc.pid, uid=os.geteuid(), gid=os.getegid())
-    caller.pin(cred)
-    with pytest.raises(WorkloadAttestationError, match="exited during attestation"):
-        await caller.attest(cred)
+    cred = PeerCred(proc.pid, os.geteuid(), os.getegid())
+    caller = open_caller(cred, os.pidfd_open(proc.pid), LinuxProcFs(), accepted_at=boot_ticks())
+    try:
+        with pytest.raises(WorkloadAttestationError, match="has exited"):
+            await CallerAttestor([KillingAttestor(proc)]).attest(caller)
+    finally:
+        caller.close()
 
 
 class CountingUsers(FakeUsers):
@@ -296,13 +305,3 @@ def test_cached_user_db_remembers_names_and_unknowns_for_the_ttl_only() -> None:
     clock[0] += 30.0  # expired: a renamed user shows its new name from now on
     assert users.user_name(1001) == "alice"
     assert inner.calls == 4
-
-
-async def test_app_process_of_pins_the_facts_attest_then_reuses() -> None:
-    procfs = CountingProcFs()
-    caller = CallerAttestor(procfs, [UnixAttestor(procfs, FakeUsers())], recheck_ids=False)
-    cred = PeerCred(pid=os.getpid(), uid=1001, gid=2001)
-    # no connection scope (no held process): the per-call path pins stat + status
-    assert ConnectionCallers(caller).process_of(cred) == ProcessKey(os.getpid(), 987654)
-    await caller.attest(cred)
-    assert procfs.reads == ["stat", "status", "stat"]

@@ -12,15 +12,17 @@ from pathlib import Path
 import pytest
 
 from agent.attest.procfs import LinuxProcFs
-from agent.manager.cache import Entry, IssuedSvid, JwtToken, SyncUpdate, WorkloadCache
-from agent.manager.convert import task_end
-from agent.manager.process_binding import (
+from agent.manager.cache import (
     BoundCredentials,
-    ProcessKey,
-    ProcessWatcher,
+    Entry,
+    IssuedSvid,
+    JwtToken,
+    SyncUpdate,
     TooManyBoundProcessesError,
-    process_key,
+    WorkloadCache,
 )
+from agent.manager.convert import task_end
+from agent.manager.process_binding import ProcessKey, ProcessWatcher, process_key
 from agent.manager.sync import Manager, ManagerConfig
 from agent.workloadapi.handler import check_not_revoked
 from spiffe_py._proto.spiffepy.server.v1 import types_pb2
