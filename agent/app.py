@@ -199,7 +199,8 @@ async def _serve_with(cfg: AgentConfig, audit: AgentAudit) -> None:
         start_http_server(cfg.metrics_port, addr=cfg.metrics_address)
     socket_path = Path(cfg.socket_path)
     prepare_socket_dir(socket_path)
-    server = CoalescingServer([handler])  # one send() per response instead of three
+    # one send() per response instead of three; oversized requests refused on their length prefix
+    server = CoalescingServer([handler], max_message_bytes=cfg.workload_api_max_message_bytes)
     # serve before attesting so callers get UNAVAILABLE rather than a missing socket (WE-13)
     await server.start(path=str(socket_path))
     os.chmod(socket_path, 0o777)  # noqa: S103 - any local workload may connect (WE-12); attestation decides

@@ -30,10 +30,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from grpclib.server import Server
+from spiffe_py._serving.limits import WORKLOAD_API_MESSAGE_LIMIT, BoundedServer
 
 log = logging.getLogger(__name__)
 
@@ -154,8 +154,15 @@ class _CoalescingProtocol(asyncio.Protocol):
                 self.transport.connection_lost()
 
 
-class CoalescingServer(Server):  # type: ignore[misc]  # grpclib ships no stubs
-    """A grpclib :class:`~grpclib.server.Server` whose connections coalesce their writes."""
+class CoalescingServer(BoundedServer):
+    """A grpclib :class:`~grpclib.server.Server` whose connections coalesce their writes.
+
+    Requests larger than ``max_message_bytes`` are refused on their length prefix
+    (:class:`~spiffe_py._serving.limits.BoundedServer`).
+    """
+
+    def __init__(self, handlers: Sequence[Any], *, max_message_bytes: int = WORKLOAD_API_MESSAGE_LIMIT) -> None:
+        super().__init__([(handler, max_message_bytes) for handler in handlers])
 
     def _protocol_factory(self) -> Any:
         return _CoalescingProtocol(super()._protocol_factory())
