@@ -92,6 +92,7 @@ def _handle(conn: h2.connection.H2Connection, data: bytes, result: RawResult) ->
 def _flush(sock: socket.socket, conn: h2.connection.H2Connection, result: RawResult) -> None:
     out = conn.data_to_send()
     if out:
+        sock.settimeout(10.0)  # _recv polls with short timeouts; a send may wait for the peer to read
         try:
             sock.sendall(out)
         except (BrokenPipeError, ConnectionResetError, ssl.SSLError, TimeoutError):
