@@ -165,12 +165,15 @@ class _Tracked(asyncio.Protocol):
         if self.lost or self._transport is None:
             return
         loop = asyncio.get_running_loop()
+        if self._open_streams():  # a call in progress (e.g. a long-lived stream): not idle
+            self._timer = loop.call_later(self._idle, self._check_idle)
+            return
         due = self._last + self._idle
-        if self._open_streams() == 0 and loop.time() >= due:
+        if loop.time() >= due:
             log.debug("closing an idle connection")
             self._transport.close()
             return
-        self._timer = loop.call_at(max(due, loop.time() + 1.0), self._check_idle)
+        self._timer = loop.call_at(due, self._check_idle)
 
 
 def _peer_key(transport: asyncio.BaseTransport) -> str:

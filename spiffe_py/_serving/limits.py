@@ -7,7 +7,10 @@ refused when the announced length is over the method's limit: the call ends with
 RESOURCE_EXHAUSTED naming the limit, and the connection is closed a moment later (after the
 status reached the peer). What a peer can make the process hold per stream is the limit plus
 one HTTP/2 window (data received but not yet read is bounded by the window we advertise,
-which :func:`window_config` keeps near the limit)::
+which :func:`window_config` keeps near the limit). Per connection, the message bodies being
+read at once are held to :data:`CONNECTION_BUDGET_MESSAGES` times the largest limit: further
+reads wait (their data stays unacknowledged, so flow control holds the peer back) rather than
+fail::
 
     server = BoundedServer([(AgentService(ctx), 4 << 20), (AdminService(ctx), 4 << 20)])
     await server.start(host, port, ssl=tls)
@@ -44,6 +47,7 @@ SERVER_API_MESSAGE_LIMIT = 4 * 1024 * 1024
 _MIN_WINDOW = 65535
 _MAX_WINDOW = 4 * 1024 * 1024
 REFUSED_CLOSE_DELAY = 1.0  # seconds between the RESOURCE_EXHAUSTED status and closing the connection
+CONNECTION_BUDGET_MESSAGES = 2  # largest messages one connection may have in flight at once
 
 
 def check_message_limit(limit: int, what: str) -> int:
@@ -64,12 +68,33 @@ def refusal(size: int, limit: int) -> GRPCError:
     return GRPCError(Status.RESOURCE_EXHAUSTED, f"message of {size} bytes exceeds the limit of {limit} bytes")
 
 
-def bound_stream(stream: Any, limit: int, on_refused: Callable[[], None]) -> None:
+class ByteBudget:
+    """Bytes a connection may be reading at once; :meth:`reserve` waits until they are free."""
+
+    def __init__(self, capacity: int) -> None:
+        self._free = capacity
+        self._released = asyncio.Event()
+
+    async def reserve(self, size: int) -> None:
+        """Take ``size`` bytes (at most the capacity), waiting for other reads to finish first."""
+        while self._free < size:
+            self._released.clear()
+            await self._released.wait()
+        self._free -= size
+
+    def release(self, size: int) -> None:
+        """Give back what :meth:`reserve` took."""
+        self._free += size
+        self._released.set()
+
+
+def bound_stream(stream: Any, limit: int, budget: ByteBudget, on_refused: Callable[[], None]) -> None:
     """Make every read of ``stream`` (a ``grpclib.protocol.Stream``) larger than ``limit`` fail.
 
     grpclib's only reads are the 5-byte prefix and the body of the announced length, so a read over
     the limit is a body the peer announced too large: it raises :func:`refusal` before a byte of it
-    is pulled in (or acknowledged), and calls ``on_refused``.
+    is pulled in (or acknowledged), and calls ``on_refused``. Reads within the limit first take
+    their size from the connection's ``budget``.
     """
     recv_data: Callable[[int], Awaitable[bytes]] = stream.recv_data
 
@@ -77,7 +102,11 @@ def bound_stream(stream: Any, limit: int, on_refused: Callable[[], None]) -> Non
         if size > limit:
             on_refused()
             raise refusal(size, limit)
-        return await recv_data(size)
+        await budget.reserve(size)
+        try:
+            return await recv_data(size)
+        finally:
+            budget.release(size)
 
     stream.recv_data = bounded
 
@@ -107,10 +136,11 @@ class _BoundedHandler(Handler):  # type: ignore[misc]  # grpclib ships no stubs
         super().__init__(*args)
         self._limits = limits
         self._default = default
+        self._budget = ByteBudget(CONNECTION_BUDGET_MESSAGES * max(limits.values(), default=default))
 
     def accept(self, stream: Any, headers: Sequence[tuple[str, str]], release_stream: Callable[[], Any]) -> None:
         path = next((value for name, value in headers if name == ":path"), "")
-        bound_stream(stream, self._limits.get(path, self._default), lambda: close_soon(stream))
+        bound_stream(stream, self._limits.get(path, self._default), self._budget, lambda: close_soon(stream))
         super().accept(stream, headers, release_stream)
 
 

@@ -28,7 +28,7 @@ from grpclib.server import Stream
 from spiffe_py._proto import workload_pb2
 from spiffe_py._proto.workload_grpc import SpiffeWorkloadAPIBase, SpiffeWorkloadAPIStub
 from spiffe_py._serving.connections import ConnectionLimits, GuardedServer, PeerCounter, raise_fd_limit
-from spiffe_py._serving.limits import BoundedServer, check_message_limit, window_config
+from spiffe_py._serving.limits import BoundedServer, ByteBudget, check_message_limit, window_config
 from spiffe_py._serving.logs import RepeatFilter
 from tests.support.ca import CA
 
@@ -97,6 +97,27 @@ async def test_the_connection_is_closed_after_a_refusal(tmp_path: Path) -> None:
         channel.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_concurrent_requests_within_the_connection_budget_all_succeed(tmp_path: Path) -> None:
+    """Bodies beyond the connection's budget wait for it instead of failing."""
+    echo = _Echo()
+    async with _unix(BoundedServer([(echo, 1024)]), tmp_path / "s.sock") as stub:
+        replies = await asyncio.gather(*(
+            stub.ValidateJWTSVID(workload_pb2.ValidateJWTSVIDRequest(svid="x" * 1000), metadata=HEADER)
+            for _ in range(8)))
+    assert [r.spiffe_id for r in replies] == ["1000"] * 8
+
+
+async def test_byte_budget_makes_a_read_wait_until_bytes_are_released() -> None:
+    budget = ByteBudget(100)
+    await budget.reserve(60)
+    waiting = asyncio.ensure_future(budget.reserve(60))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    budget.release(60)
+    await asyncio.wait_for(waiting, 1)
+    await asyncio.wait_for(budget.reserve(40), 1)
 
 
 async def test_each_service_gets_its_own_limit() -> None:
