@@ -301,3 +301,24 @@ def test_different_errors_and_info_records_are_not_collapsed() -> None:
     assert flt.filter(_record("a", 1.0, exc=ValueError("x")))  # another exception type: its own group
     assert not flt.filter(_record("a", 2.0))
     assert all(flt.filter(_record("a", 2.0, level=logging.INFO)) for _ in range(3))
+
+
+def test_server_logging_collapses_a_flood_of_one_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """What the server's configure_logging installs: 500 identical EMFILE errors write one line."""
+    from server.logging import configure_logging
+
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    try:
+        configure_logging(level="info", fmt="text")
+        for fd in range(500):
+            try:
+                raise OSError(24, "Too many open files")
+            except OSError:
+                logging.getLogger("asyncio").exception("socket.accept() out of system resource\nsocket: <fd=%d>", fd)
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+    err = capsys.readouterr().err
+    assert err.count("socket.accept() out of system resource") == 1
+    assert len(err) < 2000
