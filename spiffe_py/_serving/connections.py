@@ -12,7 +12,7 @@ open stream and no inbound bytes for ``idle_timeout``::
     await server.start(host, port)                    # no ssl= here: the guard does the TLS
 
 Beyond :mod:`spiffe_py._serving.limits`, this relies on grpclib's ``H2Protocol.processor.streams``
-(the open streams of a connection); ``tests/unit/serving/test_connections.py`` pins it.
+(the open streams of a connection); ``tests/unit/serving/test_serving_helpers.py`` pins it.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ grpclib reads a message as ``recv_data(5)`` (flag + length) and then ``recv_data
 acknowledging HTTP/2 flow control for every chunk it pulls in, so a peer that announces
 600 MiB gets to push all 600 MiB into memory before any codec sees it. Here the body read is
 refused when the announced length is over the method's limit: the call ends with
-RESOURCE_EXHAUSTED naming the limit, and the connection is closed a moment later (after the
-status reached the peer). What a peer can make the process hold per stream is the limit plus
+RESOURCE_EXHAUSTED naming the limit, and the connection is closed a second later (time for the
+status to reach the peer). What a peer can make the process hold per stream is the limit plus
 one HTTP/2 window (data received but not yet read is bounded by the window we advertise,
 which :func:`window_config` keeps near the limit). Per connection, the message bodies being
 read at once are held to :data:`CONNECTION_BUDGET_MESSAGES` times the largest limit: further
@@ -18,7 +18,7 @@ fail::
 This module relies on grpclib internals: ``Server._protocol_factory``, ``Server.__dispatch__``,
 ``grpclib.server.Handler.accept(stream, headers, release_stream)`` getting the HTTP/2 stream
 whose ``recv_data`` the message reader calls, and that stream's ``connection``
-(``grpclib.protocol.Connection``) and ``_h2_connection``. ``tests/unit/serving/test_limits.py``
+(``grpclib.protocol.Connection``) and ``_h2_connection``. ``tests/unit/serving/test_serving_helpers.py``
 pins them against the installed grpclib.
 """
 
