@@ -230,9 +230,11 @@ async def _serve_with(cfg: AgentConfig, audit: AgentAudit) -> None:
         start_http_server(cfg.metrics_port, addr=cfg.metrics_address)
     socket_path = Path(cfg.socket_path)
     prepare_socket_dir(socket_path)
-    # one send() per response instead of three; the caller is captured as each connection is accepted
+    # one send() per response instead of three; the caller is captured as each connection is accepted;
+    # oversized requests are refused on their length prefix
     server = CoalescingServer([handler], accept=CallerAcceptor(procfs, ConnectionLimit(cfg.max_connections_per_uid)),
-                              idle_timeout=cfg.connection_idle_timeout)
+                              idle_timeout=cfg.connection_idle_timeout,
+                              max_message_bytes=cfg.workload_api_max_message_bytes)
     # serve before attesting so callers get UNAVAILABLE rather than a missing socket (WE-13)
     await server.start(path=str(socket_path))
     os.chmod(socket_path, 0o777)  # noqa: S103 - any local workload may connect (WE-12); attestation decides

@@ -41,6 +41,7 @@ from agent.errors import AgentConfigError
 from agent.guard import GuardSettings, anomaly_config, rate_limit_config
 from agent.nodeattest.base import NodeAttestorClient
 from agent.nodeattest.registry import build_node_attestor
+from spiffe_py._serving.limits import WORKLOAD_API_MESSAGE_LIMIT, check_message_limit
 from spiffe_py.errors import InvalidTrustDomainError
 from spiffe_py.spiffeid import TrustDomain
 
@@ -102,6 +103,7 @@ class AgentConfig:
     metrics_port: int = 0  # 0 = no metrics listener
     audit_fsync: str = "interval"  # docs/audit.md: group commit ("interval") or per record ("always")
     audit_flush_interval: float = 0.05
+    workload_api_max_message_bytes: int = WORKLOAD_API_MESSAGE_LIMIT  # refused on the length prefix
 
     def __repr__(self) -> str:
         # never show the join token
@@ -143,6 +145,10 @@ class AgentConfig:
         if not 0 <= self.metrics_port < 65536:
             raise AgentConfigError(f"config: metrics_port out of range: {self.metrics_port!r}")
         self._validate_audit()
+        try:
+            check_message_limit(self.workload_api_max_message_bytes, "config: workload_api_max_message_bytes")
+        except ValueError as err:
+            raise AgentConfigError(str(err)) from err
 
     def _validate_audit(self) -> None:
         if self.audit_fsync not in AUDIT_FSYNC_MODES:

@@ -27,7 +27,6 @@ from grpclib.server import Server
 
 from server.api.admin_service import AdminService
 from server.api.agent_service import AgentService
-from server.api.codec import BoundedProtoCodec
 from server.api.context import ServerContext
 from server.api.tls import ServerTls
 from server.bundle_endpoint import start_bundle_endpoint
@@ -42,6 +41,8 @@ from server.metrics import BUNDLE_SEQUENCE, start_metrics_listener
 from server.nodeattest.base import NodeAttestor, PluginHost
 from server.nodeattest.registry import node_attestor_plugins
 from server.revocation import serial_hex
+from spiffe_py._serving.connections import GuardedServer, raise_fd_limit
+from spiffe_py._serving.limits import BoundedServer
 from spiffe_py.clock import Clock, SystemClock
 from spiffe_py.policy import PolicyError
 from spiffe_py.rotation import should_rotate
@@ -144,10 +145,15 @@ class App:
         self.svid.refresh(force=True)
         BUNDLE_SEQUENCE.set(ctx.ca.bundle().sequence_number or 0)
         admin = AdminService(ctx)
-        tcp = Server([AgentService(ctx), admin], codec=BoundedProtoCodec())
-        await tcp.start(cfg.bind_address, cfg.bind_port, ssl=self.tls.context)
+        limits = cfg.serving
+        # requests over the limit are refused on their length prefix; TLS, the per-IP cap and the
+        # handshake and idle timeouts are the guard's (so no ssl= to start())
+        tcp = GuardedServer([(AgentService(ctx), limits.agent_api_max_message_bytes),
+                             (admin, limits.admin_api_max_message_bytes)],
+                            tls=self.tls.context, connections=limits.connection_limits())
+        await tcp.start(cfg.bind_address, cfg.bind_port)
         _prepare_socket(cfg.admin_socket)
-        local = Server([admin], codec=BoundedProtoCodec())
+        local = BoundedServer([(admin, limits.admin_api_max_message_bytes)])
         umask = os.umask(0o177)  # the socket is born 0600: no window with looser permissions
         try:
             await local.start(path=str(cfg.admin_socket))
@@ -232,6 +238,8 @@ async def serve(cfg: ServerConfig) -> None:
 def run(cfg: ServerConfig) -> int:
     """Entry point for ``spiffe-server run``; returns the exit status."""
     configure_logging(level=cfg.log_level, fmt=cfg.log_format)  # the CA logs its own TTL warnings
+    soft, _ = raise_fd_limit()
+    log.info("open file limit", extra={"nofile": soft})
     try:
         asyncio.run(serve(cfg))
     except (OSError, PolicyError) as err:

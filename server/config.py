@@ -24,6 +24,13 @@ from typing import Any
 
 from server.nodeattest.base import PluginConfigError
 from server.nodeattest.registry import node_attestor_plugins
+from spiffe_py._serving.connections import (
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS_PER_PEER,
+    ConnectionLimits,
+)
+from spiffe_py._serving.limits import SERVER_API_MESSAGE_LIMIT, check_message_limit
 from spiffe_py.errors import SpiffeError
 from spiffe_py.spiffeid import TrustDomain
 
@@ -77,6 +84,23 @@ class BundleEndpointConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ServingConfig:
+    """Limits of the gRPC listeners (docs/security.md, "Message size and connection limits")."""
+
+    agent_api_max_message_bytes: int = SERVER_API_MESSAGE_LIMIT
+    admin_api_max_message_bytes: int = SERVER_API_MESSAGE_LIMIT
+    max_connections_per_ip: int = DEFAULT_MAX_CONNECTIONS_PER_PEER
+    tls_handshake_timeout: timedelta = timedelta(seconds=DEFAULT_HANDSHAKE_TIMEOUT)
+    idle_timeout: timedelta = timedelta(seconds=DEFAULT_IDLE_TIMEOUT)
+
+    def connection_limits(self) -> ConnectionLimits:
+        """The TCP listener's per-IP cap and timeouts."""
+        return ConnectionLimits(max_per_peer=self.max_connections_per_ip,
+                                handshake_timeout=self.tls_handshake_timeout.total_seconds(),
+                                idle_timeout=self.idle_timeout.total_seconds())
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     """The validated configuration of one spiffe-server."""
 
@@ -101,6 +125,7 @@ class ServerConfig:
     metrics: MetricsConfig | None = None
     bundle_endpoint: BundleEndpointConfig | None = None
     policy_file: Path | None = None
+    serving: ServingConfig = field(default_factory=ServingConfig)
 
     @property
     def admin_socket(self) -> Path:
@@ -244,6 +269,25 @@ def _node_attestors(raw: object) -> Mapping[str, object]:
     return MappingProxyType(configs)
 
 
+def _serving(raw: object) -> ServingConfig:
+    table = _table(raw, "serving", _names(ServingConfig))
+    kwargs: dict[str, Any] = {}
+    for name, value in table.items():
+        key = f"serving.{name}"
+        if name.endswith("_timeout"):
+            kwargs[name] = parse_duration(value, key)
+        elif name == "max_connections_per_ip":
+            kwargs[name] = _expect(value, int, key)
+            if kwargs[name] < 1:
+                raise ConfigError(f"config: {key}: must be at least 1, got {value!r}")
+        else:
+            try:
+                kwargs[name] = check_message_limit(_expect(value, int, key), f"config: {key}")
+            except ValueError as err:
+                raise ConfigError(str(err)) from err
+    return ServingConfig(**kwargs)
+
+
 def _admin_uids(raw: object) -> tuple[int, ...]:
     items: list[Any] = _expect(raw, list, "admin_uids")
     return tuple(_uid(v) for v in items)
@@ -299,6 +343,7 @@ _SCALARS: dict[str, Any] = {
     "metrics": lambda v: _listener(v, "metrics", MetricsConfig),
     "bundle_endpoint": lambda v: _listener(v, "bundle_endpoint", BundleEndpointConfig),
     "policy_file": lambda v: Path(_expect(v, str, "policy_file")),
+    "serving": _serving,
 }
 
 

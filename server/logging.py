@@ -5,7 +5,8 @@
     configure_logging(level="info", fmt="json")
     logging.getLogger("spiffe_server").info("entry created", extra={"entry_id": eid})
 
-Anything that looks like a PEM block, a JWT or a join-token agent path is replaced by
+Repeated warnings and errors are collapsed (``spiffe_py._serving.logs.RepeatFilter``), and
+anything that looks like a PEM block, a JWT or a join-token agent path is replaced by
 ``[REDACTED]`` before a record is written, whatever the caller passed.
 """
 
@@ -17,6 +18,8 @@ import re
 import sys
 from datetime import UTC, datetime
 from typing import Any
+
+from spiffe_py._serving.logs import RepeatFilter
 
 REDACTED = "[REDACTED]"
 _PATTERNS = (
@@ -81,8 +84,9 @@ class TextFormatter(logging.Formatter):
 
 
 def configure_logging(*, level: str, fmt: str) -> None:
-    """Send all records through the redaction filter to stderr in ``fmt`` (text|json)."""
+    """Send all records through the repeat and redaction filters to stderr in ``fmt`` (text|json)."""
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RepeatFilter())  # a flood of one warning (EMFILE, refused peers): one line per 10 s
     handler.addFilter(RedactionFilter())
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()

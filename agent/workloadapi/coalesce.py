@@ -33,10 +33,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from grpclib.server import Server
+from spiffe_py._serving.limits import WORKLOAD_API_MESSAGE_LIMIT, BoundedServer
 
 log = logging.getLogger(__name__)
 
@@ -190,16 +190,18 @@ def _open_streams(protocol: asyncio.Protocol) -> int:
     return count if isinstance(count, int) else 1
 
 
-class CoalescingServer(Server):  # type: ignore[misc]  # grpclib ships no stubs
+class CoalescingServer(BoundedServer):
     """A grpclib :class:`~grpclib.server.Server` whose connections coalesce their writes.
 
     ``accept(conn)`` runs for each new connection; its result is ``conn.context``. With
     ``idle_timeout`` a connection with no open stream and no bytes received for that long is closed.
+    Requests larger than ``max_message_bytes`` are refused on their length prefix
+    (:class:`~spiffe_py._serving.limits.BoundedServer`).
     """
 
-    def __init__(self, handlers: Any, *, accept: Accept | None = None, idle_timeout: float | None = None,
-                 **kwargs: Any) -> None:
-        super().__init__(handlers, **kwargs)
+    def __init__(self, handlers: Sequence[Any], *, accept: Accept | None = None, idle_timeout: float | None = None,
+                 max_message_bytes: int = WORKLOAD_API_MESSAGE_LIMIT) -> None:
+        super().__init__([(handler, max_message_bytes) for handler in handlers])
         self._accept = accept
         self._idle_timeout = idle_timeout
 

@@ -39,6 +39,8 @@ def test_flags_override_file(tmp_path: Path) -> None:
         ({"trust_domain": "td", "audit_fsync": "never"}, "audit_fsync must be one of"),
         ({"trust_domain": "td", "audit_flush_interval": 0}, "audit_flush_interval must be in"),
         ({"trust_domain": "td", "audit_flush_interval": 60}, "audit_flush_interval must be in"),
+        ({"trust_domain": "td", "workload_api_max_message_bytes": 10}, "workload_api_max_message_bytes: must be"),
+        ({"trust_domain": "td", "workload_api_max_message_bytes": 1 << 30}, "workload_api_max_message_bytes: must be"),
     ],
 )
 def test_validate_rejects(values: dict[str, object], message: str) -> None:

@@ -163,15 +163,6 @@ def test_rpc_counter_counts_by_status() -> None:
     assert RPCS.labels(method="Unit", code="NOT_FOUND")._value.get() == before + 1
 
 
-def test_bounded_codec_refuses_oversized_messages() -> None:
-    from server.api.codec import BoundedProtoCodec
-    codec = BoundedProtoCodec(max_bytes=8)
-    assert codec.decode(types_pb2.Selector(type="a").SerializeToString(), types_pb2.Selector).type == "a"
-    with pytest.raises(GRPCError) as exc:
-        codec.decode(b"\x0a" + b"x" * 20, types_pb2.Selector)
-    assert exc.value.status is Status.RESOURCE_EXHAUSTED
-
-
 @pytest.mark.parametrize("spiffe_id", ["spiffe://example.org", "spiffe://example.org/spire/server",
                                        "spiffe://example.org/spire/agent/join_token/x"])
 def test_reserved_ids_cannot_be_entries(spiffe_id: str) -> None:

@@ -79,11 +79,33 @@ def test_flags_override_file() -> None:
     ('trust_domain = "x.org"\n[health]\nlive_path = "live"', "config: health.live_path: must start with '/'"),
     ('trust_domain = = "x.org"', "config: not valid TOML"),
     ('trust_domain = "x.org"\nbind_port = "8081"', "config: bind_port: expected an integer"),
+    ('trust_domain = "x.org"\n[serving]\nmax_message = 1', "config: unknown key 'serving.max_message'"),
+    ('trust_domain = "x.org"\n[serving]\nagent_api_max_message_bytes = 100',
+     "config: serving.agent_api_max_message_bytes: must be an integer from 1024 to 67108864"),
+    ('trust_domain = "x.org"\n[serving]\nadmin_api_max_message_bytes = 4294967295',
+     "config: serving.admin_api_max_message_bytes: must be an integer from 1024"),
+    ('trust_domain = "x.org"\n[serving]\nmax_connections_per_ip = 0',
+     "config: serving.max_connections_per_ip: must be"),
+    ('trust_domain = "x.org"\n[serving]\nidle_timeout = "0s"', "config: serving.idle_timeout: must be positive"),
 ])
 def test_invalid_config_names_key(text: str, message: str) -> None:
     with pytest.raises(ConfigError) as exc:
         parse_config(text)
     assert str(exc.value).startswith(message)
+
+
+def test_serving_limits_default_and_parse() -> None:
+    from datetime import timedelta
+
+    default = parse_config('trust_domain = "x.org"').serving
+    assert (default.agent_api_max_message_bytes, default.admin_api_max_message_bytes) == (4 << 20, 4 << 20)
+    assert default.connection_limits().max_per_peer == 128
+    cfg = parse_config('trust_domain = "x.org"\n[serving]\nagent_api_max_message_bytes = 65536\n'
+                       'max_connections_per_ip = 7\ntls_handshake_timeout = "3s"\nidle_timeout = "2m"\n').serving
+    assert cfg.agent_api_max_message_bytes == 65536 and cfg.admin_api_max_message_bytes == 4 << 20
+    assert cfg.tls_handshake_timeout == timedelta(seconds=3)
+    limits = cfg.connection_limits()
+    assert (limits.max_per_peer, limits.handshake_timeout, limits.idle_timeout) == (7, 3.0, 120.0)
 
 
 def test_long_default_socket_is_rejected() -> None:
