@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from spiffe_py.errors import SpiffeError
 
@@ -89,7 +89,7 @@ class AuditEvent:
     details: Mapping[str, Any] = field(default_factory=dict)
     # canonical JSON of everything but time, seq and prev_hash (see _render); shared by the copies at()
     # makes, so an event repeated with a new time is serialised once. Events are immutable, details included.
-    _pieces: tuple[str, str, str, str] | None = field(default=None, repr=False, compare=False)
+    _pieces: tuple[str, ...] | None = field(default=None, repr=False, compare=False)
 
     def at(self, now: datetime) -> AuditEvent:
         """This event stamped ``now`` (the same record but for its time), serialised only for the new time."""
@@ -236,39 +236,60 @@ def seal_record_text(event: AuditEvent, *, seq: int, prev_hash: str) -> tuple[di
     return _seal(event, seq, prev_hash)
 
 
-def _render(event: AuditEvent, text: str | None = None) -> tuple[str, str, str, str]:
-    """The canonical text of a sealed record of ``event``, cut where time, seq and prev_hash go.
+# The fields sealed into a record besides the event's own (AuditEvent.to_dict is the one list of
+# those). The chain fills them in at sealing; ``time`` is an event field, stamped anew by ``at()``.
+_CHAINED_KEYS = ("prev_hash", "seq")
+# values spliced into a rendered event at sealing, in sorted key order; every one sorts after
+# "hash", so the canonical text is: members before "hash", the hash member, the rest (see _render)
+_SLOTS = ("prev_hash", "seq", "time")
+assert list(_SLOTS) == sorted(_SLOTS) and all(k > "hash" for k in _SLOTS)
 
-    A sealed record's keys are fixed; sorted, they are the fields before ``hash`` (actor, decision,
-    details) and those after it (jti, method, prev_hash, reason, selectors, seq, serial, spiffe_id,
-    time). The canonical encoding of an object is its members in that order joined by commas, so
-    the text is these pieces with the three values spliced in (see _seal). ``text``, the canonical
-    text of ``event.to_dict()`` (build_event has it), already holds the head: the details are not
-    encoded again.
+Pieces = tuple[str, ...]
+
+
+def _render(event: AuditEvent, text: str | None = None) -> Pieces:
+    """The canonical text of a sealed record of ``event``, cut where hash, prev_hash, seq and time go.
+
+    Derived from ``event.to_dict()``, so a field added there is sealed, hashed and stored alike.
+    The canonical encoding of an object is its members in sorted key order joined by commas; the
+    result is ``(head, t0, t1, t2, t3)``: ``head`` is ``{`` and the members sorting before
+    ``hash``, and the members after it are ``t0 prev_hash t1 seq t2 time t3``. ``text``, the
+    canonical text of ``event.to_dict()`` (build_event has it), already holds the head: a large
+    ``details`` is not encoded again.
     """
     enc = _canonical_text
-    jti, method, reason = enc(event.jti), enc(event.method), enc(event.reason)
-    selectors, serial, spiffe_id = enc(list(event.selectors)), enc(event.serial), enc(event.spiffe_id)
-    # to_dict's members after details, in sorted order: what follows the head in ``text``
-    rest = (f',"jti":{jti},"method":{method},"reason":{reason},"selectors":{selectors},"serial":{serial},'
-            f'"spiffe_id":{spiffe_id},"time":{enc(event.time)}}}')
+    fields = event.to_dict()
+    members = {key: None if key in _SLOTS else f"{_json_string(key)}:{enc(value)}" for key, value in fields.items()}
+    members.update(dict.fromkeys(_CHAINED_KEYS))
+    keys = sorted(members)
+    head_keys = [k for k in keys if k < "hash"]
+    tail: list[str] = []
+    pending = ""
+    for i, key in enumerate(keys[len(head_keys):]):
+        member, sep = members[key], "," if i else ""
+        if member is None:  # a slot: this piece ends with its key
+            tail.append(f"{pending}{sep}{_json_string(key)}:")
+            pending = ""
+        else:
+            pending = f"{pending}{sep}{member}"
+    tail.append(f"{pending}}}")
+    # to_dict's own members after the head, as ``text`` ends: only time of the slots is among them
+    rest = "," + ",".join(f"{_json_string(k)}:{enc(fields[k])}" for k in keys[len(head_keys):] if k in fields) + "}"
     if text is not None and text.endswith(rest):
         head = text[:-len(rest)]
     else:
-        head = enc({"actor": event.actor, "decision": str(event.decision), "details": dict(event.details)})[:-1]
-    return (head, f'"jti":{jti},"method":{method},"prev_hash":',
-            f',"reason":{reason},"selectors":{selectors},"seq":',
-            f',"serial":{serial},"spiffe_id":{spiffe_id},"time":')
+        head = "{" + ",".join(str(members[k]) for k in head_keys)
+    return (head, *tail)
 
 
 def _seal_text(event: AuditEvent, seq: int, prev_hash: str, time: str) -> tuple[str, str]:
     """(hash, canonical text) of ``event`` sealed at ``seq`` after ``prev_hash``, stamped ``time``.
 
     The text without ``hash`` (what is hashed) and with it (the stored text) are the same two
-    pieces, the fields before ``hash`` and those after it, joined with or without the hash member.
+    parts, the members before ``hash`` and those after it, joined with or without the hash member.
     """
-    head_text, before_prev, before_seq, before_time = event._pieces or _render(event)
-    tail_text = f"{before_prev}{_json_string(prev_hash)}{before_seq}{int(seq)}{before_time}{_json_string(time)}}}"
+    head_text, t0, t1, t2, t3 = event._pieces or _render(event)
+    tail_text = f"{t0}{_json_string(prev_hash)}{t1}{int(seq)}{t2}{_json_string(time)}{t3}"
     digest = hashlib.sha256(f"{head_text},{tail_text}".encode()).hexdigest()
     return digest, f'{head_text},"hash":"{digest}",{tail_text}'
 
@@ -276,10 +297,8 @@ def _seal_text(event: AuditEvent, seq: int, prev_hash: str, time: str) -> tuple[
 def _seal(event: AuditEvent, seq: int, prev_hash: str) -> tuple[dict[str, Any], str]:
     """The sealed record and its canonical text (``canonical_json(record)`` as str), serialised once."""
     digest, text = _seal_text(event, seq, prev_hash, event.time)
-    record = {"actor": event.actor, "decision": str(event.decision), "details": dict(event.details),
-              "jti": event.jti, "method": event.method, "prev_hash": prev_hash, "reason": event.reason,
-              "selectors": list(event.selectors), "seq": seq, "serial": event.serial, "spiffe_id": event.spiffe_id,
-              "time": event.time, "hash": digest}
+    record = event.to_dict()
+    record.update(prev_hash=prev_hash, seq=seq, hash=digest)
     return record, text
 
 
@@ -382,6 +401,17 @@ class AuditSink(Protocol):
     def write(self, record: Mapping[str, Any]) -> None: ...
 
 
+@runtime_checkable
+class CanonicalAuditSink(AuditSink, Protocol):
+    """A sink that also takes a record already serialised: ``write_canonical(canonical_json(record).decode())``.
+
+    :class:`AuditLog` seals a record straight to that text, so such a sink is handed the text
+    and no record dict is built on the hot path.
+    """
+
+    def write_canonical(self, text: str) -> None: ...
+
+
 def parse_jsonl(text: str) -> list[dict[str, Any]]:
     """Parse a JSONL audit file (blank lines ignored).
 
@@ -454,8 +484,11 @@ class JsonlFileSink:
         """Append one record (fsynced now, or by the flusher; see the class docstring)."""
         self._write_line(canonical_json(record) + b"\n")
 
+    def write_canonical(self, text: str) -> None:
+        """:meth:`write` of a record given as its canonical JSON text (one line, no newline)."""
+        self._write_line(f"{text}\n".encode())
+
     def _write_line(self, line: bytes) -> None:
-        """:meth:`write` of a record already serialised canonically (AuditLog seals and serialises once)."""
         with self._cond:
             try:
                 if self._failed is not None:
@@ -565,6 +598,8 @@ class AuditLog:
 
     def __init__(self, sink: AuditSink, *, last: Mapping[str, Any] | None = None) -> None:
         self._sink = sink
+        # decided once: a sink that takes canonical text gets the text sealing already produced
+        self._write_text = sink.write_canonical if isinstance(sink, CanonicalAuditSink) else None
         self._seq = 0 if last is None else int(last["seq"]) + 1
         self._prev = GENESIS_HASH if last is None else str(last["hash"])
 
@@ -588,8 +623,8 @@ class AuditLog:
     def append(self, event: AuditEvent) -> dict[str, Any]:
         """Seal, write, then advance; raises :class:`AuditWriteError` without advancing."""
         record, text = _seal(event, self._seq, self._prev)
-        if isinstance(self._sink, JsonlFileSink):
-            self._sink._write_line(f"{text}\n".encode())  # the bytes write(record) would produce, serialised once
+        if self._write_text is not None:
+            self._write_text(text)
         else:
             self._sink.write(record)
         self._seq, self._prev = self._seq + 1, record["hash"]
@@ -598,15 +633,16 @@ class AuditLog:
     def write(self, event: AuditEvent, *, at: datetime | None = None) -> None:
         """:meth:`append` of ``event`` stamped ``at`` (``event.at(at)``), without building the record.
 
-        For a repeated event on a hot path: with a :class:`JsonlFileSink` no record dict and no
-        event copy is made; the line written is the same as ``append(event.at(at))`` writes.
+        For a repeated event on a hot path: with a :class:`CanonicalAuditSink` no record dict and
+        no event copy is made; what is written is the same as ``append(event.at(at))`` writes.
         """
-        if not isinstance(self._sink, JsonlFileSink):
+        if self._write_text is None:
             self.append(event if at is None else event.at(at))
             return
         digest, text = _seal_text(event, self._seq, self._prev, event.time if at is None else format_time(at))
-        self._sink._write_line(f"{text}\n".encode())
+        self._write_text(text)
         self._seq, self._prev = self._seq + 1, digest
+
 
 __all__ = [
     "GENESIS_HASH",
@@ -617,6 +653,7 @@ __all__ = [
     "AuditSink",
     "AuditWriteError",
     "BreakKind",
+    "CanonicalAuditSink",
     "FsyncMode",
     "JsonlFileSink",
     "Outcome",
