@@ -438,6 +438,86 @@ def load_jsonl(path: Path) -> list[dict[str, Any]]:
     return parse_jsonl(path.read_text(encoding="utf-8"))
 
 
+DEFAULT_MAX_FILES = 8
+_ROTATED_DIGITS = 20
+
+
+def _rotated_name(path: Path, start: int) -> Path:
+    """A rotated file: the active file's name and the trail offset of its first byte."""
+    return path.with_name(f"{path.name}.{start:0{_ROTATED_DIGITS}d}")
+
+
+def _trail_files(path: Path) -> tuple[list[tuple[int, Path]], int]:
+    """The rotated files of the trail at ``path``, oldest first, each with its trail offset; and the active file's."""
+    prefix = f"{path.name}."
+    rotated: list[tuple[int, Path]] = []
+    try:
+        names = os.listdir(path.parent)
+    except FileNotFoundError:
+        names = []
+    for name in names:
+        suffix = name[len(prefix):]
+        if name.startswith(prefix) and len(suffix) == _ROTATED_DIGITS and suffix.isdigit():
+            rotated.append((int(suffix), path.parent / name))
+    rotated.sort()
+    if not rotated:
+        return rotated, 0
+    start, last = rotated[-1]
+    return rotated, start + last.stat().st_size
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def trail_files(path: Path) -> list[Path]:
+    """Every file of the trail at ``path`` in chain order: rotated files oldest first, then ``path`` if present."""
+    files = [file for _, file in _trail_files(path)[0]]
+    return [*files, path] if path.exists() else files
+
+
+def last_rotated_record(path: Path) -> dict[str, Any] | None:
+    """The last record of the newest file rotated out of ``path`` (None if none): where ``path`` continues."""
+    rotated = _trail_files(path)[0]
+    if not rotated:
+        return None
+    with rotated[-1][1].open("rb") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        fh.seek(max(0, size - MAX_LINE_BYTES - 1))
+        lines = [line for line in fh.read().split(b"\n") if line.strip()]
+    records = parse_jsonl(lines[-1].decode("utf-8")) if lines else []
+    return records[-1] if records else None
+
+
+def verify_trail(path: Path) -> tuple[VerifyResult, list[tuple[Path, int]]]:
+    """Verify the trail at ``path`` across its rotated files; also each file with the index of its first record.
+
+    The oldest file kept may start mid-chain (older ones were deleted by rotation): the chain is
+    then checked from its first record on. Every later file must continue the one before it.
+    """
+    records: list[dict[str, Any]] = []
+    files: list[tuple[Path, int]] = []
+    for file in trail_files(path):
+        files.append((file, len(records)))
+        records.extend(load_jsonl(file))
+    first = records[0] if records else {}
+    seq, prev = first.get("seq"), first.get("prev_hash")
+    if isinstance(seq, int) and seq > 0 and isinstance(prev, str):
+        return verify_chain(records, prev_hash=prev, first_seq=seq), files
+    return verify_chain(records), files
+
+
 class FsyncMode(enum.StrEnum):
     """When :class:`JsonlFileSink` calls fsync."""
 
@@ -461,10 +541,16 @@ class JsonlFileSink:
 
     def __init__(self, path: Path, *, on_error: Callable[[OSError], None] | None = None,
                  fsync: FsyncMode = FsyncMode.ALWAYS, flush_interval: float = 0.05,
-                 flush_records: int = 256, on_fsync_error: Callable[[OSError], None] | None = None) -> None:
+                 flush_records: int = 256, on_fsync_error: Callable[[OSError], None] | None = None,
+                 max_bytes: int | None = None, max_files: int = DEFAULT_MAX_FILES) -> None:
         if flush_interval <= 0 or flush_records < 1:
             raise ValueError("audit: flush_interval and flush_records must be positive")
+        if (max_bytes is not None and max_bytes < MAX_LINE_BYTES) or max_files < 1:
+            raise ValueError(f"audit: max_bytes must be at least {MAX_LINE_BYTES} and max_files at least 1")
         self.path = path
+        self._max_bytes = max_bytes
+        self._max_files = max_files
+        self._base = 0  # trail offset of the active file's first byte (set when it is opened)
         self._on_error = on_error
         self._on_fsync_error = on_fsync_error or on_error
         self._mode = FsyncMode(fsync)
@@ -494,6 +580,8 @@ class JsonlFileSink:
                 if self._failed is not None:
                     self._raise_failed_fsync()
                 fd = self._fd if self._fd is not None else self._open()
+                if self._max_bytes is not None and self._end > 0 and self._end + len(line) > self._max_bytes:
+                    fd = self._rotate(fd)
                 written = os.write(fd, line)
                 if written != len(line):
                     raise OSError(f"short write ({written} of {len(line)} bytes)")
@@ -511,27 +599,63 @@ class JsonlFileSink:
                 raise self._error(err, "write to") from err
 
     def sync(self) -> int:
-        """fsync everything written so far; the byte offset known to be on disk (AuditWriteError on failure)."""
+        """fsync everything written so far; the trail offset known to be on disk (AuditWriteError on failure).
+
+        Offsets count the bytes of the whole trail: rotated files first, then the active one.
+        """
         with self._sync_lock:
             with self._cond:
                 if self._fd is None and not self.path.exists():
-                    return 0
+                    return self._base if self._closed else _trail_files(self.path)[1]
                 try:
-                    fd = self._open()
+                    fd = os.dup(self._open())  # a rotation may close ours while we fsync
                 except OSError as err:
                     raise self._error(err, "open") from err
-                end, self._pending = self._end, 0
-            if end > self._durable:
-                try:
-                    os.fsync(fd)
-                except OSError as err:
+                base, end, durable, self._pending = self._base, self._end, self._durable, 0
+            try:
+                if end > durable:
+                    try:
+                        os.fsync(fd)
+                    except OSError as err:
+                        with self._cond:
+                            self._failed = err
+                        if self._on_fsync_error is not None:
+                            self._on_fsync_error(err)
+                        raise AuditWriteError(
+                            f"audit: cannot fsync {str(self.path)!r}: {err.strerror or err}") from err
                     with self._cond:
-                        self._failed = err
-                    if self._on_fsync_error is not None:
-                        self._on_fsync_error(err)
-                    raise AuditWriteError(f"audit: cannot fsync {str(self.path)!r}: {err.strerror or err}") from err
-                self._durable = max(self._durable, end)  # an ALWAYS write may have fsynced further meanwhile
-            return self._durable
+                        if self._base == base:  # else the file rotated and was fsynced whole
+                            self._durable = max(self._durable, end)  # an ALWAYS write may have gone further
+            finally:
+                os.close(fd)
+            with self._cond:
+                return self._base + self._durable
+
+    def read_from(self, offset: int, limit: int, size: int) -> tuple[bytes, int]:
+        """Up to ``size`` bytes of the trail from ``offset`` to ``limit``, from one file; (data, its offset).
+
+        The offset returned is later than ``offset`` when the file holding it was rotated away
+        (deleted beyond ``max_files``): reading resumes at the oldest file kept.
+        """
+        with self._cond:  # no rotation between choosing the file and opening it
+            rotated, base = _trail_files(self.path)
+            if self._fd is not None:
+                base = self._base
+            files = [*rotated, (base, self.path)]
+            end = base + (self._end if self._fd is not None else _size(self.path))
+            starts = [start for start, _ in files]
+            chosen = next((i for i in range(len(files) - 1, -1, -1) if starts[i] <= offset), 0)
+            start, file = files[chosen]
+            offset = max(offset, start)
+            stop = min(limit, starts[chosen + 1] if chosen + 1 < len(files) else end)
+            try:
+                fd = os.open(file, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return b"", offset
+        try:
+            return os.pread(fd, max(0, min(size, stop - offset)), offset - start), offset
+        finally:
+            os.close(fd)
 
     def close(self) -> None:
         """Stop the flusher, fsync what is pending and close the file."""
@@ -554,10 +678,26 @@ class JsonlFileSink:
         if self._fd is None:
             if self._closed:
                 raise OSError("audit sink is closed")
+            self._base = _trail_files(self.path)[1]
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
             # _durable stays 0: the first sync also covers what an earlier run left in the page cache
-            self._fd, self._end = fd, os.fstat(fd).st_size
+            self._fd, self._end, self._durable = fd, os.fstat(fd).st_size, 0
         return self._fd
+
+    def _rotate(self, fd: int) -> int:
+        """Close the full active file under its trail offset, drop the oldest beyond max_files, open a new one.
+
+        The new file's first record chains to the old file's last, like any next record.
+        """
+        os.fsync(fd)  # a rotated file is whole on disk: sync() then counts all of it as durable
+        os.close(fd)
+        self._fd = None
+        os.rename(self.path, _rotated_name(self.path, self._base))
+        rotated, _ = _trail_files(self.path)
+        for _, old in rotated[:-self._max_files]:
+            old.unlink(missing_ok=True)
+        _fsync_dir(self.path.parent)
+        return self._open()
 
     def _raise_failed_fsync(self) -> None:
         failed, self._failed = self._failed, None
@@ -604,16 +744,23 @@ class AuditLog:
         self._prev = GENESIS_HASH if last is None else str(last["hash"])
 
     @classmethod
-    def resume(cls, sink: AuditSink, records: Sequence[Mapping[str, Any]]) -> AuditLog:
+    def resume(cls, sink: AuditSink, records: Sequence[Mapping[str, Any]], *,
+               after: Mapping[str, Any] | None = None) -> AuditLog:
         """Continue after ``records`` (e.g. the sink's file) once they verify.
+
+        ``after``: the record ``records`` continue from (the last one of the file rotated out
+        before them); None: they start the chain.
 
         Raises:
             AuditChainError: the existing records are broken; the caller decides what to do.
         """
-        result = verify_chain(records)
+        if after is None:
+            result = verify_chain(records)
+        else:
+            result = verify_chain(records, prev_hash=str(after.get("hash")), first_seq=int(after.get("seq", -2)) + 1)
         if not result.ok:
             raise AuditChainError(result)
-        return cls(sink, last=records[-1] if records else None)
+        return cls(sink, last=records[-1] if records else after)
 
     @property
     def head(self) -> tuple[int, str]:
@@ -661,10 +808,13 @@ __all__ = [
     "build_event",
     "canonical_json",
     "format_time",
+    "last_rotated_record",
     "load_jsonl",
     "parse_jsonl",
     "record_hash",
     "seal_record",
     "seal_record_text",
+    "trail_files",
     "verify_chain",
+    "verify_trail",
 ]
