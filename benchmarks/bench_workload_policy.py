@@ -66,6 +66,9 @@ _h.WorkloadApiHandler.__init__ = _no_guard
 '''
 
 
+UNLIMITED_UID = "[uid_rate_limit]\nrate = 1e9\nburst = 1000000000\n"
+
+
 @contextlib.contextmanager
 def agent_env(work: Path, guarded: bool, audit_fsync: str) -> Iterator[Env]:
     """Server + agent (guard on or off) + one workload entry, serving its first JWT-SVID; logs dropped at exit."""
@@ -73,7 +76,8 @@ def agent_env(work: Path, guarded: bool, audit_fsync: str) -> Iterator[Env]:
     tmp.mkdir()
     (tmp / "policy.toml").write_text(BENCH_POLICY)
     # anomaly alerts would fire on a fresh agent
-    (tmp / "agent.toml").write_text(f'audit_fsync = "{audit_fsync}"\n[anomaly]\nenabled = false\n')
+    # the uid limit stays in the timed path, with a bucket the benchmark's one uid never empties
+    (tmp / "agent.toml").write_text(f'audit_fsync = "{audit_fsync}"\n[anomaly]\nenabled = false\n{UNLIMITED_UID}')
     (tmp / "sitecustomize.py").write_text(NO_GUARD)
     args = ("--policy", str(tmp / "policy.toml"), "--config", str(tmp / "agent.toml"), "--log-level", "warning")
     extra_env = None if guarded else {"PYTHONPATH": str(tmp)}
