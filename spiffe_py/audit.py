@@ -203,7 +203,7 @@ def build_event(
     # (encoding the whole text also refuses lone surrogates anywhere, as sealing would)
     if len(text.encode()) > MAX_DETAILS_BYTES and len(canonical_json(fields["details"])) > MAX_DETAILS_BYTES:
         raise ValueError(f"audit: details larger than {MAX_DETAILS_BYTES} bytes")
-    return replace(event, _pieces=_render(event, text))
+    return replace(event, _pieces=_render(event, text, fields))
 
 
 def canonical_json(value: object) -> bytes:
@@ -247,7 +247,7 @@ assert list(_SLOTS) == sorted(_SLOTS) and all(k > "hash" for k in _SLOTS)
 Pieces = tuple[str, ...]
 
 
-def _render(event: AuditEvent, text: str | None = None) -> Pieces:
+def _render(event: AuditEvent, text: str | None = None, fields: dict[str, Any] | None = None) -> Pieces:
     """The canonical text of a sealed record of ``event``, cut where hash, prev_hash, seq and time go.
 
     Derived from ``event.to_dict()``, so a field added there is sealed, hashed and stored alike.
@@ -255,30 +255,27 @@ def _render(event: AuditEvent, text: str | None = None) -> Pieces:
     result is ``(head, t0, t1, t2, t3)``: ``head`` is ``{`` and the members sorting before
     ``hash``, and the members after it are ``t0 prev_hash t1 seq t2 time t3``. ``text``, the
     canonical text of ``event.to_dict()`` (build_event has it), already holds the head: a large
-    ``details`` is not encoded again.
+    ``details`` is not encoded again; ``fields``, ``event.to_dict()`` if the caller has it.
     """
-    enc = _canonical_text
-    fields = event.to_dict()
-    members = {key: None if key in _SLOTS else f"{_json_string(key)}:{enc(value)}" for key, value in fields.items()}
-    members.update(dict.fromkeys(_CHAINED_KEYS))
-    keys = sorted(members)
-    head_keys = [k for k in keys if k < "hash"]
+    fields = event.to_dict() if fields is None else fields
+    keys = sorted([*fields, *_CHAINED_KEYS])
+    # the event's own members after "hash" (time among them); those before it may be large (details)
+    after = {k: f"{_json_string(k)}:{_canonical_text(fields[k])}" for k in keys if k > "hash" and k in fields}
     tail: list[str] = []
     pending = ""
-    for i, key in enumerate(keys[len(head_keys):]):
-        member, sep = members[key], "," if i else ""
-        if member is None:  # a slot: this piece ends with its key
+    for i, key in enumerate(k for k in keys if k > "hash"):
+        sep = "," if i else ""
+        if key in _SLOTS:  # this piece ends with the slot's key
             tail.append(f"{pending}{sep}{_json_string(key)}:")
             pending = ""
         else:
-            pending = f"{pending}{sep}{member}"
+            pending = f"{pending}{sep}{after[key]}"
     tail.append(f"{pending}}}")
-    # to_dict's own members after the head, as ``text`` ends: only time of the slots is among them
-    rest = "," + ",".join(f"{_json_string(k)}:{enc(fields[k])}" for k in keys[len(head_keys):] if k in fields) + "}"
+    rest = "," + ",".join(after.values()) + "}"  # how ``text`` ends after the head
     if text is not None and text.endswith(rest):
         head = text[:-len(rest)]
     else:
-        head = "{" + ",".join(str(members[k]) for k in head_keys)
+        head = "{" + ",".join(f"{_json_string(k)}:{_canonical_text(fields[k])}" for k in keys if k < "hash")
     return (head, *tail)
 
 
