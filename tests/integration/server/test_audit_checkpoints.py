@@ -19,6 +19,7 @@ import pytest
 
 from server.audit import CHECKPOINT_KEY_FILE, CentralAudit, CheckpointSigner, verify_store
 from server.datastore import AuditCheckpoint, DataStore, open_datastore
+from server.metrics import REGISTRY
 from spiffe_py.audit import AuditEvent, BreakKind, build_event
 from spiffe_py.clock import ManualClock
 from tests.support.server_proc import ServerProc
@@ -126,6 +127,18 @@ def test_a_checkpoint_forged_with_another_key_fails(store: DataStore, db: Path, 
     result = verify(store, signer)
     assert (result.ok, result.seq, result.kind) == (False, 5, BreakKind.EDITED)  # type: ignore[attr-defined]
     assert "not signed by this server's audit key" in result.reason  # type: ignore[attr-defined]
+
+
+def test_a_server_whose_stored_chain_was_cut_under_it_raises_an_alert(
+    store: DataStore, db: Path, signer: CheckpointSigner, caplog: pytest.LogCaptureFixture
+) -> None:
+    chain = chain_of(store, signer)
+    chain.append([event(n) for n in range(1, 5)])
+    _cut_after(db, 2)
+    before = REGISTRY.get_sample_value("spiffe_server_audit_alerts_total", {"kind": "chain_shortened"}) or 0.0
+    chain.append([event(5)])
+    assert REGISTRY.get_sample_value("spiffe_server_audit_alerts_total", {"kind": "chain_shortened"}) == before + 1
+    assert "AUDIT CHAIN SHORTENED: the stored chain ends at seq 2, this server saw seq 4" in caplog.text
 
 
 def test_a_moved_head_is_checkpointed_on_demand_and_only_once(store: DataStore, signer: CheckpointSigner) -> None:
