@@ -208,7 +208,8 @@ def raise_fd_limit() -> None:
 async def run_agent(cfg: AgentConfig) -> None:
     """Serve the Workload API until cancelled; pending audit records are fsynced on the way out."""
     cfg.validate()
-    audit = AgentAudit.open(Path(cfg.data_dir), fsync=cfg.audit_fsync, flush_interval=cfg.audit_flush_interval)
+    audit = AgentAudit.open(Path(cfg.data_dir), fsync=cfg.audit_fsync, flush_interval=cfg.audit_flush_interval,
+                            max_file_bytes=cfg.audit_max_file_bytes, max_files=cfg.audit_max_files)
     try:
         await _serve_with(cfg, audit)
     finally:

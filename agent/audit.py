@@ -27,7 +27,7 @@ from prometheus_client import Counter
 
 from agent.errors import NotReadyError
 from agent.metrics import HotCounter
-from spiffe_py.audit import AuditEvent, AuditLog, FsyncMode, JsonlFileSink, load_jsonl
+from spiffe_py.audit import AuditEvent, AuditLog, FsyncMode, JsonlFileSink, last_rotated_record, load_jsonl
 from spiffe_py.errors import SpiffeError
 from spiffe_py.fsutil import write_private
 
@@ -45,6 +45,10 @@ FLUSH_INTERVAL = 0.05
 # costs (fsync, position file, TLS) on both sides are paid per batch, and busy batches grow instead
 FORWARD_INTERVAL = 0.5
 FLUSH_RECORDS = 256
+# the trail rotates to a new file at this size, keeping this many rotated files (docs/audit.md): the
+# active file, read and verified at every start, stays small, and the disk use is bounded
+MAX_FILE_BYTES = 16 * 1024 * 1024
+MAX_FILES = 8
 
 AUDIT_RECORDS = HotCounter("spiffe_agent_audit_records", "Audit records written", ("decision",))
 AUDIT_WRITE_FAILURES = Counter("spiffe_agent_audit_write_failures_total", "Audit records that could not be written")
@@ -80,6 +84,11 @@ def read_batch(path: Path, offset: int, limit: int | None = None) -> tuple[list[
             data = fh.read(size)
     except FileNotFoundError:
         return [], offset
+    return split_batch(data, offset)
+
+
+def split_batch(data: bytes, offset: int) -> tuple[list[str], int]:
+    """The complete lines of ``data`` (read at ``offset``), at most MAX_BATCH; the offset after them."""
     lines: list[str] = []
     end = offset
     for raw in data.splitlines(keepends=True):
@@ -106,14 +115,21 @@ class AgentAudit:
 
     @classmethod
     def open(cls, data_dir: Path, *, fsync: FsyncMode | str = FsyncMode.INTERVAL,
-             flush_interval: float = FLUSH_INTERVAL) -> AgentAudit:
-        """Open (or create) ``data_dir/audit.jsonl``; AuditChainError if the file was tampered with."""
+             flush_interval: float = FLUSH_INTERVAL, max_file_bytes: int = MAX_FILE_BYTES,
+             max_files: int = MAX_FILES) -> AgentAudit:
+        """Open (or create) ``data_dir/audit.jsonl``; AuditChainError if the file was tampered with.
+
+        Only the active file is read and verified (it continues the last record of the file
+        rotated out before it); ``spiffe-server audit verify --file`` checks the whole trail.
+        """
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = data_dir / AUDIT_FILE
         records = load_jsonl(path) if path.exists() else []
         sink = JsonlFileSink(path, on_error=_write_failed, on_fsync_error=_fsync_failed, fsync=FsyncMode(fsync),
-                             flush_interval=flush_interval, flush_records=FLUSH_RECORDS)
-        return cls(AuditLog.resume(sink, records), sink, data_dir / POSITION_FILE, batch_window=flush_interval)
+                             flush_interval=flush_interval, flush_records=FLUSH_RECORDS, max_bytes=max_file_bytes,
+                             max_files=max_files)
+        log_ = AuditLog.resume(sink, records, after=last_rotated_record(path))
+        return cls(log_, sink, data_dir / POSITION_FILE, batch_window=flush_interval)
 
     def append(self, event: AuditEvent, *, at: datetime | None = None) -> None:
         """Seal and write one record (on disk within the flush interval); AuditWriteError if storage fails.
@@ -150,9 +166,15 @@ class AgentAudit:
         # only fsynced records leave the agent: after a power loss the server must never hold a
         # record the local chain lost, or the re-written seq would be refused as a chain break
         durable = await asyncio.to_thread(self._sink.sync)
-        offset = self._position
-        lines, end = read_batch(self.path, offset, durable)
+        data, offset = await asyncio.to_thread(self._sink.read_from, self._position, durable, MAX_BATCH_BYTES)
+        if offset != self._position:
+            log.error("audit: records from offset %d were rotated away before the server had them; forwarding "
+                      "resumes at offset %d", self._position, offset)
+        lines, end = split_batch(data, offset)
         if not lines:
+            if offset != self._position:
+                await asyncio.to_thread(self._save_position, offset)
+                self._position = offset
             return 0
         await client.forward_audit(lines)
         # once per batch, atomically: a crash before it re-sends only this batch, which the

@@ -20,6 +20,12 @@ Example file::
     discover_workload_path = true
     audit_fsync = "interval"          # or "always": fsync before each Workload API reply
     audit_flush_interval = 0.05       # seconds; with "interval", records reach disk at most this late
+    audit_max_file_bytes = 16777216   # the trail rotates to a new file at this size (the chain continues)
+    audit_max_files = 8               # rotated files kept; older ones are deleted
+
+    [uid_rate_limit]                  # Workload API calls per caller uid; on by default
+    rate = 50.0                       # per second, sustained
+    burst = 200                       # at once; enabled = false turns it off
 
     [x509pop]
     cert_file = "/etc/spiffe-py/node.pem"   # leaf first, then intermediates
@@ -37,8 +43,9 @@ from pathlib import Path
 from typing import Any
 
 from agent.attest.registry import default_registry
+from agent.audit import MAX_FILE_BYTES, MAX_FILES
 from agent.errors import AgentConfigError
-from agent.guard import GuardSettings, anomaly_config, rate_limit_config
+from agent.guard import GuardSettings, anomaly_config, rate_limit_config, uid_rate_limit_config
 from agent.nodeattest.base import NodeAttestorClient
 from agent.nodeattest.registry import build_node_attestor
 from spiffe_py._serving.limits import WORKLOAD_API_MESSAGE_LIMIT, check_message_limit
@@ -67,6 +74,7 @@ DEFAULT_MAX_CONNECTIONS_PER_UID = 64
 DEFAULT_CONNECTION_IDLE_TIMEOUT = 300.0
 AUDIT_FSYNC_MODES = ("interval", "always")
 MAX_AUDIT_FLUSH_INTERVAL = 10.0  # a longer power-loss window is never what anyone wants
+MIN_AUDIT_FILE_BYTES = 1024 * 1024  # a record may be up to 256 KiB; rotating below this is churn
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -97,6 +105,7 @@ class AgentConfig:
     # issue 6: request-time policy and guardrails (docs/policy.md, "In the agent")
     policy_file: str | None = None
     rate_limit: dict[str, Any] | None = None  # [rate_limit] default = {rate, burst}, label, by_label
+    uid_rate_limit: dict[str, Any] | None = None  # [uid_rate_limit] rate, burst, enabled (default: on)
     anomaly: dict[str, Any] | None = None  # [anomaly] enabled, learning_period, window, spike_factor, ...
     quarantine_on_anomaly: bool = False
     metrics_address: str = "127.0.0.1"
@@ -104,6 +113,8 @@ class AgentConfig:
     audit_fsync: str = "interval"  # docs/audit.md: group commit ("interval") or per record ("always")
     audit_flush_interval: float = 0.05
     workload_api_max_message_bytes: int = WORKLOAD_API_MESSAGE_LIMIT  # refused on the length prefix
+    audit_max_file_bytes: int = MAX_FILE_BYTES  # docs/audit.md: size-based rotation of the local trail
+    audit_max_files: int = MAX_FILES
 
     def __repr__(self) -> str:
         # never show the join token
@@ -158,6 +169,10 @@ class AgentConfig:
                 f"config: audit_flush_interval must be in (0, {MAX_AUDIT_FLUSH_INTERVAL}] seconds: "
                 f"{self.audit_flush_interval!r}"
             )
+        if self.audit_max_file_bytes < MIN_AUDIT_FILE_BYTES or self.audit_max_files < 1:
+            raise AgentConfigError(
+                f"config: audit_max_file_bytes must be at least {MIN_AUDIT_FILE_BYTES} and audit_max_files at "
+                f"least 1: {self.audit_max_file_bytes!r}, {self.audit_max_files!r}")
 
     def node_attestor_client(self) -> NodeAttestorClient | None:
         """The configured node attestor, or None when it has no evidence (a stored identity must do)."""
@@ -188,13 +203,14 @@ class AgentConfig:
         return GuardSettings(
             policy_file=Path(self.policy_file) if self.policy_file else None,
             rate_limit=rate_limit_config(self.rate_limit),
+            uid_rate_limit=uid_rate_limit_config(self.uid_rate_limit),
             anomaly=anomaly_config(self.anomaly),
             quarantine_on_anomaly=self.quarantine_on_anomaly,
         )
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(AgentConfig)}
-_TABLES = ("rate_limit", "anomaly", "attestor", "x509pop")
+_TABLES = ("rate_limit", "uid_rate_limit", "anomaly", "attestor", "x509pop")
 
 
 def _coerce(name: str, value: Any) -> Any:

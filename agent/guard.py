@@ -63,6 +63,9 @@ QUARANTINES = Counter("spiffe_agent_quarantines_total", "Identities quarantined 
 FACTS_MEMO = 1024  # (peer, selectors) pairs whose workload facts are remembered
 EVENT_MEMO = 1024  # distinct audit events (all but the time) whose validated form is remembered
 RATE_RULE = "rate_limit"
+# per caller uid, on unless [uid_rate_limit] enabled = false: no real workload comes near 50 calls/s
+# sustained (SVIDs are cached and streamed), while a flood from one uid cannot outrun the audit trail
+DEFAULT_UID_LIMIT = Limit(rate=50.0, burst=200)
 _ANOMALY_KEYS = {"learning_period", "window", "alpha", "spike_factor", "min_windows", "min_count", "enabled"}
 _SECONDS_KEYS = ("learning_period", "window")
 
@@ -101,6 +104,20 @@ def rate_limit_config(table: Mapping[str, Any] | None) -> RateLimitConfig | None
     return RateLimitConfig(default=_limit(table["default"], "rate_limit.default"), label=label, by_label_value=limits)
 
 
+def uid_rate_limit_config(table: Mapping[str, Any] | None) -> Limit | None:
+    """``[uid_rate_limit]`` rate, burst → Limit (DEFAULT_UID_LIMIT when absent; None when ``enabled = false``)."""
+    table = dict(table or {})
+    unknown = sorted(set(table) - {"rate", "burst", "enabled"})
+    if unknown:
+        raise AgentConfigError(f"config: [uid_rate_limit] unknown keys: {unknown!r}")
+    enabled = table.pop("enabled", True)
+    if not isinstance(enabled, bool):
+        raise AgentConfigError("config: [uid_rate_limit] enabled must be true or false")
+    if not enabled:
+        return None
+    return _limit({"rate": DEFAULT_UID_LIMIT.rate, "burst": DEFAULT_UID_LIMIT.burst, **table}, "uid_rate_limit")
+
+
 def anomaly_config(table: Mapping[str, Any] | None) -> AnomalyConfig | None:
     """``[anomaly]`` → AnomalyConfig (defaults when absent; None when ``enabled = false``)."""
     table = dict(table or {})
@@ -124,6 +141,7 @@ class GuardSettings:
 
     policy_file: Path | None = None
     rate_limit: RateLimitConfig | None = None
+    uid_rate_limit: Limit | None = None  # AgentConfig turns it on (DEFAULT_UID_LIMIT)
     anomaly: AnomalyConfig | None = field(default_factory=AnomalyConfig)
     quarantine_on_anomaly: bool = False
 
@@ -218,6 +236,7 @@ class WorkloadGuard:
         self._audit = audit
         self._holder = self._load(settings.policy_file)
         self._limiter = RateLimiter(settings.rate_limit) if settings.rate_limit else None
+        self._uid_limiter = RateLimiter(RateLimitConfig(settings.uid_rate_limit)) if settings.uid_rate_limit else None
         self._detector = AnomalyDetector(settings.anomaly) if settings.anomaly else None
         self._quarantine_call = quarantine if settings.quarantine_on_anomaly else None
         # entry id -> (reason, entry revision then): quarantined here, not yet seen quarantined from the server
@@ -286,6 +305,16 @@ class WorkloadGuard:
             if alerts and self._alert(method, entry, workload, alerts):
                 return Verdict(Decision(False, f"entry quarantined: anomaly {alerts[0].kind}", QUARANTINE_RULE))
         return None
+
+    def charge_uid(self, method: Method, workload: WorkloadFacts, *, audiences: tuple[str, ...] = ()) -> None:
+        """Take one call from the caller uid's budget; RateLimitedError (audited) when it is spent."""
+        if self._uid_limiter is None or workload.uid is None:
+            return
+        if self._uid_limiter.allow(f"uid:{workload.uid}", now=self._clock.now()).allowed:
+            return
+        verdict = Verdict(Decision(False, "rate limit exceeded for this uid", RATE_RULE), exhausted=True)
+        self._record(method, None, workload, verdict, audiences=audiences)
+        raise refusal(verdict)
 
     def _evaluate(self, method: Method, entry: Entry | None, workload: WorkloadFacts, *, audiences: tuple[str, ...],
                   validator_audience: str | None, requested_spiffe_id: str | None) -> Verdict:
@@ -416,6 +445,7 @@ class WorkloadGuard:
                      spiffe_id: SpiffeId | None) -> list[tuple[Entry, Verdict]]:
         """FetchJWTSVID: the verdict per candidate entry; PolicyDeniedError/RateLimitedError if none is allowed."""
         audiences = tuple(audience)
+        self.charge_uid(Method.FETCH_JWT_SVID, facts, audiences=audiences)
         requested = str(spiffe_id) if spiffe_id else None
         verdicts = [(e, self.decide(Method.FETCH_JWT_SVID, e, facts, audiences=audiences,
                                     requested_spiffe_id=requested)) for e in entries]
@@ -476,10 +506,14 @@ class X509Gate:
         self._guard = guard
         self._facts = facts
         self._charged: set[str] = set()  # rate limits charge once per identity per stream
+        self._uid_charged = False  # and the caller's uid once per stream
         self._last: tuple[tuple[str, bool, str, int], ...] = ()
 
     def apply(self, view: WorkloadView) -> WorkloadView:
         """The view with refused identities left out; raises if every identity is refused."""
+        if not self._uid_charged:
+            self._uid_charged = True
+            self._guard.charge_uid(Method.FETCH_X509_SVID, self._facts)
         verdicts = [(i, self._decide(i)) for i in view.identities]
         outcome = tuple((i.entry.id, v.allowed, v.reason, i.svid.serial if i.svid else 0) for i, v in verdicts)
         if outcome != self._last:

@@ -172,6 +172,7 @@ class App:
             asyncio.create_task(_every(CHANGE_POLL_SECONDS, self._poll_changes, "change poll")),
             asyncio.create_task(_every(CRL_CHECK_SECONDS, self._refresh_crls, "crl refresh")),  # issue 5
             asyncio.create_task(_every(POLICY_POLL_SECONDS, self._poll_policy, "policy reload")),  # issue 6
+            asyncio.create_task(self.guard.audit.checkpoint_forever()),
         ]
         log.info("server started", extra={"trust_domain": cfg.trust_domain.name,
                                            "address": f"{cfg.bind_address}:{cfg.bind_port}",

@@ -17,16 +17,26 @@ so filtering cannot be fooled by editing a column either.
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import binascii
+import contextlib
 import json
 import logging
+import os
 import re
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any, NoReturn
 
-from server.datastore import AuditRecord, AuditStore, ConflictError, Issuance, Page
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from server.datastore import AuditCheckpoint, AuditRecord, AuditStore, Issuance, Page
 from server.datastore.models import MAX_AUDIT_RECORD_BYTES, MAX_PAGE_SIZE
 from server.metrics import AUDIT_ALERTS, AUDIT_RECORDS, AUDIT_WRITE_FAILURES
 from spiffe_py.audit import (
@@ -36,6 +46,8 @@ from spiffe_py.audit import (
     BreakKind,
     VerifyResult,
     build_event,
+    canonical_json,
+    format_time,
     seal_record_text,
     verify_chain,
 )
@@ -46,8 +58,12 @@ log = logging.getLogger("spiffe_server.audit")
 
 FIRST_SEQ = 1
 MAX_FORWARDED_RECORDS = 1000
-_APPEND_ATTEMPTS = 5
 FORWARD_METHOD = "ForwardAudit"
+CHECKPOINT_EVERY = 1000  # a signed checkpoint at every record whose seq is a multiple of this
+CHECKPOINT_INTERVAL = 60.0  # seconds: a moved head is also checkpointed at least this often
+CHECKPOINT_KEY_FILE = "audit-checkpoint.key"
+# signed bytes are this prefix and canonical JSON: never valid as any other message the server signs
+_CHECKPOINT_CONTEXT = b"spiffe-py audit checkpoint v1\n"
 
 
 class ForwardError(SpiffeError, ValueError):
@@ -87,21 +103,102 @@ def _forwarded(record: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return inner if isinstance(inner, Mapping) else None
 
 
+# -- signed checkpoints ----------------------------------------------------------------------------
+
+
+def checkpoint_payload(seq: int, hash_: str, time: datetime) -> bytes:
+    """The bytes a checkpoint's signature covers."""
+    return _CHECKPOINT_CONTEXT + canonical_json({"hash": hash_, "seq": seq, "time": format_time(time)})
+
+
+class CheckpointSigner:
+    """Signs checkpoints of the audit chain with the server's Ed25519 audit key."""
+
+    def __init__(self, key: Ed25519PrivateKey) -> None:
+        self._key = key
+        self.public_key = key.public_key()
+
+    @classmethod
+    def load_or_create(cls, path: Path) -> CheckpointSigner:
+        """The key in ``path`` (PKCS#8 PEM, 0600), created first if missing.
+
+        Servers sharing a data directory race to create it: the file appears whole (written
+        aside, then hard-linked), and the loser of the race loads the winner's key.
+        """
+        try:
+            return cls(_load_key(path))
+        except FileNotFoundError:
+            pass
+        key = Ed25519PrivateKey.generate()
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        aside = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, pem)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(aside, path)
+        except FileExistsError:
+            return cls(_load_key(path))
+        finally:
+            aside.unlink(missing_ok=True)
+        return cls(key)
+
+    def sign(self, seq: int, hash_: str, time: datetime) -> AuditCheckpoint:
+        """A checkpoint stating that record ``seq`` has hash ``hash_``, made at ``time``."""
+        signature = self._key.sign(checkpoint_payload(seq, hash_, time))
+        return AuditCheckpoint(seq=seq, hash=hash_, time=time, signature=base64.b64encode(signature).decode())
+
+
+def _load_key(path: Path) -> Ed25519PrivateKey:
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError(f"audit: {str(path)!r} does not hold an Ed25519 private key")
+    return key
+
+
+def checkpoint_signature_ok(checkpoint: AuditCheckpoint, public_key: Ed25519PublicKey) -> bool:
+    """Whether ``checkpoint`` was signed by the key of ``public_key``."""
+    try:
+        signature = base64.b64decode(checkpoint.signature, validate=True)
+        public_key.verify(signature, checkpoint_payload(checkpoint.seq, checkpoint.hash, checkpoint.time))
+    except (InvalidSignature, binascii.Error, ValueError):
+        return False
+    return True
+
+
 class CentralAudit:
     """Appends to the stored chain; thread-safe (one lock, so seal and store stay in order)."""
 
-    def __init__(self, store: AuditStore, *, clock: Clock) -> None:
+    def __init__(self, store: AuditStore, *, clock: Clock, signer: CheckpointSigner | None = None,
+                 checkpoint_every: int = CHECKPOINT_EVERY) -> None:
+        if checkpoint_every < 1:
+            raise ValueError("audit: checkpoint_every must be positive")
         self._store = store
         self._clock = clock
+        self._signer = signer
+        self._checkpoint_every = checkpoint_every
         self._lock = threading.Lock()
         self._head = _Head(FIRST_SEQ - 1, GENESIS_HASH)
         self._agents: dict[str, _Head] = {}
+        # reads the whole chain once, to learn each agent's sub-chain head (appending does not need it)
         self._catch_up()
+        latest = store.latest_audit_checkpoint() if signer is not None else None
+        self._checkpointed = latest.seq if latest is not None else 0
 
     @property
     def head(self) -> tuple[int, str]:
         """(seq of the newest record, its hash); (0, GENESIS_HASH) when empty."""
         return self._head.seq, self._head.hash
+
+    @property
+    def public_key(self) -> Ed25519PublicKey | None:
+        """The key checkpoints are verified with (None: this chain signs none)."""
+        return None if self._signer is None else self._signer.public_key
 
     def _catch_up(self) -> None:
         """Read records stored after our head (at start, or after another server appended)."""
@@ -138,31 +235,84 @@ class CentralAudit:
             return self._append_all(events, issuances)
 
     def _append_all(self, events: Sequence[AuditEvent], issuances: Sequence[Issuance]) -> list[dict[str, Any]]:
-        """One transaction for every event and issuance (a batch's single write); retried on a moved chain."""
-        for _ in range(_APPEND_ATTEMPTS):
-            sealed = self._sealed(events)
-            records = [record for record, _ in sealed]
-            try:
-                stored = self._store.append_audit_batch([_row(r, text) for r, text in sealed], issuances)
-            except ConflictError:
-                self._catch_up()  # another server sharing the database appended first
-                continue
-            except Exception as err:  # any store failure (disk full, read-only, driver error) is loud
-                raise self._write_failed(err) from err
-            for record, row in zip(records, stored, strict=True):
-                self._accept(record, row)
-            return records
-        raise self._write_failed(ValueError("the chain kept moving under concurrent appenders"))
-
-    def _sealed(self, events: Sequence[AuditEvent]) -> list[tuple[dict[str, Any], str]]:
-        """``events`` sealed as the next links after our head (not stored yet), each with its canonical JSON."""
+        """One transaction for every event and issuance (a batch's single write), sealed under the chain lock."""
+        known = self._head
         sealed: list[tuple[dict[str, Any], str]] = []
-        seq, prev = self._head.seq, self._head.hash
+
+        def seal(seq: int, newest: str) -> tuple[list[AuditRecord], list[AuditCheckpoint]]:
+            # runs inside the store's transaction, with the chain head locked: (seq, newest) is the real head
+            sealed[:] = self._sealed(events, _Head(seq, newest or GENESIS_HASH))
+            return [_row(r, text) for r, text in sealed], self._due_checkpoints(sealed)
+
+        try:
+            stored = self._store.append_audit_sealed(seal, issuances)
+        except Exception as err:  # any store failure (disk full, read-only, driver error) is loud
+            raise self._write_failed(err) from err
+        if stored:
+            self._follow(known, stored[0].seq - 1)
+        records = [record for record, _ in sealed]
+        for record, row in zip(records, stored, strict=True):
+            self._accept(record, row)
+        return records
+
+    def _follow(self, known: _Head, before: int) -> None:
+        """Absorb what other servers appended between our head and seq ``before`` (our records follow it)."""
+        if before < known.seq:
+            AUDIT_ALERTS.labels(kind="chain_shortened").inc()
+            log.error("AUDIT CHAIN SHORTENED: the stored chain ends at seq %d, this server saw seq %d", before,
+                      known.seq)
+            self._head = _Head(before, self._head.hash)
+            return
+        page = Page(token=str(known.seq), size=MAX_PAGE_SIZE)
+        while before > self._head.seq:
+            result = self._store.list_audit(page=page)
+            for row in result.items:
+                if row.seq > before:
+                    return
+                self._absorb(row)
+            if not result.next_token:
+                return
+            page = Page(token=result.next_token, size=MAX_PAGE_SIZE)
+
+    def _sealed(self, events: Sequence[AuditEvent], head: _Head) -> list[tuple[dict[str, Any], str]]:
+        """``events`` sealed as the next links after ``head`` (not stored yet), each with its canonical JSON."""
+        sealed: list[tuple[dict[str, Any], str]] = []
+        seq, prev = head.seq, head.hash
         for event in events:
             seq += 1
             sealed.append(seal_record_text(event, seq=seq, prev_hash=prev))
             prev = sealed[-1][0]["hash"]
         return sealed
+
+    def _due_checkpoints(self, sealed: Sequence[tuple[dict[str, Any], str]]) -> list[AuditCheckpoint]:
+        if self._signer is None:
+            return []
+        now = self._clock.now()
+        return [self._signer.sign(int(r["seq"]), str(r["hash"]), now) for r, _ in sealed
+                if int(r["seq"]) % self._checkpoint_every == 0]
+
+    def checkpoint(self) -> AuditCheckpoint | None:
+        """Sign and store a checkpoint of the head if it moved since the last one; the checkpoint, or None."""
+        if self._signer is None:
+            return None
+        with self._lock:
+            self._catch_up()
+            if self._head.seq <= self._checkpointed:
+                return None
+            checkpoint = self._signer.sign(self._head.seq, self._head.hash, self._clock.now())
+            try:
+                self._store.add_audit_checkpoint(checkpoint)
+            except Exception as err:
+                raise self._write_failed(err) from err
+            self._checkpointed = checkpoint.seq
+            return checkpoint
+
+    async def checkpoint_forever(self, interval: float = CHECKPOINT_INTERVAL) -> None:
+        """:meth:`checkpoint` every ``interval`` seconds until cancelled; a failure is logged, the loop goes on."""
+        while True:
+            await asyncio.sleep(interval)
+            with contextlib.suppress(AuditWriteError):  # logged and counted by _write_failed
+                await asyncio.to_thread(self.checkpoint)
 
     def _append_one(self, event: AuditEvent) -> dict[str, Any]:
         return self._append_all([event], ())[0]
@@ -171,6 +321,8 @@ class CentralAudit:
         if stored.seq != record["seq"]:
             raise self._write_failed(ValueError(f"store assigned seq {stored.seq}, sealed {record['seq']}"))
         self._advance(stored, record)
+        if self._signer is not None and stored.seq % self._checkpoint_every == 0:
+            self._checkpointed = max(self._checkpointed, stored.seq)
         AUDIT_RECORDS.labels(decision=record["decision"]).inc()
 
     @staticmethod
@@ -286,8 +438,14 @@ def _column_problem(row: AuditRecord, record: Mapping[str, Any]) -> str | None:
     return None
 
 
-def verify_store(rows: Iterable[AuditRecord]) -> VerifyResult:
-    """Verify the stored chain: every row's JSON, its indexed columns and the hash links; pure."""
+def verify_store(rows: Iterable[AuditRecord], checkpoints: Iterable[AuditCheckpoint] = (),
+                 public_key: Ed25519PublicKey | None = None) -> VerifyResult:
+    """Verify the stored chain: every row's JSON, its indexed columns, the hash links, then the checkpoints; pure.
+
+    Each checkpoint must carry a valid signature of ``public_key`` (required when there are
+    checkpoints) and name a record of the chain by its seq and hash. A chain cut and re-hashed
+    from before a checkpoint therefore fails, even though its links are consistent.
+    """
     records: list[dict[str, Any]] = []
     seqs: list[int] = []
     early: VerifyResult | None = None
@@ -312,7 +470,67 @@ def verify_store(rows: Iterable[AuditRecord]) -> VerifyResult:
     if not chained.ok and chained.seq is None and chained.index is not None and chained.index < count:
         return VerifyResult(ok=False, count=count, index=chained.index, seq=seqs[chained.index],
                             kind=chained.kind, reason=chained.reason)
-    return chained
+    if not chained.ok:
+        return chained
+    return _verify_checkpoints(records, checkpoints, public_key)
+
+
+def _verify_checkpoints(records: Sequence[Mapping[str, Any]], checkpoints: Iterable[AuditCheckpoint],
+                        public_key: Ed25519PublicKey | None) -> VerifyResult:
+    """The first checkpoint that is not signed by ``public_key`` or that the (linked) chain does not contain."""
+    count = len(records)
+    for checkpoint in checkpoints:
+        problem = _checkpoint_problem(records, checkpoint, public_key)
+        if problem is not None:
+            kind, reason, seq = problem
+            return VerifyResult(ok=False, count=count, index=min(seq - FIRST_SEQ, count), seq=seq, kind=kind,
+                                reason=reason)
+    return VerifyResult(ok=True, count=count)
+
+
+def _checkpoint_problem(records: Sequence[Mapping[str, Any]], checkpoint: AuditCheckpoint,
+                        public_key: Ed25519PublicKey | None) -> tuple[BreakKind, str, int] | None:
+    seq, index = checkpoint.seq, checkpoint.seq - FIRST_SEQ
+    if public_key is None or not checkpoint_signature_ok(checkpoint, public_key):
+        return BreakKind.EDITED, f"the checkpoint at seq {seq} is not signed by this server's audit key", seq
+    if index >= len(records):
+        last = len(records) + FIRST_SEQ - 1
+        return (BreakKind.TRUNCATED, f"a signed checkpoint names seq {seq} but the chain ends at seq {last}: "
+                                     "its tail was cut", last)
+    if records[index].get("hash") != checkpoint.hash:
+        return (BreakKind.EDITED, f"record seq {seq} is not the one signed at {format_time(checkpoint.time)}: "
+                                  "the chain was rewritten", seq)
+    return None
+
+
+def parse_anchor(text: str) -> tuple[int, str]:
+    """(seq, hash) of an exported head (``audit export-head``); ValueError if it is not one."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise ValueError("not JSON") from None
+    seq = value.get("seq") if isinstance(value, dict) else None
+    hash_ = value.get("hash") if isinstance(value, dict) else None
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < FIRST_SEQ:
+        raise ValueError("seq is missing or not a positive integer")
+    if not isinstance(hash_, str) or not re.fullmatch(r"[0-9a-f]{64}", hash_):
+        raise ValueError("hash is missing or not 64 lowercase hex digits")
+    return seq, hash_
+
+
+def anchor_problem(anchor: tuple[int, str], record: Mapping[str, Any] | None) -> str | None:
+    """Why the chain, whose record at the anchor's seq is ``record`` (None: none), does not contain the anchor."""
+    seq, hash_ = anchor
+    if record is None or record.get("seq") != seq:
+        return f"the chain has no record seq {seq}: its tail was cut after the head was exported"
+    if record.get("hash") != hash_:
+        return f"record seq {seq} is not the exported head: the chain was rewritten"
+    return None
+
+
+def export_head(record: Mapping[str, Any]) -> str:
+    """The anchor file text for the chain's head ``record``: its seq, hash and time."""
+    return json.dumps({"seq": record["seq"], "hash": record["hash"], "time": record["time"]}) + "\n"
 
 
 def _safe_columns(row: AuditRecord, record: Mapping[str, Any]) -> str | None:
@@ -322,4 +540,16 @@ def _safe_columns(row: AuditRecord, record: Mapping[str, Any]) -> str | None:
         return None  # malformed content: verify_chain names it
 
 
-__all__ = ["FIRST_SEQ", "CentralAudit", "ForwardError", "verify_store"]
+__all__ = [
+    "CHECKPOINT_KEY_FILE",
+    "FIRST_SEQ",
+    "CentralAudit",
+    "CheckpointSigner",
+    "ForwardError",
+    "anchor_problem",
+    "checkpoint_payload",
+    "checkpoint_signature_ok",
+    "export_head",
+    "parse_anchor",
+    "verify_store",
+]

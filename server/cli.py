@@ -30,11 +30,13 @@ from grpclib.client import Channel
 from grpclib.exceptions import GRPCError
 
 from server.api.convert import bundle_from_proto, bundle_to_proto
+from server.audit import anchor_problem, export_head, parse_anchor
 from server.config import DEFAULT_DATA_DIR, ConfigError, ServerConfig, load_config
 from server.dnsnames import DnsNameError, check_dns_name
 from spiffe_py._proto.spiffepy.server.v1 import admin_pb2, types_pb2
 from spiffe_py._proto.spiffepy.server.v1.admin_grpc import AdminAPIStub
 from spiffe_py._text import printable
+from spiffe_py.audit import verify_trail
 from spiffe_py.bundle import SpiffeBundle, X509Bundle
 from spiffe_py.errors import SpiffeError
 from spiffe_py.fsutil import write_private, write_public
@@ -501,15 +503,78 @@ async def cmd_audit_show(api: AdminAPIStub, args: argparse.Namespace) -> None:
 
 async def cmd_audit_verify(api: AdminAPIStub, args: argparse.Namespace) -> None:
     """audit verify"""
+    if args.file:
+        _verify_trail_file(args)
+        return
+    anchor = _read_anchor(args.anchor) if args.anchor else None
     resp = await api.VerifyAudit(admin_pb2.VerifyAuditRequest())
-    result = {"ok": resp.ok, "count": resp.count}
+    result: dict[str, Any] = {"ok": resp.ok, "count": resp.count}
+    if resp.ok and anchor is not None:
+        problem = anchor_problem(anchor, await _record_at(api, anchor[0]))
+        if problem is not None:
+            result.update(ok=False, seq=anchor[0], kind="truncated", reason=f"anchor {args.anchor}: {problem}")
+            if args.output == "json":
+                emit(args, result)
+            raise CliError(f"audit chain does not contain the exported head: {result['reason']}")
+        result["anchor"] = {"seq": anchor[0], "hash": anchor[1]}
     if resp.ok:
-        emit(args, result, f"audit chain OK: {resp.count} records verified")
+        anchored = f"; it contains the exported head seq {anchor[0]}" if anchor is not None else ""
+        emit(args, result, f"audit chain OK: {resp.count} records verified{anchored}")
         return
     result.update(seq=resp.seq, kind=resp.kind, reason=resp.reason)
     if args.output == "json":
         emit(args, result)
     raise CliError(f"audit chain broken at record seq {resp.seq} ({resp.kind}): {resp.reason}")
+
+
+async def cmd_audit_export_head(api: AdminAPIStub, args: argparse.Namespace) -> None:
+    """audit export-head"""
+    resp = await api.VerifyAudit(admin_pb2.VerifyAuditRequest())
+    if not resp.ok:  # a head is worth keeping only if the chain up to it verifies
+        raise CliError(f"audit chain broken at record seq {resp.seq} ({resp.kind}): {resp.reason}")
+    head = await _record_at(api, resp.count) if resp.count else None
+    if head is None:
+        raise CliError("audit export-head: the audit chain is empty")
+    text = export_head(head)
+    if args.write:
+        write_public(Path(args.write), text.encode())
+    emit(args, json.loads(text), f"audit head seq {head['seq']} hash {head['hash']}"
+                                 + (f" written to {args.write}" if args.write else ""))
+
+
+async def _record_at(api: AdminAPIStub, seq: int) -> dict[str, Any] | None:
+    page = await api.ListAudit(admin_pb2.ListAuditRequest(page_token=str(seq - 1), page_size=1))
+    record = json.loads(page.records[0]) if page.records else None
+    return record if isinstance(record, dict) and record.get("seq") == seq else None
+
+
+def _read_anchor(path: str) -> tuple[int, str]:
+    try:
+        return parse_anchor(Path(path).read_text(encoding="utf-8")[:4096])
+    except OSError as err:
+        raise CliError(f"--anchor: cannot read {path!r}: {err.strerror or err}") from None
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CliError(f"--anchor: {path!r} is not an exported audit head: {err}") from None
+
+
+def _verify_trail_file(args: argparse.Namespace) -> None:
+    """audit verify --file: a local JSONL trail (e.g. an agent's) and the files rotated out of it, offline."""
+    if args.anchor:
+        raise CliError("--anchor: only for the server's chain, not with --file")
+    path = Path(args.file)
+    try:
+        result, files = verify_trail(path)
+    except (OSError, ValueError) as err:
+        raise CliError(f"--file: cannot read the audit trail {str(path)!r}: {err}") from None
+    out: dict[str, Any] = {"ok": result.ok, "count": result.count, "files": [str(f) for f, _ in files]}
+    if result.ok:
+        emit(args, out, f"audit trail OK: {result.count} records in {len(files)} files verified")
+        return
+    where = next((f for f, first in reversed(files) if (result.index or 0) >= first), path)
+    out.update(seq=result.seq, kind=str(result.kind), reason=result.reason, file=str(where))
+    if args.output == "json":
+        emit(args, out)
+    raise CliError(f"audit trail broken at record seq {result.seq} ({result.kind}) in {where}: {result.reason}")
 
 
 def _quarantine_parser(entry: Any) -> None:
@@ -525,7 +590,13 @@ def _audit_parsers(sub: Any) -> None:
     p.add_argument("--since", type=expires_at_arg, default=0, help="Unix seconds or RFC 3339")
     p.add_argument("--spiffe-id")
     p.add_argument("--decision", choices=("allow", "deny"))
-    _admin_parser(audit, "verify", cmd_audit_verify, "verify the hash chain; exit 1 naming the first broken record")
+    p = _admin_parser(audit, "verify", cmd_audit_verify,
+                      "verify the hash chain and its signed checkpoints; exit 1 naming the first broken record")
+    p.add_argument("--anchor", help="a head written by 'audit export-head': the chain must still contain it")
+    p.add_argument("--file", help="verify this local JSONL trail and its rotated files instead (no server needed)")
+    p = _admin_parser(audit, "export-head", cmd_audit_export_head,
+                      "verify the chain, then print (and --write) its head, to keep elsewhere for --anchor")
+    p.add_argument("--write", help="file for the head (JSON)")
 
 
 async def _call(handler: Handler, args: argparse.Namespace) -> None:

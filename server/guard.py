@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 from cryptography import x509
 from prometheus_client import Counter
 
-from server.audit import CentralAudit
+from server.audit import CHECKPOINT_KEY_FILE, CentralAudit, CheckpointSigner
 from server.config import ServerConfig
 from server.datastore import DataStore, EntryFilter, Issuance, Page, RegistrationEntry, RevocationKind
 from server.datastore.models import MAX_PAGE_SIZE
@@ -192,7 +192,8 @@ class Guard:
             PolicyError: the policy file cannot be loaded at start.
         """
         holder = None if cfg.policy_file is None else load_holder(cfg.policy_file, clock)
-        return cls(policy=holder, audit=CentralAudit(store, clock=clock), clock=clock,
+        signer = CheckpointSigner.load_or_create(cfg.data_dir / "keys" / CHECKPOINT_KEY_FILE)
+        return cls(policy=holder, audit=CentralAudit(store, clock=clock, signer=signer), clock=clock,
                    default_x509_ttl=cfg.default_x509_svid_ttl, default_jwt_ttl=cfg.default_jwt_svid_ttl)
 
     @property

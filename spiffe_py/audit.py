@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from spiffe_py.errors import SpiffeError
 
@@ -89,7 +89,7 @@ class AuditEvent:
     details: Mapping[str, Any] = field(default_factory=dict)
     # canonical JSON of everything but time, seq and prev_hash (see _render); shared by the copies at()
     # makes, so an event repeated with a new time is serialised once. Events are immutable, details included.
-    _pieces: tuple[str, str, str, str] | None = field(default=None, repr=False, compare=False)
+    _pieces: tuple[str, ...] | None = field(default=None, repr=False, compare=False)
 
     def at(self, now: datetime) -> AuditEvent:
         """This event stamped ``now`` (the same record but for its time), serialised only for the new time."""
@@ -203,7 +203,7 @@ def build_event(
     # (encoding the whole text also refuses lone surrogates anywhere, as sealing would)
     if len(text.encode()) > MAX_DETAILS_BYTES and len(canonical_json(fields["details"])) > MAX_DETAILS_BYTES:
         raise ValueError(f"audit: details larger than {MAX_DETAILS_BYTES} bytes")
-    return replace(event, _pieces=_render(event, text))
+    return replace(event, _pieces=_render(event, text, fields))
 
 
 def canonical_json(value: object) -> bytes:
@@ -236,39 +236,57 @@ def seal_record_text(event: AuditEvent, *, seq: int, prev_hash: str) -> tuple[di
     return _seal(event, seq, prev_hash)
 
 
-def _render(event: AuditEvent, text: str | None = None) -> tuple[str, str, str, str]:
-    """The canonical text of a sealed record of ``event``, cut where time, seq and prev_hash go.
+# The fields sealed into a record besides the event's own (AuditEvent.to_dict is the one list of
+# those). The chain fills them in at sealing; ``time`` is an event field, stamped anew by ``at()``.
+_CHAINED_KEYS = ("prev_hash", "seq")
+# values spliced into a rendered event at sealing, in sorted key order; every one sorts after
+# "hash", so the canonical text is: members before "hash", the hash member, the rest (see _render)
+_SLOTS = ("prev_hash", "seq", "time")
+assert list(_SLOTS) == sorted(_SLOTS) and all(k > "hash" for k in _SLOTS)
 
-    A sealed record's keys are fixed; sorted, they are the fields before ``hash`` (actor, decision,
-    details) and those after it (jti, method, prev_hash, reason, selectors, seq, serial, spiffe_id,
-    time). The canonical encoding of an object is its members in that order joined by commas, so
-    the text is these pieces with the three values spliced in (see _seal). ``text``, the canonical
-    text of ``event.to_dict()`` (build_event has it), already holds the head: the details are not
-    encoded again.
+Pieces = tuple[str, ...]
+
+
+def _render(event: AuditEvent, text: str | None = None, fields: dict[str, Any] | None = None) -> Pieces:
+    """The canonical text of a sealed record of ``event``, cut where hash, prev_hash, seq and time go.
+
+    Derived from ``event.to_dict()``, so a field added there is sealed, hashed and stored alike.
+    The canonical encoding of an object is its members in sorted key order joined by commas; the
+    result is ``(head, t0, t1, t2, t3)``: ``head`` is ``{`` and the members sorting before
+    ``hash``, and the members after it are ``t0 prev_hash t1 seq t2 time t3``. ``text``, the
+    canonical text of ``event.to_dict()`` (build_event has it), already holds the head: a large
+    ``details`` is not encoded again; ``fields``, ``event.to_dict()`` if the caller has it.
     """
-    enc = _canonical_text
-    jti, method, reason = enc(event.jti), enc(event.method), enc(event.reason)
-    selectors, serial, spiffe_id = enc(list(event.selectors)), enc(event.serial), enc(event.spiffe_id)
-    # to_dict's members after details, in sorted order: what follows the head in ``text``
-    rest = (f',"jti":{jti},"method":{method},"reason":{reason},"selectors":{selectors},"serial":{serial},'
-            f'"spiffe_id":{spiffe_id},"time":{enc(event.time)}}}')
+    fields = event.to_dict() if fields is None else fields
+    keys = sorted([*fields, *_CHAINED_KEYS])
+    # the event's own members after "hash" (time among them); those before it may be large (details)
+    after = {k: f"{_json_string(k)}:{_canonical_text(fields[k])}" for k in keys if k > "hash" and k in fields}
+    tail: list[str] = []
+    pending = ""
+    for i, key in enumerate(k for k in keys if k > "hash"):
+        sep = "," if i else ""
+        if key in _SLOTS:  # this piece ends with the slot's key
+            tail.append(f"{pending}{sep}{_json_string(key)}:")
+            pending = ""
+        else:
+            pending = f"{pending}{sep}{after[key]}"
+    tail.append(f"{pending}}}")
+    rest = "," + ",".join(after.values()) + "}"  # how ``text`` ends after the head
     if text is not None and text.endswith(rest):
         head = text[:-len(rest)]
     else:
-        head = enc({"actor": event.actor, "decision": str(event.decision), "details": dict(event.details)})[:-1]
-    return (head, f'"jti":{jti},"method":{method},"prev_hash":',
-            f',"reason":{reason},"selectors":{selectors},"seq":',
-            f',"serial":{serial},"spiffe_id":{spiffe_id},"time":')
+        head = "{" + ",".join(f"{_json_string(k)}:{_canonical_text(fields[k])}" for k in keys if k < "hash")
+    return (head, *tail)
 
 
 def _seal_text(event: AuditEvent, seq: int, prev_hash: str, time: str) -> tuple[str, str]:
     """(hash, canonical text) of ``event`` sealed at ``seq`` after ``prev_hash``, stamped ``time``.
 
     The text without ``hash`` (what is hashed) and with it (the stored text) are the same two
-    pieces, the fields before ``hash`` and those after it, joined with or without the hash member.
+    parts, the members before ``hash`` and those after it, joined with or without the hash member.
     """
-    head_text, before_prev, before_seq, before_time = event._pieces or _render(event)
-    tail_text = f"{before_prev}{_json_string(prev_hash)}{before_seq}{int(seq)}{before_time}{_json_string(time)}}}"
+    head_text, t0, t1, t2, t3 = event._pieces or _render(event)
+    tail_text = f"{t0}{_json_string(prev_hash)}{t1}{int(seq)}{t2}{_json_string(time)}{t3}"
     digest = hashlib.sha256(f"{head_text},{tail_text}".encode()).hexdigest()
     return digest, f'{head_text},"hash":"{digest}",{tail_text}'
 
@@ -276,10 +294,8 @@ def _seal_text(event: AuditEvent, seq: int, prev_hash: str, time: str) -> tuple[
 def _seal(event: AuditEvent, seq: int, prev_hash: str) -> tuple[dict[str, Any], str]:
     """The sealed record and its canonical text (``canonical_json(record)`` as str), serialised once."""
     digest, text = _seal_text(event, seq, prev_hash, event.time)
-    record = {"actor": event.actor, "decision": str(event.decision), "details": dict(event.details),
-              "jti": event.jti, "method": event.method, "prev_hash": prev_hash, "reason": event.reason,
-              "selectors": list(event.selectors), "seq": seq, "serial": event.serial, "spiffe_id": event.spiffe_id,
-              "time": event.time, "hash": digest}
+    record = event.to_dict()
+    record.update(prev_hash=prev_hash, seq=seq, hash=digest)
     return record, text
 
 
@@ -382,6 +398,17 @@ class AuditSink(Protocol):
     def write(self, record: Mapping[str, Any]) -> None: ...
 
 
+@runtime_checkable
+class CanonicalAuditSink(AuditSink, Protocol):
+    """A sink that also takes a record already serialised: ``write_canonical(canonical_json(record).decode())``.
+
+    :class:`AuditLog` seals a record straight to that text, so such a sink is handed the text
+    and no record dict is built on the hot path.
+    """
+
+    def write_canonical(self, text: str) -> None: ...
+
+
 def parse_jsonl(text: str) -> list[dict[str, Any]]:
     """Parse a JSONL audit file (blank lines ignored).
 
@@ -408,6 +435,86 @@ def load_jsonl(path: Path) -> list[dict[str, Any]]:
     return parse_jsonl(path.read_text(encoding="utf-8"))
 
 
+DEFAULT_MAX_FILES = 8
+_ROTATED_DIGITS = 20
+
+
+def _rotated_name(path: Path, start: int) -> Path:
+    """A rotated file: the active file's name and the trail offset of its first byte."""
+    return path.with_name(f"{path.name}.{start:0{_ROTATED_DIGITS}d}")
+
+
+def _trail_files(path: Path) -> tuple[list[tuple[int, Path]], int]:
+    """The rotated files of the trail at ``path``, oldest first, each with its trail offset; and the active file's."""
+    prefix = f"{path.name}."
+    rotated: list[tuple[int, Path]] = []
+    try:
+        names = os.listdir(path.parent)
+    except FileNotFoundError:
+        names = []
+    for name in names:
+        suffix = name[len(prefix):]
+        if name.startswith(prefix) and len(suffix) == _ROTATED_DIGITS and suffix.isdigit():
+            rotated.append((int(suffix), path.parent / name))
+    rotated.sort()
+    if not rotated:
+        return rotated, 0
+    start, last = rotated[-1]
+    return rotated, start + last.stat().st_size
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def trail_files(path: Path) -> list[Path]:
+    """Every file of the trail at ``path`` in chain order: rotated files oldest first, then ``path`` if present."""
+    files = [file for _, file in _trail_files(path)[0]]
+    return [*files, path] if path.exists() else files
+
+
+def last_rotated_record(path: Path) -> dict[str, Any] | None:
+    """The last record of the newest file rotated out of ``path`` (None if none): where ``path`` continues."""
+    rotated = _trail_files(path)[0]
+    if not rotated:
+        return None
+    with rotated[-1][1].open("rb") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        fh.seek(max(0, size - MAX_LINE_BYTES - 1))
+        lines = [line for line in fh.read().split(b"\n") if line.strip()]
+    records = parse_jsonl(lines[-1].decode("utf-8")) if lines else []
+    return records[-1] if records else None
+
+
+def verify_trail(path: Path) -> tuple[VerifyResult, list[tuple[Path, int]]]:
+    """Verify the trail at ``path`` across its rotated files; also each file with the index of its first record.
+
+    The oldest file kept may start mid-chain (older ones were deleted by rotation): the chain is
+    then checked from its first record on. Every later file must continue the one before it.
+    """
+    records: list[dict[str, Any]] = []
+    files: list[tuple[Path, int]] = []
+    for file in trail_files(path):
+        files.append((file, len(records)))
+        records.extend(load_jsonl(file))
+    first = records[0] if records else {}
+    seq, prev = first.get("seq"), first.get("prev_hash")
+    if isinstance(seq, int) and seq > 0 and isinstance(prev, str):
+        return verify_chain(records, prev_hash=prev, first_seq=seq), files
+    return verify_chain(records), files
+
+
 class FsyncMode(enum.StrEnum):
     """When :class:`JsonlFileSink` calls fsync."""
 
@@ -431,10 +538,16 @@ class JsonlFileSink:
 
     def __init__(self, path: Path, *, on_error: Callable[[OSError], None] | None = None,
                  fsync: FsyncMode = FsyncMode.ALWAYS, flush_interval: float = 0.05,
-                 flush_records: int = 256, on_fsync_error: Callable[[OSError], None] | None = None) -> None:
+                 flush_records: int = 256, on_fsync_error: Callable[[OSError], None] | None = None,
+                 max_bytes: int | None = None, max_files: int = DEFAULT_MAX_FILES) -> None:
         if flush_interval <= 0 or flush_records < 1:
             raise ValueError("audit: flush_interval and flush_records must be positive")
+        if (max_bytes is not None and max_bytes < MAX_LINE_BYTES) or max_files < 1:
+            raise ValueError(f"audit: max_bytes must be at least {MAX_LINE_BYTES} and max_files at least 1")
         self.path = path
+        self._max_bytes = max_bytes
+        self._max_files = max_files
+        self._base = 0  # trail offset of the active file's first byte (set when it is opened)
         self._on_error = on_error
         self._on_fsync_error = on_fsync_error or on_error
         self._mode = FsyncMode(fsync)
@@ -454,13 +567,18 @@ class JsonlFileSink:
         """Append one record (fsynced now, or by the flusher; see the class docstring)."""
         self._write_line(canonical_json(record) + b"\n")
 
+    def write_canonical(self, text: str) -> None:
+        """:meth:`write` of a record given as its canonical JSON text (one line, no newline)."""
+        self._write_line(f"{text}\n".encode())
+
     def _write_line(self, line: bytes) -> None:
-        """:meth:`write` of a record already serialised canonically (AuditLog seals and serialises once)."""
         with self._cond:
             try:
                 if self._failed is not None:
                     self._raise_failed_fsync()
                 fd = self._fd if self._fd is not None else self._open()
+                if self._max_bytes is not None and self._end > 0 and self._end + len(line) > self._max_bytes:
+                    fd = self._rotate(fd)
                 written = os.write(fd, line)
                 if written != len(line):
                     raise OSError(f"short write ({written} of {len(line)} bytes)")
@@ -478,27 +596,63 @@ class JsonlFileSink:
                 raise self._error(err, "write to") from err
 
     def sync(self) -> int:
-        """fsync everything written so far; the byte offset known to be on disk (AuditWriteError on failure)."""
+        """fsync everything written so far; the trail offset known to be on disk (AuditWriteError on failure).
+
+        Offsets count the bytes of the whole trail: rotated files first, then the active one.
+        """
         with self._sync_lock:
             with self._cond:
                 if self._fd is None and not self.path.exists():
-                    return 0
+                    return self._base if self._closed else _trail_files(self.path)[1]
                 try:
-                    fd = self._open()
+                    fd = os.dup(self._open())  # a rotation may close ours while we fsync
                 except OSError as err:
                     raise self._error(err, "open") from err
-                end, self._pending = self._end, 0
-            if end > self._durable:
-                try:
-                    os.fsync(fd)
-                except OSError as err:
+                base, end, durable, self._pending = self._base, self._end, self._durable, 0
+            try:
+                if end > durable:
+                    try:
+                        os.fsync(fd)
+                    except OSError as err:
+                        with self._cond:
+                            self._failed = err
+                        if self._on_fsync_error is not None:
+                            self._on_fsync_error(err)
+                        raise AuditWriteError(
+                            f"audit: cannot fsync {str(self.path)!r}: {err.strerror or err}") from err
                     with self._cond:
-                        self._failed = err
-                    if self._on_fsync_error is not None:
-                        self._on_fsync_error(err)
-                    raise AuditWriteError(f"audit: cannot fsync {str(self.path)!r}: {err.strerror or err}") from err
-                self._durable = max(self._durable, end)  # an ALWAYS write may have fsynced further meanwhile
-            return self._durable
+                        if self._base == base:  # else the file rotated and was fsynced whole
+                            self._durable = max(self._durable, end)  # an ALWAYS write may have gone further
+            finally:
+                os.close(fd)
+            with self._cond:
+                return self._base + self._durable
+
+    def read_from(self, offset: int, limit: int, size: int) -> tuple[bytes, int]:
+        """Up to ``size`` bytes of the trail from ``offset`` to ``limit``, from one file; (data, its offset).
+
+        The offset returned is later than ``offset`` when the file holding it was rotated away
+        (deleted beyond ``max_files``): reading resumes at the oldest file kept.
+        """
+        with self._cond:  # no rotation between choosing the file and opening it
+            rotated, base = _trail_files(self.path)
+            if self._fd is not None:
+                base = self._base
+            files = [*rotated, (base, self.path)]
+            end = base + (self._end if self._fd is not None else _size(self.path))
+            starts = [start for start, _ in files]
+            chosen = next((i for i in range(len(files) - 1, -1, -1) if starts[i] <= offset), 0)
+            start, file = files[chosen]
+            offset = max(offset, start)
+            stop = min(limit, starts[chosen + 1] if chosen + 1 < len(files) else end)
+            try:
+                fd = os.open(file, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return b"", offset
+        try:
+            return os.pread(fd, max(0, min(size, stop - offset)), offset - start), offset
+        finally:
+            os.close(fd)
 
     def close(self) -> None:
         """Stop the flusher, fsync what is pending and close the file."""
@@ -521,10 +675,26 @@ class JsonlFileSink:
         if self._fd is None:
             if self._closed:
                 raise OSError("audit sink is closed")
+            self._base = _trail_files(self.path)[1]
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
             # _durable stays 0: the first sync also covers what an earlier run left in the page cache
-            self._fd, self._end = fd, os.fstat(fd).st_size
+            self._fd, self._end, self._durable = fd, os.fstat(fd).st_size, 0
         return self._fd
+
+    def _rotate(self, fd: int) -> int:
+        """Close the full active file under its trail offset, drop the oldest beyond max_files, open a new one.
+
+        The new file's first record chains to the old file's last, like any next record.
+        """
+        os.fsync(fd)  # a rotated file is whole on disk: sync() then counts all of it as durable
+        os.close(fd)
+        self._fd = None
+        os.rename(self.path, _rotated_name(self.path, self._base))
+        rotated, _ = _trail_files(self.path)
+        for _, old in rotated[:-self._max_files]:
+            old.unlink(missing_ok=True)
+        _fsync_dir(self.path.parent)
+        return self._open()
 
     def _raise_failed_fsync(self) -> None:
         failed, self._failed = self._failed, None
@@ -565,20 +735,29 @@ class AuditLog:
 
     def __init__(self, sink: AuditSink, *, last: Mapping[str, Any] | None = None) -> None:
         self._sink = sink
+        # decided once: a sink that takes canonical text gets the text sealing already produced
+        self._write_text = sink.write_canonical if isinstance(sink, CanonicalAuditSink) else None
         self._seq = 0 if last is None else int(last["seq"]) + 1
         self._prev = GENESIS_HASH if last is None else str(last["hash"])
 
     @classmethod
-    def resume(cls, sink: AuditSink, records: Sequence[Mapping[str, Any]]) -> AuditLog:
+    def resume(cls, sink: AuditSink, records: Sequence[Mapping[str, Any]], *,
+               after: Mapping[str, Any] | None = None) -> AuditLog:
         """Continue after ``records`` (e.g. the sink's file) once they verify.
+
+        ``after``: the record ``records`` continue from (the last one of the file rotated out
+        before them); None: they start the chain.
 
         Raises:
             AuditChainError: the existing records are broken; the caller decides what to do.
         """
-        result = verify_chain(records)
+        if after is None:
+            result = verify_chain(records)
+        else:
+            result = verify_chain(records, prev_hash=str(after.get("hash")), first_seq=int(after.get("seq", -2)) + 1)
         if not result.ok:
             raise AuditChainError(result)
-        return cls(sink, last=records[-1] if records else None)
+        return cls(sink, last=records[-1] if records else after)
 
     @property
     def head(self) -> tuple[int, str]:
@@ -588,8 +767,8 @@ class AuditLog:
     def append(self, event: AuditEvent) -> dict[str, Any]:
         """Seal, write, then advance; raises :class:`AuditWriteError` without advancing."""
         record, text = _seal(event, self._seq, self._prev)
-        if isinstance(self._sink, JsonlFileSink):
-            self._sink._write_line(f"{text}\n".encode())  # the bytes write(record) would produce, serialised once
+        if self._write_text is not None:
+            self._write_text(text)
         else:
             self._sink.write(record)
         self._seq, self._prev = self._seq + 1, record["hash"]
@@ -598,15 +777,16 @@ class AuditLog:
     def write(self, event: AuditEvent, *, at: datetime | None = None) -> None:
         """:meth:`append` of ``event`` stamped ``at`` (``event.at(at)``), without building the record.
 
-        For a repeated event on a hot path: with a :class:`JsonlFileSink` no record dict and no
-        event copy is made; the line written is the same as ``append(event.at(at))`` writes.
+        For a repeated event on a hot path: with a :class:`CanonicalAuditSink` no record dict and
+        no event copy is made; what is written is the same as ``append(event.at(at))`` writes.
         """
-        if not isinstance(self._sink, JsonlFileSink):
+        if self._write_text is None:
             self.append(event if at is None else event.at(at))
             return
         digest, text = _seal_text(event, self._seq, self._prev, event.time if at is None else format_time(at))
-        self._sink._write_line(f"{text}\n".encode())
+        self._write_text(text)
         self._seq, self._prev = self._seq + 1, digest
+
 
 __all__ = [
     "GENESIS_HASH",
@@ -617,6 +797,7 @@ __all__ = [
     "AuditSink",
     "AuditWriteError",
     "BreakKind",
+    "CanonicalAuditSink",
     "FsyncMode",
     "JsonlFileSink",
     "Outcome",
@@ -624,10 +805,13 @@ __all__ = [
     "build_event",
     "canonical_json",
     "format_time",
+    "last_rotated_record",
     "load_jsonl",
     "parse_jsonl",
     "record_hash",
     "seal_record",
     "seal_record_text",
+    "trail_files",
     "verify_chain",
+    "verify_trail",
 ]

@@ -36,6 +36,7 @@ from server.datastore.errors import (
 from server.datastore.models import (
     AgentFilter,
     AttestedAgent,
+    AuditCheckpoint,
     AuditFilter,
     AuditRecord,
     BundleRecord,
@@ -55,7 +56,8 @@ from server.datastore.models import (
 )
 
 __all__ = [
-    "AgentFilter", "AgentStore", "AlreadyExistsError", "AttestedAgent", "AuditFilter", "AuditRecord", "AuditStore",
+    "AgentFilter", "AgentStore", "AlreadyExistsError", "AttestedAgent", "AuditCheckpoint", "AuditFilter",
+    "AuditRecord", "AuditStore",
     "BundleRecord", "BundleStore", "CaJournalStore", "Change", "ChangeBatch", "ChangeKind", "ChangeStore",
     "ConflictError", "DataStore", "DataStoreError", "EntryFilter", "EntryStore", "InvalidArgumentError",
     "Issuance", "IssuanceStore",

@@ -17,6 +17,7 @@ from typing import Any
 from server.datastore.errors import InvalidArgumentError
 from server.datastore.models import (
     AttestedAgent,
+    AuditCheckpoint,
     AuditRecord,
     Issuance,
     RegistrationEntry,
@@ -41,6 +42,7 @@ REVOCATION_COLUMNS = ("kind", "value", "entry_id", "agent_id", "reason", "revoke
                       "issuer")
 ISSUANCE_COLUMNS = ("kind", "value", "spiffe_id", "entry_id", "agent_id", "issuer", "expires_at")
 AUDIT_COLUMNS = ("seq", "time", "record", "prev_hash", "hash", "spiffe_id", "decision")
+CHECKPOINT_COLUMNS = ("seq", "hash", "time", "signature")
 
 Row = Sequence[Any]
 
@@ -251,3 +253,14 @@ def audit_from_row(row: Row) -> AuditRecord:
     seq, time, record, prev_hash, hash_, spiffe_id, decision = row
     return AuditRecord(seq=int(seq), time=from_micros(time), record=record, prev_hash=prev_hash, hash=hash_,
                        spiffe_id=spiffe_id, decision=decision)
+
+
+def checkpoint_row(cp: AuditCheckpoint) -> dict[str, object]:
+    """The ``audit_checkpoints`` row of a checkpoint."""
+    return {"seq": cp.seq, "hash": cp.hash, "time": to_micros(cp.time), "signature": cp.signature}
+
+
+def checkpoint_from_row(row: Row) -> AuditCheckpoint:
+    """A checkpoint from a row selected with CHECKPOINT_COLUMNS."""
+    seq, hash_, time, signature = row
+    return AuditCheckpoint(seq=int(seq), hash=hash_, time=from_micros(time), signature=signature)

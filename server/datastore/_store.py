@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
@@ -31,6 +31,7 @@ from server.datastore.models import (
     MAX_REVOCATIONS,
     AgentFilter,
     AttestedAgent,
+    AuditCheckpoint,
     AuditFilter,
     AuditRecord,
     BundleRecord,
@@ -93,6 +94,10 @@ def _counter(tx: Tx, counter: str) -> int:
 
 def _record_change(tx: Tx, kind: ChangeKind, key: str, *, deleted: bool = False) -> None:
     _insert(tx, "changes", {"seq": _bump(tx, "change"), "kind": kind.value, "key": key, "deleted": deleted})
+
+
+# what the seal callback of SqlDataStore.append_audit_sealed returns: records, checkpoints
+AuditAppend = tuple[Sequence[AuditRecord], Sequence[AuditCheckpoint]]
 
 
 def _page_of(items: Sequence[object], page: Page, key: str) -> str:
@@ -565,6 +570,54 @@ class SqlDataStore:
             stored = self._append_audit(tx, records)
             _insert_issuances(tx, issuances)
         return stored
+
+    def append_audit_sealed(self, seal: Callable[[int, str], AuditAppend],
+                            issuances: Sequence[Issuance] = ()) -> list[AuditRecord]:
+        """Append the records ``seal(seq, hash)`` chains after the newest record, with the chain head locked.
+
+        ``seq`` is the newest record's seq (0 when empty) and ``hash`` its hash ("" when empty or
+        when that row is missing). ``seal`` returns the records and, optionally, checkpoints to
+        store in the same transaction. Every appender (threads, servers sharing the database)
+        queues on the lock, so nothing is sealed after a stale head and no append has to retry.
+        """
+        with self._backend.transaction() as tx:
+            # the row lock on the audit counter serialises chain appends until this transaction ends
+            tx.execute("UPDATE counters SET value = value WHERE name = ?", ("audit",))
+            seq = _counter(tx, "audit")
+            newest = tx.execute("SELECT hash FROM audit WHERE seq = ?", (seq,))
+            records, checkpoints = seal(seq, newest[0][0] if newest else "")
+            stored = self._append_audit(tx, records)
+            _insert_rows(tx, "audit_checkpoints", codec.CHECKPOINT_COLUMNS,
+                         [codec.checkpoint_row(cp) for cp in checkpoints], " ON CONFLICT (seq) DO NOTHING")
+            _insert_issuances(tx, issuances)
+        return stored
+
+    def add_audit_checkpoint(self, checkpoint: AuditCheckpoint) -> None:
+        """Store a checkpoint; one already stored for that seq is kept."""
+        with self._backend.transaction() as tx:
+            _insert_rows(tx, "audit_checkpoints", codec.CHECKPOINT_COLUMNS, [codec.checkpoint_row(checkpoint)],
+                         " ON CONFLICT (seq) DO NOTHING")
+
+    def list_audit_checkpoints(self, *, after: int = 0, limit: int = MAX_PAGE_SIZE) -> tuple[AuditCheckpoint, ...]:
+        """Checkpoints with seq above ``after``, oldest first, at most ``limit``."""
+        with self._backend.transaction() as tx:
+            rows = tx.execute(f"SELECT {', '.join(codec.CHECKPOINT_COLUMNS)} FROM audit_checkpoints"
+                              " WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit))
+        return tuple(codec.checkpoint_from_row(r) for r in rows)
+
+    def iter_audit_checkpoints(self) -> Iterator[AuditCheckpoint]:
+        """Every checkpoint, oldest first (fetched page by page)."""
+        after = 0
+        while page := self.list_audit_checkpoints(after=after):
+            yield from page
+            after = page[-1].seq
+
+    def latest_audit_checkpoint(self) -> AuditCheckpoint | None:
+        """The checkpoint with the highest seq, if any."""
+        with self._backend.transaction() as tx:
+            rows = tx.execute(f"SELECT {', '.join(codec.CHECKPOINT_COLUMNS)} FROM audit_checkpoints"
+                              " ORDER BY seq DESC LIMIT 1")
+        return codec.checkpoint_from_row(rows[0]) if rows else None
 
     @staticmethod
     def _append_audit(tx: Tx, records: Sequence[AuditRecord]) -> list[AuditRecord]:

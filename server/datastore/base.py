@@ -8,13 +8,14 @@ Every method is synchronous and thread-safe; asyncio callers use ``asyncio.to_th
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Protocol
 
 from server.datastore.models import (
     AgentFilter,
     AttestedAgent,
+    AuditCheckpoint,
     AuditFilter,
     AuditRecord,
     BundleRecord,
@@ -238,6 +239,23 @@ class AuditStore(Protocol):
     def append_audit_batch(self, records: Sequence[AuditRecord],
                            issuances: Sequence[Issuance] = ()) -> list[AuditRecord]:
         """Append chained records and log ``issuances`` in one transaction; ConflictError writes nothing."""
+        ...
+
+    def append_audit_sealed(self, seal: Callable[[int, str], tuple[Sequence[AuditRecord], Sequence[AuditCheckpoint]]],
+                            issuances: Sequence[Issuance] = ()) -> list[AuditRecord]:
+        """Append what ``seal(newest seq, newest hash)`` returns, with the chain head locked; one transaction."""
+        ...
+
+    def add_audit_checkpoint(self, checkpoint: AuditCheckpoint) -> None:
+        """Store a checkpoint; one already stored for that seq is kept."""
+        ...
+
+    def iter_audit_checkpoints(self) -> Iterator[AuditCheckpoint]:
+        """Every checkpoint, oldest first."""
+        ...
+
+    def latest_audit_checkpoint(self) -> AuditCheckpoint | None:
+        """The checkpoint with the highest seq, if any."""
         ...
 
     def list_audit(self, filter: AuditFilter | None = None, page: Page | None = None) -> PageResult[AuditRecord]:

@@ -268,6 +268,22 @@ class Issuance:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AuditCheckpoint:
+    """A signed statement that the audit chain's record ``seq`` has hash ``hash`` (signing lives elsewhere)."""
+
+    seq: int
+    hash: str
+    time: datetime
+    signature: str
+
+    def __post_init__(self) -> None:
+        check_int("seq", self.seq, low=1, high=2**62)
+        check_str("hash", self.hash, required=True)
+        check_time("time", self.time)
+        check_str("signature", self.signature, required=True)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AuditRecord:
     """One link of the audit hash chain; the store only keeps it (hashing lives elsewhere)."""
 

@@ -151,7 +151,11 @@ _V4 = (
     "ALTER TABLE agents ADD COLUMN new_expires_at BIGINT",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4)
+# Signed checkpoints of the audit chain: (seq, hash, time) of one record, signed by the server.
+_V5 = ("""CREATE TABLE audit_checkpoints (
+        seq BIGINT PRIMARY KEY, hash TEXT NOT NULL, time BIGINT NOT NULL, signature TEXT NOT NULL)""",)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5)
 """Migration N (1-based) is ``MIGRATIONS[N - 1]``; append new ones, never edit applied ones."""
 
 

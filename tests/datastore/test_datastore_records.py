@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 
 from server.datastore import (
+    AuditCheckpoint,
     AuditFilter,
     AuditRecord,
     BundleRecord,
@@ -123,6 +124,36 @@ def test_audit_concurrent_appends_on_one_head_one_wins(backend: StoreFactory) ->
         t.join()
     assert sorted(outcomes) == ["conflict", "ok"]
     assert [r.prev_hash for r in one.iter_audit()] == ["", "h1"]
+
+
+def test_sealed_appends_from_two_stores_in_threads_all_land_in_one_chain(backend: StoreFactory) -> None:
+    """The seal callback sees the locked head, so concurrent appenders never conflict and never retry."""
+    stores = [backend.open(), backend.open()]
+    seen: list[tuple[int, str]] = []
+
+    def seal(seq: int, newest: str) -> tuple[list[AuditRecord], list[AuditCheckpoint]]:
+        seen.append((seq, newest))
+        checkpoints = [AuditCheckpoint(seq=seq + 1, hash=f"h{seq + 1}", time=NOW, signature="sig")]
+        return [_audit(seq + 1, newest)], checkpoints if (seq + 1) % 10 == 0 else []
+
+    def run(store: SqlDataStore) -> None:
+        for _ in range(20):
+            store.append_audit_sealed(seal)
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    rows = list(stores[0].iter_audit())
+    assert [(r.seq, r.prev_hash, r.hash) for r in rows] == [(n, f"h{n - 1}" if n > 1 else "", f"h{n}")
+                                                            for n in range(1, 41)]
+    assert sorted(seen) == [(n, f"h{n}" if n else "") for n in range(40)]
+    assert [cp.seq for cp in stores[1].iter_audit_checkpoints()] == [10, 20, 30, 40]
+    latest = stores[1].latest_audit_checkpoint()
+    assert latest is not None and (latest.seq, latest.hash, latest.time, latest.signature) == (40, "h40", NOW, "sig")
+    stores[0].add_audit_checkpoint(AuditCheckpoint(seq=40, hash="other", time=NOW, signature="x"))  # kept as it was
+    assert stores[0].latest_audit_checkpoint() == latest
 
 
 def test_audit_listing_filters_and_paging(store: SqlDataStore) -> None:
