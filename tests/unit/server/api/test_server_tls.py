@@ -14,15 +14,15 @@ from cryptography.x509.oid import NameOID
 
 from server.api.tls import ServerTls
 
-NOW = datetime.now(UTC)
 
 
 def _ca() -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    now = datetime.now(UTC)  # at use, not import: a long test session must not outlive the certificates
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "test ca")])
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(NOW - timedelta(minutes=1))
-            .not_valid_after(NOW + timedelta(hours=1))
+            .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=1))
+            .not_valid_after(now + timedelta(hours=1))
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
@@ -32,10 +32,11 @@ def _ca() -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
 
 def _leaf(ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey,
           ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    now = datetime.now(UTC)
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (x509.CertificateBuilder().subject_name(x509.Name([])).issuer_name(ca.subject)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(NOW - timedelta(minutes=1)).not_valid_after(NOW + timedelta(minutes=30))
+            .not_valid_before(now - timedelta(minutes=1)).not_valid_after(now + timedelta(minutes=30))
             .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier("spiffe://example.org/spire/server")]),
                            critical=True)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
