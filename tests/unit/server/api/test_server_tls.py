@@ -15,7 +15,6 @@ from cryptography.x509.oid import NameOID
 from server.api.tls import ServerTls
 
 
-
 def _ca() -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     now = datetime.now(UTC)  # at use, not import: a long test session must not outlive the certificates
     key = ec.generate_private_key(ec.SECP256R1())
