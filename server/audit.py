@@ -21,12 +21,21 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
-from server.datastore import AuditRecord, AuditStore, ConflictError, Issuance, Page
+from server.datastore import (
+    AuditRecord,
+    AuditStore,
+    ConflictError,
+    InvalidArgumentError,
+    Issuance,
+    LimitExceededError,
+    NotFoundError,
+    Page,
+)
 from server.datastore.models import MAX_AUDIT_RECORD_BYTES, MAX_PAGE_SIZE
 from server.metrics import AUDIT_ALERTS, AUDIT_RECORDS, AUDIT_WRITE_FAILURES
 from spiffe_py.audit import (
@@ -48,6 +57,8 @@ FIRST_SEQ = 1
 MAX_FORWARDED_RECORDS = 1000
 _APPEND_ATTEMPTS = 5
 FORWARD_METHOD = "ForwardAudit"
+R = TypeVar("R")
+Seal = Callable[[Sequence[AuditEvent]], list[AuditRecord]]
 
 
 class ForwardError(SpiffeError, ValueError):
@@ -153,6 +164,39 @@ class CentralAudit:
                 self._accept(record, row)
             return records
         raise self._write_failed(ValueError("the chain kept moving under concurrent appenders"))
+
+    def append_in(self, write: Callable[[Seal], R], stored: Callable[[R], Sequence[AuditRecord]]) -> R:
+        """Run ``write(seal)``: one store transaction that appends ``seal(events)``'s rows with its own writes.
+
+        ``stored`` picks the appended rows out of ``write``'s result. Retried when the chain moved;
+        the request's own refusals (NotFoundError, LimitExceededError, InvalidArgumentError) pass
+        through with nothing written; any other failure is an AuditWriteError.
+        """
+        with self._lock:
+            for _ in range(_APPEND_ATTEMPTS):
+                try:
+                    return self._write_in(write, stored)
+                except ConflictError:
+                    self._catch_up()  # another server sharing the database appended first
+        raise self._write_failed(ValueError("the chain kept moving under concurrent appenders"))
+
+    def _write_in(self, write: Callable[[Seal], R], stored: Callable[[R], Sequence[AuditRecord]]) -> R:
+        sealed: list[dict[str, Any]] = []
+
+        def seal(events: Sequence[AuditEvent]) -> list[AuditRecord]:
+            pairs = self._sealed(events)
+            sealed[:] = [record for record, _ in pairs]
+            return [_row(record, text) for record, text in pairs]
+
+        try:
+            result = write(seal)
+        except (ConflictError, NotFoundError, LimitExceededError, InvalidArgumentError):
+            raise
+        except Exception as err:  # any store failure is loud, as in _append_all
+            raise self._write_failed(err) from err
+        for record, row in zip(sealed, stored(result), strict=True):
+            self._accept(record, row)
+        return result
 
     def _sealed(self, events: Sequence[AuditEvent]) -> list[tuple[dict[str, Any], str]]:
         """``events`` sealed as the next links after our head (not stored yet), each with its canonical JSON."""

@@ -8,7 +8,7 @@ Every method is synchronous and thread-safe; asyncio callers use ``asyncio.to_th
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -27,6 +27,8 @@ from server.datastore.models import (
     RegistrationEntry,
     Revocation,
     RevocationKind,
+    RevocationRequest,
+    RevokeResult,
 )
 
 
@@ -184,6 +186,18 @@ class RevocationStore(Protocol):
 
     def add_revocations(self, revocations: Sequence[Revocation]) -> tuple[Revocation, ...]:
         """Record revocations in one transaction (all or none); returns those that were new."""
+        ...
+
+    def revoke(self, request: RevocationRequest,
+               seal: Callable[[Sequence[Revocation]], Sequence[AuditRecord]]) -> RevokeResult:
+        """Revoke, evict/delete and append ``seal(revocations)``'s audit records in one transaction (all or none).
+
+        NotFoundError (entry/agent), LimitExceededError or ConflictError (audit chain moved) write nothing.
+        """
+        ...
+
+    def is_revoked(self, kind: RevocationKind, value: str) -> bool:
+        """True if this serial or jti is revoked (expired revocations included until pruned)."""
         ...
 
     def revocation_seq(self) -> int:
