@@ -151,10 +151,7 @@ _V4 = (
     "ALTER TABLE agents ADD COLUMN new_expires_at BIGINT",
 )
 
-# Per-agent revocation quotas count the revocations of one agent's SVIDs.
-_V5 = ("CREATE INDEX revocations_agent_id ON revocations (agent_id)",)
-
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4)
 """Migration N (1-based) is ``MIGRATIONS[N - 1]``; append new ones, never edit applied ones."""
 
 
