@@ -26,17 +26,27 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from server.datastore import AuditCheckpoint, AuditRecord, AuditStore, Issuance, Page
+from server.datastore import (
+    AuditCheckpoint,
+    AuditRecord,
+    AuditStore,
+    InvalidArgumentError,
+    Issuance,
+    LimitExceededError,
+    NotFoundError,
+    Page,
+)
+from server.datastore.base import AuditAppend
 from server.datastore.models import MAX_AUDIT_RECORD_BYTES, MAX_PAGE_SIZE
 from server.metrics import AUDIT_ALERTS, AUDIT_RECORDS, AUDIT_WRITE_FAILURES
 from spiffe_py.audit import (
@@ -64,6 +74,10 @@ CHECKPOINT_INTERVAL = 60.0  # seconds: a moved head is also checkpointed at leas
 CHECKPOINT_KEY_FILE = "audit-checkpoint.key"
 # signed bytes are this prefix and canonical JSON: never valid as any other message the server signs
 _CHECKPOINT_CONTEXT = b"spiffe-py audit checkpoint v1\n"
+R = TypeVar("R")
+# The store calls a SealAt inside its transaction with the chain head locked: (newest seq, its hash).
+SealAt = Callable[[int, str], AuditAppend]
+Sealer = Callable[[Sequence[AuditEvent]], SealAt]
 
 
 class ForwardError(SpiffeError, ValueError):
@@ -236,24 +250,45 @@ class CentralAudit:
 
     def _append_all(self, events: Sequence[AuditEvent], issuances: Sequence[Issuance]) -> list[dict[str, Any]]:
         """One transaction for every event and issuance (a batch's single write), sealed under the chain lock."""
+        _, records = self._write(lambda sealer: self._store.append_audit_sealed(sealer(events), issuances),
+                                 lambda rows: rows)
+        return records
+
+    def append_in(self, write: Callable[[Sealer], R], stored: Callable[[R], Sequence[AuditRecord]]) -> R:
+        """Run ``write(sealer)``: one store transaction that appends ``sealer(events)``'s rows with its own writes.
+
+        ``stored`` picks the appended rows out of ``write``'s result. The request's own refusals
+        (NotFoundError, LimitExceededError, InvalidArgumentError) pass through with nothing written;
+        any other failure is an AuditWriteError.
+        """
+        with self._lock:
+            return self._write(write, stored)[0]
+
+    def _write(self, write: Callable[[Sealer], R],
+               stored: Callable[[R], Sequence[AuditRecord]]) -> tuple[R, list[dict[str, Any]]]:
         known = self._head
         sealed: list[tuple[dict[str, Any], str]] = []
 
-        def seal(seq: int, newest: str) -> tuple[list[AuditRecord], list[AuditCheckpoint]]:
-            # runs inside the store's transaction, with the chain head locked: (seq, newest) is the real head
-            sealed[:] = self._sealed(events, _Head(seq, newest or GENESIS_HASH))
-            return [_row(r, text) for r, text in sealed], self._due_checkpoints(sealed)
+        def sealer(events: Sequence[AuditEvent]) -> SealAt:
+            def seal(seq: int, newest: str) -> AuditAppend:
+                # runs inside the store's transaction, with the chain head locked: (seq, newest) is the real head
+                sealed[:] = self._sealed(events, _Head(seq, newest or GENESIS_HASH))
+                return [_row(r, text) for r, text in sealed], self._due_checkpoints(sealed)
+            return seal
 
         try:
-            stored = self._store.append_audit_sealed(seal, issuances)
+            result = write(sealer)
+        except (NotFoundError, LimitExceededError, InvalidArgumentError):
+            raise
         except Exception as err:  # any store failure (disk full, read-only, driver error) is loud
             raise self._write_failed(err) from err
-        if stored:
-            self._follow(known, stored[0].seq - 1)
+        rows = stored(result)
+        if rows:
+            self._follow(known, rows[0].seq - 1)
         records = [record for record, _ in sealed]
-        for record, row in zip(records, stored, strict=True):
+        for record, row in zip(records, rows, strict=True):
             self._accept(record, row)
-        return records
+        return result, records
 
     def _follow(self, known: _Head, before: int) -> None:
         """Absorb what other servers appended between our head and seq ``before`` (our records follow it)."""

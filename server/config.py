@@ -101,6 +101,24 @@ class ServingConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AgentLimitsConfig:
+    """Per-agent throttles, so one compromised agent cannot flood signing or the revocation list.
+
+    Defaults: a 10,000-entry agent's full sync (10,000 X.509-SVIDs at once) fits the burst twice;
+    rotation at half of a 1 h TTL needs about 6 SVIDs/s. An agent minting flat out gets
+    ``sign_burst`` SVIDs, then ``sign_rate`` per second. Agent revocations (RevokeOwn) stop at
+    ``revocation_share`` unexpired rows; admin revocations and quarantines are never refused for size.
+    """
+
+    sign_rate: float = 100.0  # SVIDs (X.509 and JWT) per second, sustained
+    sign_burst: int = 20_000
+    revoke_rate: float = 10.0  # serials/jtis per second through RevokeOwn, sustained
+    revoke_burst: int = 2_000
+    revoke_quota: int = 10_000  # unexpired revocations of one agent's SVIDs that RevokeOwn may reach
+    revocation_share: int = 50_000  # unexpired revocations in all that RevokeOwn may reach
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     """The validated configuration of one spiffe-server."""
 
@@ -126,6 +144,7 @@ class ServerConfig:
     bundle_endpoint: BundleEndpointConfig | None = None
     policy_file: Path | None = None
     serving: ServingConfig = field(default_factory=ServingConfig)
+    agent_limits: AgentLimitsConfig = field(default_factory=AgentLimitsConfig)
 
     @property
     def admin_socket(self) -> Path:
@@ -288,6 +307,28 @@ def _serving(raw: object) -> ServingConfig:
     return ServingConfig(**kwargs)
 
 
+_MIN_SIGN_BURST = 500  # one full BatchNewX509SVID must fit
+
+
+def _agent_limits(raw: object) -> AgentLimitsConfig:
+    table = _table(raw, "agent_limits", _names(AgentLimitsConfig))
+    kwargs: dict[str, Any] = {}
+    for name, value in table.items():
+        key = _join("agent_limits", name)
+        if name.endswith("_rate"):
+            rate = _expect(value, (int, float), key)
+            if not 0 < rate <= 1e9:
+                raise ConfigError(f"config: {key}: must be a positive number of items per second, got {value!r}")
+            kwargs[name] = float(rate)
+        else:
+            count: int = _expect(value, int, key)
+            low = _MIN_SIGN_BURST if name == "sign_burst" else 1
+            if not low <= count <= 10**9:
+                raise ConfigError(f"config: {key}: must be within {low}..{10**9}, got {count!r}")
+            kwargs[name] = count
+    return AgentLimitsConfig(**kwargs)
+
+
 def _admin_uids(raw: object) -> tuple[int, ...]:
     items: list[Any] = _expect(raw, list, "admin_uids")
     return tuple(_uid(v) for v in items)
@@ -344,6 +385,7 @@ _SCALARS: dict[str, Any] = {
     "bundle_endpoint": lambda v: _listener(v, "bundle_endpoint", BundleEndpointConfig),
     "policy_file": lambda v: Path(_expect(v, str, "policy_file")),
     "serving": _serving,
+    "agent_limits": _agent_limits,
 }
 
 

@@ -58,6 +58,7 @@ from server.datastore import (
     Page,
     RegistrationEntry,
     Revocation,
+    RevocationKind,
     SelectorMatch,
 )
 from server.datastore.models import MAX_PAGE_SIZE
@@ -65,7 +66,7 @@ from server.errors import FailedPreconditionError
 from server.guard import keep_quarantine, patch_entry
 from server.health import run_checks
 from server.nodeattest.join_token import DEFAULT_JOIN_TOKEN_TTL, generate_join_token, join_token_agent_id
-from server.revocation import check_reason, jwt_issuance, x509_issuance
+from server.revocation import check_reason, jwt_issuance, serial_hex, x509_issuance
 from spiffe_py._peercred import peer_cred
 from spiffe_py._proto.spiffepy.server.v1 import admin_pb2, types_pb2
 from spiffe_py._proto.spiffepy.server.v1.admin_grpc import AdminAPIBase
@@ -108,11 +109,21 @@ class AdminService(AdminAPIBase):
                 raise AuthorizationError(f"admin: uid {uid} is not an admin")
             return
         ctx = self._ctx
-        caller = verify_peer_svid(peer_leaf(stream), ctx.roots(), ctx.intermediates(),
-                                  now=ctx.clock.now())
-        page = await ctx.call(ctx.store.list_entries, EntryFilter(by_spiffe_id=str(caller)), Page(size=MAX_PAGE_SIZE))
-        if not any(e.admin for e in page.items):
-            raise AuthorizationError(f"admin: {str(caller)!r} is not an admin identity")
+        leaf = peer_leaf(stream)
+        caller = verify_peer_svid(leaf, ctx.roots(), ctx.intermediates(), now=ctx.clock.now())
+        await ctx.call(self._check_admin_svid, str(caller), serial_hex(leaf.serial_number))
+
+    def _check_admin_svid(self, caller: str, serial: str) -> None:
+        """Blocking, every call: the SVID is not revoked; an admin entry for it exists and none is quarantined."""
+        store = self._ctx.store
+        if store.is_revoked(RevocationKind.SERIAL, serial):
+            raise AuthorizationError(f"admin: svid {serial} of {caller!r} is revoked")
+        entries = store.list_entries(EntryFilter(by_spiffe_id=caller), Page(size=MAX_PAGE_SIZE)).items
+        quarantined = [e.id for e in entries if e.quarantined]
+        if quarantined:
+            raise AuthorizationError(f"admin: {caller!r} is quarantined (entry {quarantined[0]!r})")
+        if not any(e.admin for e in entries):
+            raise AuthorizationError(f"admin: {caller!r} is not an admin identity")
 
     async def _request(self, stream: Stream[Any, Any]) -> Any:
         await self._authorize(stream)

@@ -32,12 +32,19 @@ from server.api.sync import SyncState, own_bundle
 from server.authz import authorized_entries, check_entry_authorized, node_aliases
 from server.ca.signer import public_key_from_csr
 from server.ca.templates import JwtSvidParams, SvidKind, X509SvidParams
-from server.datastore import AttestedAgent, ConflictError, Issuance, NotFoundError, RegistrationEntry
+from server.datastore import (
+    AttestedAgent,
+    ConflictError,
+    Issuance,
+    NotFoundError,
+    RegistrationEntry,
+    RevocationKind,
+)
 from server.errors import AttestationError, FailedPreconditionError
 from server.guard import CsrBatch
 from server.metrics import AGENTS_SYNCING, SIGNED
 from server.nodeattest.base import AttestResult
-from server.revocation import check_reason, jwt_issuance, serial_hex
+from server.revocation import check_reason, jwt_issuance, serial_hex, x509_issuance
 from spiffe_py._proto.spiffepy.server.v1 import agent_pb2
 from spiffe_py._proto.spiffepy.server.v1.agent_grpc import AgentAPIBase
 from spiffe_py.errors import AuthorizationError, SpiffeError
@@ -172,6 +179,11 @@ class AgentService(AgentAPIBase):
             raise AuthorizationError(f"agent: agent is banned: {agent_id!r}")
         return agent
 
+    def _check_not_revoked(self, caller: _Caller) -> None:
+        """Blocking: refuse an agent SVID that was revoked (``revoke svid --serial``), on every call."""
+        if self._ctx.store.is_revoked(RevocationKind.SERIAL, caller.serial):
+            raise AuthorizationError(f"agent: agent svid {caller.serial} is revoked: {caller.agent_id!r}")
+
     def _known_agent_now(self, caller: _Caller) -> AttestedAgent:
         """Blocking: the attested agent, refusing unknown, evicted or banned ones and stale agent SVIDs.
 
@@ -180,6 +192,7 @@ class AgentService(AgentAPIBase):
         """
         store = self._ctx.store
         agent = self._stored_agent(caller.agent_id)
+        self._check_not_revoked(caller)
         for _ in range(PROMOTE_ATTEMPTS):
             check = decide_agent_serial(caller.serial, current=agent.serial, new=agent.new_serial)
             if check is SerialCheck.ACCEPT:
@@ -279,6 +292,7 @@ class AgentService(AgentAPIBase):
             await ctx.call(ctx.store.create_agent, agent)
         else:
             await ctx.call(ctx.store.update_agent, agent)
+        await ctx.call(ctx.store.record_issuances, [x509_issuance(leaf, spiffe_id=agent_id, agent_id=agent_id)])
         ctx.changes.notify()
 
     # -- RenewAgent ------------------------------------------------------------------------------
@@ -295,6 +309,9 @@ class AgentService(AgentAPIBase):
             await self._ctx.call(self._ctx.store.renew_agent, agent.spiffe_id, serial=agent.serial,
                                  new_serial=serial_hex(leaf.serial_number), new_expires_at=leaf.not_valid_after_utc,
                                  now=self._ctx.clock.now())
+            # logged like workload SVIDs, so `revoke svid --serial` and `revoke agent` reach agent SVIDs too
+            await self._ctx.call(self._ctx.store.record_issuances, [x509_issuance(
+                leaf, spiffe_id=agent.spiffe_id, agent_id=agent.spiffe_id)])
             await stream.send_message(agent_pb2.RenewAgentResponse(svid_chain=certs_to_der(chain)))
 
     # -- SyncAuthorized ----------------------------------------------------------------------------
@@ -319,6 +336,7 @@ class AgentService(AgentAPIBase):
         while True:
             wake.clear()
             agent = await self._ctx.call(self._stored_agent, caller.agent_id)  # a ban or eviction ends the stream
+            await self._ctx.call(self._check_not_revoked, caller)  # so does revoking the SVID it opened with
             if decide_agent_serial(caller.serial, current=agent.serial, new=agent.new_serial) is SerialCheck.REFUSE:
                 # Opened with an SVID since superseded. Not PERMISSION_DENIED: the agent takes that for
                 # eviction. It closes such streams itself on renewal; anyone else's ends here.
@@ -359,6 +377,7 @@ class AgentService(AgentAPIBase):
                 raise RequestError("params", f"at most {MAX_BATCH} items per batch, got {len(req.params)}")
             plans: dict[str, _EntryPlan | SpiffeError] = {}
             now = self._ctx.clock.now()
+            self._ctx.sign_limiter.take(agent_id, len(req.params), now=now)  # RESOURCE_EXHAUSTED past the rate
             gate = self._ctx.guard.batch(actor=agent_id)  # issue 6: policy per entry, audit per batch
             ledger = X509IssuanceLog(agent_id=agent_id)
             issued: list[Issuance] = []
@@ -403,6 +422,7 @@ class AgentService(AgentAPIBase):
             req = await recv_request(stream)
             audience = check_audience(req.audience)
             entry = check_entry_authorized(req.entry_id, allowed)
+            self._ctx.sign_limiter.take(agent_id, 1, now=self._ctx.clock.now())
             end = entry_end(entry, now=self._ctx.clock.now())
             mint = self._ctx.guard.agent_jwt_request(actor=agent_id, entry=entry, audiences=audience)
             token = await self._ctx.guard.mint_jwt(mint, lambda ttl: self._ctx.ca.sign_jwt_svid(JwtSvidParams(

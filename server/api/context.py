@@ -25,6 +25,7 @@ from server.config import ServerConfig
 from server.datastore import DataStore
 from server.guard import Guard
 from server.nodeattest.base import NodeAttestor
+from server.ratelimit import KeyedLimiter
 from spiffe_py._memo import Identity, Memo
 from spiffe_py.clock import Clock
 from spiffe_py.spiffeid import SpiffeId
@@ -72,6 +73,18 @@ class ServerContext:
     def guard(self) -> Guard:
         """Policy and audit on every mint (issue 6); built on first use, see server/guard.py."""
         return Guard.from_config(self.config, self.store, self.clock)
+
+    @cached_property
+    def sign_limiter(self) -> KeyedLimiter:
+        """Per-agent signing rate (X.509 and JWT SVIDs), from ``[agent_limits]``."""
+        limits = self.config.agent_limits
+        return KeyedLimiter(rate=limits.sign_rate, burst=limits.sign_burst, what="signing")
+
+    @cached_property
+    def revoke_limiter(self) -> KeyedLimiter:
+        """Per-agent RevokeOwn rate (serials and jtis), from ``[agent_limits]``."""
+        limits = self.config.agent_limits
+        return KeyedLimiter(rate=limits.revoke_rate, burst=limits.revoke_burst, what="RevokeOwn")
 
     @property
     def server_id(self) -> SpiffeId:

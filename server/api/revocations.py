@@ -10,17 +10,19 @@ SyncAuthorized stream, which then pushes :meth:`RevocationHub.snapshot`::
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 
 from server.api.convert import ts
 from server.api.errors import RequestError
-from server.datastore import Issuance, NotFoundError, Revocation, RevocationKind
+from server.audit import Sealer
+from server.datastore import Issuance, NotFoundError, Revocation, RevocationKind, RevocationRequest, RevokeResult
 from server.errors import FailedPreconditionError
 from server.revocation import (
     CRL_VALIDITY,
@@ -28,11 +30,11 @@ from server.revocation import (
     check_jti,
     check_reason,
     parse_serial,
-    revocations_for,
     serial_hex,
     x509_issuance,
 )
 from spiffe_py._proto.spiffepy.server.v1 import types_pb2
+from spiffe_py.audit import AuditEvent, build_event
 from spiffe_py.errors import AuthorizationError
 
 if TYPE_CHECKING:
@@ -127,20 +129,46 @@ class X509IssuanceLog:
         return item
 
 
-async def _revoke(ctx: ServerContext, issuances: Iterable[Issuance], *, reason: str,
-                  what: str, actor: str) -> tuple[Revocation, ...]:
-    revs = await ctx.call(ctx.store.add_revocations,
-                          revocations_for(issuances, reason=check_reason(reason), now=ctx.clock.now()))
+MAX_LISTED = 100  # serials (or jtis) a revocation's audit record lists in full; beyond, a count and digest
+
+
+def values_digest(values: Iterable[str]) -> str:
+    """SHA-256 (hex) of the sorted values joined by newlines: recomputable from ``revocation list``."""
+    return hashlib.sha256("\n".join(sorted(values)).encode()).hexdigest()
+
+
+def revocation_details(what: str, revs: Sequence[Revocation], **extra: Any) -> dict[str, Any]:
+    """The audit details of one revocation: per kind a count and digest, and the values when few.
+
+    Bounded whatever the number revoked, so the record always fits the audit chain's limit.
+    """
+    details: dict[str, Any] = {"what": what, **extra}
+    for kind, name in ((RevocationKind.SERIAL, "serial"), (RevocationKind.JTI, "jti")):
+        values = sorted(r.value for r in revs if r.kind is kind)
+        details[f"{name}_count"] = len(values)
+        details[f"{name}s_sha256"] = values_digest(values)
+        if len(values) <= MAX_LISTED:
+            details[f"{name}s"] = values
+    return details
+
+
+async def _commit(ctx: ServerContext, request: RevocationRequest, *, what: str, actor: str,
+                  **extra: Any) -> tuple[Revocation, ...]:
+    """Store the revocations, the eviction or deletion and the audit record in one transaction."""
+
+    def events(revs: Sequence[Revocation]) -> list[AuditEvent]:
+        ids = {r.spiffe_id for r in revs}
+        return [build_event(now=request.now, actor=actor, spiffe_id=ids.pop() if len(ids) == 1 else None,
+                            selectors=(), decision="allow", reason=f"revoked: {request.reason}", method="Revoke",
+                            details=revocation_details(what, revs, **extra))]
+
+    def write(seal: Sealer) -> RevokeResult:
+        return ctx.store.revoke(request, lambda revs: seal(events(revs)))
+
+    result: RevokeResult = await ctx.call(ctx.guard.audit.append_in, write, lambda r: r.audit)
     ctx.changes.notify()
-    log.info("svids revoked", extra={"what": what, "count": len(revs), "reason": reason})
-    # Audited after the revocation is stored: an audit failure is loud but never un-revokes.
-    ids = {r.spiffe_id for r in revs}
-    await ctx.guard.note(actor=actor, method="Revoke", spiffe_id=ids.pop() if len(ids) == 1 else None,
-                         reason=f"revoked: {reason}", details={
-                             "what": what,
-                             "serials": [r.value for r in revs if r.kind is RevocationKind.SERIAL],
-                             "jtis": [r.value for r in revs if r.kind is RevocationKind.JTI]})
-    return revs
+    log.info("svids revoked", extra={"what": what, "count": len(result.added), "reason": request.reason})
+    return result.added
 
 
 async def _issued(ctx: ServerContext, kind: RevocationKind, value: str) -> Issuance | None:
@@ -165,46 +193,52 @@ async def revoke_svid(ctx: ServerContext, *, serial: str | None, jti: str | None
     if item is None:
         label = "x509 serial" if kind is RevocationKind.SERIAL else "jwt jti"
         raise NotFoundError(f"revocation: no svid with {label} {value!r} was issued by this server")
-    if item.expires_at <= ctx.clock.now():
+    now = ctx.clock.now()
+    if item.expires_at <= now:
         raise FailedPreconditionError(f"revocation: svid {value!r} has already expired")
-    return await _revoke(ctx, [item], reason=reason, what=f"{kind.value} {value}", actor=actor)
+    return await _commit(ctx, RevocationRequest(reason=reason, now=now, items=(item,)),
+                         what=f"{kind.value} {value}", actor=actor)
 
 
 async def revoke_entry(ctx: ServerContext, entry_id: str, *, reason: str,
                        delete: bool, actor: str) -> tuple[Revocation, ...]:
-    """Revoke every unexpired SVID issued under the entry (NotFoundError if unknown); optionally delete it."""
+    """Revoke every unexpired SVID issued under the entry (NotFoundError if unknown); optionally delete it.
+
+    Never refused for the revocation list's size: admins and quarantines always get through.
+    """
     check_reason(reason)
-    await ctx.call(ctx.store.get_entry, entry_id)
-    issued = await ctx.call(ctx.store.list_issuances, now=ctx.clock.now(), entry_id=entry_id)
-    revs = await _revoke(ctx, issued, reason=reason, what=f"entry {entry_id}", actor=actor)
-    if delete:
-        await ctx.call(ctx.store.delete_entry, entry_id)
-        ctx.changes.notify()
-    return revs
+    request = RevocationRequest(reason=reason, now=ctx.clock.now(), entry_id=entry_id, delete_entry=delete)
+    return await _commit(ctx, request, what=f"entry {entry_id}", actor=actor, deleted=delete)
 
 
 async def revoke_agent(ctx: ServerContext, agent_id: str, *, reason: str, actor: str) -> tuple[Revocation, ...]:
-    """Evict the agent (NotFoundError if unknown) and revoke every unexpired SVID issued to it."""
+    """Evict the agent (NotFoundError if unknown) and revoke every unexpired SVID issued to it, however many."""
     check_reason(reason)
-    await ctx.call(ctx.store.get_agent, agent_id)
-    issued = await ctx.call(ctx.store.list_issuances, now=ctx.clock.now(), agent_id=agent_id)
-    revs = await _revoke(ctx, issued, reason=reason, what=f"agent {agent_id}", actor=actor)
-    await ctx.call(ctx.store.delete_agent, agent_id)  # ends its SyncAuthorized stream at the next wake
-    ctx.changes.notify()
-    return revs
+    request = RevocationRequest(reason=reason, now=ctx.clock.now(), agent_id=agent_id, evict_agent=True)
+    # the eviction ends its SyncAuthorized stream at the next wake
+    return await _commit(ctx, request, what=f"agent {agent_id}", actor=actor, evicted=True)
 
 
 async def revoke_own(ctx: ServerContext, agent_id: str, *, serials: Sequence[str], jtis: Sequence[str],
                      reason: str) -> tuple[Revocation, ...]:
-    """Revoke SVIDs the caller holds; all or nothing, PERMISSION_DENIED for any not issued to it."""
+    """Revoke SVIDs the caller holds; all or nothing, PERMISSION_DENIED for any not issued to it.
+
+    Throttled per agent (RESOURCE_EXHAUSTED): a rate, a quota of unexpired revocations of its
+    SVIDs, and the agents' share of the revocation list (the rest is kept for admins).
+    """
     if not 0 < len(serials) + len(jtis) <= MAX_REVOKE_OWN:
         raise RequestError("x509_serials", f"1..{MAX_REVOKE_OWN} serials and jtis in all are required")
     check_reason(reason)
     wanted = [_parse(s, None) for s in serials] + [_parse(None, j) for j in jtis]
+    now = ctx.clock.now()
+    ctx.revoke_limiter.take(agent_id, len(wanted), now=now)
     items = []
     for kind, value in wanted:
         item = await _issued(ctx, kind, value)
         if item is None or item.agent_id != agent_id:
             raise AuthorizationError(f"revocation: {WIRE_KIND[kind]} {value!r} was not issued to {agent_id!r}")
         items.append(item)
-    return await _revoke(ctx, items, reason=reason, what=f"own svids of {agent_id}", actor=agent_id)
+    limits = ctx.config.agent_limits
+    request = RevocationRequest(reason=reason, now=now, items=tuple(items), limit=limits.revocation_share,
+                                quota_agent=agent_id, agent_quota=limits.revoke_quota)
+    return await _commit(ctx, request, what=f"own svids of {agent_id}", actor=agent_id)

@@ -52,6 +52,8 @@ from server.datastore.models import (
     RegistrationEntry,
     Revocation,
     RevocationKind,
+    RevocationRequest,
+    RevokeResult,
     SelectorMatch,
 )
 
@@ -62,7 +64,8 @@ __all__ = [
     "ConflictError", "DataStore", "DataStoreError", "EntryFilter", "EntryStore", "InvalidArgumentError",
     "Issuance", "IssuanceStore",
     "JoinToken", "JoinTokenStore", "LimitExceededError", "MatchMode", "NotFoundError", "Page", "PageResult",
-    "RegistrationEntry", "Revocation", "RevocationKind", "RevocationStore", "SchemaVersionError", "SelectorMatch",
+    "RegistrationEntry", "Revocation", "RevocationKind", "RevocationRequest", "RevocationStore",
+    "RevokeResult", "SchemaVersionError", "SelectorMatch",
     "SqlDataStore", "TokenStore", "open_datastore",
 ]
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from server.datastore import _codec as codec
 from server.datastore._query import Clause, agent_where, audit_where, entry_where, revocation_where
+from server.datastore.base import AuditAppend
 from server.datastore.errors import (
     AlreadyExistsError,
     ConflictError,
@@ -46,6 +47,8 @@ from server.datastore.models import (
     RegistrationEntry,
     Revocation,
     RevocationKind,
+    RevocationRequest,
+    RevokeResult,
     check_int,
     check_str,
     check_time,
@@ -55,6 +58,7 @@ from server.datastore.schema import Backend, Tx, UniqueViolation, migrate
 _ENTRY_SELECT = f"SELECT {', '.join('e.' + c for c in codec.ENTRY_COLUMNS)} FROM entries e"
 _AGENT_COLS = ", ".join(codec.AGENT_COLUMNS)
 _AUDIT_COLS = ", ".join(codec.AUDIT_COLUMNS)
+_REVOKE_CHUNK = 300  # revocation rows per INSERT ... RETURNING: 2700 parameters
 _INSERT_CHUNK = 500  # rows per multi-row INSERT: at 7 columns 3500 parameters, under every backend's limit
 
 
@@ -96,8 +100,12 @@ def _record_change(tx: Tx, kind: ChangeKind, key: str, *, deleted: bool = False)
     _insert(tx, "changes", {"seq": _bump(tx, "change"), "kind": kind.value, "key": key, "deleted": deleted})
 
 
-# what the seal callback of SqlDataStore.append_audit_sealed returns: records, checkpoints
-AuditAppend = tuple[Sequence[AuditRecord], Sequence[AuditCheckpoint]]
+def _revocations_of(issued: Iterable[Issuance], request: RevocationRequest) -> tuple[Revocation, ...]:
+    """One revocation per distinct SVID that has not expired at ``request.now``, in key order."""
+    unique = {(i.kind.value, i.value): i for i in issued if i.expires_at > request.now}
+    return tuple(Revocation(kind=i.kind, value=i.value, revoked_at=request.now, expires_at=i.expires_at,
+                            entry_id=i.entry_id, agent_id=i.agent_id, reason=request.reason, spiffe_id=i.spiffe_id,
+                            issuer=i.issuer) for _, i in sorted(unique.items(), key=lambda kv: kv[0]))
 
 
 def _page_of(items: Sequence[object], page: Page, key: str) -> str:
@@ -465,6 +473,83 @@ class SqlDataStore:
                 _record_change(tx, ChangeKind.REVOCATION, "")
         return added
 
+    def revoke(self, request: RevocationRequest,
+               seal: Callable[[Sequence[Revocation]], Callable[[int, str], AuditAppend]]) -> RevokeResult:
+        """Revoke, evict/delete and append ``seal(revocations)``'s audit records in one transaction (all or none).
+
+        The SVIDs of ``request.entry_id``/``request.agent_id`` are read inside the transaction, so
+        none issued meanwhile escapes an eviction. ``seal`` gets every revocation covered (new or
+        already stored) and returns the sealer of the audit rows, which runs with the chain head
+        locked (as in :meth:`append_audit_sealed`). NotFoundError (unknown entry/agent) or
+        LimitExceededError (``limit``/``agent_quota``) roll everything back.
+        """
+        now = codec.to_micros(request.now)
+        with self._change_tx() as tx:
+            issued = list(request.items)
+            for column, key in (("entry_id", request.entry_id), ("agent_id", request.agent_id)):
+                if key is None:
+                    continue
+                self._require(tx, "entries" if column == "entry_id" else "agents",
+                              "id" if column == "entry_id" else "spiffe_id", key)
+                rows = tx.execute(f"SELECT {', '.join(codec.ISSUANCE_COLUMNS)} FROM issuances"
+                                  f" WHERE {column} = ? AND expires_at > ? ORDER BY kind, value", (key, now))
+                issued.extend(codec.issuance_from_row(r) for r in rows)
+            revoked = _revocations_of(issued, request)
+            added_keys = self._insert_revocations(tx, revoked)
+            added = tuple(r for r in revoked if (r.kind.value, r.value) in added_keys)
+            if added:
+                self._check_limits(tx, request, now)
+                _bump(tx, "revocation")
+                _record_change(tx, ChangeKind.REVOCATION, "")
+            if request.delete_entry and request.entry_id is not None:
+                self._delete_entry(tx, request.entry_id)
+                _record_change(tx, ChangeKind.ENTRY, request.entry_id, deleted=True)
+            if request.evict_agent and request.agent_id is not None:
+                tx.execute("DELETE FROM agents WHERE spiffe_id = ?", (request.agent_id,))
+                _record_change(tx, ChangeKind.AGENT, request.agent_id, deleted=True)
+            stored = self._append_sealed(tx, seal(revoked))
+        return RevokeResult(revoked=revoked, added=added, audit=tuple(stored))
+
+    @staticmethod
+    def _require(tx: Tx, table: str, column: str, key: str) -> None:
+        if not tx.execute(f"SELECT 1 FROM {table} WHERE {column} = ?", (key,)):
+            what = "entry" if table == "entries" else "agent"
+            raise NotFoundError(f"datastore: no such {what}: {key!r}")
+
+    @staticmethod
+    def _insert_revocations(tx: Tx, revoked: Sequence[Revocation]) -> set[tuple[str, str]]:
+        """Insert in chunks (a repeat is ignored); the (kind, value) keys that were new."""
+        columns = codec.REVOCATION_COLUMNS
+        one = "(" + ", ".join("?" for _ in columns) + ")"
+        added: set[tuple[str, str]] = set()
+        for start in range(0, len(revoked), _REVOKE_CHUNK):
+            rows = [codec.revocation_row(r) for r in revoked[start:start + _REVOKE_CHUNK]]
+            added.update((str(k), str(v)) for k, v in tx.execute(
+                f"INSERT INTO revocations ({', '.join(columns)}) VALUES {', '.join(one for _ in rows)}"
+                " ON CONFLICT (kind, value) DO NOTHING RETURNING kind, value",
+                [row[col] for row in rows for col in columns]))
+        return added
+
+    @staticmethod
+    def _check_limits(tx: Tx, request: RevocationRequest, now: int) -> None:
+        """Refuse (rolling back) when the unexpired rows now exceed the request's limit or agent quota."""
+        if request.limit is not None:
+            live = int(tx.execute("SELECT COUNT(*) FROM revocations WHERE expires_at > ?", (now,))[0][0])
+            if live > request.limit:
+                raise LimitExceededError(f"datastore: revocation list is full for agent requests ({request.limit} "
+                                         "unexpired revocations; the rest is reserved for admins)")
+        if request.agent_quota is not None:
+            mine = int(tx.execute("SELECT COUNT(*) FROM revocations WHERE agent_id = ? AND expires_at > ?",
+                                  (request.quota_agent, now))[0][0])
+            if mine > request.agent_quota:
+                raise LimitExceededError(f"datastore: revocation quota of agent {request.quota_agent!r} is used up "
+                                         f"({request.agent_quota} unexpired revocations of its SVIDs)")
+
+    def is_revoked(self, kind: RevocationKind, value: str) -> bool:
+        """True if this serial or jti is revoked (expired revocations included until pruned)."""
+        with self._backend.transaction() as tx:
+            return bool(tx.execute("SELECT 1 FROM revocations WHERE kind = ? AND value = ?", (kind.value, value)))
+
     def revocation_seq(self) -> int:
         """A number that grows whenever a revocation is added (0 if none ever was)."""
         with self._backend.transaction() as tx:
@@ -581,15 +666,19 @@ class SqlDataStore:
         queues on the lock, so nothing is sealed after a stale head and no append has to retry.
         """
         with self._backend.transaction() as tx:
-            # the row lock on the audit counter serialises chain appends until this transaction ends
-            tx.execute("UPDATE counters SET value = value WHERE name = ?", ("audit",))
-            seq = _counter(tx, "audit")
-            newest = tx.execute("SELECT hash FROM audit WHERE seq = ?", (seq,))
-            records, checkpoints = seal(seq, newest[0][0] if newest else "")
-            stored = self._append_audit(tx, records)
-            _insert_rows(tx, "audit_checkpoints", codec.CHECKPOINT_COLUMNS,
-                         [codec.checkpoint_row(cp) for cp in checkpoints], " ON CONFLICT (seq) DO NOTHING")
+            stored = self._append_sealed(tx, seal)
             _insert_issuances(tx, issuances)
+        return stored
+
+    def _append_sealed(self, tx: Tx, seal: Callable[[int, str], AuditAppend]) -> list[AuditRecord]:
+        # the row lock on the audit counter serialises chain appends until this transaction ends
+        tx.execute("UPDATE counters SET value = value WHERE name = ?", ("audit",))
+        seq = _counter(tx, "audit")
+        newest = tx.execute("SELECT hash FROM audit WHERE seq = ?", (seq,))
+        records, checkpoints = seal(seq, newest[0][0] if newest else "")
+        stored = self._append_audit(tx, records)
+        _insert_rows(tx, "audit_checkpoints", codec.CHECKPOINT_COLUMNS,
+                     [codec.checkpoint_row(cp) for cp in checkpoints], " ON CONFLICT (seq) DO NOTHING")
         return stored
 
     def add_audit_checkpoint(self, checkpoint: AuditCheckpoint) -> None:

@@ -28,7 +28,12 @@ from server.datastore.models import (
     RegistrationEntry,
     Revocation,
     RevocationKind,
+    RevocationRequest,
+    RevokeResult,
 )
+
+# what an audit seal callback returns inside the store's transaction: the records, then checkpoints
+AuditAppend = tuple[Sequence[AuditRecord], Sequence[AuditCheckpoint]]
 
 
 class EntryStore(Protocol):
@@ -187,6 +192,18 @@ class RevocationStore(Protocol):
         """Record revocations in one transaction (all or none); returns those that were new."""
         ...
 
+    def revoke(self, request: RevocationRequest,
+               seal: Callable[[Sequence[Revocation]], Callable[[int, str], AuditAppend]]) -> RevokeResult:
+        """Revoke, evict/delete and append ``seal(revocations)``'s audit records in one transaction (all or none).
+
+        NotFoundError (entry/agent), LimitExceededError or ConflictError (audit chain moved) write nothing.
+        """
+        ...
+
+    def is_revoked(self, kind: RevocationKind, value: str) -> bool:
+        """True if this serial or jti is revoked (expired revocations included until pruned)."""
+        ...
+
     def revocation_seq(self) -> int:
         """A number that grows whenever a revocation is added (0 if none ever was)."""
         ...
@@ -241,7 +258,7 @@ class AuditStore(Protocol):
         """Append chained records and log ``issuances`` in one transaction; ConflictError writes nothing."""
         ...
 
-    def append_audit_sealed(self, seal: Callable[[int, str], tuple[Sequence[AuditRecord], Sequence[AuditCheckpoint]]],
+    def append_audit_sealed(self, seal: Callable[[int, str], AuditAppend],
                             issuances: Sequence[Issuance] = ()) -> list[AuditRecord]:
         """Append what ``seal(newest seq, newest hash)`` returns, with the chain head locked; one transaction."""
         ...

@@ -284,6 +284,46 @@ class AuditCheckpoint:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RevocationRequest:
+    """One revocation, committed with its side effect and its audit record in a single transaction.
+
+    What is revoked: the ``items`` given, plus every SVID issued under ``entry_id`` or to
+    ``agent_id`` that is unexpired at ``now`` (read inside the transaction, however many).
+    ``delete_entry``/``evict_agent`` remove that entry/agent in the same transaction.
+    ``limit`` refuses (LimitExceededError) when the table would then hold more unexpired rows;
+    ``agent_quota`` likewise for the unexpired revocations of SVIDs issued to ``quota_agent``.
+    """
+
+    reason: str
+    now: datetime
+    items: tuple[Issuance, ...] = ()
+    entry_id: str | None = None
+    agent_id: str | None = None
+    delete_entry: bool = False
+    evict_agent: bool = False
+    limit: int | None = None
+    quota_agent: str = ""
+    agent_quota: int | None = None
+
+    def __post_init__(self) -> None:
+        check_str("reason", self.reason)
+        check_time("now", self.now)
+        if self.delete_entry and self.entry_id is None:
+            raise InvalidArgumentError("delete_entry", "needs entry_id")
+        if self.evict_agent and self.agent_id is None:
+            raise InvalidArgumentError("evict_agent", "needs agent_id")
+
+
+@dataclass(frozen=True, slots=True)
+class RevokeResult:
+    """What :meth:`revoke` did: every revocation it covered, those that were new, and the stored audit rows."""
+
+    revoked: tuple[Revocation, ...]
+    added: tuple[Revocation, ...]
+    audit: tuple[AuditRecord, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AuditRecord:
     """One link of the audit hash chain; the store only keeps it (hashing lives elsewhere)."""
 

@@ -179,8 +179,8 @@ async def test_revoke_agent_evicts_it_and_revokes_what_it_holds(srv: ServerProc)
         leaf = await new_x509(stub, web, f"{TD}/agent-web")
         jwt_svid = await new_jwt(stub, web)
         out = await asyncio.to_thread(srv.cli_json, "revoke", "agent", "--spiffe-id", agent.spiffe_id)
-        assert {(r["kind"], r["value"]) for r in out["revocations"]} == {("x509", serial_of(leaf)),
-                                                                         ("jwt", jwt_svid.jti)}
+        assert {(r["kind"], r["value"]) for r in out["revocations"]} == {
+            ("x509", serial_of(leaf)), ("jwt", jwt_svid.jti), ("x509", serial_of(agent.chain[0]))}  # its own SVID too
         with pytest.raises(GRPCError) as exc:  # the stream ends: the agent is gone
             while await asyncio.wait_for(stream.recv_message(), 20) is not None:
                 pass

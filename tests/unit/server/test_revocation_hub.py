@@ -13,8 +13,8 @@ from server.api.revocations import revoke_own, revoke_svid
 from server.ca.keys import KeyType, MemoryKeyManager, generate_key
 from server.ca.manager import CaConfig, CaManager, MemoryJournalStore
 from server.ca.templates import X509SvidParams
-from server.config import ServerConfig
-from server.datastore import open_datastore
+from server.config import AgentLimitsConfig, ServerConfig
+from server.datastore import LimitExceededError, open_datastore
 from server.errors import FailedPreconditionError
 from server.revocation import x509_issuance
 from spiffe_py.clock import ManualClock
@@ -74,3 +74,21 @@ async def test_revoke_refusals_change_nothing(tmp_path: Path) -> None:
     with pytest.raises(FailedPreconditionError, match="has already expired"):
         await revoke_svid(ctx, serial=serial, jti=None, reason="", actor="uid:0")
     assert ctx.store.count_revocations() == 0
+
+
+async def test_agent_share_frees_up_as_revocations_expire_and_are_pruned(tmp_path: Path) -> None:
+    clock = ManualClock(NOW)
+    ca = CaManager(CaConfig(trust_domain=TD), keys=MemoryKeyManager(), journal=MemoryJournalStore(), clock=clock)
+    config = ServerConfig(trust_domain=TD, agent_limits=AgentLimitsConfig(revocation_share=1))
+    ctx = ServerContext(config=config, store=open_datastore(tmp_path / "db"), ca=ca, clock=clock)
+    first, second = _issue(ctx), _issue(ctx)
+    await revoke_own(ctx, AGENT, serials=[f"{first.serial_number:x}"], jtis=[], reason="exited")
+    with pytest.raises(LimitExceededError, match="reserved for admins"):
+        await revoke_own(ctx, AGENT, serials=[f"{second.serial_number:x}"], jtis=[], reason="exited")
+    clock.advance(timedelta(minutes=59, seconds=59))  # both SVIDs live for an hour
+    third = _issue(ctx)
+    clock.advance(timedelta(seconds=2))  # the first revocation is no longer needed
+    await ctx.revocations.snapshot(ctx)
+    assert ctx.store.count_revocations() == 0  # pruned
+    await revoke_own(ctx, AGENT, serials=[f"{third.serial_number:x}"], jtis=[], reason="exited")
+    assert ctx.store.count_revocations() == 1

@@ -128,3 +128,22 @@ def test_load_config_missing_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("value", "seconds"), [(5, 5), ("90s", 90), ("5m", 300), ("24h", 86400), ("1d", 86400)])
 def test_parse_duration(value: object, seconds: int) -> None:
     assert parse_duration(value, "k") == timedelta(seconds=seconds)
+
+
+def test_agent_limits_parse_with_safe_defaults() -> None:
+    default = parse_config('trust_domain = "example.org"').agent_limits
+    assert (default.sign_burst, default.revocation_share) == (20_000, 50_000)
+    cfg = parse_config('trust_domain = "example.org"\n[agent_limits]\nsign_rate = 0.5\nrevoke_quota = 7\n')
+    assert (cfg.agent_limits.sign_rate, cfg.agent_limits.revoke_quota, cfg.agent_limits.sign_burst) == (0.5, 7, 20_000)
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ("sign_brust = 1", "unknown key 'agent_limits.sign_brust'"),
+    ("sign_burst = 499", "agent_limits.sign_burst: must be within 500.."),
+    ("sign_rate = 0", "agent_limits.sign_rate: must be a positive number"),
+    ("revoke_quota = true", "agent_limits.revoke_quota: expected an integer"),
+    ("revocation_share = 0", "agent_limits.revocation_share: must be within 1.."),
+])
+def test_agent_limits_errors_name_the_key(body: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_config(f'trust_domain = "example.org"\n[agent_limits]\n{body}\n')
