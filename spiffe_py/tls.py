@@ -9,8 +9,7 @@ restart; a client context carries the SVID current when it was built (build one 
     ctx = server_context(source, source, authorize_member_of(TrustDomain.parse("example.org")))
     conn = SSL.Connection(ctx, sock)
     conn.set_accept_state()
-    conn.do_handshake()
-    peer = peer_spiffe_id(conn)
+    peer = handshake(conn)     # a refusal raises why: chain, trust domain or authorizer, and the ID presented
 
 grpcio cannot run custom verification inside the handshake, so its helpers split the work:
 :func:`grpc_server_credentials` lets gRPC check the client chain against ONE trust domain's bundle
@@ -38,7 +37,7 @@ from OpenSSL import SSL, crypto
 
 from spiffe_py.bundle import X509Bundle, X509BundleSource
 from spiffe_py.clock import Clock, SystemClock
-from spiffe_py.errors import AuthorizationError, SpiffeError, VerificationError
+from spiffe_py.errors import AuthorizationError, BundleNotFoundError, SpiffeError, VerificationError
 from spiffe_py.spiffeid import SpiffeId, TrustDomain
 from spiffe_py.x509svid import X509Svid, X509SvidSource, verify_x509_svid
 
@@ -135,11 +134,53 @@ class _PeerVerifier:
             crls = self._crls.get_crls() if self._crls is not None else ()
             peer = verify_peer(chain, self._bundles, self._authorizer, now=self._clock.now(), crls=crls)
         except (SpiffeError, ValueError) as err:
-            _results[conn] = err if isinstance(err, SpiffeError) else VerificationError(f"tls: {err}")
-            log.info("tls: peer rejected: %s", err)
+            rejection = _rejection(err, chain)
+            _results[conn] = rejection
+            log.info("%s", rejection)
             return False
         _results[conn] = peer
         return True
+
+
+def _presented_id(chain: Sequence[x509.Certificate]) -> str:
+    """The URI SAN the peer's leaf presents (unverified: for messages only)."""
+    try:
+        uris = chain[0].extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+            x509.UniformResourceIdentifier)
+    except (IndexError, ValueError, x509.ExtensionNotFound):
+        return "no SPIFFE ID"
+    return repr(uris[0]) if len(uris) == 1 else f"{len(uris)} URI SANs"
+
+
+def _rejection(err: Exception, chain: Sequence[x509.Certificate]) -> SpiffeError:
+    """Why the peer was refused, naming the stage (chain, trust domain, authorizer) and the presented ID.
+
+    The error keeps its class (AuthorizationError, RevokedError, ...); only the message grows.
+    """
+    if isinstance(err, AuthorizationError):
+        stage = "the authorizer"
+    elif isinstance(err, BundleNotFoundError) or "no x509 authorities for trust domain" in str(err):
+        stage = "trust domain (no bundle for it)"
+    else:
+        stage = "chain verification"
+    kind: type[SpiffeError] = type(err) if isinstance(err, SpiffeError) else VerificationError
+    return kind(f"tls: peer presenting {_presented_id(chain)} refused by {stage}: {err}")
+
+
+def handshake(conn: SSL.Connection) -> SpiffeId:
+    """Complete the handshake and return the verified peer ID.
+
+    A peer this side refused raises why (chain, trust domain or authorizer, and the ID it
+    presented) instead of OpenSSL's bare "certificate verify failed".
+    """
+    try:
+        conn.do_handshake()
+    except SSL.Error as err:
+        rejection = _results.get(conn)
+        if isinstance(rejection, SpiffeError):
+            raise rejection from err
+        raise
+    return peer_spiffe_id(conn)
 
 
 # Outcome of peer verification per connection: the verified ID or the rejection.
