@@ -165,7 +165,8 @@ async def _raw_call(channel: Channel, path: str, payload: bytes, metadata: dict[
 
 async def _no_message(channel: Channel) -> None:
     """A unary call that ends its request stream without sending the request message."""
-    async with channel.request(METHOD, Cardinality.UNARY_UNARY, bytes, bytes, metadata=HEADER) as stream:
+    # STREAM_UNARY on the client side only: grpclib's client refuses to end a unary request with no message
+    async with channel.request(METHOD, Cardinality.STREAM_UNARY, bytes, bytes, metadata=HEADER) as stream:
         await stream.send_request(end=True)
         await stream.recv_message()
 
