@@ -172,7 +172,7 @@ def private_key_from_any(data: bytes) -> SigningKey:
         data = blocks[0][1]
     try:
         key: PrivateKeyTypes = serialization.load_der_private_key(data, password=None)
-    except (ValueError, TypeError) as err:  # TypeError: the key is encrypted
+    except (ValueError, TypeError, UnsupportedAlgorithm) as err:  # TypeError: encrypted; or an unknown algorithm
         raise DecodeError("invalid or encrypted private key") from err
     if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
         raise DecodeError("unsupported private key type (want ec or rsa)")

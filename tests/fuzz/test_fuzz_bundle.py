@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
@@ -23,9 +24,7 @@ _VALID_JSON = _BUNDLE.to_json()
 _CERT_DER = _CA.cert.public_bytes(serialization.Encoding.DER)
 _EC = _CA.jwt_bundle().to_jwks()
 
-_good_jwk_members: list[dict[str, Any]] = [
-    dict(k) for k in __import__("json").loads(_VALID_JSON)["keys"]
-]
+_good_jwk_members: list[dict[str, Any]] = [dict(k) for k in json.loads(_VALID_JSON)["keys"]]
 
 _b64_values = st.one_of(
     st.binary(max_size=70).map(b64url),
@@ -109,7 +108,7 @@ def test_jwt_bundle_parse_jwks_raises_only_invalid_bundle(data: bytes) -> None:
 def bundle_maps(draw: st.DrawFn) -> bytes:
     names = st.one_of(st.sampled_from(["example.org", "spiffe://example.org", "EXAMPLE.org", "a", ""]),
                       st.text(max_size=12))
-    inner = draw(st.dictionaries(names, st.one_of(bundle_documents().map(__import__("json").loads), json_values),
+    inner = draw(st.dictionaries(names, st.one_of(bundle_documents().map(json.loads), json_values),
                                  max_size=3))
     return json_bytes({"trust_domains": inner} if draw(st.integers(0, 5)) else draw(json_values))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from spiffe_py import _pem
@@ -56,8 +56,13 @@ def test_split_der_raises_only_decode_error(data: bytes) -> None:
         assert b"".join(outcome) == data
 
 
+# A PKCS#8 key whose algorithm OID is unknown: cryptography raised UnsupportedAlgorithm (not a ValueError).
+_UNKNOWN_ALG_KEY = _KEY_DER.replace(bytes.fromhex("2a8648ce3d0201"), bytes.fromhex("2b8648ce3d0201"), 1)
+
+
 @CHEAP
 @given(st.one_of(mutated(_KEY_PEM), mutated(_KEY_DER), _pem_text, st.binary(max_size=200)))
+@example(_UNKNOWN_ALG_KEY)
 def test_private_key_from_any_raises_only_decode_error(data: bytes) -> None:
     assert_outcome(attempt(_pem.private_key_from_any, data), object, _pem.DecodeError)
 
@@ -65,6 +70,7 @@ def test_private_key_from_any_raises_only_decode_error(data: bytes) -> None:
 @MEDIUM
 @given(st.one_of(mutated(_CHAIN_PEM), mutated(_CHAIN_DER)), st.one_of(st.just(_KEY_DER), mutated(_KEY_PEM)),
        st.text(max_size=20))
+@example(_CHAIN_DER, _UNKNOWN_ALG_KEY, "")
 def test_x509_svid_parse_raises_only_invalid_x509_svid(chain: bytes, key: bytes, hint: str) -> None:
     assert_outcome(attempt(X509Svid.parse, chain, key, hint), X509Svid, InvalidX509SvidError)
 
