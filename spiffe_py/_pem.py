@@ -27,9 +27,11 @@ _PEM_LABEL = re.compile(rb"[A-Z0-9 ]{1,64}")
 _PEM_START = b"-----BEGIN "
 
 
-# Everything cryptography raises for a malformed certificate (some are not ValueErrors).
+# Everything cryptography raises for a malformed certificate (some are not ValueErrors; TypeError: e.g. a
+# name attribute of a type its OID may not have, raised when the subject is first read).
 _CERT_ERRORS = (
     ValueError,
+    TypeError,
     UnsupportedAlgorithm,
     x509.InvalidVersion,
     x509.DuplicateExtension,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -30,9 +31,11 @@ _COMMON: dict[str, Any] = {
     "database": None,
     "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
 }
-CHEAP = settings(max_examples=100, **_COMMON)
-MEDIUM = settings(max_examples=50, **_COMMON)
-COSTLY = settings(max_examples=25, **_COMMON)
+# SPIFFE_PY_FUZZ_SCALE=10 multiplies every budget, for a longer run by hand.
+_SCALE = max(1, int(os.environ.get("SPIFFE_PY_FUZZ_SCALE", "1")))
+CHEAP = settings(max_examples=100 * _SCALE, **_COMMON)
+MEDIUM = settings(max_examples=50 * _SCALE, **_COMMON)
+COSTLY = settings(max_examples=25 * _SCALE, **_COMMON)
 
 
 class _Raised:

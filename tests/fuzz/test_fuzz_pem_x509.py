@@ -38,8 +38,19 @@ _pem_text = st.lists(
 ).map(b"".join)
 
 
+def _bit_string_common_name(der: bytes) -> bytes:
+    """``der`` with its first commonName made a BIT STRING (only X500UniqueIdentifier may be one)."""
+    at = der.find(bytes.fromhex("0603550403")) + 5  # the CN OID, then the value's tag, length, first byte
+    return der[:at] + bytes([0x03, der[at + 1], 0x00]) + der[at + 3 :]
+
+
+# cryptography raised TypeError when the subject was first read (found by atheris).
+_BIT_STRING_CN_CHAIN = _bit_string_common_name(_CHAIN_DER)
+
+
 @CHEAP
 @given(st.one_of(mutated(_CHAIN_PEM), mutated(_CHAIN_DER), _pem_text, st.binary(max_size=300)))
+@example(_BIT_STRING_CN_CHAIN)
 def test_certificates_from_any_raises_only_decode_error(data: bytes) -> None:
     outcome = attempt(_pem.certificates_from_any, data)
     assert_outcome(outcome, list, _pem.DecodeError)
@@ -71,6 +82,7 @@ def test_private_key_from_any_raises_only_decode_error(data: bytes) -> None:
 @given(st.one_of(mutated(_CHAIN_PEM), mutated(_CHAIN_DER)), st.one_of(st.just(_KEY_DER), mutated(_KEY_PEM)),
        st.text(max_size=20))
 @example(_CHAIN_DER, _UNKNOWN_ALG_KEY, "")
+@example(_BIT_STRING_CN_CHAIN, _KEY_DER, "")
 def test_x509_svid_parse_raises_only_invalid_x509_svid(chain: bytes, key: bytes, hint: str) -> None:
     assert_outcome(attempt(X509Svid.parse, chain, key, hint), X509Svid, InvalidX509SvidError)
 
