@@ -438,8 +438,8 @@ def _parse_forwarded(raw: Sequence[str]) -> list[dict[str, Any]]:
             raise ForwardError(f"audit: record {i} is larger than {MAX_AUDIT_RECORD_BYTES // 2} bytes")
         try:
             value = json.loads(text)
-        except ValueError:
-            raise ForwardError(f"audit: record {i} is not JSON") from None
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the json module's limit
+            raise ForwardError(f"audit: record {i} is not JSON (or is nested too deeply)") from None
         if not isinstance(value, dict):
             raise ForwardError(f"audit: record {i} is not a JSON object")
         records.append(value)

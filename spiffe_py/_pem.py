@@ -27,9 +27,11 @@ _PEM_LABEL = re.compile(rb"[A-Z0-9 ]{1,64}")
 _PEM_START = b"-----BEGIN "
 
 
-# Everything cryptography raises for a malformed certificate (some are not ValueErrors).
+# Everything cryptography raises for a malformed certificate (some are not ValueErrors; TypeError: e.g. a
+# name attribute of a type its OID may not have, raised when the subject is first read).
 _CERT_ERRORS = (
     ValueError,
+    TypeError,
     UnsupportedAlgorithm,
     x509.InvalidVersion,
     x509.DuplicateExtension,
@@ -172,7 +174,7 @@ def private_key_from_any(data: bytes) -> SigningKey:
         data = blocks[0][1]
     try:
         key: PrivateKeyTypes = serialization.load_der_private_key(data, password=None)
-    except (ValueError, TypeError) as err:  # TypeError: the key is encrypted
+    except (ValueError, TypeError, UnsupportedAlgorithm) as err:  # TypeError: encrypted; or an unknown algorithm
         raise DecodeError("invalid or encrypted private key") from err
     if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
         raise DecodeError("unsupported private key type (want ec or rsa)")

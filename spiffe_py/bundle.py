@@ -11,7 +11,6 @@ Bundles are immutable; ``with_*`` methods return new objects::
 from __future__ import annotations
 
 import base64
-import binascii
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -305,7 +304,7 @@ def _x5c_certificate(jwk: Mapping[str, Any]) -> x509.Certificate | None:
         return None
     try:
         certs = _pem.certificates_from_der(base64.b64decode(x5c[0], validate=True))
-    except (binascii.Error, _pem.DecodeError) as err:
+    except (ValueError, _pem.DecodeError) as err:  # ValueError: binascii.Error, or a non-ASCII string
         raise _fail("'x5c' does not hold a base64 der certificate") from err
     if len(certs) != 1:  # X5-20: exactly one certificate per x5c value
         raise _fail("'x5c' value must hold exactly one certificate")

@@ -23,6 +23,7 @@ from server.api.errors import RequestError
 from server.ca.templates import RESERVED_JWT_CLAIMS
 from server.datastore.models import AttestedAgent, RegistrationEntry
 from server.dnsnames import DnsNameError, check_dns_name
+from spiffe_py import _jwk, _pem
 from spiffe_py._proto.spiffepy.server.v1 import types_pb2
 from spiffe_py.bundle import SpiffeBundle
 from spiffe_py.errors import SpiffeError
@@ -207,16 +208,28 @@ def bundle_to_proto(bundle: SpiffeBundle) -> types_pb2.Bundle:
     )
 
 
+def _x509_authority(der: bytes, field: str) -> x509.Certificate:
+    """One DER CA certificate, fully decoded, whose key a SPIFFE bundle (JWKS) can carry."""
+    try:
+        certs = _pem.certificates_from_der(der)
+    except _pem.DecodeError as err:
+        raise RequestError(field, "not a DER certificate") from err
+    if len(certs) != 1:
+        raise RequestError(field, "each item must hold exactly one DER certificate")
+    try:
+        _jwk.key_to_jwk(certs[0].public_key())
+    except (TypeError, ValueError) as err:  # e.g. Ed25519 or a curve JOSE does not define
+        raise RequestError(field, "certificate key must be ec p-256/p-384/p-521 or rsa") from err
+    return certs[0]
+
+
 def bundle_from_proto(pb: types_pb2.Bundle, field: str = "bundle") -> SpiffeBundle:
     """Parse a wire bundle; every certificate and key must parse."""
     try:
         td = TrustDomain.parse(pb.trust_domain)
     except SpiffeError as err:
         raise RequestError(f"{field}.trust_domain", str(err)) from err
-    try:
-        certs = tuple(x509.load_der_x509_certificate(der) for der in pb.x509_authorities)
-    except ValueError as err:
-        raise RequestError(f"{field}.x509_authorities", "not a DER certificate") from err
+    certs = tuple(_x509_authority(der, f"{field}.x509_authorities") for der in pb.x509_authorities)
     keys = {}
     for jwk in pb.jwt_authorities:
         if not jwk.key_id:

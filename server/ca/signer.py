@@ -40,6 +40,8 @@ from spiffe_py.x509svid import validate_leaf_profile, validate_signing_profile
 
 MAX_CSR_BYTES = 16 * 1024
 _MIN_RSA_BITS = 2048
+# What cryptography raises for a CSR's extensions it cannot decode (the last two are not ValueErrors).
+_EXTENSION_ERRORS = (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType)
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,14 +215,15 @@ def _verified_csr(der: bytes) -> tuple[x509.CertificateSigningRequest, CertPubli
         raise InvalidCsrError(f"ca: csr is larger than {MAX_CSR_BYTES} bytes")
     try:
         csr = x509.load_der_x509_csr(der)
-    except ValueError as err:
+    except (ValueError, x509.InvalidVersion) as err:
         raise InvalidCsrError("ca: malformed csr") from err
-    if not csr.is_signature_valid:
-        raise InvalidCsrError("ca: csr signature is invalid")
-    try:
+    try:  # the signature check decodes the public key too, so an unknown key algorithm fails there first
         public_key = csr.public_key()
+        signature_valid = csr.is_signature_valid
     except (ValueError, UnsupportedAlgorithm) as err:
         raise InvalidCsrError("ca: csr public key cannot be decoded") from err
+    if not signature_valid:
+        raise InvalidCsrError("ca: csr signature is invalid")
     if not _acceptable_key(public_key):
         raise InvalidCsrError(f"ca: csr public key must be ec p-256/p-384 or rsa >= {_MIN_RSA_BITS} bits")
     return csr, public_key
@@ -245,7 +248,7 @@ def _csr_sans(csr: x509.CertificateSigningRequest) -> tuple[str | None, list[str
         san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         return None, []
-    except ValueError as err:  # duplicate or undecodable extensions
+    except _EXTENSION_ERRORS as err:  # duplicate or undecodable extensions
         raise InvalidCsrError("ca: csr extensions are malformed") from err
     uris = san.get_values_for_type(x509.UniformResourceIdentifier)
     if len(uris) > 1:
