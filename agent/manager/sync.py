@@ -37,6 +37,7 @@ class SyncLoop:
         self._on_change = on_change
         self._resync_interval = resync_interval
         self._messages = 0
+        self._broken = False  # the last stream failed: say when a new one works
 
     async def run(self) -> None:
         """Follow the sync stream, reconnecting (failing over to the next server) when it breaks."""
@@ -53,8 +54,7 @@ class SyncLoop:
             except (ServerCallError, ServerResponseError) as err:
                 if isinstance(err, ServerCallError) and err.status == "PERMISSION_DENIED":
                     self._evicted(err)
-                if self._messages:
-                    self._servers.succeeded()  # the stream worked (e.g. broken on purpose after a renewal)
+                self._broken = True
                 delay = self._servers.failed(client)
                 log.warning("sync with server %s failed, retrying with %s in %.1fs: %s",
                             display_address(client.address), display_address(self._servers.current), delay, err)
@@ -87,8 +87,11 @@ class SyncLoop:
     async def _read(self, client: ServerClient, queue: asyncio.Queue[SyncUpdate | None]) -> None:
         try:
             async for msg in client.sync_authorized():
-                if not self._messages and self._servers.succeeded():
-                    log.info("syncing with server %s again", display_address(client.address))
+                if not self._messages:
+                    self._servers.succeeded()
+                    if self._broken:
+                        self._broken = False
+                        log.info("syncing with server %s again", display_address(client.address))
                 self._messages += 1
                 queue.put_nowait(sync_update_from_proto(msg))
         finally:
