@@ -34,7 +34,7 @@ from agent.audit import AgentAudit
 from agent.config import AgentConfig
 from agent.errors import AgentConfigError, WorkloadAttestationError
 from agent.guard import WorkloadGuard
-from agent.manager.sync import Manager, ManagerConfig
+from agent.manager.manager import Manager, ManagerConfig
 from agent.workloadapi.coalesce import CoalescingServer, CoalescingTransport
 from agent.workloadapi.handler import WorkloadApiHandler
 from agent.workloadapi.jwt import JwtSvidValidator
@@ -65,8 +65,7 @@ def manager_config(cfg: AgentConfig) -> ManagerConfig:
             raise AgentConfigError(f"config: cannot load trust_bundle {cfg.trust_bundle!r}") from err
     return ManagerConfig(
         trust_domain=cfg.td(),
-        server_host=cfg.server_address,
-        server_port=cfg.server_port,
+        servers=cfg.server_addresses(),
         data_dir=Path(cfg.data_dir),
         node_attestor=cfg.node_attestor_client(),
         bootstrap_bundle=bundle,

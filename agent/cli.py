@@ -169,8 +169,10 @@ def _with_stub(func: Callable[[SpiffeWorkloadAPIStub, argparse.Namespace], Corou
 
 _RUN_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("--trust-domain", {}),
-    ("--server-address", {}),
-    ("--server-port", {"type": int}),
+    ("--server-address", {"action": "append", "metavar": "HOST[:PORT]",
+                          "help": "server to attest to and sync with; repeat it to fail over between servers "
+                                  "(tried in order; a missing port means --server-port)"}),
+    ("--server-port", {"type": int, "help": "port of server addresses without one (default 8081)"}),
     ("--data-dir", {}),
     ("--node-attestor", {"choices": node_attestor_names(),
                          "help": "node attestation method (default join_token)"}),

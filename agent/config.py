@@ -8,8 +8,8 @@
 Example file::
 
     trust_domain = "example.org"
-    server_address = "127.0.0.1"
-    server_port = 8081
+    server_address = "127.0.0.1"     # or a list: ["10.0.0.1", "10.0.0.2:9081"] (failover, in this order)
+    server_port = 8081                # for addresses without a port
     trust_bundle = "/etc/spiffe-py/bootstrap.pem"
     node_attestor = "x509pop"         # default "join_token" (then join_token = "...")
     workload_attestors = ["unix", "docker"]
@@ -76,6 +76,28 @@ AUDIT_FSYNC_MODES = ("interval", "always")
 MAX_AUDIT_FLUSH_INTERVAL = 10.0  # a longer power-loss window is never what anyone wants
 MIN_AUDIT_FILE_BYTES = 1024 * 1024  # a record may be up to 256 KiB; rotating below this is churn
 LOG_LEVELS = ("debug", "info", "warning", "error")
+MAX_SERVER_ADDRESSES = 16
+MAX_HOST_LENGTH = 253  # the longest DNS name
+
+
+def parse_server_address(text: str, default_port: int) -> tuple[str, int]:
+    """``HOST[:PORT]`` (``[V6]:PORT``, or a bare IPv6 address) as (host, port); ``default_port`` when none.
+
+    Raises:
+        AgentConfigError: an empty or over-long host, stray brackets or whitespace, or a bad port.
+    """
+    host, port = text, str(default_port)
+    if text.startswith("["):
+        inner, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise AgentConfigError(f"config: invalid server address: {text!r}")
+        host, port = inner, rest[1:] if rest else port
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    if (not host or len(host) > MAX_HOST_LENGTH or any(c.isspace() or c in "[]/@" for c in host)
+            or not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536):
+        raise AgentConfigError(f"config: invalid server address: {text!r}")
+    return host, int(port)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +105,7 @@ class AgentConfig:
     """All agent settings; field names are the TOML keys."""
 
     trust_domain: str = ""
-    server_address: str = "127.0.0.1"
+    server_address: str | tuple[str, ...] = "127.0.0.1"  # HOST[:PORT], or several to fail over between
     server_port: int = 8081
     socket_path: str = dataclasses.field(default_factory=default_socket_path)
     data_dir: str = DEFAULT_DATA_DIR
@@ -118,7 +140,14 @@ class AgentConfig:
 
     def __repr__(self) -> str:
         # never show the join token
-        return f"AgentConfig(trust_domain={self.trust_domain!r}, server={self.server_address}:{self.server_port})"
+        return f"AgentConfig(trust_domain={self.trust_domain!r}, servers={self.server_address!r}:{self.server_port})"
+
+    def server_addresses(self) -> tuple[tuple[str, int], ...]:
+        """The servers as (host, port), in the order they are tried; ``server_port`` where none is given."""
+        texts = (self.server_address,) if isinstance(self.server_address, str) else self.server_address
+        if not 0 < len(texts) <= MAX_SERVER_ADDRESSES:
+            raise AgentConfigError(f"config: give 1 to {MAX_SERVER_ADDRESSES} server addresses, not {len(texts)}")
+        return tuple(parse_server_address(t, self.server_port) for t in texts)
 
     def td(self) -> TrustDomain:
         """The parsed trust domain."""
@@ -132,6 +161,7 @@ class AgentConfig:
         self.td()
         if not 0 < self.server_port < 65536:
             raise AgentConfigError(f"config: server_port out of range: {self.server_port!r}")
+        self.server_addresses()
         if self.trust_bundle and self.insecure_bootstrap:
             raise AgentConfigError("config: trust_bundle and insecure_bootstrap are mutually exclusive")
         attestor = self.node_attestor_client()
@@ -218,6 +248,12 @@ def _coerce(name: str, value: Any) -> Any:
         if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
             raise AgentConfigError("config: workload_attestors must be a list of strings")
         return tuple(value)
+    if name == "server_address":
+        if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        if not isinstance(value, str):
+            raise AgentConfigError("config: server_address must be a string or a list of strings")
+        return value
     if name in _TABLES:
         if not isinstance(value, dict):
             raise AgentConfigError(f"config: [{name}] must be a table")

@@ -73,6 +73,7 @@ class ServerClient:
     """One connection to the server's Agent API."""
 
     def __init__(self, host: str, port: int, trust_domain: TrustDomain, ctx: ssl.SSLContext) -> None:
+        self.address = (host, port)
         self._expected = str(SpiffeId.from_path(trust_domain, "/spire/server"))
         self._verify_peer = ctx.verify_mode == ssl.CERT_REQUIRED
         self._channel = Channel(host, port, ssl=ctx)
@@ -154,7 +155,7 @@ class ServerClient:
         return int(response.revoked)
 
     async def revoke_own(self, serials: Sequence[str], jtis: Sequence[str], reason: str) -> int:
-        """Revoke SVIDs this agent was issued (issue 5: a bound process exited); returns how many."""
+        """Revoke SVIDs this agent was issued (a bound process exited); returns how many."""
         request = agent_pb2.RevokeOwnRequest(x509_serials=list(serials), jwt_ids=list(jtis), reason=reason)
         response: agent_pb2.RevokeOwnResponse = await self._unary(self._stub.RevokeOwn, request)
         return int(response.revoked)

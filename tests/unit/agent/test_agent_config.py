@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from agent.app import prepare_socket_dir
-from agent.cli import build_parser
-from agent.config import AgentConfig, build_config, load_config
+from agent.cli import _overrides, build_parser
+from agent.config import AgentConfig, build_config, load_config, parse_server_address
 from agent.errors import AgentConfigError
 
 
@@ -104,3 +104,43 @@ def test_connection_limits_and_attestor_tables_are_validated() -> None:
         AgentConfig(trust_domain="example.org", max_connections_per_uid=0).validate()
     with pytest.raises(AgentConfigError, match=r"\[attestor.unix\] must be a table"):
         AgentConfig(trust_domain="example.org", attestor={"unix": 1}).validate()
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("10.0.0.1", ("10.0.0.1", 8081)),
+    ("srv.example.org:9081", ("srv.example.org", 9081)),
+    ("[::1]:9081", ("::1", 9081)),
+    ("[fd00::2]", ("fd00::2", 8081)),
+    ("fd00::2", ("fd00::2", 8081)),
+])
+def test_server_address_port_defaults_to_server_port(text: str, expected: tuple[str, int]) -> None:
+    assert parse_server_address(text, 8081) == expected
+
+
+@pytest.mark.parametrize("text", ["", ":8081", "host:", "host:0", "host:65536", "host:8o81", "host:+81", "[::1",
+                                  "[::1]x", "[::1]:", "a b:1", "user@host:1", "host/x", "h" * 254, "host:٨٠"])
+def test_server_address_rejects(text: str) -> None:
+    with pytest.raises(AgentConfigError, match="invalid server address"):
+        parse_server_address(text, 8081)
+
+
+def test_server_address_string_or_list_from_toml_and_repeated_flag(tmp_path: Path) -> None:
+    f = tmp_path / "agent.toml"
+    f.write_text('trust_domain = "example.org"\nserver_address = ["a.example", "b.example:9000"]\nserver_port = 7000\n')
+    assert load_config(f, {}).server_addresses() == (("a.example", 7000), ("b.example", 9000))
+    f.write_text('trust_domain = "example.org"\nserver_address = "a.example"\n')
+    assert load_config(f, {}).server_addresses() == (("a.example", 8081),)
+    args = build_parser().parse_args(["run", "--server-address", "x:1", "--server-address", "y", "--server-port", "2"])
+    assert load_config(f, _overrides(args)).server_addresses() == (("x", 1), ("y", 2))  # flags replace the file's
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    (7, "server_address must be a string or a list of strings"),
+    (["a", 7], "server_address must be a string or a list of strings"),
+    ([], "give 1 to 16 server addresses"),
+    ([f"s{i}" for i in range(17)], "give 1 to 16 server addresses"),
+    (["ok", "bad:port"], "invalid server address: 'bad:port'"),
+])
+def test_server_address_values_are_validated(value: object, message: str) -> None:
+    with pytest.raises(AgentConfigError, match=message):
+        build_config({"trust_domain": "example.org", "server_address": value}).validate()

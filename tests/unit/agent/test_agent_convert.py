@@ -18,7 +18,7 @@ from agent.manager.convert import (
     jws_key_id,
     sync_update_from_proto,
 )
-from agent.manager.sync import build_csr, display_id
+from agent.manager.identity import build_csr, display_id
 from spiffe_py._proto.spiffepy.server.v1 import agent_pb2, types_pb2
 from spiffe_py.selectors import Selector
 from spiffe_py.spiffeid import SpiffeId, TrustDomain

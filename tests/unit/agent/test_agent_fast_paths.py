@@ -14,7 +14,7 @@ from agent.audit import AgentAudit
 from agent.errors import WorkloadAttestationError
 from agent.guard import GuardSettings, Verdict, WorkloadGuard, workload_facts
 from agent.manager.cache import Entry, Identity, IssuedSvid, JwtToken, SyncUpdate, WorkloadCache, WorkloadView
-from agent.manager.sync import Manager, ManagerConfig
+from agent.manager.manager import Manager, ManagerConfig
 from agent.workloadapi.convert import x509_svid_response
 from agent.workloadapi.handler import JwtResponseMemo, ResponseMemo
 from spiffe_py._peercred import PeerCred
@@ -57,7 +57,7 @@ async def test_single_attestor_result_and_failure_match_the_fan_out() -> None:
 
 
 def _manager(tmp_path: Path, *entries: Entry) -> Manager:
-    manager = Manager(ManagerConfig(TD, "127.0.0.1", 1, tmp_path), clock=ManualClock(NOW))
+    manager = Manager(ManagerConfig(TD, (("127.0.0.1", 1),), tmp_path), clock=ManualClock(NOW))
     manager.cache.apply_sync([SyncUpdate(full=True, entries=entries, bundle=SpiffeBundle(TD))])
     return manager
 

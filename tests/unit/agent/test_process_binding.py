@@ -22,8 +22,8 @@ from agent.manager.cache import (
     WorkloadCache,
 )
 from agent.manager.convert import task_end
+from agent.manager.manager import Manager, ManagerConfig
 from agent.manager.process_binding import ProcessKey, ProcessWatcher, process_key
-from agent.manager.sync import Manager, ManagerConfig
 from agent.workloadapi.handler import check_not_revoked
 from spiffe_py._proto.spiffepy.server.v1 import types_pb2
 from spiffe_py.audit import AuditEvent
@@ -257,7 +257,7 @@ class RecordingAudit:
 async def test_manager_records_and_revokes_a_bound_process_exit(tmp_path: Path) -> None:
     """A bound process exits: its jti is refused locally at once and the exit lands in the audit trail."""
     audit = RecordingAudit()
-    config = ManagerConfig(TrustDomain.parse("example.org"), "127.0.0.1", 1, tmp_path)
+    config = ManagerConfig(TrustDomain.parse("example.org"), (("127.0.0.1", 1),), tmp_path)
     manager = Manager(config, clock=ManualClock(NOW), audit=audit)
     manager.cache.apply_sync([SyncUpdate(full=True, entries=(bound_entry(),))])
     proc = _spawn()

@@ -1,0 +1,214 @@
+"""The agent manager: the parts below composed, and the workload-facing views and subscriptions.
+
+Parts, one per concern: :class:`~agent.manager.identity.AgentIdentity` (node attestation,
+renewal, re-attestation), :class:`~agent.manager.sync.SyncLoop` (the server's SyncAuthorized
+stream into the cache), :class:`~agent.manager.mint.Minter` (X509 CSR batches, JWT-SVIDs),
+:class:`~agent.manager.bound.BoundProcesses` (``--bind-to-process`` callers and RevokeOwn), all
+talking to one server at a time through :class:`~agent.manager.servers.ServerPool`::
+
+    manager = Manager(config, clock=SystemClock())
+    await manager.start()                       # load the stored identity or attest with the node attestor
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(manager.run())
+        ...
+    async with manager.subscribe(selectors) as sub:
+        view = await sub.next()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+
+from agent.errors import AgentEvictedError, NoIdentityIssuedError, NotReadyError
+from agent.manager.bound import BoundProcesses
+from agent.manager.cache import DEFAULT_MAX_X509_SVIDS, Entry, JwtToken, WorkloadCache, WorkloadView
+from agent.manager.client import ServerClient
+from agent.manager.identity import AgentIdentity
+from agent.manager.mint import Interest, Minter
+from agent.manager.process_binding import AuditSink, ProcessKey
+from agent.manager.servers import ServerPool, display_address
+from agent.manager.sync import SyncLoop
+from agent.nodeattest.base import NodeAttestorClient
+from spiffe_py.clock import Clock
+from spiffe_py.selectors import Selector
+from spiffe_py.spiffeid import SpiffeId, TrustDomain
+
+
+@dataclass(frozen=True, slots=True)
+class ManagerConfig:
+    """What the manager needs to reach and trust the servers (``servers``: (host, port), in order of preference)."""
+
+    trust_domain: TrustDomain
+    servers: tuple[tuple[str, int], ...]
+    data_dir: Path
+    node_attestor: NodeAttestorClient | None = None  # None: only a stored identity can be used
+    bootstrap_bundle: tuple[x509.Certificate, ...] = ()
+    insecure_bootstrap: bool = False
+    resync_interval: float = 60.0
+    rotation_tick: float = 5.0
+    max_x509_svids: int = DEFAULT_MAX_X509_SVIDS
+
+    def __repr__(self) -> str:
+        servers = ",".join(display_address(a) for a in self.servers)
+        return f"ManagerConfig(trust_domain={self.trust_domain.name!r}, servers={servers})"
+
+
+class Subscription:
+    """One open Workload API stream's interest in the cache (an async context manager: registered inside it)."""
+
+    def __init__(self, manager: Manager, selectors: frozenset[Selector], process: ProcessKey | None = None) -> None:
+        self.selectors = selectors
+        self.process = process  # the caller, for --bind-to-process entries
+        self._manager = manager
+        self._changed = asyncio.Event()
+        self._changed.set()  # the first view is due immediately (WA-06)
+        self._pinned: list[str] = []
+
+    def notify(self) -> None:
+        """Wake the stream."""
+        self._changed.set()
+
+    async def next(self) -> WorkloadView:
+        """Wait for a change, then return the current view."""
+        await self._changed.wait()
+        self._changed.clear()
+        view = self._manager.view(self.selectors, self.process)
+        self._repin([i.entry.id for i in view.identities])
+        return view
+
+    def _repin(self, entry_ids: list[str]) -> None:
+        self._manager.cache.pin(entry_ids)
+        self._manager.cache.unpin(self._pinned)
+        self._pinned = entry_ids
+
+    async def __aenter__(self) -> Subscription:
+        self._manager._subscribed(self)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._manager._unsubscribed(self)
+        self.close()
+
+    def close(self) -> None:
+        """Release pins."""
+        self._repin([])
+
+
+class Manager:
+    """Composes identity, sync, minting and bound processes around one workload cache."""
+
+    def __init__(
+        self, config: ManagerConfig, *, clock: Clock, rng: random.Random | None = None, audit: AuditSink | None = None
+    ) -> None:
+        self.config = config
+        self.cache = WorkloadCache(max_x509_svids=config.max_x509_svids)
+        rng = rng or random.Random()  # noqa: S311 - jitter, not security
+        self._subs: set[Subscription] = set()
+        self._mint_kick = asyncio.Event()
+        self.servers = ServerPool(config.servers, config.trust_domain, rng=rng)
+        self.identity = AgentIdentity(
+            self.servers, trust_domain=config.trust_domain, data_dir=config.data_dir,
+            node_attestor=config.node_attestor, clock=clock, rng=rng, bootstrap_bundle=config.bootstrap_bundle,
+            insecure_bootstrap=config.insecure_bootstrap)
+        self.bound = BoundProcesses(self.cache, self.servers, clock=clock, actor=self.identity.actor, audit=audit,
+                                    on_change=self._notify, on_admit=self._mint_kick.set)
+        self.minter = Minter(self.cache, self.servers, self.bound, kick=self._mint_kick, clock=clock, rng=rng,
+                             rotation_tick=config.rotation_tick, interests=self._interests, on_change=self._notify)
+        self.sync = SyncLoop(self.servers, self.identity, self.cache, on_change=self._changed,
+                             resync_interval=config.resync_interval)
+
+    # ---- workload-facing -------------------------------------------------
+    def view(self, selectors: frozenset[Selector], process: ProcessKey | None = None) -> WorkloadView:
+        """Current view for a workload (``process``: the caller, for bound entries); NotReadyError before sync."""
+        if not self.cache.ready:
+            raise NotReadyError("agent: not synced with the server yet")
+        self.minter.expire()
+        if process is not None and any(e.bind_to_process for e in self.cache.matching(selectors)):
+            self.bound.bind(process)
+        return self.cache.view(selectors, process)
+
+    def subscribe(self, selectors: frozenset[Selector], process: ProcessKey | None = None) -> Subscription:
+        """Interest in ``selectors`` of the caller ``process`` while ``async with`` it lasts; SVIDs minted first."""
+        return Subscription(self, selectors, process)
+
+    def _subscribed(self, sub: Subscription) -> None:
+        self._subs.add(sub)
+        if not self._minted(sub.selectors):
+            self._mint_kick.set()
+
+    def _unsubscribed(self, sub: Subscription) -> None:
+        self._subs.discard(sub)
+
+    def _interests(self) -> list[Interest]:
+        return [(s.selectors, s.process) for s in self._subs]
+
+    def _minted(self, selectors: frozenset[Selector]) -> bool:
+        """True when every identity of ``selectors`` has a shared SVID: the mint loop has nothing new to do.
+
+        Rotation of those SVIDs stays with the mint loop's own timer; bound entries always kick it.
+        """
+        return self.cache.ready and all(
+            not e.bind_to_process and self.cache.has_svid(e.id) for e in self.cache.matching(selectors)
+        )
+
+    def jwt_entries(self, selectors: frozenset[Selector], spiffe_id: SpiffeId | None = None,
+                    process: ProcessKey | None = None) -> list[Entry]:
+        """The entries a JWT-SVID can be minted for: the caller's (only ``spiffe_id``'s), bound ones with a ``process``.
+
+        Raises:
+            NotReadyError: before the first sync.
+            NoIdentityIssuedError: none.
+        """
+        if not self.cache.ready:
+            raise NotReadyError("agent: not synced with the server yet")
+        self.minter.expire()
+        with_process = process is not None
+        entries = [
+            e
+            for e in self.cache.matching(selectors)
+            if (spiffe_id is None or e.spiffe_id == spiffe_id) and (with_process or not e.bind_to_process)
+        ]
+        if not entries:
+            raise NoIdentityIssuedError("no identity issued")
+        return entries
+
+    async def jwt_svids(self, entries: Sequence[Entry], audience: Sequence[str],
+                        process: ProcessKey | None = None) -> list[tuple[Entry, JwtToken]]:
+        """A JWT-SVID for each of ``entries`` (from :meth:`jwt_entries`) for ``process``, cached until half-life."""
+        return await self.minter.jwt_svids(entries, audience, process)
+
+    def _notify(self) -> None:
+        for sub in self._subs:
+            sub.notify()
+
+    def _changed(self) -> None:
+        self._mint_kick.set()
+        self._notify()
+
+    # ---- server ------------------------------------------------------------
+    def server_client(self) -> ServerClient:
+        """The connection to the current server (NotReadyError before attestation)."""
+        return self.servers.client()
+
+    async def start(self) -> None:
+        """Load the stored agent identity, or attest (retrying, over every server, while they are unreachable)."""
+        await self.identity.start()
+
+    async def run(self) -> None:
+        """Run sync, minting and agent rotation until cancelled."""
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self.sync.run())
+                tg.create_task(self.minter.run())
+                tg.create_task(self.identity.rotate_loop(self.config.rotation_tick))
+        except ExceptionGroup as group:
+            evicted = [e for e in group.exceptions if isinstance(e, AgentEvictedError)]
+            if evicted:
+                raise evicted[0] from None
+            raise
