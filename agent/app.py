@@ -18,7 +18,6 @@ import contextlib
 import itertools
 import logging
 import os
-import resource
 import signal
 import stat
 from pathlib import Path
@@ -41,6 +40,7 @@ from agent.workloadapi.jwt import JwtSvidValidator
 from agent.workloadapi.source import GuardedSource, ManagerSource
 from spiffe_py import _pem
 from spiffe_py._peercred import peer_cred_from_socket
+from spiffe_py._serving.connections import raise_fd_limit
 from spiffe_py.clock import SystemClock
 from spiffe_py.errors import SpiffeError
 
@@ -196,14 +196,6 @@ class CallerAcceptor:
         return caller
 
 
-def raise_fd_limit() -> None:
-    """Raise the soft RLIMIT_NOFILE to the hard limit: each connection holds up to 3 fds."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        log.info("raised the open-files limit from %d to %d", soft, hard)
-
-
 async def run_agent(cfg: AgentConfig) -> None:
     """Serve the Workload API until cancelled; pending audit records are fsynced on the way out."""
     cfg.validate()
@@ -216,7 +208,8 @@ async def run_agent(cfg: AgentConfig) -> None:
 
 
 async def _serve_with(cfg: AgentConfig, audit: AgentAudit) -> None:
-    raise_fd_limit()
+    soft, _ = raise_fd_limit()  # each Workload API connection holds up to 3 fds
+    log.info("open file limit: %d", soft)
     clock = SystemClock()
     manager = Manager(manager_config(cfg), clock=clock, audit=audit)
     procfs = LinuxProcFs()
