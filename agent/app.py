@@ -36,6 +36,7 @@ from agent.guard import WorkloadGuard
 from agent.manager.manager import Manager, ManagerConfig
 from agent.workloadapi.coalesce import CoalescingServer, CoalescingTransport
 from agent.workloadapi.handler import WorkloadApiHandler
+from agent.workloadapi.introspection import with_health_and_reflection
 from agent.workloadapi.jwt import JwtSvidValidator
 from agent.workloadapi.source import GuardedSource, ManagerSource
 from spiffe_py import _pem
@@ -225,7 +226,9 @@ async def _serve_with(cfg: AgentConfig, audit: AgentAudit) -> None:
     prepare_socket_dir(socket_path)
     # one send() per response instead of three; the caller is captured as each connection is accepted;
     # oversized requests are refused on their length prefix
-    server = CoalescingServer([handler], accept=CallerAcceptor(procfs, ConnectionLimit(cfg.max_connections_per_uid)),
+    # gRPC health (NOT_SERVING until the agent has its identity) and reflection beside the Workload API
+    services, ready = with_health_and_reflection(handler)
+    server = CoalescingServer(services, accept=CallerAcceptor(procfs, ConnectionLimit(cfg.max_connections_per_uid)),
                               idle_timeout=cfg.connection_idle_timeout,
                               max_message_bytes=cfg.workload_api_max_message_bytes)
     # serve before attesting so callers get UNAVAILABLE rather than a missing socket (WE-13)
@@ -237,6 +240,7 @@ async def _serve_with(cfg: AgentConfig, audit: AgentAudit) -> None:
                   loop.create_task(guard.watch_policy())]
     try:
         await manager.start()
+        ready.set(True)
         await manager.run()
     finally:
         for task in background:

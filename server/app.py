@@ -40,6 +40,7 @@ from server.logging import configure_logging
 from server.metrics import BUNDLE_SEQUENCE, start_metrics_listener
 from server.nodeattest.base import NodeAttestor, PluginHost
 from server.nodeattest.registry import node_attestor_plugins
+from server.oidc import OidcProvider
 from server.revocation import serial_hex
 from spiffe_py._serving.connections import GuardedServer, raise_fd_limit
 from spiffe_py._serving.limits import BoundedServer
@@ -138,6 +139,7 @@ class App:
         self._servers: list[Server] = []
         self._side: list[asyncio.Server] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self.oidc: OidcProvider | None = None
 
     async def start(self) -> None:
         """Open the datastore-backed services on TCP and the Unix socket, start background loops."""
@@ -167,6 +169,11 @@ class App:
             start_metrics_listener(cfg.metrics)
         if cfg.bundle_endpoint is not None:
             self._side.append(await start_bundle_endpoint(ctx, cfg.bundle_endpoint))
+        if cfg.oidc is not None:
+            o = cfg.oidc
+            self.oidc = OidcProvider(issuer=o.issuer, bind_address=o.bind_address, bind_port=o.bind_port,
+                                     bundle=ctx.ca.bundle, cert_file=o.cert_file, key_file=o.key_file)
+            await self.oidc.start()
         self._tasks = [
             asyncio.create_task(_every(rotator_interval(cfg.ca_ttl), self._rotate, "ca rotation")),
             asyncio.create_task(_every(CHANGE_POLL_SECONDS, self._poll_changes, "change poll")),
@@ -210,6 +217,8 @@ class App:
             server.close()
         for side in self._side:
             side.close()
+        if self.oidc is not None:
+            await self.oidc.close()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

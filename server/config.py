@@ -21,6 +21,7 @@ from datetime import timedelta
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import urlsplit
 
 from server.nodeattest.base import PluginConfigError
 from server.nodeattest.registry import node_attestor_plugins
@@ -84,6 +85,22 @@ class BundleEndpointConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class OidcConfig:
+    """The OIDC discovery provider's listener (off unless the table is present); ``issuer`` is also JWT-SVID "iss".
+
+    HTTPS from ``cert_file``/``key_file``, or plain HTTP only with ``insecure_http = true``
+    (behind a TLS-terminating proxy).
+    """
+
+    issuer: str
+    bind_address: str = "127.0.0.1"
+    bind_port: int = 8444
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure_http: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class ServingConfig:
     """Limits of the gRPC listeners (docs/security.md, "Message size and connection limits")."""
 
@@ -142,6 +159,7 @@ class ServerConfig:
     health: HealthConfig | None = None
     metrics: MetricsConfig | None = None
     bundle_endpoint: BundleEndpointConfig | None = None
+    oidc: OidcConfig | None = None
     policy_file: Path | None = None
     serving: ServingConfig = field(default_factory=ServingConfig)
     agent_limits: AgentLimitsConfig = field(default_factory=AgentLimitsConfig)
@@ -165,6 +183,11 @@ class ServerConfig:
             if ttl > limit:
                 out.append(f"config: {name} ({_fmt(ttl)}) exceeds ca_ttl/6 ({_fmt(limit)}); "
                            "SVIDs will be cut short at CA expiry")
+        if self.oidc is not None and self.oidc.insecure_http:
+            out.append("config: oidc.insecure_http: the discovery provider serves plain HTTP; "
+                       "only run it behind a TLS-terminating proxy")
+        if self.oidc is not None and urlsplit(self.oidc.issuer).port is not None:
+            out.append("config: oidc.issuer: has a port; AWS and kube-apiserver expect an issuer without one")
         return out
 
 
@@ -257,6 +280,56 @@ def _listener(raw: object, key: str, cls: type[HealthConfig] | type[MetricsConfi
                 raise ConfigError(f"config: {sub}: must start with '/', got {path!r}")
             kwargs[name] = path
     return cls(**kwargs)
+
+
+_MAX_ISSUER = 2048
+
+
+def _issuer(value: object, key: str) -> str:
+    """An https URL with a host and maybe a path; no query, fragment, userinfo or whitespace.
+
+    Relying parties compare it byte for byte with the token's "iss" (Azure refuses any surrounding
+    whitespace), so it is kept exactly as written.
+    """
+    text: str = _expect(value, str, key)
+    if not text or len(text) > _MAX_ISSUER or not text.isascii() or not text.isprintable() or " " in text:
+        raise ConfigError(f"config: {key}: must be a printable ASCII URL without spaces of at most "
+                          f"{_MAX_ISSUER} characters, got {text[:100]!r}")
+    try:
+        parts = urlsplit(text)
+        _ = parts.port  # raises on a malformed port
+    except ValueError as err:
+        raise ConfigError(f"config: {key}: not a valid URL: {err}") from err
+    if parts.scheme != "https" or not parts.hostname:
+        raise ConfigError(f"config: {key}: must be an https:// URL with a host, got {text!r}")
+    if parts.query or parts.fragment or "?" in text or "#" in text:
+        raise ConfigError(f"config: {key}: must not have a query or fragment, got {text!r}")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(f"config: {key}: must not carry credentials")
+    return text
+
+
+def _oidc(raw: object) -> OidcConfig:
+    table = _table(raw, "oidc", _names(OidcConfig))
+    if "issuer" not in table:
+        raise ConfigError("config: oidc.issuer: required (the https URL relying parties register)")
+    kwargs: dict[str, Any] = {"issuer": _issuer(table["issuer"], "oidc.issuer")}
+    if "bind_address" in table:
+        kwargs["bind_address"] = _address(table["bind_address"], "oidc.bind_address")
+    if "bind_port" in table:
+        kwargs["bind_port"] = _port(table["bind_port"], "oidc.bind_port")
+    for name in ("cert_file", "key_file"):
+        if name in table:
+            kwargs[name] = Path(_expect(table[name], str, f"oidc.{name}"))
+    kwargs["insecure_http"] = _expect(table.get("insecure_http", False), bool, "oidc.insecure_http")
+    has_files = "cert_file" in kwargs or "key_file" in kwargs
+    if kwargs["insecure_http"] and has_files:
+        raise ConfigError("config: oidc.insecure_http: set either cert_file and key_file or insecure_http, not both")
+    if not kwargs["insecure_http"]:
+        for name in ("cert_file", "key_file"):
+            if name not in kwargs:
+                raise ConfigError(f"config: oidc.{name}: required unless insecure_http = true")
+    return OidcConfig(**kwargs)
 
 
 def _upstream(raw: object) -> UpstreamAuthorityConfig:
@@ -383,6 +456,7 @@ _SCALARS: dict[str, Any] = {
     "health": lambda v: _listener(v, "health", HealthConfig),
     "metrics": lambda v: _listener(v, "metrics", MetricsConfig),
     "bundle_endpoint": lambda v: _listener(v, "bundle_endpoint", BundleEndpointConfig),
+    "oidc": _oidc,
     "policy_file": lambda v: Path(_expect(v, str, "policy_file")),
     "serving": _serving,
     "agent_limits": _agent_limits,
@@ -395,6 +469,12 @@ def build_config(raw: Mapping[str, Any]) -> ServerConfig:
     if "trust_domain" not in table:
         raise ConfigError("config: trust_domain: required (set it in the file or pass --trust-domain)")
     cfg = ServerConfig(**{name: _SCALARS[name](value) for name, value in table.items()})
+    if cfg.oidc is not None:
+        # One issuer: the discovery document and every JWT-SVID's "iss" must agree byte for byte.
+        if cfg.jwt_issuer and cfg.jwt_issuer != cfg.oidc.issuer:
+            raise ConfigError(f"config: jwt_issuer: {cfg.jwt_issuer!r} differs from oidc.issuer "
+                              f"{cfg.oidc.issuer!r}; set one of them, or both to the same URL")
+        cfg = dataclasses.replace(cfg, jwt_issuer=cfg.oidc.issuer)
     if cfg.socket_path is None and len(str(cfg.admin_socket)) > _MAX_UNIX_PATH:
         raise ConfigError(f"config: socket_path: default {str(cfg.admin_socket)!r} is too long; set socket_path")
     return cfg

@@ -181,6 +181,21 @@ def private_key_from_any(data: bytes) -> SigningKey:
     return key
 
 
+def chain_and_key_from_pem(data: bytes) -> tuple[list[x509.Certificate], SigningKey]:
+    """One PEM blob holding CERTIFICATE blocks (leaf first) and one PKCS#8 ``PRIVATE KEY``, in any order."""
+    blocks = pem_blocks(data)
+    unexpected = sorted({label for label, _ in blocks} - {"CERTIFICATE", "PRIVATE KEY"})
+    if unexpected:
+        raise DecodeError(f"unexpected pem block {unexpected[0]!r} (want CERTIFICATE and PRIVATE KEY)")
+    keys = [der for label, der in blocks if label == "PRIVATE KEY"]
+    certs = [der for label, der in blocks if label == "CERTIFICATE"]
+    if len(keys) != 1:
+        raise DecodeError("expected exactly one pem block of type PRIVATE KEY (pkcs#8)")
+    if len(certs) > MAX_CERTIFICATES:
+        raise DecodeError(f"more than {MAX_CERTIFICATES} certificates")
+    return [_load_der_certificate(der) for der in certs], private_key_from_any(keys[0])
+
+
 def private_key_to_der(key: SigningKey) -> bytes:
     """Unencrypted PKCS#8 DER."""
     return key.private_bytes(

@@ -323,7 +323,7 @@ def parse_bundle_map(data: bytes) -> dict[TrustDomain, SpiffeBundle]:
     result: dict[TrustDomain, SpiffeBundle] = {}
     for name, bundle_doc in entries.items():
         try:
-            trust_domain = TrustDomain.parse(name)
+            trust_domain = TrustDomain.parse_id(name) if ":/" in name else TrustDomain.parse(name)
         except InvalidSpiffeIdError as err:
             raise _fail(f"invalid trust domain in bundle map: {err.reason}") from err
         if trust_domain in result:

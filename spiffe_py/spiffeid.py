@@ -128,13 +128,26 @@ class TrustDomain:
 
     @classmethod
     def parse(cls, text: str) -> TrustDomain:
-        """Parse ``example.org`` or ``spiffe://example.org`` (no path allowed)."""
+        """Parse ``example.org``, or the trust domain of a SPIFFE ID (``spiffe://example.org/any/path``).
+
+        As go-spiffe's ``TrustDomainFromString`` and py-spiffe do: a full, valid SPIFFE ID names
+        its trust domain; the path must still be valid.
+        """
         if not isinstance(text, str):
             raise TypeError("trust domain must be a str")
         if not text:
             raise InvalidTrustDomainError(ERR_MISSING_TRUST_DOMAIN, text)
         if ":/" not in text:
             return cls(text)
+        return SpiffeId.parse(text).trust_domain
+
+    @classmethod
+    def parse_id(cls, text: str) -> TrustDomain:
+        """Parse exactly a trust domain's own SPIFFE ID, ``spiffe://example.org`` (no path).
+
+        For wire formats whose keys must be trust domain IDs (Workload API bundle maps, WA-17;
+        SPIFFE bundle maps), where a path means a malformed peer.
+        """
         sid = SpiffeId.parse(text)
         if not sid.is_root:
             raise InvalidTrustDomainError(ERR_TD_HAS_PATH, _shown(text))

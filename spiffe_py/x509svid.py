@@ -148,8 +148,18 @@ class X509Svid:
             raise _invalid(f"hint is longer than {_MAX_HINT} characters")
 
     @classmethod
-    def parse(cls, cert_chain: bytes, private_key: bytes, hint: str = "") -> X509Svid:
-        """Parse a chain (PEM, or concatenated DER, leaf first) and a PKCS#8 key (PEM or DER)."""
+    def parse(cls, cert_chain: bytes, private_key: bytes | None = None, hint: str = "") -> X509Svid:
+        """Parse a chain (PEM, or concatenated DER, leaf first) and a PKCS#8 key (PEM or DER).
+
+        Like go-spiffe, one PEM blob may hold both: pass it alone (or as both arguments) and its
+        CERTIFICATE blocks are the chain, its single PRIVATE KEY block the key.
+        """
+        if private_key is None or private_key == cert_chain:
+            try:
+                certs, key = _pem.chain_and_key_from_pem(cert_chain)
+            except _pem.DecodeError as err:
+                raise _invalid(f"cannot parse pem with certificate chain and key: {err}") from err
+            return cls(_validate_chain(certs), tuple(certs), key, hint)
         try:
             certs = _pem.certificates_from_any(cert_chain)
         except _pem.DecodeError as err:

@@ -77,6 +77,17 @@ class CaConfig:
     policy: SvidPolicy = field(default_factory=SvidPolicy)
     # How long an expired authority stays in the bundle (SPIRE keeps it 24h).
     bundle_prune_grace: timedelta = timedelta(0)
+    # spiffe_refresh_hint of the bundle; None: ca_ttl/10 in whole seconds, within 1 s..5 min,
+    # so a short-lived test CA is re-fetched well within its life and a day-long one every 5 min.
+    refresh_hint: timedelta | None = None
+
+    @property
+    def bundle_refresh_hint(self) -> timedelta:
+        """The refresh hint every bundle this CA publishes carries."""
+        if self.refresh_hint is not None:
+            return self.refresh_hint
+        seconds = int(self.ca_ttl.total_seconds() // 10)
+        return timedelta(seconds=min(max(seconds, 1), 300))
 
     def __post_init__(self) -> None:
         if self.ca_ttl <= timedelta(0) or self.bundle_prune_grace < timedelta(0):
@@ -241,6 +252,7 @@ class CaManager:
             x509_authorities=self._x509_roots(state),
             jwt_authorities={s.authority_id: s.payload.key.public_key() for s in state.jwt},
             sequence_number=state.sequence,
+            refresh_hint=self._config.bundle_refresh_hint,
         )
 
     def _active(self, kind: AuthorityKind, slots: sl.Slots[sl.T]) -> sl.Slot[sl.T]:

@@ -97,7 +97,7 @@ def _trust_domain_key(key: str) -> TrustDomain:
     if not key.startswith(_TD_KEY_PREFIX):
         raise InvalidResponseError(f"bundle key {key!r} is not a trust domain spiffe id")
     try:
-        return TrustDomain.parse(key)
+        return TrustDomain.parse_id(key)
     except SpiffeError as err:
         raise _checked("bundle key is invalid", err) from err
 

@@ -150,6 +150,8 @@ def test_constructor_validates() -> None:
 def test_trust_domain_parse_forms() -> None:
     assert TrustDomain.parse("example.org") == TD
     assert TrustDomain.parse("spiffe://example.org") == TD
+    # a full SPIFFE ID names its trust domain, as go-spiffe's TrustDomainFromString and py-spiffe
+    assert TrustDomain.parse("spiffe://example.org/some/path") == TD
     assert TD.id_string() == "spiffe://example.org"
     assert str(TD) == "example.org"
     assert TD.spiffe_id().is_root
@@ -160,7 +162,7 @@ def test_trust_domain_parse_forms() -> None:
     [
         ("", m.ERR_MISSING_TRUST_DOMAIN),
         ("Example.org", m.ERR_BAD_TRUST_DOMAIN_CHAR),
-        ("spiffe://example.org/a", m.ERR_TD_HAS_PATH),
+        ("spiffe://example.org/a/../b", m.ERR_DOT_SEGMENT),
         ("SPIFFE://example.org", m.ERR_WRONG_SCHEME),
         ("example.org:80", m.ERR_PORT),
         ("a" * 256, m.ERR_TD_TOO_LONG),
@@ -226,3 +228,11 @@ def test_from_segments_round_trips(segments: list[str]) -> None:
         return
     sid = SpiffeId.from_segments(TD, *segments)
     assert SpiffeId.parse(str(sid)) == sid
+
+
+def test_trust_domain_parse_id_refuses_a_path() -> None:
+    """Wire formats keyed by trust domain IDs (WA-17) keep refusing a path that TrustDomain.parse now accepts."""
+    assert TrustDomain.parse_id("spiffe://example.org") == TD
+    with pytest.raises(InvalidSpiffeIdError) as info:
+        TrustDomain.parse_id("spiffe://example.org/a")
+    assert info.value.reason == m.ERR_TD_HAS_PATH

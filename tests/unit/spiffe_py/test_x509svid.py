@@ -124,6 +124,30 @@ def test_parse_accepts_pem_and_der_and_round_trips() -> None:
     assert from_pem.leaf == issued.leaf
 
 
+def test_parse_accepts_one_pem_blob_with_chain_and_key() -> None:
+    """As go-spiffe's x509svid.Parse: one PEM file holding the chain (leaf first) and the PKCS#8 key.
+
+    X5-22 names the Workload API's split DER form; files on disk often combine both in one PEM.
+    """
+    issued = MID.issue_svid(ID)
+    expected = X509Svid.parse(issued.chain_pem(), issued.key_pem())
+    for blob in (issued.chain_pem() + issued.key_pem(), issued.key_pem() + issued.chain_pem()):
+        assert X509Svid.parse(blob) == expected
+        assert X509Svid.parse(blob, blob).cert_chain == issued.chain  # go-spiffe style: same bytes twice
+        assert X509Svid.parse(blob).private_key.public_key() == issued.key.public_key()
+    with pytest.raises(InvalidX509SvidError, match="exactly one pem block of type PRIVATE KEY"):
+        X509Svid.parse(issued.chain_pem())
+    with pytest.raises(InvalidX509SvidError, match="exactly one pem block of type PRIVATE KEY"):
+        X509Svid.parse(issued.chain_pem() + issued.key_pem() + issued.key_pem())
+    other = MID.issue_svid(ID)
+    with pytest.raises(InvalidX509SvidError, match="private key does not match"):
+        X509Svid.parse(issued.chain_pem() + other.key_pem())
+    ec_key = issued.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                                      serialization.NoEncryption())
+    with pytest.raises(InvalidX509SvidError, match="unexpected pem block 'EC PRIVATE KEY'"):
+        X509Svid.parse(issued.chain_pem() + ec_key)
+
+
 @pytest.mark.parametrize("key_type", ["ec-p256", "ec-p384", "ec-p521", "rsa-2048"])
 def test_parse_accepts_key_types(key_type: Any) -> None:
     issued = ROOT.issue_svid(ID, key_type=key_type)

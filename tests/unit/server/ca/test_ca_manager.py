@@ -307,3 +307,19 @@ def test_jwt_key_type_can_differ_from_ca_key_type() -> None:
     env = Env(CaConfig(trust_domain=TD, ca_key_type=KeyType.EC_P384, jwt_key_type=KeyType.RSA_2048))
     assert env.ca.active_x509_ca().key.key_size == 384
     assert env.ca.active_jwt_key().key.key_size == 2048
+
+
+@pytest.mark.parametrize(("ca_ttl", "hint"), [
+    (timedelta(hours=24), timedelta(minutes=5)),
+    (timedelta(minutes=10), timedelta(minutes=1)),
+    (timedelta(seconds=30), timedelta(seconds=3)),
+    (timedelta(seconds=5), timedelta(seconds=1)),
+])
+def test_bundle_carries_a_refresh_hint_tdb05(ca_ttl: timedelta, hint: timedelta) -> None:
+    """TDB-05: the server's bundle sets spiffe_refresh_hint (integer seconds), about ca_ttl/10 within 1 s..5 min."""
+    env = Env(CaConfig(trust_domain=TD, ca_ttl=ca_ttl))
+    bundle = env.ca.bundle()
+    assert bundle.refresh_hint == hint
+    assert b'"spiffe_refresh_hint":%d' % int(hint.total_seconds()) in bundle.to_json()
+    fixed = Env(CaConfig(trust_domain=TD, refresh_hint=timedelta(seconds=42))).ca.bundle()
+    assert fixed.refresh_hint == timedelta(seconds=42)

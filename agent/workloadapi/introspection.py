@@ -1,0 +1,41 @@
+"""Services beside the Workload API on its socket: gRPC health and server reflection (WE-16, WE-17).
+
+::
+
+    services, ready = with_health_and_reflection(handler)
+    server = CoalescingServer(services, ...)
+    ready.set(True)                 # once the agent has its identity
+
+Neither calls the caller attestor nor returns anything secret, so any local caller may use them.
+Reflection describes our own protobuf files from a pool of their own: the generated Workload API
+code lives in a private descriptor pool (its names are global and would clash with py-spiffe's).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf import descriptor_pool, struct_pb2
+from grpclib.health.check import ServiceStatus
+from grpclib.health.service import Health
+from grpclib.health.v1 import health_pb2
+from grpclib.reflection.service import ServerReflection
+from grpclib.reflection.v1 import reflection_pb2
+
+from spiffe_py._proto import workload_pb2
+
+
+def reflection_pool() -> descriptor_pool.DescriptorPool:
+    """The protobuf files reflection can describe: the Workload API, health and reflection itself."""
+    pool = descriptor_pool.DescriptorPool()
+    for module in (struct_pb2, workload_pb2, health_pb2, reflection_pb2):
+        pool.AddSerializedFile(module.DESCRIPTOR.serialized_pb)
+    return pool
+
+
+def with_health_and_reflection(handler: Any) -> tuple[list[Any], ServiceStatus]:
+    """``handler`` plus the health service (overall and per Workload API) and reflection; NOT_SERVING until set."""
+    ready = ServiceStatus()
+    ready.set(False)
+    services: list[Any] = ServerReflection.extend([handler, Health({handler: [ready]})], pool=reflection_pool())
+    return services, ready
