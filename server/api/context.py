@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from server.api.revocations import RevocationHub
+from server.api.revocation_hub import RevocationHub
 from server.ca.manager import CaManager
 from server.ca.signer import SignedSvid
 from server.config import ServerConfig
