@@ -41,10 +41,10 @@ from server.metrics import BUNDLE_SEQUENCE, start_metrics_listener
 from server.nodeattest.base import NodeAttestor, PluginHost
 from server.nodeattest.registry import node_attestor_plugins
 from server.revocation import serial_hex
+from spiffe_py._policy import PolicyError
 from spiffe_py._serving.connections import GuardedServer, raise_fd_limit
 from spiffe_py._serving.limits import BoundedServer
 from spiffe_py.clock import Clock, SystemClock
-from spiffe_py.policy import PolicyError
 from spiffe_py.rotation import should_rotate
 
 log = logging.getLogger("spiffe_server")

@@ -15,14 +15,14 @@ from typing import Any
 
 from prometheus_client import Counter
 
+from agent.anomaly import Alert
 from agent.audit import AgentAudit
 from agent.manager.cache import Entry
 from agent.metrics import HotCounter
 from spiffe_py._memo import Identity, Memo
-from spiffe_py.anomaly import Alert
+from spiffe_py._policy import Decision, Method, WorkloadFacts
 from spiffe_py.audit import AuditEvent, build_event
 from spiffe_py.clock import Clock
-from spiffe_py.policy import Decision, Method, WorkloadFacts
 
 log = logging.getLogger("agent.guard")
 

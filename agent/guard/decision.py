@@ -21,17 +21,16 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
+from agent.anomaly import Alert, AnomalyDetector, Observation
 from agent.audit import AgentAudit
 from agent.guard.audit import DecisionTrail
 from agent.guard.config import GuardSettings
 from agent.guard.quarantine import QuarantineBook, QuarantineCall
 from agent.manager.cache import Entry, Identity, JwtToken, WorkloadView
+from agent.ratelimit import RateLimitConfig, RateLimiter
 from spiffe_py._memo import Memo
 from spiffe_py._peercred import PeerCred
-from spiffe_py.anomaly import Alert, AnomalyDetector, Observation
-from spiffe_py.clock import Clock
-from spiffe_py.errors import SpiffeError
-from spiffe_py.policy import (
+from spiffe_py._policy import (
     QUARANTINE_RULE,
     Decision,
     EntryFacts,
@@ -42,7 +41,8 @@ from spiffe_py.policy import (
     WorkloadFacts,
     build_input,
 )
-from spiffe_py.ratelimit import RateLimitConfig, RateLimiter
+from spiffe_py.clock import Clock
+from spiffe_py.errors import SpiffeError
 from spiffe_py.selectors import Selector
 from spiffe_py.spiffeid import SpiffeId
 

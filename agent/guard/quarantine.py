@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from prometheus_client import Counter
 
 from agent.manager.cache import Entry
-from spiffe_py.policy import QUARANTINE_REASON_LABEL
+from spiffe_py._policy import QUARANTINE_REASON_LABEL
 
 log = logging.getLogger("agent.guard")
 

@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from spiffe_py.ratelimit import Limit, LruDict, RateLimitConfig, RateLimiter
+from agent.ratelimit import Limit, RateLimitConfig, RateLimiter
+from spiffe_py._serving.buckets import LruDict
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 W1 = "spiffe://example.org/w1"
