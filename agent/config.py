@@ -102,7 +102,7 @@ class AgentConfig:
     connection_idle_timeout: float = DEFAULT_CONNECTION_IDLE_TIMEOUT
     resync_interval: float = 60.0
     max_x509_svids: int = 1000
-    # issue 6: request-time policy and guardrails (docs/policy.md, "In the agent")
+    # request-time policy and guardrails (docs/policy.md, "In the agent")
     policy_file: str | None = None
     rate_limit: dict[str, Any] | None = None  # [rate_limit] default = {rate, burst}, label, by_label
     uid_rate_limit: dict[str, Any] | None = None  # [uid_rate_limit] rate, burst, enabled (default: on)
