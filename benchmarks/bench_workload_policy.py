@@ -41,7 +41,7 @@ from _stats import Result, format_table, time_calls
 from bench_policy import POLICY
 from bench_workload_api import interleaved, run_client
 
-from agent.guard import entry_facts, workload_facts
+from agent.guard.decision import entry_facts, workload_facts
 from agent.manager.cache import Entry
 from spiffe_py._peercred import PeerCred
 from spiffe_py._policy import Method, build_input, parse_policy

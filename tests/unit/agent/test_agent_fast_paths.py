@@ -12,7 +12,8 @@ from agent.attest.procfs import StatusIds, parse_status
 from agent.attest.unix import UnixAttestor, unix_id_selectors
 from agent.audit import AgentAudit
 from agent.errors import WorkloadAttestationError
-from agent.guard import GuardSettings, Verdict, WorkloadGuard, workload_facts
+from agent.guard.config import GuardSettings
+from agent.guard.decision import Verdict, WorkloadGuard, workload_facts
 from agent.manager.cache import Entry, Identity, IssuedSvid, JwtToken, SyncUpdate, WorkloadCache, WorkloadView
 from agent.manager.sync import Manager, ManagerConfig
 from agent.workloadapi.convert import x509_svid_response

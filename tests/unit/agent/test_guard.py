@@ -13,16 +13,8 @@ import pytest
 from agent.anomaly import AnomalyConfig
 from agent.audit import AgentAudit, read_batch
 from agent.errors import AgentConfigError
-from agent.guard import (
-    GuardSettings,
-    PolicyDeniedError,
-    RateLimitedError,
-    WorkloadGuard,
-    anomaly_config,
-    rate_limit_config,
-    refusal,
-    workload_facts,
-)
+from agent.guard.config import GuardSettings, anomaly_config, rate_limit_config
+from agent.guard.decision import PolicyDeniedError, RateLimitedError, WorkloadGuard, refusal, workload_facts
 from agent.manager.cache import Entry, Identity, WorkloadView
 from agent.ratelimit import Limit
 from spiffe_py._peercred import PeerCred
