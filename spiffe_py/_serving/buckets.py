@@ -11,18 +11,16 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 K = TypeVar("K")
 V = TypeVar("V")
 _MISSING = object()
 
 
-@dataclass(frozen=True, slots=True)
-class Bucket:
-    """Tokens left at ``at``."""
+class Bucket(NamedTuple):
+    """Tokens left at ``at`` (a tuple: built once per request on hot paths)."""
 
     tokens: float
     at: datetime
@@ -37,13 +35,20 @@ def refill(bucket: Bucket | None, *, now: datetime, rate: float, burst: int) -> 
 
 
 def take(bucket: Bucket | None, n: int, *, now: datetime, rate: float, burst: int) -> tuple[Bucket, float]:
-    """(the bucket after the request, 0.0) if ``n`` tokens were there, else (unchanged bucket, seconds to wait)."""
-    current = refill(bucket, now=now, rate=rate, burst=burst)
-    if n <= current.tokens:
-        return Bucket(current.tokens - n, current.at), 0.0
-    if n > burst:
-        return current, math.inf
-    return current, (n - current.tokens) / rate
+    """(the bucket after the request, 0.0) if ``n`` tokens were there, else (the refilled bucket, seconds to wait)."""
+    # refill() inlined: this runs on every Workload API call
+    if bucket is None:
+        tokens, at = float(burst), now
+    else:
+        tokens, at = bucket
+        elapsed = (now - at).total_seconds()
+        if elapsed > 0:
+            tokens, at = tokens + elapsed * rate, now
+        if tokens > burst:
+            tokens = float(burst)
+    if n <= tokens:
+        return Bucket(tokens - n, at), 0.0
+    return Bucket(tokens, at), math.inf if n > burst else (n - tokens) / rate
 
 
 class LruDict(Generic[K, V]):
