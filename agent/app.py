@@ -32,7 +32,7 @@ from agent.attest.registry import AttestorRegistry, default_registry
 from agent.audit import AgentAudit
 from agent.config import AgentConfig
 from agent.errors import AgentConfigError, WorkloadAttestationError
-from agent.guard import WorkloadGuard
+from agent.guard.decision import WorkloadGuard
 from agent.manager.manager import Manager, ManagerConfig
 from agent.workloadapi.coalesce import CoalescingServer, CoalescingTransport
 from agent.workloadapi.handler import WorkloadApiHandler

@@ -45,7 +45,7 @@ from typing import Any
 from agent.attest.registry import default_registry
 from agent.audit import MAX_FILE_BYTES, MAX_FILES
 from agent.errors import AgentConfigError
-from agent.guard import GuardSettings, anomaly_config, rate_limit_config, uid_rate_limit_config
+from agent.guard.config import GuardSettings, anomaly_config, rate_limit_config, uid_rate_limit_config
 from agent.nodeattest.base import NodeAttestorClient
 from agent.nodeattest.registry import build_node_attestor
 from spiffe_py._serving.limits import WORKLOAD_API_MESSAGE_LIMIT, check_message_limit
@@ -124,7 +124,7 @@ class AgentConfig:
     connection_idle_timeout: float = DEFAULT_CONNECTION_IDLE_TIMEOUT
     resync_interval: float = 60.0
     max_x509_svids: int = 1000
-    # issue 6: request-time policy and guardrails (docs/policy.md, "In the agent")
+    # request-time policy and guardrails (docs/policy.md, "In the agent")
     policy_file: str | None = None
     rate_limit: dict[str, Any] | None = None  # [rate_limit] default = {rate, burst}, label, by_label
     uid_rate_limit: dict[str, Any] | None = None  # [uid_rate_limit] rate, burst, enabled (default: on)

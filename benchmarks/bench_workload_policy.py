@@ -41,10 +41,10 @@ from _stats import Result, format_table, time_calls
 from bench_policy import POLICY
 from bench_workload_api import interleaved, run_client
 
-from agent.guard import entry_facts, workload_facts
+from agent.guard.decision import entry_facts, workload_facts
 from agent.manager.cache import Entry
 from spiffe_py._peercred import PeerCred
-from spiffe_py.policy import Method, build_input, parse_policy
+from spiffe_py._policy import Method, build_input, parse_policy
 from spiffe_py.selectors import Selector
 from spiffe_py.spiffeid import SpiffeId
 from tests.integration.agent.conftest import TD, Env, running_env, wait_for

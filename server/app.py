@@ -42,10 +42,10 @@ from server.nodeattest.base import NodeAttestor, PluginHost
 from server.nodeattest.registry import node_attestor_plugins
 from server.oidc import OidcProvider
 from server.revocation import serial_hex
+from spiffe_py._policy import PolicyError
 from spiffe_py._serving.connections import GuardedServer, raise_fd_limit
 from spiffe_py._serving.limits import BoundedServer
 from spiffe_py.clock import Clock, SystemClock
-from spiffe_py.policy import PolicyError
 from spiffe_py.rotation import should_rotate
 
 log = logging.getLogger("spiffe_server")

@@ -38,10 +38,7 @@ from server.config import ServerConfig
 from server.datastore import DataStore, EntryFilter, Issuance, Page, RegistrationEntry, RevocationKind
 from server.datastore.models import MAX_PAGE_SIZE
 from server.metrics import POLICY_DECISIONS, POLICY_DENIALS, POLICY_FILE_REFUSED, POLICY_RELOADS, QUARANTINES
-from spiffe_py.audit import AuditEvent, build_event
-from spiffe_py.clock import Clock
-from spiffe_py.errors import AuthorizationError
-from spiffe_py.policy import (
+from spiffe_py._policy import (
     EMPTY_POLICY,
     QUARANTINE_REASON_LABEL,
     QUARANTINE_RULE,
@@ -54,6 +51,9 @@ from spiffe_py.policy import (
     WorkloadFacts,
     build_input,
 )
+from spiffe_py.audit import AuditEvent, build_event
+from spiffe_py.clock import Clock
+from spiffe_py.errors import AuthorizationError
 
 log = logging.getLogger("spiffe_server.guard")
 

@@ -1,7 +1,6 @@
-"""Per-agent token buckets (pure core plus a small keyed holder).
+"""Per-agent token buckets (the core is spiffe_py._serving.buckets, shared with the agent).
 
-A bucket holds up to ``burst`` tokens and refills at ``rate`` per second; a request for ``n``
-items takes ``n`` tokens or is refused whole, with the wait until it would fit::
+A request for ``n`` items takes ``n`` tokens or is refused whole, with the wait until it would fit::
 
     limiter = KeyedLimiter(rate=100.0, burst=20_000, what="signing")
     limiter.take(agent_id, 500, now=clock.now())     # raises RateLimitedError when refused
@@ -10,9 +9,9 @@ items takes ``n`` tokens or is refused whole, with the wait until it would fit::
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from datetime import datetime
 
+from spiffe_py._serving.buckets import Bucket, refill, take
 from spiffe_py.errors import SpiffeError
 
 MAX_TRACKED = 10_000  # buckets kept before full ones are dropped (a full bucket is the same as none)
@@ -22,32 +21,6 @@ class RateLimitedError(SpiffeError):
     """A caller exceeded its rate; the message says which limit and when to retry."""
 
     grpc_status = "RESOURCE_EXHAUSTED"
-
-
-@dataclass(frozen=True, slots=True)
-class Bucket:
-    """Tokens left at ``at``."""
-
-    tokens: float
-    at: datetime
-
-
-def refill(bucket: Bucket | None, *, now: datetime, rate: float, burst: int) -> Bucket:
-    """The bucket at ``now`` (a new key starts full; a clock going backwards adds nothing)."""
-    if bucket is None:
-        return Bucket(float(burst), now)
-    elapsed = max(0.0, (now - bucket.at).total_seconds())
-    return Bucket(min(float(burst), bucket.tokens + elapsed * rate), max(now, bucket.at))
-
-
-def take(bucket: Bucket | None, n: int, *, now: datetime, rate: float, burst: int) -> tuple[Bucket, float]:
-    """(the bucket after the request, 0.0) if ``n`` tokens were there, else (unchanged bucket, seconds to wait)."""
-    current = refill(bucket, now=now, rate=rate, burst=burst)
-    if n <= current.tokens:
-        return Bucket(current.tokens - n, current.at), 0.0
-    if n > burst:
-        return current, math.inf
-    return current, (n - current.tokens) / rate
 
 
 class KeyedLimiter:

@@ -25,18 +25,19 @@ V = TypeVar("V")
 class Identity:
     """A key made of objects compared by identity; it keeps them alive, so an id is never reused."""
 
-    __slots__ = ("_hash", "objects")
+    __slots__ = ("_hash", "_ids", "objects")
 
     def __init__(self, *objects: object) -> None:
         self.objects = objects
-        self._hash = hash(tuple(map(id, objects)))
+        # while two keys are alive their objects are, so equal ids mean the same objects
+        self._ids = tuple(map(id, objects))
+        self._hash = hash(self._ids)
 
     def __hash__(self) -> int:
         return self._hash
 
     def __eq__(self, other: object) -> bool:
-        return (isinstance(other, Identity) and len(other.objects) == len(self.objects)
-                and all(a is b for a, b in zip(self.objects, other.objects, strict=True)))
+        return isinstance(other, Identity) and self._ids == other._ids
 
 
 class Memo(Generic[K, V]):

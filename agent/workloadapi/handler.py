@@ -13,7 +13,6 @@ accepted; it is passed on as a parameter. Errors map to gRPC status in one table
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -34,6 +33,7 @@ from agent.workloadapi.convert import (
     x509_svid_response,
 )
 from agent.workloadapi.source import WorkloadSource
+from spiffe_py._memo import Identity, Memo
 from spiffe_py._proto import workload_pb2
 from spiffe_py._proto.workload_grpc import SpiffeWorkloadAPIBase
 from spiffe_py.bundle import SpiffeBundle
@@ -234,29 +234,22 @@ def _snapshot(view: WorkloadView) -> tuple[object, ...]:
 class ResponseMemo:
     """Responses already built from the same immutable snapshot, so N streams over one cache state build once.
 
-    The key is the identity (``id``) of every snapshot part; the entry keeps the parts alive, so
-    while it is cached no other object can take one of those ids. Any change in the cache (a
-    rotation, a revocation, an entry change) yields new objects and so a new key: nothing stale
+    The key is every snapshot part by identity (the key keeps them alive). Any change in the cache
+    (a rotation, a revocation, an entry change) yields new objects and so a new key: nothing stale
     is served, and changes still go out at once.
     """
 
     def __init__(self, build: Callable[[WorkloadView], Any], size: int = MEMO_SIZE) -> None:
         self._build = build
-        self._size = size
-        self._memo: OrderedDict[tuple[int, ...], tuple[tuple[object, ...], Any]] = OrderedDict()
+        self._memo: Memo[Identity, Any] = Memo(size)
 
     def __call__(self, view: WorkloadView) -> Any:
         """``build(view)``, or the response built for the same snapshot before."""
-        parts = _snapshot(view)
-        key = tuple(map(id, parts))
-        hit = self._memo.get(key)
-        if hit is not None:
-            self._memo.move_to_end(key)
-            return hit[1]
-        response = self._build(view)
-        self._memo[key] = (parts, response)
-        if len(self._memo) > self._size:
-            self._memo.popitem(last=False)
+        key = Identity(*_snapshot(view))
+        response = self._memo.get(key)
+        if response is None:
+            response = self._build(view)
+            self._memo.put(key, response)
         return response
 
 
@@ -264,23 +257,17 @@ class JwtResponseMemo:
     """JWTSVIDResponses already built from the same (entry, token) objects.
 
     Cached tokens are reused until half-life, so a warm FetchJWTSVID answers with the same
-    objects again; the key is their identity (``id``), and the entry keeps them alive so no
-    other object can take an id while it is cached. A new token or entry is a new key.
+    objects again; the key is those objects by identity. A new token or entry is a new key.
     """
 
     def __init__(self, size: int = MEMO_SIZE) -> None:
-        self._size = size
-        self._memo: OrderedDict[tuple[int, ...], tuple[list[tuple[Entry, JwtToken]], Any]] = OrderedDict()
+        self._memo: Memo[Identity, Any] = Memo(size)
 
     def __call__(self, tokens: list[tuple[Entry, JwtToken]]) -> Any:
         """``jwt_svid_response(tokens)``, or the response built for the same objects before."""
-        key = tuple(id(x) for pair in tokens for x in pair)
-        hit = self._memo.get(key)
-        if hit is not None:
-            self._memo.move_to_end(key)
-            return hit[1]
-        response = jwt_svid_response(tokens)
-        self._memo[key] = (list(tokens), response)
-        if len(self._memo) > self._size:
-            self._memo.popitem(last=False)
+        key = Identity(*(x for pair in tokens for x in pair))
+        response = self._memo.get(key)
+        if response is None:
+            response = jwt_svid_response(tokens)
+            self._memo.put(key, response)
         return response

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from agent.attest.caller import Caller
 from agent.attest.procfs import ProcessKey
-from agent.guard import WorkloadGuard, X509Gate
+from agent.guard.decision import WorkloadGuard, X509Gate
 from agent.manager.cache import Entry, JwtToken, WorkloadView
 from spiffe_py.selectors import Selector
 from spiffe_py.spiffeid import SpiffeId

@@ -39,8 +39,8 @@ from server.api.convert import (
 )
 from server.api.errors import RequestError, grpc_errors, recv_request
 from server.api.peer import is_tls, peer_leaf, spiffe_id_of, verify_peer_svid
+from server.api.revocation_hub import revocation_to_proto
 from server.api.revocations import (
-    revocation_to_proto,
     revoke_agent,
     revoke_entry,
     revoke_svid,

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from server.api.revocations import RevocationHub
+from server.api.revocation_hub import RevocationHub
 from server.ca.manager import CaManager
 from server.ca.signer import SignedSvid
 from server.config import ServerConfig
@@ -65,13 +65,13 @@ class ServerContext:
     clock: Clock
     attestors: Mapping[str, NodeAttestor] = field(default_factory=dict)
     changes: ChangeNotifier = field(default_factory=ChangeNotifier)
-    revocations: RevocationHub = field(default_factory=RevocationHub)  # issue 5: revocations + CRLs
+    revocations: RevocationHub = field(default_factory=RevocationHub)  # revocations + CRLs
     _chain_der: Memo[Identity, tuple[bytes, ...]] = field(default_factory=lambda: Memo(max_size=8), init=False,
                                                           repr=False, compare=False)
 
     @cached_property
     def guard(self) -> Guard:
-        """Policy and audit on every mint (issue 6); built on first use, see server/guard.py."""
+        """Policy and audit on every mint; built on first use, see server/guard.py."""
         return Guard.from_config(self.config, self.store, self.clock)
 
     @cached_property

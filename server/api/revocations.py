@@ -1,39 +1,33 @@
-"""Revocation operations shared by the admin and agent APIs, and the cached revocation snapshot.
+"""Revocation operations shared by the admin and agent APIs.
 
 Every operation records revocations in the datastore (one transaction) and wakes every
-SyncAuthorized stream, which then pushes :meth:`RevocationHub.snapshot`::
+SyncAuthorized stream, which then pushes the snapshot of server.api.revocation_hub::
 
     revs = await revoke_svid(ctx, serial="3f0a...", jti=None, reason="leaked", actor="uid:0")
-    snap = await ctx.revocations.snapshot(ctx)      # wire revocations + one DER CRL per CA
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 
-from server.api.convert import ts
 from server.api.errors import RequestError
+from server.api.revocation_hub import WIRE_KIND
 from server.audit import Sealer
 from server.datastore import Issuance, NotFoundError, Revocation, RevocationKind, RevocationRequest, RevokeResult
 from server.errors import FailedPreconditionError
 from server.revocation import (
-    CRL_VALIDITY,
-    build_crls,
     check_jti,
     check_reason,
     parse_serial,
     serial_hex,
     x509_issuance,
 )
-from spiffe_py._proto.spiffepy.server.v1 import types_pb2
+from spiffe_py._memo import Identity, Memo
 from spiffe_py.audit import AuditEvent, build_event
 from spiffe_py.errors import AuthorizationError
 
@@ -43,63 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("spiffe_server.revocation")
 
 MAX_REVOKE_OWN = 1000
-PRUNE_INTERVAL = timedelta(minutes=1)
-WIRE_KIND = {RevocationKind.SERIAL: "x509", RevocationKind.JTI: "jwt"}
-
-
-def revocation_to_proto(rev: Revocation) -> types_pb2.Revocation:
-    """A revocation on the wire (kind "x509" with a hex serial, or "jwt" with a jti)."""
-    return types_pb2.Revocation(kind=WIRE_KIND[rev.kind], value=rev.value, spiffe_id=rev.spiffe_id,
-                                entry_id=rev.entry_id, agent_id=rev.agent_id, reason=rev.reason,
-                                revoked_at=ts(rev.revoked_at), expires_at=ts(rev.expires_at))
-
-
-@dataclass(frozen=True, slots=True)
-class RevocationSnapshot:
-    """Every unexpired revocation (wire form) and the current DER CRL set."""
-
-    revocations: tuple[types_pb2.Revocation, ...] = ()
-    crls: tuple[bytes, ...] = ()
-
-
-class RevocationHub:
-    """Caches the snapshot: rebuilt when a revocation is added, the CA set changes, and at CRL half-life."""
-
-    def __init__(self) -> None:
-        self._lock = asyncio.Lock()
-        self._key: tuple[object, ...] | None = None
-        self._refresh_at: datetime | None = None
-        self._prune_at: datetime | None = None
-        self._snapshot = RevocationSnapshot()
-
-    async def snapshot(self, ctx: ServerContext) -> RevocationSnapshot:
-        """The current snapshot (one rebuild however many streams ask at once)."""
-        async with self._lock:
-            now = ctx.clock.now()
-            signers = ctx.ca.x509_signers()
-            key = (await ctx.call(ctx.store.revocation_seq), tuple(s.authority_id for s in signers))
-            if key == self._key and self._refresh_at is not None and now < self._refresh_at:
-                return self._snapshot
-            if self._prune_at is None or now >= self._prune_at:
-                await self._prune(ctx, now)
-            revs = await ctx.call(ctx.store.list_revocations, now=now)
-            number = int(now.timestamp() * 1_000_000)  # increases across restarts and servers (RFC 5280 §5.2.3)
-            crls = await ctx.call(build_crls, revs, signers, now=now, number=number)
-            self._snapshot = RevocationSnapshot(tuple(revocation_to_proto(r) for r in revs), crls)
-            self._key, self._refresh_at = key, now + CRL_VALIDITY / 2
-            return self._snapshot
-
-    async def refresh(self, ctx: ServerContext) -> bool:
-        """Rebuild if due; True when the CRL set changed (streams then need a push)."""
-        before = self._snapshot.crls
-        return (await self.snapshot(ctx)).crls != before
-
-    async def _prune(self, ctx: ServerContext, now: datetime) -> None:
-        self._prune_at = now + PRUNE_INTERVAL
-        pruned = await ctx.call(ctx.store.prune_revocations, now=now)
-        await ctx.call(ctx.store.prune_issuances, now=now)
-        if pruned:
-            log.info("expired revocations pruned", extra={"count": pruned})
+MAX_ISSUERS = 8  # signing CAs of one batch: the active one, and the previous one while it rotates
 
 
 class X509IssuanceLog:
@@ -111,21 +49,20 @@ class X509IssuanceLog:
 
     def __init__(self, *, agent_id: str) -> None:
         self.agent_id = agent_id
-        self._issuers: dict[int, tuple[x509.Certificate, str]] = {}
+        self._issuers: Memo[Identity, str] = Memo(max_size=MAX_ISSUERS)
 
     def issuance(self, chain: Sequence[x509.Certificate], *, spiffe_id: str, entry_id: str) -> Issuance:
         """The record of ``chain`` (leaf first, then its signing CA) signed for ``entry_id``."""
         leaf = chain[0]
         ca = chain[1] if len(chain) > 1 else None
-        # Keyed by id() with the certificate kept alive alongside, so a reused id cannot match.
-        known = None if ca is None else self._issuers.get(id(ca))
-        if known is not None and known[0] is ca:
+        issuer = None if ca is None else self._issuers.get(Identity(ca))
+        if issuer is not None:
             return Issuance(kind=RevocationKind.SERIAL, value=serial_hex(leaf.serial_number), spiffe_id=spiffe_id,
                             expires_at=leaf.not_valid_after_utc, entry_id=entry_id, agent_id=self.agent_id,
-                            issuer=known[1])
+                            issuer=issuer)
         item = x509_issuance(leaf, spiffe_id=spiffe_id, entry_id=entry_id, agent_id=self.agent_id)
         if ca is not None:
-            self._issuers[id(ca)] = (ca, item.issuer)
+            self._issuers.put(Identity(ca), item.issuer)
         return item
 
 

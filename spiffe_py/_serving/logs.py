@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from spiffe_py.ratelimit import LruDict
+from spiffe_py._serving.buckets import LruDict
 
 DEFAULT_REPEAT_INTERVAL = 10.0
 _MAX_GROUPS = 1024

@@ -9,7 +9,7 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from spiffe_py.policy import (
+from spiffe_py._policy import (
     Decision,
     EntryFacts,
     Policy,

@@ -2,6 +2,10 @@
 
 - Imports point one way: `spiffe_py` imports neither `server` nor `agent`; those two never
   import each other.
+- No import cycles among the modules of `spiffe_py`, `server` and `agent` (every import counts:
+  module level, under `TYPE_CHECKING` and inside functions).
+- The public library (`spiffe_py` modules with no `_`-prefixed part) pulls in none of the
+  server-side dependencies, directly or through the modules it imports.
 - Only the allow-listed shells read the wall clock (`datetime.now()`, `time.time()`, ...);
   everything else takes `now=` or a `Clock`.
 - Under CI=true a skipped test fails (tests/conftest.py).
@@ -13,7 +17,7 @@ to find something.
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -25,6 +29,8 @@ FORBIDDEN_IMPORTS = {"spiffe_py": {"server", "agent"}, "server": {"agent"}, "age
 # `pip install spiffe-py` (and ./quickstart.sh) would break at import time.
 TEST_ONLY_IMPORTS = frozenset({"jwt", "spiffe", "pytest", "hypothesis", "grpc_tools", "tests"})
 GENERATED = "spiffe_py/_proto"
+# Installed by the server and agent only: a workload that imports the public library needs none of them.
+SERVER_ONLY_IMPORTS = frozenset({"grpclib", "cel", "psycopg", "prometheus_client"})
 
 # Files allowed to read the wall clock. Keep this tiny: each entry is an I/O shell.
 WALL_CLOCK_ALLOWLIST = frozenset(
@@ -67,6 +73,119 @@ def import_violations(root: Path) -> list[str]:
             top = module.split(".", 1)[0]
             if top in FORBIDDEN_IMPORTS[package] or top in TEST_ONLY_IMPORTS:
                 found.append(f"{rel}:{line}: {package} must not import {module}")
+    return found
+
+
+def module_name(rel: str) -> str:
+    """``a/b/c.py`` -> ``a.b.c``; ``a/b/__init__.py`` -> ``a.b``."""
+    parts = rel.removesuffix(".py").split("/")
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def all_modules(root: Path) -> dict[str, tuple[bool, ast.Module]]:
+    """Every module of the packages, generated code included: name -> (is a package, parsed module)."""
+    found = {}
+    for package in PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            rel = path.relative_to(root).as_posix()
+            found[module_name(rel)] = (path.name == "__init__.py", ast.parse(path.read_text(), filename=rel))
+    return found
+
+
+def _imports_of(name: str, is_package: bool, tree: ast.Module) -> Iterator[tuple[str, str | None]]:
+    """(absolute module, imported name or None) of every import in ``tree``, relative ones resolved."""
+    package = name if is_package else name.rpartition(".")[0]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from ((alias.name, None) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            yield from ((base, alias.name) for alias in node.names)
+
+
+def import_graph(modules: Mapping[str, tuple[bool, ast.Module]]) -> dict[str, set[str]]:
+    """Module -> the modules of the packages it imports (``from p import m`` counts as importing p.m)."""
+    graph: dict[str, set[str]] = {}
+    for name, (is_package, tree) in modules.items():
+        edges = graph.setdefault(name, set())
+        for module, imported in _imports_of(name, is_package, tree):
+            target = f"{module}.{imported}" if imported and f"{module}.{imported}" in modules else module
+            while target and target not in modules:
+                target = target.rpartition(".")[0]  # `import a.b.c` of a name inside a.b: the module a.b
+            if target and target != name:
+                edges.add(target)
+    return graph
+
+
+def import_cycles(graph: Mapping[str, Iterable[str]]) -> list[list[str]]:
+    """The import cycles (strongly connected groups of two or more modules), each sorted, in order."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for succ in sorted(graph.get(node, ())):
+            if succ not in index:
+                visit(succ)
+                low[node] = min(low[node], low[succ])
+            elif succ in on_stack:
+                low[node] = min(low[node], index[succ])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                cycles.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return sorted(cycles)
+
+
+def cycle_violations(root: Path) -> list[str]:
+    """Every import cycle among the packages' modules, as 'a <-> b <-> c'."""
+    modules = {name: mod for name, mod in all_modules(root).items() if not name.startswith(GENERATED.replace("/", "."))}
+    return [" <-> ".join(group) for group in import_cycles(import_graph(modules))]
+
+
+def is_public(module: str) -> bool:
+    """A module of the public library: under spiffe_py, no part starting with ``_``."""
+    parts = module.split(".")
+    return parts[0] == "spiffe_py" and not any(p.startswith("_") for p in parts)
+
+
+def public_surface_violations(root: Path) -> list[str]:
+    """Server-only packages a public spiffe_py module imports, itself or through the modules it imports."""
+    modules = all_modules(root)
+    graph = import_graph(modules)
+    third_party = {
+        name: {m.split(".", 1)[0] for m, _ in _imports_of(name, *modules[name])} & SERVER_ONLY_IMPORTS
+        for name in modules
+    }
+    found = []
+    for start in sorted(m for m in modules if is_public(m)):
+        seen, todo = {start}, [start]
+        while todo:
+            current = todo.pop()
+            for package in sorted(third_party[current]):
+                path = start if current == start else f"{start} -> ... -> {current}"
+                found.append(f"{path} imports {package}")
+            for succ in sorted(graph[current] - seen):
+                seen.add(succ)
+                todo.append(succ)
     return found
 
 
@@ -113,6 +232,16 @@ def test_no_wall_clock_outside_allowlist() -> None:
     assert wall_clock_violations(REPO_ROOT) == []
 
 
+def test_no_import_cycles() -> None:
+    """Modules form layers: no module imports itself back through others."""
+    assert cycle_violations(REPO_ROOT) == []
+
+
+def test_public_library_imports_no_server_only_package() -> None:
+    """`import spiffe_py.x` for a public x never needs grpclib, CEL, psycopg or prometheus-client."""
+    assert public_surface_violations(REPO_ROOT) == []
+
+
 def test_wall_clock_allowlist_entries_exist() -> None:
     """A stale allowlist entry would silently widen the rule if the path came back later."""
     assert [p for p in WALL_CLOCK_ALLOWLIST if not (REPO_ROOT / p).is_file()] == []
@@ -142,6 +271,52 @@ def test_import_checker_catches_violations(tmp_path: Path) -> None:
         "server/b.py:2: server must not import agent.y",
         "server/d.py:1: server must not import jwt",
         "agent/c.py:5: agent must not import server",
+    ]
+
+
+def test_cycle_checker_catches_cycles(tmp_path: Path) -> None:
+    """Self-test: direct, relative, TYPE_CHECKING and function-level cycles are found; layers are not."""
+    _write_tree(
+        tmp_path,
+        {
+            "spiffe_py/__init__.py": "from spiffe_py.base import X\n",  # a package re-exporting is no cycle
+            "spiffe_py/base.py": "import os\n",
+            "server/__init__.py": "",
+            "server/api/__init__.py": "",
+            "server/api/context.py": "from server.api.revocations import Hub\nimport spiffe_py\n",
+            "server/api/revocations.py": (
+                "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from server.api.context import Ctx\n"
+            ),
+            "agent/__init__.py": "",
+            "agent/a.py": "from . import b\n",
+            "agent/b.py": "def f():\n    from agent.c import g\n",
+            "agent/c.py": "import agent.a.thing\n",
+        },
+    )
+    assert cycle_violations(tmp_path) == [
+        "agent.a <-> agent.b <-> agent.c",
+        "server.api.context <-> server.api.revocations",
+    ]
+
+
+def test_public_surface_checker_catches_server_only_imports(tmp_path: Path) -> None:
+    """Self-test: direct and indirect (through a private module) imports are found; private modules may."""
+    _write_tree(
+        tmp_path,
+        {
+            "spiffe_py/__init__.py": "",
+            "spiffe_py/bundle.py": "import cryptography\n",
+            "spiffe_py/policy.py": "import cel\n",
+            "spiffe_py/audit.py": "from spiffe_py import _helper\n",
+            "spiffe_py/_helper.py": "from prometheus_client import Counter\n",
+            "spiffe_py/_serving/limits.py": "import grpclib.server\n",
+            "spiffe_py/workloadapi/client.py": "import grpc\nfrom ..bundle import B\n",
+            "server/x.py": "import psycopg\n",
+        },
+    )
+    assert public_surface_violations(tmp_path) == [
+        "spiffe_py.audit -> ... -> spiffe_py._helper imports prometheus_client",
+        "spiffe_py.policy imports cel",
     ]
 
 

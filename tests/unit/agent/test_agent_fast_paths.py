@@ -12,16 +12,17 @@ from agent.attest.procfs import StatusIds, parse_status
 from agent.attest.unix import UnixAttestor, unix_id_selectors
 from agent.audit import AgentAudit
 from agent.errors import WorkloadAttestationError
-from agent.guard import GuardSettings, Verdict, WorkloadGuard, workload_facts
+from agent.guard.config import GuardSettings
+from agent.guard.decision import Verdict, WorkloadGuard, workload_facts
 from agent.manager.cache import Entry, Identity, IssuedSvid, JwtToken, SyncUpdate, WorkloadCache, WorkloadView
 from agent.manager.manager import Manager, ManagerConfig
 from agent.workloadapi.convert import x509_svid_response
 from agent.workloadapi.handler import JwtResponseMemo, ResponseMemo
 from spiffe_py._peercred import PeerCred
+from spiffe_py._policy import Decision, Method
 from spiffe_py.audit import load_jsonl, verify_chain
 from spiffe_py.bundle import SpiffeBundle
 from spiffe_py.clock import ManualClock
-from spiffe_py.policy import Decision, Method
 from spiffe_py.selectors import Selector
 from spiffe_py.spiffeid import SpiffeId
 from tests.unit.agent.test_agent_handler import ENTRY, FULL, NOW, SID, SVID, TD

@@ -10,25 +10,17 @@ from pathlib import Path
 
 import pytest
 
+from agent.anomaly import AnomalyConfig
 from agent.audit import AgentAudit, read_batch
 from agent.errors import AgentConfigError
-from agent.guard import (
-    GuardSettings,
-    PolicyDeniedError,
-    RateLimitedError,
-    WorkloadGuard,
-    anomaly_config,
-    rate_limit_config,
-    refusal,
-    workload_facts,
-)
+from agent.guard.config import GuardSettings, anomaly_config, rate_limit_config
+from agent.guard.decision import PolicyDeniedError, RateLimitedError, WorkloadGuard, refusal, workload_facts
 from agent.manager.cache import Entry, Identity, WorkloadView
+from agent.ratelimit import Limit
 from spiffe_py._peercred import PeerCred
-from spiffe_py.anomaly import AnomalyConfig
+from spiffe_py._policy import Method
 from spiffe_py.audit import load_jsonl, verify_chain
 from spiffe_py.clock import ManualClock
-from spiffe_py.policy import Method
-from spiffe_py.ratelimit import Limit
 from spiffe_py.selectors import Selector
 from spiffe_py.spiffeid import SpiffeId
 from tests.support.policy_rules import PAYMENTS_RULE

@@ -13,11 +13,12 @@ import pytest
 from agent.audit import AgentAudit
 from agent.config import AgentConfig
 from agent.errors import AgentConfigError
-from agent.guard import DEFAULT_UID_LIMIT, RateLimitedError, WorkloadGuard, uid_rate_limit_config
+from agent.guard.config import DEFAULT_UID_LIMIT, uid_rate_limit_config
+from agent.guard.decision import RateLimitedError, WorkloadGuard
 from agent.manager.cache import Entry, Identity, WorkloadView
+from agent.ratelimit import Limit
 from spiffe_py._peercred import PeerCred
 from spiffe_py.clock import ManualClock
-from spiffe_py.ratelimit import Limit
 from spiffe_py.selectors import Selector
 from spiffe_py.spiffeid import SpiffeId
 from tests.unit.agent.test_guard import NOW, entry, records

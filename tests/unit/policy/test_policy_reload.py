@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from spiffe_py._policy import Method, Policy, PolicyError, PolicyHolder, build_input, parse_policy
 from spiffe_py.clock import ManualClock
-from spiffe_py.policy import Method, Policy, PolicyError, PolicyHolder, build_input, parse_policy
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 DENY_ALL = '[[rule]]\nname = "all"\nwhen = "true"\neffect = "deny"\nreason = "closed"\n'

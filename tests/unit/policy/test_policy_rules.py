@@ -1,4 +1,4 @@
-"""Rule semantics of spiffe_py.policy (issue 6): first deny wins, min max_ttl, errors deny."""
+"""Rule semantics of spiffe_py._policy (issue 6): first deny wins, min max_ttl, errors deny."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from spiffe_py.policy import (
+from spiffe_py._policy import (
     ALLOW_ALL,
     EMPTY_POLICY,
     EntryFacts,

@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from spiffe_py.ratelimit import Limit, LruDict, RateLimitConfig, RateLimiter
+from agent.ratelimit import Limit, RateLimitConfig, RateLimiter
+from spiffe_py._serving.buckets import LruDict
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 W1 = "spiffe://example.org/w1"
@@ -58,6 +59,9 @@ def test_cost_and_invalid_limits() -> None:
     limiter = RateLimiter(RateLimitConfig(default=Limit(rate=1, burst=4)))
     assert limiter.allow(W1, now=T0, cost=3).allowed
     assert limiter.allow(W1, now=T0, cost=2).retry_after == timedelta(seconds=1)
+    # more than the burst is refused with the time the tokens would take, not an overflow
+    over = limiter.allow(W2, now=T0, cost=6)
+    assert not over.allowed and over.retry_after == timedelta(seconds=2)
     with pytest.raises(ValueError, match="cost must be at least 1"):
         limiter.allow(W1, now=T0, cost=0)
     with pytest.raises(ValueError, match="need rate > 0 and burst >= 1"):

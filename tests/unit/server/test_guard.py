@@ -28,9 +28,9 @@ from server.guard import (
     policy_document,
 )
 from server.revocation import x509_issuance
+from spiffe_py._policy import Decision, Method, parse_policy
 from spiffe_py.clock import ManualClock
 from spiffe_py.errors import AuthorizationError
-from spiffe_py.policy import Decision, Method, parse_policy
 from spiffe_py.selectors import Selector
 
 NOW = datetime(2026, 3, 4, 10, 30, tzinfo=UTC)

@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from server.ratelimit import Bucket, KeyedLimiter, RateLimitedError, take
+from server.ratelimit import KeyedLimiter, RateLimitedError
+from spiffe_py._serving.buckets import Bucket, take
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

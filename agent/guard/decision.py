@@ -1,7 +1,7 @@
-"""Request-time guardrails of the Workload API: policy, rate limits, anomaly alerts, quarantine, audit.
+"""Request-time decisions of the Workload API: policy, rate limits, anomaly rules, quarantine.
 
 The handler asks the guard once per identity it would serve; every decision (allow and
-deny) is written to the agent's audit chain before the answer goes out::
+deny) is written to the agent's audit chain (agent.guard.audit) before the answer goes out::
 
     guard = WorkloadGuard(settings, audit=AgentAudit.open(data_dir), clock=clock, quarantine=manager_quarantine)
     verdict = guard.decide(Method.FETCH_JWT_SVID, entry, facts, audiences=("payments",))
@@ -13,25 +13,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import Counter, Gauge
 
+from agent.anomaly import Alert, AnomalyDetector, Observation
 from agent.audit import AgentAudit
-from agent.errors import AgentConfigError
+from agent.guard.audit import DecisionTrail
+from agent.guard.config import GuardSettings
+from agent.guard.quarantine import QuarantineBook, QuarantineCall
 from agent.manager.cache import Entry, Identity, JwtToken, WorkloadView
-from agent.metrics import HotCounter
+from agent.ratelimit import RateLimitConfig, RateLimiter
+from spiffe_py._memo import Memo
 from spiffe_py._peercred import PeerCred
-from spiffe_py.anomaly import Alert, AnomalyConfig, AnomalyDetector, Observation
-from spiffe_py.audit import AuditEvent, build_event
-from spiffe_py.clock import Clock
-from spiffe_py.errors import SpiffeError
-from spiffe_py.policy import (
-    QUARANTINE_REASON_LABEL,
+from spiffe_py._policy import (
     QUARANTINE_RULE,
     Decision,
     EntryFacts,
@@ -42,108 +41,21 @@ from spiffe_py.policy import (
     WorkloadFacts,
     build_input,
 )
-from spiffe_py.ratelimit import Limit, RateLimitConfig, RateLimiter
+from spiffe_py.clock import Clock
+from spiffe_py.errors import SpiffeError
 from spiffe_py.selectors import Selector
 from spiffe_py.spiffeid import SpiffeId
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("agent.guard")
 
-ACTOR = "agent"
 NODE = "local"  # each agent keeps its own detector, so the node is always this one
-QUARANTINE_RETRY = 5.0
 
-DECISIONS = HotCounter("spiffe_agent_policy_decisions", "Workload API decisions", ("method", "decision"))
-DENIALS = Counter("spiffe_agent_policy_denials_total", "Workload API denials", ["method", "rule"])
 RELOADS = Counter("spiffe_agent_policy_reloads_total", "Policy reloads", ["result"])
 FILE_REFUSED = Gauge("spiffe_agent_policy_file_refused",
                      "1 while the policy file on disk is refused and the previous policy stays in force")
-ALERTS = Counter("spiffe_agent_anomaly_alerts_total", "Anomaly alerts", ["kind"])
-QUARANTINES = Counter("spiffe_agent_quarantines_total", "Identities quarantined by the agent")
 
 FACTS_MEMO = 1024  # (peer, selectors) pairs whose workload facts are remembered
-EVENT_MEMO = 1024  # distinct audit events (all but the time) whose validated form is remembered
 RATE_RULE = "rate_limit"
-# per caller uid, on unless [uid_rate_limit] enabled = false: no real workload comes near 50 calls/s
-# sustained (SVIDs are cached and streamed), while a flood from one uid cannot outrun the audit trail
-DEFAULT_UID_LIMIT = Limit(rate=50.0, burst=200)
-_ANOMALY_KEYS = {"learning_period", "window", "alpha", "spike_factor", "min_windows", "min_count", "enabled"}
-_SECONDS_KEYS = ("learning_period", "window")
-
-
-# --- configuration (pure) ------------------------------------------------------------------------
-
-
-def _limit(value: object, where: str) -> Limit:
-    if not isinstance(value, Mapping) or set(value) != {"rate", "burst"}:
-        raise AgentConfigError(f"config: {where} must be a table {{rate = R, burst = B}}")
-    rate, burst = value["rate"], value["burst"]
-    if isinstance(rate, bool) or not isinstance(rate, int | float) or isinstance(burst, bool) or not isinstance(
-        burst, int
-    ):
-        raise AgentConfigError(f"config: {where}: rate must be a number and burst an integer")
-    try:
-        return Limit(rate=float(rate), burst=burst)
-    except ValueError as err:
-        raise AgentConfigError(f"config: {where}: {err}") from err
-
-
-def rate_limit_config(table: Mapping[str, Any] | None) -> RateLimitConfig | None:
-    """``[rate_limit]`` → RateLimitConfig (None = off); AgentConfigError on bad values."""
-    if table is None:
-        return None
-    unknown = sorted(set(table) - {"default", "label", "by_label"})
-    if unknown or "default" not in table:
-        raise AgentConfigError(f"config: [rate_limit] needs 'default'; unknown keys: {unknown!r}")
-    label = table.get("label")
-    by_label = table.get("by_label", {})
-    if (label is not None and not isinstance(label, str)) or not isinstance(by_label, Mapping):
-        raise AgentConfigError("config: [rate_limit] label must be a string and by_label a table")
-    if by_label and label is None:
-        raise AgentConfigError("config: [rate_limit] by_label needs label")
-    limits = {str(k): _limit(v, f"rate_limit.by_label.{k}") for k, v in by_label.items()}
-    return RateLimitConfig(default=_limit(table["default"], "rate_limit.default"), label=label, by_label_value=limits)
-
-
-def uid_rate_limit_config(table: Mapping[str, Any] | None) -> Limit | None:
-    """``[uid_rate_limit]`` rate, burst → Limit (DEFAULT_UID_LIMIT when absent; None when ``enabled = false``)."""
-    table = dict(table or {})
-    unknown = sorted(set(table) - {"rate", "burst", "enabled"})
-    if unknown:
-        raise AgentConfigError(f"config: [uid_rate_limit] unknown keys: {unknown!r}")
-    enabled = table.pop("enabled", True)
-    if not isinstance(enabled, bool):
-        raise AgentConfigError("config: [uid_rate_limit] enabled must be true or false")
-    if not enabled:
-        return None
-    return _limit({"rate": DEFAULT_UID_LIMIT.rate, "burst": DEFAULT_UID_LIMIT.burst, **table}, "uid_rate_limit")
-
-
-def anomaly_config(table: Mapping[str, Any] | None) -> AnomalyConfig | None:
-    """``[anomaly]`` → AnomalyConfig (defaults when absent; None when ``enabled = false``)."""
-    table = dict(table or {})
-    unknown = sorted(set(table) - _ANOMALY_KEYS)
-    if unknown:
-        raise AgentConfigError(f"config: [anomaly] unknown keys: {unknown!r}")
-    if table.pop("enabled", True) is False:
-        return None
-    try:
-        for key in _SECONDS_KEYS:
-            if key in table:
-                table[key] = timedelta(seconds=float(table[key]))
-        return AnomalyConfig(**table)
-    except (TypeError, ValueError) as err:
-        raise AgentConfigError(f"config: [anomaly]: {err}") from err
-
-
-@dataclass(frozen=True, slots=True)
-class GuardSettings:
-    """What the guard enforces; built from AgentConfig by agent.app."""
-
-    policy_file: Path | None = None
-    rate_limit: RateLimitConfig | None = None
-    uid_rate_limit: Limit | None = None  # AgentConfig turns it on (DEFAULT_UID_LIMIT)
-    anomaly: AnomalyConfig | None = field(default_factory=AnomalyConfig)
-    quarantine_on_anomaly: bool = False
 
 
 # --- request facts (pure) ------------------------------------------------------------------------
@@ -203,8 +115,6 @@ class Verdict:
 
 NO_POLICY = Verdict(Decision(True, "no policy"))  # every verdict without a policy file (guardrails aside)
 
-QuarantineCall = Callable[[str, str], Awaitable[object]]
-
 
 class PolicyDeniedError(SpiffeError):
     """The policy (or a quarantine) refused every identity of the request."""
@@ -233,29 +143,18 @@ class WorkloadGuard:
                  entries: Callable[[], Iterable[Entry]] = tuple) -> None:
         self._clock = clock
         self._entries = entries
-        self._audit = audit
         self._holder = self._load(settings.policy_file)
         self._limiter = RateLimiter(settings.rate_limit) if settings.rate_limit else None
         self._uid_limiter = RateLimiter(RateLimitConfig(settings.uid_rate_limit)) if settings.uid_rate_limit else None
         self._detector = AnomalyDetector(settings.anomaly) if settings.anomaly else None
-        self._quarantine_call = quarantine if settings.quarantine_on_anomaly else None
-        # entry id -> (reason, entry revision then): quarantined here, not yet seen quarantined from the server
-        self._pending: dict[str, tuple[str, int]] = {}
-        self._confirmed: set[str] = set()  # pending ids the server accepted
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._facts: dict[tuple[PeerCred | None, frozenset[Selector]], WorkloadFacts] = {}
-        # (what a record says but its time) -> (entry, facts, event): see _event
-        self._events: dict[tuple[object, ...], tuple[Entry | None, WorkloadFacts, AuditEvent]] = {}
+        self._quarantining = quarantine is not None and settings.quarantine_on_anomaly
+        self._quarantines = QuarantineBook(quarantine if self._quarantining else None)
+        self._trail = DecisionTrail(audit, clock=clock)
+        self._facts: Memo[tuple[PeerCred | None, frozenset[Selector]], WorkloadFacts] = Memo(FACTS_MEMO)
 
     def facts(self, cred: PeerCred | None, selectors: frozenset[Selector]) -> WorkloadFacts:
         """:func:`workload_facts`, remembered per (peer, selectors): both are immutable, so is the result."""
-        key = (cred, selectors)
-        found = self._facts.get(key)
-        if found is None:
-            if len(self._facts) >= FACTS_MEMO:
-                self._facts.clear()
-            found = self._facts[key] = workload_facts(cred, selectors)
-        return found
+        return self._facts.get_or_build((cred, selectors), lambda: workload_facts(cred, selectors))
 
     def _load(self, path: Path | None) -> PolicyHolder | None:
         if path is None:
@@ -334,101 +233,27 @@ class WorkloadGuard:
     def _record(self, method: Method, entry: Entry | None, workload: WorkloadFacts, verdict: Verdict, *,
                 audiences: tuple[str, ...], serial: str | None = None, jti: str | None = None,
                 subject: str | None = None) -> None:
-        decision = "allow" if verdict.allowed else "deny"
-        DECISIONS.inc(str(method), decision)
-        if not verdict.allowed:
-            DENIALS.labels(method=str(method), rule=verdict.decision.rule or "").inc()
-        event, at = self._event(method, entry, workload, verdict, audiences=audiences, serial=serial, jti=jti,
-                                subject=subject)
-        self._audit.append(event, at=at)
-
-    def _event(self, method: Method, entry: Entry | None, workload: WorkloadFacts, verdict: Verdict, *,
-               audiences: tuple[str, ...], serial: str | None, jti: str | None, subject: str | None
-               ) -> tuple[AuditEvent, datetime | None]:
-        """The audit event of one decision and the time to stamp it with (None: the event's own, i.e. now).
-
-        A workload repeating a call produces the same event but for its time: the validated event
-        (secret and JSON checks of build_event, its serialisation) is remembered under everything
-        it is built from, entry and facts by identity (both immutable; the memo keeps them alive),
-        and only re-stamped when written (``AgentAudit.append(event, at=now)``).
-        """
-        decision = verdict.decision
-        key = (method, id(entry), id(workload), decision.allowed, decision.reason, decision.rule, decision.max_ttl,
-               audiences, serial, jti, subject)
-        now = self._clock.now()
-        hit = self._events.get(key)
-        if hit is not None and hit[0] is entry and hit[1] is workload:
-            return hit[2], now
-        details: dict[str, Any] = {"rule": decision.rule, "pid": workload.pid, "uid": workload.uid}
-        if entry is not None:
-            details["entry_id"] = entry.id
-        if audiences:
-            details["audiences"] = list(audiences)
-        if decision.max_ttl is not None:
-            details["max_ttl"] = int(decision.max_ttl.total_seconds())
-        if subject is not None:
-            details["subject"] = subject
-        event = build_event(
-            now=now, actor=ACTOR, spiffe_id=str(entry.spiffe_id) if entry else workload.spiffe_id,
-            selectors=workload.selectors, decision="allow" if decision.allowed else "deny", reason=verdict.reason,
-            method=str(method), serial=serial, jti=jti, details=details)
-        if len(self._events) >= EVENT_MEMO:
-            self._events.clear()
-        self._events[key] = (entry, workload, event)
-        return event, None
+        self._trail.record(method, entry, workload, verdict.decision, audiences=audiences, serial=serial, jti=jti,
+                           subject=subject)
 
     # -- anomalies and quarantine -------------------------------------------------------------
 
     def _alert(self, method: Method, entry: Entry, workload: WorkloadFacts, alerts: list[Alert]) -> bool:
         """Audit the alerts; quarantine the entry when configured. True if it was quarantined."""
         for alert in alerts:
-            ALERTS.labels(kind=str(alert.kind)).inc()
-            log.warning("anomaly %s for %s: %s", alert.kind, alert.spiffe_id, dict(alert.details))
-            self._audit.append(build_event(
-                now=self._clock.now(), actor=ACTOR, spiffe_id=alert.spiffe_id, selectors=workload.selectors,
-                decision="deny" if self._quarantine_call else "allow", reason=f"anomaly alert: {alert.kind}",
-                method=str(method), details={"alert": str(alert.kind), "entry_id": entry.id, **alert.details}))
-        if self._quarantine_call is None:
+            self._trail.alert(method, entry, workload, alert, denied=self._quarantining)
+        if not self._quarantining:
             return False
         self.quarantine(entry, f"anomaly {alerts[0].kind}")
         return True
 
     def quarantine(self, entry: Entry, reason: str) -> None:
         """Stop serving ``entry`` now and ask the server to quarantine it (retried in the background)."""
-        if entry.id in self._pending:
-            return
-        self._pending[entry.id] = (reason, entry.revision)
-        QUARANTINES.inc()
-        log.warning("quarantining entry %s (%s): %s", entry.id, entry.spiffe_id, reason)
-        if self._quarantine_call is not None:
-            task = asyncio.get_running_loop().create_task(self._ask_server(entry.id, reason))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _ask_server(self, entry_id: str, reason: str) -> None:
-        assert self._quarantine_call is not None
-        while entry_id in self._pending:
-            try:
-                await self._quarantine_call(entry_id, reason)
-                self._confirmed.add(entry_id)
-                return
-            except Exception as err:  # keep retrying; the entry stays blocked locally meanwhile
-                log.warning("quarantine of entry %s not accepted by the server yet: %s", entry_id, err)
-                await asyncio.sleep(QUARANTINE_RETRY)
+        self._quarantines.quarantine(entry, reason)
 
     def quarantined(self, entry: Entry | None) -> str | None:
         """The quarantine reason if ``entry`` is quarantined (by the server, or here and not yet synced)."""
-        if entry is None:
-            return None
-        pending = self._pending.get(entry.id)
-        if entry.quarantined or (pending and entry.id in self._confirmed and entry.revision > pending[1]):
-            # the server's flag governs from now on (a newer unquarantined revision means it was cleared)
-            self._pending.pop(entry.id, None)
-            self._confirmed.discard(entry.id)
-            if not entry.quarantined:
-                return None
-            return entry.labels.get(QUARANTINE_REASON_LABEL) or "quarantined by the server"
-        return pending[0] if pending else None
+        return self._quarantines.quarantined(entry)
 
     def subject_quarantined(self, subject: str) -> str | None:
         """The quarantine reason if any synced entry for ``subject`` is quarantined."""

@@ -1,6 +1,6 @@
-"""Per-identity token-bucket rate limiting, keyed by SPIFFE ID; pure, time injected.
+"""The agent's per-identity rate limits, keyed by SPIFFE ID; pure, time injected.
 
-Each identity has a bucket of ``burst`` tokens refilled at ``rate`` tokens per second. The limit
+Each identity has a token bucket (spiffe_py._serving.buckets, shared with the server). The limit
 can depend on one label of the identity's entry (for example ``tier``)::
 
     limiter = RateLimiter(RateLimitConfig(default=Limit(rate=5, burst=10), label="tier",
@@ -11,48 +11,11 @@ can depend on one label of the identity's entry (for example ``tier``)::
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Generic, TypeVar
 
-K = TypeVar("K")
-V = TypeVar("V")
-_MISSING = object()
-
-
-class LruDict(Generic[K, V]):
-    """A dict bounded to ``capacity`` entries that forgets the least recently used one."""
-
-    def __init__(self, capacity: int) -> None:
-        if capacity < 1:
-            raise ValueError("capacity must be at least 1")
-        self._capacity = capacity
-        self._items: OrderedDict[K, V] = OrderedDict()
-
-    def get_or_create(self, key: K, factory: Callable[[], V]) -> V:
-        """The value for ``key`` (created if absent), marked most recently used."""
-        if (found := self._items.get(key, _MISSING)) is not _MISSING:
-            self._items.move_to_end(key)
-            return found  # type: ignore[return-value]  # not the sentinel, so a V
-        value = factory()
-        self.put(key, value)
-        return value
-
-    def put(self, key: K, value: V) -> V | None:
-        """Store ``value`` as most recently used; return the value it replaced, if any."""
-        previous = self._items.pop(key, None)
-        self._items[key] = value
-        if len(self._items) > self._capacity:
-            self._items.popitem(last=False)
-        return previous
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._items
+from spiffe_py._serving.buckets import Bucket, LruDict, take
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,18 +54,12 @@ class RateDecision:
     retry_after: timedelta = timedelta(0)
 
 
-@dataclass(slots=True)
-class _Bucket:
-    tokens: float
-    updated: datetime
-
-
 class RateLimiter:
     """Token buckets for up to ``max_identities`` SPIFFE IDs (least recently seen are forgotten)."""
 
     def __init__(self, config: RateLimitConfig) -> None:
         self.config = config
-        self._buckets: LruDict[str, _Bucket] = LruDict(config.max_identities)
+        self._buckets: LruDict[str, Bucket] = LruDict(config.max_identities)
 
     def allow(
         self, spiffe_id: str, *, now: datetime, labels: Mapping[str, str] | None = None, cost: int = 1
@@ -111,15 +68,11 @@ class RateLimiter:
         if cost < 1:
             raise ValueError("ratelimit: cost must be at least 1")
         limit = self.config.limit_for(labels)
-        bucket = self._buckets.get_or_create(spiffe_id, lambda: _Bucket(float(limit.burst), now))
-        # a clock that steps back must not mint tokens, nor move the bucket's time backwards
-        elapsed = max((now - bucket.updated).total_seconds(), 0.0)
-        bucket.tokens = min(float(limit.burst), bucket.tokens + elapsed * limit.rate)
-        bucket.updated = max(bucket.updated, now)
-        if bucket.tokens >= cost:
-            bucket.tokens -= cost
+        bucket, wait = take(self._buckets.get(spiffe_id), cost, now=now, rate=limit.rate, burst=limit.burst)
+        self._buckets.put(spiffe_id, bucket)  # a refused call keeps the refill up to now
+        if not wait:
             return RateDecision(allowed=True)
         return RateDecision(allowed=False, retry_after=timedelta(seconds=(cost - bucket.tokens) / limit.rate))
 
 
-__all__ = ["Limit", "LruDict", "RateDecision", "RateLimitConfig", "RateLimiter"]
+__all__ = ["Limit", "RateDecision", "RateLimitConfig", "RateLimiter"]

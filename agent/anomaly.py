@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from spiffe_py.ratelimit import LruDict
+from spiffe_py._serving.buckets import LruDict
 
 
 class AlertKind(enum.StrEnum):
