@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from server.datastore import (
+from spiffe_server.datastore import (
     AuditRecord,
     BundleRecord,
     EntryFilter,

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from server.datastore import (
+from spiffe_server.datastore import (
     AlreadyExistsError,
     BundleRecord,
     ChangeKind,

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from server.datastore import (
+from spiffe_server.datastore import (
     AuditCheckpoint,
     AuditFilter,
     AuditRecord,
@@ -21,7 +21,7 @@ from server.datastore import (
     RevocationKind,
     SqlDataStore,
 )
-from server.datastore.models import MAX_JOURNAL_BYTES
+from spiffe_server.datastore.models import MAX_JOURNAL_BYTES
 from tests.datastore.conftest import StoreFactory
 from tests.datastore.helpers import LATER, NOW, TD
 
