@@ -1,7 +1,7 @@
 # Shared by quickstart.sh and examples/run_all.sh (source it; it defines functions only):
 #
 #   source examples/_env.sh
-#   env_install                    # .venv + `pip install -e ".[all]"` when missing
+#   env_install                    # .venv + `pip install -e .` when missing
 #   env_start                      # spiffe-server + spiffe-agent in a fresh temp dir (stopped on EXIT)
 #   env_register spiffe://example.org/web --x509-svid-ttl 10   # entry for this user's uid
 #   env_wait_for spiffe://example.org/web                      # until the Workload API serves it
@@ -27,7 +27,7 @@ env_install() {
     fi
     # Re-install only when the entry points are missing: keeps a second run quick.
     if [ ! -x "$VENV/bin/spiffe-server" ] || [ ! -x "$VENV/bin/spiffe-agent" ]; then
-        "$VENV/bin/python" -m pip install -q -e "$REPO[all]" || fail "pip install -e .[all]"
+        "$VENV/bin/python" -m pip install -q -e "$REPO" || fail "pip install -e ."
     fi
     export PATH="$VENV/bin:$PATH"
     echo "installed: $(command -v spiffe-server), $(command -v spiffe-agent)"

@@ -29,6 +29,10 @@ from cryptography.x509.oid import NameOID
 from grpclib.client import Channel
 from grpclib.exceptions import GRPCError
 
+from server.api.convert import bundle_from_proto, bundle_to_proto
+from server.audit import anchor_problem, export_head, parse_anchor
+from server.config import DEFAULT_DATA_DIR, ConfigError, ServerConfig, load_config
+from server.dnsnames import DnsNameError, check_dns_name
 from spiffe_py._proto.spiffepy.server.v1 import admin_pb2, types_pb2
 from spiffe_py._proto.spiffepy.server.v1.admin_grpc import AdminAPIStub
 from spiffe_py._text import printable
@@ -37,10 +41,6 @@ from spiffe_py.bundle import SpiffeBundle, X509Bundle
 from spiffe_py.errors import SpiffeError
 from spiffe_py.fsutil import write_private, write_public
 from spiffe_py.spiffeid import SpiffeId, TrustDomain
-from spiffe_server.api.convert import bundle_from_proto, bundle_to_proto
-from spiffe_server.audit import anchor_problem, export_head, parse_anchor
-from spiffe_server.config import DEFAULT_DATA_DIR, ConfigError, ServerConfig, load_config
-from spiffe_server.dnsnames import DnsNameError, check_dns_name
 
 DEFAULT_SOCKET = DEFAULT_DATA_DIR / "api.sock"
 RPC_TIMEOUT = 30.0
@@ -645,7 +645,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         cfg = _load(args)
     except ConfigError as err:
         return _fail(str(err))
-    from spiffe_server.app import run  # lazily: admin commands need not load the whole server
+    from server.app import run  # lazily: admin commands need not load the whole server
     return run(cfg)
 
 

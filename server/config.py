@@ -23,6 +23,8 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
+from server.nodeattest.base import PluginConfigError
+from server.nodeattest.registry import node_attestor_plugins
 from spiffe_py._serving.connections import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
@@ -32,8 +34,6 @@ from spiffe_py._serving.connections import (
 from spiffe_py._serving.limits import SERVER_API_MESSAGE_LIMIT, check_message_limit
 from spiffe_py.errors import SpiffeError
 from spiffe_py.spiffeid import TrustDomain
-from spiffe_server.nodeattest.base import PluginConfigError
-from spiffe_server.nodeattest.registry import node_attestor_plugins
 
 DEFAULT_DATA_DIR = Path("/var/lib/spiffe-server")
 CA_KEY_TYPES = frozenset({"ec-p256", "ec-p384", "rsa-2048", "rsa-4096"})

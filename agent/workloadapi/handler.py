@@ -20,11 +20,11 @@ from google.protobuf import struct_pb2
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from spiffe_agent.attest.caller import Caller
-from spiffe_agent.errors import NoIdentityIssuedError, WorkloadAttestationError
-from spiffe_agent.manager.cache import Entry, JwtToken, WorkloadView
-from spiffe_agent.workloadapi.coalesce import connection_of, send_stream_message, send_unary_response
-from spiffe_agent.workloadapi.convert import (
+from agent.attest.caller import Caller
+from agent.errors import NoIdentityIssuedError, WorkloadAttestationError
+from agent.manager.cache import Entry, JwtToken, WorkloadView
+from agent.workloadapi.coalesce import connection_of, send_stream_message, send_unary_response
+from agent.workloadapi.convert import (
     audience_list,
     jwt_bundles_response,
     jwt_svid_response,
@@ -32,7 +32,7 @@ from spiffe_agent.workloadapi.convert import (
     x509_bundles_response,
     x509_svid_response,
 )
-from spiffe_agent.workloadapi.source import WorkloadSource
+from agent.workloadapi.source import WorkloadSource
 from spiffe_py._memo import Identity, Memo
 from spiffe_py._proto import workload_pb2
 from spiffe_py._proto.workload_grpc import SpiffeWorkloadAPIBase

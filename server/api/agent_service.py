@@ -22,21 +22,17 @@ from cryptography import x509
 from grpclib.const import Status
 from grpclib.server import Stream
 
-from spiffe_py._proto.spiffepy.server.v1 import agent_pb2
-from spiffe_py._proto.spiffepy.server.v1.agent_grpc import AgentAPIBase
-from spiffe_py.errors import AuthorizationError, SpiffeError
-from spiffe_py.spiffeid import SpiffeId
-from spiffe_server.api.admin_service import check_audience, federated_bundles
-from spiffe_server.api.context import ServerContext
-from spiffe_server.api.convert import bundle_to_proto, certs_to_der, check_dns_names, entry_to_proto, jwt_claims_of
-from spiffe_server.api.errors import INTERNAL_MESSAGE, RequestError, grpc_errors, recv_request, status_for
-from spiffe_server.api.peer import peer_leaf, verify_peer_svid
-from spiffe_server.api.revocations import X509IssuanceLog, revoke_entry, revoke_own
-from spiffe_server.api.sync import SyncState, own_bundle
-from spiffe_server.authz import authorized_entries, check_entry_authorized, node_aliases
-from spiffe_server.ca.signer import public_key_from_csr
-from spiffe_server.ca.templates import JwtSvidParams, SvidKind, X509SvidParams
-from spiffe_server.datastore import (
+from server.api.admin_service import check_audience, federated_bundles
+from server.api.context import ServerContext
+from server.api.convert import bundle_to_proto, certs_to_der, check_dns_names, entry_to_proto, jwt_claims_of
+from server.api.errors import INTERNAL_MESSAGE, RequestError, grpc_errors, recv_request, status_for
+from server.api.peer import peer_leaf, verify_peer_svid
+from server.api.revocations import X509IssuanceLog, revoke_entry, revoke_own
+from server.api.sync import SyncState, own_bundle
+from server.authz import authorized_entries, check_entry_authorized, node_aliases
+from server.ca.signer import public_key_from_csr
+from server.ca.templates import JwtSvidParams, SvidKind, X509SvidParams
+from server.datastore import (
     AttestedAgent,
     ConflictError,
     Issuance,
@@ -44,11 +40,15 @@ from spiffe_server.datastore import (
     RegistrationEntry,
     RevocationKind,
 )
-from spiffe_server.errors import AttestationError, FailedPreconditionError
-from spiffe_server.guard import CsrBatch
-from spiffe_server.metrics import AGENTS_SYNCING, SIGNED
-from spiffe_server.nodeattest.base import AttestResult
-from spiffe_server.revocation import check_reason, jwt_issuance, serial_hex, x509_issuance
+from server.errors import AttestationError, FailedPreconditionError
+from server.guard import CsrBatch
+from server.metrics import AGENTS_SYNCING, SIGNED
+from server.nodeattest.base import AttestResult
+from server.revocation import check_reason, jwt_issuance, serial_hex, x509_issuance
+from spiffe_py._proto.spiffepy.server.v1 import agent_pb2
+from spiffe_py._proto.spiffepy.server.v1.agent_grpc import AgentAPIBase
+from spiffe_py.errors import AuthorizationError, SpiffeError
+from spiffe_py.spiffeid import SpiffeId
 
 log = logging.getLogger("spiffe_server.agent_api")
 

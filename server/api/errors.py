@@ -21,8 +21,8 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from grpclib.server import Stream
 
+from server.metrics import RPCS
 from spiffe_py.errors import SpiffeError
-from spiffe_server.metrics import RPCS
 
 log = logging.getLogger("spiffe_server.api")
 

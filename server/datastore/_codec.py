@@ -14,9 +14,8 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from spiffe_py.selectors import Selector
-from spiffe_server.datastore.errors import InvalidArgumentError
-from spiffe_server.datastore.models import (
+from server.datastore.errors import InvalidArgumentError
+from server.datastore.models import (
     AttestedAgent,
     AuditCheckpoint,
     AuditRecord,
@@ -25,6 +24,7 @@ from spiffe_server.datastore.models import (
     Revocation,
     RevocationKind,
 )
+from spiffe_py.selectors import Selector
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)

@@ -14,17 +14,17 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from spiffe_server.datastore import _codec as codec
-from spiffe_server.datastore._query import Clause, agent_where, audit_where, entry_where, revocation_where
-from spiffe_server.datastore.base import AuditAppend
-from spiffe_server.datastore.errors import (
+from server.datastore import _codec as codec
+from server.datastore._query import Clause, agent_where, audit_where, entry_where, revocation_where
+from server.datastore.base import AuditAppend
+from server.datastore.errors import (
     AlreadyExistsError,
     ConflictError,
     InvalidArgumentError,
     LimitExceededError,
     NotFoundError,
 )
-from spiffe_server.datastore.models import (
+from server.datastore.models import (
     MAX_IDS_PER_QUERY,
     MAX_ISSUANCES_PER_QUERY,
     MAX_JOURNAL_BYTES,
@@ -53,7 +53,7 @@ from spiffe_server.datastore.models import (
     check_str,
     check_time,
 )
-from spiffe_server.datastore.schema import Backend, Tx, UniqueViolation, migrate
+from server.datastore.schema import Backend, Tx, UniqueViolation, migrate
 
 _ENTRY_SELECT = f"SELECT {', '.join('e.' + c for c in codec.ENTRY_COLUMNS)} FROM entries e"
 _AGENT_COLS = ", ".join(codec.AGENT_COLUMNS)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Protocol
 
-from spiffe_server.datastore.models import (
+from server.datastore.models import (
     AgentFilter,
     AttestedAgent,
     AuditCheckpoint,

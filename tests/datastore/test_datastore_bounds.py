@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from spiffe_server.datastore import (
+from server.datastore import (
     AuditRecord,
     BundleRecord,
     EntryFilter,

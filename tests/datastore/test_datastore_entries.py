@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from spiffe_server.datastore import (
+from server.datastore import (
     AlreadyExistsError,
     BundleRecord,
     ChangeKind,

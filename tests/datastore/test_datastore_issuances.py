@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from spiffe_server.datastore import (
+from server.datastore import (
     AuditRecord,
     ConflictError,
     Issuance,

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from spiffe_server.datastore import (
+from server.datastore import (
     AuditCheckpoint,
     AuditFilter,
     AuditRecord,
@@ -21,7 +21,7 @@ from spiffe_server.datastore import (
     RevocationKind,
     SqlDataStore,
 )
-from spiffe_server.datastore.models import MAX_JOURNAL_BYTES
+from server.datastore.models import MAX_JOURNAL_BYTES
 from tests.datastore.conftest import StoreFactory
 from tests.datastore.helpers import LATER, NOW, TD
 

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from spiffe_server.datastore import (
+from server.datastore import (
     AuditCheckpoint,
     AuditRecord,
     ConflictError,

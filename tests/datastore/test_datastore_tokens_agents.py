@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 
-from spiffe_server.datastore import (
+from server.datastore import (
     AgentFilter,
     AlreadyExistsError,
     JoinToken,

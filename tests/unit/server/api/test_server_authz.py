@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import pytest
 
+from server.authz import authorized_entries, check_entry_authorized, node_aliases
 from spiffe_py.errors import AuthorizationError
 from spiffe_py.selectors import Selector
-from spiffe_server.authz import authorized_entries, check_entry_authorized, node_aliases
 
 TD = "spiffe://example.org"
 SERVER = f"{TD}/spire/server"

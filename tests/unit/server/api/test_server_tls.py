@@ -1,4 +1,4 @@
-"""spiffe_server.api.tls: rotating the listener's certificate needs no restart (real TLS sockets)."""
+"""server.api.tls: rotating the listener's certificate needs no restart (real TLS sockets)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from spiffe_server.api.tls import ServerTls
+from server.api.tls import ServerTls
 
 
 def _ca() -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:

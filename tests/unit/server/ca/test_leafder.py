@@ -1,4 +1,4 @@
-"""spiffe_server.ca.leafder: the hand-assembled leaf TBS is byte-identical to CertificateBuilder's, and it verifies.
+"""server.ca.leafder: the hand-assembled leaf TBS is byte-identical to CertificateBuilder's, and it verifies.
 
 Conformance: X5-01..13 (the profile is checked on the first signed leaf of each LeafProfile in
 server.ca.signer); the fast encoder must only reproduce what the reference BuilderLeafEncoder
@@ -14,10 +14,9 @@ from cryptography import x509
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spiffe_py.spiffeid import SpiffeId, TrustDomain
-from spiffe_server.ca.keys import KeyType, generate_key
-from spiffe_server.ca.leafder import LeafProfile, der_integer, der_oid, der_time, spki_and_key_id, tlv
-from spiffe_server.ca.signer import (
+from server.ca.keys import KeyType, generate_key
+from server.ca.leafder import LeafProfile, der_integer, der_oid, der_time, spki_and_key_id, tlv
+from server.ca.signer import (
     BuilderLeafEncoder,
     LeafEncoder,
     ProfileLeafEncoder,
@@ -25,7 +24,8 @@ from spiffe_server.ca.signer import (
     sign_ca,
     sign_x509_svid_der,
 )
-from spiffe_server.ca.templates import CertPublicKey, LeafFields, SvidPolicy, X509SvidParams, leaf_fields
+from server.ca.templates import CertPublicKey, LeafFields, SvidPolicy, X509SvidParams, leaf_fields
+from spiffe_py.spiffeid import SpiffeId, TrustDomain
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, 123456, tzinfo=UTC)
 TD = TrustDomain.parse("example.org")
