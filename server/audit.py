@@ -83,8 +83,6 @@ Sealer = Callable[[Sequence[AuditEvent]], SealAt]
 class ForwardError(SpiffeError, ValueError):
     """Forwarded agent records are malformed or do not continue that agent's sub-chain."""
 
-    grpc_status = "FAILED_PRECONDITION"
-
 
 @dataclass(frozen=True, slots=True)
 class _Head:

@@ -47,8 +47,6 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 class ConfigError(SpiffeError, ValueError):
     """The configuration is invalid; the message names the key."""
 
-    grpc_status = "INVALID_ARGUMENT"
-
 
 @dataclass(frozen=True, slots=True)
 class UpstreamAuthorityConfig:

@@ -20,8 +20,6 @@ MAX_TRACKED = 10_000  # buckets kept before full ones are dropped (a full bucket
 class RateLimitedError(SpiffeError):
     """A caller exceeded its rate; the message says which limit and when to retry."""
 
-    grpc_status = "RESOURCE_EXHAUSTED"
-
 
 class KeyedLimiter:
     """One bucket per key (agent SPIFFE ID); not thread-safe: call it from the event loop only."""

@@ -36,8 +36,6 @@ _PRINTABLE = re.compile(r"[\x21-\x7e]+")
 class RevocationRequestError(SpiffeError, ValueError):
     """A revocation request names a malformed serial, jti or reason."""
 
-    grpc_status = "INVALID_ARGUMENT"
-
 
 def serial_hex(serial: int) -> str:
     """The canonical form of a serial: lowercase hex without leading zeros."""

@@ -22,8 +22,6 @@ _UCRED = struct.Struct("3i")  # struct ucred { pid_t pid; uid_t uid; gid_t gid; 
 class PeerCredError(SpiffeError):
     """The caller's credentials could not be read from its connection."""
 
-    grpc_status = "UNAUTHENTICATED"
-
 
 @dataclass(frozen=True, slots=True)
 class PeerCred:

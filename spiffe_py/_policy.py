@@ -43,8 +43,6 @@ _RULE_KEYS = frozenset({"name", "when", "effect", "reason", "max_ttl"})
 class PolicyError(SpiffeError, ValueError):
     """A policy file could not be read, parsed or compiled; names the file and line."""
 
-    grpc_status = "FAILED_PRECONDITION"
-
     def __init__(self, reason: str, *, source: str, line: int | None = None, rule: str | None = None) -> None:
         self.reason = reason
         self.source = source

@@ -2,7 +2,7 @@
 
 Every rejection of untrusted input raises a subclass of :class:`SpiffeError`.
 Parse errors are also :class:`ValueError`, lookups also :class:`LookupError`.
-``grpc_status`` is a hint for API layers that map errors to gRPC codes::
+They carry no gRPC status; each API maps them in its own table. Catch them by class::
 
     try:
         SpiffeId.parse(text)
@@ -16,13 +16,9 @@ from __future__ import annotations
 class SpiffeError(Exception):
     """Root of all spiffe-py errors."""
 
-    grpc_status: str = "INTERNAL"
-
 
 class InvalidSpiffeIdError(SpiffeError, ValueError):
     """A SPIFFE ID (or a part of one) broke the SPIFFE-ID rules."""
-
-    grpc_status = "INVALID_ARGUMENT"
 
     def __init__(self, reason: str, value: str | None = None) -> None:
         self.reason = reason
@@ -37,13 +33,9 @@ class InvalidTrustDomainError(InvalidSpiffeIdError):
 class InvalidSelectorError(SpiffeError, ValueError):
     """A selector was not of the form ``type:value``."""
 
-    grpc_status = "INVALID_ARGUMENT"
-
 
 class InvalidSvidError(SpiffeError, ValueError):
     """An SVID broke its profile."""
-
-    grpc_status = "INVALID_ARGUMENT"
 
 
 class InvalidX509SvidError(InvalidSvidError):
@@ -65,13 +57,9 @@ class JwtSvidExpiredError(InvalidJwtSvidError):
 class InvalidBundleError(SpiffeError, ValueError):
     """A trust bundle could not be parsed."""
 
-    grpc_status = "INVALID_ARGUMENT"
-
 
 class BundleNotFoundError(SpiffeError, LookupError):
     """No bundle is known for the trust domain."""
-
-    grpc_status = "NOT_FOUND"
 
     def __init__(self, message: str, trust_domain: str | None = None) -> None:
         self.trust_domain = trust_domain
@@ -81,8 +69,6 @@ class BundleNotFoundError(SpiffeError, LookupError):
 class VerificationError(SpiffeError):
     """A signature, chain or validity check failed."""
 
-    grpc_status = "UNAUTHENTICATED"
-
 
 class RevokedError(VerificationError):
     """A certificate is listed in a CRL from its issuer."""
@@ -91,13 +77,9 @@ class RevokedError(VerificationError):
 class AuthorizationError(SpiffeError):
     """An authenticated peer is not allowed."""
 
-    grpc_status = "PERMISSION_DENIED"
-
 
 class InvalidEndpointError(SpiffeError, ValueError):
     """A Workload API endpoint address broke SPIFFE_Workload_Endpoint §4."""
-
-    grpc_status = "INVALID_ARGUMENT"
 
 
 class WorkloadApiError(SpiffeError):

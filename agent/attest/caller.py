@@ -32,13 +32,9 @@ _INT = struct.Struct("i")
 class CallerChangedError(WorkloadAttestationError):
     """The connected process changed its ids or executable since it connected."""
 
-    grpc_status = "PERMISSION_DENIED"
-
 
 class TooManyConnectionsError(AgentError):
     """The connecting uid already holds as many Workload API connections as allowed."""
-
-    grpc_status = "RESOURCE_EXHAUSTED"
 
 
 @dataclass(frozen=True, slots=True)

@@ -119,13 +119,9 @@ NO_POLICY = Verdict(Decision(True, "no policy"))  # every verdict without a poli
 class PolicyDeniedError(SpiffeError):
     """The policy (or a quarantine) refused every identity of the request."""
 
-    grpc_status = "PERMISSION_DENIED"
-
 
 class RateLimitedError(SpiffeError):
     """The identity is over its rate limit."""
-
-    grpc_status = "RESOURCE_EXHAUSTED"
 
 
 def refusal(verdict: Verdict) -> SpiffeError:
@@ -320,8 +316,6 @@ class WorkloadGuard:
 
 class InvalidSubjectError(SpiffeError):
     """ValidateJWTSVID: the token's subject is quarantined (treated like an invalid token)."""
-
-    grpc_status = "INVALID_ARGUMENT"
 
 
 class X509Gate:

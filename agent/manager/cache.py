@@ -470,8 +470,6 @@ class WorkloadCache:
 class TooManyBoundProcessesError(AgentError):
     """The agent already holds credentials for as many bound processes as it allows."""
 
-    grpc_status = "RESOURCE_EXHAUSTED"
-
 
 _JwtKey = tuple[ProcessKey, str, tuple[str, ...]]
 

@@ -31,8 +31,6 @@ MAX_CHAIN_CERTS = 16
 class ServerResponseError(AgentError):
     """The server sent something the agent cannot accept."""
 
-    grpc_status = "UNAVAILABLE"
-
 
 def entry_from_proto(msg: types_pb2.Entry) -> Entry:
     """Convert one authorized entry."""

@@ -2,7 +2,8 @@
 
 Order of checks on every call: security header (WE-04..06), caller attestation,
 readiness (WE-13), identity (WE-14). The caller was captured when its connection was
-accepted; it is passed on as a parameter. Errors map to gRPC status in one table::
+accepted; it is passed on as a parameter. Errors map to gRPC status by the table in
+:mod:`agent.workloadapi.status`::
 
     handler = WorkloadApiHandler(attestor=CallerAttestor(attestors), source=ManagerSource(manager),
                                  validator=JwtSvidValidator(clock))
@@ -12,7 +13,6 @@ accepted; it is passed on as a parameter. Errors map to gRPC status in one table
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -33,6 +33,7 @@ from agent.workloadapi.convert import (
     x509_svid_response,
 )
 from agent.workloadapi.source import WorkloadSource
+from agent.workloadapi.status import to_grpc_error
 from spiffe_py._memo import Identity, Memo
 from spiffe_py._proto import workload_pb2
 from spiffe_py._proto.workload_grpc import SpiffeWorkloadAPIBase
@@ -40,8 +41,6 @@ from spiffe_py.bundle import SpiffeBundle
 from spiffe_py.errors import InvalidJwtSvidError, SpiffeError
 from spiffe_py.selectors import Selector
 from spiffe_py.spiffeid import SpiffeId
-
-log = logging.getLogger(__name__)
 
 SECURITY_HEADER = "workload.spiffe.io"
 MEMO_SIZE = 256
@@ -77,17 +76,6 @@ def connection_caller(stream: Any) -> Caller:
     if isinstance(context, SpiffeError):
         raise context.with_traceback(None)  # raised once per call: no traceback piling up on it
     raise WorkloadAttestationError("attest: no caller was captured for this connection")
-
-
-def to_grpc_error(err: Exception) -> GRPCError:
-    """The one table from agent/domain errors to gRPC status."""
-    if isinstance(err, GRPCError):
-        return err
-    if isinstance(err, SpiffeError):
-        status = Status.__members__.get(err.grpc_status, Status.INTERNAL)
-        return GRPCError(status, str(err))
-    log.exception("workload api: unexpected error", exc_info=err)
-    return GRPCError(Status.INTERNAL, "internal error")
 
 
 def _invalid(message: str) -> GRPCError:
@@ -205,11 +193,6 @@ class WorkloadApiHandler(SpiffeWorkloadAPIBase):
                 caller, selectors, view, request.audience,
                 lambda: self._validator.validate(request.svid, request.audience, bundles))
             check_not_revoked(claims, view)
-        except SpiffeError as err:
-            # a policy deny keeps its status; every other failure means an invalid token
-            kept = err.grpc_status in ("UNAVAILABLE", "PERMISSION_DENIED")
-            status = Status[err.grpc_status] if kept else Status.INVALID_ARGUMENT
-            raise GRPCError(status, str(err)) from err
         except Exception as err:
             raise to_grpc_error(err) from err
         struct = struct_pb2.Struct()

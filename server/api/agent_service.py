@@ -19,13 +19,12 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from cryptography import x509
-from grpclib.const import Status
 from grpclib.server import Stream
 
 from server.api.admin_service import check_audience, federated_bundles
 from server.api.context import ServerContext
 from server.api.convert import bundle_to_proto, certs_to_der, check_dns_names, entry_to_proto, jwt_claims_of
-from server.api.errors import INTERNAL_MESSAGE, RequestError, grpc_errors, recv_request, status_for
+from server.api.errors import RequestError, grpc_errors, recv_request, to_grpc_error
 from server.api.peer import peer_leaf, verify_peer_svid
 from server.api.revocations import X509IssuanceLog, revoke_entry, revoke_own
 from server.api.sync import SyncState, own_bundle
@@ -403,13 +402,10 @@ class AgentService(AgentAPIBase):
             svid = self._ctx.ca.sign_x509_svid_der(X509SvidParams(
                 spiffe_id=plan.spiffe_id, public_key=public_key, dns_names=plan.entry.dns_names,
                 expires_at=plan.expires_at, ttl=ttl))
-        except SpiffeError as err:
-            return agent_pb2.X509SVIDResult(entry_id=params.entry_id, status_code=status_for(err).value,
-                                            status_message=str(err))
-        except Exception:  # anything else fails this item only: the batch's other entries still get SVIDs
-            log.exception("signing one item of a batch failed", extra={"entry_id": params.entry_id})
-            return agent_pb2.X509SVIDResult(entry_id=params.entry_id, status_code=Status.INTERNAL.value,
-                                            status_message=INTERNAL_MESSAGE)
+        except Exception as err:  # fails this item only: the batch's other entries still get SVIDs
+            mapped = to_grpc_error(err, "BatchNewX509SVID")
+            return agent_pb2.X509SVIDResult(entry_id=params.entry_id, status_code=mapped.status.value,
+                                            status_message=mapped.message or "")
         issued.append(ledger.issuance(svid.chain, spiffe_id=plan.entry.spiffe_id, entry_id=plan.entry.id))
         return agent_pb2.X509SVIDResult(entry_id=params.entry_id, cert_chain=self._ctx.issued_chain_der(svid))
 

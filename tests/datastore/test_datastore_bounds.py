@@ -6,7 +6,9 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+from grpclib.const import Status
 
+from server.api.errors import status_for
 from server.datastore import (
     AuditRecord,
     BundleRecord,
@@ -48,7 +50,7 @@ def test_entry_bounds_name_the_field(fields: dict[str, Any], field: str) -> None
         make_entry(**fields)
     assert info.value.field == field
     assert str(info.value).startswith(f"datastore: {field}: ")
-    assert info.value.grpc_status == "INVALID_ARGUMENT" and isinstance(info.value, ValueError)
+    assert status_for(info.value) is Status.INVALID_ARGUMENT and isinstance(info.value, ValueError)
 
 
 def test_entry_limits_are_inclusive() -> None:

@@ -11,7 +11,9 @@ from functools import partial
 from typing import Any
 
 import pytest
+from grpclib.const import Status
 
+from server.api.errors import status_for
 from server.datastore import (
     AlreadyExistsError,
     BundleRecord,
@@ -56,7 +58,7 @@ def test_create_rejects_same_parent_spiffe_id_and_selector_set(store: SqlDataSto
     first = store.create_entry(make_entry(selectors=sel("unix:uid:1", "unix:gid:2")))
     with pytest.raises(AlreadyExistsError, match=first.id) as info:
         store.create_entry(make_entry(selectors=sel("unix:gid:2", "unix:uid:1")))  # same set, other order
-    assert info.value.grpc_status == "ALREADY_EXISTS"
+    assert status_for(info.value) is Status.ALREADY_EXISTS
     # Any difference in the triple makes a distinct entry.
     store.create_entry(make_entry(selectors=sel("unix:uid:1")))
     store.create_entry(make_entry(selectors=sel("unix:uid:1", "unix:gid:2"), spiffe_id=f"{TD}/other"))
@@ -95,7 +97,7 @@ def test_update_into_a_duplicate_is_rejected_and_rolled_back(store: SqlDataStore
 def test_update_and_delete_of_missing_entry_raise_not_found(store: SqlDataStore) -> None:
     with pytest.raises(NotFoundError, match="'nope'") as info:
         store.update_entry(make_entry(id="nope"))
-    assert info.value.grpc_status == "NOT_FOUND"
+    assert status_for(info.value) is Status.NOT_FOUND
     with pytest.raises(NotFoundError):
         store.delete_entry("nope")
 

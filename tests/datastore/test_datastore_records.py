@@ -6,7 +6,9 @@ import threading
 from datetime import timedelta
 
 import pytest
+from grpclib.const import Status
 
+from server.api.errors import status_for
 from server.datastore import (
     AuditCheckpoint,
     AuditFilter,
@@ -78,7 +80,7 @@ def test_revocations_are_bounded(backend: StoreFactory) -> None:
     store.add_revocation(_revocation("02"))
     with pytest.raises(LimitExceededError) as info:
         store.add_revocation(_revocation("03"))
-    assert info.value.grpc_status == "RESOURCE_EXHAUSTED"
+    assert status_for(info.value) is Status.RESOURCE_EXHAUSTED
     assert store.prune_revocations(now=NOW) == 1
     store.add_revocation(_revocation("03"))
     assert store.count_revocations() == 2
@@ -95,7 +97,7 @@ def test_audit_chain_append_checks_prev_hash(store: SqlDataStore) -> None:
     assert store.append_audit(_audit(2, "h1")).seq == 2
     with pytest.raises(ConflictError, match="'h1'") as info:
         store.append_audit(_audit(3, "h1"))
-    assert info.value.grpc_status == "ABORTED"
+    assert status_for(info.value) is Status.ABORTED
     with pytest.raises(ConflictError):
         store.append_audit(_audit(3, ""))
     assert store.append_audit(_audit(3, "h2")).seq == 3  # a rejected append consumed no sequence number

@@ -16,11 +16,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
 from google.protobuf.message import DecodeError
+from grpclib.const import Status
 from grpclib.encoding.proto import ProtoCodec
 from grpclib.exceptions import GRPCError
 
 from agent.workloadapi.convert import audience_list
 from agent.workloadapi.jwt import JwtSvidValidator
+from agent.workloadapi.status import status_for as workload_status_for
 from server.api.admin_service import check_audience
 from server.api.convert import (
     bundle_from_proto,
@@ -31,6 +33,7 @@ from server.api.convert import (
     parse_selectors,
     parse_workload_id,
 )
+from server.api.errors import status_for as server_status_for
 from server.ca.signer import parse_csr, public_key_from_csr
 from server.nodeattest.join_token import JoinTokenAttestor, MemoryJoinTokenStore
 from server.nodeattest.x509pop import X509PopAttestor
@@ -142,7 +145,9 @@ def valid(req: Any) -> object:
     try:
         validate(req)
     except SpiffeError as err:
-        assert err.grpc_status != "INTERNAL", f"{type(err).__name__} maps to INTERNAL: {err}"
+        workload = type(req).DESCRIPTOR.file.name.endswith("workload.proto")  # the agent's API, else the server's
+        status = workload_status_for(err) if workload else server_status_for(err)
+        assert status is not Status.INTERNAL, f"{type(err).__name__} maps to INTERNAL: {err}"
         raise
     return req
 

@@ -3,8 +3,8 @@
 For every ``*Request`` of the Workload API, the agent API (agent -> server) and the admin API, bytes
 are decoded with the server's codec and the decoded message is run through the same validation and
 conversion the handler applies before touching state (tests/fuzz/_targets.py). The property: the
-codec raises only ``DecodeError``/``GRPCError``, and validation only a ``SpiffeError`` whose
-``grpc_status`` is not INTERNAL.
+codec raises only ``DecodeError``/``GRPCError``, and validation only a ``SpiffeError`` that neither
+status table (server, Workload API) maps to INTERNAL.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from grpclib.testing import ChannelFor
 
 from agent.errors import NoIdentityIssuedError, NotReadyError, WorkloadAttestationError
 from agent.manager.cache import Entry, Identity, IssuedSvid, JwtToken, WorkloadView
+from agent.manager.storage import StorageError
 from agent.workloadapi.handler import WorkloadApiHandler
 from agent.workloadapi.source import ManagerSource
 from spiffe_py._proto import workload_pb2
@@ -243,3 +244,40 @@ async def test_wit_is_unimplemented_wa28(method: str) -> None:
         with pytest.raises(GRPCError) as err:
             await getattr(stub, method)(req, metadata=HDR)
     assert err.value.status is Status.UNIMPLEMENTED
+
+
+STATE_SECRET = "state file /var/lib/spiffe-py-agent/agent.key: bad padding 0x5ec2e7"
+
+
+class BrokenSource(FakeSource):
+    """A source whose stored state is unreadable: every read fails with a message naming a secret file."""
+
+    def view(self, selectors: frozenset[Selector], process: object = None) -> WorkloadView:
+        raise StorageError(STATE_SECRET)
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, selectors: frozenset[Selector], process: object = None) -> AsyncIterator[FakeSub]:
+        raise StorageError(STATE_SECRET)
+        yield FakeSub(self)  # pragma: no cover
+
+
+async def _call(stub: SpiffeWorkloadAPIStub, method: str) -> Any:
+    if method == "FetchJWTSVID":
+        return await stub.FetchJWTSVID(workload_pb2.JWTSVIDRequest(audience=["a"]), metadata=HDR)
+    if method == "ValidateJWTSVID":
+        return await stub.ValidateJWTSVID(workload_pb2.ValidateJWTSVIDRequest(audience="a", svid="good"), metadata=HDR)
+    request = {"FetchX509SVID": workload_pb2.X509SVIDRequest(), "FetchX509Bundles": workload_pb2.X509BundlesRequest(),
+               "FetchJWTBundles": workload_pb2.JWTBundlesRequest()}[method]
+    async with getattr(stub, method).open(metadata=HDR) as stream:
+        await stream.send_message(request, end=True)
+        return await stream.recv_message()
+
+
+@pytest.mark.parametrize("method", ["FetchX509SVID", "FetchX509Bundles", "FetchJWTBundles", "FetchJWTSVID",
+                                    "ValidateJWTSVID"])
+async def test_agent_fault_is_internal_without_its_text_on_every_method(method: str) -> None:
+    async with client(BrokenSource(FULL)) as (stub, _):
+        with pytest.raises(GRPCError) as err:
+            await _call(stub, method)
+    assert (err.value.status, err.value.message) == (Status.INTERNAL, "internal error")
+    assert STATE_SECRET not in str(err.value.message) and STATE_SECRET not in str(err.value.details)

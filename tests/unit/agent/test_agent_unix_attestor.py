@@ -9,6 +9,7 @@ import socket
 from collections.abc import Callable, Iterator
 
 import pytest
+from grpclib.const import Status
 
 from agent.attest.base import CallerAttestor, attest_all
 from agent.attest.caller import Caller, CallerChangedError, Identity, capture, open_caller
@@ -23,6 +24,7 @@ from agent.attest.procfs import (
 )
 from agent.attest.unix import CachedUserDb, UnixAttestor, unix_id_selectors
 from agent.errors import WorkloadAttestationError
+from agent.workloadapi.status import status_for
 from spiffe_py._peercred import PeerCred
 from spiffe_py.selectors import Selector
 
@@ -223,7 +225,7 @@ async def test_caller_attestor_rejects_changed_ids() -> None:
     procfs.statuses = [STATUS, changed]  # at accept, then at the call: a setgid exec in between
     with captured(procfs) as caller, pytest.raises(CallerChangedError, match="changed its uid, gid or groups") as err:
         await CallerAttestor([UnixAttestor(procfs, FakeUsers())]).attest(caller)
-    assert err.value.grpc_status == "PERMISSION_DENIED"
+    assert status_for(err.value) is Status.PERMISSION_DENIED
 
 
 async def test_caller_attestor_rejects_another_executable() -> None:

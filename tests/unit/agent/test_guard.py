@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from grpclib.const import Status
 
 from agent.anomaly import AnomalyConfig
 from agent.audit import AgentAudit, read_batch
@@ -17,6 +18,7 @@ from agent.guard.config import GuardSettings, anomaly_config, rate_limit_config
 from agent.guard.decision import PolicyDeniedError, RateLimitedError, WorkloadGuard, refusal, workload_facts
 from agent.manager.cache import Entry, Identity, WorkloadView
 from agent.ratelimit import Limit
+from agent.workloadapi.status import status_for
 from spiffe_py._peercred import PeerCred
 from spiffe_py._policy import Method
 from spiffe_py.audit import load_jsonl, verify_chain
@@ -91,7 +93,7 @@ def test_policy_deny_is_audited_with_the_rule_reason(tmp_path: Path) -> None:
     verdict = guard.decide(Method.FETCH_JWT_SVID, entry(), workload_facts(CRED, SELECTORS), audiences=("payments",))
     assert not verdict.allowed and verdict.reason == "audience payments requires an approved entry"
     err = refusal(verdict)
-    assert isinstance(err, PolicyDeniedError) and err.grpc_status == "PERMISSION_DENIED"
+    assert isinstance(err, PolicyDeniedError) and status_for(err) is Status.PERMISSION_DENIED
     assert "denied by rule 'payments-needs-approval'" in str(err)
     [rec] = records(audit)
     assert rec["decision"] == "deny" and rec["method"] == "FetchJWTSVID" and rec["actor"] == "agent"
@@ -123,7 +125,7 @@ def test_rate_limit_gives_resource_exhausted(tmp_path: Path) -> None:
     results = [guard.decide(Method.FETCH_JWT_SVID, entry(), facts, audiences=("a",)) for _ in range(3)]
     assert [r.allowed for r in results] == [True, True, False]
     assert isinstance(refusal(results[2]), RateLimitedError)
-    assert refusal(results[2]).grpc_status == "RESOURCE_EXHAUSTED"
+    assert status_for(refusal(results[2])) is Status.RESOURCE_EXHAUSTED
     assert records(audit)[-1]["reason"] == "rate limit exceeded"
     clock.advance(timedelta(seconds=1))
     assert guard.decide(Method.FETCH_JWT_SVID, entry(), facts, audiences=("a",)).allowed

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from grpclib.const import Status
 
 from agent.attest.procfs import LinuxProcFs
 from agent.manager.cache import (
@@ -25,6 +26,7 @@ from agent.manager.convert import task_end
 from agent.manager.manager import Manager, ManagerConfig
 from agent.manager.process_binding import ProcessKey, ProcessWatcher, process_key
 from agent.workloadapi.handler import check_not_revoked
+from agent.workloadapi.status import status_for
 from spiffe_py._proto.spiffepy.server.v1 import types_pb2
 from spiffe_py.audit import AuditEvent
 from spiffe_py.bundle import SpiffeBundle
@@ -67,7 +69,7 @@ def test_admit_is_bounded_with_a_clear_error() -> None:
     assert store.admit(P1) is False  # already admitted: no second slot used
     with pytest.raises(TooManyBoundProcessesError, match=r"too many processes .* \(max 1\)") as err:
         store.admit(P2)
-    assert err.value.grpc_status == "RESOURCE_EXHAUSTED"
+    assert status_for(err.value) is Status.RESOURCE_EXHAUSTED
     store.release(P1)
     assert store.admit(P2) is True
 

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
+from grpclib.const import Status
 
+from server.api.errors import status_for
 from server.api.sync import SyncState
 from server.ca.signer import X509Authority, sign_ca, sign_x509_svid
 from server.ca.templates import SvidPolicy, X509SvidParams
@@ -60,7 +62,7 @@ def test_parse_serial_canonical_form(text: str, canonical: str) -> None:
 def test_parse_serial_refuses_bad_input(text: str, message: str) -> None:
     with pytest.raises(RevocationRequestError, match=message) as exc:
         parse_serial(text)
-    assert exc.value.grpc_status == "INVALID_ARGUMENT"
+    assert status_for(exc.value) is Status.INVALID_ARGUMENT
 
 
 def test_jti_and_reason_bounds() -> None:

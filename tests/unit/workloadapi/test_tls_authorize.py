@@ -6,7 +6,10 @@ import re
 from datetime import timedelta
 
 import pytest
+from grpclib.const import Status
 
+from agent.workloadapi.status import status_for as workload_status
+from server.api.errors import status_for as server_status
 from spiffe_py.bundle import BundleSet
 from spiffe_py.errors import AuthorizationError, BundleNotFoundError, RevokedError, VerificationError
 from spiffe_py.spiffeid import SpiffeId, TrustDomain
@@ -50,7 +53,8 @@ def test_authorize_member_of() -> None:
 
 
 def test_authorization_error_maps_to_permission_denied() -> None:
-    assert AuthorizationError.grpc_status == "PERMISSION_DENIED"
+    err = AuthorizationError("denied")
+    assert server_status(err) is Status.PERMISSION_DENIED and workload_status(err) is Status.PERMISSION_DENIED
 
 
 @pytest.fixture

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
+from grpclib.const import Status
 
+from server.api.errors import status_for
 from server.authz import authorized_entries, check_entry_authorized, node_aliases
 from spiffe_py.errors import AuthorizationError
 from spiffe_py.selectors import Selector
@@ -82,4 +84,4 @@ def test_check_entry_authorized_raises_permission_denied() -> None:
     assert check_entry_authorized("direct", allowed).spiffe_id == f"{TD}/web"
     with pytest.raises(AuthorizationError, match="authz: entry is not authorized for this agent: 'foreign'") as exc:
         check_entry_authorized("foreign", allowed)
-    assert exc.value.grpc_status == "PERMISSION_DENIED"
+    assert status_for(exc.value) is Status.PERMISSION_DENIED

@@ -8,7 +8,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from grpclib.const import Status
 
+from server.api.errors import status_for
 from server.datastore import JoinToken, open_datastore
 from server.errors import AttestationError
 from server.nodeattest.join_token import (
@@ -68,7 +70,7 @@ async def test_attest_token_is_single_use() -> None:
     with pytest.raises(AttestationError) as info:
         await attestor.attest(record.token.encode(), no_challenge, now=NOW)
     assert str(info.value) == "join_token: join token does not exist or has already been used"
-    assert info.value.grpc_status == "PERMISSION_DENIED"
+    assert status_for(info.value) is Status.PERMISSION_DENIED
     assert info.value.attestor == "join_token"
 
 

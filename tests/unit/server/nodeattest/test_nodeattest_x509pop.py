@@ -10,7 +10,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
+from grpclib.const import Status
 
+from server.api.errors import status_for
 from server.errors import AttestationError
 from server.nodeattest.x509pop import X509PopAttestor
 from spiffe_py import _pem
@@ -91,7 +93,7 @@ async def test_attest_refuses_wrong_key() -> None:
     with pytest.raises(AttestationError) as info:
         await X509PopAttestor(TD, [root.cert]).attest(node.chain_der(), Responder(generate_key()), now=NOW)
     assert str(info.value) == "x509pop: challenge response does not prove possession of the certificate key"
-    assert info.value.grpc_status == "PERMISSION_DENIED"
+    assert status_for(info.value) is Status.PERMISSION_DENIED
 
 
 async def test_attest_refuses_garbage_and_oversized_responses() -> None:
