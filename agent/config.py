@@ -48,6 +48,7 @@ from agent.errors import AgentConfigError
 from agent.guard import GuardSettings, anomaly_config, rate_limit_config, uid_rate_limit_config
 from agent.nodeattest.base import NodeAttestorClient
 from agent.nodeattest.registry import build_node_attestor
+from spiffe_py._duration import parse_seconds
 from spiffe_py._serving.limits import WORKLOAD_API_MESSAGE_LIMIT, check_message_limit
 from spiffe_py.errors import InvalidTrustDomainError
 from spiffe_py.spiffeid import TrustDomain
@@ -210,6 +211,8 @@ class AgentConfig:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(AgentConfig)}
+# keys that take "90s"/"5m"/"1h30m" as well as plain seconds
+DURATION_KEYS = frozenset({"connection_idle_timeout", "resync_interval", "audit_flush_interval"})
 _TABLES = ("rate_limit", "uid_rate_limit", "anomaly", "attestor", "x509pop")
 
 
@@ -222,6 +225,11 @@ def _coerce(name: str, value: Any) -> Any:
         if not isinstance(value, dict):
             raise AgentConfigError(f"config: [{name}] must be a table")
         return value
+    if name in DURATION_KEYS and isinstance(value, str):
+        try:
+            return parse_seconds(value)
+        except ValueError as err:
+            raise AgentConfigError(f"config: {name}: {err}") from None
     # socket_path, the one field with a default factory, is a str
     default = "" if _FIELDS[name].default is dataclasses.MISSING else _FIELDS[name].default
     expected: type = type(default) if default is not None else str
