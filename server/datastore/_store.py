@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from server.datastore import _codec as codec
 from server.datastore._query import Clause, agent_where, audit_where, entry_where, revocation_where
@@ -20,6 +20,7 @@ from server.datastore.base import AuditAppend
 from server.datastore.errors import (
     AlreadyExistsError,
     ConflictError,
+    DataStoreError,
     InvalidArgumentError,
     LimitExceededError,
     NotFoundError,
@@ -113,6 +114,25 @@ def _page_of(items: Sequence[object], page: Page, key: str) -> str:
     return key if len(items) > page.size else ""
 
 
+_T = TypeVar("_T")
+_A = TypeVar("_A")
+# what one item of a batch may fail with; anything else (a lost connection) fails the whole batch
+_ITEM_ERRORS = (AlreadyExistsError, NotFoundError, ConflictError, InvalidArgumentError, LimitExceededError)
+
+
+def _item(tx: Tx, work: Callable[[Tx, _A], _T], arg: _A) -> _T | DataStoreError:
+    """``work(tx, arg)`` under a savepoint: on an item error only its own writes are undone."""
+    tx.execute("SAVEPOINT batch_item")
+    try:
+        result = work(tx, arg)
+    except _ITEM_ERRORS as err:
+        tx.execute("ROLLBACK TO SAVEPOINT batch_item")
+        tx.execute("RELEASE SAVEPOINT batch_item")
+        return err
+    tx.execute("RELEASE SAVEPOINT batch_item")
+    return result
+
+
 class SqlDataStore:
     """The datastore over one backend; thread-safe (each method is one transaction)."""
 
@@ -182,6 +202,46 @@ class SqlDataStore:
             entry = self._delete_entry(tx, entry_id)
             _record_change(tx, ChangeKind.ENTRY, entry_id, deleted=True)
         return entry
+
+    def create_entries(self, entries: Sequence[RegistrationEntry]) -> list[RegistrationEntry | DataStoreError]:
+        """:meth:`create_entry` for many entries in one transaction; each failing entry is rolled back
+        alone (a savepoint) and its error stands in its place, the others are stored."""
+        fresh = [replace(e, id=e.id or str(uuid.uuid4()), revision=0) for e in entries]
+        with self._change_tx() as tx:
+            return [_item(tx, self._create_one, entry) for entry in fresh]
+
+    def _create_one(self, tx: Tx, entry: RegistrationEntry) -> RegistrationEntry:
+        self._insert_entry(tx, entry)
+        _record_change(tx, ChangeKind.ENTRY, entry.id)
+        return entry
+
+    def update_entries(self, entries: Sequence[RegistrationEntry], *,
+                       merge: Callable[[RegistrationEntry, RegistrationEntry], RegistrationEntry] | None = None,
+                       ) -> list[RegistrationEntry | DataStoreError]:
+        """:meth:`update_entry` for many entries in one transaction, each failure alone as in
+        :meth:`create_entries`; ``merge(new, stored)`` may carry stored state into the new entry."""
+
+        def update(tx: Tx, entry: RegistrationEntry) -> RegistrationEntry:
+            old = self._delete_entry(tx, entry.id)
+            new = merge(entry, old) if merge is not None else entry
+            new = replace(new, revision=old.revision + 1, created_at=old.created_at)
+            self._insert_entry(tx, new)
+            _record_change(tx, ChangeKind.ENTRY, new.id)
+            return new
+
+        with self._change_tx() as tx:
+            return [_item(tx, update, entry) for entry in entries]
+
+    def delete_entries(self, entry_ids: Sequence[str]) -> list[RegistrationEntry | DataStoreError]:
+        """:meth:`delete_entry` for many IDs in one transaction; an unknown ID gets its NotFoundError."""
+
+        def delete(tx: Tx, entry_id: str) -> RegistrationEntry:
+            entry = self._delete_entry(tx, entry_id)
+            _record_change(tx, ChangeKind.ENTRY, entry_id, deleted=True)
+            return entry
+
+        with self._change_tx() as tx:
+            return [_item(tx, delete, entry_id) for entry_id in entry_ids]
 
     def get_entry(self, entry_id: str) -> RegistrationEntry:
         """The entry with this ID; NotFoundError if absent."""
