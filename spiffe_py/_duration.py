@@ -23,7 +23,7 @@ EXAMPLES = "'90s', '5m', '1h30m' or plain seconds"
 def parse_seconds(value: object) -> float:
     """``value`` (a duration string or a number of seconds) in seconds; ValueError naming the syntax.
 
-    A leading ``-`` is kept so that callers can say "must be positive" for what they refuse.
+    A ``-`` is accepted on plain seconds only (``-5``), so that callers can say "must be positive".
     """
     if isinstance(value, bool):
         raise ValueError(f"must be a duration such as {EXAMPLES}, got {value!r}")
@@ -35,9 +35,12 @@ def parse_seconds(value: object) -> float:
         raise ValueError(f"must be a duration such as {EXAMPLES}, got {value!r}")
     text = value.strip()
     sign = -1.0 if text.startswith("-") else 1.0
-    body = text[1:] if text[:1] in "+-" else text
+    signed = text[:1] in ("+", "-")
+    body = text[1:] if signed else text
     if _PLAIN.fullmatch(body):
         return sign * float(body)
+    if signed:
+        raise ValueError(f"must be a duration such as {EXAMPLES}, got {value!r}")
     pos, total = 0, 0.0
     while pos < len(body):
         m = _PART.match(body, pos)
@@ -47,7 +50,7 @@ def parse_seconds(value: object) -> float:
         pos = m.end()
     if not body or pos != len(body):
         raise ValueError(f"must be a duration such as {EXAMPLES}, got {value!r}")
-    return sign * total
+    return total
 
 
 def parse_whole_seconds(value: object) -> int:
