@@ -204,16 +204,55 @@ class SqlDataStore:
         return entry
 
     def create_entries(self, entries: Sequence[RegistrationEntry]) -> list[RegistrationEntry | DataStoreError]:
-        """:meth:`create_entry` for many entries in one transaction; each failing entry is rolled back
-        alone (a savepoint) and its error stands in its place, the others are stored."""
+        """:meth:`create_entry` for many entries in one transaction. An entry that would be a
+        duplicate (of a stored one or of an earlier one in the batch) gets its AlreadyExistsError in
+        its place; the others are stored with a few multi-row statements, not one round trip each."""
         fresh = [replace(e, id=e.id or str(uuid.uuid4()), revision=0) for e in entries]
+        rows = [codec.entry_row(e) for e in fresh]
+        out: list[RegistrationEntry | DataStoreError] = []
         with self._change_tx() as tx:
-            return [_item(tx, self._create_one, entry) for entry in fresh]
+            # the change-counter lock taken by _change_tx keeps other entry writers out until commit
+            similar = self._entry_ids_by(tx, "identity_key", [str(r["identity_key"]) for r in rows])
+            taken = set(self._entry_ids_by(tx, "id", [e.id for e in fresh]))
+            stored: list[tuple[RegistrationEntry, dict[str, object]]] = []
+            for entry, row in zip(fresh, rows, strict=True):
+                key = str(row["identity_key"])
+                if key in similar:
+                    out.append(AlreadyExistsError("datastore: similar entry already exists "
+                                                  f"(same parent_id, spiffe_id, selectors): {similar[key]!r}"))
+                elif entry.id in taken:
+                    out.append(AlreadyExistsError(f"datastore: entry already exists: {entry.id!r}"))
+                else:
+                    similar[key] = entry.id
+                    taken.add(entry.id)
+                    stored.append((entry, row))
+                    out.append(entry)
+            if stored:
+                self._insert_entries(tx, stored)
+        return out
 
-    def _create_one(self, tx: Tx, entry: RegistrationEntry) -> RegistrationEntry:
-        self._insert_entry(tx, entry)
-        _record_change(tx, ChangeKind.ENTRY, entry.id)
-        return entry
+    @staticmethod
+    def _entry_ids_by(tx: Tx, column: str, values: Sequence[str]) -> dict[str, str]:
+        """``{value: entry id}`` for the stored entries whose ``column`` (ours, never input) is in ``values``."""
+        found: dict[str, str] = {}
+        for start in range(0, len(values), MAX_IDS_PER_QUERY):
+            chunk = values[start:start + MAX_IDS_PER_QUERY]
+            marks = ", ".join("?" for _ in chunk)
+            found.update((str(v), str(i)) for v, i in tx.execute(
+                f"SELECT {column}, id FROM entries WHERE {column} IN ({marks})", chunk))
+        return found
+
+    @staticmethod
+    def _insert_entries(tx: Tx, stored: Sequence[tuple[RegistrationEntry, dict[str, object]]]) -> None:
+        _insert_rows(tx, "entries", list(stored[0][1]), [row for _, row in stored])
+        _insert_rows(tx, "entry_selectors", ("entry_id", "type", "value"),
+                     [{"entry_id": e.id, "type": s.type, "value": s.value} for e, _ in stored for s in e.selectors])
+        _insert_rows(tx, "entry_labels", ("entry_id", "key", "value"),
+                     [{"entry_id": e.id, "key": k, "value": v} for e, _ in stored for k, v in e.labels.items()])
+        last = _bump(tx, "change", len(stored))
+        _insert_rows(tx, "changes", ("seq", "kind", "key", "deleted"),
+                     [{"seq": last - len(stored) + 1 + n, "kind": ChangeKind.ENTRY.value, "key": e.id,
+                       "deleted": False} for n, (e, _) in enumerate(stored)])
 
     def update_entries(self, entries: Sequence[RegistrationEntry], *,
                        merge: Callable[[RegistrationEntry, RegistrationEntry], RegistrationEntry] | None = None,
