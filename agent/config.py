@@ -34,6 +34,7 @@ Example file::
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 import tomllib
@@ -70,6 +71,29 @@ def default_client_socket_path() -> str:
     Only root can create ``/run/spiffe-py-agent``, so its presence cannot be faked by another user.
     """
     return ROOT_SOCKET_PATH if os.path.isdir(os.path.dirname(ROOT_SOCKET_PATH)) else USER_SOCKET_PATH
+ENDPOINT_ENV = "SPIFFE_ENDPOINT_SOCKET"
+
+
+def client_socket_text(environ: Mapping[str, str] | None = None) -> str:
+    """The client commands' default socket: ``$SPIFFE_ENDPOINT_SOCKET`` when set, else
+    :func:`default_client_socket_path`; :func:`socket_path_arg` checks and converts it."""
+    return (os.environ if environ is None else environ).get(ENDPOINT_ENV, "") or default_client_socket_path()
+
+
+def socket_path_arg(text: str) -> str:
+    """A socket path, or a ``unix:///path`` address as SPIFFE_ENDPOINT_SOCKET holds it, as a path."""
+    for prefix in ("unix://", "unix:"):
+        if text.startswith(prefix):
+            path = text[len(prefix):]
+            if not path.startswith("/"):
+                break
+            return path
+    else:
+        if "://" not in text and not text.startswith("tcp:"):
+            return text
+    raise argparse.ArgumentTypeError(f"must be a socket path or unix:///absolute/path, got {text[:200]!r}")
+
+
 DEFAULT_DATA_DIR = "./.spiffe-agent-data"
 DEFAULT_MAX_CONNECTIONS_PER_UID = 64
 DEFAULT_CONNECTION_IDLE_TIMEOUT = 300.0
