@@ -27,11 +27,13 @@ from grpclib.exceptions import GRPCError
 
 from agent.attest.registry import default_registry
 from agent.config import (
+    ENDPOINT_ENV,
     LOG_LEVELS,
     ROOT_SOCKET_PATH,
     USER_SOCKET_PATH,
-    default_client_socket_path,
+    client_socket_text,
     load_config,
+    socket_path_arg,
 )
 from agent.errors import AgentError
 from agent.nodeattest.registry import node_attestor_names
@@ -219,12 +221,14 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-_SOCKET_HELP = f"workload api socket (default {ROOT_SOCKET_PATH}, or {USER_SOCKET_PATH} when the agent is not root)"
+_SOCKET_HELP = (f"workload api socket (default ${ENDPOINT_ENV} as unix:///path, else {ROOT_SOCKET_PATH}, "
+                f"or {USER_SOCKET_PATH} when the agent is not root)")
 
 
 def _common(p: argparse.ArgumentParser, *, client: bool = True) -> None:
     # clients look for root's agent first; `run` leaves it to the config (agent.config.default_socket_path)
-    p.add_argument("--socket-path", default=default_client_socket_path() if client else None, help=_SOCKET_HELP)
+    p.add_argument("--socket-path", default=client_socket_text() if client else None, type=socket_path_arg,
+                   help=_SOCKET_HELP)
     p.add_argument("--output", choices=("json", "pretty"), default="pretty")
 
 

@@ -34,6 +34,7 @@ Example file::
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 import tomllib
@@ -48,6 +49,7 @@ from agent.errors import AgentConfigError
 from agent.guard.config import GuardSettings, anomaly_config, rate_limit_config, uid_rate_limit_config
 from agent.nodeattest.base import NodeAttestorClient
 from agent.nodeattest.registry import build_node_attestor
+from spiffe_py._duration import parse_seconds
 from spiffe_py._serving.limits import WORKLOAD_API_MESSAGE_LIMIT, check_message_limit
 from spiffe_py.errors import InvalidTrustDomainError
 from spiffe_py.spiffeid import TrustDomain
@@ -69,6 +71,29 @@ def default_client_socket_path() -> str:
     Only root can create ``/run/spiffe-py-agent``, so its presence cannot be faked by another user.
     """
     return ROOT_SOCKET_PATH if os.path.isdir(os.path.dirname(ROOT_SOCKET_PATH)) else USER_SOCKET_PATH
+ENDPOINT_ENV = "SPIFFE_ENDPOINT_SOCKET"
+
+
+def client_socket_text(environ: Mapping[str, str] | None = None) -> str:
+    """The client commands' default socket: ``$SPIFFE_ENDPOINT_SOCKET`` when set, else
+    :func:`default_client_socket_path`; :func:`socket_path_arg` checks and converts it."""
+    return (os.environ if environ is None else environ).get(ENDPOINT_ENV, "") or default_client_socket_path()
+
+
+def socket_path_arg(text: str) -> str:
+    """A socket path, or a ``unix:///path`` address as SPIFFE_ENDPOINT_SOCKET holds it, as a path."""
+    for prefix in ("unix://", "unix:"):
+        if text.startswith(prefix):
+            path = text[len(prefix):]
+            if not path.startswith("/"):
+                break
+            return path
+    else:
+        if "://" not in text and not text.startswith("tcp:"):
+            return text
+    raise argparse.ArgumentTypeError(f"must be a socket path or unix:///absolute/path, got {text[:200]!r}")
+
+
 DEFAULT_DATA_DIR = "./.spiffe-agent-data"
 DEFAULT_MAX_CONNECTIONS_PER_UID = 64
 DEFAULT_CONNECTION_IDLE_TIMEOUT = 300.0
@@ -240,6 +265,8 @@ class AgentConfig:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(AgentConfig)}
+# keys that take "90s"/"5m"/"1h30m" as well as plain seconds
+DURATION_KEYS = frozenset({"connection_idle_timeout", "resync_interval", "audit_flush_interval"})
 _TABLES = ("rate_limit", "uid_rate_limit", "anomaly", "attestor", "x509pop")
 
 
@@ -258,6 +285,11 @@ def _coerce(name: str, value: Any) -> Any:
         if not isinstance(value, dict):
             raise AgentConfigError(f"config: [{name}] must be a table")
         return value
+    if name in DURATION_KEYS and isinstance(value, str):
+        try:
+            return parse_seconds(value)
+        except ValueError as err:
+            raise AgentConfigError(f"config: {name}: {err}") from None
     # socket_path, the one field with a default factory, is a str
     default = "" if _FIELDS[name].default is dataclasses.MISSING else _FIELDS[name].default
     expected: type = type(default) if default is not None else str

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,8 +22,10 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
+from server.defaults import ADMIN_SOCKET_NAME, DEFAULT_DATA_DIR_NAME
 from server.nodeattest.base import PluginConfigError
 from server.nodeattest.registry import node_attestor_plugins
+from spiffe_py._duration import parse_whole_seconds
 from spiffe_py._serving.connections import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
@@ -35,13 +36,11 @@ from spiffe_py._serving.limits import SERVER_API_MESSAGE_LIMIT, check_message_li
 from spiffe_py.errors import SpiffeError
 from spiffe_py.spiffeid import TrustDomain
 
-DEFAULT_DATA_DIR = Path("/var/lib/spiffe-server")
+DEFAULT_DATA_DIR = Path(DEFAULT_DATA_DIR_NAME)
 CA_KEY_TYPES = frozenset({"ec-p256", "ec-p384", "rsa-2048", "rsa-4096"})
 LOG_LEVELS = frozenset({"debug", "info", "warning", "error"})
 LOG_FORMATS = frozenset({"text", "json"})
 _MAX_UNIX_PATH = 107  # sun_path is 108 bytes including the terminating NUL
-_DURATION = re.compile(r"^(\d+)(s|m|h|d)$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 class ConfigError(SpiffeError, ValueError):
@@ -165,7 +164,7 @@ class ServerConfig:
     @property
     def admin_socket(self) -> Path:
         """The admin API socket (default ``<data_dir>/api.sock``)."""
-        return self.socket_path if self.socket_path is not None else self.data_dir / "api.sock"
+        return self.socket_path if self.socket_path is not None else self.data_dir / ADMIN_SOCKET_NAME
 
     @property
     def database_url(self) -> str:
@@ -194,15 +193,11 @@ def _fmt(delta: timedelta) -> str:
 
 
 def parse_duration(value: object, key: str) -> timedelta:
-    """Parse seconds (int) or ``<n>s|m|h|d``; must be positive."""
-    if isinstance(value, bool):
-        raise ConfigError(f"config: {key}: must be a duration such as '90s', '5m' or '24h', got {value!r}")
-    if isinstance(value, int):
-        seconds = value
-    elif isinstance(value, str) and (m := _DURATION.match(value.strip())):
-        seconds = int(m.group(1)) * _UNITS[m.group(2)]
-    else:
-        raise ConfigError(f"config: {key}: must be a duration such as '90s', '5m' or '24h', got {value!r}")
+    """Seconds (a number or ``"90"``) or a Go-style duration (``"90s"``, ``"1h30m"``, ``"1d"``); positive."""
+    try:
+        seconds = parse_whole_seconds(value)
+    except ValueError as err:
+        raise ConfigError(f"config: {key}: {err}") from None
     if seconds <= 0:
         raise ConfigError(f"config: {key}: must be positive, got {value!r}")
     return timedelta(seconds=seconds)

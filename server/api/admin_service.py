@@ -37,7 +37,7 @@ from server.api.convert import (
     parse_workload_id,
     ts,
 )
-from server.api.errors import RequestError, grpc_errors, recv_request
+from server.api.errors import RequestError, grpc_errors, recv_request, to_grpc_error
 from server.api.peer import is_tls, peer_leaf, spiffe_id_of, verify_peer_svid
 from server.api.revocation_hub import revocation_to_proto
 from server.api.revocations import (
@@ -61,6 +61,7 @@ from server.datastore import (
     RevocationKind,
     SelectorMatch,
 )
+from server.datastore.errors import DataStoreError
 from server.datastore.models import MAX_PAGE_SIZE
 from server.errors import FailedPreconditionError
 from server.guard import keep_quarantine, patch_entry
@@ -70,6 +71,7 @@ from server.revocation import check_reason, jwt_issuance, serial_hex, x509_issua
 from spiffe_py._peercred import peer_cred
 from spiffe_py._proto.spiffepy.server.v1 import admin_pb2, types_pb2
 from spiffe_py._proto.spiffepy.server.v1.admin_grpc import AdminAPIBase
+from spiffe_py.audit import build_event
 from spiffe_py.bundle import SpiffeBundle
 from spiffe_py.errors import AuthorizationError, InvalidSvidError, SpiffeError
 from spiffe_py.selectors import Selector
@@ -78,6 +80,14 @@ from spiffe_py.spiffeid import SpiffeId, TrustDomain
 log = logging.getLogger("spiffe_server.admin")
 
 DEFAULT_PAGE_SIZE = 100
+MAX_BATCH = 1000  # entries (or ids) per Batch*Entry call
+_OK = admin_pb2.ItemStatus(code=0, message="OK")
+
+
+def _item_status(err: Exception, method: str) -> admin_pb2.ItemStatus:
+    """One batch item's failure as the status a single call would have returned (INTERNAL stays generic)."""
+    mapped = to_grpc_error(err, method)
+    return admin_pb2.ItemStatus(code=mapped.status.value, message=mapped.message or "")
 
 
 def _required(value: str, field: str = "id") -> str:
@@ -197,6 +207,86 @@ class AdminService(AdminAPIBase):
             await self._request(stream)
             count = await self._ctx.call(self._ctx.store.count_entries)
             await stream.send_message(admin_pb2.CountResponse(count=count))
+
+    # -- entry batches ------------------------------------------------------------------------
+
+    def _batch(self, items: Sequence[Any], field: str = "entries") -> None:
+        if len(items) > MAX_BATCH:
+            raise RequestError(field, f"at most {MAX_BATCH} per call, got {len(items)}")
+
+    async def _entry_results(self, stream: Stream[Any, Any], method: str,
+                             parsed: Sequence[RegistrationEntry | Exception],
+                             store_call: Callable[[list[RegistrationEntry]], list[RegistrationEntry | DataStoreError]],
+                             ) -> admin_pb2.BatchEntryResponse:
+        """Store the entries that parsed (one transaction), then one result per requested entry, in order."""
+        valid = [e for e in parsed if isinstance(e, RegistrationEntry)]
+        stored = iter(await self._ctx.call(store_call, valid) if valid else [])
+        outcomes = [next(stored) if isinstance(p, RegistrationEntry) else p for p in parsed]
+        done = [o for o in outcomes if isinstance(o, RegistrationEntry)]
+        if done:
+            self._ctx.changes.notify()
+            await self._audit_many(stream, method, done)
+        return admin_pb2.BatchEntryResponse(results=[
+            admin_pb2.EntryResult(status=_OK, entry=entry_to_proto(o)) if isinstance(o, RegistrationEntry)
+            else admin_pb2.EntryResult(status=_item_status(o, method)) for o in outcomes])
+
+    async def _audit_many(self, stream: Stream[Any, Any], method: str, entries: Sequence[RegistrationEntry]) -> None:
+        actor, now = self._actor(stream), self._ctx.clock.now()
+        await self._ctx.guard.record([
+            build_event(now=now, actor=actor, spiffe_id=e.spiffe_id, selectors=(), decision="allow",
+                        reason="admin change", method=method,
+                        details={"entry_id": e.id, "labels": dict(e.labels)} if method != "BatchDeleteEntry"
+                        else {"entry_id": e.id}) for e in entries])
+
+    def _parse_entries(self, items: Sequence[types_pb2.Entry], *, need_id: bool) -> list[RegistrationEntry | Exception]:
+        td, now = self._ctx.config.trust_domain, self._ctx.clock.now()
+        out: list[RegistrationEntry | Exception] = []
+        for item in items:
+            try:
+                if need_id:
+                    _required(item.id, "entry.id")
+                out.append(entry_from_proto(item, trust_domain=td, now=now))
+            except SpiffeError as err:
+                out.append(err)
+        return out
+
+    async def BatchCreateEntry(self, stream: Stream[admin_pb2.BatchCreateEntryRequest,
+                                                    admin_pb2.BatchEntryResponse]) -> None:
+        with grpc_errors("BatchCreateEntry"):
+            req = await self._request(stream)
+            self._batch(req.entries)
+            parsed = self._parse_entries(req.entries, need_id=False)
+            await stream.send_message(await self._entry_results(stream, "BatchCreateEntry", parsed,
+                                                                self._ctx.store.create_entries))
+
+    async def BatchUpdateEntry(self, stream: Stream[admin_pb2.BatchUpdateEntryRequest,
+                                                    admin_pb2.BatchEntryResponse]) -> None:
+        with grpc_errors("BatchUpdateEntry"):
+            req = await self._request(stream)
+            self._batch(req.entries)
+            parsed = self._parse_entries(req.entries, need_id=True)
+            store = self._ctx.store
+            await stream.send_message(await self._entry_results(
+                stream, "BatchUpdateEntry", parsed, lambda batch: store.update_entries(batch, merge=keep_quarantine)))
+
+    async def BatchDeleteEntry(self, stream: Stream[admin_pb2.BatchDeleteEntryRequest,
+                                                    admin_pb2.BatchDeleteEntryResponse]) -> None:
+        with grpc_errors("BatchDeleteEntry"):
+            req = await self._request(stream)
+            self._batch(req.ids, "ids")
+            ids = list(req.ids)
+            wanted = [i for i in ids if i]
+            stored = iter(await self._ctx.call(self._ctx.store.delete_entries, wanted) if wanted else [])
+            outcomes: list[RegistrationEntry | Exception] = [
+                next(stored) if i else RequestError("id", "required") for i in ids]
+            done = [o for o in outcomes if isinstance(o, RegistrationEntry)]
+            if done:
+                self._ctx.changes.notify()
+                await self._audit_many(stream, "BatchDeleteEntry", done)
+            await stream.send_message(admin_pb2.BatchDeleteEntryResponse(results=[
+                admin_pb2.DeleteEntryResult(status=_OK if isinstance(o, RegistrationEntry)
+                                            else _item_status(o, "BatchDeleteEntry"), id=i)
+                for i, o in zip(ids, outcomes, strict=True)]))
 
     # -- join tokens --------------------------------------------------------------------------
 

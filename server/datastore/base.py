@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Protocol
 
+from server.datastore.errors import DataStoreError
 from server.datastore.models import (
     AgentFilter,
     AttestedAgent,
@@ -49,6 +50,20 @@ class EntryStore(Protocol):
 
     def delete_entry(self, entry_id: str) -> RegistrationEntry:
         """Delete and return the entry; NotFoundError if absent."""
+        ...
+
+    def create_entries(self, entries: Sequence[RegistrationEntry]) -> list[RegistrationEntry | DataStoreError]:
+        """Create each entry in one transaction; a failing one gets its error in its place, the rest are stored."""
+        ...
+
+    def update_entries(self, entries: Sequence[RegistrationEntry], *,
+                       merge: Callable[[RegistrationEntry, RegistrationEntry], RegistrationEntry] | None = None,
+                       ) -> list[RegistrationEntry | DataStoreError]:
+        """Update each entry in one transaction (``merge(new, stored)`` first when given), failures per entry."""
+        ...
+
+    def delete_entries(self, entry_ids: Sequence[str]) -> list[RegistrationEntry | DataStoreError]:
+        """Delete each entry in one transaction; an unknown ID gets its NotFoundError."""
         ...
 
     def get_entry(self, entry_id: str) -> RegistrationEntry:

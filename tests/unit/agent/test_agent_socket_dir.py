@@ -127,3 +127,13 @@ def test_run_leaves_the_default_to_the_config_and_clients_prefer_roots_agent(
     assert default_client_socket_path() == str(root_sock)
     assert build_parser().parse_args(["api", "fetch", "x509"]).socket_path == str(root_sock)
     assert build_parser().parse_args(["healthcheck"]).socket_path == str(root_sock)
+
+
+def test_spiffe_endpoint_socket_sets_the_client_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPIFFE_ENDPOINT_SOCKET", f"unix://{tmp_path}/agent.sock")
+    assert build_parser().parse_args(["api", "fetch", "x509"]).socket_path == f"{tmp_path}/agent.sock"
+    assert build_parser().parse_args(["healthcheck", "--socket-path", "/x.sock"]).socket_path == "/x.sock"
+    assert build_parser().parse_args(["run"]).socket_path is None  # the agent's own socket is the config's
+    monkeypatch.setenv("SPIFFE_ENDPOINT_SOCKET", "tcp://127.0.0.1:8000")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["healthcheck"])

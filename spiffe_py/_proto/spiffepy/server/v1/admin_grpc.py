@@ -40,6 +40,18 @@ class AdminAPIBase(abc.ABC):
         pass
 
     @abc.abstractmethod
+    async def BatchCreateEntry(self, stream: 'grpclib.server.Stream[spiffe_py._proto.spiffepy.server.v1.admin_pb2.BatchCreateEntryRequest, spiffe_py._proto.spiffepy.server.v1.admin_pb2.BatchEntryResponse]') -> None:
+        pass
+
+    @abc.abstractmethod
+    async def BatchUpdateEntry(self, stream: 'grpclib.server.Stream[spiffe_py._proto.spiffepy.server.v1.admin_pb2.BatchUpdateEntryRequest, spiffe_py._proto.spiffepy.server.v1.admin_pb2.BatchEntryResponse]') -> None:
+        pass
+
+    @abc.abstractmethod
+    async def BatchDeleteEntry(self, stream: 'grpclib.server.Stream[spiffe_py._proto.spiffepy.server.v1.admin_pb2.BatchDeleteEntryRequest, spiffe_py._proto.spiffepy.server.v1.admin_pb2.BatchDeleteEntryResponse]') -> None:
+        pass
+
+    @abc.abstractmethod
     async def CreateJoinToken(self, stream: 'grpclib.server.Stream[spiffe_py._proto.spiffepy.server.v1.admin_pb2.CreateJoinTokenRequest, spiffe_py._proto.spiffepy.server.v1.admin_pb2.JoinToken]') -> None:
         pass
 
@@ -180,6 +192,24 @@ class AdminAPIBase(abc.ABC):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 spiffe_py._proto.spiffepy.server.v1.admin_pb2.CountRequest,
                 spiffe_py._proto.spiffepy.server.v1.admin_pb2.CountResponse,
+            ),
+            '/spiffepy.server.v1.AdminAPI/BatchCreateEntry': grpclib.const.Handler(
+                self.BatchCreateEntry,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.BatchCreateEntryRequest,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.BatchEntryResponse,
+            ),
+            '/spiffepy.server.v1.AdminAPI/BatchUpdateEntry': grpclib.const.Handler(
+                self.BatchUpdateEntry,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.BatchUpdateEntryRequest,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.BatchEntryResponse,
+            ),
+            '/spiffepy.server.v1.AdminAPI/BatchDeleteEntry': grpclib.const.Handler(
+                self.BatchDeleteEntry,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.BatchDeleteEntryRequest,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.BatchDeleteEntryResponse,
             ),
             '/spiffepy.server.v1.AdminAPI/CreateJoinToken': grpclib.const.Handler(
                 self.CreateJoinToken,
@@ -378,6 +408,24 @@ class AdminAPIStub:
             '/spiffepy.server.v1.AdminAPI/CountEntries',
             spiffe_py._proto.spiffepy.server.v1.admin_pb2.CountRequest,
             spiffe_py._proto.spiffepy.server.v1.admin_pb2.CountResponse,
+        )
+        self.BatchCreateEntry = grpclib.client.UnaryUnaryMethod(
+            channel,
+            '/spiffepy.server.v1.AdminAPI/BatchCreateEntry',
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.BatchCreateEntryRequest,
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.BatchEntryResponse,
+        )
+        self.BatchUpdateEntry = grpclib.client.UnaryUnaryMethod(
+            channel,
+            '/spiffepy.server.v1.AdminAPI/BatchUpdateEntry',
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.BatchUpdateEntryRequest,
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.BatchEntryResponse,
+        )
+        self.BatchDeleteEntry = grpclib.client.UnaryUnaryMethod(
+            channel,
+            '/spiffepy.server.v1.AdminAPI/BatchDeleteEntry',
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.BatchDeleteEntryRequest,
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.BatchDeleteEntryResponse,
         )
         self.CreateJoinToken = grpclib.client.UnaryUnaryMethod(
             channel,
