@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from server.datastore import ChangeKind, DataStore, NotFoundError, Page, RegistrationEntry
+from server.datastore import ChangeKind, DataStore, Page, RegistrationEntry
 from server.entryindex import AgentView, Delta, EntryIndex
 
 log = logging.getLogger("spiffe_server.entry_feed")
@@ -123,12 +123,8 @@ def _read_since(store: DataStore, seq: int) -> _Read:
             agents.add(change.key)
         else:  # bundles and revocations reach every agent
             wake_all = True
-    entries: dict[str, RegistrationEntry | None] = {}
-    for entry_id in ids:
-        try:
-            entries[entry_id] = store.get_entry(entry_id)
-        except NotFoundError:
-            entries[entry_id] = None
+    found = store.get_entries(ids)  # CHANGES_PER_READ is within the store's IDs-per-query bound
+    entries: dict[str, RegistrationEntry | None] = {eid: found.get(eid) for eid in ids}
     last = batch.changes[-1].seq if batch.changes else seq
     return _Read(last, entries, agents, wake_all, len(batch.changes) >= CHANGES_PER_READ, False)
 
