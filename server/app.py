@@ -52,6 +52,8 @@ log = logging.getLogger("spiffe_server")
 CHANGE_POLL_SECONDS = 1.0
 POLICY_POLL_SECONDS = 0.25  # one stat; a tightened policy reaches agents' SVIDs within a second
 CRL_CHECK_SECONDS = 60.0
+CHANGE_PRUNE_SECONDS = 60.0
+CHANGE_LOG_KEEP = 100_000  # a server further behind than this reloads its entry index
 
 
 def rotator_interval(ca_ttl: timedelta) -> float:
@@ -142,6 +144,7 @@ class App:
         """Open the datastore-backed services on TCP and the Unix socket, start background loops."""
         cfg, ctx = self.cfg, self.ctx
         self.svid.refresh(force=True)
+        await ctx.entries.catch_up()  # the entry index is built once, before the first agent connects
         BUNDLE_SEQUENCE.set(ctx.ca.bundle().sequence_number or 0)
         admin = AdminService(ctx)
         limits = cfg.serving
@@ -170,6 +173,7 @@ class App:
             asyncio.create_task(_every(rotator_interval(cfg.ca_ttl), self._rotate, "ca rotation")),
             asyncio.create_task(ctx.entries.run(CHANGE_POLL_SECONDS)),  # also picks up other servers' changes
             asyncio.create_task(_every(CRL_CHECK_SECONDS, self._refresh_crls, "crl refresh")),  # issue 5
+            asyncio.create_task(_every(CHANGE_PRUNE_SECONDS, self._prune_changes, "change log prune")),
             asyncio.create_task(_every(POLICY_POLL_SECONDS, self._poll_policy, "policy reload")),  # issue 6
             asyncio.create_task(self.guard.audit.checkpoint_forever()),
         ]
@@ -184,6 +188,9 @@ class App:
             log.info("trust bundle changed", extra={"sequence": self.ctx.ca.bundle().sequence_number})
             self.ctx.changes.notify_all()
         self.svid.refresh()
+
+    async def _prune_changes(self) -> None:
+        await self.ctx.call(self.ctx.store.prune_changes, keep_last=CHANGE_LOG_KEEP)
 
     async def _refresh_crls(self) -> None:
         # CRLs are re-signed at half-life even when nothing changes: push the fresh ones.

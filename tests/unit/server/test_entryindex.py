@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.api.entryfeed import ChangeNotifier
+from server.api.entryfeed import ChangeNotifier, EntryFeed
 from server.authz import authorized_entries
-from server.datastore import RegistrationEntry
+from server.datastore import RegistrationEntry, open_datastore
 from server.entryindex import EntryIndex, advance
 from spiffe_py.selectors import Selector
 
@@ -139,3 +140,35 @@ def test_notifier_wakes_only_the_affected_agents() -> None:
         assert a.event.is_set()
 
     asyncio.run(run())
+
+
+def test_feed_follows_the_datastore_log_and_reloads_when_it_was_pruned(tmp_path: Path) -> None:
+    """A server behind the retained change log reloads and diffs: an entry deleted meanwhile leaves the view."""
+    store = open_datastore(tmp_path / "db")
+
+    async def run() -> None:
+        feed = EntryFeed(store, ChangeNotifier(), SERVER, call=asyncio.to_thread)
+        store.create_entry(_entry("a", AGENT, f"{TD}/a"))
+        store.create_entry(_entry("b", AGENT, f"{TD}/b"))
+        index = await feed.catch_up()
+        watch = feed.notifier.subscribe(AGENT)
+        watch.view, _ = advance(index, None, AGENT, NODE_SELECTORS)
+        other = feed.notifier.subscribe(OTHER)
+        other.view, _ = advance(index, None, OTHER, NODE_SELECTORS)
+        store.update_entry(_entry("a", AGENT, f"{TD}/a2"))
+        await feed.catch_up()
+        assert watch.event.is_set() and not other.event.is_set()
+        watch.view, changed = advance(index, watch.view, AGENT, NODE_SELECTORS)
+        assert set(changed) == {"a"} and changed["a"] is not None and changed["a"].spiffe_id == f"{TD}/a2"
+        store.delete_entry("b")
+        store.create_entry(_entry("c", AGENT, f"{TD}/c"))
+        store.prune_changes(keep_last=0)
+        await feed.catch_up()
+        watch.view, changed = advance(index, watch.view, AGENT, NODE_SELECTORS)
+        assert changed.keys() == {"b", "c"} and changed["b"] is None
+        assert watch.view.allowed == _expected(index) and set(index.entries) == {"a", "c"}
+
+    try:
+        asyncio.run(run())
+    finally:
+        store.close()
