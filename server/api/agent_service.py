@@ -185,6 +185,12 @@ class AgentService(AgentAPIBase):
         if self._ctx.store.is_revoked(RevocationKind.SERIAL, caller.serial):
             raise AuthorizationError(f"agent: agent svid {caller.serial} is revoked: {caller.agent_id!r}")
 
+    def _stored_unrevoked(self, caller: _Caller) -> AttestedAgent:
+        """Blocking: :meth:`_stored_agent` and :meth:`_check_not_revoked`, in one thread hop."""
+        agent = self._stored_agent(caller.agent_id)
+        self._check_not_revoked(caller)
+        return agent
+
     def _known_agent_now(self, caller: _Caller) -> AttestedAgent:
         """Blocking: the attested agent, refusing unknown, evicted or banned ones and stale agent SVIDs.
 
@@ -319,15 +325,16 @@ class AgentService(AgentAPIBase):
         generation: int | None = None
         while True:
             watch.event.clear()
-            agent = await ctx.call(self._stored_agent, caller.agent_id)  # a ban or eviction ends the stream
-            await ctx.call(self._check_not_revoked, caller)  # so does revoking the SVID it opened with
+            # a ban or eviction ends the stream; so does revoking the SVID it opened with
+            agent = await ctx.call(self._stored_unrevoked, caller)
             if decide_agent_serial(caller.serial, current=agent.serial, new=agent.new_serial) is SerialCheck.REFUSE:
                 # Opened with an SVID since superseded. Not PERMISSION_DENIED: the agent takes that for
                 # eviction. It closes such streams itself on renewal; anyone else's ends here.
                 log.info("sync stream ended: its agent svid was superseded",
                          extra={"spiffe_id": caller.agent_id, "serial": caller.serial})
                 return
-            index = await ctx.entries.catch_up()
+            # The first sync reads every committed change; later, the feed applied what woke us before waking us.
+            index = await (ctx.entries.catch_up() if watch.view is None else ctx.entries.loaded())
             view, changed = advance(index, watch.view, agent.spiffe_id, agent.selectors)
             watch.view = view
             if ctx.guard.policy_generation != generation:  # the TTL in force may have moved for any entry

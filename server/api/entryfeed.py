@@ -161,6 +161,10 @@ class EntryFeed:
                 if not read.more:
                     return index
 
+    async def loaded(self) -> EntryIndex:
+        """The index as the feed last applied it (loaded first if needed): what woke a stream is in it."""
+        return self.index if self.index.loaded else await self.catch_up()
+
     async def _reload(self) -> None:
         seq, entries = await self._call(_load_all, self._store)
         deltas = self.index.reset(entries, seq=seq)
