@@ -1,15 +1,16 @@
 """Sync at scale: a new entry reaches an agent's open SyncAuthorized stream, with N entries under that agent.
 
-Run: ``.venv/bin/python benchmarks/bench_scale.py [--sizes 1000 10000] [--trials 20] [--check]``.
+Run: ``.venv/bin/python benchmarks/bench_scale.py [--sizes 1000 10000] [--trials 20] [--postgres] [--check]``.
 
-One real ``spiffe-server`` (SQLite); one join-token agent, attested over the Agent API, holds a
-raw SyncAuthorized stream open. For each size N, entries are added under the agent by direct
-datastore inserts (the server picks them up from the change log), then the stream's first
-(full) sync is timed, then each trial creates one entry through the admin API and times until
-the stream carries it. Server CPU per change is the utime+stime delta of the server process
-(/proc/<pid>/stat, over all trials, divided by the trials), next to the same for entries under
-an unrelated parent (which no connected agent receives) and the idle rate. Last, a reconnect's
-full sync is timed (wall and server CPU), as an agent's periodic full resync costs.
+One real ``spiffe-server`` (SQLite, or PostgreSQL with ``--postgres``); one join-token agent,
+attested over the Agent API, holds a raw SyncAuthorized stream open. For each size N, entries
+are added under the agent by direct datastore inserts (the server picks them up from the change
+log), then the stream's first (full) sync is timed, then each trial creates one entry through
+the admin API and times until the stream carries it. Server CPU per change is the utime+stime
+delta of the server process (/proc/<pid>/stat, over all trials, divided by the trials), next to
+the same for entries under an unrelated parent (which no connected agent receives) and the idle
+rate. Last, a reconnect's full sync is timed (wall and server CPU), as an agent's periodic full
+resync costs.
 
 Targets (issue 12, the part measured here): propagation p99 < 100 ms at 10k per agent; server
 CPU per change <= 5 ms and flat in N.
@@ -24,14 +25,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import secrets
 import sys
+import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from _agent_client import TRUST_DOMAIN, BenchServer, agent_channel, enroll
+import psycopg
+from _agent_client import TRUST_DOMAIN, agent_channel, enroll
 from _stats import Result
 
 from server.datastore import ChangeKind, RegistrationEntry, open_datastore
@@ -39,6 +43,8 @@ from server.datastore._store import SqlDataStore, _record_change
 from spiffe_py._proto.spiffepy.server.v1 import admin_pb2, agent_pb2, types_pb2
 from spiffe_py._proto.spiffepy.server.v1.admin_grpc import AdminAPIStub
 from spiffe_py.selectors import Selector
+from tests.support.postgres import postgres_url
+from tests.support.server_proc import ServerProc, free_port
 
 TARGET_P99 = 0.100
 TARGET_CPU = 0.005
@@ -128,7 +134,7 @@ async def trials(admin: AdminAPIStub, reader: SyncReader | None, parent_id: str,
     return samples, cpu / n
 
 
-async def run(srv: BenchServer, sizes: list[int], n_trials: int) -> list[dict[str, Any]]:
+async def run(srv: ServerProc, database_url: str, sizes: list[int], n_trials: int) -> list[dict[str, Any]]:
     """The measurements for each size, one stream kept open across sizes."""
     from grpclib.client import Channel
 
@@ -143,8 +149,7 @@ async def run(srv: BenchServer, sizes: list[int], n_trials: int) -> list[dict[st
         for size in sizes:
             add = size - inserted
             t0 = time.perf_counter()
-            await asyncio.to_thread(insert_entries, str(srv.data_dir / "datastore.sqlite3"),
-                                    target.agent.spiffe_id, inserted, add)
+            await asyncio.to_thread(insert_entries, database_url, target.agent.spiffe_id, inserted, add)
             load = time.perf_counter() - t0
             inserted = size
             # a fresh stream per size: its first message carries the agent's whole set
@@ -188,12 +193,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument("--postgres", action="store_true",
+                        help="PostgreSQL (a fresh schema in SPIFFE_PY_TEST_POSTGRES_URL's database) instead of SQLite")
     args = parser.parse_args(argv)
-    srv = BenchServer.create(profile_path=None)
+    data_dir = Path(tempfile.mkdtemp(prefix="bench-scale-", dir="/tmp")) / "d"
+    schema = f"bench_scale_{secrets.token_hex(4)}"
+    if args.postgres:
+        with psycopg.connect(postgres_url(), autocommit=True) as conn:
+            conn.execute(f"create schema {schema}")
+        database_url = f"{postgres_url()}?options=-csearch_path%3D{schema}"
+        extra = ["--database", database_url]
+    else:
+        database_url, extra = str(data_dir / "datastore.sqlite3"), []
+    srv = ServerProc(data_dir, trust_domain=TRUST_DOMAIN, port=free_port(), extra_args=extra, config_text=None,
+                     owns_dir=True)
     try:
-        rows = asyncio.run(run(srv, sorted(args.sizes), args.trials))
+        srv.launch()
+        rows = asyncio.run(run(srv, database_url, sorted(args.sizes), args.trials))
     finally:
-        srv.stop()
+        srv.close()
+        if args.postgres:
+            with psycopg.connect(postgres_url(), autocommit=True) as conn:
+                conn.execute(f"drop schema {schema} cascade")
+    print(f"datastore: {'PostgreSQL' if args.postgres else 'SQLite'}")
     print(f"{'entries/agent':>13} {'insert s':>9} {'1st sync s':>10} {'p50 ms':>7} {'p99 ms':>7} "
           f"{'CPU/change ms':>13} {'CPU/unrelated ms':>16} {'idle/trial ms':>13} {'resync s':>8} "
           f"{'resync CPU s':>12}")
