@@ -77,11 +77,6 @@ class ChangeNotifier:
                     or (deltas and watch.view.touched_by(deltas, server_id))):
                 watch.event.set()
 
-    @property
-    def watching(self) -> int:
-        """How many streams are subscribed."""
-        return len(self._watches)
-
 
 @dataclass(frozen=True, slots=True)
 class _Read:
