@@ -245,17 +245,16 @@ def _apply_deltas(index: EntryIndex, view: AgentView, deltas: Iterable[Delta],
                for e in (old, new)):
             return False  # one of the agent's node aliases changed
         was = view.allowed.get(d.entry_id)
+        if was is not None:  # out first: an entry must not keep itself in through its own SPIFFE ID
+            view._remove(was)
+            changed[d.entry_id] = None
         now = new is not None and view.is_parent(new.parent_id, server_id)
+        if now and new is not None:
+            view._add(new)
+            changed[d.entry_id] = new
         if was is None and not now:
             continue
         same_subtree = was is not None and now and new is not None and was.spiffe_id == new.spiffe_id
         if not same_subtree and any(e is not None and e.spiffe_id in index.by_parent for e in (was, new)):
             return False  # entries below it join or leave too
-        if was is not None:
-            view._remove(was)
-        if now and new is not None:
-            view._add(new)
-            changed[d.entry_id] = new
-        else:
-            changed[d.entry_id] = None
     return True

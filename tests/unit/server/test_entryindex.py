@@ -39,7 +39,7 @@ ops = st.lists(st.tuples(st.sampled_from([f"e{i}" for i in range(8)]), st.boolea
                min_size=1, max_size=30)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(ops, st.integers(min_value=1, max_value=4))
 def test_view_advanced_by_deltas_equals_a_full_authorization(steps: list[tuple[str, bool, str, str, str]],
                                                              every: int) -> None:
