@@ -66,6 +66,16 @@ def test_view_advanced_by_deltas_equals_a_full_authorization(steps: list[tuple[s
             assert (index.entitled(candidate, AGENT, NODE_SELECTORS) is not None) == (candidate in expected)
 
 
+def test_entry_reparented_under_its_own_spiffe_id_leaves_the_view() -> None:
+    """An entry moved under itself is reachable from no agent: it must not stay in through its own ID."""
+    index = EntryIndex(SERVER)
+    index.reset([_entry("e", AGENT, f"{TD}/loop")], seq=1)
+    view, _ = advance(index, None, AGENT, NODE_SELECTORS)
+    index.apply({"e": _entry("e", f"{TD}/loop", f"{TD}/loop", rev=1)}, seq=2)
+    view, changed = advance(index, view, AGENT, NODE_SELECTORS)
+    assert changed == {"e": None} and view.allowed == {} == _expected(index)
+
+
 def test_reparented_entry_leaves_the_old_agents_view_and_joins_the_new() -> None:
     index = EntryIndex(SERVER)
     index.reset([_entry("w", AGENT, f"{TD}/w")], seq=1)
