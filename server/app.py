@@ -53,6 +53,8 @@ log = logging.getLogger("spiffe_server")
 CHANGE_POLL_SECONDS = 1.0
 POLICY_POLL_SECONDS = 0.25  # one stat; a tightened policy reaches agents' SVIDs within a second
 CRL_CHECK_SECONDS = 60.0
+CHANGE_PRUNE_SECONDS = 60.0
+CHANGE_LOG_KEEP = 100_000  # a server further behind than this reloads its entry index
 
 
 def rotator_interval(ca_ttl: timedelta) -> float:
@@ -135,7 +137,6 @@ class App:
         self.tls = ServerTls(cfg.data_dir / "server-svid")
         self.svid = ServerSvid(self.ctx, self.tls)
         self.guard = self.ctx.guard  # issue 6: load the policy and audit head now; a broken policy stops the start
-        self._seq = store.change_seq()
         self._servers: list[Server] = []
         self._side: list[asyncio.Server] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -145,6 +146,7 @@ class App:
         """Open the datastore-backed services on TCP and the Unix socket, start background loops."""
         cfg, ctx = self.cfg, self.ctx
         self.svid.refresh(force=True)
+        await ctx.entries.catch_up()  # the entry index is built once, before the first agent connects
         BUNDLE_SEQUENCE.set(ctx.ca.bundle().sequence_number or 0)
         admin = AdminService(ctx)
         limits = cfg.serving
@@ -176,8 +178,9 @@ class App:
             await self.oidc.start()
         self._tasks = [
             asyncio.create_task(_every(rotator_interval(cfg.ca_ttl), self._rotate, "ca rotation")),
-            asyncio.create_task(_every(CHANGE_POLL_SECONDS, self._poll_changes, "change poll")),
+            asyncio.create_task(ctx.entries.run(CHANGE_POLL_SECONDS)),  # also picks up other servers' changes
             asyncio.create_task(_every(CRL_CHECK_SECONDS, self._refresh_crls, "crl refresh")),  # issue 5
+            asyncio.create_task(_every(CHANGE_PRUNE_SECONDS, self._prune_changes, "change log prune")),
             asyncio.create_task(_every(POLICY_POLL_SECONDS, self._poll_policy, "policy reload")),  # issue 6
             asyncio.create_task(self.guard.audit.checkpoint_forever()),
         ]
@@ -190,26 +193,22 @@ class App:
         if changed:
             BUNDLE_SEQUENCE.set(self.ctx.ca.bundle().sequence_number or 0)
             log.info("trust bundle changed", extra={"sequence": self.ctx.ca.bundle().sequence_number})
-            self.ctx.changes.notify()
+            self.ctx.changes.notify_all()
         self.svid.refresh()
+
+    async def _prune_changes(self) -> None:
+        await self.ctx.call(self.ctx.store.prune_changes, keep_last=CHANGE_LOG_KEEP)
 
     async def _refresh_crls(self) -> None:
         # CRLs are re-signed at half-life even when nothing changes: push the fresh ones.
         if await self.ctx.revocations.refresh(self.ctx):
-            self.ctx.changes.notify()
+            self.ctx.changes.notify_all()
 
     async def _poll_policy(self) -> None:
         # A new policy can shorten the SVIDs agents hold: the woken sync streams re-send the
         # entries whose TTL in force changed, and agents re-mint those.
         if await self.guard.poll_policy():
-            self.ctx.changes.notify()
-
-    async def _poll_changes(self) -> None:
-        # Picks up changes made by another server sharing the database.
-        seq = await self.ctx.call(self.ctx.store.change_seq)
-        if seq != self._seq:
-            self._seq = seq
-            self.ctx.changes.notify()
+            self.ctx.changes.notify_all()
 
     async def stop(self) -> None:
         """Stop accepting, cancel loops, close the datastore."""

@@ -554,7 +554,7 @@ class AdminService(AdminAPIBase):
                 raise RequestError("kind", f"must be 'x509' or 'jwt', got {req.kind!r}") from None
             if action is not None:
                 await self._ctx.call(action, kind, req.authority_id)
-                self._ctx.changes.notify()
+                self._ctx.changes.notify_all()  # the bundle is not in the change log
                 await self._audit(stream, method, None, kind=kind.value, authority_id=req.authority_id)
                 log.info("local authority changed", extra={"action": method, "kind": kind.value,
                                                            "authority_id": req.authority_id})

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -24,11 +24,12 @@ from grpclib.server import Stream
 from server.api.admin_service import check_audience, federated_bundles
 from server.api.context import ServerContext
 from server.api.convert import bundle_to_proto, certs_to_der, check_dns_names, entry_to_proto, jwt_claims_of
+from server.api.entryfeed import Watch
 from server.api.errors import RequestError, grpc_errors, recv_request, to_grpc_error
 from server.api.peer import peer_leaf, verify_peer_svid
 from server.api.revocations import X509IssuanceLog, revoke_entry, revoke_own
 from server.api.sync import SyncState, own_bundle
-from server.authz import authorized_entries, check_entry_authorized, node_aliases
+from server.authz import check_entry_authorized
 from server.ca.signer import public_key_from_csr
 from server.ca.templates import JwtSvidParams, SvidKind, X509SvidParams
 from server.datastore import (
@@ -39,12 +40,13 @@ from server.datastore import (
     RegistrationEntry,
     RevocationKind,
 )
+from server.entryindex import advance
 from server.errors import AttestationError, FailedPreconditionError
 from server.guard import CsrBatch
 from server.metrics import AGENTS_SYNCING, SIGNED
 from server.nodeattest.base import AttestResult
 from server.revocation import check_reason, jwt_issuance, serial_hex, x509_issuance
-from spiffe_py._proto.spiffepy.server.v1 import agent_pb2
+from spiffe_py._proto.spiffepy.server.v1 import agent_pb2, types_pb2
 from spiffe_py._proto.spiffepy.server.v1.agent_grpc import AgentAPIBase
 from spiffe_py.errors import AuthorizationError, SpiffeError
 from spiffe_py.spiffeid import SpiffeId
@@ -52,7 +54,6 @@ from spiffe_py.spiffeid import SpiffeId
 log = logging.getLogger("spiffe_server.agent_api")
 
 MAX_BATCH = 500
-MAX_PARENT_IDS = 1000
 CHALLENGE_TIMEOUT = 30.0
 PROMOTE_ATTEMPTS = 3  # compare-and-set rounds before a racing update is reported as ABORTED
 
@@ -183,6 +184,12 @@ class AgentService(AgentAPIBase):
         if self._ctx.store.is_revoked(RevocationKind.SERIAL, caller.serial):
             raise AuthorizationError(f"agent: agent svid {caller.serial} is revoked: {caller.agent_id!r}")
 
+    def _stored_unrevoked(self, caller: _Caller) -> AttestedAgent:
+        """Blocking: :meth:`_stored_agent` and :meth:`_check_not_revoked`, in one thread hop."""
+        agent = self._stored_agent(caller.agent_id)
+        self._check_not_revoked(caller)
+        return agent
+
     def _known_agent_now(self, caller: _Caller) -> AttestedAgent:
         """Blocking: the attested agent, refusing unknown, evicted or banned ones and stale agent SVIDs.
 
@@ -207,26 +214,6 @@ class AgentService(AgentAPIBase):
             log.info("agent svid promoted", extra={"spiffe_id": agent.spiffe_id, "serial": caller.serial})
             return promoted
         raise ConflictError(f"agent: agent svid serials keep changing, retry: {caller.agent_id!r}")
-
-    async def _authorized(self, agent: AttestedAgent) -> dict[str, RegistrationEntry]:
-        return await self._ctx.call(self._authorized_now, agent)
-
-    def _authorized_now(self, agent: AttestedAgent) -> dict[str, RegistrationEntry]:
-        """Blocking: the agent's entries, read in one thread hop (each query is its own hop otherwise)."""
-        ctx = self._ctx
-        server_id = str(ctx.server_id)
-        entries = list(ctx.store.list_by_parent_ids([server_id]))
-        frontier = [agent.spiffe_id, *node_aliases(agent.selectors, entries, server_id=server_id)]
-        seen: set[str] = {server_id}
-        while frontier:
-            batch = sorted(set(frontier) - seen)[:MAX_PARENT_IDS]
-            if not batch:
-                break
-            seen.update(batch)
-            children = ctx.store.list_by_parent_ids(batch)
-            entries.extend(children)
-            frontier = [p for p in frontier if p not in seen] + [c.spiffe_id for c in children]
-        return authorized_entries(agent.spiffe_id, agent.selectors, entries, server_id=server_id)
 
     def _sign_agent_svid(self, agent_id: SpiffeId, csr: bytes) -> tuple[x509.Certificate, ...]:
         if not csr:
@@ -322,38 +309,49 @@ class AgentService(AgentAPIBase):
             caller = self._caller(stream)
             await self._authenticated("SyncAuthorized", self._known_agent_now, caller)
             await stream.recv_message()
-            wake = self._ctx.changes.subscribe()
+            watch = self._ctx.changes.subscribe(caller.agent_id)
             AGENTS_SYNCING.inc()
             try:
-                await self._push_loop(stream, caller, wake)
+                await self._push_loop(stream, caller, watch)
             finally:
                 AGENTS_SYNCING.dec()
-                self._ctx.changes.unsubscribe(wake)
+                self._ctx.changes.unsubscribe(watch)
 
-    async def _push_loop(self, stream: Stream[Any, Any], caller: _Caller, wake: asyncio.Event) -> None:
+    async def _push_loop(self, stream: Stream[Any, Any], caller: _Caller, watch: Watch) -> None:
+        """Push the agent's entries: all at first, then only those the index says changed for it."""
+        ctx = self._ctx
         state = SyncState()
+        generation: int | None = None
         while True:
-            wake.clear()
-            agent = await self._ctx.call(self._stored_agent, caller.agent_id)  # a ban or eviction ends the stream
-            await self._ctx.call(self._check_not_revoked, caller)  # so does revoking the SVID it opened with
+            watch.event.clear()
+            # a ban or eviction ends the stream; so does revoking the SVID it opened with
+            agent = await ctx.call(self._stored_unrevoked, caller)
             if decide_agent_serial(caller.serial, current=agent.serial, new=agent.new_serial) is SerialCheck.REFUSE:
                 # Opened with an SVID since superseded. Not PERMISSION_DENIED: the agent takes that for
                 # eviction. It closes such streams itself on renewal; anyone else's ends here.
                 log.info("sync stream ended: its agent svid was superseded",
                          extra={"spiffe_id": caller.agent_id, "serial": caller.serial})
                 return
-            allowed = await self._authorized(agent)
-            entries = {eid: entry_to_proto(e) for eid, e in allowed.items()}
-            for eid, e in allowed.items():  # agents re-mint SVIDs that outlive what is signed now
-                entries[eid].x509_svid_ttl_in_force = self._ctx.guard.x509_ttl_in_force(e)
-            revoked = await self._ctx.revocations.snapshot(self._ctx)
-            for message in state.plan(entries, own_bundle(self._ctx.ca), await self._federated_for(allowed),
-                                      revocations=revoked.revocations, crls=revoked.crls):
+            # The first sync reads every committed change; later, the feed applied what woke us before waking us.
+            index = await (ctx.entries.catch_up() if watch.view is None else ctx.entries.loaded())
+            view, changed = advance(index, watch.view, agent.spiffe_id, agent.selectors)
+            watch.view = view
+            if ctx.guard.policy_generation != generation:  # the TTL in force may have moved for any entry
+                generation = ctx.guard.policy_generation
+                changed = {**view.allowed, **changed}
+            entries = {eid: None if e is None else self._entry_pb(e) for eid, e in changed.items()}
+            revoked = await ctx.revocations.snapshot(ctx)
+            for message in state.plan_changes(entries, own_bundle(ctx.ca), await self._federated_for(view.federates),
+                                              revocations=revoked.revocations, crls=revoked.crls):
                 await stream.send_message(message)
-            await wake.wait()
+            await watch.event.wait()
 
-    async def _federated_for(self, allowed: Mapping[str, RegistrationEntry]) -> list[Any]:
-        wanted = {td for e in allowed.values() for td in e.federates_with}
+    def _entry_pb(self, entry: RegistrationEntry) -> types_pb2.Entry:
+        pb = entry_to_proto(entry)
+        pb.x509_svid_ttl_in_force = self._ctx.guard.x509_ttl_in_force(entry)  # agents re-mint what outlives it
+        return pb
+
+    async def _federated_for(self, wanted: Collection[str]) -> list[Any]:
         if not wanted:
             return []
         return [b for b in await federated_bundles(self._ctx) if b.trust_domain in wanted]
@@ -367,13 +365,12 @@ class AgentService(AgentAPIBase):
             caller = self._caller(stream)
             agent_id = caller.agent_id
             req = await stream.recv_message()
-            # The agent's state and entries are read fresh on every call (a ban, eviction, agent SVID
-            # or entry change applies to the next batch), in one thread hop.
-            allowed = await self._authenticated("BatchNewX509SVID", self._caller_entries, caller)
+            agent = await self._authenticated("BatchNewX509SVID", self._known_agent_now, caller)
             if req is None or not req.params:
                 raise RequestError("params", "at least one item is required")
             if len(req.params) > MAX_BATCH:
                 raise RequestError("params", f"at most {MAX_BATCH} items per batch, got {len(req.params)}")
+            allowed = await self._entitled(agent, (p.entry_id for p in req.params))
             plans: dict[str, _EntryPlan | SpiffeError] = {}
             now = self._ctx.clock.now()
             self._ctx.sign_limiter.take(agent_id, len(req.params), now=now)  # RESOURCE_EXHAUSTED past the rate
@@ -388,8 +385,20 @@ class AgentService(AgentAPIBase):
                 SIGNED.labels(kind="x509").inc(len(issued))
             await stream.send_message(agent_pb2.BatchNewX509SVIDResponse(results=results))
 
-    def _caller_entries(self, caller: _Caller) -> dict[str, RegistrationEntry]:
-        return self._authorized_now(self._known_agent_now(caller))
+    async def _entitled(self, agent: AttestedAgent, entry_ids: Iterable[str]) -> dict[str, RegistrationEntry]:
+        """Of ``entry_ids``, the entries ``agent`` may act for now, from the index (brought up to date first).
+
+        The caller reads the agent fresh on every call and the index catches up with every committed
+        change, so a ban, eviction, agent SVID or entry change applies to the next call.
+        """
+        index = await self._ctx.entries.catch_up()
+        known: set[str] = set()
+        allowed: dict[str, RegistrationEntry] = {}
+        for entry_id in set(entry_ids):
+            entry = index.entitled(entry_id, agent.spiffe_id, agent.selectors, known)
+            if entry is not None:
+                allowed[entry_id] = entry
+        return allowed
 
     def _sign_one(self, params: agent_pb2.NewX509SVIDParams, plan: _EntryPlan | SpiffeError, gate: CsrBatch,
                   ledger: X509IssuanceLog, issued: list[Issuance]) -> agent_pb2.X509SVIDResult:
@@ -413,9 +422,9 @@ class AgentService(AgentAPIBase):
         with grpc_errors("NewJWTSVID"):
             caller = self._caller(stream)
             agent_id = caller.agent_id
-            # agent state + entries: one thread hop
-            allowed = await self._authenticated("NewJWTSVID", self._caller_entries, caller)
+            agent = await self._authenticated("NewJWTSVID", self._known_agent_now, caller)
             req = await recv_request(stream)
+            allowed = await self._entitled(agent, [req.entry_id])
             audience = check_audience(req.audience)
             entry = check_entry_authorized(req.entry_id, allowed)
             self._ctx.sign_limiter.take(agent_id, 1, now=self._ctx.clock.now())
@@ -458,9 +467,9 @@ class AgentService(AgentAPIBase):
         with grpc_errors("QuarantineOwn"):
             caller = self._caller(stream)
             agent_id = caller.agent_id
-            # agent state + entries: one thread hop
-            allowed = await self._authenticated("QuarantineOwn", self._caller_entries, caller)
+            agent = await self._authenticated("QuarantineOwn", self._known_agent_now, caller)
             req = await recv_request(stream)
+            allowed = await self._entitled(agent, [req.entry_id])
             entry = check_entry_authorized(req.entry_id, allowed)
             reason = f"agent anomaly: {req.reason or 'no reason given'}"
             ctx = self._ctx

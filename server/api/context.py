@@ -3,7 +3,7 @@
 ::
 
     ctx = ServerContext(config=cfg, store=store, ca=ca, clock=SystemClock())
-    ctx.changes.notify()                       # wakes every SyncAuthorized stream
+    ctx.changes.notify()                       # the entry feed reads the change log, wakes affected streams
     entries = await ctx.call(ctx.store.get_entry, entry_id)
 """
 
@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from server.api.entryfeed import ChangeNotifier, EntryFeed
 from server.api.revocation_hub import RevocationHub
 from server.ca.manager import CaManager
 from server.ca.signer import SignedSvid
@@ -31,28 +32,6 @@ from spiffe_py.clock import Clock
 from spiffe_py.spiffeid import SpiffeId
 
 T = TypeVar("T")
-
-
-class ChangeNotifier:
-    """Wakes every subscriber when entries, agents or bundles change (the push side of SyncAuthorized)."""
-
-    def __init__(self) -> None:
-        self._subscribers: set[asyncio.Event] = set()
-
-    def subscribe(self) -> asyncio.Event:
-        """A new event that is set on every change; pass it to :meth:`unsubscribe` when done."""
-        event = asyncio.Event()
-        self._subscribers.add(event)
-        return event
-
-    def unsubscribe(self, event: asyncio.Event) -> None:
-        """Stop waking ``event``."""
-        self._subscribers.discard(event)
-
-    def notify(self) -> None:
-        """Wake every subscriber."""
-        for event in self._subscribers:
-            event.set()
 
 
 @dataclass
@@ -73,6 +52,11 @@ class ServerContext:
     def guard(self) -> Guard:
         """Policy and audit on every mint; built on first use, see server/guard.py."""
         return Guard.from_config(self.config, self.store, self.clock)
+
+    @cached_property
+    def entries(self) -> EntryFeed:
+        """The in-memory entry index, kept current from the datastore change log."""
+        return EntryFeed(self.store, self.changes, str(self.server_id), call=self.call)
 
     @cached_property
     def sign_limiter(self) -> KeyedLimiter:

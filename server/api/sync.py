@@ -5,6 +5,8 @@
     state = SyncState()
     for msg in state.plan(entries_by_id, bundle, federated, revocations=revs, crls=ders):  # first: full=True
         await stream.send_message(msg)
+    for msg in state.plan_changes({"e1": entry, "e2": None}, bundle, federated):  # later: only what changed
+        await stream.send_message(msg)
 """
 
 from __future__ import annotations
@@ -46,14 +48,27 @@ class SyncState:
              federated: Sequence[types_pb2.Bundle], *, revocations: Sequence[types_pb2.Revocation] = (),
              crls: Sequence[bytes] = (), page_size: int = MAX_ENTRIES_PER_MESSAGE,
              ) -> list[agent_pb2.SyncAuthorizedResponse]:
+        """Messages to send now for the agent's whole entry set ``entries`` (diffed against what was sent)."""
+        changed: dict[str, types_pb2.Entry | None] = dict(entries)
+        changed.update({eid: None for eid in self.revisions if eid not in entries})
+        return self.plan_changes(changed, bundle, federated, revocations=revocations, crls=crls,
+                                 page_size=page_size)
+
+    def plan_changes(self, changed: Mapping[str, types_pb2.Entry | None], bundle: types_pb2.Bundle,
+                     federated: Sequence[types_pb2.Bundle], *, revocations: Sequence[types_pb2.Revocation] = (),
+                     crls: Sequence[bytes] = (), page_size: int = MAX_ENTRIES_PER_MESSAGE,
+                     ) -> list[agent_pb2.SyncAuthorizedResponse]:
         """Messages to send now (none if nothing changed); updates the state as sent.
 
-        Revocations go out in full on the first message, then only additions (agents drop
-        expired ones themselves); the CRL set goes out whole whenever it changed.
+        ``changed`` holds the entries that may have changed since the last call (None: no longer
+        the agent's); on the first call it must hold all of them. Revocations go out in full on
+        the first message, then only additions (agents drop expired ones themselves); the CRL
+        set goes out whole whenever it changed.
         """
         full = self.bundle is None
-        upserts = [e for eid, e in sorted(entries.items()) if full or self.revisions.get(eid) != _version(e)]
-        removed = [] if full else sorted(set(self.revisions) - set(entries))
+        upserts = [e for eid, e in sorted(changed.items())
+                   if e is not None and (full or self.revisions.get(eid) != _version(e))]
+        removed = [] if full else sorted(eid for eid, e in changed.items() if e is None and eid in self.revisions)
         added = [r for r in revocations if full or (r.kind, r.value) not in self.revoked]
         bundle_bytes = bundle.SerializeToString(deterministic=True)
         fed_bytes = b"".join(b.SerializeToString(deterministic=True) for b in federated)
@@ -62,9 +77,13 @@ class SyncState:
         crls_changed = tuple(crls) != self.crls
         if not (full or upserts or removed or bundle_changed or fed_changed or added or crls_changed):
             return []
-        self.revisions = {eid: _version(e) for eid, e in entries.items()}
+        for e in upserts:
+            self.revisions[e.id] = _version(e)
+        for eid in removed:
+            del self.revisions[eid]
         self.bundle, self.federated = bundle_bytes, fed_bytes
-        self.revoked = {(r.kind, r.value) for r in revocations}
+        if added or len(self.revoked) != len(revocations):
+            self.revoked = {(r.kind, r.value) for r in revocations}
         self.crls = tuple(crls)
         first = agent_pb2.SyncAuthorizedResponse(full=full, removed_entry_ids=removed)
         if bundle_changed or full:

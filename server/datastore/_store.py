@@ -306,6 +306,19 @@ class SqlDataStore:
         with self._backend.transaction() as tx:
             return int(tx.execute(f"SELECT COUNT(*) FROM entries e WHERE {where}", params)[0][0])
 
+    def get_entries(self, entry_ids: Iterable[str]) -> dict[str, RegistrationEntry]:
+        """The entries with these IDs (at most 1000), by ID; absent IDs are left out."""
+        ids = sorted(set(entry_ids))
+        if len(ids) > MAX_IDS_PER_QUERY:
+            raise InvalidArgumentError("entry_ids", f"at most {MAX_IDS_PER_QUERY} allowed, got {len(ids)}")
+        if not ids:
+            return {}
+        marks = ", ".join("?" for _ in ids)
+        with self._backend.transaction() as tx:
+            rows = tx.execute(f"{_ENTRY_SELECT} WHERE e.id IN ({marks})", ids)
+        entries = (codec.entry_from_row(r) for r in rows)
+        return {e.id: e for e in entries}
+
     def list_by_parent_ids(self, parent_ids: Iterable[str]) -> tuple[RegistrationEntry, ...]:
         """All entries whose parent is one of ``parent_ids`` (at most 1000 IDs), ordered by ID."""
         ids = sorted(set(parent_ids))

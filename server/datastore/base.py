@@ -79,6 +79,10 @@ class EntryStore(Protocol):
         """How many entries match ``filter``."""
         ...
 
+    def get_entries(self, entry_ids: Iterable[str]) -> dict[str, RegistrationEntry]:
+        """The entries with these IDs (at most 1000), by ID; absent IDs are left out."""
+        ...
+
     def list_by_parent_ids(self, parent_ids: Iterable[str]) -> tuple[RegistrationEntry, ...]:
         """All entries whose parent is one of ``parent_ids`` (at most 1000 IDs)."""
         ...

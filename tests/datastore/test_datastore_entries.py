@@ -296,3 +296,15 @@ def test_concurrent_writers_on_two_servers_do_not_deadlock(backend: StoreFactory
     seqs = [c.seq for c in stores[1].changes_since(0).changes]
     assert seqs == list(range(1, len(seqs) + 1)) and seqs[-1] == stores[0].change_seq()
     assert stores[0].count_entries() == 16
+
+
+def test_get_entries_by_ids(store: SqlDataStore) -> None:
+    store.create_entry(make_entry(id="e1"))
+    store.create_entry(make_entry(id="e2", spiffe_id=f"{TD}/w2", selectors=sel("unix:uid:2")))
+    got = store.get_entries(["e2", "missing", "e1", "e2"])
+    assert sorted(got) == ["e1", "e2"] and got["e2"].spiffe_id == f"{TD}/w2"
+    assert got["e2"].selectors == sel("unix:uid:2")
+    assert store.get_entries([]) == {}
+    with pytest.raises(InvalidArgumentError) as info:
+        store.get_entries(f"e{i}" for i in range(1001))
+    assert info.value.field == "entry_ids"

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -178,6 +179,47 @@ async def test_sync_authorized_pushes_changes_and_ends_on_ban(server: ServerProc
             assert await asyncio.wait_for(stream.recv_message(), 20) is None
             await stream.recv_trailing_metadata()
         assert exc.value.status is Status.PERMISSION_DENIED
+
+
+async def _first_sync(stream: Any) -> set[str]:
+    """Request SyncAuthorized on ``stream``; the entry IDs of its full first message."""
+    await stream.send_message(agent_pb2.SyncAuthorizedRequest(), end=True)
+    full = await asyncio.wait_for(stream.recv_message(), 20)
+    assert full is not None and full.full
+    return {e.id for e in full.entries}
+
+
+async def test_reparented_subtree_leaves_the_old_agent_and_reaches_the_new(server: ServerProc) -> None:
+    """Moving an entry to another agent moves its subtree: the old agent's stream drops both, its next
+    signing batch is refused for them, and the new agent's stream receives both."""
+    old = await attest(server, "join_token", _token(server).encode())
+    new = await attest(server, "join_token", _token(server).encode())
+    parent = _entry(server, f"{TD}/web", old.spiffe_id)
+    child = _entry(server, f"{TD}/web/child", f"{TD}/web")
+    async with agent_channel(server, old) as old_stub, agent_channel(server, new) as new_stub, \
+            old_stub.SyncAuthorized.open() as old_stream, new_stub.SyncAuthorized.open() as new_stream:
+        try:
+            assert await _first_sync(old_stream) == {parent, child}
+            assert await _first_sync(new_stream) == set()
+            await asyncio.to_thread(server.cli, "entry", "update", "--entry-id", parent, "--spiffe-id", f"{TD}/web",
+                                    "--parent-id", new.spiffe_id, "--selector", "unix:uid:1000")
+            removed = await asyncio.wait_for(old_stream.recv_message(), 20)
+            assert removed is not None and set(removed.removed_entry_ids) == {parent, child}
+            received: set[str] = set()
+            while received != {parent, child}:
+                msg = await asyncio.wait_for(new_stream.recv_message(), 20)
+                assert msg is not None
+                received |= {e.id for e in msg.entries}
+            key = ec.generate_private_key(ec.SECP256R1())
+            batch = agent_pb2.BatchNewX509SVIDRequest(params=[
+                agent_pb2.NewX509SVIDParams(entry_id=child, csr=csr_for(key))])
+            resp = await old_stub.BatchNewX509SVID(batch)
+            assert [Status(r.status_code) for r in resp.results] == [Status.PERMISSION_DENIED]
+            resp = await new_stub.BatchNewX509SVID(batch)
+            assert [Status(r.status_code) for r in resp.results] == [Status.OK]
+        finally:
+            await old_stream.cancel()
+            await new_stream.cancel()
 
 
 @pytest.fixture
