@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 
 from server.api.revocations import RevocationHub
 from server.ca.manager import CaManager
+from server.ca.pool import InlineSigner, Signer
 from server.ca.signer import SignedSvid
 from server.config import ServerConfig
 from server.datastore import DataStore
@@ -66,6 +67,7 @@ class ServerContext:
     attestors: Mapping[str, NodeAttestor] = field(default_factory=dict)
     changes: ChangeNotifier = field(default_factory=ChangeNotifier)
     revocations: RevocationHub = field(default_factory=RevocationHub)  # issue 5: revocations + CRLs
+    signer: Signer = field(default_factory=InlineSigner)  # X.509-SVID batches (server.ca.pool)
     _chain_der: Memo[Identity, tuple[bytes, ...]] = field(default_factory=lambda: Memo(max_size=8), init=False,
                                                           repr=False, compare=False)
 
