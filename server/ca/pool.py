@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 
 MIN_CHUNK = 32  # items below which splitting a batch across workers costs more than it saves
 DEFAULT_TIMEOUT = 60.0  # seconds one chunk may take before its worker is taken for hung
+WORKER_NICENESS = 5  # below the serving process: a busy pool must not starve its event loop
 _PR_SET_PDEATHSIG = 1
 _PR_SET_DUMPABLE = 4
 
@@ -174,8 +175,11 @@ def authority_token(authority: X509Authority) -> str:
 
 
 def _harden_worker() -> None:
-    """Linux: die with the parent, no core dump, not dumpable (no same-uid ptrace of the keys)."""
+    """Linux: die with the parent, no core dump, not dumpable (no same-uid ptrace of the keys), and
+    yield the CPU to the serving process, whose RPCs wait on it while workers sign."""
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    with contextlib.suppress(OSError):
+        os.nice(WORKER_NICENESS)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal ^C is the parent's to handle
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
