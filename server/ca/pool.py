@@ -14,13 +14,14 @@ signed; outcomes keep the items' order.
 
 Key handling (the CA key must reach a worker to sign there; measured faster than signing in the
 parent, see docs/performance.md): a worker receives a CA key as unencrypted PKCS#8 DER over its
-own pipe from the parent, only when a batch first needs that CA, and holds it in memory only;
-keys are never written to a file nor logged. The parent sends a worker the key of whatever CA
-signs the batch before the batch itself, on the same ordered pipe, so a rotated CA reaches the
-worker before its first batch; CAs that have left the bundle are dropped from every worker at its
-next batch. Workers are spawned (not forked: they inherit no sockets, datastore handles or other
-keys), are not dumpable (no core files, no same-uid ptrace or /proc/<pid>/mem reads), ask the
-kernel for SIGKILL when the parent dies and exit when their pipe closes.
+own socket pair from the parent, only when a batch first needs that CA, and holds it in memory
+only; keys are never written to a file nor logged. The parent sends a worker the key of whatever
+CA signs the batch before the batch itself, on the same ordered socket, so a rotated CA reaches
+the worker before its first batch; CAs that have left the bundle are dropped from every worker at
+its next batch. Workers are fresh interpreters (not forked: they inherit no sockets, datastore
+handles or other keys, and never re-run the parent's ``__main__``), have no core files and are
+not dumpable (no same-uid ptrace or /proc/<pid>/mem reads), ask the kernel for SIGKILL when the
+parent dies, and exit when their socket closes.
 
 A worker that dies or stops answering is killed and replaced; its chunk is retried once on another
 worker, then the batch fails with UNAVAILABLE. No caller waits longer than ``timeout``.
@@ -34,17 +35,18 @@ import ctypes
 import functools
 import hashlib
 import logging
-import multiprocessing
 import os
 import resource
 import signal
+import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from multiprocessing.connection import Connection
-from multiprocessing.context import SpawnProcess
 from typing import Any, Protocol
 
 from cryptography import x509
@@ -187,6 +189,14 @@ def _harden_worker() -> None:
         libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
 
 
+_WORKER_COMMAND = "import sys; from server.ca.pool import worker_entry; worker_entry(sys.argv[1:])"
+
+
+def worker_entry(argv: Sequence[str]) -> None:
+    """``python -c`` entry of a worker: its socket's descriptor and the parent's pid."""
+    _worker_main(Connection(int(argv[0])), int(argv[1]))
+
+
 def _worker_main(conn: Connection, parent_pid: int) -> None:
     """A worker: hold CAs sent by the parent, sign chunks, exit when the pipe closes."""
     _harden_worker()
@@ -237,12 +247,17 @@ class _Worker:
     """One worker process and the parent's end of its pipe; used by one chunk at a time."""
 
     def __init__(self) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self.conn, child = ctx.Pipe(duplex=True)
-        self.process: SpawnProcess = ctx.Process(target=_worker_main, args=(child, os.getpid()), daemon=True,
-                                                 name="spiffe-server-signer")
-        self.process.start()
-        child.close()
+        # A fresh interpreter that imports only this module: unlike multiprocessing's spawn, it never
+        # re-runs the parent's __main__, and it inherits no descriptor but its end of the socket pair.
+        ours, theirs = socket.socketpair()
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", _WORKER_COMMAND, str(theirs.fileno()), str(os.getpid())],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, env=env)
+        finally:
+            theirs.close()
+        self.conn = Connection(ours.detach())
         self.known: set[str] = set()  # CA tokens this worker holds
 
     @property
@@ -277,9 +292,10 @@ class _Worker:
     def stop(self) -> None:
         """Kill the worker and reap it."""
         self.conn.close()
-        if self.process.is_alive():
+        if self.process.poll() is None:
             self.process.kill()
-        self.process.join(5)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(5)
 
 
 def _release(done: asyncio.Future[Any], *, idle: asyncio.Queue[_Worker], worker: _Worker) -> None:

@@ -51,7 +51,7 @@ def _workers(srv: ServerProc) -> list[int]:
     assert srv.proc is not None
     pid = srv.proc.pid
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return [int(c) for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
+    return [int(c) for c in children if b"worker_entry" in Path(f"/proc/{c}/cmdline").read_bytes()]
 
 
 async def test_admin_rpcs_answer_while_an_agent_signs_5000_csrs(server: ServerProc) -> None:

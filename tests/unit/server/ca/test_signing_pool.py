@@ -152,20 +152,17 @@ async def test_a_batch_that_fails_on_two_workers_fails_with_unavailable() -> Non
 
 
 _ORPHAN_SCRIPT = """
-import asyncio, sys
+import asyncio, resource
 from datetime import UTC, datetime, timedelta
-from server.ca.keys import KeyType, generate_key
-from server.ca.pool import ProcessSigningPool
-from server.ca.signer import sign_ca
+from server.ca.pool import MIN_CHUNK, ProcessSigningPool, SignItem
 from server.ca.templates import SVID_SUBJECT
-from spiffe_py.spiffeid import TrustDomain
 
 async def main():
+    _, hard = resource.getrlimit(resource.RLIMIT_CORE)
+    resource.setrlimit(resource.RLIMIT_CORE, (hard, hard))  # workers must lower what they inherit
     pool = ProcessSigningPool(2)
-    now = datetime(2026, 1, 1, tzinfo=UTC)
-    ca = sign_ca(trust_domain=TrustDomain.parse("example.org"), key=generate_key(KeyType.EC_P256),
-                 ttl=timedelta(hours=1), now=now)
-    await pool.sign(ca, [], subject=SVID_SUBJECT, now=now)
+    items = [SignItem(csr=b"", spiffe_id="spiffe://example.org/w", sign=False, ttl=timedelta(hours=1))] * 2 * MIN_CHUNK
+    await pool.sign(None, items, subject=SVID_SUBJECT, now=datetime(2026, 1, 1, tzinfo=UTC))  # both answered
     print(" ".join(str(p) for p in pool.pids()), flush=True)
     await asyncio.sleep(3600)
 
