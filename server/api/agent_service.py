@@ -418,7 +418,7 @@ class AgentService(AgentAPIBase):
                 continue
             allowed, ttl = gate.allows(plan.entry, plan.requested_ttl)  # a denied entry's CSRs are only verified
             items.append(SignItem(csr=bytes(param.csr), spiffe_id=str(plan.spiffe_id), sign=allowed and bool(usable),
-                                  ttl=ttl or default_ttl, dns_names=tuple(plan.entry.dns_names),
+                                  ttl=default_ttl if ttl is None else ttl, dns_names=tuple(plan.entry.dns_names),
                                   expires_at=plan.expires_at))
             where.append(index)
         outcomes: list[Outcome | None] = [None] * len(params)
@@ -449,6 +449,10 @@ class AgentService(AgentAPIBase):
         except SpiffeError as err:
             return agent_pb2.X509SVIDResult(entry_id=params.entry_id, status_code=status_for(err).value,
                                             status_message=str(err))
+        except Exception:  # anything else fails this item only: the batch's other entries still get SVIDs
+            log.exception("signing one item of a batch failed", extra={"entry_id": params.entry_id})
+            return agent_pb2.X509SVIDResult(entry_id=params.entry_id, status_code=Status.INTERNAL.value,
+                                            status_message=INTERNAL_MESSAGE)
         issued.append(ledger.issuance(svid.chain, spiffe_id=plan.entry.spiffe_id, entry_id=plan.entry.id))
         return agent_pb2.X509SVIDResult(entry_id=params.entry_id, cert_chain=self._ctx.issued_chain_der(svid))
 
