@@ -32,6 +32,7 @@ from server.api.tls import ServerTls
 from server.bundle_endpoint import start_bundle_endpoint
 from server.ca.keys import DiskKeyManager, KeyType, load_upstream_authority
 from server.ca.manager import CaConfig, CaManager
+from server.ca.pool import InlineSigner, ProcessSigningPool, Signer
 from server.ca.templates import SvidKind, SvidPolicy, X509SvidParams
 from server.config import ServerConfig
 from server.datastore import DataStore, open_datastore
@@ -80,6 +81,13 @@ def build_ca(cfg: ServerConfig, store: DataStore, clock: Clock) -> CaManager:
     return CaManager(CaConfig(trust_domain=cfg.trust_domain, ca_ttl=cfg.ca_ttl, ca_key_type=KeyType(cfg.ca_key_type),
                               policy=policy),
                      keys=DiskKeyManager(cfg.data_dir / "keys"), journal=store, clock=clock, upstream=upstream)
+
+
+def build_signer(cfg: ServerConfig) -> Signer:
+    """Worker processes sized to the cores (or ``signing_workers``); 0 signs in this process."""
+    if cfg.signing_workers == 0:
+        return InlineSigner()
+    return ProcessSigningPool(cfg.signing_workers)
 
 
 class ServerSvid:
@@ -132,8 +140,9 @@ class App:
         cfg.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         clock = SystemClock()
         store = open_datastore(cfg.database_url)
+        # CSR verification and signing run in worker processes, one per core, off the event loop.
         self.ctx = ServerContext(config=cfg, store=store, ca=build_ca(cfg, store, clock), clock=clock,
-                                 attestors=build_attestors(cfg, store))
+                                 attestors=build_attestors(cfg, store), signer=build_signer(cfg))
         self.tls = ServerTls(cfg.data_dir / "server-svid")
         self.svid = ServerSvid(self.ctx, self.tls)
         self.guard = self.ctx.guard  # issue 6: load the policy and audit head now; a broken policy stops the start
@@ -226,6 +235,7 @@ class App:
                 await asyncio.wait_for(server.wait_closed(), 5)
         with contextlib.suppress(FileNotFoundError):
             self.cfg.admin_socket.unlink()
+        self.ctx.signer.close()
         self.ctx.store.close()
         log.info("server stopped")
 

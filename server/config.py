@@ -160,6 +160,8 @@ class ServerConfig:
     policy_file: Path | None = None
     serving: ServingConfig = field(default_factory=ServingConfig)
     agent_limits: AgentLimitsConfig = field(default_factory=AgentLimitsConfig)
+    # X.509-SVID signing processes: None one per core, 0 sign in the serving process (server.ca.pool)
+    signing_workers: int | None = None
 
     @property
     def admin_socket(self) -> Path:
@@ -373,6 +375,16 @@ def _serving(raw: object) -> ServingConfig:
     return ServingConfig(**kwargs)
 
 
+_MAX_SIGNING_WORKERS = 256
+
+
+def _signing_workers(raw: object) -> int:
+    count: int = _expect(raw, int, "signing_workers")
+    if not 0 <= count <= _MAX_SIGNING_WORKERS:
+        raise ConfigError(f"config: signing_workers: must be within 0..{_MAX_SIGNING_WORKERS}, got {count!r}")
+    return count
+
+
 _MIN_SIGN_BURST = 500  # one full BatchNewX509SVID must fit
 
 
@@ -453,6 +465,7 @@ _SCALARS: dict[str, Any] = {
     "policy_file": lambda v: Path(_expect(v, str, "policy_file")),
     "serving": _serving,
     "agent_limits": _agent_limits,
+    "signing_workers": _signing_workers,
 }
 
 

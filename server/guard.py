@@ -377,8 +377,23 @@ class CsrBatch:
         default_factory=dict)
     _denied: dict[str, int] = field(default_factory=dict)
 
+    def allows(self, entry: RegistrationEntry, requested_ttl: timedelta | None) -> tuple[bool, timedelta | None]:
+        """What :meth:`check` will decide for ``entry`` (allowed, TTL), without counting or recording anything."""
+        _, decision, ttl, _ = self._decided(entry, requested_ttl)
+        return decision.allowed, ttl
+
     def check(self, entry: RegistrationEntry, requested_ttl: timedelta | None) -> timedelta | None:
         """The TTL to sign with for ``entry`` (capped by policy); AuthorizationError on deny or quarantine."""
+        _, decision, ttl, counters = self._decided(entry, requested_ttl)
+        for counter in counters:  # every item counts, as an unbatched request would
+            counter.inc()
+        if not decision.allowed:
+            self._denied[entry.id] = self._denied.get(entry.id, 0) + 1
+            raise denial(decision)
+        return ttl
+
+    def _decided(self, entry: RegistrationEntry, requested_ttl: timedelta | None
+                 ) -> tuple[MintRequest, Decision, timedelta | None, tuple[Counter, ...]]:
         known = self._decisions.get(entry.id)
         if known is None:
             req = MintRequest(rpc=self.rpc, method=Method.AGENT_CSR, actor=self.actor, spiffe_id=entry.spiffe_id,
@@ -387,13 +402,7 @@ class CsrBatch:
             known = self._decisions[entry.id] = (req, decision,
                                                  capped_ttl(requested_ttl, self.guard.default_x509_ttl, decision),
                                                  _counters(req, decision))
-        _, decision, ttl, counters = known
-        for counter in counters:  # every item counts, as an unbatched request would
-            counter.inc()
-        if not decision.allowed:
-            self._denied[entry.id] = self._denied.get(entry.id, 0) + 1
-            raise denial(decision)
-        return ttl
+        return known
 
     def events(self, issued: Iterable[Issuance]) -> list[AuditEvent]:
         """The batch's records: each denied entry once, each allowed entry with the serials signed for it."""
@@ -402,8 +411,8 @@ class CsrBatch:
             serials.setdefault(item.entry_id, []).append(item.value)
         events = []
         for entry_id, (req, decision, ttl, _) in self._decisions.items():
-            if not decision.allowed:
-                events.append(_decision_event(req, decision, now=self.now, items=self._denied.get(entry_id, 0)))
+            if not decision.allowed and self._denied.get(entry_id):  # allows() alone records nothing
+                events.append(_decision_event(req, decision, now=self.now, items=self._denied[entry_id]))
             for chunk in _chunks(serials.get(entry_id, []), MAX_SERIALS_PER_RECORD):
                 events.append(_decision_event(req, decision, now=self.now, ttl=ttl, items=len(chunk),
                                               serial=chunk[0] if len(chunk) == 1 else None, serials=chunk))

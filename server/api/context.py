@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from server.api.entryfeed import ChangeNotifier, EntryFeed
 from server.api.revocation_hub import RevocationHub
 from server.ca.manager import CaManager
+from server.ca.pool import InlineSigner, Signer
 from server.ca.signer import SignedSvid
 from server.config import ServerConfig
 from server.datastore import DataStore
@@ -45,6 +46,7 @@ class ServerContext:
     attestors: Mapping[str, NodeAttestor] = field(default_factory=dict)
     changes: ChangeNotifier = field(default_factory=ChangeNotifier)
     revocations: RevocationHub = field(default_factory=RevocationHub)  # revocations + CRLs
+    signer: Signer = field(default_factory=InlineSigner)  # X.509-SVID batches (server.ca.pool)
     _chain_der: Memo[Identity, tuple[bytes, ...]] = field(default_factory=lambda: Memo(max_size=8), init=False,
                                                           repr=False, compare=False)
 

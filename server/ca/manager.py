@@ -207,6 +207,11 @@ class CaManager:
 
     # -- signing ----------------------------------------------------------------------------
 
+    @property
+    def policy(self) -> SvidPolicy:
+        """The SVID policy (default TTLs, subject) every SVID is signed with."""
+        return self._config.policy
+
     def active_x509_ca(self) -> X509Authority:
         """The authority that signs X.509-SVIDs now."""
         return self._active(AuthorityKind.X509, self._state.x509).payload

@@ -18,7 +18,8 @@ SECRET = "postgresql://spiffe:hunter2@db/spiffe: server closed the connection"
 def _item_result(err: Exception) -> Any:
     service = AgentService.__new__(AgentService)  # the failing item is refused before any context is used
     params = agent_pb2.NewX509SVIDParams(entry_id="e1")
-    return service._sign_one(params, err, None, None, [])  # type: ignore[arg-type]
+    return service._sign_result(params, err, None, authority=err, gate=None, ledger=None,  # type: ignore[arg-type]
+                                issued=[])
 
 
 def test_server_fault_in_a_batch_item_is_internal_without_its_text() -> None:
