@@ -25,20 +25,20 @@ from pathlib import Path
 from cryptography import x509
 from prometheus_client import start_http_server
 
-from agent.attest.base import CallerAttestor, WorkloadAttestor
-from agent.attest.caller import Caller, ConnectionLimit, capture
-from agent.attest.procfs import LinuxProcFs, ProcFs, boot_ticks
-from agent.attest.registry import AttestorRegistry, default_registry
-from agent.audit import AgentAudit
-from agent.config import AgentConfig
-from agent.errors import AgentConfigError, WorkloadAttestationError
-from agent.guard.decision import WorkloadGuard
-from agent.manager.manager import Manager, ManagerConfig
-from agent.workloadapi.coalesce import CoalescingServer, CoalescingTransport
-from agent.workloadapi.handler import WorkloadApiHandler
-from agent.workloadapi.introspection import with_health_and_reflection
-from agent.workloadapi.jwt import JwtSvidValidator
-from agent.workloadapi.source import GuardedSource, ManagerSource
+from spiffe_agent.attest.base import CallerAttestor, WorkloadAttestor
+from spiffe_agent.attest.caller import Caller, ConnectionLimit, capture
+from spiffe_agent.attest.procfs import LinuxProcFs, ProcFs, boot_ticks
+from spiffe_agent.attest.registry import AttestorRegistry, default_registry
+from spiffe_agent.audit import AgentAudit
+from spiffe_agent.config import AgentConfig
+from spiffe_agent.errors import AgentConfigError, WorkloadAttestationError
+from spiffe_agent.guard.decision import WorkloadGuard
+from spiffe_agent.manager.manager import Manager, ManagerConfig
+from spiffe_agent.workloadapi.coalesce import CoalescingServer, CoalescingTransport
+from spiffe_agent.workloadapi.handler import WorkloadApiHandler
+from spiffe_agent.workloadapi.introspection import with_health_and_reflection
+from spiffe_agent.workloadapi.jwt import JwtSvidValidator
+from spiffe_agent.workloadapi.source import GuardedSource, ManagerSource
 from spiffe_py import _pem
 from spiffe_py._peercred import peer_cred_from_socket
 from spiffe_py._serving.connections import raise_fd_limit

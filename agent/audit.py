@@ -25,8 +25,8 @@ from typing import Protocol
 
 from prometheus_client import Counter
 
-from agent.errors import NotReadyError
-from agent.metrics import HotCounter
+from spiffe_agent.errors import NotReadyError
+from spiffe_agent.metrics import HotCounter
 from spiffe_py.audit import AuditEvent, AuditLog, FsyncMode, JsonlFileSink, last_rotated_record, load_jsonl
 from spiffe_py.errors import SpiffeError
 from spiffe_py.fsutil import write_private

@@ -25,8 +25,8 @@ from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from agent.attest.registry import default_registry
-from agent.config import (
+from spiffe_agent.attest.registry import default_registry
+from spiffe_agent.config import (
     ENDPOINT_ENV,
     LOG_LEVELS,
     ROOT_SOCKET_PATH,
@@ -35,8 +35,8 @@ from agent.config import (
     load_config,
     socket_path_arg,
 )
-from agent.errors import AgentError
-from agent.nodeattest.registry import node_attestor_names
+from spiffe_agent.errors import AgentError
+from spiffe_agent.nodeattest.registry import node_attestor_names
 from spiffe_py import _pem
 from spiffe_py._proto import workload_pb2
 from spiffe_py._proto.workload_grpc import SpiffeWorkloadAPIStub
@@ -207,8 +207,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         # grpclib logs every cancelled request at info, and every Workload API stream ends that way
         logging.getLogger("grpclib.server").setLevel(logging.WARNING)
     if cfg.insecure_bootstrap:
-        logging.getLogger("agent").warning("insecure bootstrap: the server is NOT authenticated during attestation")
-    from agent.app import serve  # the client commands need none of the agent's machinery
+        logging.getLogger("spiffe_agent").warning(
+            "insecure bootstrap: the server is NOT authenticated during attestation")
+    from spiffe_agent.app import serve  # the client commands need none of the agent's machinery
 
     asyncio.run(serve(cfg))
     return 0

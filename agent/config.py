@@ -43,12 +43,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.attest.registry import default_registry
-from agent.audit import MAX_FILE_BYTES, MAX_FILES
-from agent.errors import AgentConfigError
-from agent.guard.config import GuardSettings, anomaly_config, rate_limit_config, uid_rate_limit_config
-from agent.nodeattest.base import NodeAttestorClient
-from agent.nodeattest.registry import build_node_attestor
+from spiffe_agent.attest.registry import default_registry
+from spiffe_agent.audit import MAX_FILE_BYTES, MAX_FILES
+from spiffe_agent.errors import AgentConfigError
+from spiffe_agent.guard.config import GuardSettings, anomaly_config, rate_limit_config, uid_rate_limit_config
+from spiffe_agent.nodeattest.base import NodeAttestorClient
+from spiffe_agent.nodeattest.registry import build_node_attestor
 from spiffe_py._duration import parse_seconds
 from spiffe_py._serving.limits import WORKLOAD_API_MESSAGE_LIMIT, check_message_limit
 from spiffe_py.errors import InvalidTrustDomainError

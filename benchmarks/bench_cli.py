@@ -3,7 +3,7 @@
 Run: ``.venv/bin/python benchmarks/bench_cli.py [--calls 20] [--check]``.
 
 A real ``spiffe-server`` runs as a subprocess (SQLite); one entry is created. Each call is a
-fresh ``python -m server.cli`` process, timed from spawn to exit, ``--calls`` times per command:
+fresh ``python -m spiffe_server.cli`` process, timed from spawn to exit, ``--calls`` times per command:
 
 - ``entry show --entry-id ID``: the target call (p50 <= 150 ms);
 - ``entry count`` and ``agent list``;
@@ -53,7 +53,7 @@ def main() -> int:
     with ServerProc.start() as server:
         entry = server.cli_json("entry", "create", "--spiffe-id", "spiffe://example.org/bench",
                                 "--parent-id", "spiffe://example.org/node", "--selector", "unix:uid:1")
-        cli = [sys.executable, "-m", "server.cli"]
+        cli = [sys.executable, "-m", "spiffe_server.cli"]
         sock = ["--socket-path", str(server.socket_path)]
         floor, floor_cpu = _time("python -c pass (floor)", [sys.executable, "-c", "pass"], args.calls)
         show, show_cpu = _time("entry show --entry-id", [*cli, "entry", "show", "--entry-id", entry["id"], *sock],

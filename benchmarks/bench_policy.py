@@ -18,8 +18,8 @@ from _stats import print_table, time_calls
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from agent.anomaly import AnomalyConfig, AnomalyDetector, Observation
-from agent.ratelimit import Limit, RateLimitConfig, RateLimiter
+from spiffe_agent.anomaly import AnomalyConfig, AnomalyDetector, Observation
+from spiffe_agent.ratelimit import Limit, RateLimitConfig, RateLimiter
 from spiffe_py._policy import EntryFacts, Method, WorkloadFacts, build_input, parse_policy
 from spiffe_py.audit import build_event, seal_record
 from spiffe_py.selectors import Selector

@@ -53,7 +53,7 @@ async def cli(cluster: Cluster, *args: str) -> None:
     """Run ``spiffe-server <args>`` as a subprocess (what an operator does) and wait for it."""
     srv = cluster.server
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "server.cli", *args, "--socket-path", str(srv.socket_path),
+        sys.executable, "-m", "spiffe_server.cli", *args, "--socket-path", str(srv.socket_path),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )
     _, err = await proc.communicate()

@@ -38,11 +38,11 @@ import psycopg
 from _agent_client import TRUST_DOMAIN, agent_channel, enroll
 from _stats import Result
 
-from server.datastore import ChangeKind, RegistrationEntry, open_datastore
-from server.datastore._store import SqlDataStore, _record_change
 from spiffe_py._proto.spiffepy.server.v1 import admin_pb2, agent_pb2, types_pb2
 from spiffe_py._proto.spiffepy.server.v1.admin_grpc import AdminAPIStub
 from spiffe_py.selectors import Selector
+from spiffe_server.datastore import ChangeKind, RegistrationEntry, open_datastore
+from spiffe_server.datastore._store import SqlDataStore, _record_change
 from tests.support.postgres import postgres_url
 from tests.support.server_proc import ServerProc, free_port
 

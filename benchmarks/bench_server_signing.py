@@ -45,11 +45,11 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from grpclib.const import Status
 
-from server.ca.signer import X509Authority, public_key_from_csr, sign_ca, sign_x509_svid
-from server.ca.templates import DEFAULT_CA_TTL, LeafFields, SvidPolicy, X509SvidParams, leaf_fields
 from spiffe_py._proto.spiffepy.server.v1 import agent_pb2
 from spiffe_py._proto.spiffepy.server.v1.agent_grpc import AgentAPIStub
 from spiffe_py.spiffeid import SpiffeId, TrustDomain
+from spiffe_server.ca.signer import X509Authority, public_key_from_csr, sign_ca, sign_x509_svid
+from spiffe_server.ca.templates import DEFAULT_CA_TTL, LeafFields, SvidPolicy, X509SvidParams, leaf_fields
 
 TARGET_RATIO = 0.7
 WARMUP_BATCHES = 3

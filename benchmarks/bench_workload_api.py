@@ -51,11 +51,11 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from grpclib.server import Server
 
-from agent.attest.base import CallerAttestor
-from agent.attest.caller import open_caller
-from agent.attest.docker import DockerAttestor, DockerEngineApi, socket_path_from_docker_host
-from agent.attest.procfs import LinuxProcFs, boot_ticks, parse_status
-from agent.attest.unix import CachedUserDb, SystemUserDb, UnixAttestor
+from spiffe_agent.attest.base import CallerAttestor
+from spiffe_agent.attest.caller import open_caller
+from spiffe_agent.attest.docker import DockerAttestor, DockerEngineApi, socket_path_from_docker_host
+from spiffe_agent.attest.procfs import LinuxProcFs, boot_ticks, parse_status
+from spiffe_agent.attest.unix import CachedUserDb, SystemUserDb, UnixAttestor
 from spiffe_py._peercred import PeerCred
 from spiffe_py._proto import workload_pb2
 from spiffe_py._proto.workload_grpc import SpiffeWorkloadAPIBase, SpiffeWorkloadAPIStub

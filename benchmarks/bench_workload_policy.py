@@ -41,8 +41,8 @@ from _stats import Result, format_table, time_calls
 from bench_policy import POLICY
 from bench_workload_api import interleaved, run_client
 
-from agent.guard.decision import entry_facts, workload_facts
-from agent.manager.cache import Entry
+from spiffe_agent.guard.decision import entry_facts, workload_facts
+from spiffe_agent.manager.cache import Entry
 from spiffe_py._peercred import PeerCred
 from spiffe_py._policy import Method, build_input, parse_policy
 from spiffe_py.selectors import Selector
@@ -57,7 +57,7 @@ GUARD_OFF = "guard off (floor)"
 GUARD_ON = "policy (10 rules) + audit on"
 
 NO_GUARD = '''
-import agent.workloadapi.source as _s
+import spiffe_agent.workloadapi.source as _s
 _s.GuardedSource = lambda inner, guard: inner  # serve the plain source: no guard
 '''
 

@@ -25,29 +25,29 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from grpclib.server import Server
 
-from server.api.admin_service import AdminService
-from server.api.agent_service import AgentService
-from server.api.context import ServerContext
-from server.api.tls import ServerTls
-from server.bundle_endpoint import start_bundle_endpoint
-from server.ca.keys import DiskKeyManager, KeyType, load_upstream_authority
-from server.ca.manager import CaConfig, CaManager
-from server.ca.pool import InlineSigner, ProcessSigningPool, Signer
-from server.ca.templates import SvidKind, SvidPolicy, X509SvidParams
-from server.config import ServerConfig
-from server.datastore import DataStore, open_datastore
-from server.health import start_health_listener
-from server.logging import configure_logging
-from server.metrics import BUNDLE_SEQUENCE, start_metrics_listener
-from server.nodeattest.base import NodeAttestor, PluginHost
-from server.nodeattest.registry import node_attestor_plugins
-from server.oidc import OidcProvider
-from server.revocation import serial_hex
 from spiffe_py._policy import PolicyError
 from spiffe_py._serving.connections import GuardedServer, raise_fd_limit
 from spiffe_py._serving.limits import BoundedServer
 from spiffe_py.clock import Clock, SystemClock
 from spiffe_py.rotation import should_rotate
+from spiffe_server.api.admin_service import AdminService
+from spiffe_server.api.agent_service import AgentService
+from spiffe_server.api.context import ServerContext
+from spiffe_server.api.tls import ServerTls
+from spiffe_server.bundle_endpoint import start_bundle_endpoint
+from spiffe_server.ca.keys import DiskKeyManager, KeyType, load_upstream_authority
+from spiffe_server.ca.manager import CaConfig, CaManager
+from spiffe_server.ca.pool import InlineSigner, ProcessSigningPool, Signer
+from spiffe_server.ca.templates import SvidKind, SvidPolicy, X509SvidParams
+from spiffe_server.config import ServerConfig
+from spiffe_server.datastore import DataStore, open_datastore
+from spiffe_server.health import start_health_listener
+from spiffe_server.logging import configure_logging
+from spiffe_server.metrics import BUNDLE_SEQUENCE, start_metrics_listener
+from spiffe_server.nodeattest.base import NodeAttestor, PluginHost
+from spiffe_server.nodeattest.registry import node_attestor_plugins
+from spiffe_server.oidc import OidcProvider
+from spiffe_server.revocation import serial_hex
 
 log = logging.getLogger("spiffe_server")
 

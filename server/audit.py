@@ -36,19 +36,6 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from server.datastore import (
-    AuditCheckpoint,
-    AuditRecord,
-    AuditStore,
-    InvalidArgumentError,
-    Issuance,
-    LimitExceededError,
-    NotFoundError,
-    Page,
-)
-from server.datastore.base import AuditAppend
-from server.datastore.models import MAX_AUDIT_RECORD_BYTES, MAX_PAGE_SIZE
-from server.metrics import AUDIT_ALERTS, AUDIT_RECORDS, AUDIT_WRITE_FAILURES
 from spiffe_py.audit import (
     GENESIS_HASH,
     AuditEvent,
@@ -63,6 +50,19 @@ from spiffe_py.audit import (
 )
 from spiffe_py.clock import Clock
 from spiffe_py.errors import SpiffeError
+from spiffe_server.datastore import (
+    AuditCheckpoint,
+    AuditRecord,
+    AuditStore,
+    InvalidArgumentError,
+    Issuance,
+    LimitExceededError,
+    NotFoundError,
+    Page,
+)
+from spiffe_server.datastore.base import AuditAppend
+from spiffe_server.datastore.models import MAX_AUDIT_RECORD_BYTES, MAX_PAGE_SIZE
+from spiffe_server.metrics import AUDIT_ALERTS, AUDIT_RECORDS, AUDIT_WRITE_FAILURES
 
 log = logging.getLogger("spiffe_server.audit")
 

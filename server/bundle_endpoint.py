@@ -17,11 +17,11 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from server.config import BundleEndpointConfig
-from server.revocation import crls_to_pem
+from spiffe_server.config import BundleEndpointConfig
+from spiffe_server.revocation import crls_to_pem
 
 if TYPE_CHECKING:
-    from server.api.context import ServerContext
+    from spiffe_server.api.context import ServerContext
 
 log = logging.getLogger("spiffe_server.bundle_endpoint")
 

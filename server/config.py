@@ -22,9 +22,6 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
-from server.defaults import ADMIN_SOCKET_NAME, DEFAULT_DATA_DIR_NAME
-from server.nodeattest.base import PluginConfigError
-from server.nodeattest.registry import node_attestor_plugins
 from spiffe_py._duration import parse_whole_seconds
 from spiffe_py._serving.connections import (
     DEFAULT_HANDSHAKE_TIMEOUT,
@@ -35,6 +32,9 @@ from spiffe_py._serving.connections import (
 from spiffe_py._serving.limits import SERVER_API_MESSAGE_LIMIT, check_message_limit
 from spiffe_py.errors import SpiffeError
 from spiffe_py.spiffeid import TrustDomain
+from spiffe_server.defaults import ADMIN_SOCKET_NAME, DEFAULT_DATA_DIR_NAME
+from spiffe_server.nodeattest.base import PluginConfigError
+from spiffe_server.nodeattest.registry import node_attestor_plugins
 
 DEFAULT_DATA_DIR = Path(DEFAULT_DATA_DIR_NAME)
 CA_KEY_TYPES = frozenset({"ec-p256", "ec-p384", "rsa-2048", "rsa-4096"})

@@ -20,8 +20,8 @@ from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from server.datastore import RegistrationEntry
 from spiffe_py.selectors import Selector, matches
+from spiffe_server.datastore import RegistrationEntry
 
 MAX_RETAINED_DELTAS = 100_000  # a view further behind than this is rebuilt from the index
 

@@ -33,11 +33,6 @@ from typing import Any, TypeVar
 from cryptography import x509
 from prometheus_client import Counter
 
-from server.audit import CHECKPOINT_KEY_FILE, CentralAudit, CheckpointSigner
-from server.config import ServerConfig
-from server.datastore import DataStore, EntryFilter, Issuance, Page, RegistrationEntry, RevocationKind
-from server.datastore.models import MAX_PAGE_SIZE
-from server.metrics import POLICY_DECISIONS, POLICY_DENIALS, POLICY_FILE_REFUSED, POLICY_RELOADS, QUARANTINES
 from spiffe_py._policy import (
     EMPTY_POLICY,
     QUARANTINE_REASON_LABEL,
@@ -54,6 +49,11 @@ from spiffe_py._policy import (
 from spiffe_py.audit import AuditEvent, build_event
 from spiffe_py.clock import Clock
 from spiffe_py.errors import AuthorizationError
+from spiffe_server.audit import CHECKPOINT_KEY_FILE, CentralAudit, CheckpointSigner
+from spiffe_server.config import ServerConfig
+from spiffe_server.datastore import DataStore, EntryFilter, Issuance, Page, RegistrationEntry, RevocationKind
+from spiffe_server.datastore.models import MAX_PAGE_SIZE
+from spiffe_server.metrics import POLICY_DECISIONS, POLICY_DENIALS, POLICY_FILE_REFUSED, POLICY_RELOADS, QUARANTINES
 
 log = logging.getLogger("spiffe_server.guard")
 
@@ -322,7 +322,7 @@ class Guard:
     async def quarantine(self, store: DataStore, entry_id: str, *, reason: str, actor: str) -> RegistrationEntry:
         """Mark the entry quarantined (nothing is minted for it until cleared) and audit it.
 
-        Revoking its SVIDs is the caller's part (``server.api.revocations.revoke_entry``).
+        Revoking its SVIDs is the caller's part (``spiffe_server.api.revocations.revoke_entry``).
         """
         entry = await asyncio.to_thread(store.get_entry, entry_id)
         labels = {**entry.labels, QUARANTINE_REASON_LABEL: reason}

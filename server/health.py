@@ -13,10 +13,10 @@ import json
 import logging
 from typing import TYPE_CHECKING
 
-from server.config import HealthConfig
+from spiffe_server.config import HealthConfig
 
 if TYPE_CHECKING:
-    from server.api.context import ServerContext
+    from spiffe_server.api.context import ServerContext
 
 log = logging.getLogger("spiffe_server.health")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-from server.config import MetricsConfig
+from spiffe_server.config import MetricsConfig
 
 REGISTRY = CollectorRegistry()
 RPCS = Counter("spiffe_server_rpc", "Server API calls by method and gRPC status", ["method", "code"],

@@ -20,10 +20,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from server.ca.keys import CaPrivateKey
-from server.ca.signer import X509Authority
-from server.datastore.models import Issuance, Revocation, RevocationKind
 from spiffe_py.errors import SpiffeError
+from spiffe_server.ca.keys import CaPrivateKey
+from spiffe_server.ca.signer import X509Authority
+from spiffe_server.datastore.models import Issuance, Revocation, RevocationKind
 
 MAX_REASON = 256
 MAX_JTI = 256

@@ -15,8 +15,8 @@ import logging
 from collections.abc import Sequence
 from typing import Protocol
 
-from agent.attest.caller import Caller
-from agent.errors import WorkloadAttestationError
+from spiffe_agent.attest.caller import Caller
+from spiffe_agent.errors import WorkloadAttestationError
 from spiffe_py.selectors import Selector
 
 log = logging.getLogger(__name__)

@@ -21,8 +21,16 @@ import socket
 import struct
 from dataclasses import dataclass
 
-from agent.attest.procfs import ExeId, ProcessKey, ProcFs, StatusFile, StatusIds, parse_stat_start_time, parse_status
-from agent.errors import AgentError, WorkloadAttestationError
+from spiffe_agent.attest.procfs import (
+    ExeId,
+    ProcessKey,
+    ProcFs,
+    StatusFile,
+    StatusIds,
+    parse_stat_start_time,
+    parse_status,
+)
+from spiffe_agent.errors import AgentError, WorkloadAttestationError
 from spiffe_py._peercred import PeerCred, peer_cred_from_socket
 
 SO_PEERPIDFD = getattr(socket, "SO_PEERPIDFD", 77)  # Linux 6.5+

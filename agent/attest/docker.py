@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
-from agent.attest.caller import Caller
-from agent.attest.procfs import ProcFs
-from agent.errors import ContainerIdError, WorkloadAttestationError
+from spiffe_agent.attest.caller import Caller
+from spiffe_agent.attest.procfs import ProcFs
+from spiffe_agent.errors import ContainerIdError, WorkloadAttestationError
 from spiffe_py.errors import InvalidSelectorError
 from spiffe_py.selectors import Selector
 

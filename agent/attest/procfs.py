@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from agent.errors import WorkloadAttestationError
+from spiffe_agent.errors import WorkloadAttestationError
 
 _MAX_PROC_TEXT = 1 << 20  # /proc text files are small; cap what a read may return
 _PROC_READ_CHUNK = 1 << 16

@@ -14,11 +14,11 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from agent.attest import unix
-from agent.attest.base import WorkloadAttestor
-from agent.attest.docker import DockerAttestor, DockerEngineApi, socket_path_from_docker_host
-from agent.attest.procfs import ProcFs
-from agent.errors import AgentConfigError
+from spiffe_agent.attest import unix
+from spiffe_agent.attest.base import WorkloadAttestor
+from spiffe_agent.attest.docker import DockerAttestor, DockerEngineApi, socket_path_from_docker_host
+from spiffe_agent.attest.procfs import ProcFs
+from spiffe_agent.errors import AgentConfigError
 
 AttestorFactory = Callable[[Mapping[str, Any], ProcFs], WorkloadAttestor]
 

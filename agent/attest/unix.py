@@ -19,9 +19,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from agent.attest.caller import Caller
-from agent.attest.procfs import ProcFs, StatusIds
-from agent.errors import AgentConfigError, WorkloadAttestationError
+from spiffe_agent.attest.caller import Caller
+from spiffe_agent.attest.procfs import ProcFs, StatusIds
+from spiffe_agent.errors import AgentConfigError, WorkloadAttestationError
 from spiffe_py.selectors import Selector
 
 NAME = "unix"

@@ -15,16 +15,16 @@ from typing import Any
 
 from prometheus_client import Counter
 
-from agent.anomaly import Alert
-from agent.audit import AgentAudit
-from agent.manager.cache import Entry
-from agent.metrics import HotCounter
+from spiffe_agent.anomaly import Alert
+from spiffe_agent.audit import AgentAudit
+from spiffe_agent.manager.cache import Entry
+from spiffe_agent.metrics import HotCounter
 from spiffe_py._memo import Identity, Memo
 from spiffe_py._policy import Decision, Method, WorkloadFacts
 from spiffe_py.audit import AuditEvent, build_event
 from spiffe_py.clock import Clock
 
-log = logging.getLogger("agent.guard")
+log = logging.getLogger("spiffe_agent.guard")
 
 ACTOR = "agent"
 EVENT_MEMO = 1024  # distinct audit events (all but the time) whose validated form is remembered

@@ -15,9 +15,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from agent.anomaly import AnomalyConfig
-from agent.errors import AgentConfigError
-from agent.ratelimit import Limit, RateLimitConfig
+from spiffe_agent.anomaly import AnomalyConfig
+from spiffe_agent.errors import AgentConfigError
+from spiffe_agent.ratelimit import Limit, RateLimitConfig
 
 # per caller uid, on unless [uid_rate_limit] enabled = false: no real workload comes near 50 calls/s
 # sustained (SVIDs are cached and streamed), while a flood from one uid cannot outrun the audit trail

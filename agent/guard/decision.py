@@ -21,13 +21,13 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
-from agent.anomaly import Alert, AnomalyDetector, Observation
-from agent.audit import AgentAudit
-from agent.guard.audit import DecisionTrail
-from agent.guard.config import GuardSettings
-from agent.guard.quarantine import QuarantineBook, QuarantineCall
-from agent.manager.cache import Entry, Identity, JwtToken, WorkloadView
-from agent.ratelimit import RateLimitConfig, RateLimiter
+from spiffe_agent.anomaly import Alert, AnomalyDetector, Observation
+from spiffe_agent.audit import AgentAudit
+from spiffe_agent.guard.audit import DecisionTrail
+from spiffe_agent.guard.config import GuardSettings
+from spiffe_agent.guard.quarantine import QuarantineBook, QuarantineCall
+from spiffe_agent.manager.cache import Entry, Identity, JwtToken, WorkloadView
+from spiffe_agent.ratelimit import RateLimitConfig, RateLimiter
 from spiffe_py._memo import Memo
 from spiffe_py._peercred import PeerCred
 from spiffe_py._policy import (
@@ -46,7 +46,7 @@ from spiffe_py.errors import SpiffeError
 from spiffe_py.selectors import Selector
 from spiffe_py.spiffeid import SpiffeId
 
-log = logging.getLogger("agent.guard")
+log = logging.getLogger("spiffe_agent.guard")
 
 NODE = "local"  # each agent keeps its own detector, so the node is always this one
 

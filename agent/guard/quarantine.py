@@ -15,10 +15,10 @@ from collections.abc import Awaitable, Callable
 
 from prometheus_client import Counter
 
-from agent.manager.cache import Entry
+from spiffe_agent.manager.cache import Entry
 from spiffe_py._policy import QUARANTINE_REASON_LABEL
 
-log = logging.getLogger("agent.guard")
+log = logging.getLogger("spiffe_agent.guard")
 
 QUARANTINE_RETRY = 5.0
 QUARANTINES = Counter("spiffe_agent_quarantines_total", "Identities quarantined by the agent")

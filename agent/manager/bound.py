@@ -14,12 +14,19 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from agent.attest.procfs import LinuxProcFs, ProcFs
-from agent.errors import NotReadyError
-from agent.manager.cache import WorkloadCache
-from agent.manager.client import ServerCallError
-from agent.manager.process_binding import EXIT_REASON, AuditSink, ProcessKey, ProcessWatcher, Released, exit_event
-from agent.manager.servers import MAX_BACKOFF, ServerPool
+from spiffe_agent.attest.procfs import LinuxProcFs, ProcFs
+from spiffe_agent.errors import NotReadyError
+from spiffe_agent.manager.cache import WorkloadCache
+from spiffe_agent.manager.client import ServerCallError
+from spiffe_agent.manager.process_binding import (
+    EXIT_REASON,
+    AuditSink,
+    ProcessKey,
+    ProcessWatcher,
+    Released,
+    exit_event,
+)
+from spiffe_agent.manager.servers import MAX_BACKOFF, ServerPool
 from spiffe_py.clock import Clock
 from spiffe_py.errors import SpiffeError
 

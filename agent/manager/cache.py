@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from agent.errors import AgentError
-from agent.manager.process_binding import ProcessKey, Released
+from spiffe_agent.errors import AgentError
+from spiffe_agent.manager.process_binding import ProcessKey, Released
 from spiffe_py.bundle import SpiffeBundle
 from spiffe_py.rotation import half_life, should_rotate
 from spiffe_py.selectors import Selector, matches

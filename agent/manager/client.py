@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives import serialization
 from grpclib.client import Channel
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
-from agent.errors import ServerUnavailableError
-from agent.nodeattest.base import NodeAttestorClient
+from spiffe_agent.errors import ServerUnavailableError
+from spiffe_agent.nodeattest.base import NodeAttestorClient
 from spiffe_py._proto.spiffepy.server.v1 import agent_pb2
 from spiffe_py._proto.spiffepy.server.v1.agent_grpc import AgentAPIStub
 from spiffe_py.spiffeid import SpiffeId, TrustDomain

@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
-from agent.errors import AgentError
-from agent.manager.cache import Entry, IssuedSvid, SyncUpdate
+from spiffe_agent.errors import AgentError
+from spiffe_agent.manager.cache import Entry, IssuedSvid, SyncUpdate
 from spiffe_py._proto.spiffepy.server.v1 import agent_pb2, types_pb2
 from spiffe_py.bundle import SpiffeBundle
 from spiffe_py.errors import SpiffeError

@@ -21,12 +21,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
-from agent.errors import AgentConfigError, NodeAttestationError
-from agent.manager.client import ServerCallError, server_ssl_context
-from agent.manager.convert import ServerResponseError, bundle_from_proto, leaf_spiffe_id, load_chain
-from agent.manager.servers import FAILOVER_STATUSES, ServerPool, display_address
-from agent.manager.storage import AgentState, clear_state, key_path, load_state, save_state, svid_path
-from agent.nodeattest.base import NodeAttestorClient
+from spiffe_agent.errors import AgentConfigError, NodeAttestationError
+from spiffe_agent.manager.client import ServerCallError, server_ssl_context
+from spiffe_agent.manager.convert import ServerResponseError, bundle_from_proto, leaf_spiffe_id, load_chain
+from spiffe_agent.manager.servers import FAILOVER_STATUSES, ServerPool, display_address
+from spiffe_agent.manager.storage import AgentState, clear_state, key_path, load_state, save_state, svid_path
+from spiffe_agent.nodeattest.base import NodeAttestorClient
 from spiffe_py.clock import Clock
 from spiffe_py.rotation import should_rotate
 from spiffe_py.spiffeid import SpiffeId, TrustDomain

@@ -25,16 +25,16 @@ from pathlib import Path
 
 from cryptography import x509
 
-from agent.errors import AgentEvictedError, NoIdentityIssuedError, NotReadyError
-from agent.manager.bound import BoundProcesses
-from agent.manager.cache import DEFAULT_MAX_X509_SVIDS, Entry, JwtToken, WorkloadCache, WorkloadView
-from agent.manager.client import ServerClient
-from agent.manager.identity import AgentIdentity
-from agent.manager.mint import Interest, Minter
-from agent.manager.process_binding import AuditSink, ProcessKey
-from agent.manager.servers import ServerPool, display_address
-from agent.manager.sync import SyncLoop
-from agent.nodeattest.base import NodeAttestorClient
+from spiffe_agent.errors import AgentEvictedError, NoIdentityIssuedError, NotReadyError
+from spiffe_agent.manager.bound import BoundProcesses
+from spiffe_agent.manager.cache import DEFAULT_MAX_X509_SVIDS, Entry, JwtToken, WorkloadCache, WorkloadView
+from spiffe_agent.manager.client import ServerClient
+from spiffe_agent.manager.identity import AgentIdentity
+from spiffe_agent.manager.mint import Interest, Minter
+from spiffe_agent.manager.process_binding import AuditSink, ProcessKey
+from spiffe_agent.manager.servers import ServerPool, display_address
+from spiffe_agent.manager.sync import SyncLoop
+from spiffe_agent.nodeattest.base import NodeAttestorClient
 from spiffe_py.clock import Clock
 from spiffe_py.selectors import Selector
 from spiffe_py.spiffeid import SpiffeId, TrustDomain

@@ -17,14 +17,14 @@ import random
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from agent.errors import NoIdentityIssuedError
-from agent.manager.bound import BoundProcesses
-from agent.manager.cache import Entry, JwtToken, WorkloadCache
-from agent.manager.client import ServerCallError
-from agent.manager.convert import ServerResponseError, issued_svid, jws_key_id
-from agent.manager.identity import build_csr, new_key
-from agent.manager.process_binding import ProcessKey, Released
-from agent.manager.servers import ServerPool
+from spiffe_agent.errors import NoIdentityIssuedError
+from spiffe_agent.manager.bound import BoundProcesses
+from spiffe_agent.manager.cache import Entry, JwtToken, WorkloadCache
+from spiffe_agent.manager.client import ServerCallError
+from spiffe_agent.manager.convert import ServerResponseError, issued_svid, jws_key_id
+from spiffe_agent.manager.identity import build_csr, new_key
+from spiffe_agent.manager.process_binding import ProcessKey, Released
+from spiffe_agent.manager.servers import ServerPool
 from spiffe_py._proto.spiffepy.server.v1 import agent_pb2
 from spiffe_py.clock import Clock
 from spiffe_py.errors import SpiffeError

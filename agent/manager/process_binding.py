@@ -2,7 +2,7 @@
 
 Each attested process, identified by (pid, start time) so a reused pid is a
 different process, gets its own key and SVIDs, never shared. The pure store
-(``agent.manager.cache.BoundCredentials``) holds them; :class:`ProcessWatcher` (I/O)
+(``spiffe_agent.manager.cache.BoundCredentials``) holds them; :class:`ProcessWatcher` (I/O)
 polls a pidfd per process and reports the exit so the agent can revoke at once::
 
     watcher = ProcessWatcher(on_exit=lambda p: print(cache.release_process(p)), procfs=LinuxProcFs())
@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from agent.attest.procfs import ProcessKey, ProcFs, parse_stat_start_time
-from agent.errors import AgentError
+from spiffe_agent.attest.procfs import ProcessKey, ProcFs, parse_stat_start_time
+from spiffe_agent.errors import AgentError
 from spiffe_py.audit import AuditEvent, Outcome, build_event
 
 __all__ = ["AuditSink", "ProcessKey", "ProcessWatcher", "Released", "exit_event", "process_key"]

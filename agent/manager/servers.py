@@ -18,8 +18,8 @@ import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
-from agent.errors import NotReadyError
-from agent.manager.client import ServerCallError, ServerClient
+from spiffe_agent.errors import NotReadyError
+from spiffe_agent.manager.client import ServerCallError, ServerClient
 from spiffe_py.spiffeid import TrustDomain
 from spiffe_py.workloadapi._backoff import Backoff
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from agent.errors import AgentError
+from spiffe_agent.errors import AgentError
 from spiffe_py import _pem
 from spiffe_py.fsutil import write_private, write_public
 from spiffe_py.spiffeid import SpiffeId

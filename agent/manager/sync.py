@@ -13,12 +13,12 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from agent.errors import AgentEvictedError
-from agent.manager.cache import SyncUpdate, WorkloadCache
-from agent.manager.client import ServerCallError, ServerClient
-from agent.manager.convert import ServerResponseError, sync_update_from_proto
-from agent.manager.identity import AgentIdentity
-from agent.manager.servers import ServerPool, display_address
+from spiffe_agent.errors import AgentEvictedError
+from spiffe_agent.manager.cache import SyncUpdate, WorkloadCache
+from spiffe_agent.manager.client import ServerCallError, ServerClient
+from spiffe_agent.manager.convert import ServerResponseError, sync_update_from_proto
+from spiffe_agent.manager.identity import AgentIdentity
+from spiffe_agent.manager.servers import ServerPool, display_address
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ It is built by the factory registered under its attestation type, from its own c
     answer = attestor.answer(challenge)
 
 Adding a node attestor to the agent is one module plus one ``register_node_attestor`` line in
-:mod:`agent.nodeattest.registry`.
+:mod:`spiffe_agent.nodeattest.registry`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from agent.errors import AgentConfigError
+from spiffe_agent.errors import AgentConfigError
 
 
 class NodeAttestorClient(Protocol):

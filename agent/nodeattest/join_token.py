@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.errors import NodeAttestationError
-from agent.nodeattest.base import config_str
+from spiffe_agent.errors import NodeAttestationError
+from spiffe_agent.nodeattest.base import config_str
 
 NAME = "join_token"
 

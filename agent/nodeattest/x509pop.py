@@ -18,8 +18,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, load_pem_private_key
 
-from agent.errors import AgentConfigError, NodeAttestationError
-from agent.nodeattest.base import config_str
+from spiffe_agent.errors import AgentConfigError, NodeAttestationError
+from spiffe_agent.nodeattest.base import config_str
 from spiffe_py import _pem
 from spiffe_py._x509pop import x509pop_respond
 from spiffe_py.errors import SpiffeError

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from agent.manager.cache import Entry, JwtToken, WorkloadView
+from spiffe_agent.manager.cache import Entry, JwtToken, WorkloadView
 from spiffe_py._proto import workload_pb2
 from spiffe_py.bundle import SpiffeBundle
 

@@ -3,7 +3,7 @@
 Order of checks on every call: security header (WE-04..06), caller attestation,
 readiness (WE-13), identity (WE-14). The caller was captured when its connection was
 accepted; it is passed on as a parameter. Errors map to gRPC status by the table in
-:mod:`agent.workloadapi.status`::
+:mod:`spiffe_agent.workloadapi.status`::
 
     handler = WorkloadApiHandler(attestor=CallerAttestor(attestors), source=ManagerSource(manager),
                                  validator=JwtSvidValidator(clock))
@@ -20,11 +20,11 @@ from google.protobuf import struct_pb2
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from agent.attest.caller import Caller
-from agent.errors import NoIdentityIssuedError, WorkloadAttestationError
-from agent.manager.cache import Entry, JwtToken, WorkloadView
-from agent.workloadapi.coalesce import connection_of, send_stream_message, send_unary_response
-from agent.workloadapi.convert import (
+from spiffe_agent.attest.caller import Caller
+from spiffe_agent.errors import NoIdentityIssuedError, WorkloadAttestationError
+from spiffe_agent.manager.cache import Entry, JwtToken, WorkloadView
+from spiffe_agent.workloadapi.coalesce import connection_of, send_stream_message, send_unary_response
+from spiffe_agent.workloadapi.convert import (
     audience_list,
     jwt_bundles_response,
     jwt_svid_response,
@@ -32,8 +32,8 @@ from agent.workloadapi.convert import (
     x509_bundles_response,
     x509_svid_response,
 )
-from agent.workloadapi.source import WorkloadSource
-from agent.workloadapi.status import to_grpc_error
+from spiffe_agent.workloadapi.source import WorkloadSource
+from spiffe_agent.workloadapi.status import to_grpc_error
 from spiffe_py._memo import Identity, Memo
 from spiffe_py._proto import workload_pb2
 from spiffe_py._proto.workload_grpc import SpiffeWorkloadAPIBase

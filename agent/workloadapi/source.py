@@ -17,10 +17,10 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
-from agent.attest.caller import Caller
-from agent.attest.procfs import ProcessKey
-from agent.guard.decision import WorkloadGuard, X509Gate
-from agent.manager.cache import Entry, JwtToken, WorkloadView
+from spiffe_agent.attest.caller import Caller
+from spiffe_agent.attest.procfs import ProcessKey
+from spiffe_agent.guard.decision import WorkloadGuard, X509Gate
+from spiffe_agent.manager.cache import Entry, JwtToken, WorkloadView
 from spiffe_py.selectors import Selector
 from spiffe_py.spiffeid import SpiffeId
 

@@ -19,8 +19,8 @@ from types import MappingProxyType
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from agent.attest.caller import CallerChangedError, TooManyConnectionsError
-from agent.errors import (
+from spiffe_agent.attest.caller import CallerChangedError, TooManyConnectionsError
+from spiffe_agent.errors import (
     AgentConfigError,
     AgentError,
     AgentEvictedError,
@@ -31,10 +31,10 @@ from agent.errors import (
     ServerUnavailableError,
     WorkloadAttestationError,
 )
-from agent.guard.decision import InvalidSubjectError, PolicyDeniedError, RateLimitedError
-from agent.manager.cache import TooManyBoundProcessesError
-from agent.manager.convert import ServerResponseError
-from agent.manager.storage import StorageError
+from spiffe_agent.guard.decision import InvalidSubjectError, PolicyDeniedError, RateLimitedError
+from spiffe_agent.manager.cache import TooManyBoundProcessesError
+from spiffe_agent.manager.convert import ServerResponseError
+from spiffe_agent.manager.storage import StorageError
 from spiffe_py._peercred import PeerCredError
 from spiffe_py._policy import PolicyError
 from spiffe_py.audit import AuditChainError, AuditSecretError, AuditWriteError

@@ -47,7 +47,7 @@ from examples.oidc_token_exchange.sts import JWT_TYPES, TOKEN_EXCHANGE, Registra
 
 SPIFFE_ID = "spiffe://example.org/examples/billing-client"
 AUDIENCE = "https://sts.example.test/v1/token"  # what the provider registration expects
-SERVER = [sys.executable, "-m", "server.cli"]
+SERVER = [sys.executable, "-m", "spiffe_server.cli"]
 
 
 def web_pki(directory: Path) -> tuple[Path, Path, Path]:

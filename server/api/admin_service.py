@@ -17,8 +17,16 @@ from typing import Any
 
 from grpclib.server import Stream
 
-from server.api.context import ServerContext
-from server.api.convert import (
+from spiffe_py._peercred import peer_cred
+from spiffe_py._proto.spiffepy.server.v1 import admin_pb2, types_pb2
+from spiffe_py._proto.spiffepy.server.v1.admin_grpc import AdminAPIBase
+from spiffe_py.audit import build_event
+from spiffe_py.bundle import SpiffeBundle
+from spiffe_py.errors import AuthorizationError, InvalidSvidError, SpiffeError
+from spiffe_py.selectors import Selector
+from spiffe_py.spiffeid import SpiffeId, TrustDomain
+from spiffe_server.api.context import ServerContext
+from spiffe_server.api.convert import (
     MAX_AUDIENCE_LEN,
     MAX_AUDIENCES,
     agent_to_proto,
@@ -37,20 +45,20 @@ from server.api.convert import (
     parse_workload_id,
     ts,
 )
-from server.api.errors import RequestError, grpc_errors, recv_request, to_grpc_error
-from server.api.peer import is_tls, peer_leaf, spiffe_id_of, verify_peer_svid
-from server.api.revocation_hub import revocation_to_proto
-from server.api.revocations import (
+from spiffe_server.api.errors import RequestError, grpc_errors, recv_request, to_grpc_error
+from spiffe_server.api.peer import is_tls, peer_leaf, spiffe_id_of, verify_peer_svid
+from spiffe_server.api.revocation_hub import revocation_to_proto
+from spiffe_server.api.revocations import (
     revoke_agent,
     revoke_entry,
     revoke_svid,
 )
-from server.audit import verify_store
-from server.ca.manager import AuthorityKind
-from server.ca.signer import parse_csr
-from server.ca.slots import AuthorityInfo, SlotStatus
-from server.ca.templates import JwtSvidParams, X509SvidParams
-from server.datastore import (
+from spiffe_server.audit import verify_store
+from spiffe_server.ca.manager import AuthorityKind
+from spiffe_server.ca.signer import parse_csr
+from spiffe_server.ca.slots import AuthorityInfo, SlotStatus
+from spiffe_server.ca.templates import JwtSvidParams, X509SvidParams
+from spiffe_server.datastore import (
     AuditFilter,
     BundleRecord,
     EntryFilter,
@@ -61,21 +69,13 @@ from server.datastore import (
     RevocationKind,
     SelectorMatch,
 )
-from server.datastore.errors import DataStoreError
-from server.datastore.models import MAX_PAGE_SIZE
-from server.errors import FailedPreconditionError
-from server.guard import keep_quarantine, patch_entry
-from server.health import run_checks
-from server.nodeattest.join_token import DEFAULT_JOIN_TOKEN_TTL, generate_join_token, join_token_agent_id
-from server.revocation import check_reason, jwt_issuance, serial_hex, x509_issuance
-from spiffe_py._peercred import peer_cred
-from spiffe_py._proto.spiffepy.server.v1 import admin_pb2, types_pb2
-from spiffe_py._proto.spiffepy.server.v1.admin_grpc import AdminAPIBase
-from spiffe_py.audit import build_event
-from spiffe_py.bundle import SpiffeBundle
-from spiffe_py.errors import AuthorizationError, InvalidSvidError, SpiffeError
-from spiffe_py.selectors import Selector
-from spiffe_py.spiffeid import SpiffeId, TrustDomain
+from spiffe_server.datastore.errors import DataStoreError
+from spiffe_server.datastore.models import MAX_PAGE_SIZE
+from spiffe_server.errors import FailedPreconditionError
+from spiffe_server.guard import keep_quarantine, patch_entry
+from spiffe_server.health import run_checks
+from spiffe_server.nodeattest.join_token import DEFAULT_JOIN_TOKEN_TTL, generate_join_token, join_token_agent_id
+from spiffe_server.revocation import check_reason, jwt_issuance, serial_hex, x509_issuance
 
 log = logging.getLogger("spiffe_server.admin")
 

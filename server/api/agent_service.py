@@ -21,19 +21,23 @@ from typing import Any, TypeVar
 from cryptography import x509
 from grpclib.server import Stream
 
-from server.api.admin_service import check_audience, federated_bundles
-from server.api.context import ServerContext
-from server.api.convert import bundle_to_proto, certs_to_der, check_dns_names, entry_to_proto, jwt_claims_of
-from server.api.entryfeed import Watch
-from server.api.errors import RequestError, grpc_errors, recv_request, to_grpc_error
-from server.api.peer import peer_leaf, verify_peer_svid
-from server.api.revocations import X509IssuanceLog, revoke_entry, revoke_own
-from server.api.sync import SyncState, own_bundle
-from server.authz import check_entry_authorized
-from server.ca.pool import CsrRefused, Failed, Outcome, Signed, SignItem
-from server.ca.signer import SignedSvid, X509Authority, public_key_from_csr
-from server.ca.templates import JwtSvidParams, SvidKind, X509SvidParams
-from server.datastore import (
+from spiffe_py._proto.spiffepy.server.v1 import agent_pb2, types_pb2
+from spiffe_py._proto.spiffepy.server.v1.agent_grpc import AgentAPIBase
+from spiffe_py.errors import AuthorizationError, SpiffeError
+from spiffe_py.spiffeid import SpiffeId
+from spiffe_server.api.admin_service import check_audience, federated_bundles
+from spiffe_server.api.context import ServerContext
+from spiffe_server.api.convert import bundle_to_proto, certs_to_der, check_dns_names, entry_to_proto, jwt_claims_of
+from spiffe_server.api.entryfeed import Watch
+from spiffe_server.api.errors import RequestError, grpc_errors, recv_request, to_grpc_error
+from spiffe_server.api.peer import peer_leaf, verify_peer_svid
+from spiffe_server.api.revocations import X509IssuanceLog, revoke_entry, revoke_own
+from spiffe_server.api.sync import SyncState, own_bundle
+from spiffe_server.authz import check_entry_authorized
+from spiffe_server.ca.pool import CsrRefused, Failed, Outcome, Signed, SignItem
+from spiffe_server.ca.signer import SignedSvid, X509Authority, public_key_from_csr
+from spiffe_server.ca.templates import JwtSvidParams, SvidKind, X509SvidParams
+from spiffe_server.datastore import (
     AttestedAgent,
     ConflictError,
     Issuance,
@@ -41,16 +45,12 @@ from server.datastore import (
     RegistrationEntry,
     RevocationKind,
 )
-from server.entryindex import advance
-from server.errors import AttestationError, FailedPreconditionError, InvalidCsrError
-from server.guard import CsrBatch
-from server.metrics import AGENTS_SYNCING, SIGNED
-from server.nodeattest.base import AttestResult
-from server.revocation import check_reason, jwt_issuance, serial_hex, x509_issuance
-from spiffe_py._proto.spiffepy.server.v1 import agent_pb2, types_pb2
-from spiffe_py._proto.spiffepy.server.v1.agent_grpc import AgentAPIBase
-from spiffe_py.errors import AuthorizationError, SpiffeError
-from spiffe_py.spiffeid import SpiffeId
+from spiffe_server.entryindex import advance
+from spiffe_server.errors import AttestationError, FailedPreconditionError, InvalidCsrError
+from spiffe_server.guard import CsrBatch
+from spiffe_server.metrics import AGENTS_SYNCING, SIGNED
+from spiffe_server.nodeattest.base import AttestResult
+from spiffe_server.revocation import check_reason, jwt_issuance, serial_hex, x509_issuance
 
 log = logging.getLogger("spiffe_server.agent_api")
 

@@ -18,19 +18,19 @@ from typing import Any, TypeVar
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from server.api.entryfeed import ChangeNotifier, EntryFeed
-from server.api.revocation_hub import RevocationHub
-from server.ca.manager import CaManager
-from server.ca.pool import InlineSigner, Signer
-from server.ca.signer import SignedSvid
-from server.config import ServerConfig
-from server.datastore import DataStore
-from server.guard import Guard
-from server.nodeattest.base import NodeAttestor
-from server.ratelimit import KeyedLimiter
 from spiffe_py._memo import Identity, Memo
 from spiffe_py.clock import Clock
 from spiffe_py.spiffeid import SpiffeId
+from spiffe_server.api.entryfeed import ChangeNotifier, EntryFeed
+from spiffe_server.api.revocation_hub import RevocationHub
+from spiffe_server.ca.manager import CaManager
+from spiffe_server.ca.pool import InlineSigner, Signer
+from spiffe_server.ca.signer import SignedSvid
+from spiffe_server.config import ServerConfig
+from spiffe_server.datastore import DataStore
+from spiffe_server.guard import Guard
+from spiffe_server.nodeattest.base import NodeAttestor
+from spiffe_server.ratelimit import KeyedLimiter
 
 T = TypeVar("T")
 

@@ -19,16 +19,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
-from server.api.errors import RequestError
-from server.ca.templates import RESERVED_JWT_CLAIMS
-from server.datastore.models import AttestedAgent, RegistrationEntry
-from server.dnsnames import DnsNameError, check_dns_name
 from spiffe_py import _jwk, _pem
 from spiffe_py._proto.spiffepy.server.v1 import types_pb2
 from spiffe_py.bundle import SpiffeBundle
 from spiffe_py.errors import SpiffeError
 from spiffe_py.selectors import Selector
 from spiffe_py.spiffeid import SpiffeId, TrustDomain
+from spiffe_server.api.errors import RequestError
+from spiffe_server.ca.templates import RESERVED_JWT_CLAIMS
+from spiffe_server.datastore.models import AttestedAgent, RegistrationEntry
+from spiffe_server.dnsnames import DnsNameError, check_dns_name
 
 MAX_AUDIENCES = 32
 MAX_AUDIENCE_LEN = 256

@@ -20,8 +20,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from server.datastore import ChangeKind, DataStore, Page, RegistrationEntry
-from server.entryindex import AgentView, Delta, EntryIndex
+from spiffe_server.datastore import ChangeKind, DataStore, Page, RegistrationEntry
+from spiffe_server.entryindex import AgentView, Delta, EntryIndex
 
 log = logging.getLogger("spiffe_server.entry_feed")
 

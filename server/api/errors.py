@@ -24,14 +24,6 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from grpclib.server import Stream
 
-from server import errors as srv
-from server.audit import ForwardError
-from server.config import ConfigError
-from server.datastore import errors as ds
-from server.datastore.schema import UniqueViolation
-from server.metrics import RPCS
-from server.ratelimit import RateLimitedError
-from server.revocation import RevocationRequestError
 from spiffe_py._peercred import PeerCredError
 from spiffe_py._policy import PolicyError
 from spiffe_py.audit import AuditChainError, AuditSecretError, AuditWriteError
@@ -47,6 +39,14 @@ from spiffe_py.errors import (
     VerificationError,
     WorkloadApiError,
 )
+from spiffe_server import errors as srv
+from spiffe_server.audit import ForwardError
+from spiffe_server.config import ConfigError
+from spiffe_server.datastore import errors as ds
+from spiffe_server.datastore.schema import UniqueViolation
+from spiffe_server.metrics import RPCS
+from spiffe_server.ratelimit import RateLimitedError
+from spiffe_server.revocation import RevocationRequestError
 
 log = logging.getLogger("spiffe_server.api")
 

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
-from server.api.convert import ts
-from server.ca.manager import CaManager
-from server.datastore import DataStore, Revocation, RevocationKind
-from server.revocation import CRL_VALIDITY, build_crls
 from spiffe_py._proto.spiffepy.server.v1 import types_pb2
 from spiffe_py.clock import Clock
+from spiffe_server.api.convert import ts
+from spiffe_server.ca.manager import CaManager
+from spiffe_server.datastore import DataStore, Revocation, RevocationKind
+from spiffe_server.revocation import CRL_VALIDITY, build_crls
 
 log = logging.getLogger("spiffe_server.revocation")
 

@@ -15,24 +15,24 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 
-from server.api.errors import RequestError
-from server.api.revocation_hub import WIRE_KIND
-from server.audit import Sealer
-from server.datastore import Issuance, NotFoundError, Revocation, RevocationKind, RevocationRequest, RevokeResult
-from server.errors import FailedPreconditionError
-from server.revocation import (
+from spiffe_py._memo import Identity, Memo
+from spiffe_py.audit import AuditEvent, build_event
+from spiffe_py.errors import AuthorizationError
+from spiffe_server.api.errors import RequestError
+from spiffe_server.api.revocation_hub import WIRE_KIND
+from spiffe_server.audit import Sealer
+from spiffe_server.datastore import Issuance, NotFoundError, Revocation, RevocationKind, RevocationRequest, RevokeResult
+from spiffe_server.errors import FailedPreconditionError
+from spiffe_server.revocation import (
     check_jti,
     check_reason,
     parse_serial,
     serial_hex,
     x509_issuance,
 )
-from spiffe_py._memo import Identity, Memo
-from spiffe_py.audit import AuditEvent, build_event
-from spiffe_py.errors import AuthorizationError
 
 if TYPE_CHECKING:
-    from server.api.context import ServerContext
+    from spiffe_server.api.context import ServerContext
 
 log = logging.getLogger("spiffe_server.revocation")
 

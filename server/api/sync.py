@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from server.api.convert import bundle_to_proto
-from server.ca.manager import AuthorityKind, CaManager
 from spiffe_py._proto.spiffepy.server.v1 import agent_pb2, types_pb2
+from spiffe_server.api.convert import bundle_to_proto
+from spiffe_server.ca.manager import AuthorityKind, CaManager
 
 MAX_ENTRIES_PER_MESSAGE = 500
 MAX_REVOCATIONS_PER_MESSAGE = 5000  # ~150 bytes each: well under the 4 MiB message bound

@@ -19,9 +19,9 @@ from typing import Protocol
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from server.errors import NotFoundError
 from spiffe_py._pem import DecodeError, SigningKey, certificates_from_pem, private_key_from_any, private_key_to_pem
 from spiffe_py.fsutil import write_private
+from spiffe_server.errors import NotFoundError
 
 CaPrivateKey = SigningKey
 

@@ -5,7 +5,7 @@ subject and all extensions but the SKI. ``CertificateBuilder`` rebuilds and re-e
 that per leaf, and the API layer then re-encodes the parsed certificate for the wire. Here a
 :class:`LeafProfile` holds those shared parts as DER, built once from cryptography's own
 encodings (``Name.public_bytes``, ``ExtensionType.public_bytes``); a leaf adds its serial,
-validity, SubjectPublicKeyInfo and SKI; :mod:`server.ca.signer` signs the TBS::
+validity, SubjectPublicKeyInfo and SKI; :mod:`spiffe_server.ca.signer` signs the TBS::
 
     profile = LeafProfile.build(issuer=ca_cert, ca_key=ca_key, subject=subject, extensions=exts)
     tbs = profile.tbs(serial=serial, not_before=nb, not_after=na, public_key=pub)
@@ -29,8 +29,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from server.ca.keys import CaPrivateKey
-from server.ca.templates import CertPublicKey
+from spiffe_server.ca.keys import CaPrivateKey
+from spiffe_server.ca.templates import CertPublicKey
 
 _SEQUENCE = 0x30
 _INTEGER = 0x02

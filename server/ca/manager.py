@@ -23,10 +23,15 @@ from typing import Any, Protocol
 
 from cryptography import x509
 
-from server.ca import slots as sl
-from server.ca.keys import CaPrivateKey, KeyManager, KeyType, UpstreamAuthority
-from server.ca.signer import SignedSvid, X509Authority, sign_ca, sign_jwt, sign_x509_svid_der
-from server.ca.templates import (
+from spiffe_py import _json
+from spiffe_py._pem import DecodeError, certificates_from_pem, certificates_to_pem
+from spiffe_py.bundle import SpiffeBundle
+from spiffe_py.clock import Clock
+from spiffe_py.spiffeid import TrustDomain
+from spiffe_server.ca import slots as sl
+from spiffe_server.ca.keys import CaPrivateKey, KeyManager, KeyType, UpstreamAuthority
+from spiffe_server.ca.signer import SignedSvid, X509Authority, sign_ca, sign_jwt, sign_x509_svid_der
+from spiffe_server.ca.templates import (
     CA_SUBJECT,
     DEFAULT_CA_TTL,
     JwtSvidParams,
@@ -35,12 +40,7 @@ from server.ca.templates import (
     build_jwt_claims,
     svid_ttl_warnings,
 )
-from server.errors import CaUnavailableError, NotFoundError
-from spiffe_py import _json
-from spiffe_py._pem import DecodeError, certificates_from_pem, certificates_to_pem
-from spiffe_py.bundle import SpiffeBundle
-from spiffe_py.clock import Clock
-from spiffe_py.spiffeid import TrustDomain
+from spiffe_server.errors import CaUnavailableError, NotFoundError
 
 log = logging.getLogger(__name__)
 

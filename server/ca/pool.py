@@ -9,7 +9,7 @@ implementation of the same interface::
     outcomes = await signer.sign(ca.active_x509_ca(), items, subject=policy.svid_subject, now=now)
     signer.close()
 
-Each item is verified (:func:`server.ca.signer.public_key_from_csr`) and, when ``item.sign``,
+Each item is verified (:func:`spiffe_server.ca.signer.public_key_from_csr`) and, when ``item.sign``,
 signed; outcomes keep the items' order.
 
 Key handling (the CA key must reach a worker to sign there; measured faster than signing in the
@@ -52,11 +52,11 @@ from typing import Any, Protocol
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from server.ca.signer import X509Authority, public_key_from_csr, sign_x509_svid_der
-from server.ca.templates import SvidPolicy, X509SvidParams
-from server.errors import CaUnavailableError, InvalidCsrError
 from spiffe_py._pem import private_key_from_any, private_key_to_der
 from spiffe_py.spiffeid import SpiffeId
+from spiffe_server.ca.signer import X509Authority, public_key_from_csr, sign_x509_svid_der
+from spiffe_server.ca.templates import SvidPolicy, X509SvidParams
+from spiffe_server.errors import CaUnavailableError, InvalidCsrError
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ def _harden_worker() -> None:
         libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
 
 
-_WORKER_COMMAND = "import sys; from server.ca.pool import worker_entry; worker_entry(sys.argv[1:])"
+_WORKER_COMMAND = f"import sys; from {__name__} import worker_entry; worker_entry(sys.argv[1:])"
 
 
 def worker_entry(argv: Sequence[str]) -> None:

@@ -19,9 +19,14 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from server.ca.keys import CaPrivateKey, UpstreamAuthority
-from server.ca.leafder import LeafProfile, signature_hash
-from server.ca.templates import (
+from spiffe_py._memo import Identity, Memo
+from spiffe_py.errors import InvalidSpiffeIdError
+from spiffe_py.jwtsvid import sign_jwt_svid
+from spiffe_py.spiffeid import SpiffeId, TrustDomain
+from spiffe_py.x509svid import validate_leaf_profile, validate_signing_profile
+from spiffe_server.ca.keys import CaPrivateKey, UpstreamAuthority
+from spiffe_server.ca.leafder import LeafProfile, signature_hash
+from spiffe_server.ca.templates import (
     CA_SUBJECT,
     CertPublicKey,
     LeafFields,
@@ -31,12 +36,7 @@ from server.ca.templates import (
     build_ca_template,
     leaf_fields,
 )
-from server.errors import InvalidCsrError
-from spiffe_py._memo import Identity, Memo
-from spiffe_py.errors import InvalidSpiffeIdError
-from spiffe_py.jwtsvid import sign_jwt_svid
-from spiffe_py.spiffeid import SpiffeId, TrustDomain
-from spiffe_py.x509svid import validate_leaf_profile, validate_signing_profile
+from spiffe_server.errors import InvalidCsrError
 
 MAX_CSR_BYTES = 16 * 1024
 _MIN_RSA_BITS = 2048

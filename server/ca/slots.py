@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Generic, TypeVar
 
-from server.errors import FailedPreconditionError, NotFoundError
+from spiffe_server.errors import FailedPreconditionError, NotFoundError
 
 MAX_PREPARE_LEAD = timedelta(days=30)
 MAX_ACTIVATE_LEAD = timedelta(days=7)

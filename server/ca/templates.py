@@ -1,7 +1,7 @@
 """Unsigned certificate templates and JWT claims (pure policy; never touches a private key).
 
 SPIRE's credtemplate: TTL defaults, lifetime capping, subjects and extensions live here;
-:mod:`server.ca.signer` encodes and signs what these functions build::
+:mod:`spiffe_server.ca.signer` encodes and signs what these functions build::
 
     fields = leaf_fields(X509SvidParams(spiffe_id=sid, public_key=pub), policy=SvidPolicy(), issuer=ca_cert, now=now)
     claims = build_jwt_claims(JwtSvidParams(spiffe_id=sid, audience=("db",)), policy=SvidPolicy(),

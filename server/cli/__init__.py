@@ -20,8 +20,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from server.cli import agent, audit, bundle, entry, localauthority, mint, revocation, run, token
-from server.cli._common import run_admin
+from spiffe_server.cli import agent, audit, bundle, entry, localauthority, mint, revocation, run, token
+from spiffe_server.cli._common import run_admin
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,5 +1,5 @@
-"""``python -m server.cli``."""
+"""``python -m spiffe_server.cli``."""
 
-from server.cli import main
+from spiffe_server.cli import main
 
 raise SystemExit(main())

@@ -16,10 +16,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from server.defaults import ADMIN_SOCKET_NAME, DEFAULT_DATA_DIR_NAME, SOCKET_ENV
 from spiffe_py._duration import EXAMPLES, parse_whole_seconds
 from spiffe_py._proto.spiffepy.server.v1 import types_pb2
 from spiffe_py._text import printable
+from spiffe_server.defaults import ADMIN_SOCKET_NAME, DEFAULT_DATA_DIR_NAME, SOCKET_ENV
 
 if TYPE_CHECKING:
     from spiffe_py._proto.spiffepy.server.v1.admin_grpc import AdminAPIStub

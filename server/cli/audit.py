@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from server.cli._common import CliError, admin_parser, all_pages, emit, expires_at_arg, group, one_line
 from spiffe_py._proto.spiffepy.server.v1 import admin_pb2
+from spiffe_server.cli._common import CliError, admin_parser, all_pages, emit, expires_at_arg, group, one_line
 
 if TYPE_CHECKING:
     from spiffe_py._proto.spiffepy.server.v1.admin_grpc import AdminAPIStub
@@ -40,7 +40,7 @@ async def cmd_audit_verify(api: AdminAPIStub, args: argparse.Namespace) -> None:
     resp = await api.VerifyAudit(admin_pb2.VerifyAuditRequest())
     result: dict[str, Any] = {"ok": resp.ok, "count": resp.count}
     if resp.ok and anchor is not None:
-        from server.audit import anchor_problem
+        from spiffe_server.audit import anchor_problem
 
         problem = anchor_problem(anchor, await _record_at(api, anchor[0]))
         if problem is not None:
@@ -61,8 +61,8 @@ async def cmd_audit_verify(api: AdminAPIStub, args: argparse.Namespace) -> None:
 
 async def cmd_audit_export_head(api: AdminAPIStub, args: argparse.Namespace) -> None:
     """audit export-head"""
-    from server.audit import export_head
     from spiffe_py.fsutil import write_public
+    from spiffe_server.audit import export_head
 
     resp = await api.VerifyAudit(admin_pb2.VerifyAuditRequest())
     if not resp.ok:  # a head is worth keeping only if the chain up to it verifies
@@ -84,7 +84,7 @@ async def _record_at(api: AdminAPIStub, seq: int) -> dict[str, Any] | None:
 
 
 def _read_anchor(path: str) -> tuple[int, str]:
-    from server.audit import parse_anchor
+    from spiffe_server.audit import parse_anchor
 
     try:
         return parse_anchor(Path(path).read_text(encoding="utf-8")[:4096])

@@ -6,8 +6,8 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from server.cli._common import CliError, admin_parser, emit, group, read_file
 from spiffe_py._proto.spiffepy.server.v1 import admin_pb2, types_pb2
+from spiffe_server.cli._common import CliError, admin_parser, emit, group, read_file
 
 if TYPE_CHECKING:
     from spiffe_py._proto.spiffepy.server.v1.admin_grpc import AdminAPIStub
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 def bundle_text(pb: types_pb2.Bundle, fmt: str) -> str:
     """A wire bundle as PEM certificates or SPIFFE bundle JSON."""
-    from server.api.convert import bundle_from_proto
+    from spiffe_server.api.convert import bundle_from_proto
 
     bundle = bundle_from_proto(pb)
     if fmt == "pem":
@@ -24,10 +24,10 @@ def bundle_text(pb: types_pb2.Bundle, fmt: str) -> str:
 
 
 def _read_bundle(args: argparse.Namespace) -> types_pb2.Bundle:
-    from server.api.convert import bundle_to_proto
     from spiffe_py.bundle import SpiffeBundle, X509Bundle
     from spiffe_py.errors import SpiffeError
     from spiffe_py.spiffeid import TrustDomain
+    from spiffe_server.api.convert import bundle_to_proto
 
     try:
         td = TrustDomain.parse(args.id)

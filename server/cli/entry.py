@@ -8,7 +8,9 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from server.cli._common import (
+from spiffe_py._proto.spiffepy.server.v1 import admin_pb2, types_pb2
+from spiffe_py._text import printable
+from spiffe_server.cli._common import (
     CliError,
     admin_parser,
     emit,
@@ -24,8 +26,6 @@ from server.cli._common import (
     selector_pbs,
     selector_strings,
 )
-from spiffe_py._proto.spiffepy.server.v1 import admin_pb2, types_pb2
-from spiffe_py._text import printable
 
 if TYPE_CHECKING:
     from spiffe_py._proto.spiffepy.server.v1.admin_grpc import AdminAPIStub

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from server.cli._common import CliError, admin_parser, emit, group, pretty
 from spiffe_py._proto.spiffepy.server.v1 import admin_pb2
+from spiffe_server.cli._common import CliError, admin_parser, emit, group, pretty
 
 if TYPE_CHECKING:
     from spiffe_py._proto.spiffepy.server.v1.admin_grpc import AdminAPIStub

@@ -8,8 +8,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from server.cli._common import CliError, admin_parser, emit, group, seconds_arg
 from spiffe_py._proto.spiffepy.server.v1 import admin_pb2
+from spiffe_server.cli._common import CliError, admin_parser, emit, group, seconds_arg
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -52,8 +52,8 @@ async def cmd_x509_mint(api: AdminAPIStub, args: argparse.Namespace) -> None:
     """x509 mint"""
     from cryptography.hazmat.primitives import serialization
 
-    from server.dnsnames import DnsNameError, check_dns_name
     from spiffe_py.fsutil import write_private, write_public
+    from spiffe_server.dnsnames import DnsNameError, check_dns_name
 
     for name in args.dns_name or ():
         try:

@@ -7,19 +7,19 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from server.cli._common import CliError, admin_parser, emit, fail
 from spiffe_py._proto.spiffepy.server.v1 import admin_pb2
+from spiffe_server.cli._common import CliError, admin_parser, emit, fail
 
 if TYPE_CHECKING:
-    from server.config import ServerConfig
     from spiffe_py._proto.spiffepy.server.v1.admin_grpc import AdminAPIStub
+    from spiffe_server.config import ServerConfig
 
 _RUN_FLAGS = ("trust_domain", "data_dir", "bind_address", "bind_port", "socket_path", "database",
               "log_level", "log_format", "policy_file")
 
 
 def _load(args: argparse.Namespace) -> ServerConfig:
-    from server.config import load_config
+    from spiffe_server.config import load_config
 
     overrides = {name: getattr(args, name) for name in _RUN_FLAGS}
     return load_config(Path(args.config) if args.config else None, overrides)
@@ -27,20 +27,20 @@ def _load(args: argparse.Namespace) -> ServerConfig:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """run: start the server in the foreground until SIGTERM/SIGINT."""
-    from server.config import ConfigError
+    from spiffe_server.config import ConfigError
 
     try:
         cfg = _load(args)
     except ConfigError as err:
         return fail(str(err))
-    from server.app import run
+    from spiffe_server.app import run
 
     return run(cfg)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """validate: check the configuration without starting anything."""
-    from server.config import ConfigError
+    from spiffe_server.config import ConfigError
 
     try:
         cfg = _load(args)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 
-from server.datastore._store import SqlDataStore
-from server.datastore.base import (
+from spiffe_server.datastore._store import SqlDataStore
+from spiffe_server.datastore.base import (
     AgentStore,
     AuditStore,
     BundleStore,
@@ -24,7 +24,7 @@ from server.datastore.base import (
     RevocationStore,
     TokenStore,
 )
-from server.datastore.errors import (
+from spiffe_server.datastore.errors import (
     AlreadyExistsError,
     ConflictError,
     DataStoreError,
@@ -33,7 +33,7 @@ from server.datastore.errors import (
     NotFoundError,
     SchemaVersionError,
 )
-from server.datastore.models import (
+from spiffe_server.datastore.models import (
     AgentFilter,
     AttestedAgent,
     AuditCheckpoint,
@@ -77,9 +77,9 @@ def open_datastore(target: str | os.PathLike[str]) -> DataStore:
     """Open by URL scheme: ``postgresql://``/``postgres://``, ``sqlite:///path``, or a plain file/dir path."""
     text = os.fspath(target)
     if text.startswith(_POSTGRES_SCHEMES):
-        from server.datastore.postgres import open_postgres  # psycopg only when asked for
+        from spiffe_server.datastore.postgres import open_postgres  # psycopg only when asked for
 
         return open_postgres(text)
-    from server.datastore.sqlite import open_sqlite
+    from spiffe_server.datastore.sqlite import open_sqlite
 
     return open_sqlite(text.removeprefix(_SQLITE_SCHEME))

@@ -14,8 +14,9 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from server.datastore.errors import InvalidArgumentError
-from server.datastore.models import (
+from spiffe_py.selectors import Selector
+from spiffe_server.datastore.errors import InvalidArgumentError
+from spiffe_server.datastore.models import (
     AttestedAgent,
     AuditCheckpoint,
     AuditRecord,
@@ -24,7 +25,6 @@ from server.datastore.models import (
     Revocation,
     RevocationKind,
 )
-from spiffe_py.selectors import Selector
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from server.datastore._codec import selector_key, to_micros
-from server.datastore.models import AgentFilter, AuditFilter, EntryFilter, MatchMode, SelectorMatch
+from spiffe_server.datastore._codec import selector_key, to_micros
+from spiffe_server.datastore.models import AgentFilter, AuditFilter, EntryFilter, MatchMode, SelectorMatch
 
 Clause = tuple[str, list[object]]
 

@@ -14,10 +14,10 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any, TypeVar
 
-from server.datastore import _codec as codec
-from server.datastore._query import Clause, agent_where, audit_where, entry_where, revocation_where
-from server.datastore.base import AuditAppend
-from server.datastore.errors import (
+from spiffe_server.datastore import _codec as codec
+from spiffe_server.datastore._query import Clause, agent_where, audit_where, entry_where, revocation_where
+from spiffe_server.datastore.base import AuditAppend
+from spiffe_server.datastore.errors import (
     AlreadyExistsError,
     ConflictError,
     DataStoreError,
@@ -25,7 +25,7 @@ from server.datastore.errors import (
     LimitExceededError,
     NotFoundError,
 )
-from server.datastore.models import (
+from spiffe_server.datastore.models import (
     MAX_IDS_PER_QUERY,
     MAX_ISSUANCES_PER_QUERY,
     MAX_JOURNAL_BYTES,
@@ -54,7 +54,7 @@ from server.datastore.models import (
     check_str,
     check_time,
 )
-from server.datastore.schema import Backend, Tx, UniqueViolation, migrate
+from spiffe_server.datastore.schema import Backend, Tx, UniqueViolation, migrate
 
 _ENTRY_SELECT = f"SELECT {', '.join('e.' + c for c in codec.ENTRY_COLUMNS)} FROM entries e"
 _AGENT_COLS = ", ".join(codec.AGENT_COLUMNS)

@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Protocol
 
-from server.datastore.errors import DataStoreError
-from server.datastore.models import (
+from spiffe_server.datastore.errors import DataStoreError
+from spiffe_server.datastore.models import (
     AgentFilter,
     AttestedAgent,
     AuditCheckpoint,

@@ -20,8 +20,8 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Generic, TypeVar
 
-from server.datastore.errors import InvalidArgumentError
 from spiffe_py.selectors import Selector
+from spiffe_server.datastore.errors import InvalidArgumentError
 
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100

@@ -17,10 +17,10 @@ from typing import Any
 
 import psycopg
 
-from server.datastore._store import SqlDataStore
-from server.datastore.errors import DataStoreError
-from server.datastore.models import MAX_REVOCATIONS
-from server.datastore.schema import POSTGRES, UniqueViolation
+from spiffe_server.datastore._store import SqlDataStore
+from spiffe_server.datastore.errors import DataStoreError
+from spiffe_server.datastore.models import MAX_REVOCATIONS
+from spiffe_server.datastore.schema import POSTGRES, UniqueViolation
 
 DEFAULT_POOL_SIZE = 4
 _CONNECT_TIMEOUT_S = 10

@@ -13,7 +13,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from server.datastore.errors import DataStoreError, SchemaVersionError
+from spiffe_server.datastore.errors import DataStoreError, SchemaVersionError
 
 
 class UniqueViolation(DataStoreError):

@@ -14,10 +14,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from server.datastore._store import SqlDataStore
-from server.datastore.errors import DataStoreError
-from server.datastore.models import MAX_REVOCATIONS
-from server.datastore.schema import SQLITE, UniqueViolation
+from spiffe_server.datastore._store import SqlDataStore
+from spiffe_server.datastore.errors import DataStoreError
+from spiffe_server.datastore.models import MAX_REVOCATIONS
+from spiffe_server.datastore.schema import SQLITE, UniqueViolation
 
 DEFAULT_FILENAME = "datastore.sqlite3"
 _BUSY_TIMEOUT_S = 30.0

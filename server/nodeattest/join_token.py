@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from server.errors import AttestationError
-from server.nodeattest.base import AttestResult, ChallengeFn, PluginConfigError, PluginHost, agent_id
 from spiffe_py.spiffeid import SpiffeId, TrustDomain
+from spiffe_server.errors import AttestationError
+from spiffe_server.nodeattest.base import AttestResult, ChallengeFn, PluginConfigError, PluginHost, agent_id
 
 NAME = "join_token"
 REF_HEX_DIGITS = 32  # 128 bits of SHA-256: no two tokens share an agent ID

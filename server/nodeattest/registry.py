@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from server.nodeattest import join_token, x509pop
-from server.nodeattest.base import NodeAttestorPlugin
+from spiffe_server.nodeattest import join_token, x509pop
+from spiffe_server.nodeattest.base import NodeAttestorPlugin
 
 _PLUGINS = MappingProxyType({p.name: p for p in (
     NodeAttestorPlugin(join_token.NAME, join_token.parse_config, join_token.build, enabled_by_default=True),

@@ -27,13 +27,13 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
-from server.errors import AttestationError
-from server.nodeattest.base import AttestResult, ChallengeFn, PluginHost, agent_id, string_key
 from spiffe_py import _pem
 from spiffe_py._x509pop import new_nonce, verify_x509pop_response
 from spiffe_py.errors import SpiffeError
 from spiffe_py.selectors import Selector
 from spiffe_py.spiffeid import TrustDomain
+from spiffe_server.errors import AttestationError
+from spiffe_server.nodeattest.base import AttestResult, ChallengeFn, PluginHost, agent_id, string_key
 
 NAME = "x509pop"
 MAX_PAYLOAD_BYTES = 64 * 1024

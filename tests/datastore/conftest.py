@@ -17,9 +17,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from server.datastore import SqlDataStore
-from server.datastore.postgres import open_postgres
-from server.datastore.sqlite import open_sqlite
+from spiffe_server.datastore import SqlDataStore
+from spiffe_server.datastore.postgres import open_postgres
+from spiffe_server.datastore.sqlite import open_sqlite
 from tests.support import unavailable
 from tests.support.postgres import PostgresUnavailable, check_reachable, postgres_url
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from server.datastore import AttestedAgent, RegistrationEntry
 from spiffe_py.selectors import Selector
+from spiffe_server.datastore import AttestedAgent, RegistrationEntry
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 LATER = NOW + timedelta(hours=1)

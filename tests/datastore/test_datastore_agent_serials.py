@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from server.datastore import AttestedAgent, ConflictError, InvalidArgumentError, NotFoundError, SqlDataStore
-from server.datastore.postgres import PostgresBackend
-from server.datastore.schema import MIGRATIONS, migrate
-from server.datastore.sqlite import SqliteBackend
+from spiffe_server.datastore import AttestedAgent, ConflictError, InvalidArgumentError, NotFoundError, SqlDataStore
+from spiffe_server.datastore.postgres import PostgresBackend
+from spiffe_server.datastore.schema import MIGRATIONS, migrate
+from spiffe_server.datastore.sqlite import SqliteBackend
 from tests.datastore.conftest import StoreFactory
 from tests.datastore.helpers import AGENT_ID, LATER, NOW, TD, make_agent
 

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from grpclib.const import Status
 
-from server.api.errors import status_for
-from server.datastore import (
+from spiffe_server.api.errors import status_for
+from spiffe_server.datastore import (
     AuditRecord,
     BundleRecord,
     EntryFilter,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from server.datastore import EntryFilter, Page
-from server.datastore._store import SqlDataStore
-from server.datastore.errors import AlreadyExistsError, NotFoundError
+from spiffe_server.datastore import EntryFilter, Page
+from spiffe_server.datastore._store import SqlDataStore
+from spiffe_server.datastore.errors import AlreadyExistsError, NotFoundError
 from tests.datastore.helpers import TD, make_entry, sel
 
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from server.datastore import (
+from spiffe_server.datastore import (
     AuditRecord,
     ConflictError,
     Issuance,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from server.datastore import (
+from spiffe_server.datastore import (
     AuditRecord,
     BundleRecord,
     DataStore,
@@ -17,8 +17,8 @@ from server.datastore import (
     SqlDataStore,
     open_datastore,
 )
-from server.datastore.schema import MIGRATIONS, POSTGRES, SQLITE
-from server.datastore.sqlite import DEFAULT_FILENAME
+from spiffe_server.datastore.schema import MIGRATIONS, POSTGRES, SQLITE
+from spiffe_server.datastore.sqlite import DEFAULT_FILENAME
 from tests.datastore.conftest import StoreFactory
 from tests.datastore.helpers import AGENT_ID, LATER, NOW, make_agent, make_entry
 

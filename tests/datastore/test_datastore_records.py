@@ -8,8 +8,8 @@ from datetime import timedelta
 import pytest
 from grpclib.const import Status
 
-from server.api.errors import status_for
-from server.datastore import (
+from spiffe_server.api.errors import status_for
+from spiffe_server.datastore import (
     AuditCheckpoint,
     AuditFilter,
     AuditRecord,
@@ -23,7 +23,7 @@ from server.datastore import (
     RevocationKind,
     SqlDataStore,
 )
-from server.datastore.models import MAX_JOURNAL_BYTES
+from spiffe_server.datastore.models import MAX_JOURNAL_BYTES
 from tests.datastore.conftest import StoreFactory
 from tests.datastore.helpers import LATER, NOW, TD
 

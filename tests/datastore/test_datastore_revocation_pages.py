@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import pytest
 
-from server.datastore import InvalidArgumentError, Page, Revocation, RevocationKind, SqlDataStore
+from spiffe_server.datastore import InvalidArgumentError, Page, Revocation, RevocationKind, SqlDataStore
 from tests.datastore.helpers import LATER, NOW, TD
 
 SERIALS = [f"{n:04x}" for n in range(0, 34, 2)]  # 17 hex serials

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from server.datastore import (
+from spiffe_server.datastore import (
     AuditCheckpoint,
     AuditRecord,
     ConflictError,

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 
-from server.datastore import (
+from spiffe_server.datastore import (
     AgentFilter,
     AlreadyExistsError,
     JoinToken,

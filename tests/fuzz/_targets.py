@@ -20,11 +20,16 @@ from grpclib.const import Status
 from grpclib.encoding.proto import ProtoCodec
 from grpclib.exceptions import GRPCError
 
-from agent.workloadapi.convert import audience_list
-from agent.workloadapi.jwt import JwtSvidValidator
-from agent.workloadapi.status import status_for as workload_status_for
-from server.api.admin_service import check_audience
-from server.api.convert import (
+from spiffe_agent.workloadapi.convert import audience_list
+from spiffe_agent.workloadapi.jwt import JwtSvidValidator
+from spiffe_agent.workloadapi.status import status_for as workload_status_for
+from spiffe_py._proto import workload_pb2
+from spiffe_py._proto.spiffepy.server.v1 import admin_pb2, agent_pb2
+from spiffe_py.clock import ManualClock
+from spiffe_py.errors import SpiffeError
+from spiffe_py.spiffeid import SpiffeId, TrustDomain
+from spiffe_server.api.admin_service import check_audience
+from spiffe_server.api.convert import (
     bundle_from_proto,
     bundle_to_proto,
     check_ttl,
@@ -33,16 +38,11 @@ from server.api.convert import (
     parse_selectors,
     parse_workload_id,
 )
-from server.api.errors import status_for as server_status_for
-from server.ca.signer import parse_csr, public_key_from_csr
-from server.nodeattest.join_token import JoinTokenAttestor, MemoryJoinTokenStore
-from server.nodeattest.x509pop import X509PopAttestor
-from server.revocation import check_jti, check_reason, parse_serial
-from spiffe_py._proto import workload_pb2
-from spiffe_py._proto.spiffepy.server.v1 import admin_pb2, agent_pb2
-from spiffe_py.clock import ManualClock
-from spiffe_py.errors import SpiffeError
-from spiffe_py.spiffeid import SpiffeId, TrustDomain
+from spiffe_server.api.errors import status_for as server_status_for
+from spiffe_server.ca.signer import parse_csr, public_key_from_csr
+from spiffe_server.nodeattest.join_token import JoinTokenAttestor, MemoryJoinTokenStore
+from spiffe_server.nodeattest.x509pop import X509PopAttestor
+from spiffe_server.revocation import check_jti, check_reason, parse_serial
 from tests.fuzz._fuzz import NOW, assert_outcome, attempt
 from tests.fuzz._proto import request_classes
 from tests.support.ca import CA

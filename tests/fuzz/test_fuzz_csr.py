@@ -11,9 +11,9 @@ from cryptography.x509.oid import NameOID
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from server.ca.signer import ParsedCsr, parse_csr, public_key_from_csr
-from server.errors import InvalidCsrError
 from spiffe_py.spiffeid import SpiffeId
+from spiffe_server.ca.signer import ParsedCsr, parse_csr, public_key_from_csr
+from spiffe_server.errors import InvalidCsrError
 from tests.fuzz import _der
 from tests.fuzz._fuzz import COSTLY, MEDIUM, assert_outcome, attempt, mutate
 

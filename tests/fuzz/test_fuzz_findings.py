@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from server.api.convert import entry_from_proto
-from server.audit import ForwardError
 from spiffe_py._proto.spiffepy.server.v1 import types_pb2
 from spiffe_py.errors import SpiffeError
 from spiffe_py.spiffeid import TrustDomain
+from spiffe_server.api.convert import entry_from_proto
+from spiffe_server.audit import ForwardError
 from tests.fuzz._fuzz import NOW, assert_outcome, attempt
 
 TD = TrustDomain.parse("example.org")
@@ -19,6 +19,6 @@ def test_entry_expiring_after_year_9999_is_a_request_error() -> None:
 
 
 def test_forwarded_audit_record_nested_deeply_is_a_forward_error() -> None:
-    from server.audit import _parse_forwarded  # the parser ForwardAudit runs on an agent's records
+    from spiffe_server.audit import _parse_forwarded  # the parser ForwardAudit runs on an agent's records
 
     assert_outcome(attempt(_parse_forwarded, ["[" * 5000]), list, ForwardError)

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.workloadapi.jwt import JwtSvidValidator
+from spiffe_agent.workloadapi.jwt import JwtSvidValidator
 from spiffe_py.bundle import BundleSet
 from spiffe_py.clock import ManualClock
 from spiffe_py.errors import BundleNotFoundError, InvalidJwtSvidError, SpiffeError

@@ -9,9 +9,9 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.attest.docker import container_id_from_cgroup
-from agent.attest.procfs import StatusIds, parse_stat_start_time, parse_status
-from agent.errors import ContainerIdError, WorkloadAttestationError
+from spiffe_agent.attest.docker import container_id_from_cgroup
+from spiffe_agent.attest.procfs import StatusIds, parse_stat_start_time, parse_status
+from spiffe_agent.errors import ContainerIdError, WorkloadAttestationError
 from tests.fuzz._fuzz import CHEAP, assert_outcome, attempt
 
 _HEX64 = st.text(alphabet="0123456789abcdef", min_size=64, max_size=64)

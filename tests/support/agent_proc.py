@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from server.nodeattest.join_token import join_token_agent_id
 from spiffe_py.spiffeid import TrustDomain
+from spiffe_server.nodeattest.join_token import join_token_agent_id
 from tests.support.proc import spawn, terminate
 from tests.support.server_proc import ServerError, ServerProc
 

@@ -1,4 +1,4 @@
-"""Stand-ins for :class:`agent.attest.caller.Caller` where an attestor reads only the pid."""
+"""Stand-ins for :class:`spiffe_agent.attest.caller.Caller` where an attestor reads only the pid."""
 
 from __future__ import annotations
 

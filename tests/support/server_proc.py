@@ -86,7 +86,7 @@ class ServerProc:
 
     def run_args(self) -> list[str]:
         """The ``run`` command line."""
-        args = [sys.executable, "-m", "server.cli", "run", "--trust-domain", self.trust_domain,
+        args = [sys.executable, "-m", "spiffe_server.cli", "run", "--trust-domain", self.trust_domain,
                 "--data-dir", str(self.data_dir), "--bind-port", str(self.port), *self.extra_args]
         if self.config_path is not None:
             args += ["--config", str(self.config_path)]
@@ -118,7 +118,7 @@ class ServerProc:
     def cli(self, *args: str, check: bool = True, stdin: bytes | None = None,
             socket_path: Path | None = None) -> subprocess.CompletedProcess[str]:
         """Run ``spiffe-server <args> --socket-path <ours>``; ``check`` asserts exit status 0."""
-        cmd = [sys.executable, "-m", "server.cli", *args, "--socket-path", str(socket_path or self.socket_path)]
+        cmd = [sys.executable, "-m", "spiffe_server.cli", *args, "--socket-path", str(socket_path or self.socket_path)]
         result = subprocess.run(cmd, check=False, input=stdin.decode() if stdin is not None else None,
                                 capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         if check and result.returncode != 0:

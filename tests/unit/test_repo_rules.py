@@ -1,7 +1,9 @@
 """Repository rules checked on the source tree (docs/contracts.md, "Rules that bind every module").
 
-- Imports point one way: `spiffe_py` imports neither `server` nor `agent`; those two never
-  import each other.
+- Imports point one way: `spiffe_py` imports neither `spiffe_server` nor `spiffe_agent`; those
+  two never import each other. The folders `server/` and `agent/` are installed under those
+  names (pyproject's package-dir); nothing imports the generic names `server` or `agent`, and
+  pyproject lists every package of the three folders.
 - No import cycles among the modules of `spiffe_py`, `server` and `agent` (every import counts:
   module level, under `TYPE_CHECKING` and inside functions).
 - The public library (`spiffe_py` modules with no `_`-prefixed part) pulls in none of the
@@ -17,14 +19,18 @@ to find something.
 from __future__ import annotations
 
 import ast
+import tomllib
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("spiffe_py", "server", "agent")
-FORBIDDEN_IMPORTS = {"spiffe_py": {"server", "agent"}, "server": {"agent"}, "agent": {"server"}}
+# folder -> installed import name
+PACKAGES = {"spiffe_py": "spiffe_py", "server": "spiffe_server", "agent": "spiffe_agent"}
+GENERIC = {"server", "agent"}  # the folder names: never imported (the wheel does not install them)
+FORBIDDEN_IMPORTS = {"spiffe_py": {"spiffe_server", "spiffe_agent", *GENERIC},
+                     "server": {"spiffe_agent", *GENERIC}, "agent": {"spiffe_server", *GENERIC}}
 # Test-only dependencies (the `test` extra): runtime code must not need them, or
 # `pip install spiffe-py` (and ./quickstart.sh) would break at import time.
 TEST_ONLY_IMPORTS = frozenset({"jwt", "spiffe", "pytest", "hypothesis", "grpc_tools", "tests"})
@@ -77,8 +83,9 @@ def import_violations(root: Path) -> list[str]:
 
 
 def module_name(rel: str) -> str:
-    """``a/b/c.py`` -> ``a.b.c``; ``a/b/__init__.py`` -> ``a.b``."""
+    """``server/b/c.py`` -> ``spiffe_server.b.c``; ``a/b/__init__.py`` -> ``a.b`` (installed names)."""
     parts = rel.removesuffix(".py").split("/")
+    parts[0] = PACKAGES.get(parts[0], parts[0])
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
@@ -157,7 +164,7 @@ def import_cycles(graph: Mapping[str, Iterable[str]]) -> list[list[str]]:
 
 def cycle_violations(root: Path) -> list[str]:
     """Every import cycle among the packages' modules, as 'a <-> b <-> c'."""
-    modules = {name: mod for name, mod in all_modules(root).items() if not name.startswith(GENERATED.replace("/", "."))}
+    modules = {name: mod for name, mod in all_modules(root).items() if not name.startswith(module_name(GENERATED))}
     return [" <-> ".join(group) for group in import_cycles(import_graph(modules))]
 
 
@@ -223,8 +230,24 @@ def wall_clock_violations(root: Path, allowlist: frozenset[str] = WALL_CLOCK_ALL
 
 
 def test_imports_point_one_way() -> None:
-    """spiffe_py <- server, spiffe_py <- agent; never server <-> agent."""
+    """spiffe_py <- spiffe_server, spiffe_py <- spiffe_agent; never server <-> agent."""
     assert import_violations(REPO_ROOT) == []
+
+
+def packaged(root: Path) -> tuple[set[str], set[str]]:
+    """(the packages pyproject installs, the packages the three folders hold), by import name."""
+    setuptools = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert setuptools["package-dir"] == {name: folder for folder, name in PACKAGES.items() if name != folder}
+    on_disk = {module_name(p.relative_to(root).as_posix()) for folder in PACKAGES
+               for p in (root / folder).rglob("__init__.py")}
+    return set(setuptools["packages"]), on_disk
+
+
+def test_pyproject_installs_every_package_under_its_own_name() -> None:
+    """A package missing from the list would be left out of the wheel (and of editable installs)."""
+    listed, on_disk = packaged(REPO_ROOT)
+    assert listed == on_disk
+    assert not {p.split(".", 1)[0] for p in listed} & GENERIC
 
 
 def test_no_wall_clock_outside_allowlist() -> None:
@@ -259,19 +282,32 @@ def test_import_checker_catches_violations(tmp_path: Path) -> None:
     _write_tree(
         tmp_path,
         {
-            "spiffe_py/a.py": "import os\nimport server.x\n",
-            "spiffe_py/_proto/gen.py": "import agent\n",  # generated code is not checked
-            "server/b.py": "from spiffe_py import x\nfrom agent.y import z\nfrom . import sibling\n",
-            "agent/c.py": "import spiffe_py\n\n\ndef f():\n    import server\n",
+            "spiffe_py/a.py": "import os\nimport spiffe_server.x\n",
+            "spiffe_py/_proto/gen.py": "import spiffe_agent\n",  # generated code is not checked
+            "server/b.py": "from spiffe_py import x\nfrom spiffe_agent.y import z\nfrom . import sibling\n",
+            "agent/c.py": "import spiffe_py\n\n\ndef f():\n    import spiffe_server\n",
             "server/d.py": "import jwt\n",  # PyJWT is a test-only dependency
+            "server/e.py": "from server.api import x\n",  # the folder name is not an import name
         },
     )
     assert import_violations(tmp_path) == [
-        "spiffe_py/a.py:2: spiffe_py must not import server.x",
-        "server/b.py:2: server must not import agent.y",
+        "spiffe_py/a.py:2: spiffe_py must not import spiffe_server.x",
+        "server/b.py:2: server must not import spiffe_agent.y",
         "server/d.py:1: server must not import jwt",
-        "agent/c.py:5: agent must not import server",
+        "server/e.py:1: server must not import server.api",
+        "agent/c.py:5: agent must not import spiffe_server",
     ]
+
+
+def test_packaging_checker_sees_a_missing_package(tmp_path: Path) -> None:
+    """Self-test: a package on disk that pyproject does not list is reported."""
+    _write_tree(tmp_path, {
+        "pyproject.toml": ('[tool.setuptools]\npackages = ["spiffe_py", "spiffe_server"]\n'
+                           'package-dir = {"spiffe_server" = "server", "spiffe_agent" = "agent"}\n'),
+        "spiffe_py/__init__.py": "", "server/__init__.py": "", "server/api/__init__.py": "",
+    })
+    listed, on_disk = packaged(tmp_path)
+    assert on_disk - listed == {"spiffe_server.api"}
 
 
 def test_cycle_checker_catches_cycles(tmp_path: Path) -> None:
@@ -283,19 +319,19 @@ def test_cycle_checker_catches_cycles(tmp_path: Path) -> None:
             "spiffe_py/base.py": "import os\n",
             "server/__init__.py": "",
             "server/api/__init__.py": "",
-            "server/api/context.py": "from server.api.revocations import Hub\nimport spiffe_py\n",
+            "server/api/context.py": "from spiffe_server.api.revocations import Hub\nimport spiffe_py\n",
             "server/api/revocations.py": (
-                "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from server.api.context import Ctx\n"
+                "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from spiffe_server.api.context import Ctx\n"
             ),
             "agent/__init__.py": "",
             "agent/a.py": "from . import b\n",
-            "agent/b.py": "def f():\n    from agent.c import g\n",
-            "agent/c.py": "import agent.a.thing\n",
+            "agent/b.py": "def f():\n    from spiffe_agent.c import g\n",
+            "agent/c.py": "import spiffe_agent.a.thing\n",
         },
     )
     assert cycle_violations(tmp_path) == [
-        "agent.a <-> agent.b <-> agent.c",
-        "server.api.context <-> server.api.revocations",
+        "spiffe_agent.a <-> spiffe_agent.b <-> spiffe_agent.c",
+        "spiffe_server.api.context <-> spiffe_server.api.revocations",
     ]
 
 

@@ -22,12 +22,12 @@ from pathlib import Path
 import pytest
 from grpclib.client import Channel, Stream
 
-from server.nodeattest.join_token import join_token_agent_id
 from spiffe_py._proto import workload_pb2
 from spiffe_py._proto.spiffepy.server.v1 import admin_pb2, types_pb2
 from spiffe_py._proto.spiffepy.server.v1.admin_grpc import AdminAPIStub
 from spiffe_py._proto.workload_grpc import SpiffeWorkloadAPIStub
 from spiffe_py.spiffeid import TrustDomain
+from spiffe_server.nodeattest.join_token import join_token_agent_id
 from tests.support.proc import spawn, terminate
 from tests.support.server_proc import free_port
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.attest.base import CallerAttestor
-from agent.attest.caller import capture
-from agent.attest.procfs import LinuxProcFs, boot_ticks, parse_status
-from agent.attest.unix import SystemUserDb, UnixAttestor
-from agent.errors import WorkloadAttestationError
+from spiffe_agent.attest.base import CallerAttestor
+from spiffe_agent.attest.caller import capture
+from spiffe_agent.attest.procfs import LinuxProcFs, boot_ticks, parse_status
+from spiffe_agent.attest.unix import SystemUserDb, UnixAttestor
+from spiffe_agent.errors import WorkloadAttestationError
 from spiffe_py.selectors import Selector
 
 CAP = 1 << 20

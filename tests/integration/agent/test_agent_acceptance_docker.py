@@ -14,9 +14,9 @@ from contextlib import contextmanager
 
 import pytest
 
-from agent.attest.docker import INSPECT_CACHE_TTL, ContainerInfo, DockerAttestor, DockerEngineApi
-from agent.attest.docker import socket_path_from_docker_host as docker_socket
-from agent.attest.procfs import LinuxProcFs
+from spiffe_agent.attest.docker import INSPECT_CACHE_TTL, ContainerInfo, DockerAttestor, DockerEngineApi
+from spiffe_agent.attest.docker import socket_path_from_docker_host as docker_socket
+from spiffe_agent.attest.procfs import LinuxProcFs
 from tests.integration.agent.conftest import TD, Env, running_env
 from tests.support.callers import pid_caller
 from tests.support.docker_engine import DockerEngine
@@ -56,7 +56,7 @@ def run_in_container(engine: DockerEngine, env: Env, argv: list[str], labels: di
 
 def cli_fetch(env: Env) -> list[str]:
     """Our CLI's `api fetch x509` command line, run with the host interpreter."""
-    code = "from agent.cli import main; raise SystemExit(main())"
+    code = "from spiffe_agent.cli import main; raise SystemExit(main())"
     socket = str(env.socket_path)
     return [sys.executable, "-c", code, "api", "fetch", "x509", "--socket-path", socket, "--output", "json"]
 

@@ -9,8 +9,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from agent.attest.docker import DockerAttestor, DockerEngineApi, container_id_from_cgroup, socket_path_from_docker_host
-from agent.attest.procfs import LinuxProcFs
+from spiffe_agent.attest.docker import (
+    DockerAttestor,
+    DockerEngineApi,
+    container_id_from_cgroup,
+    socket_path_from_docker_host,
+)
+from spiffe_agent.attest.procfs import LinuxProcFs
 from tests.integration.agent.conftest import TD, Env, running_env
 from tests.support.callers import pid_caller
 from tests.support.docker_engine import DockerEngine
@@ -61,7 +66,7 @@ def docker_env(docker_engine: DockerEngine) -> Iterator[Env]:
 
 def test_container_workload_gets_svid_by_docker_label(docker_engine: DockerEngine, docker_env: Env) -> None:
     """A process inside a labelled container fetches its SVID through the bind-mounted socket."""
-    code = "from agent.cli import main; raise SystemExit(main())"
+    code = "from spiffe_agent.cli import main; raise SystemExit(main())"
     argv = [sys.executable, "-c", code, "api", "fetch", "x509", "--socket-path", str(docker_env.socket_path)]
     cid = docker_engine.run([*argv, "--output", "json"], labels={"app": "web"}, share=docker_env.root)
     try:

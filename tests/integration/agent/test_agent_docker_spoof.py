@@ -17,9 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from agent.attest.docker import DockerAttestor, DockerEngineApi, container_id_from_cgroup, socket_path_from_docker_host
-from agent.attest.procfs import LinuxProcFs
-from agent.errors import WorkloadAttestationError
+from spiffe_agent.attest.docker import (
+    DockerAttestor,
+    DockerEngineApi,
+    container_id_from_cgroup,
+    socket_path_from_docker_host,
+)
+from spiffe_agent.attest.procfs import LinuxProcFs
+from spiffe_agent.errors import WorkloadAttestationError
 from spiffe_py.selectors import Selector
 from tests.support.callers import pid_caller
 from tests.support.docker_engine import DockerEngine

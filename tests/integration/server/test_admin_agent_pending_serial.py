@@ -13,8 +13,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from grpclib.const import Status
 
-from server.revocation import serial_hex
 from spiffe_py._proto.spiffepy.server.v1 import agent_pb2
+from spiffe_server.revocation import serial_hex
 from tests.integration.server.agent_client import TestAgent, agent_channel, attest, csr_for, server_roots
 from tests.support.server_proc import ServerProc
 

@@ -16,10 +16,10 @@ from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from server.api.convert import jwt_claims_of
-from server.revocation import serial_hex
 from spiffe_py._proto.spiffepy.server.v1 import admin_pb2
 from spiffe_py._proto.spiffepy.server.v1.admin_grpc import AdminAPIStub
+from spiffe_server.api.convert import jwt_claims_of
+from spiffe_server.revocation import serial_hex
 from tests.integration.server.agent_client import csr_for
 from tests.support.server_proc import ServerProc
 

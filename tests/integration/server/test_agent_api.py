@@ -16,11 +16,11 @@ from cryptography.x509.oid import NameOID
 from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError
 
-from server.nodeattest.join_token import join_token_agent_id
 from spiffe_py._proto.spiffepy.server.v1 import admin_pb2, agent_pb2
 from spiffe_py._proto.spiffepy.server.v1.admin_grpc import AdminAPIStub
 from spiffe_py._x509pop import x509pop_respond
 from spiffe_py.spiffeid import TrustDomain
+from spiffe_server.nodeattest.join_token import join_token_agent_id
 from tests.integration.server.agent_client import (
     TestAgent,
     agent_channel,

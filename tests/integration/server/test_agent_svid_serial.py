@@ -19,9 +19,9 @@ from cryptography.x509.oid import NameOID
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from server.revocation import serial_hex
 from spiffe_py._proto.spiffepy.server.v1 import agent_pb2
 from spiffe_py._x509pop import x509pop_respond
+from spiffe_server.revocation import serial_hex
 from tests.integration.server.agent_client import TestAgent, agent_channel, attest, csr_for, server_roots
 from tests.support.ca import CA, Issued
 from tests.support.server_proc import ServerProc

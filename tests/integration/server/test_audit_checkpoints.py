@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from server.audit import CHECKPOINT_KEY_FILE, CentralAudit, CheckpointSigner, verify_store
-from server.datastore import AuditCheckpoint, DataStore, open_datastore
-from server.metrics import REGISTRY
 from spiffe_py.audit import AuditEvent, BreakKind, build_event
 from spiffe_py.clock import ManualClock
+from spiffe_server.audit import CHECKPOINT_KEY_FILE, CentralAudit, CheckpointSigner, verify_store
+from spiffe_server.datastore import AuditCheckpoint, DataStore, open_datastore
+from spiffe_server.metrics import REGISTRY
 from tests.support.server_proc import ServerProc
 
 NOW = datetime(2026, 5, 6, 7, 8, 9, tzinfo=UTC)

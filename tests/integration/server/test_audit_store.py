@@ -10,9 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from server.audit import CentralAudit, ForwardError, verify_store
-from server.datastore import DataStore, open_datastore
-from server.metrics import AUDIT_WRITE_FAILURES, REGISTRY
 from spiffe_py.audit import (
     AuditEvent,
     AuditWriteError,
@@ -23,6 +20,9 @@ from spiffe_py.audit import (
     verify_chain,
 )
 from spiffe_py.clock import ManualClock
+from spiffe_server.audit import CentralAudit, ForwardError, verify_store
+from spiffe_server.datastore import DataStore, open_datastore
+from spiffe_server.metrics import AUDIT_WRITE_FAILURES, REGISTRY
 from tests.support.audit_sink import sealed_lines
 
 NOW = datetime(2026, 5, 6, 7, 8, 9, tzinfo=UTC)

@@ -21,9 +21,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from grpclib.const import Status
 
-from server.datastore import RegistrationEntry, open_datastore
 from spiffe_py._proto.spiffepy.server.v1 import agent_pb2
 from spiffe_py.selectors import Selector
+from spiffe_server.datastore import RegistrationEntry, open_datastore
 from tests.integration.server.agent_client import agent_channel, attest, csr_for
 from tests.support.server_proc import ServerProc
 
@@ -280,7 +280,7 @@ def test_write_into_unwritable_directory_reports_permission_denied(tmp_path: Pat
             for args, target in cases:
                 res = subprocess.run(check=False, args=[
                     "setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", sys.executable, "-m",
-                    "server.cli", *args, "--write", str(target), "--socket-path", str(srv.socket_path)],
+                    "spiffe_server.cli", *args, "--write", str(target), "--socket-path", str(srv.socket_path)],
                     capture_output=True, text=True, timeout=60, cwd="/")
                 assert res.returncode == 1, res.stderr
                 assert res.stderr.strip() == f"error: --write: cannot write {str(target)!r}: Permission denied"

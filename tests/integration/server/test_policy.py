@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from server.app import POLICY_POLL_SECONDS
 from spiffe_py._proto.spiffepy.server.v1 import agent_pb2
+from spiffe_server.app import POLICY_POLL_SECONDS
 from tests.integration.server.agent_client import TestAgent, agent_channel, attest, csr_for
 from tests.support.server_proc import ServerProc
 

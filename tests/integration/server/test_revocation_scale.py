@@ -18,8 +18,8 @@ import pytest
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from server.datastore import Issuance, RevocationKind, open_datastore
 from spiffe_py._proto.spiffepy.server.v1 import agent_pb2
+from spiffe_server.datastore import Issuance, RevocationKind, open_datastore
 from tests.integration.server.agent_client import agent_channel, attest
 from tests.support.server_proc import ServerProc
 

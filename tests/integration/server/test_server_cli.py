@@ -25,6 +25,8 @@ from tests.support.server_proc import ServerProc
 TD = "spiffe://example.org"
 PARENT = f"{TD}/spire/agent/join_token/abc"
 
+SERVER_CLI = [sys.executable, "-m", "spiffe_server.cli"]
+
 
 def _create(srv: ServerProc, spiffe_id: str = f"{TD}/web", *extra: str) -> dict[str, object]:
     return srv.cli_json("entry", "create", "--spiffe-id", spiffe_id, "--parent-id", PARENT,
@@ -43,20 +45,20 @@ def _fails(srv: ServerProc, *args: str) -> str:
 def test_validate_accepts_good_and_names_unknown_key(tmp_path: Path) -> None:
     good = tmp_path / "ok.toml"
     good.write_text('trust_domain = "example.org"\nca_ttl = "60s"\n')
-    ok = subprocess.run(check=False, args=[sys.executable, "-m", "server.cli", "validate", "--config", str(good)],
+    ok = subprocess.run(check=False, args=[*SERVER_CLI, "validate", "--config", str(good)],
                         capture_output=True, text=True)
     assert ok.returncode == 0 and "configuration is valid" in ok.stdout
     assert "default_x509_svid_ttl" in ok.stderr  # warns: SVID TTL > ca_ttl/6
     bad = tmp_path / "bad.toml"
     bad.write_text('trust_domain = "example.org"\n[health]\nbind_prot = 1\n')
-    res = subprocess.run(check=False, args=[sys.executable, "-m", "server.cli", "validate", "--config", str(bad)],
+    res = subprocess.run(check=False, args=[*SERVER_CLI, "validate", "--config", str(bad)],
                          capture_output=True, text=True)
     assert res.returncode == 1
     assert res.stderr.strip() == "error: config: unknown key 'health.bind_prot'"
 
 
 def test_run_without_trust_domain_fails(tmp_path: Path) -> None:
-    res = subprocess.run(check=False, args=[sys.executable, "-m", "server.cli", "run", "--data-dir", str(tmp_path)],
+    res = subprocess.run(check=False, args=[*SERVER_CLI, "run", "--data-dir", str(tmp_path)],
                          capture_output=True, text=True, timeout=30)
     assert res.returncode == 1
     assert "config: trust_domain: required" in res.stderr
@@ -272,7 +274,7 @@ def test_non_admin_uid_is_refused(server: ServerProc) -> None:
     # directory (mktemp -d) is let through (o+x) for the call only.
     with _traversable(Path(sys.base_prefix), Path(sys.prefix), Path(__file__).resolve().parents[3]):
         res = subprocess.run(check=False, args=["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                                                sys.executable, "-m", "server.cli", "entry", "count",
+                                                sys.executable, "-m", "spiffe_server.cli", "entry", "count",
                                                 "--socket-path", str(server.socket_path)],
                              capture_output=True, text=True, timeout=60, cwd="/")
     assert res.returncode == 1, res.stderr

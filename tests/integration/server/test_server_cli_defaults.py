@@ -14,11 +14,12 @@ from tests.support.server_proc import ServerProc
 
 def test_spiffe_server_socket_sets_the_admin_socket(server: ServerProc) -> None:
     env = {**os.environ, "SPIFFE_SERVER_SOCKET": str(server.socket_path)}
-    res = subprocess.run([sys.executable, "-m", "server.cli", "entry", "count", "--output", "json"], env=env,
+    res = subprocess.run([sys.executable, "-m", "spiffe_server.cli", "entry", "count", "--output", "json"], env=env,
                          capture_output=True, text=True, timeout=60, check=False)
     assert (res.returncode, json.loads(res.stdout or "null")) == (0, {"count": 0}), res.stderr
     # an explicit --socket-path still wins
-    res = subprocess.run([sys.executable, "-m", "server.cli", "entry", "count", "--socket-path", "/nonexistent.sock"],
+    cli = [sys.executable, "-m", "spiffe_server.cli"]
+    res = subprocess.run([*cli, "entry", "count", "--socket-path", "/nonexistent.sock"],
                          env=env, capture_output=True, text=True, timeout=60, check=False)
     assert res.returncode == 1 and "/nonexistent.sock" in res.stderr
 

@@ -77,7 +77,8 @@ def test_admin_socket_message_over_the_admin_limit_is_refused(server: ServerProc
 
 def _healthcheck_seconds(srv: ServerProc) -> float:
     start = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "server.cli", "healthcheck", "--socket-path", str(srv.socket_path)],
+    cli = [sys.executable, "-m", "spiffe_server.cli"]
+    result = subprocess.run([*cli, "healthcheck", "--socket-path", str(srv.socket_path)],
                             capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 0, result.stderr
     return time.monotonic() - start

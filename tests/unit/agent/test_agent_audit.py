@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from agent import audit as agent_audit
-from agent.audit import MAX_BATCH, POSITION_FILE, AgentAudit
-from agent.errors import NotReadyError
+from spiffe_agent import audit as agent_audit
+from spiffe_agent.audit import MAX_BATCH, POSITION_FILE, AgentAudit
+from spiffe_agent.errors import NotReadyError
 from spiffe_py.audit import AuditWriteError, build_event, load_jsonl, verify_chain
 from tests.unit.agent.test_guard import NOW
 
@@ -83,7 +83,7 @@ async def test_forwarder_waits_quietly_until_attested(tmp_path: Path, caplog: py
             raise NotReadyError("agent: not attested yet")
         return server
 
-    caplog.set_level(logging.DEBUG, logger="agent.audit")
+    caplog.set_level(logging.DEBUG, logger="spiffe_agent.audit")
     task = asyncio.create_task(audit.forward_forever(client))
     for _ in range(500):
         if server.calls:

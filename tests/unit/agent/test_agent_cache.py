@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from agent.manager.cache import (
+from spiffe_agent.manager.cache import (
     Entry,
     IssuedSvid,
     JwtToken,

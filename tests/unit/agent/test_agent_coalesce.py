@@ -17,7 +17,7 @@ from typing import Any
 from grpclib.client import Channel
 from grpclib.server import Stream
 
-from agent.workloadapi.coalesce import (
+from spiffe_agent.workloadapi.coalesce import (
     CoalescingServer,
     CoalescingTransport,
     connection_of,

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.app import prepare_socket_dir
-from agent.cli import _overrides, build_parser
-from agent.config import AgentConfig, build_config, load_config, parse_server_address
-from agent.errors import AgentConfigError
+from spiffe_agent.app import prepare_socket_dir
+from spiffe_agent.cli import _overrides, build_parser
+from spiffe_agent.config import AgentConfig, build_config, load_config, parse_server_address
+from spiffe_agent.errors import AgentConfigError
 
 
 def test_unknown_toml_key_is_an_error(tmp_path: Path) -> None:

@@ -9,8 +9,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from agent.manager.cache import Entry
-from agent.manager.convert import (
+from spiffe_agent.manager.cache import Entry
+from spiffe_agent.manager.convert import (
     ServerResponseError,
     bundle_from_proto,
     entry_from_proto,
@@ -18,7 +18,7 @@ from agent.manager.convert import (
     jws_key_id,
     sync_update_from_proto,
 )
-from agent.manager.identity import build_csr, display_id
+from spiffe_agent.manager.identity import build_csr, display_id
 from spiffe_py._proto.spiffepy.server.v1 import agent_pb2, types_pb2
 from spiffe_py.selectors import Selector
 from spiffe_py.spiffeid import SpiffeId, TrustDomain

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.attest.docker import (
+from spiffe_agent.attest.docker import (
     ContainerInfo,
     DockerAttestor,
     container_id_from_cgroup,
@@ -18,7 +18,7 @@ from agent.attest.docker import (
     parse_inspect,
     socket_path_from_docker_host,
 )
-from agent.errors import ContainerIdError, WorkloadAttestationError
+from spiffe_agent.errors import ContainerIdError, WorkloadAttestationError
 from spiffe_py.selectors import Selector
 from tests.support.callers import pid_caller
 

@@ -7,17 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from agent.attest.base import attest_all
-from agent.attest.procfs import StatusIds, parse_status
-from agent.attest.unix import UnixAttestor, unix_id_selectors
-from agent.audit import AgentAudit
-from agent.errors import WorkloadAttestationError
-from agent.guard.config import GuardSettings
-from agent.guard.decision import Verdict, WorkloadGuard, workload_facts
-from agent.manager.cache import Entry, Identity, IssuedSvid, JwtToken, SyncUpdate, WorkloadCache, WorkloadView
-from agent.manager.manager import Manager, ManagerConfig
-from agent.workloadapi.convert import x509_svid_response
-from agent.workloadapi.handler import JwtResponseMemo, ResponseMemo
+from spiffe_agent.attest.base import attest_all
+from spiffe_agent.attest.procfs import StatusIds, parse_status
+from spiffe_agent.attest.unix import UnixAttestor, unix_id_selectors
+from spiffe_agent.audit import AgentAudit
+from spiffe_agent.errors import WorkloadAttestationError
+from spiffe_agent.guard.config import GuardSettings
+from spiffe_agent.guard.decision import Verdict, WorkloadGuard, workload_facts
+from spiffe_agent.manager.cache import Entry, Identity, IssuedSvid, JwtToken, SyncUpdate, WorkloadCache, WorkloadView
+from spiffe_agent.manager.manager import Manager, ManagerConfig
+from spiffe_agent.workloadapi.convert import x509_svid_response
+from spiffe_agent.workloadapi.handler import JwtResponseMemo, ResponseMemo
 from spiffe_py._peercred import PeerCred
 from spiffe_py._policy import Decision, Method
 from spiffe_py.audit import load_jsonl, verify_chain

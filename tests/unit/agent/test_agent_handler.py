@@ -13,11 +13,11 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from grpclib.testing import ChannelFor
 
-from agent.errors import NoIdentityIssuedError, NotReadyError, WorkloadAttestationError
-from agent.manager.cache import Entry, Identity, IssuedSvid, JwtToken, WorkloadView
-from agent.manager.storage import StorageError
-from agent.workloadapi.handler import WorkloadApiHandler
-from agent.workloadapi.source import ManagerSource
+from spiffe_agent.errors import NoIdentityIssuedError, NotReadyError, WorkloadAttestationError
+from spiffe_agent.manager.cache import Entry, Identity, IssuedSvid, JwtToken, WorkloadView
+from spiffe_agent.manager.storage import StorageError
+from spiffe_agent.workloadapi.handler import WorkloadApiHandler
+from spiffe_agent.workloadapi.source import ManagerSource
 from spiffe_py._proto import workload_pb2
 from spiffe_py._proto.workload_grpc import SpiffeWorkloadAPIStub
 from spiffe_py.bundle import SpiffeBundle

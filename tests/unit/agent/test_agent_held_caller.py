@@ -23,9 +23,9 @@ from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from grpclib.server import Stream
 
-from agent.app import CallerAcceptor
-from agent.attest.base import CallerAttestor
-from agent.attest.caller import (
+from spiffe_agent.app import CallerAcceptor
+from spiffe_agent.attest.base import CallerAttestor
+from spiffe_agent.attest.caller import (
     SO_PEERPIDFD,
     Caller,
     CallerChangedError,
@@ -33,11 +33,18 @@ from agent.attest.caller import (
     TooManyConnectionsError,
     capture,
 )
-from agent.attest.procfs import LinuxProcFs, ProcessKey, _pread_all, boot_ticks, parse_stat_start_time, parse_status
-from agent.attest.unix import UnixAttestor
-from agent.errors import WorkloadAttestationError
-from agent.workloadapi.coalesce import CoalescingServer, CoalescingTransport
-from agent.workloadapi.handler import connection_caller, to_grpc_error
+from spiffe_agent.attest.procfs import (
+    LinuxProcFs,
+    ProcessKey,
+    _pread_all,
+    boot_ticks,
+    parse_stat_start_time,
+    parse_status,
+)
+from spiffe_agent.attest.unix import UnixAttestor
+from spiffe_agent.errors import WorkloadAttestationError
+from spiffe_agent.workloadapi.coalesce import CoalescingServer, CoalescingTransport
+from spiffe_agent.workloadapi.handler import connection_caller, to_grpc_error
 from spiffe_py._peercred import peer_cred_from_socket
 from spiffe_py._proto import workload_pb2
 from spiffe_py._proto.workload_grpc import SpiffeWorkloadAPIBase, SpiffeWorkloadAPIStub

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 
-from agent.metrics import HotCounter
+from spiffe_agent.metrics import HotCounter
 
 
 def test_exposition_matches_a_prometheus_counter() -> None:

@@ -6,9 +6,9 @@ import random
 
 import pytest
 
-from agent.errors import NotReadyError
-from agent.manager.client import ServerCallError, ServerClient, server_ssl_context
-from agent.manager.servers import ServerPool
+from spiffe_agent.errors import NotReadyError
+from spiffe_agent.manager.client import ServerCallError, ServerClient, server_ssl_context
+from spiffe_agent.manager.servers import ServerPool
 from spiffe_py.spiffeid import TrustDomain
 
 TD = TrustDomain.parse("example.org")

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-import agent.config
-from agent.app import prepare_socket_dir
-from agent.cli import build_parser
-from agent.config import (
+import spiffe_agent.config
+from spiffe_agent.app import prepare_socket_dir
+from spiffe_agent.cli import build_parser
+from spiffe_agent.config import (
     ROOT_SOCKET_PATH,
     USER_SOCKET_PATH,
     AgentConfig,
@@ -21,7 +21,7 @@ from agent.config import (
     default_client_socket_path,
     default_socket_path,
 )
-from agent.errors import AgentConfigError
+from spiffe_agent.errors import AgentConfigError
 
 NOBODY = 65534
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chown and root-owned sticky directories need root")
@@ -121,7 +121,7 @@ def test_run_leaves_the_default_to_the_config_and_clients_prefer_roots_agent(
 ) -> None:
     assert build_parser().parse_args(["run"]).socket_path is None
     root_sock = tmp_path / "run" / "spiffe-py-agent" / "public" / "api.sock"
-    monkeypatch.setattr(agent.config, "ROOT_SOCKET_PATH", str(root_sock))
+    monkeypatch.setattr(spiffe_agent.config, "ROOT_SOCKET_PATH", str(root_sock))
     assert default_client_socket_path() == USER_SOCKET_PATH  # no agent of root's here
     root_sock.parent.mkdir(parents=True)
     assert default_client_socket_path() == str(root_sock)

@@ -11,9 +11,9 @@ from collections.abc import Callable, Iterator
 import pytest
 from grpclib.const import Status
 
-from agent.attest.base import CallerAttestor, attest_all
-from agent.attest.caller import Caller, CallerChangedError, Identity, capture, open_caller
-from agent.attest.procfs import (
+from spiffe_agent.attest.base import CallerAttestor, attest_all
+from spiffe_agent.attest.caller import Caller, CallerChangedError, Identity, capture, open_caller
+from spiffe_agent.attest.procfs import (
     ExeId,
     LinuxProcFs,
     ProcessKey,
@@ -22,9 +22,9 @@ from agent.attest.procfs import (
     parse_stat_start_time,
     parse_status,
 )
-from agent.attest.unix import CachedUserDb, UnixAttestor, unix_id_selectors
-from agent.errors import WorkloadAttestationError
-from agent.workloadapi.status import status_for
+from spiffe_agent.attest.unix import CachedUserDb, UnixAttestor, unix_id_selectors
+from spiffe_agent.errors import WorkloadAttestationError
+from spiffe_agent.workloadapi.status import status_for
 from spiffe_py._peercred import PeerCred
 from spiffe_py.selectors import Selector
 

@@ -16,17 +16,17 @@ from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from agent.app import CallerAcceptor, build_attestors
-from agent.attest.base import CallerAttestor
-from agent.attest.caller import Caller, ConnectionLimit
-from agent.attest.procfs import LinuxProcFs, ProcFs
-from agent.attest.registry import default_registry
-from agent.config import AgentConfig
-from agent.errors import AgentConfigError, NoIdentityIssuedError
-from agent.manager.cache import Entry, JwtToken
-from agent.workloadapi.coalesce import CoalescingServer
-from agent.workloadapi.handler import WorkloadApiHandler
-from agent.workloadapi.source import ManagerSource
+from spiffe_agent.app import CallerAcceptor, build_attestors
+from spiffe_agent.attest.base import CallerAttestor
+from spiffe_agent.attest.caller import Caller, ConnectionLimit
+from spiffe_agent.attest.procfs import LinuxProcFs, ProcFs
+from spiffe_agent.attest.registry import default_registry
+from spiffe_agent.config import AgentConfig
+from spiffe_agent.errors import AgentConfigError, NoIdentityIssuedError
+from spiffe_agent.manager.cache import Entry, JwtToken
+from spiffe_agent.workloadapi.coalesce import CoalescingServer
+from spiffe_agent.workloadapi.handler import WorkloadApiHandler
+from spiffe_agent.workloadapi.source import ManagerSource
 from spiffe_py._proto import workload_pb2
 from spiffe_py._proto.workload_grpc import SpiffeWorkloadAPIStub
 from spiffe_py.selectors import Selector

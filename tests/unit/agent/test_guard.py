@@ -1,4 +1,4 @@
-"""agent.guard and agent.audit: policy decisions, rate limits, anomalies, quarantine, audit file and forwarding."""
+"""spiffe_agent.guard and .audit: policy decisions, rate limits, anomalies, quarantine, audit file and forwarding."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 from grpclib.const import Status
 
-from agent.anomaly import AnomalyConfig
-from agent.audit import AgentAudit, read_batch
-from agent.errors import AgentConfigError
-from agent.guard.config import GuardSettings, anomaly_config, rate_limit_config
-from agent.guard.decision import PolicyDeniedError, RateLimitedError, WorkloadGuard, refusal, workload_facts
-from agent.manager.cache import Entry, Identity, WorkloadView
-from agent.ratelimit import Limit
-from agent.workloadapi.status import status_for
+from spiffe_agent.anomaly import AnomalyConfig
+from spiffe_agent.audit import AgentAudit, read_batch
+from spiffe_agent.errors import AgentConfigError
+from spiffe_agent.guard.config import GuardSettings, anomaly_config, rate_limit_config
+from spiffe_agent.guard.decision import PolicyDeniedError, RateLimitedError, WorkloadGuard, refusal, workload_facts
+from spiffe_agent.manager.cache import Entry, Identity, WorkloadView
+from spiffe_agent.ratelimit import Limit
+from spiffe_agent.workloadapi.status import status_for
 from spiffe_py._peercred import PeerCred
 from spiffe_py._policy import Method
 from spiffe_py.audit import load_jsonl, verify_chain

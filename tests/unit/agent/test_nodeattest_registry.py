@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from agent.config import build_config
-from agent.errors import AgentConfigError, NodeAttestationError
-from agent.nodeattest.base import register_node_attestor
-from agent.nodeattest.registry import build_node_attestor, node_attestor_names
+from spiffe_agent.config import build_config
+from spiffe_agent.errors import AgentConfigError, NodeAttestationError
+from spiffe_agent.nodeattest.base import register_node_attestor
+from spiffe_agent.nodeattest.registry import build_node_attestor, node_attestor_names
 from spiffe_py._x509pop import new_nonce, verify_x509pop_response
 from tests.support.ca import CA
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from grpclib.const import Status
 
-from agent.attest.procfs import LinuxProcFs
-from agent.manager.cache import (
+from spiffe_agent.attest.procfs import LinuxProcFs
+from spiffe_agent.manager.cache import (
     BoundCredentials,
     Entry,
     IssuedSvid,
@@ -22,11 +22,11 @@ from agent.manager.cache import (
     TooManyBoundProcessesError,
     WorkloadCache,
 )
-from agent.manager.convert import task_end
-from agent.manager.manager import Manager, ManagerConfig
-from agent.manager.process_binding import ProcessKey, ProcessWatcher, process_key
-from agent.workloadapi.handler import check_not_revoked
-from agent.workloadapi.status import status_for
+from spiffe_agent.manager.convert import task_end
+from spiffe_agent.manager.manager import Manager, ManagerConfig
+from spiffe_agent.manager.process_binding import ProcessKey, ProcessWatcher, process_key
+from spiffe_agent.workloadapi.handler import check_not_revoked
+from spiffe_agent.workloadapi.status import status_for
 from spiffe_py._proto.spiffepy.server.v1 import types_pb2
 from spiffe_py.audit import AuditEvent
 from spiffe_py.bundle import SpiffeBundle

@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from agent.audit import AgentAudit
-from agent.config import AgentConfig
-from agent.errors import AgentConfigError
-from agent.guard.config import DEFAULT_UID_LIMIT, uid_rate_limit_config
-from agent.guard.decision import RateLimitedError, WorkloadGuard
-from agent.manager.cache import Entry, Identity, WorkloadView
-from agent.ratelimit import Limit
+from spiffe_agent.audit import AgentAudit
+from spiffe_agent.config import AgentConfig
+from spiffe_agent.errors import AgentConfigError
+from spiffe_agent.guard.config import DEFAULT_UID_LIMIT, uid_rate_limit_config
+from spiffe_agent.guard.decision import RateLimitedError, WorkloadGuard
+from spiffe_agent.manager.cache import Entry, Identity, WorkloadView
+from spiffe_agent.ratelimit import Limit
 from spiffe_py._peercred import PeerCred
 from spiffe_py.clock import ManualClock
 from spiffe_py.selectors import Selector

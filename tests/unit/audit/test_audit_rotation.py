@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.audit import AgentAudit
+from spiffe_agent.audit import AgentAudit
 from spiffe_py.audit import (
     MAX_LINE_BYTES,
     AuditChainError,
@@ -143,7 +143,7 @@ async def test_the_agent_forwards_every_record_across_rotations(tmp_path: Path) 
 def test_cli_verify_file_follows_rotated_files_and_names_the_tampered_one(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     write_trail(path, 1000).close()
-    cli = [sys.executable, "-m", "server.cli", "audit", "verify", "--file", str(path)]
+    cli = [sys.executable, "-m", "spiffe_server.cli", "audit", "verify", "--file", str(path)]
     ok = subprocess.run(cli, capture_output=True, text=True, timeout=60, check=False)
     assert ok.returncode == 0 and "audit trail OK: 1000 records in" in ok.stdout
     rotated = trail_files(path)[0]

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from agent.anomaly import Alert, AlertKind, AnomalyConfig, AnomalyDetector, Observation
+from spiffe_agent.anomaly import Alert, AlertKind, AnomalyConfig, AnomalyDetector, Observation
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)  # aligned to a minute window
 W = "spiffe://example.org/w"

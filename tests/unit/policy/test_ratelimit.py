@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from agent.ratelimit import Limit, RateLimitConfig, RateLimiter
+from spiffe_agent.ratelimit import Limit, RateLimitConfig, RateLimiter
 from spiffe_py._serving.buckets import LruDict
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -11,18 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from server.cli import build_parser
-from server.cli._common import default_socket, seconds_arg
-from server.config import ServerConfig
 from spiffe_py._duration import parse_seconds, parse_whole_seconds
 from spiffe_py.spiffeid import TrustDomain
+from spiffe_server.cli import build_parser
+from spiffe_server.cli._common import default_socket, seconds_arg
+from spiffe_server.config import ServerConfig
 
-HEAVY = ("psycopg", "celpy", "cel", "prometheus_client", "cryptography", "server.app", "server.datastore",
-         "server.config", "server.api")
+HEAVY = ("psycopg", "celpy", "cel", "prometheus_client", "cryptography", "spiffe_server.app", "spiffe_server.datastore",
+         "spiffe_server.config", "spiffe_server.api")
 
 _PROBE = """
 import json, sys
-from server.cli import main
+from spiffe_server.cli import main
 code = main(sys.argv[1:])
 print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
 """
@@ -86,8 +86,8 @@ def test_every_duration_flag_parses_go_durations(argv: list[str]) -> None:
 
 
 def test_config_durations_share_the_parser() -> None:
-    from agent.config import build_config
-    from server.config import parse_config
+    from spiffe_agent.config import build_config
+    from spiffe_server.config import parse_config
 
     cfg = parse_config('trust_domain = "x.org"\nca_ttl = "1h30m"\ndefault_x509_svid_ttl = "900"')
     assert (cfg.ca_ttl.total_seconds(), cfg.default_x509_svid_ttl.total_seconds()) == (5400, 900)

@@ -7,7 +7,7 @@ from cryptography import x509
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.dnsnames import DnsNameError, check_dns_name
+from spiffe_server.dnsnames import DnsNameError, check_dns_name
 
 
 @pytest.mark.parametrize("name", ["web.example.org", "*.example.org", "xn--bcher-kva.example", "a", "1.2.example",

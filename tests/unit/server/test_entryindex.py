@@ -9,11 +9,11 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.api.entryfeed import ChangeNotifier, EntryFeed
-from server.authz import authorized_entries
-from server.datastore import RegistrationEntry, open_datastore
-from server.entryindex import EntryIndex, advance
 from spiffe_py.selectors import Selector
+from spiffe_server.api.entryfeed import ChangeNotifier, EntryFeed
+from spiffe_server.authz import authorized_entries
+from spiffe_server.datastore import RegistrationEntry, open_datastore
+from spiffe_server.entryindex import EntryIndex, advance
 
 TD = "spiffe://example.org"
 SERVER = f"{TD}/spire/server"

@@ -14,9 +14,13 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from server.audit import CentralAudit, verify_store
-from server.datastore import DataStore, Issuance, RegistrationEntry, open_datastore
-from server.guard import (
+from spiffe_py._policy import Decision, Method, parse_policy
+from spiffe_py.clock import ManualClock
+from spiffe_py.errors import AuthorizationError
+from spiffe_py.selectors import Selector
+from spiffe_server.audit import CentralAudit, verify_store
+from spiffe_server.datastore import DataStore, Issuance, RegistrationEntry, open_datastore
+from spiffe_server.guard import (
     QUARANTINE_REASON_LABEL,
     Guard,
     MintRequest,
@@ -27,11 +31,7 @@ from server.guard import (
     patch_entry,
     policy_document,
 )
-from server.revocation import x509_issuance
-from spiffe_py._policy import Decision, Method, parse_policy
-from spiffe_py.clock import ManualClock
-from spiffe_py.errors import AuthorizationError
-from spiffe_py.selectors import Selector
+from spiffe_server.revocation import x509_issuance
 
 NOW = datetime(2026, 3, 4, 10, 30, tzinfo=UTC)
 SID = "spiffe://example.org/pay"

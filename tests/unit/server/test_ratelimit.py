@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from server.ratelimit import KeyedLimiter, RateLimitedError
 from spiffe_py._serving.buckets import Bucket, take
+from spiffe_server.ratelimit import KeyedLimiter, RateLimitedError
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -10,13 +10,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from grpclib.const import Status
 
-from server.api.errors import status_for
-from server.api.sync import SyncState
-from server.ca.signer import X509Authority, sign_ca, sign_x509_svid
-from server.ca.templates import SvidPolicy, X509SvidParams
-from server.datastore import Issuance, LimitExceededError, Revocation, RevocationKind
-from server.datastore.sqlite import open_sqlite
-from server.revocation import (
+from spiffe_py._proto.spiffepy.server.v1 import types_pb2
+from spiffe_py.clock import ManualClock
+from spiffe_py.spiffeid import SpiffeId, TrustDomain
+from spiffe_server.api.errors import status_for
+from spiffe_server.api.sync import SyncState
+from spiffe_server.ca.signer import X509Authority, sign_ca, sign_x509_svid
+from spiffe_server.ca.templates import SvidPolicy, X509SvidParams
+from spiffe_server.datastore import Issuance, LimitExceededError, Revocation, RevocationKind
+from spiffe_server.datastore.sqlite import open_sqlite
+from spiffe_server.revocation import (
     RevocationRequestError,
     build_crls,
     check_jti,
@@ -27,9 +30,6 @@ from server.revocation import (
     revocations_for,
     x509_issuance,
 )
-from spiffe_py._proto.spiffepy.server.v1 import types_pb2
-from spiffe_py.clock import ManualClock
-from spiffe_py.spiffeid import SpiffeId, TrustDomain
 
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 TD = TrustDomain.parse("example.org")

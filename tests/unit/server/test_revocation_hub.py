@@ -8,18 +8,18 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from server.api.context import ServerContext
-from server.api.revocations import revoke_own, revoke_svid
-from server.ca.keys import KeyType, MemoryKeyManager, generate_key
-from server.ca.manager import CaConfig, CaManager, MemoryJournalStore
-from server.ca.templates import X509SvidParams
-from server.config import AgentLimitsConfig, ServerConfig
-from server.datastore import LimitExceededError, open_datastore
-from server.errors import FailedPreconditionError
-from server.revocation import x509_issuance
 from spiffe_py.clock import ManualClock
 from spiffe_py.errors import AuthorizationError
 from spiffe_py.spiffeid import SpiffeId, TrustDomain
+from spiffe_server.api.context import ServerContext
+from spiffe_server.api.revocations import revoke_own, revoke_svid
+from spiffe_server.ca.keys import KeyType, MemoryKeyManager, generate_key
+from spiffe_server.ca.manager import CaConfig, CaManager, MemoryJournalStore
+from spiffe_server.ca.templates import X509SvidParams
+from spiffe_server.config import AgentLimitsConfig, ServerConfig
+from spiffe_server.datastore import LimitExceededError, open_datastore
+from spiffe_server.errors import FailedPreconditionError
+from spiffe_server.revocation import x509_issuance
 
 NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
 TD = TrustDomain.parse("example.org")

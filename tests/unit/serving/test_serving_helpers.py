@@ -305,7 +305,7 @@ def test_different_errors_and_info_records_are_not_collapsed() -> None:
 
 def test_server_logging_collapses_a_flood_of_one_error(capsys: pytest.CaptureFixture[str]) -> None:
     """What the server's configure_logging installs: 500 identical EMFILE errors write one line."""
-    from server.logging import configure_logging
+    from spiffe_server.logging import configure_logging
 
     root = logging.getLogger()
     saved_handlers, saved_level = root.handlers[:], root.level

@@ -8,12 +8,12 @@ from datetime import timedelta
 import pytest
 from grpclib.const import Status
 
-from agent.workloadapi.status import status_for as workload_status
-from server.api.errors import status_for as server_status
+from spiffe_agent.workloadapi.status import status_for as workload_status
 from spiffe_py.bundle import BundleSet
 from spiffe_py.errors import AuthorizationError, BundleNotFoundError, RevokedError, VerificationError
 from spiffe_py.spiffeid import SpiffeId, TrustDomain
 from spiffe_py.tls import authorize_any, authorize_id, authorize_member_of, authorize_one_of, verify_peer
+from spiffe_server.api.errors import status_for as server_status
 from tests.support.ca import CA
 
 WEB = SpiffeId.parse("spiffe://example.org/web")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from grpclib.const import Status
 
-from server.api.agent_service import SerialCheck, StaleAgentSvidError, decide_agent_serial
-from server.api.errors import to_grpc_error
+from spiffe_server.api.agent_service import SerialCheck, StaleAgentSvidError, decide_agent_serial
+from spiffe_server.api.errors import to_grpc_error
 
 AGENT = "spiffe://example.org/spire/agent/join_token/abc"
 

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from grpclib.const import Status
 
-from server.api.agent_service import AgentService
-from server.datastore.errors import DataStoreError, NotFoundError
 from spiffe_py._proto.spiffepy.server.v1 import agent_pb2
+from spiffe_server.api.agent_service import AgentService
+from spiffe_server.datastore.errors import DataStoreError, NotFoundError
 
 SECRET = "postgresql://spiffe:hunter2@db/spiffe: server closed the connection"
 

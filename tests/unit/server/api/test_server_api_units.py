@@ -9,15 +9,15 @@ import pytest
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from server.api.convert import bundle_from_proto, entry_from_proto, entry_to_proto
-from server.api.errors import INTERNAL_MESSAGE, RequestError, grpc_errors, to_grpc_error
-from server.api.sync import SyncState
-from server.datastore.errors import AlreadyExistsError, NotFoundError
-from server.errors import AttestationError, CaUnavailableError, InvalidCsrError
-from server.logging import REDACTED, JsonFormatter, RedactionFilter, redact
 from spiffe_py._proto.spiffepy.server.v1 import types_pb2
 from spiffe_py.errors import AuthorizationError, InvalidSpiffeIdError, SpiffeError, VerificationError
 from spiffe_py.spiffeid import TrustDomain
+from spiffe_server.api.convert import bundle_from_proto, entry_from_proto, entry_to_proto
+from spiffe_server.api.errors import INTERNAL_MESSAGE, RequestError, grpc_errors, to_grpc_error
+from spiffe_server.api.sync import SyncState
+from spiffe_server.datastore.errors import AlreadyExistsError, NotFoundError
+from spiffe_server.errors import AttestationError, CaUnavailableError, InvalidCsrError
+from spiffe_server.logging import REDACTED, JsonFormatter, RedactionFilter, redact
 
 TD = TrustDomain.parse("example.org")
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -156,7 +156,7 @@ def test_redaction_filter_covers_args_extras_and_tracebacks() -> None:
 
 
 def test_rpc_counter_counts_by_status() -> None:
-    from server.metrics import RPCS
+    from spiffe_server.metrics import RPCS
     before = RPCS.labels(method="Unit", code="NOT_FOUND")._value.get()
     with pytest.raises(GRPCError), grpc_errors("Unit"):
         raise NotFoundError("x")
@@ -173,8 +173,8 @@ def test_reserved_ids_cannot_be_entries(spiffe_id: str) -> None:
 def test_entry_end_caps_and_refuses_expired_entries() -> None:
     from datetime import timedelta
 
-    from server.api.agent_service import entry_end
-    from server.errors import FailedPreconditionError
+    from spiffe_server.api.agent_service import entry_end
+    from spiffe_server.errors import FailedPreconditionError
     entry = entry_from_proto(_entry(max_lifetime=60, expires_at=int(NOW.timestamp()) + 3600), trust_domain=TD,
                              now=NOW)
     assert entry_end(entry, now=NOW) == NOW + timedelta(seconds=60)

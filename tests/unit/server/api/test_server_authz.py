@@ -7,10 +7,10 @@ from dataclasses import dataclass
 import pytest
 from grpclib.const import Status
 
-from server.api.errors import status_for
-from server.authz import authorized_entries, check_entry_authorized, node_aliases
 from spiffe_py.errors import AuthorizationError
 from spiffe_py.selectors import Selector
+from spiffe_server.api.errors import status_for
+from spiffe_server.authz import authorized_entries, check_entry_authorized, node_aliases
 
 TD = "spiffe://example.org"
 SERVER = f"{TD}/spire/server"

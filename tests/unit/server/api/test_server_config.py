@@ -1,4 +1,4 @@
-"""server.config: TOML + flag overrides, unknown keys, defaults, warnings."""
+"""spiffe_server.config: TOML + flag overrides, unknown keys, defaults, warnings."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from server.config import ConfigError, load_config, parse_config, parse_duration
+from spiffe_server.config import ConfigError, load_config, parse_config, parse_duration
 
 
 def test_defaults_with_only_trust_domain() -> None:

@@ -7,15 +7,15 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 
-from server.api.context import ServerContext
-from server.api.convert import certs_to_der
-from server.ca.keys import KeyType, MemoryKeyManager, UpstreamAuthority, generate_key
-from server.ca.manager import AuthorityKind, CaConfig, CaManager, MemoryJournalStore
-from server.ca.templates import X509SvidParams
-from server.config import ServerConfig
-from server.datastore import open_datastore
 from spiffe_py.clock import ManualClock
 from spiffe_py.spiffeid import SpiffeId, TrustDomain
+from spiffe_server.api.context import ServerContext
+from spiffe_server.api.convert import certs_to_der
+from spiffe_server.ca.keys import KeyType, MemoryKeyManager, UpstreamAuthority, generate_key
+from spiffe_server.ca.manager import AuthorityKind, CaConfig, CaManager, MemoryJournalStore
+from spiffe_server.ca.templates import X509SvidParams
+from spiffe_server.config import ServerConfig
+from spiffe_server.datastore import open_datastore
 from tests.support.ca import CA
 
 NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)

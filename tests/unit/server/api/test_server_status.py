@@ -7,16 +7,16 @@ import pytest
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
-from server.api.errors import INTERNAL_MESSAGE, SERVER_STATUS, grpc_errors, status_for, to_grpc_error
-from server.datastore.errors import DataStoreError
-from server.errors import ServerError
 from spiffe_py.errors import SpiffeError
+from spiffe_server.api.errors import INTERNAL_MESSAGE, SERVER_STATUS, grpc_errors, status_for, to_grpc_error
+from spiffe_server.datastore.errors import DataStoreError
+from spiffe_server.errors import ServerError
 from tests.support.error_tree import error_classes, resolving_row, with_text
 
 # Catch-all roots: a class that only reaches one of these has no decided status.
 ROOTS = (SpiffeError, ServerError, DataStoreError)
 SECRET = "postgresql://spiffe:hunter2@db/spiffe: connection refused"
-CLASSES = error_classes("spiffe_py", "server")
+CLASSES = error_classes("spiffe_py", "spiffe_server")
 
 
 @pytest.mark.parametrize("cls", CLASSES, ids=lambda c: f"{c.__module__}.{c.__qualname__}")
@@ -48,6 +48,6 @@ def test_unknown_exception_is_internal_without_its_text(err: Exception) -> None:
 def test_domain_errors_keep_their_text() -> None:
     mapped = to_grpc_error(ServerError.__new__(ServerError), "M")
     assert mapped.status is Status.INTERNAL
-    from server.errors import NotFoundError
+    from spiffe_server.errors import NotFoundError
     mapped = to_grpc_error(NotFoundError("entry 'e1' not found"), "GetEntry")
     assert (mapped.status, mapped.message) == (Status.NOT_FOUND, "entry 'e1' not found")

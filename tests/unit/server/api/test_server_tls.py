@@ -1,4 +1,4 @@
-"""server.api.tls: rotating the listener's certificate needs no restart (real TLS sockets)."""
+"""spiffe_server.api.tls: rotating the listener's certificate needs no restart (real TLS sockets)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from server.api.tls import ServerTls
+from spiffe_server.api.tls import ServerTls
 
 
 def _ca() -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from server.ca.keys import DiskKeyManager, KeyType, MemoryKeyManager, load_upstream_authority
-from server.errors import NotFoundError
 from spiffe_py import _pem
+from spiffe_server.ca.keys import DiskKeyManager, KeyType, MemoryKeyManager, load_upstream_authority
+from spiffe_server.errors import NotFoundError
 from tests.support.ca import CA
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

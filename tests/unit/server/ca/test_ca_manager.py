@@ -12,15 +12,15 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from server.ca import slots as sl
-from server.ca.keys import DiskKeyManager, KeyType, MemoryKeyManager, UpstreamAuthority, generate_key
-from server.ca.manager import AuthorityKind, CaConfig, CaManager, MemoryJournalStore
-from server.ca.templates import JwtSvidParams, SvidPolicy, X509SvidParams
-from server.datastore import open_datastore
-from server.errors import CaUnavailableError, FailedPreconditionError, NotFoundError
 from spiffe_py.clock import ManualClock
 from spiffe_py.jwtsvid import JwtSvid
 from spiffe_py.spiffeid import SpiffeId, TrustDomain
+from spiffe_server.ca import slots as sl
+from spiffe_server.ca.keys import DiskKeyManager, KeyType, MemoryKeyManager, UpstreamAuthority, generate_key
+from spiffe_server.ca.manager import AuthorityKind, CaConfig, CaManager, MemoryJournalStore
+from spiffe_server.ca.templates import JwtSvidParams, SvidPolicy, X509SvidParams
+from spiffe_server.datastore import open_datastore
+from spiffe_server.errors import CaUnavailableError, FailedPreconditionError, NotFoundError
 from tests.support.ca import CA
 
 NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
@@ -223,7 +223,7 @@ def test_lost_key_drops_its_authority_and_mints_a_new_one(
     old_root, sequence = env.ca.active_x509_ca().cert, env.sequence()
     for path in tmp_path.glob("x509-*.pem"):
         path.unlink()
-    with caplog.at_level(logging.WARNING, logger="server.ca.manager"):
+    with caplog.at_level(logging.WARNING, logger="spiffe_server.ca.manager"):
         env.restart()
     assert "has no key; dropping it" in caplog.text
     assert env.ca.bundle().x509_authorities == (env.ca.active_x509_ca().cert,)

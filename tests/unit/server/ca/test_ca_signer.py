@@ -11,14 +11,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from grpclib.const import Status
 
-from server.api.errors import status_for
-from server.ca.keys import KeyType, UpstreamAuthority, generate_key
-from server.ca.signer import MAX_CSR_BYTES, parse_csr, public_key_from_csr, sign_ca, sign_jwt, sign_x509_svid
-from server.ca.templates import JwtSvidParams, SvidPolicy, X509SvidParams, build_jwt_claims
-from server.errors import InvalidCsrError
 from spiffe_py.bundle import JwtBundle
 from spiffe_py.jwtsvid import JwtSvid
 from spiffe_py.spiffeid import SpiffeId, TrustDomain
+from spiffe_server.api.errors import status_for
+from spiffe_server.ca.keys import KeyType, UpstreamAuthority, generate_key
+from spiffe_server.ca.signer import MAX_CSR_BYTES, parse_csr, public_key_from_csr, sign_ca, sign_jwt, sign_x509_svid
+from spiffe_server.ca.templates import JwtSvidParams, SvidPolicy, X509SvidParams, build_jwt_claims
+from spiffe_server.errors import InvalidCsrError
 from tests.support.ca import CA
 
 NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)

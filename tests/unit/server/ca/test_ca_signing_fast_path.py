@@ -9,9 +9,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from cryptography import x509
 
-from server.ca.keys import KeyType, MemoryKeyManager, generate_key
-from server.ca.manager import AuthorityKind, CaConfig, CaManager, MemoryJournalStore
-from server.ca.signer import (
+from spiffe_py.clock import ManualClock
+from spiffe_py.errors import InvalidX509SvidError
+from spiffe_py.spiffeid import SpiffeId, TrustDomain
+from spiffe_py.x509svid import validate_leaf_profile
+from spiffe_server.ca.keys import KeyType, MemoryKeyManager, generate_key
+from spiffe_server.ca.manager import AuthorityKind, CaConfig, CaManager, MemoryJournalStore
+from spiffe_server.ca.signer import (
     BuilderLeafEncoder,
     LeafEncoder,
     ProfileLeafEncoder,
@@ -20,12 +24,8 @@ from server.ca.signer import (
     sign_x509_svid,
     sign_x509_svid_der,
 )
-from server.ca.templates import LeafFields, SvidPolicy, X509SvidParams, leaf_fields
-from server.errors import InvalidCsrError
-from spiffe_py.clock import ManualClock
-from spiffe_py.errors import InvalidX509SvidError
-from spiffe_py.spiffeid import SpiffeId, TrustDomain
-from spiffe_py.x509svid import validate_leaf_profile
+from spiffe_server.ca.templates import LeafFields, SvidPolicy, X509SvidParams, leaf_fields
+from spiffe_server.errors import InvalidCsrError
 from tests.unit.server.ca.test_ca_signer import make_csr
 
 NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)

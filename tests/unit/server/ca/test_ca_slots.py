@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from server.ca import slots as sl
-from server.ca.slots import Action, AuthorityInfo, Slot, SlotStatus
-from server.errors import FailedPreconditionError, NotFoundError
+from spiffe_server.ca import slots as sl
+from spiffe_server.ca.slots import Action, AuthorityInfo, Slot, SlotStatus
+from spiffe_server.errors import FailedPreconditionError, NotFoundError
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 DAY = timedelta(days=1)

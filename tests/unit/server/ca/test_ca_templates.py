@@ -10,8 +10,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from server.ca.signer import BuilderLeafEncoder, X509Authority
-from server.ca.templates import (
+from spiffe_py.spiffeid import SpiffeId, TrustDomain
+from spiffe_server.ca.signer import BuilderLeafEncoder, X509Authority
+from spiffe_server.ca.templates import (
     JwtSvidParams,
     SvidKind,
     SvidPolicy,
@@ -22,7 +23,6 @@ from server.ca.templates import (
     max_safe_svid_ttl,
     svid_ttl_warnings,
 )
-from spiffe_py.spiffeid import SpiffeId, TrustDomain
 from tests.support.ca import PrivateKey, generate_key
 
 NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)

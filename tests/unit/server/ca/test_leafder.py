@@ -1,4 +1,4 @@
-"""server.ca.leafder: the hand-assembled leaf TBS is byte-identical to CertificateBuilder's, and it verifies.
+"""spiffe_server.ca.leafder: the hand-assembled leaf TBS is byte-identical to CertificateBuilder's, and it verifies.
 
 Conformance: X5-01..13 (the profile is checked on the first signed leaf of each LeafProfile in
 server.ca.signer); the fast encoder must only reproduce what the reference BuilderLeafEncoder
@@ -14,9 +14,10 @@ from cryptography import x509
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.ca.keys import KeyType, generate_key
-from server.ca.leafder import LeafProfile, der_integer, der_oid, der_time, spki_and_key_id, tlv
-from server.ca.signer import (
+from spiffe_py.spiffeid import SpiffeId, TrustDomain
+from spiffe_server.ca.keys import KeyType, generate_key
+from spiffe_server.ca.leafder import LeafProfile, der_integer, der_oid, der_time, spki_and_key_id, tlv
+from spiffe_server.ca.signer import (
     BuilderLeafEncoder,
     LeafEncoder,
     ProfileLeafEncoder,
@@ -24,8 +25,7 @@ from server.ca.signer import (
     sign_ca,
     sign_x509_svid_der,
 )
-from server.ca.templates import CertPublicKey, LeafFields, SvidPolicy, X509SvidParams, leaf_fields
-from spiffe_py.spiffeid import SpiffeId, TrustDomain
+from spiffe_server.ca.templates import CertPublicKey, LeafFields, SvidPolicy, X509SvidParams, leaf_fields
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, 123456, tzinfo=UTC)
 TD = TrustDomain.parse("example.org")

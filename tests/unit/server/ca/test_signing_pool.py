@@ -17,8 +17,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from server.ca.keys import KeyType, generate_key
-from server.ca.pool import (
+from spiffe_py.spiffeid import TrustDomain
+from spiffe_server.ca.keys import KeyType, generate_key
+from spiffe_server.ca.pool import (
     CsrRefused,
     InlineSigner,
     ProcessSigningPool,
@@ -29,10 +30,9 @@ from server.ca.pool import (
     name_from_parts,
     name_parts,
 )
-from server.ca.signer import X509Authority, sign_ca
-from server.ca.templates import SVID_SUBJECT
-from server.errors import CaUnavailableError
-from spiffe_py.spiffeid import TrustDomain
+from spiffe_server.ca.signer import X509Authority, sign_ca
+from spiffe_server.ca.templates import SVID_SUBJECT
+from spiffe_server.errors import CaUnavailableError
 
 NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
 TD = TrustDomain.parse("example.org")
@@ -154,8 +154,8 @@ async def test_a_batch_that_fails_on_two_workers_fails_with_unavailable() -> Non
 _ORPHAN_SCRIPT = """
 import asyncio, resource
 from datetime import UTC, datetime, timedelta
-from server.ca.pool import MIN_CHUNK, ProcessSigningPool, SignItem
-from server.ca.templates import SVID_SUBJECT
+from spiffe_server.ca.pool import MIN_CHUNK, ProcessSigningPool, SignItem
+from spiffe_server.ca.templates import SVID_SUBJECT
 
 async def main():
     _, hard = resource.getrlimit(resource.RLIMIT_CORE)

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 from grpclib.const import Status
 
-from server.api.errors import status_for
-from server.datastore import JoinToken, open_datastore
-from server.errors import AttestationError
-from server.nodeattest.join_token import (
+from spiffe_py.spiffeid import SpiffeId, TrustDomain
+from spiffe_server.api.errors import status_for
+from spiffe_server.datastore import JoinToken, open_datastore
+from spiffe_server.errors import AttestationError
+from spiffe_server.nodeattest.join_token import (
     DEFAULT_JOIN_TOKEN_TTL,
     JoinTokenAttestor,
     JoinTokenRecord,
@@ -21,7 +22,6 @@ from server.nodeattest.join_token import (
     generate_join_token,
     join_token_agent_id,
 )
-from spiffe_py.spiffeid import SpiffeId, TrustDomain
 
 NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
 TD = TrustDomain.parse("example.org")

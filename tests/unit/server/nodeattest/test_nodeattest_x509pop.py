@@ -12,14 +12,14 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 from grpclib.const import Status
 
-from server.api.errors import status_for
-from server.errors import AttestationError
-from server.nodeattest.x509pop import X509PopAttestor
 from spiffe_py import _pem
 from spiffe_py._x509pop import NONCE_BYTES, verify_x509pop_response, x509pop_respond
 from spiffe_py.errors import VerificationError
 from spiffe_py.selectors import Selector
 from spiffe_py.spiffeid import SpiffeId, TrustDomain
+from spiffe_server.api.errors import status_for
+from spiffe_server.errors import AttestationError
+from spiffe_server.nodeattest.x509pop import X509PopAttestor
 from tests.support.ca import CA, Issued, PrivateKey, generate_key
 
 NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from server.app import build_ca
-from server.config import ConfigError, parse_config
+from spiffe_server.app import build_ca
+from spiffe_server.config import ConfigError, parse_config
 
 BASE = {"trust_domain": "example.org", "data_dir": "/tmp/d"}
 TLS = 'cert_file = "/etc/spiffe/oidc.pem"\nkey_file = "/etc/spiffe/oidc.key"\n'
@@ -27,10 +27,10 @@ def test_oidc_table_keys_as_named() -> None:
 def test_oidc_issuer_becomes_the_iss_of_minted_jwt_svids(tmp_path: Path) -> None:
     import jwt
 
-    from server.ca.templates import JwtSvidParams
-    from server.datastore import open_datastore
     from spiffe_py.clock import SystemClock
     from spiffe_py.spiffeid import SpiffeId
+    from spiffe_server.ca.templates import JwtSvidParams
+    from spiffe_server.datastore import open_datastore
 
     cfg = parse_config('[oidc]\nissuer = "https://oidc.example.test/tenant-a"\ninsecure_http = true\n',
                        {"trust_domain": "example.org", "data_dir": str(tmp_path)})

@@ -1,4 +1,4 @@
-"""server.oidc pure parts: documents, routes, request-head parsing."""
+"""spiffe_server.oidc pure parts: documents, routes, request-head parsing."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from datetime import timedelta
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from server import oidc
 from spiffe_py.bundle import SpiffeBundle
 from spiffe_py.spiffeid import TrustDomain
+from spiffe_server import oidc
 
 TD = TrustDomain("example.org")
 
