@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from google.protobuf import struct_pb2
+from google.protobuf.message import DecodeError
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
@@ -117,7 +118,12 @@ class WorkloadApiHandler(SpiffeWorkloadAPIBase):
     async def _caller(self, stream: Any) -> tuple[Any, Caller, frozenset[Selector]]:
         # header first: no attestation work for requests that fail it
         check_security_header(stream.metadata)
-        request = await stream.recv_message()
+        try:
+            request = await stream.recv_message()
+        except DecodeError as err:
+            raise _invalid("request message cannot be decoded") from err
+        if request is None:  # the client ended the stream without a request message
+            raise _invalid("request message missing")
         try:
             caller = self._caller_of(stream)
             return request, caller, await self._attestor.attest(caller)

@@ -1,7 +1,7 @@
 """Malformed Workload API calls against a real agent: each gets a precise status, and the agent keeps serving.
 
-Found by the fuzzing suite and the load test (benchmarks/bench_load.py). The strict xfails are
-open findings in the agent's request path: they turn into XPASS when it is fixed.
+Found by the fuzzing suite and the load test (benchmarks/bench_load.py): an undecodable or a
+missing request message used to end as UNKNOWN.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-import pytest
 from grpclib.client import Channel
 from grpclib.const import Cardinality, Status
 from grpclib.encoding.proto import ProtoCodec
@@ -75,15 +74,11 @@ def test_garbage_bytes_on_the_socket_leave_the_agent_serving(env: Env) -> None:
     assert asyncio.run(run())
 
 
-@pytest.mark.xfail(strict=True, reason="an undecodable request message reaches grpclib's default handling: "
-                                       "UNKNOWN 'Internal Server Error' instead of INVALID_ARGUMENT")
 def test_undecodable_request_is_invalid_argument(env: Env) -> None:
     assert asyncio.run(_status(env.socket_path, b"\xff" * 64)) is Status.INVALID_ARGUMENT
     assert asyncio.run(_still_serves(env.socket_path))
 
 
-@pytest.mark.xfail(strict=True, reason="FetchJWTSVID reads request.audience of a missing request message "
-                                       "(AttributeError): UNKNOWN instead of INVALID_ARGUMENT")
 def test_missing_request_message_is_invalid_argument(env: Env) -> None:
     assert asyncio.run(_status(env.socket_path, None)) is Status.INVALID_ARGUMENT
     assert asyncio.run(_still_serves(env.socket_path))
