@@ -145,7 +145,7 @@ class App:
                                  attestors=build_attestors(cfg, store), signer=build_signer(cfg))
         self.tls = ServerTls(cfg.data_dir / "server-svid")
         self.svid = ServerSvid(self.ctx, self.tls)
-        self.guard = self.ctx.guard  # issue 6: load the policy and audit head now; a broken policy stops the start
+        self.guard = self.ctx.guard  # load the policy and audit head now; a broken policy stops the start
         self._servers: list[Server] = []
         self._side: list[asyncio.Server] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -188,9 +188,9 @@ class App:
         self._tasks = [
             asyncio.create_task(_every(rotator_interval(cfg.ca_ttl), self._rotate, "ca rotation")),
             asyncio.create_task(ctx.entries.run(CHANGE_POLL_SECONDS)),  # also picks up other servers' changes
-            asyncio.create_task(_every(CRL_CHECK_SECONDS, self._refresh_crls, "crl refresh")),  # issue 5
+            asyncio.create_task(_every(CRL_CHECK_SECONDS, self._refresh_crls, "crl refresh")),
             asyncio.create_task(_every(CHANGE_PRUNE_SECONDS, self._prune_changes, "change log prune")),
-            asyncio.create_task(_every(POLICY_POLL_SECONDS, self._poll_policy, "policy reload")),  # issue 6
+            asyncio.create_task(_every(POLICY_POLL_SECONDS, self._poll_policy, "policy reload")),
             asyncio.create_task(self.guard.audit.checkpoint_forever()),
         ]
         log.info("server started", extra={"trust_domain": cfg.trust_domain.name,

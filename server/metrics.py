@@ -25,7 +25,7 @@ def start_metrics_listener(cfg: MetricsConfig) -> None:
     start_http_server(cfg.bind_port, addr=cfg.bind_address, registry=REGISTRY)
 
 
-# -- request-time policy, audit and guardrails (issue 6) --
+# -- request-time policy, audit and guardrails --
 POLICY_DECISIONS = Counter("spiffe_server_policy_decisions", "Policy decisions on mints by method and decision",
                            ["method", "decision"], registry=REGISTRY)
 POLICY_DENIALS = Counter("spiffe_server_policy_denials", "Denied mints by method and rule (or quarantine)",

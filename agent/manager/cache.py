@@ -48,11 +48,11 @@ class Entry:
     x509_svid_ttl: int = 0
     jwt_svid_ttl: int = 0
     dns_names: tuple[str, ...] = ()
-    # issue 6 (policy): admin-set labels and the server's quarantine flag, from sync
+    # policy: admin-set labels and the server's quarantine flag, from sync
     labels: Mapping[str, str] = field(default_factory=dict, hash=False, compare=True)
     quarantined: bool = False
-    bind_to_process: bool = False  # issue 5: one key and SVID set per attested process
-    expires_at: int = 0  # issue 5: Unix seconds when the task ends (expires_at/max_lifetime); 0 = never
+    bind_to_process: bool = False  # one key and SVID set per attested process
+    expires_at: int = 0  # Unix seconds when the task ends (expires_at/max_lifetime); 0 = never
     # seconds the server signs an X.509-SVID for now (TTL or default, capped by policy); 0 = not said
     x509_ttl_in_force: int = 0
 

@@ -46,10 +46,10 @@ def entry_from_proto(msg: types_pb2.Entry) -> Entry:
             x509_svid_ttl=msg.x509_svid_ttl,
             jwt_svid_ttl=msg.jwt_svid_ttl,
             dns_names=tuple(msg.dns_names),
-            labels=dict(msg.labels),  # issue 6: request-time policy input
+            labels=dict(msg.labels),  # request-time policy input
             quarantined=msg.quarantined,
-            bind_to_process=msg.bind_to_process,  # issue 5
-            expires_at=task_end(msg),  # issue 5
+            bind_to_process=msg.bind_to_process,
+            expires_at=task_end(msg),
             x509_ttl_in_force=max(0, msg.x509_svid_ttl_in_force),
         )
     except SpiffeError as err:

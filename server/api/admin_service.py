@@ -145,7 +145,7 @@ class AdminService(AdminAPIBase):
         return str(spiffe_id_of(peer_leaf(stream))) if is_tls(stream) else f"uid:{peer_cred(stream).uid}"
 
     async def _audit(self, stream: Stream[Any, Any], method: str, spiffe_id: str | None, **details: Any) -> None:
-        """Append an admin change to the audit chain (issue 6)."""
+        """Append an admin change to the audit chain."""
         await self._ctx.guard.note(actor=self._actor(stream), method=method, spiffe_id=spiffe_id,
                                    reason="admin change", details=details)
 
@@ -167,7 +167,7 @@ class AdminService(AdminAPIBase):
             req = await self._request(stream)
             _required(req.entry.id, "entry.id")
             entry = entry_from_proto(req.entry, trust_domain=self._ctx.config.trust_domain, now=self._ctx.clock.now())
-            entry = keep_quarantine(entry, await self._ctx.call(self._ctx.store.get_entry, entry.id))  # issue 6
+            entry = keep_quarantine(entry, await self._ctx.call(self._ctx.store.get_entry, entry.id))
             updated = await self._ctx.call(self._ctx.store.update_entry, entry)
             self._ctx.changes.notify()
             await self._audit(stream, "UpdateEntry", updated.spiffe_id, entry_id=updated.id,
@@ -420,7 +420,7 @@ class AdminService(AdminAPIBase):
             dns_names = check_dns_names(csr.dns_names, "csr.dns_names")
             ttl = check_ttl(req.ttl, "ttl")
             mint = await ctx.guard.admin_request(ctx.store, rpc="MintX509SVID", actor=self._actor(stream),
-                                                 spiffe_id=str(sid), ttl_seconds=ttl)  # issue 6: policy + audit
+                                                 spiffe_id=str(sid), ttl_seconds=ttl)  # policy + audit
             chain = await ctx.guard.mint_x509(mint, lambda t: ctx.ca.sign_x509_svid(X509SvidParams(
                 spiffe_id=sid, public_key=csr.public_key, ttl=t, dns_names=dns_names)),
                 lambda c: x509_issuance(c[0], spiffe_id=str(sid)))
@@ -436,13 +436,13 @@ class AdminService(AdminAPIBase):
             ctx = self._ctx
             mint = await ctx.guard.admin_request(ctx.store, rpc="MintJWTSVID", actor=self._actor(stream),
                                                  spiffe_id=str(sid), audiences=audience,
-                                                 ttl_seconds=ttl)  # issue 6: policy + audit
+                                                 ttl_seconds=ttl)  # policy + audit
             token = await ctx.guard.mint_jwt(mint, lambda t: ctx.ca.sign_jwt_svid(JwtSvidParams(
                 spiffe_id=sid, audience=audience, ttl=t)), lambda tok: jwt_issuance(jwt_claims_of(tok)))
             expires_at = int(jwt_claims_of(token)["exp"])
             await stream.send_message(admin_pb2.MintJWTSVIDResponse(token=token, expires_at=expires_at))
 
-    # -- audit, labels and quarantine (issue 6) ---------------------------------------------------
+    # -- audit, labels and quarantine ---------------------------------------------------
 
     async def ListAudit(self, stream: Stream[admin_pb2.ListAuditRequest, admin_pb2.ListAuditResponse]) -> None:
         with grpc_errors("ListAudit"):
@@ -505,7 +505,7 @@ class AdminService(AdminAPIBase):
             ready = all(v == "ok" for v in checks.values())
             await stream.send_message(admin_pb2.HealthResponse(live=True, ready=ready, checks=checks))
 
-    # -- revocation (issue 5) ------------------------------------------------------------------------
+    # -- revocation ------------------------------------------------------------------------
 
     async def RevokeSvid(self, stream: Stream[admin_pb2.RevokeSvidRequest, admin_pb2.RevokeResponse]) -> None:
         with grpc_errors("RevokeSvid"):
@@ -542,7 +542,7 @@ class AdminService(AdminAPIBase):
             await stream.send_message(admin_pb2.ListRevocationsResponse(
                 revocations=[revocation_to_proto(r) for r in result.items], next_page_token=result.next_token))
 
-    # -- local authorities (issue 5) -------------------------------------------------------------------
+    # -- local authorities -------------------------------------------------------------------
 
     async def _local_authority(self, stream: Stream[Any, Any], method: str,
                                action: Callable[[AuthorityKind, str], object] | None) -> None:

@@ -249,7 +249,7 @@ class AgentService(AgentAPIBase):
                     raise AttestationError(attestor.name, "expected a challenge response")
                 return bytes(answer.challenge_response)
 
-            try:  # issue 6: every attestation is audited, refusals too (with the error, never the payload)
+            try:  # every attestation is audited, refusals too (with the error, never the payload)
                 result = await attestor.attest(params.payload, challenge, now=ctx.clock.now())
                 chain = self._sign_agent_svid(result.agent_id, params.csr)
                 await self._record_agent(result, attestor.name, chain[0])
@@ -376,7 +376,7 @@ class AgentService(AgentAPIBase):
             plans: dict[str, _EntryPlan | SpiffeError] = {}
             now = self._ctx.clock.now()
             self._ctx.sign_limiter.take(agent_id, len(req.params), now=now)  # RESOURCE_EXHAUSTED past the rate
-            gate = self._ctx.guard.batch(actor=agent_id)  # issue 6: policy per entry, audit per batch
+            gate = self._ctx.guard.batch(actor=agent_id)  # policy per entry, audit per batch
             ledger = X509IssuanceLog(agent_id=agent_id)
             issued: list[Issuance] = []
             item_plans = [_plan_for(p.entry_id, allowed, plans, now=now) for p in req.params]
@@ -472,7 +472,7 @@ class AgentService(AgentAPIBase):
             mint = self._ctx.guard.agent_jwt_request(actor=agent_id, entry=entry, audiences=audience)
             token = await self._ctx.guard.mint_jwt(mint, lambda ttl: self._ctx.ca.sign_jwt_svid(JwtSvidParams(
                 spiffe_id=SpiffeId.parse(entry.spiffe_id), audience=audience, expires_at=end, ttl=ttl,
-                extra_claims=dict(entry.jwt_claims))),  # issue 6: policy + audit + issuance log, one transaction
+                extra_claims=dict(entry.jwt_claims))),  # policy + audit + issuance log, one transaction
                 lambda tok: jwt_issuance(jwt_claims_of(tok), entry_id=entry.id, agent_id=agent_id))
             SIGNED.labels(kind="jwt").inc()
             claims = jwt_claims_of(token)
@@ -490,7 +490,7 @@ class AgentService(AgentAPIBase):
                                     jtis=list(req.jwt_ids), reason=req.reason)
             await stream.send_message(agent_pb2.RevokeOwnResponse(revoked=len(revs)))
 
-    # -- ForwardAudit (issue 6) ------------------------------------------------------------------------
+    # -- ForwardAudit ------------------------------------------------------------------------
 
     async def ForwardAudit(self, stream: Stream[agent_pb2.ForwardAuditRequest, agent_pb2.ForwardAuditResponse]
                            ) -> None:
@@ -500,7 +500,7 @@ class AgentService(AgentAPIBase):
             accepted = await self._ctx.call(self._ctx.guard.audit.forward, agent.spiffe_id, list(req.records))
             await stream.send_message(agent_pb2.ForwardAuditResponse(accepted=accepted))
 
-    # -- QuarantineOwn (issue 6: agent anomaly guardrail) ---------------------------------------------
+    # -- QuarantineOwn (agent anomaly guardrail) ---------------------------------------------
 
     async def QuarantineOwn(self, stream: Stream[agent_pb2.QuarantineOwnRequest, agent_pb2.QuarantineOwnResponse]
                             ) -> None:

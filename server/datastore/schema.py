@@ -127,7 +127,7 @@ _V1 = (
     "CREATE TABLE changes (seq BIGINT PRIMARY KEY, kind TEXT NOT NULL, key TEXT NOT NULL, deleted BOOLEAN NOT NULL)",
 )
 
-# Issue 5: the issuance log (one row per signed SVID, pruned at expiry) and the SPIFFE ID and
+# the issuance log (one row per signed SVID, pruned at expiry) and the SPIFFE ID and
 # signing CA of each revocation (the CA whose CRL must list the serial).
 _V2 = (
     """CREATE TABLE issuances (
