@@ -16,13 +16,19 @@ def _fetch_jwt_ok(env: Env) -> None:
 
 
 def test_oversized_audience_is_invalid_argument(env: Env) -> None:
-    """A 100 KB audience used to reach the server and the audit trail and come back INTERNAL, every call."""
-    res = env.agent_cli("api", "fetch", "jwt", "--audience", "a" * 100_000, check=False)
+    """A 100 KB audience used to reach the server and the audit trail and come back INTERNAL, every call.
+
+    Now a 10 KB audience is INVALID_ARGUMENT (the audience bound), and a 100 KB one never gets past
+    the Workload API's 64 KiB message limit (RESOURCE_EXHAUSTED, refused on its length prefix).
+    """
+    res = env.agent_cli("api", "fetch", "jwt", "--audience", "a" * 10_000, check=False)
     assert res.returncode == 1
     assert res.stderr.strip() == "error: INVALID_ARGUMENT: audience values must be at most 256 characters"
-    res = env.agent_cli("api", "validate", "jwt", "--audience", "a" * 100_000, "--svid", "x.y.z", check=False)
+    res = env.agent_cli("api", "validate", "jwt", "--audience", "a" * 10_000, "--svid", "x.y.z", check=False)
     assert res.returncode == 1
     assert res.stderr.strip() == "error: INVALID_ARGUMENT: audience must be at most 256 characters"
+    res = env.agent_cli("api", "fetch", "jwt", "--audience", "a" * 100_000, check=False)
+    assert res.returncode == 1 and res.stderr.startswith("error: RESOURCE_EXHAUSTED: "), res.stderr
     _fetch_jwt_ok(env)
     assert "Traceback" not in env.dump()
 
