@@ -12,6 +12,8 @@ from cryptography import x509
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 
+from spiffe_py.spiffeid import TrustDomain
+from spiffe_server.nodeattest.join_token import join_token_agent_id
 from tests.integration.server.agent_client import agent_channel, attest
 from tests.integration.server.revocation_support import (
     TD,
@@ -151,7 +153,8 @@ async def test_join_token_replay_is_refused_and_audited(server: ServerProc) -> N
     with pytest.raises(GRPCError) as exc:
         await attest(server, "join_token", secret.encode())
     assert exc.value.status is Status.PERMISSION_DENIED
-    assert first.spiffe_id.endswith(secret)
+    assert first.spiffe_id == str(join_token_agent_id(TrustDomain.parse(server.trust_domain), secret))
+    assert secret not in first.spiffe_id  # the ID names the token by a hash
     records = (await asyncio.to_thread(server.cli_json, "audit", "show", "--decision", "deny"))["records"]
     denied = [r for r in records if r.get("method") == "AttestAgent"]
     assert len(denied) == 1 and secret not in str(denied[0])  # the token itself never reaches the trail
