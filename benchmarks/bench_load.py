@@ -45,6 +45,7 @@ import resource
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -383,7 +384,12 @@ def run(args: argparse.Namespace) -> int:
         return 2
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(args.nofile, hard), hard))  # inherited by server and agent
-    with quiet_env([("/bench", f"unix:uid:{os.geteuid()}")]) as env:
+    # The valid clients and the burst all run as root, one uid: the per-uid caps (connections, calls/s)
+    # would refuse most of them by design, so they are lifted here; they are tested on their own
+    # (tests/integration/agent/test_agent_caller_identity.py, tests/unit/agent/test_uid_rate_limit.py).
+    config = Path(tempfile.mkdtemp(prefix="bench-load-")) / "agent.toml"
+    config.write_text(f"max_connections_per_uid = {args.burst + 1000}\n[uid_rate_limit]\nenabled = false\n")
+    with quiet_env([("/bench", f"unix:uid:{os.geteuid()}")], ("--config", str(config))) as env:
         assert env.agent is not None
         pid = env.agent.pid
         warm = _spawn_client("valid", env.socket_path, 4, 2.0)
