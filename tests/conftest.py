@@ -14,10 +14,12 @@ so `pytest -m "not docker"` deselects them. With CI=true every skip becomes a fa
 
 from __future__ import annotations
 
+import secrets
 import tempfile
 from collections.abc import Generator, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 # The repo root is on sys.path through `pythonpath = ["."]` in pyproject.toml.
@@ -56,6 +58,19 @@ def postgres_url() -> str:
     except PostgresUnavailable as err:
         unavailable(str(err))
     return url
+
+
+@pytest.fixture
+def pg_schema(postgres_url: str) -> Iterator[str]:
+    """A database URL whose search_path is a fresh schema in the test database, dropped afterwards."""
+    schema = f"t_{secrets.token_hex(6)}"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f"create schema {schema}")
+    try:
+        yield f"{postgres_url}?options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(f"drop schema {schema} cascade")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

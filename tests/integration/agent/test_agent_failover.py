@@ -14,16 +14,12 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import secrets
 import statistics
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psycopg
-import pytest
 from grpclib.client import Channel
 
 from spiffe_py._proto import workload_pb2
@@ -36,19 +32,6 @@ TRIALS = int(os.environ.get("SPIFFE_PY_FAILOVER_TRIALS", "6"))
 RECONNECT_LIMIT_S = 5.0
 FETCH_INTERVAL_S = 0.05
 AGENT_CONFIG = "[uid_rate_limit]\nenabled = false\n"  # the workload fetches 20 times a second for a minute
-
-
-@pytest.fixture
-def pg_schema(postgres_url: str) -> Iterator[str]:
-    """A fresh schema in the test database, dropped afterwards."""
-    schema = f"failover_{secrets.token_hex(6)}"
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(f"create schema {schema}")
-    try:
-        yield f"{postgres_url}?options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(postgres_url, autocommit=True) as conn:
-            conn.execute(f"drop schema {schema} cascade")
 
 
 @dataclass

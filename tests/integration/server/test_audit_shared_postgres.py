@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
-from collections.abc import Iterator
 from typing import Any
 
-import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from grpclib.client import Channel
@@ -31,19 +28,6 @@ pytestmark = pytest.mark.postgres
 
 PER_SERVER = 30  # of each kind: 60 concurrent appends per server
 CSR = csr_for(ec.generate_private_key(ec.SECP256R1()))
-
-
-@pytest.fixture
-def pg_schema(postgres_url: str) -> Iterator[str]:
-    """A fresh schema in the test database, dropped afterwards."""
-    schema = f"audit_{secrets.token_hex(6)}"
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(f"create schema {schema}")
-    try:
-        yield f"{postgres_url}?options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(postgres_url, autocommit=True) as conn:
-            conn.execute(f"drop schema {schema} cascade")
 
 
 async def _refused_attestation(stub: AgentAPIStub, n: int) -> Status:

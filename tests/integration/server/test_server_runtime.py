@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 import socket
 import ssl
 import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import jwt
-import psycopg
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -29,19 +26,6 @@ from tests.support.ca import CA
 from tests.support.server_proc import ServerProc, free_port
 
 TD = "spiffe://example.org"
-
-
-@pytest.fixture
-def pg_schema(postgres_url: str) -> Iterator[str]:
-    """A fresh schema in the test database, dropped afterwards."""
-    schema = f"srv_{secrets.token_hex(6)}"
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(f"create schema {schema}")
-    try:
-        yield f"{postgres_url}?options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(postgres_url, autocommit=True) as conn:
-            conn.execute(f"drop schema {schema} cascade")
 
 
 def test_postgres_datastore_keeps_state_across_restart(pg_schema: str) -> None:
