@@ -14,6 +14,7 @@ from pathlib import Path
 
 from spiffe_broker.config import ConfigError, parse_config
 from spiffe_broker.secrets import SecretFileError
+from spiffe_py._policy import PolicyError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         asyncio.run(run(cfg))
-    except SecretFileError as err:
+    except (SecretFileError, PolicyError) as err:
         print(f"spiffe-broker: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -157,7 +157,7 @@ class Manager:
         self.minter = Minter(self.cache, self.servers, self.bound, kick=self._mint_kick, clock=clock, rng=rng,
                              rotation_tick=config.rotation_tick, interests=self._interests, on_change=self._notify)
         self.sync = SyncLoop(self.servers, self.identity, self.cache, on_change=self._changed,
-                             resync_interval=config.resync_interval)
+                             resync_interval=config.resync_interval, on_applied=self._revocations_changed)
 
     # ---- workload-facing -------------------------------------------------
     def view(self, selectors: frozenset[Selector], process: ProcessKey | None = None) -> WorkloadView:

@@ -49,7 +49,7 @@ reason = "max_tokens above 1024"
 name = "exchange-ttl"
 when = 'request.kind == "token_exchange"'
 effect = "allow"
-max_ttl = "2m"
+max_ttl = 120
 """
 
 
@@ -169,7 +169,9 @@ tokens_per_day = 25
 
 @pytest.fixture(scope="package")
 def broker_env() -> Iterator[BrokerEnv]:
+    t0 = time.monotonic()
     server = ServerProc.start(trust_domain=TD)
+    print(f"server {time.monotonic() - t0:.1f}")
     agent = AgentProc.start(server, "a1")
     root = Path(tempfile.mkdtemp(prefix="broker-", dir="/tmp"))
     env = BrokerEnv(server=server, agent=agent, root=root, port=free_port(), upstream_log=root / "upstream.jsonl",
@@ -177,12 +179,9 @@ def broker_env() -> Iterator[BrokerEnv]:
                     bundle_pem=server.cli("bundle", "show").stdout)
     upstream: subprocess.Popen[bytes] | None = None
     try:
-        server.cli("entry", "create", "--spiffe-id", BROKER_ID, "--parent-id", agent.agent_id, "--selector", UID,
-                   "--dns-name", "localhost")
-        for name in CALLERS:
-            out = server.cli_json("entry", "create", "--spiffe-id", env.spiffe_id(name), "--parent-id",
-                                  agent.agent_id, "--selector", UID)
-            env.entries[name] = str(out["id"])
+        env.entries = {name: f"broker-test-{name}" for name in CALLERS}
+        create_entries(env, [{"id": "broker-test-broker", "spiffe_id": BROKER_ID, "dns_names": ["localhost"]}]
+                       + [{"id": env.entries[n], "spiffe_id": env.spiffe_id(n)} for n in CALLERS])
         _write_secret(root / "openai.key", OPENAI_KEY)
         _write_secret(root / "anthropic.key", ANTHROPIC_KEY)
         (root / "policy.toml").write_text(POLICY)
@@ -191,14 +190,18 @@ def broker_env() -> Iterator[BrokerEnv]:
             [sys.executable, str(HERE / "provider_standin.py"), str(upstream_port), str(root / "openai.key"),
              str(root / "anthropic.key"), str(env.upstream_log)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         (root / "broker.toml").write_text(_config(env, upstream_port))
+        print(f"entries {time.monotonic() - t0:.1f}")
         agent.wait_ready()
+        print(f"agent {time.monotonic() - t0:.1f}")
         wait_until(lambda: _has(env, BROKER_ID), "the broker's SVID")
+        print(f"svid {time.monotonic() - t0:.1f}")
         assert upstream.stdout is not None and b"ready" in upstream.stdout.readline()
         # the broker's environment holds no provider key either: it reads the files
         clean_env = {k: v for k, v in os.environ.items() if "KEY" not in k.upper()}
         env.broker = subprocess.Popen([*BROKER, "run", "--config", str(root / "broker.toml"), "--log-level", "debug"],
                                       stdout=env.broker_log.open("ab"), stderr=subprocess.STDOUT, env=clean_env)
         wait_until(lambda: _healthy(env), "the broker to serve", timeout=60)
+        print(f"broker {time.monotonic() - t0:.1f}")
         yield env
     finally:
         print(env.log_text()[-6000:])
@@ -207,6 +210,14 @@ def broker_env() -> Iterator[BrokerEnv]:
         agent.close()
         server.close()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def create_entries(env: BrokerEnv, entries: list[dict[str, object]]) -> None:
+    """One ``entry create --data`` batch, each entry for this uid under the agent."""
+    import json
+
+    data = {"entries": [{"parent_id": env.agent.agent_id, "selectors": [UID], **e} for e in entries]}
+    env.server.cli("entry", "create", "--data", "-", stdin=json.dumps(data).encode())
 
 
 def _has(env: BrokerEnv, spiffe_id: str) -> bool:

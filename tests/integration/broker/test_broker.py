@@ -16,12 +16,21 @@ from typing import Any
 
 import anthropic
 import httpx
+import httpx2  # the anthropic SDK's own HTTP client package
 import jwt as pyjwt
 import openai
 import pytest
 
 from spiffe_py.audit import load_jsonl, verify_chain
-from tests.integration.broker.conftest import ANTHROPIC_KEY, BROKER_ID, OPENAI_KEY, TD, BrokerEnv, wait_until
+from tests.integration.broker.conftest import (
+    ANTHROPIC_KEY,
+    BROKER_ID,
+    OPENAI_KEY,
+    TD,
+    BrokerEnv,
+    create_entries,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -71,7 +80,7 @@ def test_openai_sdk_with_mtls_svid(broker_env: BrokerEnv) -> None:
 
 def test_anthropic_sdk_with_x_api_key_injection(broker_env: BrokerEnv) -> None:
     client = anthropic.Anthropic(base_url=f"{broker_env.base}/anthropic", auth_token=broker_env.jwt("agent"),
-                                 http_client=httpx.Client(verify=broker_env.verify_context()), max_retries=0)
+                                 http_client=httpx2.Client(verify=broker_env.verify_context()), max_retries=0)
     message = client.messages.create(model="claude-haiku-4-5", max_tokens=100, messages=MESSAGES)  # type: ignore[arg-type]
     SEEN.append(message.model_dump_json())
     assert message.content[0].text == "hello from the stand-in"  # type: ignore[union-attr]
@@ -170,10 +179,8 @@ def test_ended_tasks_refused_within_one_second(broker_env: BrokerEnv) -> None:
     env = broker_env
     bound_id = f"spiffe://{TD}/ai/bound"
     expires_at = int(time.time()) + 8
-    env.server.cli("entry", "create", "--spiffe-id", bound_id, "--parent-id", env.agent.agent_id,
-                   "--selector", f"unix:uid:{os.geteuid()}", "--bind-to-process")
-    env.server.cli("entry", "create", "--spiffe-id", env.spiffe_id("task"), "--parent-id", env.agent.agent_id,
-                   "--selector", f"unix:uid:{os.geteuid()}", "--expires-at", str(expires_at))
+    create_entries(env, [{"spiffe_id": bound_id, "bind_to_process": True},
+                         {"spiffe_id": env.spiffe_id("task"), "expires_at": expires_at}])
     wait_until(lambda: _can_fetch(env, "task"), "the task entry to reach the agent")
     task_headers = {"Authorization": f"Bearer {env.jwt('task')}"}
     proc = subprocess.Popen([sys.executable, str(BOUND_WORKLOAD), env.agent.address, bound_id, BROKER_ID],
