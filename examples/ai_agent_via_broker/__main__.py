@@ -84,14 +84,15 @@ allow = ["{TD}/ai-agent"]
         wait_healthy(url, broker)
         print(f"broker {BROKER_ID} serving {url}; the key is only in {key_file} (0600)")
         no_key_env = {k: v for k, v in os.environ.items() if "KEY" not in k.upper()}
-        agent = subprocess.run([sys.executable, "-m", "examples.ai_agent_via_broker.agent", url, BROKER_ID,
-                                f"{TD}/ai-agent"], env=no_key_env, capture_output=True, text=True, timeout=60, check=False)
+        agent_module = "examples.ai_agent_via_broker.agent"
+        agent = subprocess.run([sys.executable, "-m", agent_module, url, BROKER_ID, f"{TD}/ai-agent"],
+                               env=no_key_env, capture_output=True, text=True, timeout=60, check=False)
         print(agent.stdout, agent.stderr, end="")
         results.append(check(agent.returncode == 0 and "You asked: what is SPIFFE?" in agent.stdout,
                              "the AI agent got its answer through the broker"))
         results.append(check(PROVIDER_KEY not in agent.stdout + agent.stderr, "the key never reached the agent"))
-        other = subprocess.run([sys.executable, "-m", "examples.ai_agent_via_broker.agent", url, BROKER_ID,
-                                f"{TD}/billing-client"], env=no_key_env, capture_output=True, text=True, timeout=60, check=False)
+        other = subprocess.run([sys.executable, "-m", agent_module, url, BROKER_ID, f"{TD}/billing-client"],
+                               env=no_key_env, capture_output=True, text=True, timeout=60, check=False)
         print(other.stdout, end="")
         results.append(check(other.returncode == 3 and "403" in other.stdout,
                              "a workload not on the upstream's allow list is refused (403)"))
