@@ -107,8 +107,14 @@ class Broker:
     # ---- background ----------------------------------------------------------------------
 
     async def follow_revocations(self) -> None:
-        """Keep the revocation state as the agent pushes it."""
-        async for state in watch_revocations(self.address):
+        """Keep the revocation state as the agent pushes it; without the stream, fail closed (503)."""
+
+        def lost() -> None:
+            if self.revocations is not None:
+                log.warning("revocation watch lost: refusing requests (503) until the agent streams again")
+            self.revocations = None
+
+        async for state in watch_revocations(self.address, on_disconnect=lost):
             self.revocations = state
             metrics.REVOKED.set(len(state.x509_serials) + len(state.jwt_ids))
             self.revocations_changed.set()
@@ -197,7 +203,8 @@ class Broker:
             self.budgets.count_request(key, now=now)
             if upstream.tokens_per_day:
                 body = with_stream_usage(fields, tail) or body
-            return await self._forward(request, upstream, tail, body, caller=caller, record=record, started=started)
+            return await self._forward_or_refuse(request, upstream, tail, body, caller=caller, record=record,
+                                                 started=started)
         except BrokerError as err:
             return self._refuse(err, caller, record, started, upstream_name=name)
 
@@ -238,10 +245,12 @@ class Broker:
                                         connect=self.cfg.upstream_connect_timeout,
                                         sock_read=self.cfg.upstream_read_timeout)
         caller_id = str(caller.spiffe_id)
+        prepared: web.StreamResponse | None = None  # once set, the status is sent: failures can only cut
         try:
             async with self.session.request(request.method, url, headers=headers, data=body, timeout=timeout,
                                             allow_redirects=False) as up:
                 response = web.StreamResponse(status=up.status, reason=up.reason)
+                prepared = response
                 for k, v in response_headers(up.headers.items()):
                     response.headers.add(k, v)
                 streaming = "text/event-stream" in up.headers.get("Content-Type", "")
@@ -258,7 +267,8 @@ class Broker:
                         record.update(status=up.status, error="max_response_bytes")
                         self._audit(caller, allowed=True, reason="response too large", record=record,
                                     started=started)
-                        request.transport.close() if request.transport else None
+                        if request.transport is not None:
+                            request.transport.close()
                         return response
                     if meter is not None:
                         meter.feed(chunk)
@@ -266,13 +276,15 @@ class Broker:
                         kept += chunk
                     await response.write(chunk)
                 await response.write_eof()
-        except TimeoutError:
-            return self._refuse(UpstreamTimeoutError(f"upstream {upstream.name!r} timed out", rule="upstream.timeout"),
-                                caller, record, started, upstream_name=upstream.name)
-        except aiohttp.ClientError as err:
-            return self._refuse(UpstreamError(f"upstream {upstream.name!r} failed: {type(err).__name__}",
-                                              rule="upstream.error"), caller, record, started,
-                                upstream_name=upstream.name)
+        except (TimeoutError, aiohttp.ClientError, ConnectionResetError) as err:
+            if prepared is None:
+                raise
+            log.warning("upstream %s failed mid-response: %s", upstream.name, type(err).__name__)
+            record.update(status=prepared.status, error=f"cut: {type(err).__name__}")
+            self._audit(caller, allowed=True, reason="upstream failed mid-response", record=record, started=started)
+            if request.transport is not None:
+                request.transport.close()
+            return prepared
         tokens = meter.tokens if meter is not None else body_tokens(bytes(kept))
         self.budgets.add_tokens((caller_id, upstream.name), tokens, now=self.clock.now())
         metrics.REQUESTS.labels(upstream.name, caller_id, str(up.status)).inc()
@@ -281,6 +293,19 @@ class Broker:
         record.update(status=up.status, tokens=tokens, stream=streaming)
         self._audit(caller, allowed=True, reason="forwarded", record=record, started=started)
         return response
+
+    async def _forward_or_refuse(self, request: web.Request, upstream: Upstream, tail: str, body: bytes, *,
+                                 caller: Caller, record: dict[str, Any], started: float) -> web.StreamResponse:
+        """:meth:`_forward`; an upstream that fails before answering is a 502/504 refusal."""
+        try:
+            return await self._forward(request, upstream, tail, body, caller=caller, record=record, started=started)
+        except TimeoutError:
+            return self._refuse(UpstreamTimeoutError(f"upstream {upstream.name!r} timed out", rule="upstream.timeout"),
+                                caller, record, started, upstream_name=upstream.name)
+        except (aiohttp.ClientError, ConnectionResetError) as err:
+            return self._refuse(UpstreamError(f"upstream {upstream.name!r} failed: {type(err).__name__}",
+                                              rule="upstream.error"), caller, record, started,
+                                upstream_name=upstream.name)
 
     async def jwks(self, request: web.Request) -> web.Response:
         """``GET /.well-known/jwks.json``."""

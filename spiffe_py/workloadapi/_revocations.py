@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,12 +75,14 @@ def apply_message(state: RevocationState, message: Any) -> RevocationState:
                            _values(message.tainted_jwt_keys, None))
 
 
-async def watch_revocations(address: str | None = None, *,
-                            backoff: Backoff | None = None) -> AsyncIterator[RevocationState]:
+async def watch_revocations(address: str | None = None, *, backoff: Backoff | None = None,
+                            on_disconnect: Callable[[], None] | None = None) -> AsyncIterator[RevocationState]:
     """The agent's revocation state, then again after every change; reconnects with backoff until cancelled.
 
     A state is yielded only once an update is complete (its last chunk has no ``more``), so a
-    full set split over messages never shows as a shorter set in between.
+    full set split over messages never shows as a shorter set in between. ``on_disconnect`` is
+    called whenever the stream ends or fails: until the next state, revocations may be missed,
+    so a relying party should fail closed meanwhile.
     """
     endpoint = _endpoint(address)
     retry = RetryState(backoff=backoff or Backoff(initial=0.1, maximum=2.0))
@@ -106,4 +108,6 @@ async def watch_revocations(address: str | None = None, *,
             log.warning("revocation watch failed, retrying in %.1fs: %s", delay, code)
         finally:
             await channel.close()
+        if on_disconnect is not None:
+            on_disconnect()
         await asyncio.sleep(delay)

@@ -112,6 +112,21 @@ def test_policy_model_allow_list_and_max_tokens_cap(broker_env: BrokerEnv) -> No
     assert refusal(not_allowed.value)["rule"] == "upstream.allow"
 
 
+def test_bad_requests_get_precise_statuses(broker_env: BrokerEnv) -> None:
+    """Too large (413), unknown upstream (404), upstream down (502): JSON errors naming the rule."""
+    headers = {"Authorization": f"Bearer {broker_env.jwt('agent')}"}
+    with broker_env.client() as client:
+        big = client.post(f"{broker_env.base}/openai/chat/completions", headers=headers,
+                          json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x" * 70000}]})
+        unknown = client.post(f"{broker_env.base}/nowhere/chat/completions", headers=headers, json={})
+        down = client.post(f"{broker_env.base}/down/chat/completions", headers=headers,
+                           json={"model": "gpt-4o-mini", "messages": MESSAGES})
+    SEEN.extend(r.text for r in (big, unknown, down))
+    assert (big.status_code, big.json()["error"]["rule"]) == (413, "max_request_bytes")
+    assert (unknown.status_code, unknown.json()["error"]["rule"]) == (404, "upstream")
+    assert (down.status_code, down.json()["error"]["rule"]) == (502, "upstream.error")
+
+
 def test_token_budget_runs_out_mid_stream(broker_env: BrokerEnv) -> None:
     """25 tokens a day: the first stream (30 tokens) finishes whole, the next request is 429 with Retry-After."""
     client = openai.OpenAI(base_url=f"{broker_env.base}/budgeted", api_key=broker_env.jwt("budget"),
