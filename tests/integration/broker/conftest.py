@@ -77,6 +77,7 @@ class BrokerEnv:
     bundle_pem: str
     entries: dict[str, str] = field(default_factory=dict)  # caller name -> entry id
     broker: subprocess.Popen[bytes] | None = None
+    metrics_port: int = 0
 
     @property
     def base(self) -> str:
@@ -138,6 +139,7 @@ spiffe_id = "{BROKER_ID}"
 data_dir = "{env.root / 'data'}"
 upstream_read_timeout = "10s"
 max_request_bytes = 65536
+metrics_port = {env.metrics_port}
 
 [token_exchange]
 max_ttl = "5m"
@@ -181,7 +183,7 @@ def broker_env() -> Iterator[BrokerEnv]:
     root = Path(tempfile.mkdtemp(prefix="broker-", dir="/tmp"))
     env = BrokerEnv(server=server, agent=agent, root=root, port=free_port(), upstream_log=root / "upstream.jsonl",
                     broker_log=root / "broker.log", audit_path=root / "data" / "audit.jsonl",
-                    bundle_pem=server.cli("bundle", "show").stdout)
+                    bundle_pem=server.cli("bundle", "show").stdout, metrics_port=free_port())
     upstream: subprocess.Popen[bytes] | None = None
     try:
         env.entries = {name: f"broker-test-{name}" for name in CALLERS}

@@ -53,8 +53,13 @@ async def _body(request: web.Request) -> dict[str, object] | web.Response:
     return doc
 
 
+def _key(request: web.Request, name: str) -> str:
+    # read per request: the tests rotate the key file and expect the broker to follow
+    return Path(request.app[name]).read_text().strip()
+
+
 async def openai_chat(request: web.Request) -> web.StreamResponse:
-    key = request.app["openai_key"]
+    key = _key(request, "openai_key")
     leaked = _caller_credential(request) or ("an x-api-key header" if "x-api-key" in request.headers else None)
     key_ok = request.headers.get("Authorization") == f"Bearer {key}"
     doc = await _body(request)
@@ -98,7 +103,7 @@ async def openai_chat(request: web.Request) -> web.StreamResponse:
 
 
 async def anthropic_messages(request: web.Request) -> web.StreamResponse:
-    key = request.app["anthropic_key"]
+    key = _key(request, "anthropic_key")
     leaked = _caller_credential(request) or ("an Authorization header" if "Authorization" in request.headers else None)
     key_ok = request.headers.get("x-api-key") == key
     doc = await _body(request)
@@ -149,8 +154,8 @@ async def anthropic_messages(request: web.Request) -> web.StreamResponse:
 def main() -> None:
     port, openai_key, anthropic_key, log = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
     app = web.Application()
-    app["openai_key"] = Path(openai_key).read_text().strip()
-    app["anthropic_key"] = Path(anthropic_key).read_text().strip()
+    app["openai_key"] = openai_key
+    app["anthropic_key"] = anthropic_key
     app["log"] = log
     app.router.add_post("/v1/chat/completions", openai_chat)
     app.router.add_post("/v1/messages", anthropic_messages)

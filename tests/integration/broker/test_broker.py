@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -320,6 +321,46 @@ def test_token_exchange_refusals(broker_env: BrokerEnv) -> None:
         assert "expired" in late.json()["error_description"]
 
 
+def test_secret_rotation_followed_on_file_change_and_sighup(broker_env: BrokerEnv) -> None:
+    env = broker_env
+    key_file = env.root / "openai.key"
+    headers = {"Authorization": f"Bearer {env.jwt('agent')}"}
+
+    def ok() -> bool:
+        r = client.post(f"{env.base}/openai/chat/completions", headers=headers,
+                        json={"model": "gpt-4o-mini", "messages": MESSAGES})
+        SEEN.append(r.text)
+        return r.status_code == 200
+
+    def rotate(value: str) -> None:
+        tmp = env.root / "openai.key.new"
+        tmp.touch(mode=0o600)
+        tmp.write_text(value + "\n")
+        os.replace(tmp, key_file)  # what a secret manager's atomic update looks like
+
+    with env.client() as client:
+        try:
+            rotate(OPENAI_KEY + "-rotated")
+            took = wait_until(ok, "the broker to pick up the rotated key", timeout=10, step=0.1)
+            print(f"file change -> new key in use after {took:.2f}s")
+            key_file.write_text(OPENAI_KEY + "-hup\n")  # in place, then SIGHUP
+            assert env.broker is not None
+            env.broker.send_signal(signal.SIGHUP)
+            wait_until(ok, "the broker to re-read the key on SIGHUP", timeout=10, step=0.05)
+        finally:
+            rotate(OPENAI_KEY)
+            wait_until(ok, "the original key back in use", timeout=10, step=0.1)
+    assert "-rotated" not in env.log_text() and "-hup" not in env.log_text()
+
+
+def test_prometheus_metrics_per_upstream_and_caller(broker_env: BrokerEnv) -> None:
+    text = httpx.get(f"http://127.0.0.1:{broker_env.metrics_port}/metrics").text
+    agent = broker_env.spiffe_id("agent")
+    assert f'spiffe_broker_requests_total{{caller="{agent}",status="200",upstream="openai"}}' in text
+    assert f'spiffe_broker_tokens_total{{caller="{agent}",upstream="anthropic"}} 45.0' in text
+    assert 'spiffe_broker_refusals_total{reason="model-allow-list",upstream="openai"} 1.0' in text
+
+
 def test_the_workload_never_sees_the_key(broker_env: BrokerEnv) -> None:
     """Not in this process's environment, any response or error it got, the broker's log or its audit trail."""
     env = broker_env
@@ -334,7 +375,7 @@ def test_the_workload_never_sees_the_key(broker_env: BrokerEnv) -> None:
               "responses and errors": "\n".join(SEEN), "broker log": env.log_text(),
               "audit trail": env.audit_path.read_text()}
     for where, text in places.items():
-        for secret in (OPENAI_KEY, ANTHROPIC_KEY, OPENAI_KEY[10:30], ANTHROPIC_KEY[10:30]):
+        for secret in (OPENAI_KEY, ANTHROPIC_KEY, OPENAI_KEY[10:30], ANTHROPIC_KEY[10:30], "-rotated", "-hup"):
             assert secret not in text, f"a provider key leaked into the {where}"
     records = load_jsonl(env.audit_path)
     assert verify_chain(records).ok
