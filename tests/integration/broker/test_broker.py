@@ -69,6 +69,22 @@ def test_openai_sdk_with_jwt_svid_non_streaming_and_streaming(broker_env: Broker
     assert all("x-api-key" not in [h.lower() for h in r["headers"]] for r in seen)  # type: ignore[union-attr]
 
 
+def test_streams_pass_through_unbuffered(broker_env: BrokerEnv) -> None:
+    """The stand-in sends 20 events 10 ms apart: the first must arrive well before the last was sent."""
+    headers = {"Authorization": f"Bearer {broker_env.jwt('agent')}"}
+    arrivals: list[float] = []
+    with broker_env.client() as client, client.stream(
+            "POST", f"{broker_env.base}/openai/chat/completions", headers=headers,
+            json={"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True}) as response:
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+        start = time.monotonic()
+        for line in response.iter_lines():
+            if line.startswith("data: {"):
+                arrivals.append(time.monotonic() - start)
+    assert len(arrivals) == 21
+    assert arrivals[-1] - arrivals[0] >= 0.15, f"events arrived together (buffered): {arrivals}"
+
+
 def test_openai_sdk_with_mtls_svid(broker_env: BrokerEnv) -> None:
     client = openai_client(broker_env, mtls="mtls")
     reply = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
