@@ -86,22 +86,25 @@ class Admission:
         self.audience = audience
         self._issuer = issuer
         self._issuer_kids = issuer_kids
-        self._certs: Memo[tuple[bytes, int], _VerifiedCert] = Memo(MEMO_SIZE)
-        self._tokens: Memo[tuple[str, int], tuple[JwtSvid, Caller]] = Memo(MEMO_SIZE)
+        # keyed by the credential; the value keeps the bundle object it was verified against, and a hit
+        # counts only for that same object (a new bundle from the agent is a new object)
+        self._certs: Memo[bytes, tuple[object, _VerifiedCert]] = Memo(MEMO_SIZE)
+        self._tokens: Memo[tuple[str, str], tuple[object, JwtSvid, Caller]] = Memo(MEMO_SIZE)
 
     def from_certificate(self, der: bytes, bundles: X509BundleSource, revocations: RevocationState, *,
                          now: datetime) -> Caller:
         """The caller behind a client certificate the TLS handshake accepted."""
-        key = (der, id(bundles))
-        verified = self._certs.get(key)
-        if verified is None:
+        hit = self._certs.get(der)
+        if hit is not None and hit[0] is bundles:
+            verified = hit[1]
+        else:
             try:
                 cert = x509.load_der_x509_certificate(der)
                 spiffe_id = verify_x509_svid([cert], bundles, now=now)
             except (SpiffeError, ValueError) as err:
                 raise UnauthenticatedError(f"auth: client certificate refused: {err}", rule="svid.x509") from None
             verified = _VerifiedCert(spiffe_id, cert.serial_number, cert.not_valid_after_utc, _aki(cert))
-            self._certs.put(key, verified)
+            self._certs.put(der, (bundles, verified))
         caller = Caller(verified.spiffe_id, "x509", verified.not_after, serial=verified.serial,
                         authority_key_id=verified.aki)
         check_not_revoked(caller, revocations, now=now)
@@ -116,19 +119,17 @@ class Admission:
         """
         if len(token) > MAX_TOKEN_CHARS:
             raise UnauthenticatedError("auth: bearer token is too large", rule="svid.jwt")
-        key = (token, id(bundles))
-        found = self._tokens.get(key)
-        if found is None:
-            self._refuse_own(token)
-            try:
-                svid = JwtSvid.parse_and_validate(token, bundles, audience, now=now)
-            except (SpiffeError, ValueError) as err:
-                raise UnauthenticatedError(f"auth: bearer JWT-SVID refused: {err}", rule="svid.jwt") from None
-            found = (svid, jwt_caller(svid, token))
-            self._tokens.put(key, found)
-        if audience not in found[0].audience:  # memoised under another audience
-            raise UnauthenticatedError(f"auth: bearer JWT-SVID is not for audience {audience!r}", rule="svid.jwt")
-        return found
+        hit = self._tokens.get((token, audience))
+        if hit is not None and hit[0] is bundles:
+            return hit[1], hit[2]
+        self._refuse_own(token)
+        try:
+            svid = JwtSvid.parse_and_validate(token, bundles, audience, now=now)
+        except (SpiffeError, ValueError) as err:
+            raise UnauthenticatedError(f"auth: bearer JWT-SVID refused: {err}", rule="svid.jwt") from None
+        caller = jwt_caller(svid, token)
+        self._tokens.put((token, audience), (bundles, svid, caller))
+        return svid, caller
 
     def from_bearer(self, token: str, bundles: JwtBundleSource, revocations: RevocationState, *,
                     now: datetime) -> Caller:

@@ -62,6 +62,7 @@ from spiffe_broker.usage import SseUsage, body_tokens
 from spiffe_py._policy import EMPTY_POLICY, Decision, PolicyHolder
 from spiffe_py.clock import Clock, SystemClock
 from spiffe_py.errors import SpiffeError
+from spiffe_py.jwtsvid import _decode
 from spiffe_py.workloadapi import AsyncWorkloadApiClient, JwtSource, RevocationState, X509Source, watch_revocations
 
 log = logging.getLogger("spiffe_broker")
@@ -437,8 +438,6 @@ class Broker:
         return actor
 
     def _is_own(self, token: str) -> bool:
-        from spiffe_py.jwtsvid import _decode
-
         try:
             return _decode(token).header.get("kid") in self.signer.kids()
         except SpiffeError:
