@@ -5,7 +5,8 @@ Run: ``.venv/bin/python benchmarks/bench_broker.py [--rounds 20] [--per-round 50
 Real processes: ``spiffe-server``, ``spiffe-agent``, ``spiffe-broker``, the provider stand-in of
 the broker tests (OpenAI wire format) and the floor, a bare aiohttp reverse proxy (this file with
 ``--bare-proxy``): TLS with the same certificate, keep-alive HTTP/1.1 to the upstream, the same
-streaming copy loop, but no authentication, revocation check, policy, budget, audit or metrics.
+streaming copy loop, but no authentication, revocation check, policy, budget, audit or metrics. The broker runs a
+two-rule CEL policy (model allow-list, max_tokens cap) and writes its audit trail.
 The client (httpx, one kept-alive connection per target) sends the same non-streamed chat
 completion through each, interleaved round by round, so machine noise hits both alike. Reported:
 median and p99 per request, the ratio broker/floor (target: median <= 1.3x), throughput of each
@@ -34,6 +35,20 @@ BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"
 TD = "example.org"
 BROKER_ID = f"spiffe://{TD}/broker"
 CALLER = f"spiffe://{TD}/ai/bench"
+# the rules a deployment would have: a model allow-list and a max_tokens cap (both evaluated, neither denies)
+POLICY = """
+[[rule]]
+name = "model-allow-list"
+when = 'request.kind == "proxy" && has(request.model) && !(request.model in ["gpt-4o-mini", "claude-haiku-4-5"])'
+effect = "deny"
+reason = "model not on the allow list"
+
+[[rule]]
+name = "max-tokens-cap"
+when = 'has(request.max_tokens) && request.max_tokens > 1024'
+effect = "deny"
+reason = "max_tokens above 1024"
+"""
 
 
 def bare_proxy(port: int, upstream: str, cert: str, key: str) -> None:
@@ -127,8 +142,10 @@ def main() -> int:
             (root / "cert.pem").write_bytes(svid.chain_pem())  # type: ignore[attr-defined]
             (root / "key.pem").touch(mode=0o600)
             (root / "key.pem").write_bytes(svid.key_pem())  # type: ignore[attr-defined]
+            (root / "policy.toml").write_text(POLICY)
             (root / "broker.toml").write_text(f"""
 bind_port = {broker_port}
+policy_file = "{root / 'policy.toml'}"
 workload_api_socket = "{agent.address}"
 spiffe_id = "{BROKER_ID}"
 data_dir = "{root / 'data'}"
