@@ -20,16 +20,30 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from spiffe_server.cli import agent, audit, bundle, entry, localauthority, mint, revocation, run, token
+from spiffe_py._cli import CliParser, add_version
+from spiffe_server.cli import (
+    agent,
+    audit,
+    backup,
+    bundle,
+    entry,
+    localauthority,
+    logger,
+    mint,
+    revocation,
+    run,
+    token,
+)
 from spiffe_server.cli._common import run_admin
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser."""
-    parser = argparse.ArgumentParser(prog="spiffe-server", description="spiffe-py server")
-    sub = parser.add_subparsers(dest="cmd", required=True)
+    parser = CliParser(prog="spiffe-server", description="spiffe-py server: run it, or manage it over its admin socket")
+    add_version(parser)
+    sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     run.add_parsers(sub)
-    for noun in (token, entry, agent, bundle, mint, revocation, localauthority, audit):
+    for noun in (token, entry, agent, bundle, mint, revocation, localauthority, audit, logger, backup):
         noun.add_parsers(sub)
     return parser
 

@@ -16,8 +16,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from spiffe_py._cli import fields, json_scalar, when
 from spiffe_py._duration import EXAMPLES, parse_whole_seconds
-from spiffe_py._proto.spiffepy.server.v1 import types_pb2
+from spiffe_py._proto.spiffepy.server.v1 import admin_pb2, types_pb2
 from spiffe_py._text import printable
 from spiffe_server.defaults import ADMIN_SOCKET_NAME, DEFAULT_DATA_DIR_NAME, SOCKET_ENV
 
@@ -37,12 +38,43 @@ class CliError(Exception):
     """A one-line user-facing error."""
 
 
+def not_admin_socket(path: str, why: str) -> str:
+    """The message for a socket that answers, but not with the admin API."""
+    return (f"{path!r}: this is not a spiffe-server admin socket ({why}); give the server's <data_dir>/api.sock "
+            f"with --socket-path or ${SOCKET_ENV}")
+
+
 def default_socket() -> str:
     """The admin socket: ``$SPIFFE_SERVER_SOCKET``, else the server's default ``<data_dir>/api.sock``."""
     return os.environ.get(SOCKET_ENV) or str(DEFAULT_SOCKET)
 
 
 # -- rendering -----------------------------------------------------------------------------------
+
+
+def now_of(args: argparse.Namespace) -> datetime:
+    """The time pretty output measures expiry against: read once per command, by the I/O shell."""
+    now: datetime | None = getattr(args, "now", None)
+    if now is None:
+        from spiffe_py.clock import SystemClock
+
+        now = args.now = SystemClock().now()
+    return now
+
+
+def time_text(args: argparse.Namespace, unix: int, *, expiry: bool = True) -> str:
+    """A Unix time for pretty output: RFC 3339 and relative (``(in 59m)``, ``(expired 3h ago)``)."""
+    return when(unix, now=now_of(args), expiry=expiry)
+
+
+def pairs_text(mapping: dict[str, Any]) -> list[str]:
+    """``key=value`` lines of a mapping (labels, JWT claims), sorted by key."""
+    return [f"{k}={json_scalar(v)}" for k, v in sorted(mapping.items())]
+
+
+def listing(title: str, blocks: Sequence[str]) -> str:
+    """``title`` then the blocks, one blank line between each."""
+    return "\n\n".join([title, *blocks]) if blocks else title
 
 
 def selector_strings(items: Sequence[types_pb2.Selector]) -> list[str]:
@@ -54,24 +86,11 @@ def one_line(value: Any) -> str:
     return printable(str(value))
 
 
-def pretty(value: Any, indent: str = "") -> str:
-    """Key/value lines for ``--output pretty``."""
-    if isinstance(value, dict):
-        lines = []
-        for key, item in value.items():
-            if isinstance(item, list) and item and isinstance(item[0], dict):
-                lines.append(f"{indent}{key}:")
-                lines.extend(pretty(sub, indent + "  ") + "\n" for sub in item)
-            elif isinstance(item, list):
-                lines.append(f"{indent}{key}: {', '.join(map(one_line, item))}")
-            elif isinstance(item, dict) and item and key not in ("labels", "jwt_claims"):
-                lines.append(f"{indent}{key}:\n{pretty(item, indent + '  ')}")
-            elif isinstance(item, dict):
-                lines.append(f"{indent}{key}: {', '.join(f'{one_line(k)}={one_line(v)}' for k, v in item.items())}")
-            else:
-                lines.append(f"{indent}{key}: {one_line(item)}")
-        return "\n".join(lines)
-    return f"{indent}{one_line(value)}"
+def pretty(value: dict[str, Any]) -> str:
+    """Aligned ``key : value`` lines of a flat JSON object, for commands without a renderer of their own."""
+    return fields([(key, [json_scalar(v) for v in item] if isinstance(item, list)
+                    else pairs_text(item) if isinstance(item, dict) else json_scalar(item))
+                   for key, item in value.items()])
 
 
 def json_text(value: Any, *, indent: int | None = 2) -> str:
@@ -156,17 +175,20 @@ def expires_at_arg(text: str) -> int:
 
 
 def admin_parser(sub: Any, name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
-    p: argparse.ArgumentParser = sub.add_parser(name, help=help_text)
+    """A command that calls the admin API: ``--socket-path`` and ``--output`` included."""
+    p: argparse.ArgumentParser = sub.add_parser(name, help=help_text, description=help_text)
     p.add_argument("--socket-path", default=None,
                    help=f"admin API socket (default ${SOCKET_ENV}, else {DEFAULT_SOCKET})")
-    p.add_argument("--output", choices=("json", "pretty"), default="pretty")
+    p.add_argument("--output", choices=("json", "pretty"), default="pretty",
+                   help="pretty: aligned fields for people; json: a stable document for scripts")
     p.set_defaults(admin_handler=handler)
     return p
 
 
 def group(sub: Any, name: str, help_text: str) -> Any:
-    p = sub.add_parser(name, help=help_text)
-    return p.add_subparsers(dest=f"{name}_cmd", required=True)
+    """A noun (``entry``, ``agent``, ...) whose verbs are added to the returned sub-parsers."""
+    p = sub.add_parser(name, help=help_text, description=help_text)
+    return p.add_subparsers(dest=f"{name}_cmd", required=True, metavar="COMMAND")
 
 
 # -- calling the server --------------------------------------------------------------------------
@@ -208,12 +230,30 @@ async def all_pages(call: Callable[[Any], Awaitable[Any]], req: Any, items: Call
 
 async def _call(handler: Handler, args: argparse.Namespace) -> None:
     from grpclib.client import Channel
+    from grpclib.const import Status
+    from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
     from spiffe_py._proto.spiffepy.server.v1.admin_grpc import AdminAPIStub
 
-    channel = Channel(path=str(args.socket_path))
+    path = str(args.socket_path)
+    channel = Channel(path=path)
+    stub = AdminAPIStub(channel)
     try:
-        await handler(cast("AdminAPIStub", _TimedStub(AdminAPIStub(channel))), args)
+        await handler(cast("AdminAPIStub", _TimedStub(stub)), args)
+    except GRPCError as err:
+        # another gRPC service (a spiffe-agent's Workload API) or an HTTP/2 server that is not gRPC at all
+        if err.status is Status.UNKNOWN and "content-type" in (err.message or "").lower():
+            raise CliError(not_admin_socket(path, "it does not answer gRPC")) from None
+        if err.status is not Status.UNIMPLEMENTED:
+            raise
+        try:
+            await asyncio.wait_for(stub.Health(admin_pb2.HealthRequest()), RPC_TIMEOUT)
+        except GRPCError:
+            raise CliError(not_admin_socket(path, "it serves another gRPC API")) from None
+        raise CliError(f"the server at {path!r} does not implement this command: is it older than this CLI?"
+                       ) from None
+    except (StreamTerminatedError, ProtocolError) as err:
+        raise CliError(not_admin_socket(path, f"it does not speak gRPC: {err}")) from None
     finally:
         channel.close()
 
