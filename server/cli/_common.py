@@ -1,17 +1,17 @@
 """What every ``spiffe-server`` admin command shares: the socket, the call, flags and output.
 
-Only the standard library, the generated protobuf messages and ``spiffe_py._text`` load here;
-each command imports what else it needs when it runs, so that a simple call starts fast.
+Only the standard library, the generated protobuf messages, ``h2`` (the admin calls go through
+``_wire``: no asyncio, no grpclib) and ``spiffe_py._text``/``_cli`` load here; each command
+imports what else it needs when it runs, so that a simple call starts fast.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -20,6 +20,7 @@ from spiffe_py._cli import fields, json_scalar, when
 from spiffe_py._duration import EXAMPLES, parse_whole_seconds
 from spiffe_py._proto.spiffepy.server.v1 import admin_pb2, types_pb2
 from spiffe_py._text import printable
+from spiffe_server.cli._wire import Channel, NotGrpcError, RpcError
 from spiffe_server.defaults import ADMIN_SOCKET_NAME, DEFAULT_DATA_DIR_NAME, SOCKET_ENV
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ RPC_TIMEOUT = 30.0  # one RPC (one page of a paged listing), not the whole comma
 MAX_SECONDS = 2**31 - 1  # durations are int32 on the wire
 MAX_INT64 = 2**63 - 1
 
-Handler = Callable[["AdminAPIStub", argparse.Namespace], Awaitable[None]]
+Handler = Callable[["AdminAPIStub", argparse.Namespace], Coroutine[Any, Any, None]]
 _T = TypeVar("_T")
 
 
@@ -194,20 +195,31 @@ def group(sub: Any, name: str, help_text: str) -> Any:
 # -- calling the server --------------------------------------------------------------------------
 
 
-class _TimedStub:
-    """The admin stub with every RPC under its own ``RPC_TIMEOUT``: a paged or batched command
-    gets a fresh timeout per page or batch, never one global deadline for the whole command."""
+class _Stub:
+    """The admin API as the handlers call it (``await api.GetEntry(req)``), over the synchronous channel.
 
-    def __init__(self, stub: AdminAPIStub) -> None:
-        self._stub = stub
+    Each RPC has its own ``RPC_TIMEOUT`` (the socket timeout): a paged or batched command gets a
+    fresh timeout per page or batch, never one deadline for the whole command.
+    """
+
+    def __init__(self, channel: Channel) -> None:
+        self._channel = channel
 
     def __getattr__(self, name: str) -> Callable[[Any], Awaitable[Any]]:
-        method = getattr(self._stub, name)
-
         async def call(request: Any) -> Any:
-            return await asyncio.wait_for(method(request), RPC_TIMEOUT)
+            return self._channel.unary(name, request)
 
         return call
+
+
+def _drive(coro: Coroutine[Any, Any, None]) -> None:
+    """Run a handler coroutine to its end without an event loop: every call it awaits completes at once."""
+    try:
+        coro.send(None)
+    except StopIteration:
+        return
+    coro.close()
+    raise RuntimeError("an admin command awaited something other than an admin call")
 
 
 async def pages(call: Callable[[Any], Awaitable[Any]], req: Any, items: Callable[[Any], Iterable[_T]]
@@ -228,51 +240,37 @@ async def all_pages(call: Callable[[Any], Awaitable[Any]], req: Any, items: Call
     return [item async for item in pages(call, req, items)]
 
 
-async def _call(handler: Handler, args: argparse.Namespace) -> None:
-    from grpclib.client import Channel
-    from grpclib.const import Status
-    from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
-
-    from spiffe_py._proto.spiffepy.server.v1.admin_grpc import AdminAPIStub
-
+def _call(handler: Handler, args: argparse.Namespace) -> None:
     path = str(args.socket_path)
-    channel = Channel(path=path)
-    stub = AdminAPIStub(channel)
-    try:
-        await handler(cast("AdminAPIStub", _TimedStub(stub)), args)
-    except GRPCError as err:
-        # another gRPC service (a spiffe-agent's Workload API) or an HTTP/2 server that is not gRPC at all
-        if err.status is Status.UNKNOWN and "content-type" in (err.message or "").lower():
-            raise CliError(not_admin_socket(path, "it does not answer gRPC")) from None
-        if err.status is not Status.UNIMPLEMENTED:
-            raise
+    with Channel(path, timeout=RPC_TIMEOUT) as channel:
         try:
-            await asyncio.wait_for(stub.Health(admin_pb2.HealthRequest()), RPC_TIMEOUT)
-        except GRPCError:
-            raise CliError(not_admin_socket(path, "it serves another gRPC API")) from None
-        raise CliError(f"the server at {path!r} does not implement this command: is it older than this CLI?"
-                       ) from None
-    except (StreamTerminatedError, ProtocolError) as err:
-        raise CliError(not_admin_socket(path, f"it does not speak gRPC: {err}")) from None
-    finally:
-        channel.close()
+            _drive(handler(cast("AdminAPIStub", _Stub(channel)), args))
+        except RpcError as err:
+            if err.status != "UNIMPLEMENTED":
+                raise
+            try:  # another gRPC service (a spiffe-agent's Workload API), or an older server?
+                channel.unary("Health", admin_pb2.HealthRequest())
+            except (RpcError, NotGrpcError):
+                raise CliError(not_admin_socket(path, "it serves another gRPC API")) from None
+            raise CliError(f"the server at {path!r} does not implement this command: is it older than this CLI?"
+                           ) from None
+        except NotGrpcError as err:
+            raise CliError(not_admin_socket(path, str(err))) from None
 
 
 def run_admin(handler: Handler, args: argparse.Namespace) -> int:
     """Run one admin command; map failures to a one-line stderr message and exit 1."""
-    from grpclib.exceptions import GRPCError
-
     if args.socket_path is None:
         args.socket_path = default_socket()
     try:
-        asyncio.run(_call(handler, args))
-    except GRPCError as err:
-        return fail(f"{err.status.name}: {err.message}")
+        _call(handler, args)
+    except RpcError as err:
+        return fail(f"{err.status}: {err.message}")
+    except TimeoutError:
+        return fail(f"timed out after {RPC_TIMEOUT:.0f}s talking to {str(args.socket_path)!r}")
     except (ConnectionError, FileNotFoundError, OSError) as err:
         return fail(f"cannot reach the server admin socket {str(args.socket_path)!r}: "
                     f"{getattr(err, 'strerror', None) or err}")
-    except TimeoutError:
-        return fail(f"timed out after {RPC_TIMEOUT:.0f}s talking to {str(args.socket_path)!r}")
     except CliError as err:
         return fail(str(err))
     return 0
