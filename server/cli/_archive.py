@@ -101,7 +101,7 @@ def _sqlite_copy(source: str, target: Path) -> None:
 
     if not Path(source).is_file():
         raise CliError(f"backup: no SQLite datastore at {source!r} (--database, or database in the config)")
-    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=30)
+    src = sqlite3.connect(Path(source).resolve().as_uri() + "?mode=ro", uri=True, timeout=30)
     dst = sqlite3.connect(target)
     try:
         src.backup(dst)

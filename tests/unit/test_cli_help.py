@@ -102,3 +102,17 @@ def test_agent_api_fetch_defaults_to_x509() -> None:
     assert before.socket_path == "/run/a.sock"  # a flag given before the kind is kept
     jwt = parser.parse_args(["api", "fetch", "jwt", "--audience", "a"])
     assert "_fetch_jwt" in repr(jwt.func.__closure__[0].cell_contents)  # type: ignore[index]
+
+
+def test_the_lazy_top_level_matches_the_modules() -> None:
+    """``spiffe-server X`` builds only X's module; the one-liners of the others are the modules' own."""
+    from spiffe_server.cli import COMMANDS
+
+    full = {sub.prog.split()[1]: text for sub, text in subcommands(server_parser()) if sub.prog.count(" ") == 1}
+    assert full == {name: text for _, commands in COMMANDS for name, text in commands}
+    for _, commands in COMMANDS:
+        for name, _ in commands:
+            lazy = server_parser(name)
+            built = [sub.prog.split()[1] for sub, _ in subcommands(lazy) if sub.prog.count(" ") == 2]
+            assert name in built or not any(s.prog.startswith(f"spiffe-server {name} ")
+                                             for s, _ in subcommands(server_parser()))
