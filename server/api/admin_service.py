@@ -212,8 +212,15 @@ class AdminService(AdminAPIBase):
             await stream.send_message(admin_pb2.ListEntriesResponse(
                 entries=[entry_to_proto(e) for e in result.items], next_page_token=result.next_token))
 
-    async def CountEntries(self, stream: Stream[admin_pb2.CountEntriesRequest, admin_pb2.CountResponse]) -> None:
+    async def CountEntries(self, stream: Stream[admin_pb2.CountRequest, admin_pb2.CountResponse]) -> None:
         with grpc_errors("CountEntries"):
+            await self._request(stream)
+            count = await self._ctx.call(self._ctx.store.count_entries)
+            await stream.send_message(admin_pb2.CountResponse(count=count))
+
+    async def CountEntriesMatching(self, stream: Stream[admin_pb2.CountEntriesRequest,
+                                                        admin_pb2.CountResponse]) -> None:
+        with grpc_errors("CountEntriesMatching"):
             req = await self._request(stream)
             td = self._ctx.config.trust_domain
             selectors = parse_selectors(req.selectors, "selectors")

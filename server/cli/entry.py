@@ -352,7 +352,8 @@ async def cmd_entry_count(api: AdminAPIStub, args: argparse.Namespace) -> None:
     req = admin_pb2.CountEntriesRequest(spiffe_id=args.spiffe_id or "", parent_id=args.parent_id or "",
                                         selectors=selector_pbs(args.selector), hint=args.hint or "",
                                         match_selectors=args.match_selectors or "")
-    count = (await api.CountEntries(req)).count
+    filtered = req != admin_pb2.CountEntriesRequest()
+    count = (await (api.CountEntriesMatching(req) if filtered else api.CountEntries(admin_pb2.CountRequest()))).count
     emit(args, {"count": count}, f"{count} registration {'entry' if count == 1 else 'entries'}")
 
 

@@ -36,7 +36,7 @@ class AdminAPIBase(abc.ABC):
         pass
 
     @abc.abstractmethod
-    async def CountEntries(self, stream: 'grpclib.server.Stream[spiffe_py._proto.spiffepy.server.v1.admin_pb2.CountEntriesRequest, spiffe_py._proto.spiffepy.server.v1.admin_pb2.CountResponse]') -> None:
+    async def CountEntries(self, stream: 'grpclib.server.Stream[spiffe_py._proto.spiffepy.server.v1.admin_pb2.CountRequest, spiffe_py._proto.spiffepy.server.v1.admin_pb2.CountResponse]') -> None:
         pass
 
     @abc.abstractmethod
@@ -160,6 +160,10 @@ class AdminAPIBase(abc.ABC):
         pass
 
     @abc.abstractmethod
+    async def CountEntriesMatching(self, stream: 'grpclib.server.Stream[spiffe_py._proto.spiffepy.server.v1.admin_pb2.CountEntriesRequest, spiffe_py._proto.spiffepy.server.v1.admin_pb2.CountResponse]') -> None:
+        pass
+
+    @abc.abstractmethod
     async def CountBundles(self, stream: 'grpclib.server.Stream[spiffe_py._proto.spiffepy.server.v1.admin_pb2.CountRequest, spiffe_py._proto.spiffepy.server.v1.admin_pb2.CountResponse]') -> None:
         pass
 
@@ -210,7 +214,7 @@ class AdminAPIBase(abc.ABC):
             '/spiffepy.server.v1.AdminAPI/CountEntries': grpclib.const.Handler(
                 self.CountEntries,
                 grpclib.const.Cardinality.UNARY_UNARY,
-                spiffe_py._proto.spiffepy.server.v1.admin_pb2.CountEntriesRequest,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.CountRequest,
                 spiffe_py._proto.spiffepy.server.v1.admin_pb2.CountResponse,
             ),
             '/spiffepy.server.v1.AdminAPI/BatchCreateEntry': grpclib.const.Handler(
@@ -393,6 +397,12 @@ class AdminAPIBase(abc.ABC):
                 spiffe_py._proto.spiffepy.server.v1.admin_pb2.PurgeAgentsRequest,
                 spiffe_py._proto.spiffepy.server.v1.admin_pb2.PurgeAgentsResponse,
             ),
+            '/spiffepy.server.v1.AdminAPI/CountEntriesMatching': grpclib.const.Handler(
+                self.CountEntriesMatching,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.CountEntriesRequest,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.CountResponse,
+            ),
             '/spiffepy.server.v1.AdminAPI/CountBundles': grpclib.const.Handler(
                 self.CountBundles,
                 grpclib.const.Cardinality.UNARY_UNARY,
@@ -456,7 +466,7 @@ class AdminAPIStub:
         self.CountEntries = grpclib.client.UnaryUnaryMethod(
             channel,
             '/spiffepy.server.v1.AdminAPI/CountEntries',
-            spiffe_py._proto.spiffepy.server.v1.admin_pb2.CountEntriesRequest,
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.CountRequest,
             spiffe_py._proto.spiffepy.server.v1.admin_pb2.CountResponse,
         )
         self.BatchCreateEntry = grpclib.client.UnaryUnaryMethod(
@@ -638,6 +648,12 @@ class AdminAPIStub:
             '/spiffepy.server.v1.AdminAPI/PurgeAgents',
             spiffe_py._proto.spiffepy.server.v1.admin_pb2.PurgeAgentsRequest,
             spiffe_py._proto.spiffepy.server.v1.admin_pb2.PurgeAgentsResponse,
+        )
+        self.CountEntriesMatching = grpclib.client.UnaryUnaryMethod(
+            channel,
+            '/spiffepy.server.v1.AdminAPI/CountEntriesMatching',
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.CountEntriesRequest,
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.CountResponse,
         )
         self.CountBundles = grpclib.client.UnaryUnaryMethod(
             channel,
