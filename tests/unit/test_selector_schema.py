@@ -74,3 +74,15 @@ def test_typos_from_the_field_are_refused_with_a_suggestion() -> None:
 def test_explicitly_allowed_types_pass_unchecked() -> None:
     assert check_selector("k8s", "ns:default", extra_types=frozenset({"k8s"})) is None
     assert check_selector("spiffe_id", "spiffe://example.org/spire/agent/x") is None
+
+
+def test_the_config_names_extra_selector_types() -> None:
+    import pytest
+
+    from spiffe_server.config import ConfigError, parse_config
+
+    cfg = parse_config('trust_domain = "example.org"\nextra_selector_types = ["k8s", "tpm"]\n')
+    assert cfg.extra_selector_types == ("k8s", "tpm")
+    for bad in ('["k8s:ns"]', '[""]', '"k8s"', "[1]"):
+        with pytest.raises(ConfigError, match="extra_selector_types"):
+            parse_config(f'trust_domain = "example.org"\nextra_selector_types = {bad}\n')
