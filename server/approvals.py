@@ -4,8 +4,9 @@ An *approval rule* is a deny rule of the server's policy whose ``when`` asks for
 with a fixed value, e.g. ``!(has(entry.labels.approved) && entry.labels.approved == "true")``:
 setting that label on the entry (for a bounded time) is what approving means. A denial by such a
 rule, recorded by an agent (forwarded audit) or by the server itself, is *pending* until an
-operator approves or rejects it; a decision settles the denials up to the audit seq it names,
-so a later denial (after the approval lapsed, say) is pending again::
+operator approves or rejects it; a decision settles the denials up to the audit seq it names
+and the denials recorded until ``SETTLE_GRACE`` after it (made before the decision reached the
+agent); a later denial (after the approval lapsed, say) is pending again::
 
     rules = approval_rules(policy)
     items = pending_approvals(recent_denials, decisions, rules)
@@ -17,7 +18,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from spiffe_py._policy import Effect, Policy
@@ -28,6 +29,9 @@ _LABEL_TEST = re.compile(
     r"""entry\.labels(?:\.([A-Za-z_][A-Za-z0-9_]*)|\[\s*"([^"\\]{1,63})"\s*\])\s*==\s*"([^"\\]{0,256})\"""")
 
 MAX_TTL_SECONDS = 7 * 24 * 3600  # an approval lasts at most a week
+# Denials made up to this long after a decision still belong to it: the label takes a moment to
+# reach the agent, and the agent forwards its records in batches (every 0.5 s).
+SETTLE_GRACE = timedelta(seconds=2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,14 +118,15 @@ def _mapping(value: object) -> Mapping[str, Any]:
 def pending_approvals(denials: Iterable[AuditRecord], decisions: Iterable[ApprovalDecision],
                       rules: Mapping[str, ApprovalRule]) -> list[Pending]:
     """One item per (entry, approval rule) with denials after the last decision; newest first."""
-    settled = {(d.entry_id, d.rule): d.through_seq for d in decisions}
+    settled = {(d.entry_id, d.rule): (d.through_seq, d.decided_at + SETTLE_GRACE) for d in decisions}
     found: dict[tuple[str, str], list[_Denial]] = {}
     for record in denials:
         denial = _denial(record)
         if denial is None or denial.rule not in rules:
             continue
         key = (denial.entry_id, denial.rule)
-        if denial.seq <= settled.get(key, 0):
+        through_seq, until = settled.get(key, (0, None))
+        if denial.seq <= through_seq or (until is not None and denial.time <= until):
             continue
         found.setdefault(key, []).append(denial)
     items = []

@@ -186,7 +186,7 @@ class Console:
         app = web.Application(client_max_size=MAX_BODY, middlewares=[self._headers, self._auth])
         static = Path(str(resources.files("spiffe_server.console") / "static"))
         app.add_routes([
-            web.get("/login", self._login), web.post("/logout", self._logout),
+            web.get("/login", self._login), web.get("/favicon.ico", self._favicon), web.post("/logout", self._logout),
             web.get("/", self._overview), web.get("/overview/series", self._overview_series),
             web.get("/entries", self._entries), web.post("/entries", self._entry_create),
             web.get("/entries/{id}", self._entry_detail), web.post("/entries/{id}/delete", self._entry_delete),
@@ -261,7 +261,7 @@ class Console:
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path.startswith("/static/") or request.path == "/login":
+        if request.path.startswith("/static/") or request.path in ("/login", "/favicon.ico"):
             return await handler(request)
         user = self._user(request)
         if user is None:
@@ -327,6 +327,9 @@ class Console:
         response.set_cookie(COOKIE, session_id, httponly=True, secure=True, samesite="Strict", path="/",
                             max_age=int((session.expires_at - self._ctx.clock.now()).total_seconds()))
         return response
+
+    async def _favicon(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(status=204)
 
     async def _logout(self, request: web.Request) -> web.StreamResponse:
         self.logins.logout(request.cookies.get(COOKIE, ""))
