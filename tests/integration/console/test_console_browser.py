@@ -133,7 +133,7 @@ def stack() -> Iterator[Stack]:
     work = Path(tempfile.mkdtemp(prefix="console-", dir="/tmp"))
     policy = work / "policy.toml"
     policy.write_text(PAYMENTS_RULE)
-    shots = Path(os.environ.get("CONSOLE_SCREENSHOTS") or work / "shots")
+    shots = Path(os.environ.get("CONSOLE_SCREENSHOTS") or tempfile.mkdtemp(prefix="console-shots-", dir="/tmp"))
     shots.mkdir(parents=True, exist_ok=True)
     port = free_port()
     config = f'policy_file = "{policy}"\nsigning_workers = 0\n[console]\nbind_port = {port}\n'
