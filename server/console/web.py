@@ -49,6 +49,7 @@ from spiffe_server.approvals import approval_rules
 from spiffe_server.config import ConsoleConfig
 from spiffe_server.console.admin import AdminCaller, AdminCallError
 from spiffe_server.console.auth import LoginError, LoginRegistry, Session, csrf_ok
+from spiffe_server.datastore import AuditFilter
 
 log = logging.getLogger("spiffe_server.console")
 
@@ -57,7 +58,7 @@ MAX_BODY = 64 * 1024  # form posts are small
 MAX_FIELD = 4096
 PAGE_SIZE = 100
 CHART_WINDOW = timedelta(hours=1)
-CHART_MAX_RECORDS = 5000  # audit records read for one chart (five admin pages)
+CHART_DENIALS = 1000  # newest denials the per-rule chart counts
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 SECURITY_HEADERS = {
@@ -357,34 +358,16 @@ class Console:
         reply = await self._call(request, "ListRevocations", admin_pb2.ListRevocationsRequest(page_size=1000))
         return f"{len(reply.revocations)}+" if reply.next_page_token else str(len(reply.revocations))
 
-    async def _audit_window(self, request: web.Request, since: datetime) -> list[dict[str, Any]]:
-        """Audit records since ``since`` (bounded by CHART_MAX_RECORDS), read through ListAudit."""
-        out: list[dict[str, Any]] = []
-        token = ""
-        while len(out) < CHART_MAX_RECORDS:
-            reply = await self._call(request, "ListAudit", admin_pb2.ListAuditRequest(
-                since=int(since.timestamp()), page_size=1000, page_token=token))
-            out.extend(_record_view(r) for r in reply.records)
-            token = reply.next_page_token
-            if not token:
-                break
-        return out
-
     async def _overview_series(self, request: web.Request) -> web.StreamResponse:
-        """SVIDs issued and denied per minute over the last hour (from the audit trail), for uPlot."""
-        now = self._ctx.clock.now()
-        start = now - CHART_WINDOW
-        minutes = [int(start.timestamp()) // 60 * 60 + 60 * i for i in range(61)]
+        """Allowed and denied decisions per minute over the last hour (the audit trail), for uPlot."""
+        await self._call(request, "CountAgents", admin_pb2.CountRequest())  # an admin read authorizes the caller
+        start = self._ctx.clock.now() - CHART_WINDOW
+        counts = await self._ctx.call(self._ctx.store.audit_counts_by_minute, since=start)
+        first = int(start.timestamp()) // 60 * 60
+        minutes = [first + 60 * i for i in range(61)]
         issued, denied = Counter[int](), Counter[int]()
-        for rec in await self._audit_window(request, start):
-            try:
-                minute = int(datetime.fromisoformat(str(rec["time"]).replace("Z", "+00:00")).timestamp()) // 60 * 60
-            except (KeyError, ValueError):
-                continue
-            if rec.get("decision") == "deny":
-                denied[minute] += 1
-            elif str(rec.get("method", "")).startswith(("Fetch", "Mint", "BatchNewX509", "NewJWT")):
-                issued[minute] += 1
+        for minute, decision, count in counts:
+            (denied if decision == "deny" else issued)[int(minute.timestamp())] += count
         return web.json_response({"t": minutes, "issued": [issued[m] for m in minutes],
                                   "denied": [denied[m] for m in minutes]})
 
@@ -546,10 +529,12 @@ class Console:
         return web.Response(text=fragment, content_type="text/html", charset="utf-8")
 
     async def _audit_series(self, request: web.Request) -> web.StreamResponse:
-        """Denials per rule over the last hour, for the audit page's chart."""
-        counts = Counter(r.get("rule") or "(no rule)" for r in
-                         await self._audit_window(request, self._ctx.clock.now() - CHART_WINDOW)
-                         if r.get("decision") == "deny")
+        """Denials per rule among the newest CHART_DENIALS denials of the last hour, for the audit page's chart."""
+        await self._call(request, "CountAgents", admin_pb2.CountRequest())  # an admin read authorizes the caller
+        since = self._ctx.clock.now() - CHART_WINDOW
+        denials = await self._ctx.call(self._ctx.store.list_audit_recent, AuditFilter(since=since, decision="deny"),
+                                       limit=CHART_DENIALS)
+        counts = Counter(_record_view(r.record).get("rule") or "(no rule)" for r in denials)
         rules = sorted(counts, key=lambda k: -counts[k])[:20]
         return web.json_response({"rules": rules, "denials": [counts[r] for r in rules]})
 

@@ -871,6 +871,13 @@ class SqlDataStore:
                               [*params, limit])
         return tuple(codec.audit_from_row(r) for r in rows)
 
+    def audit_counts_by_minute(self, *, since: datetime) -> tuple[tuple[datetime, str, int], ...]:
+        """(minute, decision, records) for the records since ``since``, oldest minute first."""
+        with self._backend.transaction() as tx:
+            rows = tx.execute("SELECT time / 60000000, decision, COUNT(*) FROM audit WHERE time >= ?"
+                              " GROUP BY time / 60000000, decision ORDER BY 1", (codec.to_micros(since),))
+        return tuple((codec.from_micros(int(r[0]) * 60_000_000), str(r[1]), int(r[2])) for r in rows)
+
     # -- label grants and approval decisions ----------------------------------------------------
 
     _GRANT_COLS = "entry_id, key, value, expires_at, granted_by"

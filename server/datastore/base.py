@@ -336,6 +336,10 @@ class ApprovalStore(Protocol):
         """The newest matching audit records, newest first, at most ``limit``."""
         ...
 
+    def audit_counts_by_minute(self, *, since: datetime) -> tuple[tuple[datetime, str, int], ...]:
+        """(minute, decision, records) for the records since ``since``, oldest minute first."""
+        ...
+
 
 class DataStore(
     EntryStore, ChangeStore, AgentStore, JoinTokenStore, BundleStore, CaJournalStore, RevocationStore, IssuanceStore,
