@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from urllib.parse import quote
 
 from spiffe_py.clock import Clock
-from spiffe_py.errors import SpiffeError
+from spiffe_py.errors import AuthorizationError
 
 LOGIN_TTL = timedelta(hours=24)
 SESSION_TTL = timedelta(hours=12)
@@ -30,7 +30,7 @@ MAX_SESSIONS = 1000
 TOKEN_BYTES = 32
 
 
-class LoginError(SpiffeError):
+class LoginError(AuthorizationError):
     """A login token that is unknown, already used or expired (the message never holds the token)."""
 
 
