@@ -178,6 +178,8 @@ class Console:
         self._env.filters["time"] = _fmt_time
         self._runner: web.AppRunner | None = None
         self.port = cfg.bind_port
+        self._series: Counter[tuple[int, bool]] = Counter()  # (minute, denied) -> audit records
+        self._series_seq = 0  # the newest audit seq counted into _series
         self.render_seconds: list[tuple[str, float]] = []  # (path, server time) of recent pages, for benchmarks
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -359,17 +361,24 @@ class Console:
         return f"{len(reply.revocations)}+" if reply.next_page_token else str(len(reply.revocations))
 
     async def _overview_series(self, request: web.Request) -> web.StreamResponse:
-        """Allowed and denied decisions per minute over the last hour (the audit trail), for uPlot."""
+        """Allowed and denied decisions per minute over the last hour (the audit trail), for uPlot.
+
+        The per-minute counts are kept between requests; each request counts only the records
+        appended since the previous one.
+        """
         await self._call(request, "CountAgents", admin_pb2.CountRequest())  # an admin read authorizes the caller
         start = self._ctx.clock.now() - CHART_WINDOW
-        counts = await self._ctx.call(self._ctx.store.audit_counts_by_minute, since=start)
         first = int(start.timestamp()) // 60 * 60
+        fresh, self._series_seq = await self._ctx.call(self._ctx.store.audit_counts_by_minute,
+                                                       since=datetime.fromtimestamp(first, UTC),
+                                                       after_seq=self._series_seq)
+        for minute, decision, count in fresh:
+            self._series[(int(minute.timestamp()), decision == "deny")] += count
+        for key in [k for k in self._series if k[0] < first]:
+            del self._series[key]
         minutes = [first + 60 * i for i in range(61)]
-        issued, denied = Counter[int](), Counter[int]()
-        for minute, decision, count in counts:
-            (denied if decision == "deny" else issued)[int(minute.timestamp())] += count
-        return web.json_response({"t": minutes, "issued": [issued[m] for m in minutes],
-                                  "denied": [denied[m] for m in minutes]})
+        return web.json_response({"t": minutes, "issued": [self._series[(m, False)] for m in minutes],
+                                  "denied": [self._series[(m, True)] for m in minutes]})
 
     # -- entries --------------------------------------------------------------------------------
 
@@ -512,12 +521,18 @@ class Console:
 
     async def _audit(self, request: web.Request) -> web.StreamResponse:
         query, filters = self._audit_query(request)
-        reply = await self._call(request, "ListAudit", query)
-        records = [_record_view(r) for r in reply.records]
+        if any(filters.values()) or request.query.get("page"):
+            reply = await self._call(request, "ListAudit", query)  # a search: oldest first from "since"
+            records, next_page = [_record_view(r) for r in reply.records], reply.next_page_token
+            order = "oldest first"
+        else:  # no search: the newest records, after an admin read authorized the caller
+            await self._call(request, "CountAgents", admin_pb2.CountRequest())
+            recent = await self._ctx.call(self._ctx.store.list_audit_recent, None, limit=PAGE_SIZE * 2)
+            records, next_page, order = [_record_view(r.record) for r in recent], "", "newest first"
         if filters["rule"]:
             records = [r for r in records if r.get("rule") == filters["rule"]]
-        return self._render(request, "audit.html", records=records, next_page=reply.next_page_token,
-                            filters=filters)
+        return self._render(request, "audit.html", records=records, next_page=next_page, filters=filters,
+                            order=order)
 
     async def _audit_verify(self, request: web.Request) -> web.StreamResponse:
         """The chain verification state (a fragment the audit page loads with htmx, or a page of its own)."""

@@ -865,18 +865,35 @@ class SqlDataStore:
     def list_audit_recent(self, filter: AuditFilter | None = None, *, limit: int = 100) -> tuple[AuditRecord, ...]:
         """The newest matching audit records, newest first, at most ``limit``."""
         check_int("limit", limit, low=1, high=MAX_PAGE_SIZE)
-        where, params = audit_where(filter or AuditFilter())
+        flt = filter or AuditFilter()
+        # walk the chain backwards from its head and stop at ``limit`` matches; "+time" keeps SQLite
+        # from sorting the whole time window instead (a unary plus is valid SQL on both backends)
+        parts, params = ["1 = 1"], []
+        for column in ("spiffe_id", "decision"):
+            value = getattr(flt, column)
+            if value is not None:
+                parts.append(f"{column} = ?")
+                params.append(value)
+        if flt.since is not None:
+            parts.append("+time >= ?")
+            params.append(codec.to_micros(flt.since))
         with self._backend.transaction() as tx:
-            rows = tx.execute(f"SELECT {_AUDIT_COLS} FROM audit WHERE {where} ORDER BY seq DESC LIMIT ?",
+            rows = tx.execute(f"SELECT {_AUDIT_COLS} FROM audit WHERE {' AND '.join(parts)} ORDER BY seq DESC LIMIT ?",
                               [*params, limit])
         return tuple(codec.audit_from_row(r) for r in rows)
 
-    def audit_counts_by_minute(self, *, since: datetime) -> tuple[tuple[datetime, str, int], ...]:
-        """(minute, decision, records) for the records since ``since``, oldest minute first."""
+    def audit_counts_by_minute(self, *, since: datetime, after_seq: int = 0
+                               ) -> tuple[tuple[tuple[datetime, str, int], ...], int]:
+        """(minute, decision, records) of the records after ``after_seq`` timed since ``since``, and the newest seq.
+
+        Callers keep the counts and ask again with the seq returned, so each record is counted once.
+        """
         with self._backend.transaction() as tx:
-            rows = tx.execute("SELECT time / 60000000, decision, COUNT(*) FROM audit WHERE time >= ?"
-                              " GROUP BY time / 60000000, decision ORDER BY 1", (codec.to_micros(since),))
-        return tuple((codec.from_micros(int(r[0]) * 60_000_000), str(r[1]), int(r[2])) for r in rows)
+            head = max(after_seq, int(tx.execute("SELECT COALESCE(MAX(seq), 0) FROM audit")[0][0]))
+            rows = tx.execute("SELECT time / 60000000, decision, COUNT(*) FROM audit"
+                              " WHERE seq > ? AND seq <= ? AND +time >= ? GROUP BY time / 60000000, decision",
+                              (after_seq, head, codec.to_micros(since)))
+        return tuple((codec.from_micros(int(r[0]) * 60_000_000), str(r[1]), int(r[2])) for r in rows), head
 
     # -- label grants and approval decisions ----------------------------------------------------
 

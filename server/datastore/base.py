@@ -336,8 +336,9 @@ class ApprovalStore(Protocol):
         """The newest matching audit records, newest first, at most ``limit``."""
         ...
 
-    def audit_counts_by_minute(self, *, since: datetime) -> tuple[tuple[datetime, str, int], ...]:
-        """(minute, decision, records) for the records since ``since``, oldest minute first."""
+    def audit_counts_by_minute(self, *, since: datetime, after_seq: int = 0
+                               ) -> tuple[tuple[tuple[datetime, str, int], ...], int]:
+        """(minute, decision, records) of the records after ``after_seq`` timed since ``since``, and the newest seq."""
         ...
 
 

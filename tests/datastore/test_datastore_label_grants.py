@@ -65,3 +65,18 @@ def test_recent_audit_is_newest_first_and_filtered(store: SqlDataStore) -> None:
     assert [r.seq for r in denials] == [7, 5, 3]
     with pytest.raises(InvalidArgumentError, match="limit"):
         store.list_audit_recent(limit=0)
+
+
+def test_audit_counts_by_minute_count_each_record_once(store: SqlDataStore) -> None:
+    prev = ""
+    for n in range(6):  # minutes 0, 0, 1, 1, 2, 2; every third a denial
+        record = AuditRecord(time=NOW + timedelta(seconds=30 * n), record=f'{{"n":{n}}}', prev_hash=prev,
+                             hash=f"h{n}", decision="deny" if n % 3 == 0 else "allow")
+        prev = store.append_audit(record).hash
+    counts, head = store.audit_counts_by_minute(since=NOW + timedelta(minutes=1))
+    assert head == 6
+    assert sorted(counts) == [(NOW + timedelta(minutes=1), "allow", 1), (NOW + timedelta(minutes=1), "deny", 1),
+                              (NOW + timedelta(minutes=2), "allow", 2)]
+    assert store.audit_counts_by_minute(since=NOW, after_seq=head) == ((), 6)
+    store.append_audit(AuditRecord(time=NOW, record='{"n":6}', prev_hash=prev, hash="h6", decision="deny"))
+    assert store.audit_counts_by_minute(since=NOW, after_seq=head) == (((NOW, "deny", 1),), 7)

@@ -10,7 +10,8 @@ ROOT = Path(__file__).resolve().parents[4]
 
 
 def test_vendored_assets_match_the_record() -> None:
-    spec = importlib.util.spec_from_file_location("vendor_console_assets", ROOT / "scripts" / "vendor_console_assets.py")
+    script = ROOT / "scripts" / "vendor_console_assets.py"
+    spec = importlib.util.spec_from_file_location("vendor_console_assets", script)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
