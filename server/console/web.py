@@ -282,7 +282,7 @@ class Console:
     def _user(self, request: web.Request) -> User | None:
         leaf = self._client_leaf(request)
         if leaf is not None:
-            principal = Principal(actor=f"console-mtls:{_san(leaf)}", readonly=False, leaf=leaf)
+            principal = Principal(actor=_san(leaf), readonly=False, leaf=leaf)  # as for a gRPC admin SVID
             csrf = hmac.new(self._secret, leaf.fingerprint(SHA256()), hashlib.sha256).hexdigest()
             return User(principal, csrf, _san(leaf))
         session = self.logins.session(request.cookies.get(COOKIE, ""))
@@ -420,7 +420,10 @@ class Console:
                 agents = []  # parented to another entry (or a node alias), not to an agent
         revocations = [r for r in (await self._call(request, "ListRevocations", admin_pb2.ListRevocationsRequest(
             page_size=1000))).revocations if r.entry_id == entry.id]
-        return self._render(request, "entry.html", entry=entry, agents=agents, revocations=revocations,
+        # the issuance log has no admin call; GetEntry above authorized the caller
+        issued = await self._ctx.call(self._ctx.store.list_issuances, now=self._ctx.clock.now(), entry_id=entry.id)
+        latest = sorted(issued, key=lambda i: i.expires_at, reverse=True)[:10]
+        return self._render(request, "entry.html", entry=entry, agents=agents, revocations=revocations, issued=latest,
                             message=request.query.get("message", "")[:300])
 
     async def _entry_delete(self, request: web.Request) -> web.StreamResponse:

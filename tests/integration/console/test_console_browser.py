@@ -198,6 +198,9 @@ def test_create_an_entry_and_the_workload_gets_its_svid(stack: Stack) -> None:
     stack.entry_id = page.url.split("/entries/")[1].split("?")[0]
 
     assert wait_for(lambda: stack.x509_id() == WORKLOAD_ID, 30, "the workload's X.509-SVID")
+    page.goto(stack.url(f"/entries/{stack.entry_id}"))  # the detail view lists the SVID's serial
+    assert re.search(r"serial [0-9a-f]{16,}", page.locator("#entry-svids").inner_text())
+    assert stack.agent.agent_id in page.content()  # the matching agent
     # the change went through the admin service: audited with the console user as actor
     records = admin_call(stack.server, "ListAudit", admin_pb2.ListAuditRequest(page_size=1000)).records
     assert any('"method":"CreateEntry"' in r and '"actor":"console:admin"' in r for r in records)
