@@ -9,7 +9,7 @@ and the denials recorded until ``SETTLE_GRACE`` after it (made before the decisi
 agent); a later denial (after the approval lapsed, say) is pending again::
 
     rules = approval_rules(policy)
-    items = pending_approvals(recent_denials, decisions, rules)
+    items = pending_approvals([denial_of(r) for r in recent_denials], decisions, rules)
 """
 
 from __future__ import annotations
@@ -77,7 +77,9 @@ def approval_rules(policy: Policy) -> dict[str, ApprovalRule]:
 
 
 @dataclass(frozen=True, slots=True)
-class _Denial:
+class Denial:
+    """The facts of one deny record that the inbox needs."""
+
     seq: int
     time: datetime
     reporter: str
@@ -89,8 +91,8 @@ class _Denial:
     audiences: tuple[str, ...]
 
 
-def _denial(record: AuditRecord) -> _Denial | None:
-    """The facts of a deny record, whether recorded by the server or forwarded by an agent."""
+def denial_of(record: AuditRecord) -> Denial | None:
+    """The facts of a deny record, whether recorded by the server or forwarded by an agent (None: no rule)."""
     try:
         outer: Mapping[str, Any] = json.loads(record.record)
     except ValueError:
@@ -105,7 +107,7 @@ def _denial(record: AuditRecord) -> _Denial | None:
     if not isinstance(rule, str) or not isinstance(entry_id, str) or not rule or not entry_id:
         return None
     audiences = facts.get("audiences") or ()
-    return _Denial(seq=record.seq, time=record.time, reporter=str(outer.get("actor", "")),
+    return Denial(seq=record.seq, time=record.time, reporter=str(outer.get("actor", "")),
                    spiffe_id=str(event.get("spiffe_id") or record.spiffe_id), method=str(event.get("method", "")),
                    reason=str(event.get("reason", "")), rule=rule, entry_id=entry_id,
                    audiences=tuple(str(a) for a in audiences if isinstance(a, str)))
@@ -115,13 +117,15 @@ def _mapping(value: object) -> Mapping[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def pending_approvals(denials: Iterable[AuditRecord], decisions: Iterable[ApprovalDecision],
+def pending_approvals(denials: Iterable[Denial | None], decisions: Iterable[ApprovalDecision],
                       rules: Mapping[str, ApprovalRule]) -> list[Pending]:
-    """One item per (entry, approval rule) with denials after the last decision; newest first."""
+    """One item per (entry, approval rule) with denials after the last decision; newest first.
+
+    ``denials`` are :func:`denial_of` the deny records (records are sealed, so callers may memoize it).
+    """
     settled = {(d.entry_id, d.rule): (d.through_seq, d.decided_at + SETTLE_GRACE) for d in decisions}
-    found: dict[tuple[str, str], list[_Denial]] = {}
-    for record in denials:
-        denial = _denial(record)
+    found: dict[tuple[str, str], list[Denial]] = {}
+    for denial in denials:
         if denial is None or denial.rule not in rules:
             continue
         key = (denial.entry_id, denial.rule)

@@ -17,6 +17,7 @@ from typing import Any
 
 from grpclib.server import Stream
 
+from spiffe_py._memo import Memo
 from spiffe_py._peercred import peer_cred
 from spiffe_py._proto.spiffepy.server.v1 import admin_pb2, types_pb2
 from spiffe_py._proto.spiffepy.server.v1.admin_grpc import AdminAPIBase
@@ -54,7 +55,7 @@ from spiffe_server.api.revocations import (
     revoke_entry,
     revoke_svid,
 )
-from spiffe_server.approvals import approval_rules, check_approval_ttl, pending_approvals
+from spiffe_server.approvals import Denial, approval_rules, check_approval_ttl, denial_of, pending_approvals
 from spiffe_server.audit import verify_store
 from spiffe_server.ca.manager import AuthorityKind
 from spiffe_server.ca.signer import parse_csr
@@ -63,6 +64,7 @@ from spiffe_server.ca.templates import JwtSvidParams, X509SvidParams
 from spiffe_server.datastore import (
     ApprovalDecision,
     AuditFilter,
+    AuditRecord,
     BundleRecord,
     EntryFilter,
     JoinToken,
@@ -115,6 +117,8 @@ class AdminService(AdminAPIBase):
     def __init__(self, ctx: ServerContext) -> None:
         self._ctx = ctx
         self._uids = frozenset({0, os.getuid(), *ctx.config.admin_uids})
+        # deny records are sealed: each is parsed for the approvals inbox once
+        self._denials: Memo[tuple[int, str], Denial | None] = Memo(max_size=4 * INBOX_SCAN)
 
     # -- authorization --------------------------------------------------------------------
 
@@ -639,8 +643,11 @@ class AdminService(AdminAPIBase):
                     entry_id=p.entry_id, spiffe_id=p.spiffe_id, rule=p.rule, reason=p.reason,
                     audiences=list(p.audiences), method=p.method, last_denied_at=ts(p.last_denied_at), count=p.count,
                     label=p.label, value=p.value, reporter=p.reporter, through_seq=p.through_seq)
-                    for p in pending_approvals(denials, decisions, rules)]
+                    for p in pending_approvals(map(self._denial, denials), decisions, rules)]
             await stream.send_message(admin_pb2.ListPendingApprovalsResponse(items=items))
+
+    def _denial(self, record: AuditRecord) -> Denial | None:
+        return self._denials.get_or_build((record.seq, record.hash), lambda: denial_of(record))
 
     def _approval_rule(self, name: str) -> tuple[str, str]:
         rule = approval_rules(self._ctx.guard.policy).get(_required(name, "rule"))

@@ -14,6 +14,7 @@ from spiffe_server.approvals import (
     ApprovalRule,
     approval_rules,
     check_approval_ttl,
+    denial_of,
     pending_approvals,
 )
 from spiffe_server.config import ConfigError, ConsoleConfig, parse_config
@@ -69,7 +70,7 @@ def _forwarded(seq: int, at: datetime, *, entry_id: str = "e1", rule: str = RULE
 def test_denials_by_an_approval_rule_are_pending_until_decided() -> None:
     records = [_forwarded(10, NOW), _forwarded(12, NOW + timedelta(seconds=1)),
                _forwarded(13, NOW, rule="other-rule"), _forwarded(14, NOW, entry_id="e2")]
-    items = pending_approvals(records, [], RULES)
+    items = pending_approvals(map(denial_of, records), [], RULES)
     assert [(p.entry_id, p.count, p.through_seq) for p in items] == [("e2", 1, 14), ("e1", 2, 12)]
     first = items[1]
     assert first.audiences == ("payments",) and first.method == "FetchJWTSVID"
@@ -78,13 +79,13 @@ def test_denials_by_an_approval_rule_are_pending_until_decided() -> None:
 
     decided = ApprovalDecision(entry_id="e1", rule=RULE, decision="approved", operator="console:admin",
                                decided_at=NOW + timedelta(seconds=2), through_seq=12)
-    assert [p.entry_id for p in pending_approvals(records, [decided], RULES)] == ["e2"]
+    assert [p.entry_id for p in pending_approvals(map(denial_of, records), [decided], RULES)] == ["e2"]
     # made before the approval reached the agent (within the grace), forwarded after it: settled
     late = _forwarded(20, decided.decided_at + SETTLE_GRACE)
-    assert [p.entry_id for p in pending_approvals([*records, late], [decided], RULES)] == ["e2"]
+    assert [p.entry_id for p in pending_approvals(map(denial_of, [*records, late]), [decided], RULES)] == ["e2"]
     # a denial after the approval lapsed is pending again
     again = _forwarded(30, decided.decided_at + SETTLE_GRACE + timedelta(seconds=1))
-    items = pending_approvals([*records, again], [decided], RULES)
+    items = pending_approvals(map(denial_of, [*records, again]), [decided], RULES)
     assert [(p.entry_id, p.through_seq, p.count) for p in items] == [("e1", 30, 1), ("e2", 14, 1)]
 
 
@@ -92,7 +93,7 @@ def test_records_that_are_not_denials_by_rule_are_ignored() -> None:
     junk = [AuditRecord(time=NOW, record="not json", prev_hash="", hash="a", seq=1),
             AuditRecord(time=NOW, record=json.dumps({"details": {"rule": RULE}}), prev_hash="", hash="b", seq=2),
             AuditRecord(time=NOW, record=json.dumps([1, 2]), prev_hash="", hash="c", seq=3)]
-    assert pending_approvals(junk, [], RULES) == []
+    assert pending_approvals(map(denial_of, junk), [], RULES) == []
 
 
 @pytest.mark.parametrize("seconds", [0, -1, 7 * 24 * 3600 + 1])
