@@ -87,7 +87,7 @@ log = logging.getLogger("spiffe_server.admin")
 
 DEFAULT_PAGE_SIZE = 100
 INBOX_WINDOW = timedelta(hours=24)  # denials older than this leave the approvals inbox
-INBOX_SCAN = 1000  # newest deny records read for the inbox
+INBOX_SCAN = 500  # newest deny records read for the inbox (a human-sized backlog)
 MAX_BATCH = 1000  # entries (or ids) per Batch*Entry call
 _OK = admin_pb2.ItemStatus(code=0, message="OK")
 
