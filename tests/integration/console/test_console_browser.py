@@ -8,7 +8,6 @@ Screenshots of each page go to $CONSOLE_SCREENSHOTS (default: a temporary direct
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
@@ -16,13 +15,13 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from spiffe_py._proto.spiffepy.server.v1 import admin_pb2
+from tests.integration.console.admin_calls import admin_call
 from tests.support.agent_proc import AgentProc
 from tests.support.policy_rules import PAYMENTS_RULE
 from tests.support.server_proc import ServerProc, free_port
@@ -104,24 +103,6 @@ def _login_url(log: str) -> str:
     match = re.search(r"(http://\S+/login\?token=[A-Za-z0-9_\-%]+)", lines[0])
     assert match, lines[0]
     return match.group(1)
-
-
-def admin_call(server: ServerProc, method: str, request: Any) -> Any:
-    """One admin API call over the server's Unix socket (as the CLI makes them)."""
-    from grpclib.client import Channel
-
-    from spiffe_py._proto.spiffepy.server.v1.admin_grpc import AdminAPIStub
-
-    async def call() -> Any:
-        channel = Channel(path=str(server.socket_path))
-        try:
-            return await getattr(AdminAPIStub(channel), method)(request)
-        finally:
-            channel.close()
-
-    # Playwright's sync API owns this thread's event loop: the call runs on a thread of its own
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, call()).result(timeout=30)
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from spiffe_py._proto.spiffepy.server.v1 import admin_pb2, types_pb2
+from tests.integration.console.admin_calls import admin_call
 from tests.support.server_proc import ServerProc, free_port
 from tests.support.web_pki import WebPki
 
@@ -59,10 +61,13 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     config = (f'signing_workers = 0\n[console]\nbind_port = {port}\n'
               f'cert_file = "{work / "console.crt"}"\nkey_file = "{work / "console.key"}"\n')
     with ServerProc.start(trust_domain=TD, config_text=config) as server:
-        for sid, extra in ((ADMIN_ID, ["--admin"]), (READER_ID, ["--admin", "--label", "admin_readonly=true"]),
-                           (PLAIN_ID, [])):
-            server.cli("entry", "create", "--spiffe-id", sid, "--parent-id", PARENT, "--selector", "unix:uid:7",
-                       *extra)
+        entries = [types_pb2.Entry(spiffe_id=sid, parent_id=PARENT, admin=admin, labels=labels,
+                                   selectors=[types_pb2.Selector(type="unix", value="uid:7")])
+                   for sid, admin, labels in ((ADMIN_ID, True, {}), (READER_ID, True, {"admin_readonly": "true"}),
+                                              (PLAIN_ID, False, {}))]
+        reply = admin_call(server, "BatchCreateEntry", admin_pb2.BatchCreateEntryRequest(entries=entries))
+        assert [r.status.code for r in reply.results] == [0, 0, 0]
+        for sid in (ADMIN_ID, READER_ID, PLAIN_ID):
             out = work / sid.rsplit("/", 1)[1]
             out.mkdir()
             server.cli("x509", "mint", "--spiffe-id", sid, "--write", str(out))
@@ -77,8 +82,8 @@ def _csrf(page: str) -> str:
 
 
 def _audit(server: ServerProc) -> list[dict[str, Any]]:
-    records: list[dict[str, Any]] = json.loads(server.cli("audit", "show", "--output", "json").stdout)["records"]
-    return records
+    reply = admin_call(server, "ListAudit", admin_pb2.ListAuditRequest(page_size=1000))
+    return [json.loads(r) for r in reply.records]
 
 
 def test_an_admin_svid_logs_in_with_mtls_and_changes_through_the_admin_api(console: Console) -> None:
