@@ -115,3 +115,28 @@ def test_other_svids_and_anonymous_callers_are_refused(console: Console) -> None
     assert status == 401
     status, _ = console.request(None, "/entries", {"csrf": "x"})
     assert status == 401
+
+
+async def test_the_read_only_role_holds_on_the_grpc_admin_api_too(console: Console) -> None:
+    from grpclib.client import Channel
+    from grpclib.const import Status
+    from grpclib.exceptions import GRPCError
+
+    from spiffe_py._proto.spiffepy.server.v1.admin_grpc import AdminAPIStub
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False  # the server SVID names a SPIFFE ID, not a host
+    ctx.load_verify_locations(cadata=console.server.cli("bundle", "show", "--format", "pem").stdout)
+    ctx.set_alpn_protocols(["h2"])
+    ctx.load_cert_chain(console.certs / "auditor" / "svid.pem", console.certs / "auditor" / "key.pem")
+    channel = Channel(*console.server.address, ssl=ctx)
+    try:
+        api = AdminAPIStub(channel)
+        assert (await api.CountEntries(admin_pb2.CountRequest())).count >= 3
+        with pytest.raises(GRPCError) as info:
+            await api.CreateEntry(admin_pb2.CreateEntryRequest(entry=types_pb2.Entry(
+                spiffe_id=f"spiffe://{TD}/by-grpc-auditor", parent_id=PARENT,
+                selectors=[types_pb2.Selector(type="unix", value="uid:9")])))
+        assert info.value.status is Status.PERMISSION_DENIED and "admin_readonly" in (info.value.message or "")
+    finally:
+        channel.close()
