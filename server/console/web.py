@@ -180,6 +180,8 @@ class Console:
         self.port = cfg.bind_port
         self._series: Counter[tuple[int, bool]] = Counter()  # (minute, denied) -> audit records
         self._series_seq = 0  # the newest audit seq counted into _series
+        # (policy generation, when the console first saw it): the holder keeps no load time
+        self._policy_seen = (ctx.guard.policy_generation, ctx.clock.now())
         self.render_seconds: list[tuple[str, float]] = []  # (path, server time) of recent pages, for benchmarks
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -193,7 +195,7 @@ class Console:
             web.get("/", self._overview), web.get("/overview/series", self._overview_series),
             web.get("/entries", self._entries), web.post("/entries", self._entry_create),
             web.get("/entries/{id}", self._entry_detail), web.post("/entries/{id}/delete", self._entry_delete),
-            web.post("/entries/{id}/labels", self._entry_labels),
+            web.post("/entries/{id}/labels", self._entry_labels), web.post("/entries/{id}/edit", self._entry_edit),
             web.post("/entries/{id}/quarantine", self._entry_quarantine),
             web.post("/entries/{id}/revoke", self._entry_revoke),
             web.get("/agents", self._agents), web.post("/agents/action", self._agent_action),
@@ -430,6 +432,21 @@ class Console:
         await self._call(request, "DeleteEntry", admin_pb2.DeleteEntryRequest(id=request.match_info["id"]))
         raise self._back("/entries", message="entry deleted")
 
+    async def _entry_edit(self, request: web.Request) -> web.StreamResponse:
+        """UpdateEntry with the form's fields; the fields the form has no input for are kept."""
+        form = await request.post()
+        entry_id = request.match_info["id"]
+        entry = types_pb2.Entry()
+        entry.CopyFrom(await self._call(request, "GetEntry", admin_pb2.GetEntryRequest(id=entry_id)))
+        entry.spiffe_id, entry.parent_id = _field(form, "spiffe_id"), _field(form, "parent_id")
+        del entry.selectors[:]
+        entry.selectors.extend(_selectors(_field(form, "selectors")))
+        entry.x509_svid_ttl = _int(_field(form, "x509_svid_ttl"), "x509_svid_ttl")
+        entry.jwt_svid_ttl = _int(_field(form, "jwt_svid_ttl"), "jwt_svid_ttl")
+        entry.hint = _field(form, "hint", limit=1024)
+        await self._call(request, "UpdateEntry", admin_pb2.UpdateEntryRequest(entry=entry))
+        raise self._back(f"/entries/{entry_id}", message="entry updated")
+
     async def _entry_labels(self, request: web.Request) -> web.StreamResponse:
         form = await request.post()
         entry_id = request.match_info["id"]
@@ -564,8 +581,11 @@ class Console:
         await self._call(request, "CountAgents", admin_pb2.CountRequest())
         guard = self._ctx.guard
         policy = guard.policy
+        if guard.policy_generation != self._policy_seen[0]:
+            self._policy_seen = (guard.policy_generation, self._ctx.clock.now())
         return self._render(request, "policy.html", rules=policy.rules, source=policy.source,
-                            generation=guard.policy_generation, approval=approval_rules(policy),
+                            generation=self._policy_seen[0], loaded=self._policy_seen[1],
+                            approval=approval_rules(policy),
                             whatif=whatif or {})
 
     async def _whatif(self, request: web.Request) -> web.StreamResponse:

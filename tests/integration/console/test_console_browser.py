@@ -182,6 +182,12 @@ def test_create_an_entry_and_the_workload_gets_its_svid(stack: Stack) -> None:
     page.goto(stack.url(f"/entries/{stack.entry_id}"))  # the detail view lists the SVID's serial
     assert re.search(r"serial [0-9a-f]{16,}", page.locator("#entry-svids").inner_text())
     assert stack.agent.agent_id in page.content()  # the matching agent
+    edit = page.locator("#edit-entry")  # edit: UpdateEntry keeps what the form does not show
+    edit.get_by_label("X.509-SVID TTL (s)").fill("600")
+    edit.get_by_role("button", name="Save entry").click()
+    page.wait_for_selector(".flash")
+    assert "X.509 600" in page.content()
+    assert admin_call(stack.server, "GetEntry", admin_pb2.GetEntryRequest(id=stack.entry_id)).x509_svid_ttl == 600
     # the change went through the admin service: audited with the console user as actor
     records = admin_call(stack.server, "ListAudit", admin_pb2.ListAuditRequest(page_size=1000)).records
     assert any('"method":"CreateEntry"' in r and '"actor":"console:admin"' in r for r in records)
@@ -291,6 +297,7 @@ def test_a_read_only_user_cannot_change_anything(stack: Stack) -> None:
     assert page.get_by_role("button", name="Create entry").count() == 0
     page.goto(stack.url(f"/entries/{stack.entry_id}"))
     assert page.get_by_role("button", name="Delete entry").count() == 0
+    assert page.get_by_role("button", name="Save entry").count() == 0
     token = json.loads(page.locator("body").get_attribute("hx-headers"))["X-CSRF-Token"]  # a valid CSRF token
     assert token
     before = admin_call(stack.server, "CountEntries", admin_pb2.CountRequest()).count
