@@ -177,6 +177,8 @@ class Console:
             autoescape=True, undefined=jinja2.StrictUndefined, auto_reload=False)
         self._env.filters["time"] = _fmt_time
         self._runner: web.AppRunner | None = None
+        self._ssl: ssl.SSLContext | None = None
+        self._roots: tuple[x509.Certificate, ...] = ()
         self.port = cfg.bind_port
         self._series: Counter[tuple[int, bool]] = Counter()  # (minute, denied) -> audit records
         self._series_seq = 0  # the newest audit seq counted into _series
@@ -217,10 +219,23 @@ class Console:
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(cfg.cert_file, cfg.key_file)
         # an admin SVID may log in with mTLS: ask for a client certificate, accept none (the login link)
-        context.load_verify_locations(cadata="".join(c.public_bytes(Encoding.PEM).decode()
-                                                     for c in self._ctx.roots()))
         context.verify_mode = ssl.CERT_OPTIONAL
+        self._ssl = context
+        self.refresh_roots()
         return context
+
+    def refresh_roots(self) -> bool:
+        """Trust the bundle's current X.509 roots for client certificates; True if new ones were added.
+
+        OpenSSL can only add roots: one dropped from the bundle stays loaded, but the admin API
+        verifies each call's SVID against the current roots, so it is refused there.
+        """
+        roots = self._ctx.roots()
+        if self._ssl is None or roots == self._roots:
+            return False
+        self._ssl.load_verify_locations(cadata="".join(c.public_bytes(Encoding.PEM).decode() for c in roots))
+        self._roots = roots
+        return True
 
     async def start(self) -> str:
         """Listen, and log the one-time login URL of the ``admin`` console user; returns that URL."""
@@ -282,6 +297,7 @@ class Console:
         return await handler(request)
 
     def _user(self, request: web.Request) -> User | None:
+        self.refresh_roots()  # after a CA rotation, new connections accept SVIDs from the new root
         leaf = self._client_leaf(request)
         if leaf is not None:
             principal = Principal(actor=_san(leaf), readonly=False, leaf=leaf)  # as for a gRPC admin SVID

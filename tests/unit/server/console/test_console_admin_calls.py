@@ -153,3 +153,22 @@ async def test_reject_records_the_decision_and_login_needs_the_console(
     with pytest.raises(GRPCError) as info:
         await call(service, ADMIN, "CreateConsoleLogin", admin_pb2.CreateConsoleLoginRequest(user="bob"))
     assert info.value.status is Status.FAILED_PRECONDITION
+
+
+def test_the_https_console_trusts_new_bundle_roots_for_client_certificates(
+        setup: tuple[AdminService, ServerContext, ManualClock], tmp_path: Path) -> None:
+    from spiffe_server.ca.manager import AuthorityKind
+    from spiffe_server.config import ConsoleConfig
+    from spiffe_server.console.web import Console
+    from tests.support.web_pki import WebPki
+
+    service, ctx, _ = setup
+    WebPki.create().write_serving(tmp_path / "c.pem", tmp_path / "k.pem", dns_names=["localhost"])
+    console = Console(ctx, service, ConsoleConfig(cert_file=tmp_path / "c.pem", key_file=tmp_path / "k.pem"))
+    context = console._tls()
+    assert context is not None and len(context.get_ca_certs()) == len(ctx.roots()) == 1
+    assert console.refresh_roots() is False  # nothing new
+    ctx.ca.prepare(AuthorityKind.X509)  # a prepared root is in the bundle before it signs
+    assert len(ctx.roots()) == 2
+    assert console.refresh_roots() is True
+    assert len(context.get_ca_certs()) == 2
