@@ -20,6 +20,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -30,7 +31,7 @@ from spiffe_py._serving.connections import GuardedServer, raise_fd_limit
 from spiffe_py._serving.limits import BoundedServer
 from spiffe_py.clock import Clock, SystemClock
 from spiffe_py.rotation import should_rotate
-from spiffe_server.api.admin_service import AdminService
+from spiffe_server.api.admin_service import AdminService, expire_label_grants
 from spiffe_server.api.agent_service import AgentService
 from spiffe_server.api.context import ServerContext
 from spiffe_server.api.tls import ServerTls
@@ -55,6 +56,7 @@ CHANGE_POLL_SECONDS = 1.0
 POLICY_POLL_SECONDS = 0.25  # one stat; a tightened policy reaches agents' SVIDs within a second
 CRL_CHECK_SECONDS = 60.0
 CHANGE_PRUNE_SECONDS = 60.0
+LABEL_EXPIRY_SECONDS = 0.5  # a lapsed approval label is gone within half a second
 CHANGE_LOG_KEEP = 100_000  # a server further behind than this reloads its entry index
 
 
@@ -150,6 +152,7 @@ class App:
         self._side: list[asyncio.Server] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.oidc: OidcProvider | None = None
+        self.console: Any = None  # server.console.web.Console when [console] is set (aiohttp is an extra)
 
     async def start(self) -> None:
         """Open the datastore-backed services on TCP and the Unix socket, start background loops."""
@@ -185,6 +188,12 @@ class App:
             self.oidc = OidcProvider(issuer=o.issuer, bind_address=o.bind_address, bind_port=o.bind_port,
                                      bundle=ctx.ca.bundle, cert_file=o.cert_file, key_file=o.key_file)
             await self.oidc.start()
+        if cfg.console is not None:
+            from spiffe_server.console.web import Console  # the [console] extra: aiohttp, Jinja2
+
+            self.console = Console(ctx, admin, cfg.console)
+            await self.console.start()
+            ctx.console_logins = self.console.logins
         self._tasks = [
             asyncio.create_task(_every(rotator_interval(cfg.ca_ttl), self._rotate, "ca rotation")),
             asyncio.create_task(ctx.entries.run(CHANGE_POLL_SECONDS)),  # also picks up other servers' changes
@@ -192,6 +201,7 @@ class App:
             asyncio.create_task(_every(CHANGE_PRUNE_SECONDS, self._prune_changes, "change log prune")),
             asyncio.create_task(_every(POLICY_POLL_SECONDS, self._poll_policy, "policy reload")),
             asyncio.create_task(self.guard.audit.checkpoint_forever()),
+            asyncio.create_task(_every(LABEL_EXPIRY_SECONDS, self._expire_labels, "label expiry")),
         ]
         log.info("server started", extra={"trust_domain": cfg.trust_domain.name,
                                            "address": f"{cfg.bind_address}:{cfg.bind_port}",
@@ -204,6 +214,9 @@ class App:
             log.info("trust bundle changed", extra={"sequence": self.ctx.ca.bundle().sequence_number})
             self.ctx.changes.notify_all()
         self.svid.refresh()
+
+    async def _expire_labels(self) -> None:
+        await expire_label_grants(self.ctx)
 
     async def _prune_changes(self) -> None:
         await self.ctx.call(self.ctx.store.prune_changes, keep_last=CHANGE_LOG_KEEP)
@@ -227,6 +240,8 @@ class App:
             side.close()
         if self.oidc is not None:
             await self.oidc.close()
+        if self.console is not None:
+            await self.console.close()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

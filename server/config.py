@@ -98,6 +98,17 @@ class OidcConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ConsoleConfig:
+    """The web console (off unless the table is present): HTTPS from ``cert_file``/``key_file``
+    (admin SVIDs may log in with mTLS), or plain HTTP, then only on a loopback address."""
+
+    bind_address: str = "127.0.0.1"
+    bind_port: int = 8446
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ServingConfig:
     """Limits of the gRPC listeners (docs/security.md, "Message size and connection limits")."""
 
@@ -159,6 +170,7 @@ class ServerConfig:
     metrics: MetricsConfig | None = None
     bundle_endpoint: BundleEndpointConfig | None = None
     oidc: OidcConfig | None = None
+    console: ConsoleConfig | None = None
     policy_file: Path | None = None
     serving: ServingConfig = field(default_factory=ServingConfig)
     agent_limits: AgentLimitsConfig = field(default_factory=AgentLimitsConfig)
@@ -329,6 +341,26 @@ def _oidc(raw: object) -> OidcConfig:
     return OidcConfig(**kwargs)
 
 
+def _console(raw: object) -> ConsoleConfig:
+    table = _table(raw, "console", _names(ConsoleConfig))
+    kwargs: dict[str, Any] = {}
+    if "bind_address" in table:
+        kwargs["bind_address"] = _address(table["bind_address"], "console.bind_address")
+    if "bind_port" in table:
+        kwargs["bind_port"] = _port(table["bind_port"], "console.bind_port")
+    for name in ("cert_file", "key_file"):
+        if name in table:
+            kwargs[name] = Path(_expect(table[name], str, f"console.{name}"))
+    if ("cert_file" in kwargs) != ("key_file" in kwargs):
+        raise ConfigError("config: console.cert_file: set both cert_file and key_file, or neither")
+    address = kwargs.get("bind_address", "127.0.0.1")
+    loopback = address == "localhost" or ipaddress.ip_address(address).is_loopback
+    if "cert_file" not in kwargs and not loopback:
+        raise ConfigError(f"config: console.bind_address: plain HTTP only on a loopback address, got {address!r}; "
+                          "set cert_file and key_file to serve HTTPS")
+    return ConsoleConfig(**kwargs)
+
+
 def _upstream(raw: object) -> UpstreamAuthorityConfig:
     table = _table(raw, "upstream_authority", _names(UpstreamAuthorityConfig))
     for name in ("cert_file", "key_file"):
@@ -476,6 +508,7 @@ _SCALARS: dict[str, Any] = {
     "metrics": lambda v: _listener(v, "metrics", MetricsConfig),
     "bundle_endpoint": lambda v: _listener(v, "bundle_endpoint", BundleEndpointConfig),
     "oidc": _oidc,
+    "console": _console,
     "policy_file": lambda v: Path(_expect(v, str, "policy_file")),
     "serving": _serving,
     "agent_limits": _agent_limits,

@@ -17,6 +17,7 @@ from typing import Any
 
 from grpclib.server import Stream
 
+from spiffe_py._memo import Memo
 from spiffe_py._peercred import peer_cred
 from spiffe_py._proto.spiffepy.server.v1 import admin_pb2, types_pb2
 from spiffe_py._proto.spiffepy.server.v1.admin_grpc import AdminAPIBase
@@ -47,6 +48,7 @@ from spiffe_server.api.convert import (
     ts,
 )
 from spiffe_server.api.errors import RequestError, grpc_errors, recv_request, to_grpc_error
+from spiffe_server.api.local_call import READ_METHODS, READONLY_LABEL, LocalCall
 from spiffe_server.api.peer import is_tls, peer_leaf, spiffe_id_of, verify_peer_svid
 from spiffe_server.api.revocation_hub import revocation_to_proto
 from spiffe_server.api.revocations import (
@@ -54,6 +56,7 @@ from spiffe_server.api.revocations import (
     revoke_entry,
     revoke_svid,
 )
+from spiffe_server.approvals import Denial, approval_rules, check_approval_ttl, denial_of, pending_approvals
 from spiffe_server.audit import verify_store
 from spiffe_server.ca.manager import AuthorityKind
 from spiffe_server.ca.signer import parse_csr
@@ -61,11 +64,14 @@ from spiffe_server.ca.slots import AuthorityInfo, SlotStatus
 from spiffe_server.ca.templates import JwtSvidParams, X509SvidParams
 from spiffe_server.datastore import (
     AgentFilter,
+    ApprovalDecision,
     AttestedAgent,
     AuditFilter,
+    AuditRecord,
     BundleRecord,
     EntryFilter,
     JoinToken,
+    LabelGrant,
     MatchMode,
     Page,
     RegistrationEntry,
@@ -84,6 +90,8 @@ from spiffe_server.revocation import check_reason, jwt_issuance, serial_hex, x50
 log = logging.getLogger("spiffe_server.admin")
 
 DEFAULT_PAGE_SIZE = 100
+INBOX_WINDOW = timedelta(hours=24)  # denials older than this leave the approvals inbox
+INBOX_SCAN = 500  # newest deny records read for the inbox (a human-sized backlog)
 MAX_BATCH = 1000  # entries (or ids) per Batch*Entry call
 MAX_PURGE_AGE = 100 * 365 * 86400  # agent purge --expired-for: at most about a century, in seconds
 # the levels SetLogLevel takes (SPIRE and Go spell warning "warn")
@@ -117,10 +125,15 @@ class AdminService(AdminAPIBase):
     def __init__(self, ctx: ServerContext) -> None:
         self._ctx = ctx
         self._uids = frozenset({0, os.getuid(), *ctx.config.admin_uids})
+        # deny records are sealed: each is parsed for the approvals inbox once
+        self._denials: Memo[tuple[int, str], Denial | None] = Memo(max_size=4 * INBOX_SCAN)
 
     # -- authorization --------------------------------------------------------------------
 
     async def _authorize(self, stream: Stream[Any, Any]) -> None:
+        if isinstance(stream, LocalCall):  # the web console, on behalf of its authenticated user
+            await self._authorize_local(stream)
+            return
         if not is_tls(stream):
             uid = peer_cred(stream).uid
             if uid not in self._uids:
@@ -129,10 +142,24 @@ class AdminService(AdminAPIBase):
         ctx = self._ctx
         leaf = peer_leaf(stream)
         caller = verify_peer_svid(leaf, ctx.roots(), ctx.intermediates(), now=ctx.clock.now())
-        await ctx.call(self._check_admin_svid, str(caller), serial_hex(leaf.serial_number))
+        readonly = await ctx.call(self._check_admin_svid, str(caller), serial_hex(leaf.serial_number))
+        # grpclib keeps the ":path" of the call; an unknown method counts as a change
+        _check_role(str(getattr(stream, "_method_name", "")).rsplit("/", 1)[-1], str(caller), readonly=readonly)
 
-    def _check_admin_svid(self, caller: str, serial: str) -> None:
-        """Blocking, every call: the SVID is not revoked; an admin entry for it exists and none is quarantined."""
+    async def _authorize_local(self, call: LocalCall) -> None:
+        principal, readonly = call.principal, call.principal.readonly
+        if principal.leaf is not None:
+            ctx = self._ctx
+            caller = verify_peer_svid(principal.leaf, ctx.roots(), ctx.intermediates(), now=ctx.clock.now())
+            readonly = await ctx.call(self._check_admin_svid, str(caller),
+                                      serial_hex(principal.leaf.serial_number)) or readonly
+        _check_role(call.method, principal.actor, readonly=readonly)
+
+    def _check_admin_svid(self, caller: str, serial: str) -> bool:
+        """Blocking, every call: the SVID is not revoked; an admin entry for it exists and none is quarantined.
+
+        Returns True when the caller may only read: each of its admin entries carries ``admin_readonly=true``.
+        """
         store = self._ctx.store
         if store.is_revoked(RevocationKind.SERIAL, serial):
             raise AuthorizationError(f"admin: svid {serial} of {caller!r} is revoked")
@@ -140,8 +167,10 @@ class AdminService(AdminAPIBase):
         quarantined = [e.id for e in entries if e.quarantined]
         if quarantined:
             raise AuthorizationError(f"admin: {caller!r} is quarantined (entry {quarantined[0]!r})")
-        if not any(e.admin for e in entries):
+        admins = [e for e in entries if e.admin]
+        if not admins:
             raise AuthorizationError(f"admin: {caller!r} is not an admin identity")
+        return all(e.labels.get(READONLY_LABEL) == "true" for e in admins)
 
     async def _request(self, stream: Stream[Any, Any]) -> Any:
         await self._authorize(stream)
@@ -150,6 +179,8 @@ class AdminService(AdminAPIBase):
     @staticmethod
     def _actor(stream: Stream[Any, Any]) -> str:
         """Who is calling, for the audit trail: ``uid:<n>`` on the socket, the SPIFFE ID over mTLS."""
+        if isinstance(stream, LocalCall):
+            return stream.principal.actor
         return str(spiffe_id_of(peer_leaf(stream))) if is_tls(stream) else f"uid:{peer_cred(stream).uid}"
 
     async def _audit(self, stream: Stream[Any, Any], method: str, spiffe_id: str | None, **details: Any) -> None:
@@ -710,6 +741,125 @@ class AdminService(AdminAPIBase):
         logging.getLogger().setLevel(level)  # the process-wide root logger: the level the server logs at
         await self._audit(stream, method, None, level=name)
         await stream.send_message(self._logger())
+
+
+    # -- approvals inbox and console logins ------------------------------------------------
+
+    async def ListPendingApprovals(
+        self, stream: Stream[admin_pb2.ListPendingApprovalsRequest, admin_pb2.ListPendingApprovalsResponse]
+    ) -> None:
+        with grpc_errors("ListPendingApprovals"):
+            await self._request(stream)
+            ctx = self._ctx
+            rules = approval_rules(ctx.guard.policy)
+            items: list[admin_pb2.PendingApproval] = []
+            if rules:
+                since = ctx.clock.now() - INBOX_WINDOW
+                denials = await ctx.call(ctx.store.list_audit_recent, AuditFilter(since=since, decision="deny"),
+                                         limit=INBOX_SCAN)
+                decisions = await ctx.call(ctx.store.list_approval_decisions)
+                items = [admin_pb2.PendingApproval(
+                    entry_id=p.entry_id, spiffe_id=p.spiffe_id, rule=p.rule, reason=p.reason,
+                    audiences=list(p.audiences), method=p.method, last_denied_at=ts(p.last_denied_at), count=p.count,
+                    label=p.label, value=p.value, reporter=p.reporter, through_seq=p.through_seq)
+                    for p in pending_approvals(map(self._denial, denials), decisions, rules)]
+            await stream.send_message(admin_pb2.ListPendingApprovalsResponse(items=items))
+
+    def _denial(self, record: AuditRecord) -> Denial | None:
+        return self._denials.get_or_build((record.seq, record.hash), lambda: denial_of(record))
+
+    def _approval_rule(self, name: str) -> tuple[str, str]:
+        rule = approval_rules(self._ctx.guard.policy).get(_required(name, "rule"))
+        if rule is None:
+            raise RequestError("rule", f"{name!r} is not an approval rule of the policy in force")
+        return rule.label, rule.value
+
+    async def ApproveRequest(self, stream: Stream[admin_pb2.ApproveRequestRequest, types_pb2.Entry]) -> None:
+        with grpc_errors("ApproveRequest"):
+            req = await self._request(stream)
+            _required(req.entry_id, "entry_id")
+            label, value = self._approval_rule(req.rule)
+            try:
+                ttl = check_approval_ttl(req.ttl)
+            except ValueError as err:
+                raise RequestError("ttl", str(err)) from None
+            ctx, actor, now = self._ctx, self._actor(stream), self._ctx.clock.now()
+            stored = await ctx.call(ctx.store.get_entry, req.entry_id)
+            expires_at = now + timedelta(seconds=ttl)
+            # the expiry is stored before the label: a crash in between leaves no label without one
+            await ctx.call(ctx.store.grant_label, LabelGrant(entry_id=stored.id, key=label, value=value,
+                                                             expires_at=expires_at, granted_by=actor))
+            updated = await ctx.call(ctx.store.update_entry, patch_entry(
+                stored, set_labels={label: value}, remove_labels=[], clear_quarantine=False))
+            ctx.changes.notify()
+            await ctx.call(ctx.store.record_approval_decision, ApprovalDecision(
+                entry_id=stored.id, rule=req.rule, decision="approved", operator=actor, decided_at=now,
+                through_seq=max(req.through_seq, 0)))
+            log.info("request approved", extra={"entry_id": stored.id, "rule": req.rule, "ttl": ttl})
+            await self._audit(stream, "ApproveRequest", updated.spiffe_id, entry_id=updated.id, rule=req.rule,
+                              set_labels={label: value}, expires_at=ts(expires_at), through_seq=req.through_seq)
+            await stream.send_message(entry_to_proto(updated))
+
+    async def RejectRequest(self, stream: Stream[admin_pb2.RejectRequestRequest,
+                                                 admin_pb2.RejectRequestResponse]) -> None:
+        with grpc_errors("RejectRequest"):
+            req = await self._request(stream)
+            _required(req.entry_id, "entry_id")
+            self._approval_rule(req.rule)
+            reason = check_reason(req.reason or "rejected by an operator")
+            ctx, actor = self._ctx, self._actor(stream)
+            stored = await ctx.call(ctx.store.get_entry, req.entry_id)
+            await ctx.call(ctx.store.record_approval_decision, ApprovalDecision(
+                entry_id=stored.id, rule=req.rule, decision="rejected", operator=actor, decided_at=ctx.clock.now(),
+                through_seq=max(req.through_seq, 0)))
+            await self._audit(stream, "RejectRequest", stored.spiffe_id, entry_id=stored.id, rule=req.rule,
+                              reject_reason=reason, through_seq=req.through_seq)
+            await stream.send_message(admin_pb2.RejectRequestResponse())
+
+    async def CreateConsoleLogin(self, stream: Stream[admin_pb2.CreateConsoleLoginRequest,
+                                                      admin_pb2.CreateConsoleLoginResponse]) -> None:
+        with grpc_errors("CreateConsoleLogin"):
+            req = await self._request(stream)
+            logins = self._ctx.console_logins
+            if logins is None:
+                raise FailedPreconditionError("console: the web console is not enabled ([console] in the config)")
+            user = _required(req.user, "user")
+            if len(user) > 64 or not user.isprintable():
+                raise RequestError("user", "at most 64 printable characters")
+            url, expires_at = logins.issue(user, readonly=req.readonly)
+            await self._audit(stream, "CreateConsoleLogin", None, user=user, readonly=req.readonly,
+                              expires_at=ts(expires_at))  # never the link: it holds the token
+            await stream.send_message(admin_pb2.CreateConsoleLoginResponse(url=url, expires_at=ts(expires_at)))
+
+
+async def expire_label_grants(ctx: ServerContext) -> int:
+    """Remove the labels whose grant lapsed (each audited as the server's change); returns how many."""
+    due = await ctx.call(ctx.store.due_label_grants, now=ctx.clock.now())
+    removed = []
+    for grant in due:
+        try:
+            stored = await ctx.call(ctx.store.get_entry, grant.entry_id)
+        except SpiffeError:  # the entry is gone: nothing to remove
+            stored = None
+        if stored is not None and stored.labels.get(grant.key) == grant.value:
+            updated = await ctx.call(ctx.store.update_entry, patch_entry(
+                stored, set_labels={}, remove_labels=[grant.key], clear_quarantine=False))
+            removed.append(updated)
+            ctx.changes.notify()
+        await ctx.call(ctx.store.delete_label_grant, grant.entry_id, grant.key)
+    if removed:
+        now = ctx.clock.now()
+        await ctx.guard.record([build_event(now=now, actor="server", spiffe_id=e.spiffe_id, selectors=(),
+                                            decision="allow", reason="label grant expired", method="LabelExpired",
+                                            details={"entry_id": e.id}) for e in removed])
+        log.info("label grants expired", extra={"count": len(removed)})
+    return len(removed)
+
+
+def _check_role(method: str, actor: str, *, readonly: bool) -> None:
+    """An admin_readonly caller may only call the read methods."""
+    if readonly and method not in READ_METHODS:
+        raise AuthorizationError(f"admin: {actor!r} has the admin_readonly role; {method or 'this call'} changes state")
 
 
 def _revoked(revs: Sequence[Revocation]) -> admin_pb2.RevokeResponse:

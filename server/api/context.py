@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import cached_property
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -35,6 +36,14 @@ from spiffe_server.ratelimit import KeyedLimiter
 T = TypeVar("T")
 
 
+class ConsoleLogins(Protocol):
+    """The web console's one-time login links (server/console/auth.py)."""
+
+    def issue(self, user: str, *, readonly: bool) -> tuple[str, datetime]:
+        """A new one-time login URL for ``user`` and when it stops working."""
+        ...
+
+
 @dataclass
 class ServerContext:
     """The composition root's objects, handed to each service."""
@@ -47,6 +56,7 @@ class ServerContext:
     changes: ChangeNotifier = field(default_factory=ChangeNotifier)
     revocations: RevocationHub = field(default_factory=RevocationHub)  # revocations + CRLs
     signer: Signer = field(default_factory=InlineSigner)  # X.509-SVID batches (server.ca.pool)
+    console_logins: ConsoleLogins | None = None  # set when the web console runs
     _chain_der: Memo[Identity, tuple[bytes, ...]] = field(default_factory=lambda: Memo(max_size=8), init=False,
                                                           repr=False, compare=False)
 

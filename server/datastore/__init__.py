@@ -13,6 +13,7 @@ import os
 from spiffe_server.datastore._store import SqlDataStore
 from spiffe_server.datastore.base import (
     AgentStore,
+    ApprovalStore,
     AuditStore,
     BundleStore,
     CaJournalStore,
@@ -35,6 +36,7 @@ from spiffe_server.datastore.errors import (
 )
 from spiffe_server.datastore.models import (
     AgentFilter,
+    ApprovalDecision,
     AttestedAgent,
     AuditCheckpoint,
     AuditFilter,
@@ -46,6 +48,7 @@ from spiffe_server.datastore.models import (
     EntryFilter,
     Issuance,
     JoinToken,
+    LabelGrant,
     MatchMode,
     Page,
     PageResult,
@@ -58,12 +61,13 @@ from spiffe_server.datastore.models import (
 )
 
 __all__ = [
-    "AgentFilter", "AgentStore", "AlreadyExistsError", "AttestedAgent", "AuditCheckpoint", "AuditFilter",
-    "AuditRecord", "AuditStore",
+    "AgentFilter", "AgentStore", "AlreadyExistsError", "ApprovalDecision", "ApprovalStore", "AttestedAgent",
+    "AuditCheckpoint", "AuditFilter", "AuditRecord", "AuditStore",
     "BundleRecord", "BundleStore", "CaJournalStore", "Change", "ChangeBatch", "ChangeKind", "ChangeStore",
     "ConflictError", "DataStore", "DataStoreError", "EntryFilter", "EntryStore", "InvalidArgumentError",
     "Issuance", "IssuanceStore",
-    "JoinToken", "JoinTokenStore", "LimitExceededError", "MatchMode", "NotFoundError", "Page", "PageResult",
+    "JoinToken", "JoinTokenStore", "LabelGrant", "LimitExceededError", "MatchMode", "NotFoundError", "Page",
+    "PageResult",
     "RegistrationEntry", "Revocation", "RevocationKind", "RevocationRequest", "RevocationStore",
     "RevokeResult", "SchemaVersionError", "SelectorMatch",
     "SqlDataStore", "TokenStore", "open_datastore",

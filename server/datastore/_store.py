@@ -32,6 +32,7 @@ from spiffe_server.datastore.models import (
     MAX_PAGE_SIZE,
     MAX_REVOCATIONS,
     AgentFilter,
+    ApprovalDecision,
     AttestedAgent,
     AuditCheckpoint,
     AuditFilter,
@@ -43,6 +44,7 @@ from spiffe_server.datastore.models import (
     EntryFilter,
     Issuance,
     JoinToken,
+    LabelGrant,
     Page,
     PageResult,
     RegistrationEntry,
@@ -859,3 +861,90 @@ class SqlDataStore:
             if not result.next_token:
                 return
             page = Page(result.next_token, MAX_PAGE_SIZE)
+
+    def list_audit_recent(self, filter: AuditFilter | None = None, *, limit: int = 100) -> tuple[AuditRecord, ...]:
+        """The newest matching audit records, newest first, at most ``limit``."""
+        check_int("limit", limit, low=1, high=MAX_PAGE_SIZE)
+        flt = filter or AuditFilter()
+        # walk the chain backwards from its head and stop at ``limit`` matches; "+time" keeps SQLite
+        # from sorting the whole time window instead (a unary plus is valid SQL on both backends)
+        parts, params = ["1 = 1"], []
+        for column in ("spiffe_id", "decision"):
+            value = getattr(flt, column)
+            if value is not None:
+                parts.append(f"{column} = ?")
+                params.append(value)
+        if flt.since is not None:
+            parts.append("+time >= ?")
+            params.append(codec.to_micros(flt.since))
+        with self._backend.transaction() as tx:
+            rows = tx.execute(f"SELECT {_AUDIT_COLS} FROM audit WHERE {' AND '.join(parts)} ORDER BY seq DESC LIMIT ?",
+                              [*params, limit])
+        return tuple(codec.audit_from_row(r) for r in rows)
+
+    def audit_counts_by_minute(self, *, since: datetime, after_seq: int = 0
+                               ) -> tuple[tuple[tuple[datetime, str, int], ...], int]:
+        """(minute, decision, records) of the records after ``after_seq`` timed since ``since``, and the newest seq.
+
+        Callers keep the counts and ask again with the seq returned, so each record is counted once.
+        """
+        with self._backend.transaction() as tx:
+            head = max(after_seq, int(tx.execute("SELECT COALESCE(MAX(seq), 0) FROM audit")[0][0]))
+            rows = tx.execute("SELECT time / 60000000, decision, COUNT(*) FROM audit"
+                              " WHERE seq > ? AND seq <= ? AND +time >= ? GROUP BY time / 60000000, decision",
+                              (after_seq, head, codec.to_micros(since)))
+        return tuple((codec.from_micros(int(r[0]) * 60_000_000), str(r[1]), int(r[2])) for r in rows), head
+
+    # -- label grants and approval decisions ----------------------------------------------------
+
+    _GRANT_COLS = "entry_id, key, value, expires_at, granted_by"
+    _DECISION_COLS = "entry_id, rule, decision, operator, decided_at, through_seq"
+
+    @staticmethod
+    def _grant(row: tuple[Any, ...]) -> LabelGrant:
+        return LabelGrant(entry_id=row[0], key=row[1], value=row[2], expires_at=codec.from_micros(row[3]),
+                          granted_by=row[4])
+
+    def grant_label(self, grant: LabelGrant) -> None:
+        """Store (or replace) the expiry of one entry label."""
+        with self._backend.transaction() as tx:
+            tx.execute("DELETE FROM label_grants WHERE entry_id = ? AND key = ?", (grant.entry_id, grant.key))
+            _insert(tx, "label_grants", {"entry_id": grant.entry_id, "key": grant.key, "value": grant.value,
+                                         "expires_at": codec.to_micros(grant.expires_at),
+                                         "granted_by": grant.granted_by})
+
+    def due_label_grants(self, *, now: datetime, limit: int = 1000) -> tuple[LabelGrant, ...]:
+        """Grants that expired at or before ``now``, soonest first, at most ``limit``."""
+        with self._backend.transaction() as tx:
+            rows = tx.execute(f"SELECT {self._GRANT_COLS} FROM label_grants WHERE expires_at <= ?"
+                              " ORDER BY expires_at LIMIT ?", (codec.to_micros(now), limit))
+        return tuple(self._grant(r) for r in rows)
+
+    def delete_label_grant(self, entry_id: str, key: str) -> None:
+        """Forget one grant (absent is fine)."""
+        with self._backend.transaction() as tx:
+            tx.execute("DELETE FROM label_grants WHERE entry_id = ? AND key = ?", (entry_id, key))
+
+    def list_label_grants(self, *, limit: int = 1000) -> tuple[LabelGrant, ...]:
+        """The grants in force, soonest expiry first, at most ``limit``."""
+        with self._backend.transaction() as tx:
+            rows = tx.execute(f"SELECT {self._GRANT_COLS} FROM label_grants ORDER BY expires_at LIMIT ?", (limit,))
+        return tuple(self._grant(r) for r in rows)
+
+    def record_approval_decision(self, decision: ApprovalDecision) -> None:
+        """Store (or replace) the decision for its (entry, rule)."""
+        with self._backend.transaction() as tx:
+            tx.execute("DELETE FROM approval_decisions WHERE entry_id = ? AND rule = ?",
+                       (decision.entry_id, decision.rule))
+            _insert(tx, "approval_decisions", {
+                "entry_id": decision.entry_id, "rule": decision.rule, "decision": decision.decision,
+                "operator": decision.operator, "decided_at": codec.to_micros(decision.decided_at),
+                "through_seq": decision.through_seq})
+
+    def list_approval_decisions(self, *, limit: int = 10_000) -> tuple[ApprovalDecision, ...]:
+        """Decisions, newest first, at most ``limit``."""
+        with self._backend.transaction() as tx:
+            rows = tx.execute(f"SELECT {self._DECISION_COLS} FROM approval_decisions"
+                              " ORDER BY decided_at DESC LIMIT ?", (limit,))
+        return tuple(ApprovalDecision(entry_id=r[0], rule=r[1], decision=r[2], operator=r[3],
+                                      decided_at=codec.from_micros(r[4]), through_seq=int(r[5])) for r in rows)

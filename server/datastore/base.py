@@ -15,6 +15,7 @@ from typing import Protocol
 from spiffe_server.datastore.errors import DataStoreError
 from spiffe_server.datastore.models import (
     AgentFilter,
+    ApprovalDecision,
     AttestedAgent,
     AuditCheckpoint,
     AuditFilter,
@@ -24,6 +25,7 @@ from spiffe_server.datastore.models import (
     EntryFilter,
     Issuance,
     JoinToken,
+    LabelGrant,
     Page,
     PageResult,
     RegistrationEntry,
@@ -303,9 +305,46 @@ class AuditStore(Protocol):
         ...
 
 
+class ApprovalStore(Protocol):
+    """Labels granted for a bounded time and the operators' decisions on approval denials."""
+
+    def grant_label(self, grant: LabelGrant) -> None:
+        """Store (or replace) the expiry of one entry label."""
+        ...
+
+    def due_label_grants(self, *, now: datetime, limit: int = 1000) -> tuple[LabelGrant, ...]:
+        """Grants that expired at or before ``now``, soonest first, at most ``limit``."""
+        ...
+
+    def delete_label_grant(self, entry_id: str, key: str) -> None:
+        """Forget one grant (absent is fine)."""
+        ...
+
+    def list_label_grants(self, *, limit: int = 1000) -> tuple[LabelGrant, ...]:
+        """The grants in force, soonest expiry first, at most ``limit``."""
+        ...
+
+    def record_approval_decision(self, decision: ApprovalDecision) -> None:
+        """Store (or replace) the decision for its (entry, rule)."""
+        ...
+
+    def list_approval_decisions(self, *, limit: int = 10_000) -> tuple[ApprovalDecision, ...]:
+        """Decisions, newest first, at most ``limit``."""
+        ...
+
+    def list_audit_recent(self, filter: AuditFilter | None = None, *, limit: int = 100) -> tuple[AuditRecord, ...]:
+        """The newest matching audit records, newest first, at most ``limit``."""
+        ...
+
+    def audit_counts_by_minute(self, *, since: datetime, after_seq: int = 0
+                               ) -> tuple[tuple[tuple[datetime, str, int], ...], int]:
+        """(minute, decision, records) of the records after ``after_seq`` timed since ``since``, and the newest seq."""
+        ...
+
+
 class DataStore(
     EntryStore, ChangeStore, AgentStore, JoinTokenStore, BundleStore, CaJournalStore, RevocationStore, IssuanceStore,
-    AuditStore, Protocol,
+    AuditStore, ApprovalStore, Protocol,
 ):
     """The whole datastore."""
 

@@ -460,3 +460,39 @@ class ChangeBatch:
 
     changes: tuple[Change, ...]
     history_truncated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LabelGrant:
+    """A label set on an entry until ``expires_at``, when the server removes it again."""
+
+    entry_id: str
+    key: str
+    value: str
+    expires_at: datetime
+    granted_by: str
+
+    def __post_init__(self) -> None:
+        for name in ("entry_id", "key", "granted_by"):
+            check_str(name, getattr(self, name), required=True)
+        check_str("value", self.value)
+        check_time("expires_at", self.expires_at)
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalDecision:
+    """An operator's decision on the denials of one entry by one approval rule, up to audit seq ``through_seq``."""
+
+    entry_id: str
+    rule: str
+    decision: str  # "approved" | "rejected"
+    operator: str
+    decided_at: datetime
+    through_seq: int
+
+    def __post_init__(self) -> None:
+        for name in ("entry_id", "rule", "decision", "operator"):
+            check_str(name, getattr(self, name), required=True)
+        if self.decision not in ("approved", "rejected"):
+            raise InvalidArgumentError("decision", f"must be 'approved' or 'rejected', got {self.decision!r}")
+        check_time("decided_at", self.decided_at)

@@ -155,7 +155,21 @@ _V4 = (
 _V5 = ("""CREATE TABLE audit_checkpoints (
         seq BIGINT PRIMARY KEY, hash TEXT NOT NULL, time BIGINT NOT NULL, signature TEXT NOT NULL)""",)
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5)
+# Labels set for a bounded time (an approval from the console's inbox), removed when they lapse,
+# and the operator's last decision per (entry, rule), which settles the denials up to through_seq;
+# the newest denials (the inbox, the per-rule chart) are read by (decision, seq) without a scan.
+_V_LABEL_GRANTS = (
+    """CREATE TABLE label_grants (
+        entry_id TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, expires_at BIGINT NOT NULL,
+        granted_by TEXT NOT NULL, PRIMARY KEY (entry_id, key))""",
+    "CREATE INDEX label_grants_expires_at ON label_grants (expires_at)",
+    """CREATE TABLE approval_decisions (
+        entry_id TEXT NOT NULL, rule TEXT NOT NULL, decision TEXT NOT NULL, operator TEXT NOT NULL,
+        decided_at BIGINT NOT NULL, through_seq BIGINT NOT NULL, PRIMARY KEY (entry_id, rule))""",
+    "CREATE INDEX audit_decision_seq ON audit (decision, seq)",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V_LABEL_GRANTS)
 """Migration N (1-based) is ``MIGRATIONS[N - 1]``; append new ones, never edit applied ones."""
 
 

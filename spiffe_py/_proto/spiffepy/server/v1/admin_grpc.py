@@ -179,6 +179,22 @@ class AdminAPIBase(abc.ABC):
     async def ResetLogLevel(self, stream: 'grpclib.server.Stream[spiffe_py._proto.spiffepy.server.v1.admin_pb2.ResetLogLevelRequest, spiffe_py._proto.spiffepy.server.v1.admin_pb2.Logger]') -> None:
         pass
 
+    @abc.abstractmethod
+    async def ListPendingApprovals(self, stream: 'grpclib.server.Stream[spiffe_py._proto.spiffepy.server.v1.admin_pb2.ListPendingApprovalsRequest, spiffe_py._proto.spiffepy.server.v1.admin_pb2.ListPendingApprovalsResponse]') -> None:
+        pass
+
+    @abc.abstractmethod
+    async def ApproveRequest(self, stream: 'grpclib.server.Stream[spiffe_py._proto.spiffepy.server.v1.admin_pb2.ApproveRequestRequest, spiffe_py._proto.spiffepy.server.v1.types_pb2.Entry]') -> None:
+        pass
+
+    @abc.abstractmethod
+    async def RejectRequest(self, stream: 'grpclib.server.Stream[spiffe_py._proto.spiffepy.server.v1.admin_pb2.RejectRequestRequest, spiffe_py._proto.spiffepy.server.v1.admin_pb2.RejectRequestResponse]') -> None:
+        pass
+
+    @abc.abstractmethod
+    async def CreateConsoleLogin(self, stream: 'grpclib.server.Stream[spiffe_py._proto.spiffepy.server.v1.admin_pb2.CreateConsoleLoginRequest, spiffe_py._proto.spiffepy.server.v1.admin_pb2.CreateConsoleLoginResponse]') -> None:
+        pass
+
     def __mapping__(self) -> typing.Dict[str, grpclib.const.Handler]:
         return {
             '/spiffepy.server.v1.AdminAPI/CreateEntry': grpclib.const.Handler(
@@ -426,6 +442,30 @@ class AdminAPIBase(abc.ABC):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 spiffe_py._proto.spiffepy.server.v1.admin_pb2.ResetLogLevelRequest,
                 spiffe_py._proto.spiffepy.server.v1.admin_pb2.Logger,
+            ),
+            '/spiffepy.server.v1.AdminAPI/ListPendingApprovals': grpclib.const.Handler(
+                self.ListPendingApprovals,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.ListPendingApprovalsRequest,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.ListPendingApprovalsResponse,
+            ),
+            '/spiffepy.server.v1.AdminAPI/ApproveRequest': grpclib.const.Handler(
+                self.ApproveRequest,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.ApproveRequestRequest,
+                spiffe_py._proto.spiffepy.server.v1.types_pb2.Entry,
+            ),
+            '/spiffepy.server.v1.AdminAPI/RejectRequest': grpclib.const.Handler(
+                self.RejectRequest,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.RejectRequestRequest,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.RejectRequestResponse,
+            ),
+            '/spiffepy.server.v1.AdminAPI/CreateConsoleLogin': grpclib.const.Handler(
+                self.CreateConsoleLogin,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.CreateConsoleLoginRequest,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.CreateConsoleLoginResponse,
             ),
         }
 
@@ -678,4 +718,28 @@ class AdminAPIStub:
             '/spiffepy.server.v1.AdminAPI/ResetLogLevel',
             spiffe_py._proto.spiffepy.server.v1.admin_pb2.ResetLogLevelRequest,
             spiffe_py._proto.spiffepy.server.v1.admin_pb2.Logger,
+        )
+        self.ListPendingApprovals = grpclib.client.UnaryUnaryMethod(
+            channel,
+            '/spiffepy.server.v1.AdminAPI/ListPendingApprovals',
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.ListPendingApprovalsRequest,
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.ListPendingApprovalsResponse,
+        )
+        self.ApproveRequest = grpclib.client.UnaryUnaryMethod(
+            channel,
+            '/spiffepy.server.v1.AdminAPI/ApproveRequest',
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.ApproveRequestRequest,
+            spiffe_py._proto.spiffepy.server.v1.types_pb2.Entry,
+        )
+        self.RejectRequest = grpclib.client.UnaryUnaryMethod(
+            channel,
+            '/spiffepy.server.v1.AdminAPI/RejectRequest',
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.RejectRequestRequest,
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.RejectRequestResponse,
+        )
+        self.CreateConsoleLogin = grpclib.client.UnaryUnaryMethod(
+            channel,
+            '/spiffepy.server.v1.AdminAPI/CreateConsoleLogin',
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.CreateConsoleLoginRequest,
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.CreateConsoleLoginResponse,
         )

@@ -452,3 +452,85 @@ class Logger(_message.Message):
     current_level: str
     launch_level: str
     def __init__(self, current_level: _Optional[str] = ..., launch_level: _Optional[str] = ...) -> None: ...
+
+class ListPendingApprovalsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class PendingApproval(_message.Message):
+    __slots__ = ("entry_id", "spiffe_id", "rule", "reason", "audiences", "method", "last_denied_at", "count", "label", "value", "reporter", "through_seq")
+    ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
+    SPIFFE_ID_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    AUDIENCES_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    LAST_DENIED_AT_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    REPORTER_FIELD_NUMBER: _ClassVar[int]
+    THROUGH_SEQ_FIELD_NUMBER: _ClassVar[int]
+    entry_id: str
+    spiffe_id: str
+    rule: str
+    reason: str
+    audiences: _containers.RepeatedScalarFieldContainer[str]
+    method: str
+    last_denied_at: int
+    count: int
+    label: str
+    value: str
+    reporter: str
+    through_seq: int
+    def __init__(self, entry_id: _Optional[str] = ..., spiffe_id: _Optional[str] = ..., rule: _Optional[str] = ..., reason: _Optional[str] = ..., audiences: _Optional[_Iterable[str]] = ..., method: _Optional[str] = ..., last_denied_at: _Optional[int] = ..., count: _Optional[int] = ..., label: _Optional[str] = ..., value: _Optional[str] = ..., reporter: _Optional[str] = ..., through_seq: _Optional[int] = ...) -> None: ...
+
+class ListPendingApprovalsResponse(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[PendingApproval]
+    def __init__(self, items: _Optional[_Iterable[_Union[PendingApproval, _Mapping]]] = ...) -> None: ...
+
+class ApproveRequestRequest(_message.Message):
+    __slots__ = ("entry_id", "rule", "ttl", "through_seq")
+    ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    TTL_FIELD_NUMBER: _ClassVar[int]
+    THROUGH_SEQ_FIELD_NUMBER: _ClassVar[int]
+    entry_id: str
+    rule: str
+    ttl: int
+    through_seq: int
+    def __init__(self, entry_id: _Optional[str] = ..., rule: _Optional[str] = ..., ttl: _Optional[int] = ..., through_seq: _Optional[int] = ...) -> None: ...
+
+class RejectRequestRequest(_message.Message):
+    __slots__ = ("entry_id", "rule", "reason", "through_seq")
+    ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    THROUGH_SEQ_FIELD_NUMBER: _ClassVar[int]
+    entry_id: str
+    rule: str
+    reason: str
+    through_seq: int
+    def __init__(self, entry_id: _Optional[str] = ..., rule: _Optional[str] = ..., reason: _Optional[str] = ..., through_seq: _Optional[int] = ...) -> None: ...
+
+class RejectRequestResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class CreateConsoleLoginRequest(_message.Message):
+    __slots__ = ("user", "readonly")
+    USER_FIELD_NUMBER: _ClassVar[int]
+    READONLY_FIELD_NUMBER: _ClassVar[int]
+    user: str
+    readonly: bool
+    def __init__(self, user: _Optional[str] = ..., readonly: _Optional[bool] = ...) -> None: ...
+
+class CreateConsoleLoginResponse(_message.Message):
+    __slots__ = ("url", "expires_at")
+    URL_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    url: str
+    expires_at: int
+    def __init__(self, url: _Optional[str] = ..., expires_at: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,1 @@
+"""The web console of spiffe-server (``[console]`` in the config): pages over the admin service."""
