@@ -1,0 +1,49 @@
+"""The unmodified openai and anthropic SDKs call their APIs with no key, only the workload's JWT-SVIDs.
+
+Each SDK runs as its own process (examples/openai_without_a_key/app.py) with its built-in URLs;
+HTTPS_PROXY and SSL_CERT_FILE bring them to the local stand-ins, which validate every JWT-SVID
+through our OIDC discovery and JWKS over HTTPS. JWT-SVIDs live 10 s and the stand-ins' access
+tokens 8 s, so over the 40 s run each SDK re-exchanges several times with fresh JWT-SVIDs.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.integration.ai.conftest import ANTHROPIC_AUDIENCE, OPENAI_AUDIENCE, WORKLOAD_ID, World
+
+RUN_S = 40
+
+
+def _app(world: World, provider: str, seconds: float) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "examples.openai_without_a_key.app", "--provider", provider,
+                             "--seconds", str(seconds), "--interval", "0.25"],
+                            env=world.sdk_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.mark.slow
+def test_both_sdks_keep_calling_across_jwt_svid_rotation_with_no_failure(world: World) -> None:
+    started = time.time()
+    apps = {name: _app(world, name, RUN_S) for name in ("openai", "anthropic")}
+    results = {}
+    for name, proc in apps.items():
+        out, err = proc.communicate(timeout=RUN_S + 60)
+        assert proc.returncode == 0, f"{name} app failed: {out}\n{err[-3000:]}"
+        results[name] = json.loads(out.strip().splitlines()[-1])
+    ledger = world.standins.ledger.snapshot()
+    assert ledger["exchange_refusals"] == [] and ledger["api_refusals"] == []
+    for name, audience in (("openai", OPENAI_AUDIENCE), ("anthropic", ANTHROPIC_AUDIENCE)):
+        assert results[name]["failed"] == 0 and results[name]["ok"] >= 40, results[name]
+        exchanges = [e for e in ledger["exchanges"] if e["provider"] == name and e["iat"] >= started - 10]
+        # each exchange carried a JWT-SVID the stand-in validated through discovery (iss, aud, kid, exp, iat)
+        assert all(e["sub"] == WORKLOAD_ID and e["iss"] == world.issuer and e["kid"] for e in exchanges)
+        assert all(audience in (e["aud"] if isinstance(e["aud"], list) else [e["aud"]]) for e in exchanges)
+        # the SVID rotated under the SDK: several distinct JWT-SVIDs, the later ones issued well after the start
+        distinct = {e["jti"] for e in exchanges}
+        assert len(distinct) >= 3, (name, len(distinct))
+        assert max(e["iat"] for e in exchanges) - min(e["iat"] for e in exchanges) >= 15
