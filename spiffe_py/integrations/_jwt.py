@@ -94,8 +94,9 @@ class JwtSvidProvider:
 
     def fetch(self) -> JwtSvid:
         """The current JWT-SVID (parsed); raises NoIdentityError or WorkloadApiError, never blocks long."""
+        source = self._jwt_source()
         try:
-            svid = self._jwt_source().fetch_jwt_svid(self.audience, self._spiffe_id)
+            svid = source.fetch_jwt_svid(self.audience, self._spiffe_id)
         except NoIdentityError as err:
             raise self._no_identity(err) from err
         if svid.expiry - self._clock.now() < MIN_REMAINING:
