@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 
@@ -25,8 +26,8 @@ def agent_without_entries(world: World) -> Iterator[AgentProc]:
 def test_a_workload_without_an_entry_gets_a_clear_error_not_a_hang(agent_without_entries: AgentProc) -> None:
     provider = JwtSvidProvider("https://api.openai.com/v1", address=agent_without_entries.address, timeout=3)
     started = time.monotonic()
-    with pytest.raises(NoIdentityError, match="no JWT-SVID is issued to this workload for audience "
-                                              "'https://api.openai.com/v1': no registration entry matches it"):
+    expected = "no JWT-SVID is issued to this workload for audience 'https://api.openai.com/v1': no registration entry"
+    with pytest.raises(NoIdentityError, match=re.escape(expected)):
         provider.get_token()
     assert time.monotonic() - started < 6
     provider.close()
