@@ -70,7 +70,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     pki.write_serving(cert_file, key_file, ["localhost"])
     port = free_port()
     issuer = f"https://localhost:{port}"
-    config = (f'[oidc]\nbind_address = "127.0.0.1"\nbind_port = {port}\nissuer = "{issuer}"\n'
+    # RS256 JWT-SVIDs (what Azure requires) from an EC X.509 CA: every test here runs on that split
+    config = (f'jwt_key_type = "rsa-2048"\n[oidc]\nbind_address = "127.0.0.1"\nbind_port = {port}\n'
+              f'issuer = "{issuer}"\n'
               f'cert_file = "{cert_file}"\nkey_file = "{key_file}"\n')
     web_root, web_cert, web_key = web_pki(tmp, [*OPENAI_HOSTS, *ANTHROPIC_HOSTS])
     federation = Federation(openai_registration=Registration(issuer, OPENAI_AUDIENCE, pki.client_context()),
