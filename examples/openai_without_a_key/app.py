@@ -25,6 +25,17 @@ def openai_client(identity_provider_id: str, service_account_id: str) -> Any:
     return OpenAI(workload_identity=workload_identity(identity_provider_id, service_account_id), max_retries=0)
 
 
+def openai_x509_client(identity_provider_id: str, service_account_id: str) -> Any:
+    """The mTLS variant: the X509-SVID is the TLS client certificate of the SDK's HTTP client."""
+    from openai import OpenAI
+    from openai.auth import x509_workload_identity
+
+    from spiffe_py.integrations.openai import x509_http_client
+
+    identity = x509_workload_identity(identity_provider_id=identity_provider_id, service_account_id=service_account_id)
+    return OpenAI(workload_identity=identity, http_client=x509_http_client(), max_retries=0)
+
+
 def anthropic_client(federation_rule_id: str, organization_id: str, service_account_id: str) -> Any:
     """Before: ``Anthropic(api_key=os.environ["ANTHROPIC_API_KEY"])``. After: no key anywhere."""
     from anthropic import Anthropic
@@ -38,7 +49,7 @@ def anthropic_client(federation_rule_id: str, organization_id: str, service_acco
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--provider", choices=("openai", "anthropic"), default="openai")
+    parser.add_argument("--provider", choices=("openai", "openai-x509", "anthropic"), default="openai")
     parser.add_argument("--seconds", type=float, default=5.0, help="keep calling this long (default 5)")
     parser.add_argument("--interval", type=float, default=0.5, help="pause between calls (default 0.5)")
     parser.add_argument("--identity-provider-id", default="idp_spiffe_example")
@@ -48,8 +59,9 @@ def main() -> None:
     parser.add_argument("--anthropic-service-account-id", default="svac_billing")
     args = parser.parse_args()
 
-    if args.provider == "openai":
-        client = openai_client(args.identity_provider_id, args.service_account_id)
+    if args.provider.startswith("openai"):
+        make = openai_client if args.provider == "openai" else openai_x509_client
+        client = make(args.identity_provider_id, args.service_account_id)
 
         def call() -> str:
             reply = client.chat.completions.create(model="gpt-5", messages=[{"role": "user", "content": "hi"}])

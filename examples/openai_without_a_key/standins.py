@@ -6,6 +6,10 @@ They check what the real services document, and use nothing from our library:
   (``grant_type`` token-exchange, ``subject_token_type`` jwt, ``identity_provider_id``,
   ``service_account_id``). ``POST https://api.openai.com/v1/chat/completions`` needs the issued
   bearer token.
+- **OpenAI, X.509** ``POST https://mtls.auth.openai.com/oauth/token``: the same exchange with
+  ``subject_token_type`` x509 and no subject token: the TLS client certificate is the credential,
+  verified against the registered CA bundle (our trust domain's X.509 bundle) and matched by its
+  SPIFFE ID; ``mtls.api.openai.com`` then wants the bearer token on a connection with that identity.
 - **Anthropic** ``POST https://api.anthropic.com/v1/oauth/token``: JSON RFC 7523 jwt-bearer
   (``assertion``, ``federation_rule_id``, ``organization_id``, ``service_account_id``) with
   ``anthropic-beta: oidc-federation-2026-04-01``. ``POST /v1/messages`` needs the bearer token,
@@ -45,10 +49,11 @@ from cryptography.x509.oid import NameOID
 
 from examples.oidc_token_exchange.sts import TOKEN_EXCHANGE, Registration, Rejected, _b64
 
-OPENAI_HOSTS = ("auth.openai.com", "api.openai.com")
+OPENAI_HOSTS = ("auth.openai.com", "api.openai.com", "mtls.auth.openai.com", "mtls.api.openai.com")
 ANTHROPIC_HOSTS = ("api.anthropic.com",)
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"
+X509_TOKEN_TYPE = "urn:openai:params:oauth:token-type:x509"
 MAX_BODY = 64 * 1024
 
 
@@ -106,6 +111,7 @@ class Federation:
     organization_id: str = "00000000-0000-4000-8000-000000000001"
     anthropic_service_account_id: str = "svac_billing"
     subject: str = ""  # the SPIFFE ID the rule binds; "" accepts any sub
+    x509_ca_pem: bytes = b""  # the X.509 CA bundle registered for the mTLS variant ("" = no client certificates)
     access_ttl: float = 8.0
 
 
@@ -122,8 +128,12 @@ class StandIns:
         self.federation = federation
         self.ledger = Ledger()
         self._tokens: dict[str, tuple[str, float]] = {}  # access token -> (provider, monotonic expiry)
+        self._bound: dict[str, str] = {}  # mTLS access token -> the SPIFFE ID it was issued to
         self._tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self._tls.load_cert_chain(cert_file, key_file)
+        if federation.x509_ca_pem:  # ask every client for a certificate; only the mtls hosts require one
+            self._tls.verify_mode = ssl.CERT_OPTIONAL
+            self._tls.load_verify_locations(cadata=federation.x509_ca_pem.decode())
         self.https = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.https.daemon_threads = True
         self.proxy = _ConnectProxy(self.https.server_address[1], OPENAI_HOSTS + ANTHROPIC_HOSTS)
@@ -174,6 +184,29 @@ class StandIns:
             raise _Refused(400, "invalid_target", "unknown identity provider or service account")
         return self._issue("openai", self._verify(fed.openai_registration, body.get("subject_token")))
 
+    def openai_x509_exchange(self, body: dict[str, Any], peer: x509.Certificate | None) -> dict[str, Any]:
+        fed = self.federation
+        spiffe_id = _peer_spiffe_id(peer)
+        if body.get("grant_type") != TOKEN_EXCHANGE or body.get("subject_token_type") != X509_TOKEN_TYPE:
+            raise _Refused(400, "invalid_request", "x509 token exchange expected")
+        if (body.get("identity_provider_id"), body.get("service_account_id")) != (
+                fed.identity_provider_id, fed.service_account_id):
+            raise _Refused(400, "invalid_target", "unknown identity provider or service account")
+        if fed.subject and spiffe_id != fed.subject:
+            raise _Refused(401, "invalid_grant", "the client certificate's SPIFFE ID does not match")
+        assert peer is not None
+        reply = self._issue("openai-x509", {"sub": spiffe_id, "serial": peer.serial_number, "iat": time.time(),
+                                            "not_after": peer.not_valid_after_utc.timestamp()})
+        self._bound[reply["access_token"]] = spiffe_id
+        return reply
+
+    def openai_x509_chat(self, body: dict[str, Any], headers: Any, peer: x509.Certificate | None) -> dict[str, Any]:
+        spiffe_id = _peer_spiffe_id(peer)
+        token = headers.get("Authorization", "").removeprefix("Bearer ")
+        if self._bound.get(token) != spiffe_id:
+            raise _Refused(401, "invalid_api_key", "the token is bound to another client certificate")
+        return self.openai_chat(body, headers, provider="openai-x509")
+
     def anthropic_exchange(self, body: dict[str, Any], headers: Any) -> dict[str, Any]:
         fed = self.federation
         if "oidc-federation-2026-04-01" not in headers.get("anthropic-beta", ""):
@@ -193,8 +226,8 @@ class StandIns:
         if entry[1] <= time.monotonic():
             raise _Refused(401, "invalid_api_key", "access token expired")
 
-    def openai_chat(self, body: dict[str, Any], headers: Any) -> dict[str, Any]:
-        self._bearer("openai", headers)
+    def openai_chat(self, body: dict[str, Any], headers: Any, provider: str = "openai") -> dict[str, Any]:
+        self._bearer(provider, headers)
         if not isinstance(body.get("model"), str) or not isinstance(body.get("messages"), list):
             raise _Refused(400, "invalid_request_error", "model and messages are required")
         return {"id": "chatcmpl-" + secrets.token_hex(8), "object": "chat.completion", "created": int(time.time()),
@@ -212,8 +245,11 @@ class StandIns:
                 "content": [{"type": "text", "text": "hello, workload"}], "stop_reason": "end_turn",
                 "stop_sequence": None, "usage": {"input_tokens": 3, "output_tokens": 3}}
 
-    def dispatch(self, host: str, path: str, body: dict[str, Any], headers: Any) -> dict[str, Any]:
+    def dispatch(self, host: str, path: str, body: dict[str, Any], headers: Any,
+                 peer: x509.Certificate | None = None) -> dict[str, Any]:
         routes = {("auth.openai.com", "/oauth/token"): lambda: self.openai_exchange(body),
+                  ("mtls.auth.openai.com", "/oauth/token"): lambda: self.openai_x509_exchange(body, peer),
+                  ("mtls.api.openai.com", "/v1/chat/completions"): lambda: self.openai_x509_chat(body, headers, peer),
                   ("api.openai.com", "/v1/chat/completions"): lambda: self.openai_chat(body, headers),
                   ("api.anthropic.com", "/v1/oauth/token"): lambda: self.anthropic_exchange(body, headers),
                   ("api.anthropic.com", "/v1/messages"): lambda: self.anthropic_messages(body, headers)}
@@ -242,7 +278,9 @@ class StandIns:
                     body = json.loads(self.rfile.read(length))
                     if not isinstance(body, dict):
                         raise _Refused(400, "invalid_request", "body must be a JSON object")
-                    status, reply = 200, standins.dispatch(host, self.path, body, self.headers)
+                    der = self.request.getpeercert(binary_form=True)
+                    peer = x509.load_der_x509_certificate(der) if der else None
+                    status, reply = 200, standins.dispatch(host, self.path, body, self.headers, peer)
                     if not exchange:
                         with standins.ledger.lock:
                             standins.ledger.api_ok += 1
@@ -259,6 +297,9 @@ class StandIns:
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Cache-Control", "no-store")
                 self.send_header("Content-Length", str(len(data)))
+                if exchange:  # one exchange per connection: each one is a fresh TLS handshake
+                    self.send_header("Connection", "close")
+                    self.close_connection = True
                 self.end_headers()
                 self.wfile.write(data)
 
@@ -266,6 +307,20 @@ class StandIns:
                 pass
 
         return Handler
+
+
+def _peer_spiffe_id(peer: x509.Certificate | None) -> str:
+    """The URI SAN of a client certificate the TLS layer already verified against the registered CA."""
+    if peer is None:
+        raise _Refused(401, "invalid_client", "a client certificate is required on this host")
+    try:
+        uris = peer.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+            x509.UniformResourceIdentifier)
+    except x509.ExtensionNotFound:
+        uris = []
+    if len(uris) != 1 or not uris[0].startswith("spiffe://"):
+        raise _Refused(401, "invalid_client", "the client certificate carries no single SPIFFE ID")
+    return uris[0]
 
 
 class _ConnectProxy:

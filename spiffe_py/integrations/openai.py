@@ -93,17 +93,23 @@ def workload_identity(
 class _RotatingClientCert:
     """An ssl.SSLContext whose client certificate follows the X509Source.
 
-    ``refresh()`` (run before every request) reloads the chain into the same context when the
-    source's SVID changed; connections made afterwards present the new certificate, connections
-    already open keep the one they shook hands with (still valid: the agent rotates at half-life).
+    ``refresh()`` reloads the chain into the same context when the source's SVID changed. It runs
+    before every API request (an httpx2 request hook) and once a second in a daemon thread, since
+    the SDK's token exchange skips request hooks. Connections made afterwards present the new
+    certificate; open ones keep the one they shook hands with (still valid: the agent renews at
+    half-life).
     """
+
+    POLL_S = 1.0
 
     def __init__(self, source: X509Source, context: ssl.SSLContext) -> None:
         self._source = source
         self.context = context
         self._loaded: X509Svid | None = None
         self._lock = threading.Lock()
+        self._stop = threading.Event()
         self.refresh()
+        threading.Thread(target=self._follow, name="spiffe-x509-client-cert", daemon=True).start()
 
     def refresh(self, *_: object) -> None:
         svid = self._source.get_x509_svid()
@@ -114,6 +120,17 @@ class _RotatingClientCert:
                 return
             _load_cert_chain(self.context, svid)
             self._loaded = svid
+
+    def _follow(self) -> None:
+        while not self._stop.wait(self.POLL_S):
+            try:
+                self.refresh()
+            except Exception:  # the source has no SVID right now (or was closed): keep the last one
+                if self._source.closed:
+                    return
+
+    def close(self) -> None:
+        self._stop.set()
 
 
 def _load_cert_chain(context: ssl.SSLContext, svid: X509Svid) -> None:
@@ -140,7 +157,7 @@ def x509_http_client(
     now. ``server_trust``: the context that verifies OpenAI's servers (default: the OS trust store,
     as the SDK does, honouring ``SSL_CERT_FILE``); the client certificate is loaded into it and
     reloaded on every rotation. Other keyword arguments go to ``DefaultHttpx2Client`` (``proxy``,
-    ``timeout``...). Closing the client closes a source it started.
+    ``timeout``...). Closing the client stops following the source, and closes a source it started.
     """
     from openai import DefaultHttpx2Client
 
@@ -160,13 +177,14 @@ def x509_http_client(
     hooks = client_kwargs.pop("event_hooks", {})
     hooks = {**hooks, "request": [cert.refresh, *hooks.get("request", [])]}
     client: httpx2.Client = DefaultHttpx2Client(verify=cert.context, event_hooks=hooks, **client_kwargs)
-    if owned_client is not None:
-        close, own_source, own_client = client.close, source, owned_client
+    close = client.close
 
-        def close_all() -> None:
-            close()
-            own_source.close()
-            own_client.close()
+    def close_all() -> None:
+        close()
+        cert.close()
+        if owned_client is not None:
+            source.close()
+            owned_client.close()
 
-        client.close = close_all  # type: ignore[method-assign]
+    client.close = close_all  # type: ignore[method-assign]
     return client

@@ -83,6 +83,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         srv.cli("entry", "create", "--spiffe-id", WORKLOAD_ID, "--parent-id", agent.agent_id,
                 "--selector", f"unix:uid:{os.geteuid()}", "--x509-svid-ttl", SVID_TTL, "--jwt-svid-ttl", SVID_TTL)
         wait_for_svid(agent.address, WORKLOAD_ID)
+        federation.x509_ca_pem = srv.cli("bundle", "show", "--format", "pem").stdout.encode()
         standins = StandIns(federation, web_cert, web_key)
         try:
             yield World(srv, agent, issuer, pki, standins, web_root, tmp)

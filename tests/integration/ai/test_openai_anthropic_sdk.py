@@ -29,7 +29,7 @@ def _app(world: World, provider: str, seconds: float) -> subprocess.Popen[str]:
 @pytest.mark.slow
 def test_both_sdks_keep_calling_across_jwt_svid_rotation_with_no_failure(world: World) -> None:
     started = time.time()
-    apps = {name: _app(world, name, RUN_S) for name in ("openai", "anthropic")}
+    apps = {name: _app(world, name, RUN_S) for name in ("openai", "anthropic", "openai-x509")}
     results = {}
     for name, proc in apps.items():
         out, err = proc.communicate(timeout=RUN_S + 60)
@@ -47,3 +47,9 @@ def test_both_sdks_keep_calling_across_jwt_svid_rotation_with_no_failure(world: 
         distinct = {e["jti"] for e in exchanges}
         assert len(distinct) >= 3, (name, len(distinct))
         assert max(e["iat"] for e in exchanges) - min(e["iat"] for e in exchanges) >= 15
+    # the mTLS variant: the SDK's HTTP client presented each newly rotated X509-SVID to the token endpoint
+    assert results["openai-x509"]["failed"] == 0 and results["openai-x509"]["ok"] >= 40, results["openai-x509"]
+    x509_exchanges = [e for e in ledger["exchanges"] if e["provider"] == "openai-x509"]
+    assert all(e["sub"] == WORKLOAD_ID for e in x509_exchanges)
+    assert all(e["not_after"] > e["iat"] for e in x509_exchanges)  # "iat" here: when the stand-in issued
+    assert len({e["serial"] for e in x509_exchanges}) >= 3, len({e["serial"] for e in x509_exchanges})
