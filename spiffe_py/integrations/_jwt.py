@@ -64,6 +64,9 @@ class JwtSvidProvider:
             if self._source is None:
                 client = WorkloadApiClient(self._address, timeout=self._timeout)
                 try:
+                    # One unary call first: a workload with no entry gets PERMISSION_DENIED at once,
+                    # where the source's stream would retry it until the timeout.
+                    client.fetch_jwt_bundles()
                     self._source = JwtSource.start(client, timeout=self._timeout)
                     self._client = client
                 except TimeoutError as err:

@@ -31,6 +31,7 @@ SVID_TTL = "10"
 class World:
     server: ServerProc
     agent: AgentProc
+    bare_agent: AgentProc  # a second agent with no entry for this process
     issuer: str
     oidc_pki: WebPki
     standins: StandIns
@@ -78,14 +79,16 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     federation = Federation(openai_registration=Registration(issuer, OPENAI_AUDIENCE, pki.client_context()),
                             anthropic_registration=Registration(issuer, ANTHROPIC_AUDIENCE, pki.client_context()),
                             subject=WORKLOAD_ID)
-    with ServerProc.start(trust_domain=TD, config_text=config) as srv, AgentProc.start(srv, "a1") as agent:
-        agent.wait_ready()
+    with ServerProc.start(trust_domain=TD, config_text=config) as srv, AgentProc.start(srv, "a1") as agent, \
+            AgentProc.start(srv, "no-entries") as bare_agent:
+        agent.wait_ready()  # both start at once
+        bare_agent.wait_ready()
         srv.cli("entry", "create", "--spiffe-id", WORKLOAD_ID, "--parent-id", agent.agent_id,
                 "--selector", f"unix:uid:{os.geteuid()}", "--x509-svid-ttl", SVID_TTL, "--jwt-svid-ttl", SVID_TTL)
         wait_for_svid(agent.address, WORKLOAD_ID)
         federation.x509_ca_pem = srv.cli("bundle", "show", "--format", "pem").stdout.encode()
         standins = StandIns(federation, web_cert, web_key)
         try:
-            yield World(srv, agent, issuer, pki, standins, web_root, tmp)
+            yield World(srv, agent, bare_agent, issuer, pki, standins, web_root, tmp)
         finally:
             standins.close()
