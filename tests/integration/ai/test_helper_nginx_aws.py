@@ -84,6 +84,7 @@ agent_address = "{world.address}"
 cmd = "{nginx}"
 cmd_args = "-p {tmp} -c {conf} -g \\"daemon off;\\""
 renew_signal = "SIGHUP"
+pid_file_name = "{tmp}/watcher.pid"
 cert_dir = "{certs}"
 svid_file_name = "svid.pem"
 svid_key_file_name = "svid_key.pem"
@@ -231,6 +232,21 @@ def _keep_assuming(token_file: Path, sts_port: int, stop: threading.Event, ok: l
         stop.wait(1.0)
 
 
+# A process the helper did not start: it names itself in a pid file and counts the SIGHUPs it gets.
+WATCHER = """
+import os, signal, sys, time
+count = 0
+def hup(*_):
+    global count
+    count += 1
+    open(sys.argv[2], "w").write(str(count))
+signal.signal(signal.SIGHUP, hup)
+open(sys.argv[1], "w").write(str(os.getpid()))
+while True:
+    time.sleep(1)
+"""
+
+
 def _jwt_claims(path: Path) -> dict[str, Any]:
     claims: dict[str, Any] = json.loads(_b64(path.read_text().split(".")[1]))
     return claims
@@ -254,6 +270,8 @@ def test_helper_rotates_nginx_mtls_and_token_files_with_no_failure(
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
 
+    watcher = subprocess.Popen([sys.executable, "-c", WATCHER, str(tmp_path / "watcher.pid"),
+                                str(tmp_path / "watcher.count")])
     log = tmp_path / "helper.log"
     with log.open("wb") as out:
         argv = [str(Path(sys.executable).parent / "spiffe-agent"), "helper", "--config", str(config)]
@@ -294,6 +312,8 @@ def test_helper_rotates_nginx_mtls_and_token_files_with_no_failure(
         stop.set()
         helper.terminate()
         helper_rc = helper.wait(20)
+        watcher.kill()
+        watcher.wait()
     assert helper_rc == 0, log.read_text()[-3000:]
     assert shakes.failures == [], shakes.failures[:10]
     assert shakes.ok >= 200, shakes.ok
@@ -303,6 +323,8 @@ def test_helper_rotates_nginx_mtls_and_token_files_with_no_failure(
     assert front.refused == []
     assert len({c["jti"] for c in front.accepted}) >= 5, "the token file did not rotate"
     assert file_checks >= 10
+    # the process named by pid_file_name was signalled on the rotations too
+    assert int((tmp_path / "watcher.count").read_text()) >= 5
     assert json.loads((certs / "jwt_bundle.json").read_text())  # {td: base64 JWKS}
     assert not _listening(port), "nginx outlived the helper"
 
