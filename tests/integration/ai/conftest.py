@@ -5,7 +5,10 @@ provider stand-ins (examples/openai_without_a_key/standins.py) registered with t
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +28,8 @@ WORKLOAD_ID = f"spiffe://{TD}/ai/billing"
 OPENAI_AUDIENCE = "https://api.openai.com/v1"
 ANTHROPIC_AUDIENCE = "https://api.anthropic.com"
 SVID_TTL = "10"
+SDK_RUN_S = 40
+SDK_APPS = ("openai", "anthropic", "openai-x509")
 
 
 @dataclass
@@ -92,3 +97,43 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             yield World(srv, agent, bare_agent, issuer, pki, standins, web_root, tmp)
         finally:
             standins.close()
+
+
+@dataclass
+class SdkRuns:
+    """The three SDK apps (examples/openai_without_a_key/app.py), each calling for SDK_RUN_S seconds."""
+
+    started: float
+    procs: dict[str, subprocess.Popen[bytes]]
+    out_dir: Path
+
+    def results(self) -> dict[str, dict[str, object]]:
+        """Wait for every app; each one's JSON summary (asserts each exited 0)."""
+        results = {}
+        for name, proc in self.procs.items():
+            proc.wait(SDK_RUN_S + 90)
+            out = (self.out_dir / f"{name}.out").read_text()
+            err = (self.out_dir / f"{name}.err").read_text()
+            assert proc.returncode == 0, f"{name} app failed: {out}\n{err[-3000:]}"
+            results[name] = json.loads(out.strip().splitlines()[-1])
+        return results
+
+
+@pytest.fixture(scope="package")
+def sdk_runs(world: World) -> Iterator[SdkRuns]:
+    """Started once: the SDK test collects the results; the helper test asks for it too, so its 60 s
+    nginx run and these 40 s share wall-clock time (CI budget) and the agent serves both at once."""
+    out_dir = world.tmp / "sdk"
+    out_dir.mkdir()
+    procs = {}
+    for name in SDK_APPS:
+        with (out_dir / f"{name}.out").open("wb") as out, (out_dir / f"{name}.err").open("wb") as err:
+            procs[name] = subprocess.Popen(
+                [sys.executable, "-m", "examples.openai_without_a_key.app", "--provider", name, "--seconds",
+                 str(SDK_RUN_S), "--interval", "0.25"], env=world.sdk_env(), stdout=out, stderr=err)
+    runs = SdkRuns(time.time(), procs, out_dir)
+    yield runs
+    for proc in procs.values():
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -35,7 +35,7 @@ from cryptography import x509
 from examples.oidc_token_exchange.sts import Registration, Rejected, _b64
 from spiffe_py.workloadapi import WorkloadApiClient, X509Source
 from spiffe_py.x509svid import X509Svid
-from tests.integration.ai.conftest import WORKLOAD_ID, World
+from tests.integration.ai.conftest import WORKLOAD_ID, SdkRuns, World
 from tests.support.server_proc import free_port
 
 RUN_S = 60
@@ -254,7 +254,8 @@ def _jwt_claims(path: Path) -> dict[str, Any]:
 
 @pytest.mark.slow
 def test_helper_rotates_nginx_mtls_and_token_files_with_no_failure(
-        world: World, sts: tuple[StsFront, int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        world: World, sts: tuple[StsFront, int], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        sdk_runs: SdkRuns) -> None:  # sdk_runs: the SDK apps run meanwhile (their own test checks them)
     nginx = _nginx()
     front, sts_port = sts
     port = free_port()

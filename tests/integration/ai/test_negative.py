@@ -38,12 +38,12 @@ def test_the_openai_sdk_passes_that_error_on_before_any_exchange(agent_without_e
     identity["provider"]["get_token"] = JwtSvidProvider("https://api.openai.com/v1",
                                                         address=agent_without_entries.address, timeout=3)
     client = OpenAI(workload_identity=identity, base_url="https://api.openai.invalid/v1", max_retries=0)
-    before = len(world.standins.ledger.snapshot()["exchanges"])
+    before = world.standins.ledger.snapshot()["exchange_refusals"]
     started = time.monotonic()
     with pytest.raises(NoIdentityError, match="no registration entry matches it"):
         client.chat.completions.create(model="gpt-5", messages=[{"role": "user", "content": "hi"}])
     assert time.monotonic() - started < 6
-    assert len(world.standins.ledger.snapshot()["exchanges"]) == before
+    assert world.standins.ledger.snapshot()["exchange_refusals"] == before  # nothing reached the exchange
 
 
 def test_a_revoked_jwt_svid_is_not_handed_out_again(world: World) -> None:

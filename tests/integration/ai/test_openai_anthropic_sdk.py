@@ -3,38 +3,22 @@
 Each SDK runs as its own process (examples/openai_without_a_key/app.py) with its built-in URLs;
 HTTPS_PROXY and SSL_CERT_FILE bring them to the local stand-ins, which validate every JWT-SVID
 through our OIDC discovery and JWKS over HTTPS. JWT-SVIDs live 10 s and the stand-ins' access
-tokens 8 s, so over the 40 s run each SDK re-exchanges several times with fresh JWT-SVIDs.
+tokens 8 s, so over the 40 s run each SDK re-exchanges several times with fresh JWT-SVIDs. The
+third app is OpenAI's mTLS variant: the X509-SVID (10 s too) is the client certificate.
+The apps run from the ``sdk_runs`` fixture, alongside the helper/nginx test.
 """
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import time
-
 import pytest
 
-from tests.integration.ai.conftest import ANTHROPIC_AUDIENCE, OPENAI_AUDIENCE, WORKLOAD_ID, World
-
-RUN_S = 40
-
-
-def _app(world: World, provider: str, seconds: float) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "examples.openai_without_a_key.app", "--provider", provider,
-                             "--seconds", str(seconds), "--interval", "0.25"],
-                            env=world.sdk_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+from tests.integration.ai.conftest import ANTHROPIC_AUDIENCE, OPENAI_AUDIENCE, WORKLOAD_ID, SdkRuns, World
 
 
 @pytest.mark.slow
-def test_both_sdks_keep_calling_across_jwt_svid_rotation_with_no_failure(world: World) -> None:
-    started = time.time()
-    apps = {name: _app(world, name, RUN_S) for name in ("openai", "anthropic", "openai-x509")}
-    results = {}
-    for name, proc in apps.items():
-        out, err = proc.communicate(timeout=RUN_S + 60)
-        assert proc.returncode == 0, f"{name} app failed: {out}\n{err[-3000:]}"
-        results[name] = json.loads(out.strip().splitlines()[-1])
+def test_three_sdk_clients_keep_calling_across_svid_rotation_with_no_failure(world: World, sdk_runs: SdkRuns) -> None:
+    started = sdk_runs.started
+    results = sdk_runs.results()
     ledger = world.standins.ledger.snapshot()
     assert ledger["exchange_refusals"] == [] and ledger["api_refusals"] == []
     for name, audience in (("openai", OPENAI_AUDIENCE), ("anthropic", ANTHROPIC_AUDIENCE)):
