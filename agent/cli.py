@@ -296,6 +296,12 @@ def _config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--x509pop-key", help="x509pop: PEM private key of the node certificate")
 
 
+def _cmd_helper(args: argparse.Namespace) -> int:
+    from spiffe_agent.helper.runner import main as helper_main
+
+    return helper_main(Path(args.config), daemon_mode=None if args.daemon_mode is None else args.daemon_mode == "true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser."""
     parser = CliParser(prog="spiffe-agent", description="spiffe-py node agent: run it, or call its Workload API")
@@ -336,6 +342,13 @@ def build_parser() -> argparse.ArgumentParser:
     vj.add_argument("--audience", required=True, help="the audience the token must be for")
     vj.add_argument("--svid", required=True, help="the token")
     vj.set_defaults(func=_with_stub(_validate_jwt))
+    helper = sub.add_parser("helper", help="write SVIDs to files and run or signal a program on rotation "
+                            "(SPIRE's spiffe-helper)")
+    helper.add_argument("--config", required=True, help="helper.toml (spiffe-helper key names)")
+    helper.add_argument("--daemon-mode", choices=("true", "false"), help="override daemon_mode (default: the file's, "
+                        "else true)")
+    helper.set_defaults(func=_cmd_helper)
+
     w = api.add_parser("watch", help="stream X509-SVID updates until interrupted",
                        description="stream X509-SVID updates until interrupted")
     w.set_defaults(func=_with_stub(_watch))

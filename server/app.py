@@ -81,7 +81,7 @@ def build_ca(cfg: ServerConfig, store: DataStore, clock: Clock) -> CaManager:
     policy = SvidPolicy(x509_svid_ttl=cfg.default_x509_svid_ttl, jwt_svid_ttl=cfg.default_jwt_svid_ttl,
                         jwt_issuer=cfg.jwt_issuer or None)
     return CaManager(CaConfig(trust_domain=cfg.trust_domain, ca_ttl=cfg.ca_ttl, ca_key_type=KeyType(cfg.ca_key_type),
-                              policy=policy),
+                              jwt_key_type=KeyType(cfg.jwt_key_type) if cfg.jwt_key_type else None, policy=policy),
                      keys=DiskKeyManager(cfg.data_dir / "keys"), journal=store, clock=clock, upstream=upstream)
 
 

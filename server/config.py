@@ -156,6 +156,7 @@ class ServerConfig:
     log_level: str = "info"
     log_format: str = "text"
     ca_key_type: str = "ec-p256"
+    jwt_key_type: str = ""  # "" signs JWT-SVIDs with ca_key_type; "rsa-2048" gives RS256 (Azure) with an EC X.509 CA
     ca_ttl: timedelta = timedelta(hours=24)
     default_x509_svid_ttl: timedelta = timedelta(hours=1)
     default_jwt_svid_ttl: timedelta = timedelta(minutes=5)
@@ -496,6 +497,7 @@ _SCALARS: dict[str, Any] = {
     "log_level": lambda v: _choice(v, "log_level", LOG_LEVELS),
     "log_format": lambda v: _choice(v, "log_format", LOG_FORMATS),
     "ca_key_type": lambda v: _choice(v, "ca_key_type", CA_KEY_TYPES),
+    "jwt_key_type": lambda v: _choice(v, "jwt_key_type", CA_KEY_TYPES),
     "ca_ttl": lambda v: parse_duration(v, "ca_ttl"),
     "default_x509_svid_ttl": lambda v: parse_duration(v, "default_x509_svid_ttl"),
     "default_jwt_svid_ttl": lambda v: parse_duration(v, "default_jwt_svid_ttl"),

@@ -147,3 +147,11 @@ def test_agent_limits_parse_with_safe_defaults() -> None:
 def test_agent_limits_errors_name_the_key(body: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_config(f'trust_domain = "example.org"\n[agent_limits]\n{body}\n')
+
+
+def test_jwt_key_type_is_independent_of_the_ca_key_type() -> None:
+    cfg = parse_config('trust_domain = "example.org"\nca_key_type = "ec-p256"\njwt_key_type = "rsa-2048"\n')
+    assert (cfg.ca_key_type, cfg.jwt_key_type) == ("ec-p256", "rsa-2048")
+    assert parse_config('trust_domain = "example.org"\n').jwt_key_type == ""  # "": same as ca_key_type
+    with pytest.raises(ConfigError, match="jwt_key_type"):
+        parse_config('trust_domain = "example.org"\njwt_key_type = "dsa"\n')
