@@ -87,6 +87,10 @@ class ServerPool:
         if old is not None:
             old.close()
 
+    def replaced(self, client: ServerClient) -> bool:
+        """True when ``client`` is no longer the pool's: it was closed on purpose (renewal, new trust, failover)."""
+        return client is not self._client
+
     def succeeded(self) -> bool:
         """The current server answered; True when that ends a run of failures."""
         recovered, self._failures = self._failures > 0, 0
