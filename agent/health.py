@@ -93,6 +93,7 @@ class HealthServer:
                 head = await asyncio.wait_for(_read_head(reader), READ_TIMEOUT)
             except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
                 head = None
+            body: dict[str, object]
             if head is None:
                 status, body = 400, {"error": "bad request"}
                 method = "GET"
