@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import re
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -43,6 +44,12 @@ def _get(port: int, path: str) -> tuple[int, dict[str, object]]:
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read())
+
+
+def _raw(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(request)
+        return sock.recv(4096)
 
 
 def _gauge(port: int, name: str) -> float | None:
@@ -76,6 +83,8 @@ def test_ready_turns_false_within_a_second_of_expiry_and_expired_svids_are_refus
     status, body = _get(health_port, "/ready")
     assert status == 200 and body == {"ready": True, "checks": {"agent_svid": "ok", "sync": "ok", "svids": "ok"}}
     assert _get(health_port, "/nope")[0] == 404
+    for raw in (b"NONSENSE\r\n\r\n", b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\n\r\n"):
+        assert _raw(health_port, raw).startswith(b"HTTP/1.1 400 Bad Request\r\n")  # malformed, oversized
 
     first_agent_svid = _agent_not_after(e)
     asyncio.run(_first_svid(e))
