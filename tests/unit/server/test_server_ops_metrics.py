@@ -78,3 +78,23 @@ def test_ca_expiry_gauges_follow_the_active_authorities() -> None:
     gauges.watch(_Ca(ready=False))  # no active X.509 CA: that sample is absent, the scrape still works
     assert registry.get_sample_value("spiffe_server_ca_expiry_timestamp_seconds", {"kind": "x509"}) is None
     assert b'kind="jwt"' in generate_latest(registry)
+
+
+def test_the_server_accepts_warn_as_warning_and_logs_at_that_level(capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    from spiffe_server.config import parse_config
+    from spiffe_server.logging import configure_logging
+
+    cfg = parse_config('trust_domain = "example.org"\nlog_level = "warn"\nlog_format = "json"\n')
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        configure_logging(level=cfg.log_level, fmt=cfg.log_format)
+        assert root.level == logging.WARNING
+        logging.getLogger("spiffe_server").info("not shown")
+        logging.getLogger("spiffe_server").warning("shown")
+    finally:
+        root.handlers[:], root.level = saved
+    err = capsys.readouterr().err
+    assert "not shown" not in err and '"level": "warning"' in err
