@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import ssl
 import tempfile
 import threading
@@ -498,9 +499,14 @@ class SpiffeSSLContext(ssl.SSLContext):
     :class:`ssl.SSLCertVerificationError` naming the stage and the presented ID. ::
 
         ctx = SpiffeSSLContext.client(source, source, td, authorize_id(server_id))
-        httpx.Client(verify=ctx)                               # or requests via an adapter (examples/)
+        httpx.Client(verify=ctx)
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx))
+        urllib3.PoolManager(ssl_context=ctx, assert_hostname=False)   # requests: the same, in an HTTPAdapter
         uvicorn.Config(app, ssl_context_factory=lambda config, default: SpiffeSSLContext.server(
             source, source, td, authorize_member_of(td)))
+
+    urllib3 (and so requests) matches host names itself unless told ``assert_hostname=False``; an
+    SVID has no host name to match, its SPIFFE ID is checked instead.
 
     Only peers of ``trust_domain`` are accepted (one context per trust domain: the standard library
     cannot pick the bundle by the peer's trust domain). Settings made on this object other than
@@ -534,7 +540,7 @@ class SpiffeSSLContext(ssl.SSLContext):
         ctx._spiffe = state
         state.current()  # fail now, not on the first connection, when there is no SVID or bundle
         ctx.sslobject_class = _object_class(state)  # asyncio: uvicorn, aiohttp, httpx async
-        ctx.sslsocket_class = _socket_class(state)  # blocking sockets: requests/urllib3, httpx sync
+        ctx.sslsocket_class = _socket_class(state, ctx)  # blocking sockets: requests/urllib3, httpx sync
         return ctx
 
     def set_alpn_protocols(self, alpn_protocols: Any) -> None:
@@ -570,9 +576,17 @@ def _object_class(state: _SpiffeSsl) -> type[ssl.SSLObject]:
     return SpiffeSSLObject
 
 
-def _socket_class(state: _SpiffeSsl) -> type[ssl.SSLSocket]:
+def _socket_class(state: _SpiffeSsl, outer: ssl.SSLContext) -> type[ssl.SSLSocket]:
     class SpiffeSSLSocket(ssl.SSLSocket):
         spiffe_id: SpiffeId | None = None
+
+        def accept(self) -> tuple[ssl.SSLSocket, Any]:
+            # a listening socket's connections go through the outer context too (current SVID, peer check)
+            conn, address = socket.socket.accept(self)
+            settings = vars(self)  # set by SSLSocket._create; not in the type stubs
+            return outer.wrap_socket(conn, server_side=True,
+                                     do_handshake_on_connect=settings.get("do_handshake_on_connect", True),
+                                     suppress_ragged_eofs=settings.get("suppress_ragged_eofs", True)), address
 
         @classmethod
         def _create(cls, *args: Any, context: ssl.SSLContext, **kwargs: Any) -> Any:
