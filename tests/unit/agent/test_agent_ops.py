@@ -189,3 +189,34 @@ def test_expiry_gauges_are_absent_before_the_agent_runs_and_timestamps_after() -
     assert float(values["spiffe_agent_svid_expiry_timestamp_seconds"]) == NOW.timestamp()
     assert "spiffe_agent_cached_svids 2.0" in text and "spiffe_agent_ready 1.0" in text
     assert "\nspiffe_agent_cached_svid_earliest_expiry_timestamp_seconds " not in text  # no cached SVID: no sample
+
+
+# -- planned connection replacement -------------------------------------------------------------
+
+async def test_a_call_cut_off_by_a_renewal_is_retried_on_the_new_connection_with_one_server() -> None:
+    import random
+
+    from spiffe_agent.manager.client import ServerCallError, ServerClient, server_ssl_context
+    from spiffe_agent.manager.servers import ServerPool
+    from spiffe_py.spiffeid import TrustDomain
+
+    pool = ServerPool([("10.0.0.1", 8081)], TrustDomain.parse("example.org"), rng=random.Random(1))
+    pool.connect(server_ssl_context((), insecure=True))
+    used: list[ServerClient] = []
+
+    async def mint(client: ServerClient) -> str:
+        used.append(client)
+        if len(used) == 1:
+            assert not pool.replaced(client)
+            pool.connect(server_ssl_context((), insecure=True))  # the agent renewed meanwhile
+            raise ServerCallError("client: server unreachable: StreamTerminatedError")
+        return "minted"
+
+    assert await pool.call(mint) == "minted"
+    assert used[1] is pool.client() and used[0] is not used[1] and pool.replaced(used[0])
+
+    async def down(client: ServerClient) -> str:
+        raise ServerCallError("client: server unreachable: ConnectionRefusedError")
+
+    with pytest.raises(ServerCallError):  # a real failure of the one server still fails
+        await pool.call(down)
