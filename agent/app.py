@@ -40,6 +40,7 @@ from spiffe_agent.workloadapi.coalesce import CoalescingServer, CoalescingTransp
 from spiffe_agent.workloadapi.handler import WorkloadApiHandler
 from spiffe_agent.workloadapi.introspection import with_health_and_reflection
 from spiffe_agent.workloadapi.jwt import JwtSvidValidator
+from spiffe_agent.workloadapi.revocations import RevocationWatchService
 from spiffe_agent.workloadapi.source import GuardedSource, ManagerSource
 from spiffe_py import _pem
 from spiffe_py._peercred import peer_cred_from_socket
@@ -241,7 +242,8 @@ async def _serve_with(cfg: AgentConfig, audit: AgentAudit) -> None:
     # one send() per response instead of three; the caller is captured as each connection is accepted;
     # oversized requests are refused on their length prefix
     # gRPC health (NOT_SERVING until the agent has its identity) and reflection beside the Workload API
-    services, ready = with_health_and_reflection(handler)
+    # and the read-only revocation watch: revoked serials and jtis for relying workloads (the broker)
+    services, ready = with_health_and_reflection(handler, RevocationWatchService(manager))
     server = CoalescingServer(services, accept=CallerAcceptor(procfs, ConnectionLimit(cfg.max_connections_per_uid)),
                               idle_timeout=cfg.connection_idle_timeout,
                               max_message_bytes=cfg.workload_api_max_message_bytes)

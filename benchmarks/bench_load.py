@@ -48,7 +48,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -279,26 +279,36 @@ def agent_rss(pid: int) -> int:
     return 0
 
 
-def _spawn_client(role: str, socket_path: Path, tasks: int, seconds: float) -> subprocess.Popen[str]:
+class Client(NamedTuple):
+    proc: subprocess.Popen[bytes]
+    result: Path  # a file, not a pipe: a pipe read only at the end fills up (64 KiB) and blocks the client
+
+
+def _spawn_client(role: str, socket_path: Path, tasks: int, seconds: float) -> Client:
+    fd, result = tempfile.mkstemp(prefix=f"bench-load-{role}-", suffix=".json")
+    os.close(fd)
+    if role == "nobody":
+        os.chown(result, NOBODY, NOBODY)  # that client writes it after dropping to uid 65534
     argv = [sys.executable, __file__, "--client", role, "--socket", str(socket_path), "--tasks", str(tasks),
-            "--seconds", str(seconds)]
-    return subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+            "--seconds", str(seconds), "--out", result]
+    return Client(subprocess.Popen(argv), Path(result))
 
 
-def _sample_until(procs: list[subprocess.Popen[str]], pid: int, samples: list[tuple[float, int, int]],
-                  start: float) -> None:
-    while any(p.poll() is None for p in procs):
+def _sample_until(clients: list[Client], pid: int, samples: list[tuple[float, int, int]], start: float) -> None:
+    while any(c.proc.poll() is None for c in clients):
         with contextlib.suppress(OSError):
             samples.append((time.monotonic() - start, agent_fds(pid), agent_rss(pid)))
         time.sleep(1.0)
 
 
-def _collect(procs: list[subprocess.Popen[str]]) -> list[dict[str, Any]]:
+def _collect(clients: list[Client]) -> list[dict[str, Any]]:
     out = []
-    for p in procs:
-        stdout, _ = p.communicate(timeout=BURST_TIMEOUT + 60)
-        out.append(json.loads(stdout) if p.returncode == 0 and stdout.strip() else {"role": "?", "latency": {},
-                                                                                   "status": {"CRASHED": 1}})
+    for c in clients:
+        c.proc.wait(timeout=BURST_TIMEOUT + 60)
+        text = c.result.read_text()
+        c.result.unlink()
+        out.append(json.loads(text) if c.proc.returncode == 0 and text.strip() else {"role": "?", "latency": {},
+                                                                                    "status": {"CRASHED": 1}})
     return out
 
 
@@ -419,9 +429,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nofile", type=int, default=1024, help="soft fd limit the server and agent start with")
     parser.add_argument("--client", choices=("valid", "nobody", "malformed", "burst"), help=argparse.SUPPRESS)
     parser.add_argument("--socket", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.client:
-        print(json.dumps(run_client(args.client, args.socket, args.tasks, args.seconds)), flush=True)
+        Path(args.out).write_text(json.dumps(run_client(args.client, args.socket, args.tasks, args.seconds)))
         os._exit(0)  # no event loop or channel cleanup: a hung call must not hang the process
     return run(args)
 

@@ -31,6 +31,8 @@ OUT_PKG = "spiffe_py/_proto"
 # their own package path (spiffepy/server/v1) and are moved under _proto/.
 WORKLOAD = "workload.proto"
 SERVER_PROTOS = ["types.proto", "agent.proto", "admin.proto"]
+# served on the agent's Workload API socket beside the Workload API (grpclib), read by spiffe_py
+AGENT_PROTOS = ["spiffepy/agent/v1/revocations.proto"]
 
 INIT_TEXT = '"""Generated protobuf and gRPC modules. Regenerate with scripts/genproto.py."""\n'
 # The generated files are a pure function of the protos and of these exact versions, pinned in
@@ -59,8 +61,9 @@ def _protoc(out: Path) -> None:
     # protos are served and called with grpclib alone.
     _run_protoc(out, f"{OUT_PKG}={PROTOS / 'spiffe'}", [f"{OUT_PKG}/{WORKLOAD}"], grpcio_stubs=True)
     server = [f"spiffepy/server/v1/{f}" for f in SERVER_PROTOS if (PROTOS / "spiffepy/server/v1" / f).exists()]
-    if server:
-        _run_protoc(out, str(PROTOS), server, grpcio_stubs=False)
+    agent = [f for f in AGENT_PROTOS if (PROTOS / f).exists()]
+    if server or agent:
+        _run_protoc(out, str(PROTOS), server + agent, grpcio_stubs=False)
         shutil.move(str(out / "spiffepy"), str(out / OUT_PKG / "spiffepy"))
 
 
@@ -78,7 +81,7 @@ def _rewrite(out: Path) -> None:
         lines = text.splitlines(keepends=True)
         text = "".join(
             line if "AddSerializedFile(" in line else
-            re.sub(r"\bspiffepy\.server\.v1(?=\.\w+_pb2\b| import )", "spiffe_py._proto.spiffepy.server.v1", line)
+            re.sub(r"\bspiffepy\.(server|agent)\.v1(?=\.\w+_pb2\b| import )", r"spiffe_py._proto.spiffepy.\1.v1", line)
             for line in lines)
         path.write_text(text)
     for d in [p for p in (out / OUT_PKG).rglob("*") if p.is_dir()] + [out / OUT_PKG]:

@@ -114,6 +114,16 @@ class SyncUpdate:
 
 
 @dataclass(frozen=True, slots=True)
+class RevocationState:
+    """What the agent knows is revoked now: for relying workloads (the revocation watch)."""
+
+    x509_serials: frozenset[str] = frozenset()  # lowercase hex
+    jwt_ids: frozenset[str] = frozenset()
+    tainted_x509_authorities: frozenset[str] = frozenset()
+    tainted_jwt_keys: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
 class Identity:
     """An entry the workload is entitled to, with its SVID once minted."""
 
@@ -211,6 +221,7 @@ class WorkloadCache:
         # per-request view work, recomputed only after the entries / revocations change
         self._matching: dict[frozenset[Selector], tuple[Entry, ...]] = {}
         self._jtis: frozenset[str] | None = None
+        self._revocation_state: RevocationState | None = None
         self._soonest: int | None = None  # next_expiry(), None = not computed since the last change
 
     @property
@@ -233,7 +244,7 @@ class WorkloadCache:
         for update in updates:
             self._apply_one(update)
         self._entries_changed()
-        self._jtis = None
+        self._jtis = self._revocation_state = None
         # orphans are dropped once per batch so a full sync spread over pages keeps valid SVIDs
         self._drop_orphans()
         self._drop_revoked()
@@ -304,13 +315,20 @@ class WorkloadCache:
             self._jtis = frozenset(v for k, v in self._revoked if k == "jwt")
         return self._jtis
 
+    def revocation_state(self) -> RevocationState:
+        """Revoked serials and jtis and the tainted keys, as relying workloads see them (memoised)."""
+        if self._revocation_state is None:
+            serials = frozenset(v.lower() for k, v in self._revoked if k == "x509" and _is_hex(v))
+            self._revocation_state = RevocationState(serials, self.revoked_jtis(), self._tainted, self._tainted_jwt)
+        return self._revocation_state
+
     def release_process(self, proc: ProcessKey) -> Released:
         """Forget an exited process's credentials and treat them as revoked here at once."""
         released = self.bound.release(proc)
         local = {("x509", s) for s in released.serials} | {("jwt", j) for j in released.jtis}
         self._revoked |= local
         self._local_revoked |= local
-        self._jtis = None
+        self._jtis = self._revocation_state = None
         return released
 
     def drop_expired(self, *, now: datetime) -> bool:

@@ -33,6 +33,7 @@ from spiffe_agent.manager.cache import (
     DEFAULT_MAX_X509_SVIDS,
     Entry,
     JwtToken,
+    RevocationState,
     WorkloadCache,
     WorkloadView,
     expired_svid_error,
@@ -141,6 +142,34 @@ class Subscription:
         self._repin([])
 
 
+class RevocationSubscription:
+    """A revocation watcher's interest (an async context manager): :meth:`next` returns the state after a change."""
+
+    def __init__(self, manager: Manager) -> None:
+        self._manager = manager
+        self._changed = asyncio.Event()
+        self._changed.set()  # the current state is due immediately
+
+    def notify(self) -> None:
+        """Wake the watcher."""
+        self._changed.set()
+
+    async def next(self) -> RevocationState:
+        """Wait for a possible change, then return the current state (NotReadyError before the first sync)."""
+        await self._changed.wait()
+        self._changed.clear()
+        if not self._manager.cache.ready:
+            raise NotReadyError("agent: not synced with the server yet")
+        return self._manager.cache.revocation_state()
+
+    async def __aenter__(self) -> RevocationSubscription:
+        self._manager._revocation_watchers.add(self)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._manager._revocation_watchers.discard(self)
+
+
 class Manager:
     """Composes identity, sync, minting and bound processes around one workload cache."""
 
@@ -152,6 +181,7 @@ class Manager:
         self.cache = WorkloadCache(max_x509_svids=config.max_x509_svids)
         rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self._subs: set[Subscription] = set()
+        self._revocation_watchers: set[RevocationSubscription] = set()
         self._mint_kick = asyncio.Event()
         self.servers = ServerPool(config.servers, config.trust_domain, rng=rng)
         self.identity = AgentIdentity(
@@ -159,11 +189,11 @@ class Manager:
             node_attestor=config.node_attestor, clock=clock, rng=rng, bootstrap_bundle=config.bootstrap_bundle,
             insecure_bootstrap=config.insecure_bootstrap)
         self.bound = BoundProcesses(self.cache, self.servers, clock=clock, actor=self.identity.actor, audit=audit,
-                                    on_change=self._notify, on_admit=self._mint_kick.set)
+                                    on_change=self._released, on_admit=self._mint_kick.set)
         self.minter = Minter(self.cache, self.servers, self.bound, kick=self._mint_kick, clock=clock, rng=rng,
                              rotation_tick=config.rotation_tick, interests=self._interests, on_change=self._notify)
         self.sync = SyncLoop(self.servers, self.identity, self.cache, on_change=self._changed,
-                             resync_interval=config.resync_interval)
+                             resync_interval=config.resync_interval, on_applied=self._revocations_changed)
 
     # ---- workload-facing -------------------------------------------------
     def view(self, selectors: frozenset[Selector], process: ProcessKey | None = None) -> WorkloadView:
@@ -267,6 +297,19 @@ class Manager:
     def _notify(self) -> None:
         for sub in self._subs:
             sub.notify()
+
+    def watch_revocations(self) -> RevocationSubscription:
+        """Interest in the revocation state while ``async with`` it lasts (the agent's revocation watch service)."""
+        return RevocationSubscription(self)
+
+    def _revocations_changed(self) -> None:
+        for watcher in self._revocation_watchers:
+            watcher.notify()
+
+    def _released(self) -> None:
+        # a bound process exited: its credentials are revoked here at once
+        self._notify()
+        self._revocations_changed()
 
     def _changed(self) -> None:
         self._mint_kick.set()

@@ -31,11 +31,13 @@ class SyncLoop:
     """Keeps ``cache`` in step with the server; ``on_change`` runs when the cache changed."""
 
     def __init__(self, servers: ServerPool, identity: AgentIdentity, cache: WorkloadCache, *,
-                 on_change: Callable[[], None], resync_interval: float) -> None:
+                 on_change: Callable[[], None], resync_interval: float,
+                 on_applied: Callable[[], None] = lambda: None) -> None:
         self._servers = servers
         self._identity = identity
         self._cache = cache
         self._on_change = on_change
+        self._on_applied = on_applied  # after every batch: revocations may have changed without a view change
         self._resync_interval = resync_interval
         self._messages = 0
         self._broken = False  # the last stream failed: say when a new one works
@@ -114,6 +116,7 @@ class SyncLoop:
             return
         if self._cache.apply_sync(updates):
             self._on_change()
+        self._on_applied()
         bundles = [u.bundle for u in updates if u.bundle is not None]
         if bundles:
             self._identity.update_trust(bundles[-1].x509_authorities)

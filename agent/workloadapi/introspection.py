@@ -23,19 +23,24 @@ from grpclib.reflection.service import ServerReflection
 from grpclib.reflection.v1 import reflection_pb2
 
 from spiffe_py._proto import workload_pb2
+from spiffe_py._proto.spiffepy.agent.v1 import revocations_pb2
 
 
 def reflection_pool() -> descriptor_pool.DescriptorPool:
-    """The protobuf files reflection can describe: the Workload API, health and reflection itself."""
+    """The protobuf files reflection can describe: the Workload API, the revocation watch, health, reflection."""
     pool = descriptor_pool.DescriptorPool()
-    for module in (struct_pb2, workload_pb2, health_pb2, reflection_pb2):
+    for module in (struct_pb2, workload_pb2, revocations_pb2, health_pb2, reflection_pb2):
         pool.AddSerializedFile(module.DESCRIPTOR.serialized_pb)
     return pool
 
 
-def with_health_and_reflection(handler: Any) -> tuple[list[Any], ServiceStatus]:
-    """``handler`` plus the health service (overall and per Workload API) and reflection; NOT_SERVING until set."""
+def with_health_and_reflection(handler: Any, *extra: Any) -> tuple[list[Any], ServiceStatus]:
+    """``handler`` and ``extra`` services plus health (overall and per Workload API) and reflection.
+
+    Health says NOT_SERVING until ``ready`` is set.
+    """
     ready = ServiceStatus()
     ready.set(False)
-    services: list[Any] = ServerReflection.extend([handler, Health({handler: [ready]})], pool=reflection_pool())
+    services: list[Any] = ServerReflection.extend([handler, *extra, Health({handler: [ready]})],
+                                                  pool=reflection_pool())
     return services, ready

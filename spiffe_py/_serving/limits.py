@@ -129,6 +129,19 @@ def close_soon(stream: Any, delay: float = REFUSED_CLOSE_DELAY) -> None:
     asyncio.get_running_loop().call_later(delay, close)
 
 
+async def _unimplemented(stream: Any, release_stream: Callable[[], Any]) -> None:
+    """UNIMPLEMENTED for an unknown method path. grpclib's own answer has no content-type, which gRPC
+    clients report as UNKNOWN ("Missing content-type header") instead of the real status."""
+    try:
+        await stream.send_headers([(":status", "200"), ("content-type", "application/grpc"),
+                                   ("grpc-status", str(Status.UNIMPLEMENTED.value)),
+                                   ("grpc-message", "Method not found")], end_stream=True)
+        if stream.closable:
+            stream.reset_nowait()
+    finally:
+        release_stream()
+
+
 class _BoundedHandler(Handler):  # type: ignore[misc]  # grpclib ships no stubs
     """grpclib's per-connection request handler, bounding each stream by its method's limit."""
 
@@ -140,8 +153,18 @@ class _BoundedHandler(Handler):  # type: ignore[misc]  # grpclib ships no stubs
 
     def accept(self, stream: Any, headers: Sequence[tuple[str, str]], release_stream: Callable[[], Any]) -> None:
         path = next((value for name, value in headers if name == ":path"), "")
+        if path not in self.mapping:
+            self.__gc_step__()
+            self._tasks[stream] = self.loop.create_task(_unimplemented(stream, release_stream))
+            return
         bound_stream(stream, self._limits.get(path, self._default), self._budget, lambda: close_soon(stream))
         super().accept(stream, headers, release_stream)
+
+
+LISTEN_BACKLOG = 4096
+"""The listen() backlog (the kernel caps it at net.core.somaxconn). grpclib's default of 100 is too
+small for a burst of local workloads: a connect() to a Unix socket whose backlog is full fails at once
+(EAGAIN) instead of waiting, so those workloads would see a dropped connection."""
 
 
 class BoundedServer(Server):  # type: ignore[misc]  # grpclib ships no stubs
@@ -166,6 +189,9 @@ class BoundedServer(Server):  # type: ignore[misc]  # grpclib ships no stubs
     def limits(self) -> Mapping[str, int]:
         """The request message limit (bytes) of each method path."""
         return self._limits
+
+    async def start(self, *args: Any, backlog: int = LISTEN_BACKLOG, **kwargs: Any) -> None:
+        await super().start(*args, backlog=backlog, **kwargs)
 
     def _protocol_factory(self) -> H2Protocol:
         # grpclib's own factory with the bounded handler in place of grpclib.server.Handler

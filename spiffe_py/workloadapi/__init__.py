@@ -14,6 +14,7 @@ from spiffe_py.workloadapi._address import ENDPOINT_ENV, Endpoint, endpoint_from
 from spiffe_py.workloadapi._backoff import Backoff, is_retryable
 from spiffe_py.workloadapi._client import HEADER, AsyncWorkloadApiClient, Watch, WorkloadApiClient
 from spiffe_py.workloadapi._convert import InvalidResponseError, X509BundlesUpdate, X509Context
+from spiffe_py.workloadapi._revocations import RevocationState, watch_revocations
 from spiffe_py.workloadapi._source import JwtSource, X509Source
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "Endpoint",
     "InvalidResponseError",
     "JwtSource",
+    "RevocationState",
     "Watch",
     "WorkloadApiClient",
     "X509BundlesUpdate",
@@ -32,4 +34,5 @@ __all__ = [
     "endpoint_from_env",
     "is_retryable",
     "parse_endpoint",
+    "watch_revocations",
 ]

@@ -284,6 +284,10 @@ class JwtSource(_Source[BundleSet]):
         bundle: JwtBundle = self._snapshot_or_raise().get_jwt_bundle_for_trust_domain(trust_domain)
         return bundle
 
+    def bundles(self) -> BundleSet:
+        """The current immutable JWT bundle set (a new object after every update)."""
+        return self._snapshot_or_raise()
+
     def fetch_jwt_svid(self, audience: str | Iterable[str], spiffe_id: SpiffeId | None = None) -> JwtSvid:
         """Fetch a fresh JWT-SVID (sync sources only; one RPC)."""
         if not isinstance(self._client, WorkloadApiClient):

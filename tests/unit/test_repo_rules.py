@@ -27,10 +27,12 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # folder -> installed import name
-PACKAGES = {"spiffe_py": "spiffe_py", "server": "spiffe_server", "agent": "spiffe_agent"}
-GENERIC = {"server", "agent"}  # the folder names: never imported (the wheel does not install them)
-FORBIDDEN_IMPORTS = {"spiffe_py": {"spiffe_server", "spiffe_agent", *GENERIC},
-                     "server": {"spiffe_agent", *GENERIC}, "agent": {"spiffe_server", *GENERIC}}
+PACKAGES = {"spiffe_py": "spiffe_py", "server": "spiffe_server", "agent": "spiffe_agent", "broker": "spiffe_broker"}
+GENERIC = {"server", "agent", "broker"}  # the folder names: never imported (the wheel does not install them)
+FORBIDDEN_IMPORTS = {"spiffe_py": {"spiffe_server", "spiffe_agent", "spiffe_broker", *GENERIC},
+                     "server": {"spiffe_agent", "spiffe_broker", *GENERIC},
+                     "agent": {"spiffe_server", "spiffe_broker", *GENERIC},
+                     "broker": {"spiffe_server", "spiffe_agent", *GENERIC}}
 # Test-only dependencies (the `test` extra): runtime code must not need them, or
 # `pip install spiffe-py` (and ./quickstart.sh) would break at import time.
 TEST_ONLY_IMPORTS = frozenset({"jwt", "spiffe", "pytest", "hypothesis", "grpc_tools", "tests"})
@@ -303,7 +305,8 @@ def test_packaging_checker_sees_a_missing_package(tmp_path: Path) -> None:
     """Self-test: a package on disk that pyproject does not list is reported."""
     _write_tree(tmp_path, {
         "pyproject.toml": ('[tool.setuptools]\npackages = ["spiffe_py", "spiffe_server"]\n'
-                           'package-dir = {"spiffe_server" = "server", "spiffe_agent" = "agent"}\n'),
+                           'package-dir = {"spiffe_server" = "server", "spiffe_agent" = "agent", '
+                           '"spiffe_broker" = "broker"}\n'),
         "spiffe_py/__init__.py": "", "server/__init__.py": "", "server/api/__init__.py": "",
     })
     listed, on_disk = packaged(tmp_path)

@@ -74,7 +74,7 @@ def test_reflection_and_health_answer_before_the_agent_has_an_identity_we17(root
     try:
         wait_for(sock.exists, 30, "agent socket")
         services = asyncio.run(_services(sock))
-        assert {"SpiffeWorkloadAPI", "grpc.health.v1.Health"} <= services
+        assert {"SpiffeWorkloadAPI", "grpc.health.v1.Health", "spiffepy.agent.v1.RevocationWatch"} <= services
         # the server is unreachable: no identity yet, so not serving (but answering)
         assert asyncio.run(_health(sock)) == HealthCheckResponse.NOT_SERVING
         assert asyncio.run(_health(sock, "SpiffeWorkloadAPI")) == HealthCheckResponse.NOT_SERVING

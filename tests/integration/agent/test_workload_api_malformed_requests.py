@@ -32,12 +32,12 @@ class _RawCodec(ProtoCodec):  # type: ignore[misc]
         return data
 
 
-async def _status(socket_path: Path, payload: bytes | None) -> Status:
-    """The status of a FetchJWTSVID carrying ``payload`` (None: the request stream ends with no message)."""
+async def _status(socket_path: Path, payload: bytes | None, path: str = FETCH_JWT) -> Status:
+    """The status of a call to ``path`` carrying ``payload`` (None: the request stream ends with no message)."""
     channel = Channel(path=str(socket_path), codec=_RawCodec())
     try:
         # STREAM_UNARY on the client side only: grpclib's client refuses to end a unary request with no message
-        async with channel.request(FETCH_JWT, Cardinality.STREAM_UNARY, bytes, bytes, metadata=HEADER) as stream:
+        async with channel.request(path, Cardinality.STREAM_UNARY, bytes, bytes, metadata=HEADER) as stream:
             if payload is None:
                 await stream.send_request(end=True)
             else:
@@ -81,4 +81,11 @@ def test_undecodable_request_is_invalid_argument(env: Env) -> None:
 
 def test_missing_request_message_is_invalid_argument(env: Env) -> None:
     assert asyncio.run(_status(env.socket_path, None)) is Status.INVALID_ARGUMENT
+    assert asyncio.run(_still_serves(env.socket_path))
+
+
+def test_unknown_method_is_unimplemented(env: Env) -> None:
+    """grpclib's own answer to an unknown method has no content-type, so clients saw UNKNOWN."""
+    request = workload_pb2.JWTSVIDRequest(audience=["x"]).SerializeToString()
+    assert asyncio.run(_status(env.socket_path, request, "/SpiffeWorkloadAPI/NoSuchMethod")) is Status.UNIMPLEMENTED
     assert asyncio.run(_still_serves(env.socket_path))

@@ -1,0 +1,1 @@
+"""Generated protobuf and gRPC modules. Regenerate with scripts/genproto.py."""
