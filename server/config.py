@@ -153,6 +153,8 @@ class ServerConfig:
     # attestation type -> the plugin's parsed table (server.nodeattest.registry); join_token unless disabled
     node_attestors: Mapping[str, object] = field(default_factory=lambda: _node_attestors({}))
     admin_uids: tuple[int, ...] = ()
+    # selector types entries may use although no attestor the server knows produces them
+    extra_selector_types: tuple[str, ...] = ()
     health: HealthConfig | None = None
     metrics: MetricsConfig | None = None
     bundle_endpoint: BundleEndpointConfig | None = None
@@ -419,6 +421,17 @@ def _uid(value: object) -> int:
     return uid
 
 
+def _selector_types(raw: object) -> tuple[str, ...]:
+    items: list[Any] = _expect(raw, list, "extra_selector_types")
+    out = []
+    for item in items:
+        name: str = _expect(item, str, "extra_selector_types")
+        if not name or ":" in name or len(name) > 128 or not name.isprintable():
+            raise ConfigError(f"config: extra_selector_types: {name!r} is not a selector type (no ':', 1..128 chars)")
+        out.append(name)
+    return tuple(out)
+
+
 def _database(raw: object) -> str:
     text: str = _expect(raw, str, "database")
     if not text:
@@ -458,6 +471,7 @@ _SCALARS: dict[str, Any] = {
     "upstream_authority": _upstream,
     "node_attestors": _node_attestors,
     "admin_uids": _admin_uids,
+    "extra_selector_types": _selector_types,
     "health": lambda v: _listener(v, "health", HealthConfig),
     "metrics": lambda v: _listener(v, "metrics", MetricsConfig),
     "bundle_endpoint": lambda v: _listener(v, "bundle_endpoint", BundleEndpointConfig),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from grpclib.server import Stream
@@ -20,6 +20,7 @@ from grpclib.server import Stream
 from spiffe_py._peercred import peer_cred
 from spiffe_py._proto.spiffepy.server.v1 import admin_pb2, types_pb2
 from spiffe_py._proto.spiffepy.server.v1.admin_grpc import AdminAPIBase
+from spiffe_py._selector_schema import check_selector
 from spiffe_py.audit import build_event
 from spiffe_py.bundle import SpiffeBundle
 from spiffe_py.errors import AuthorizationError, InvalidSvidError, SpiffeError
@@ -59,10 +60,13 @@ from spiffe_server.ca.signer import parse_csr
 from spiffe_server.ca.slots import AuthorityInfo, SlotStatus
 from spiffe_server.ca.templates import JwtSvidParams, X509SvidParams
 from spiffe_server.datastore import (
+    AgentFilter,
+    AttestedAgent,
     AuditFilter,
     BundleRecord,
     EntryFilter,
     JoinToken,
+    MatchMode,
     Page,
     RegistrationEntry,
     Revocation,
@@ -81,6 +85,10 @@ log = logging.getLogger("spiffe_server.admin")
 
 DEFAULT_PAGE_SIZE = 100
 MAX_BATCH = 1000  # entries (or ids) per Batch*Entry call
+MAX_PURGE_AGE = 100 * 365 * 86400  # agent purge --expired-for: at most about a century, in seconds
+# the levels SetLogLevel takes (SPIRE and Go spell warning "warn")
+LOG_LEVEL_NAMES = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+                   "warn": logging.WARNING, "error": logging.ERROR}
 _OK = admin_pb2.ItemStatus(code=0, message="OK")
 
 
@@ -155,6 +163,7 @@ class AdminService(AdminAPIBase):
         with grpc_errors("CreateEntry"):
             req = await self._request(stream)
             entry = entry_from_proto(req.entry, trust_domain=self._ctx.config.trust_domain, now=self._ctx.clock.now())
+            self._check_selectors(entry, allow_unknown=req.allow_unknown_selectors)
             created = await self._ctx.call(self._ctx.store.create_entry, entry)
             self._ctx.changes.notify()
             log.info("entry created", extra={"entry_id": created.id, "spiffe_id": created.spiffe_id})
@@ -167,6 +176,7 @@ class AdminService(AdminAPIBase):
             req = await self._request(stream)
             _required(req.entry.id, "entry.id")
             entry = entry_from_proto(req.entry, trust_domain=self._ctx.config.trust_domain, now=self._ctx.clock.now())
+            self._check_selectors(entry, allow_unknown=req.allow_unknown_selectors)
             entry = keep_quarantine(entry, await self._ctx.call(self._ctx.store.get_entry, entry.id))
             updated = await self._ctx.call(self._ctx.store.update_entry, entry)
             self._ctx.changes.notify()
@@ -208,6 +218,37 @@ class AdminService(AdminAPIBase):
             count = await self._ctx.call(self._ctx.store.count_entries)
             await stream.send_message(admin_pb2.CountResponse(count=count))
 
+    async def CountEntriesMatching(self, stream: Stream[admin_pb2.CountEntriesRequest,
+                                                        admin_pb2.CountResponse]) -> None:
+        with grpc_errors("CountEntriesMatching"):
+            req = await self._request(stream)
+            td = self._ctx.config.trust_domain
+            selectors = parse_selectors(req.selectors, "selectors")
+            try:
+                mode = MatchMode(req.match_selectors or "exact")
+            except ValueError:
+                raise RequestError("match_selectors", "must be exact, subset, superset or any, "
+                                                      f"got {req.match_selectors!r}") from None
+            if req.match_selectors and not selectors:
+                raise RequestError("match_selectors", "needs selectors")
+            flt = EntryFilter(
+                by_spiffe_id=str(parse_member_id(req.spiffe_id, "spiffe_id", td)) if req.spiffe_id else None,
+                by_parent_id=str(parse_member_id(req.parent_id, "parent_id", td)) if req.parent_id else None,
+                by_selectors=SelectorMatch(selectors=selectors, mode=mode) if selectors else None,
+                by_hint=req.hint or None)
+            count = await self._ctx.call(self._ctx.store.count_entries, flt)
+            await stream.send_message(admin_pb2.CountResponse(count=count))
+
+    def _check_selectors(self, entry: RegistrationEntry, *, allow_unknown: bool) -> None:
+        """INVALID_ARGUMENT naming the first selector no attestor produces (with a suggestion), unless allowed."""
+        if allow_unknown:
+            return
+        extra = frozenset(self._ctx.config.extra_selector_types)
+        for selector in entry.selectors:
+            problem = check_selector(selector.type, selector.value, extra_types=extra)
+            if problem is not None:
+                raise RequestError("entry.selectors", problem)
+
     # -- entry batches ------------------------------------------------------------------------
 
     def _batch(self, items: Sequence[Any], field: str = "entries") -> None:
@@ -238,14 +279,17 @@ class AdminService(AdminAPIBase):
                         details={"entry_id": e.id, "labels": dict(e.labels)} if method != "BatchDeleteEntry"
                         else {"entry_id": e.id}) for e in entries])
 
-    def _parse_entries(self, items: Sequence[types_pb2.Entry], *, need_id: bool) -> list[RegistrationEntry | Exception]:
+    def _parse_entries(self, items: Sequence[types_pb2.Entry], *, need_id: bool,
+                       allow_unknown: bool) -> list[RegistrationEntry | Exception]:
         td, now = self._ctx.config.trust_domain, self._ctx.clock.now()
         out: list[RegistrationEntry | Exception] = []
         for item in items:
             try:
                 if need_id:
                     _required(item.id, "entry.id")
-                out.append(entry_from_proto(item, trust_domain=td, now=now))
+                entry = entry_from_proto(item, trust_domain=td, now=now)
+                self._check_selectors(entry, allow_unknown=allow_unknown)
+                out.append(entry)
             except SpiffeError as err:
                 out.append(err)
         return out
@@ -255,7 +299,7 @@ class AdminService(AdminAPIBase):
         with grpc_errors("BatchCreateEntry"):
             req = await self._request(stream)
             self._batch(req.entries)
-            parsed = self._parse_entries(req.entries, need_id=False)
+            parsed = self._parse_entries(req.entries, need_id=False, allow_unknown=req.allow_unknown_selectors)
             await stream.send_message(await self._entry_results(stream, "BatchCreateEntry", parsed,
                                                                 self._ctx.store.create_entries))
 
@@ -264,7 +308,7 @@ class AdminService(AdminAPIBase):
         with grpc_errors("BatchUpdateEntry"):
             req = await self._request(stream)
             self._batch(req.entries)
-            parsed = self._parse_entries(req.entries, need_id=True)
+            parsed = self._parse_entries(req.entries, need_id=True, allow_unknown=req.allow_unknown_selectors)
             store = self._ctx.store
             await stream.send_message(await self._entry_results(
                 stream, "BatchUpdateEntry", parsed, lambda batch: store.update_entries(batch, merge=keep_quarantine)))
@@ -591,6 +635,81 @@ class AdminService(AdminAPIBase):
         self, stream: Stream[admin_pb2.LocalAuthorityRequest, admin_pb2.LocalAuthorityResponse]
     ) -> None:
         await self._local_authority(stream, "RevokeLocalAuthority", _required_id(self._ctx.ca.revoke))
+
+    # -- operations: agent purge, bundle count, logger -----------------------------------------
+
+    async def PurgeAgents(self, stream: Stream[admin_pb2.PurgeAgentsRequest, admin_pb2.PurgeAgentsResponse]) -> None:
+        with grpc_errors("PurgeAgents"):
+            req = await self._request(stream)
+            if not 0 < req.expired_for <= MAX_PURGE_AGE:
+                raise RequestError("expired_for", f"must be within 1..{MAX_PURGE_AGE} seconds, got {req.expired_for}")
+            ctx = self._ctx
+            cutoff = ctx.clock.now() - timedelta(seconds=req.expired_for)
+            stale = await ctx.call(self._stale_agents, cutoff)
+            if not req.dry_run:
+                for agent in stale:
+                    await ctx.call(ctx.store.delete_agent, agent.spiffe_id)
+                if stale:
+                    ctx.changes.notify()
+                    log.info("agents purged", extra={"count": len(stale), "expired_for": req.expired_for})
+                    await self._ctx.guard.record([
+                        build_event(now=ctx.clock.now(), actor=self._actor(stream), spiffe_id=a.spiffe_id,
+                                    selectors=(), decision="allow", reason="admin change", method="PurgeAgents",
+                                    details={"expired_for": req.expired_for}) for a in stale])
+            await stream.send_message(admin_pb2.PurgeAgentsResponse(agents=[agent_to_proto(a) for a in stale]))
+
+    def _stale_agents(self, cutoff: datetime) -> list[AttestedAgent]:
+        """Blocking: agents whose SVID expired before ``cutoff`` and that hold no newer one, banned ones aside.
+
+        A banned agent stays: deleting its record would lift the ban.
+        """
+        store, token = self._ctx.store, ""
+        out: list[AttestedAgent] = []
+        while True:
+            page = store.list_agents(AgentFilter(expires_before=cutoff, banned=False),
+                                     Page(token=token, size=MAX_PAGE_SIZE))
+            out.extend(a for a in page.items if a.new_expires_at is None or a.new_expires_at < cutoff)
+            if not page.next_token:
+                return out
+            token = page.next_token
+
+    async def CountBundles(self, stream: Stream[admin_pb2.CountRequest, admin_pb2.CountResponse]) -> None:
+        with grpc_errors("CountBundles"):
+            await self._request(stream)
+            own = self._ctx.config.trust_domain.name
+            stored = await self._ctx.call(self._ctx.store.list_bundles)
+            count = 1 + sum(1 for b in stored if b.trust_domain != own)  # ours is always there
+            await stream.send_message(admin_pb2.CountResponse(count=count))
+
+    def _logger(self) -> admin_pb2.Logger:
+        level = logging.getLogger().getEffectiveLevel()
+        return admin_pb2.Logger(current_level=logging.getLevelName(level).lower(),
+                                launch_level=self._ctx.config.log_level)
+
+    async def GetLogger(self, stream: Stream[admin_pb2.GetLoggerRequest, admin_pb2.Logger]) -> None:
+        with grpc_errors("GetLogger"):
+            await self._request(stream)
+            await stream.send_message(self._logger())
+
+    async def SetLogLevel(self, stream: Stream[admin_pb2.SetLogLevelRequest, admin_pb2.Logger]) -> None:
+        with grpc_errors("SetLogLevel"):
+            req = await self._request(stream)
+            level = LOG_LEVEL_NAMES.get(req.level.lower())
+            if level is None:
+                raise RequestError("level", f"must be one of debug, info, warning (warn), error; got {req.level!r}")
+            await self._set_level(stream, "SetLogLevel", level)
+
+    async def ResetLogLevel(self, stream: Stream[admin_pb2.ResetLogLevelRequest, admin_pb2.Logger]) -> None:
+        with grpc_errors("ResetLogLevel"):
+            await self._request(stream)
+            await self._set_level(stream, "ResetLogLevel", LOG_LEVEL_NAMES[self._ctx.config.log_level])
+
+    async def _set_level(self, stream: Stream[Any, admin_pb2.Logger], method: str, level: int) -> None:
+        name = logging.getLevelName(level).lower()
+        log.warning("log level set", extra={"level": name, "actor": self._actor(stream)})  # before an "error" hides it
+        logging.getLogger().setLevel(level)  # the process-wide root logger: the level the server logs at
+        await self._audit(stream, method, None, level=name)
+        await stream.send_message(self._logger())
 
 
 def _revoked(revs: Sequence[Revocation]) -> admin_pb2.RevokeResponse:

@@ -18,25 +18,55 @@ simple call loads no server runtime, datastore, CEL, metrics or cryptography.
 from __future__ import annotations
 
 import argparse
+import importlib
+import sys
 from collections.abc import Sequence
 
-from spiffe_server.cli import agent, audit, bundle, entry, localauthority, mint, revocation, run, token
+from spiffe_py._cli import CliParser, add_version
 from spiffe_server.cli._common import run_admin
 
+# module -> the top-level commands it adds and their help. A call builds (and imports) only the
+# module of its command; the others appear as these one-liners in ``spiffe-server --help``.
+# tests/unit/test_cli_help.py checks the table against the modules.
+COMMANDS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+    ("run", (("run", "start the server in the foreground until SIGTERM/SIGINT"),
+             ("validate", "check the configuration without starting anything"),
+             ("healthcheck", "check the server over its admin socket"))),
+    ("token", (("token", "join tokens"),)),
+    ("entry", (("entry", "registration entries"),)),
+    ("agent", (("agent", "attested agents"),)),
+    ("bundle", (("bundle", "trust bundles"),)),
+    ("mint", (("x509", "X.509-SVIDs without an entry"), ("jwt", "JWT-SVIDs without an entry"))),
+    ("revocation", (("revoke", "revoke SVIDs (pushed to every agent, listed in CRLs)"),
+                    ("revocation", "revocations in force"))),
+    ("localauthority", (("localauthority", "the CA's X.509 and JWT authorities"),)),
+    ("audit", (("audit", "the tamper-evident audit trail"),)),
+    ("logger", (("logger", "the running server's log level"),)),
+    ("backup", (("backup", "write the datastore (SQLite) and the CA, JWT and audit keys to an archive; "
+                           "the server may keep running"),
+                ("restore", "restore a backup archive into the data dir (the server must be stopped)"))),
+)
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser."""
-    parser = argparse.ArgumentParser(prog="spiffe-server", description="spiffe-py server")
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    run.add_parsers(sub)
-    for noun in (token, entry, agent, bundle, mint, revocation, localauthority, audit):
-        noun.add_parsers(sub)
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser: complete, or with only ``command``'s sub-commands and flags filled in."""
+    parser = CliParser(prog="spiffe-server", description="spiffe-py server: run it, or manage it over its admin socket")
+    add_version(parser)
+    sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    for module, commands in COMMANDS:
+        if command is None or any(command == name for name, _ in commands):
+            importlib.import_module(f"spiffe_server.cli.{module}").add_parsers(sub)
+        else:
+            for name, text in commands:
+                sub.add_parser(name, help=text, description=text)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``spiffe-server``."""
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv and not argv[0].startswith("-") else None
+    args = build_parser(command).parse_args(argv)
     if hasattr(args, "local"):
         result: int = args.local(args)
         return result

@@ -1,24 +1,26 @@
 """What every ``spiffe-server`` admin command shares: the socket, the call, flags and output.
 
-Only the standard library, the generated protobuf messages and ``spiffe_py._text`` load here;
-each command imports what else it needs when it runs, so that a simple call starts fast.
+Only the standard library, the generated protobuf messages, ``h2`` (the admin calls go through
+``_wire``: no asyncio, no grpclib) and ``spiffe_py._text``/``_cli`` load here; each command
+imports what else it needs when it runs, so that a simple call starts fast.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from spiffe_py._cli import fields, json_scalar, when
 from spiffe_py._duration import EXAMPLES, parse_whole_seconds
-from spiffe_py._proto.spiffepy.server.v1 import types_pb2
+from spiffe_py._proto.spiffepy.server.v1 import admin_pb2, types_pb2
 from spiffe_py._text import printable
+from spiffe_server.cli._wire import Channel, NotGrpcError, RpcError
 from spiffe_server.defaults import ADMIN_SOCKET_NAME, DEFAULT_DATA_DIR_NAME, SOCKET_ENV
 
 if TYPE_CHECKING:
@@ -29,12 +31,18 @@ RPC_TIMEOUT = 30.0  # one RPC (one page of a paged listing), not the whole comma
 MAX_SECONDS = 2**31 - 1  # durations are int32 on the wire
 MAX_INT64 = 2**63 - 1
 
-Handler = Callable[["AdminAPIStub", argparse.Namespace], Awaitable[None]]
+Handler = Callable[["AdminAPIStub", argparse.Namespace], Coroutine[Any, Any, None]]
 _T = TypeVar("_T")
 
 
 class CliError(Exception):
     """A one-line user-facing error."""
+
+
+def not_admin_socket(path: str, why: str) -> str:
+    """The message for a socket that answers, but not with the admin API."""
+    return (f"{path!r}: this is not a spiffe-server admin socket ({why}); give the server's <data_dir>/api.sock "
+            f"with --socket-path or ${SOCKET_ENV}")
 
 
 def default_socket() -> str:
@@ -43,6 +51,31 @@ def default_socket() -> str:
 
 
 # -- rendering -----------------------------------------------------------------------------------
+
+
+def now_of(args: argparse.Namespace) -> datetime:
+    """The time pretty output measures expiry against: read once per command, by the I/O shell."""
+    now: datetime | None = getattr(args, "now", None)
+    if now is None:
+        from spiffe_py.clock import SystemClock
+
+        now = args.now = SystemClock().now()
+    return now
+
+
+def time_text(args: argparse.Namespace, unix: int, *, expiry: bool = True) -> str:
+    """A Unix time for pretty output: RFC 3339 and relative (``(in 59m)``, ``(expired 3h ago)``)."""
+    return when(unix, now=now_of(args), expiry=expiry)
+
+
+def pairs_text(mapping: dict[str, Any]) -> list[str]:
+    """``key=value`` lines of a mapping (labels, JWT claims), sorted by key."""
+    return [f"{k}={json_scalar(v)}" for k, v in sorted(mapping.items())]
+
+
+def listing(title: str, blocks: Sequence[str]) -> str:
+    """``title`` then the blocks, one blank line between each."""
+    return "\n\n".join([title, *blocks]) if blocks else title
 
 
 def selector_strings(items: Sequence[types_pb2.Selector]) -> list[str]:
@@ -54,24 +87,11 @@ def one_line(value: Any) -> str:
     return printable(str(value))
 
 
-def pretty(value: Any, indent: str = "") -> str:
-    """Key/value lines for ``--output pretty``."""
-    if isinstance(value, dict):
-        lines = []
-        for key, item in value.items():
-            if isinstance(item, list) and item and isinstance(item[0], dict):
-                lines.append(f"{indent}{key}:")
-                lines.extend(pretty(sub, indent + "  ") + "\n" for sub in item)
-            elif isinstance(item, list):
-                lines.append(f"{indent}{key}: {', '.join(map(one_line, item))}")
-            elif isinstance(item, dict) and item and key not in ("labels", "jwt_claims"):
-                lines.append(f"{indent}{key}:\n{pretty(item, indent + '  ')}")
-            elif isinstance(item, dict):
-                lines.append(f"{indent}{key}: {', '.join(f'{one_line(k)}={one_line(v)}' for k, v in item.items())}")
-            else:
-                lines.append(f"{indent}{key}: {one_line(item)}")
-        return "\n".join(lines)
-    return f"{indent}{one_line(value)}"
+def pretty(value: dict[str, Any]) -> str:
+    """Aligned ``key : value`` lines of a flat JSON object, for commands without a renderer of their own."""
+    return fields([(key, [json_scalar(v) for v in item] if isinstance(item, list)
+                    else pairs_text(item) if isinstance(item, dict) else json_scalar(item))
+                   for key, item in value.items()])
 
 
 def json_text(value: Any, *, indent: int | None = 2) -> str:
@@ -156,36 +176,50 @@ def expires_at_arg(text: str) -> int:
 
 
 def admin_parser(sub: Any, name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
-    p: argparse.ArgumentParser = sub.add_parser(name, help=help_text)
+    """A command that calls the admin API: ``--socket-path`` and ``--output`` included."""
+    p: argparse.ArgumentParser = sub.add_parser(name, help=help_text, description=help_text)
     p.add_argument("--socket-path", default=None,
                    help=f"admin API socket (default ${SOCKET_ENV}, else {DEFAULT_SOCKET})")
-    p.add_argument("--output", choices=("json", "pretty"), default="pretty")
+    p.add_argument("--output", choices=("json", "pretty"), default="pretty",
+                   help="pretty: aligned fields for people; json: a stable document for scripts")
     p.set_defaults(admin_handler=handler)
     return p
 
 
 def group(sub: Any, name: str, help_text: str) -> Any:
-    p = sub.add_parser(name, help=help_text)
-    return p.add_subparsers(dest=f"{name}_cmd", required=True)
+    """A noun (``entry``, ``agent``, ...) whose verbs are added to the returned sub-parsers."""
+    p = sub.add_parser(name, help=help_text, description=help_text)
+    return p.add_subparsers(dest=f"{name}_cmd", required=True, metavar="COMMAND")
 
 
 # -- calling the server --------------------------------------------------------------------------
 
 
-class _TimedStub:
-    """The admin stub with every RPC under its own ``RPC_TIMEOUT``: a paged or batched command
-    gets a fresh timeout per page or batch, never one global deadline for the whole command."""
+class _Stub:
+    """The admin API as the handlers call it (``await api.GetEntry(req)``), over the synchronous channel.
 
-    def __init__(self, stub: AdminAPIStub) -> None:
-        self._stub = stub
+    Each RPC has its own ``RPC_TIMEOUT`` (the socket timeout): a paged or batched command gets a
+    fresh timeout per page or batch, never one deadline for the whole command.
+    """
+
+    def __init__(self, channel: Channel) -> None:
+        self._channel = channel
 
     def __getattr__(self, name: str) -> Callable[[Any], Awaitable[Any]]:
-        method = getattr(self._stub, name)
-
         async def call(request: Any) -> Any:
-            return await asyncio.wait_for(method(request), RPC_TIMEOUT)
+            return self._channel.unary(name, request)
 
         return call
+
+
+def _drive(coro: Coroutine[Any, Any, None]) -> None:
+    """Run a handler coroutine to its end without an event loop: every call it awaits completes at once."""
+    try:
+        coro.send(None)
+    except StopIteration:
+        return
+    coro.close()
+    raise RuntimeError("an admin command awaited something other than an admin call")
 
 
 async def pages(call: Callable[[Any], Awaitable[Any]], req: Any, items: Callable[[Any], Iterable[_T]]
@@ -206,33 +240,37 @@ async def all_pages(call: Callable[[Any], Awaitable[Any]], req: Any, items: Call
     return [item async for item in pages(call, req, items)]
 
 
-async def _call(handler: Handler, args: argparse.Namespace) -> None:
-    from grpclib.client import Channel
-
-    from spiffe_py._proto.spiffepy.server.v1.admin_grpc import AdminAPIStub
-
-    channel = Channel(path=str(args.socket_path))
-    try:
-        await handler(cast("AdminAPIStub", _TimedStub(AdminAPIStub(channel))), args)
-    finally:
-        channel.close()
+def _call(handler: Handler, args: argparse.Namespace) -> None:
+    path = str(args.socket_path)
+    with Channel(path, timeout=RPC_TIMEOUT) as channel:
+        try:
+            _drive(handler(cast("AdminAPIStub", _Stub(channel)), args))
+        except RpcError as err:
+            if err.status != "UNIMPLEMENTED":
+                raise
+            try:  # another gRPC service (a spiffe-agent's Workload API), or an older server?
+                channel.unary("Health", admin_pb2.HealthRequest())
+            except (RpcError, NotGrpcError):
+                raise CliError(not_admin_socket(path, "it serves another gRPC API")) from None
+            raise CliError(f"the server at {path!r} does not implement this command: is it older than this CLI?"
+                           ) from None
+        except NotGrpcError as err:
+            raise CliError(not_admin_socket(path, str(err))) from None
 
 
 def run_admin(handler: Handler, args: argparse.Namespace) -> int:
     """Run one admin command; map failures to a one-line stderr message and exit 1."""
-    from grpclib.exceptions import GRPCError
-
     if args.socket_path is None:
         args.socket_path = default_socket()
     try:
-        asyncio.run(_call(handler, args))
-    except GRPCError as err:
-        return fail(f"{err.status.name}: {err.message}")
+        _call(handler, args)
+    except RpcError as err:
+        return fail(f"{err.status}: {err.message}")
+    except TimeoutError:
+        return fail(f"timed out after {RPC_TIMEOUT:.0f}s talking to {str(args.socket_path)!r}")
     except (ConnectionError, FileNotFoundError, OSError) as err:
         return fail(f"cannot reach the server admin socket {str(args.socket_path)!r}: "
                     f"{getattr(err, 'strerror', None) or err}")
-    except TimeoutError:
-        return fail(f"timed out after {RPC_TIMEOUT:.0f}s talking to {str(args.socket_path)!r}")
     except CliError as err:
         return fail(str(err))
     return 0

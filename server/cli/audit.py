@@ -119,9 +119,10 @@ def _verify_trail_file(args: argparse.Namespace) -> None:
 def add_parsers(sub: Any) -> None:
     audit = group(sub, "audit", "the tamper-evident audit trail")
     p = admin_parser(audit, "show", cmd_audit_show, "show audit records, oldest first")
-    p.add_argument("--since", type=expires_at_arg, default=0, help="Unix seconds or RFC 3339")
-    p.add_argument("--spiffe-id")
-    p.add_argument("--decision", choices=("allow", "deny"))
+    p.add_argument("--since", type=expires_at_arg, default=0, metavar="TIME",
+                   help="only records from then on: Unix seconds or RFC 3339")
+    p.add_argument("--spiffe-id", help="only records about this SPIFFE ID")
+    p.add_argument("--decision", choices=("allow", "deny"), help="only allowed or only denied requests")
     p = admin_parser(audit, "verify", cmd_audit_verify,
                      "verify the hash chain and its signed checkpoints; exit 1 naming the first broken record")
     p.add_argument("--anchor", help="a head written by 'audit export-head': the chain must still contain it")

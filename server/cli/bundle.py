@@ -1,4 +1,4 @@
-"""``spiffe-server bundle``: the server's bundle and federated bundles."""
+"""``spiffe-server bundle``: the server's bundle and federated bundles (show, list, count, set, delete)."""
 
 from __future__ import annotations
 
@@ -60,6 +60,13 @@ async def cmd_bundle_list(api: AdminAPIStub, args: argparse.Namespace) -> None:
               f"****************************************\n{bundle_text(b, args.format)}")
 
 
+async def cmd_bundle_count(api: AdminAPIStub, args: argparse.Namespace) -> None:
+    """bundle count"""
+    count = (await api.CountBundles(admin_pb2.CountRequest())).count
+    emit(args, {"count": count}, f"{count} bundle{'' if count == 1 else 's'} (this trust domain's and "
+                                 f"{count - 1} federated)")
+
+
 async def cmd_bundle_set(api: AdminAPIStub, args: argparse.Namespace) -> None:
     """bundle set"""
     bundle = _read_bundle(args)
@@ -75,11 +82,16 @@ async def cmd_bundle_delete(api: AdminAPIStub, args: argparse.Namespace) -> None
 
 def add_parsers(sub: Any) -> None:
     bundle = group(sub, "bundle", "trust bundles")
-    for name, handler in (("show", cmd_bundle_show), ("list", cmd_bundle_list)):
-        admin_parser(bundle, name, handler, f"{name} bundles").add_argument(
-            "--format", choices=("pem", "spiffe"), default="pem")
+    for name, handler, text in (("show", cmd_bundle_show, "show this trust domain's bundle"),
+                                ("list", cmd_bundle_list, "list the federated bundles")):
+        admin_parser(bundle, name, handler, text).add_argument(
+            "--format", choices=("pem", "spiffe"), default="pem",
+            help="pem: X.509 roots; spiffe: SPIFFE bundle JSON (JWKS)")
+    admin_parser(bundle, "count", cmd_bundle_count, "count bundles: this trust domain's and the federated ones")
     p = admin_parser(bundle, "set", cmd_bundle_set, "create or replace a federated bundle")
-    p.add_argument("--id", required=True, help="trust domain")
-    p.add_argument("--path", default="-", help="file to read (- = stdin)")
-    p.add_argument("--format", choices=("pem", "spiffe"), default="pem")
-    admin_parser(bundle, "delete", cmd_bundle_delete, "delete a federated bundle").add_argument("--id", required=True)
+    p.add_argument("--id", required=True, help="trust domain of the bundle")
+    p.add_argument("--path", default="-", help="file to read ('-' = stdin)")
+    p.add_argument("--format", choices=("pem", "spiffe"), default="pem",
+                   help="pem: X.509 roots; spiffe: SPIFFE bundle JSON (JWKS)")
+    admin_parser(bundle, "delete", cmd_bundle_delete, "delete a federated bundle").add_argument(
+        "--id", required=True, help="trust domain of the bundle")

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from spiffe_py._cli import duration, fields, yes_no
 from spiffe_py._proto.spiffepy.server.v1 import admin_pb2, types_pb2
 from spiffe_py._text import printable
 from spiffe_server.cli._common import (
@@ -17,14 +18,16 @@ from spiffe_server.cli._common import (
     expires_at_arg,
     group,
     json_text,
+    listing,
     one_line,
     pages,
     pairs,
-    pretty,
+    pairs_text,
     read_file,
     seconds_arg,
     selector_pbs,
     selector_strings,
+    time_text,
 )
 
 if TYPE_CHECKING:
@@ -48,6 +51,30 @@ def entry_json(e: types_pb2.Entry) -> dict[str, Any]:
         "bind_to_process": e.bind_to_process, "max_lifetime": e.max_lifetime, "jwt_claims": dict(e.jwt_claims),
         "quarantined": e.quarantined,
     }
+
+
+def _ttl(seconds: int) -> str:
+    return duration(seconds) if seconds else "default"
+
+
+def entry_text(args: argparse.Namespace, e: dict[str, Any]) -> str:
+    """An entry (as :func:`entry_json` gives it) as aligned fields; optional fields only when set."""
+    rows: list[tuple[str, str | list[str]]] = [
+        ("Entry ID", e["id"]), ("SPIFFE ID", e["spiffe_id"]), ("Parent ID", e["parent_id"]),
+        ("Revision", str(e["revision"])), ("X509-SVID TTL", _ttl(e["x509_svid_ttl"])),
+        ("JWT-SVID TTL", _ttl(e["jwt_svid_ttl"])), ("Selectors", e["selectors"])]
+    optional: list[tuple[str, Any, Any]] = [
+        ("DNS names", e["dns_names"], e["dns_names"]), ("Hint", e["hint"], e["hint"]),
+        ("Admin", e["admin"], "yes"), ("Downstream", e["downstream"], "yes"),
+        ("Federates with", e["federates_with"], e["federates_with"]),
+        ("Expires at", e["expires_at"], time_text(args, e["expires_at"])),
+        ("Max lifetime", e["max_lifetime"], duration(e["max_lifetime"])),
+        ("Bind to process", e["bind_to_process"], "yes"),
+        ("Labels", e["labels"], pairs_text(e["labels"])), ("JWT claims", e["jwt_claims"], pairs_text(e["jwt_claims"])),
+        ("Quarantined", e["quarantined"], yes_no(e["quarantined"]))]
+    rows += [(label, shown) for label, value, shown in optional if value]
+    rows.append(("Created at", time_text(args, e["created_at"], expiry=False)))
+    return fields(rows)
 
 
 def entry_from_args(args: argparse.Namespace) -> types_pb2.Entry:
@@ -212,8 +239,9 @@ async def _batched(api: AdminAPIStub, args: argparse.Namespace, *, update: bool)
     results: list[dict[str, Any]] = []
     for start in range(0, len(entries), BATCH_SIZE):
         chunk = entries[start:start + BATCH_SIZE]
-        req: Any = (admin_pb2.BatchUpdateEntryRequest(entries=chunk) if update
-                    else admin_pb2.BatchCreateEntryRequest(entries=chunk))
+        allow = args.allow_unknown_selector
+        req: Any = (admin_pb2.BatchUpdateEntryRequest(entries=chunk, allow_unknown_selectors=allow) if update
+                    else admin_pb2.BatchCreateEntryRequest(entries=chunk, allow_unknown_selectors=allow))
         resp = await call(req)
         results.extend({"status": _status_json(r.status), **({"entry": entry_json(r.entry)} if r.status.code == 0
                                                               else {"entry": _requested(e)})}
@@ -250,8 +278,9 @@ async def cmd_entry_create(api: AdminAPIStub, args: argparse.Namespace) -> None:
         return
     if not args.spiffe_id:
         raise CliError("entry create: give --spiffe-id (one entry) or --data FILE|- (a batch)")
-    entry = await api.CreateEntry(admin_pb2.CreateEntryRequest(entry=entry_from_args(args)))
-    emit(args, entry_json(entry))
+    entry = entry_json(await api.CreateEntry(admin_pb2.CreateEntryRequest(
+        entry=entry_from_args(args), allow_unknown_selectors=args.allow_unknown_selector)))
+    emit(args, entry, entry_text(args, entry))
 
 
 async def cmd_entry_update(api: AdminAPIStub, args: argparse.Namespace) -> None:
@@ -263,12 +292,14 @@ async def cmd_entry_update(api: AdminAPIStub, args: argparse.Namespace) -> None:
     if not args.entry_id:
         raise CliError("entry update: give --entry-id (one entry) or --data FILE|- (a batch)")
     if args.spiffe_id is None:  # no --spiffe-id: a patch of labels / quarantine only
-        emit(args, entry_json(await api.PatchEntry(patch_from_args(args))))
+        entry = entry_json(await api.PatchEntry(patch_from_args(args)))
+        emit(args, entry, entry_text(args, entry))
         return
     if args.remove_label or args.clear_quarantine:
         raise CliError("--remove-label/--clear-quarantine: use without --spiffe-id (a patch, not a replace)")
-    entry = await api.UpdateEntry(admin_pb2.UpdateEntryRequest(entry=entry_from_args(args)))
-    emit(args, entry_json(entry))
+    entry = entry_json(await api.UpdateEntry(admin_pb2.UpdateEntryRequest(
+        entry=entry_from_args(args), allow_unknown_selectors=args.allow_unknown_selector)))
+    emit(args, entry, entry_text(args, entry))
 
 
 async def cmd_entry_delete(api: AdminAPIStub, args: argparse.Namespace) -> None:
@@ -293,7 +324,7 @@ async def cmd_entry_show(api: AdminAPIStub, args: argparse.Namespace) -> None:
     """entry show: one entry, or every matching entry printed page by page as it arrives."""
     if args.entry_id:
         entry = entry_json(await api.GetEntry(admin_pb2.GetEntryRequest(id=args.entry_id)))
-        emit(args, {"entries": [entry]}, f"Found 1 entries\n{pretty(entry)}")
+        emit(args, {"entries": [entry]}, listing("Found 1 entry", [entry_text(args, entry)]))
         return
     req = admin_pb2.ListEntriesRequest(spiffe_id=args.spiffe_id or "", parent_id=args.parent_id or "",
                                        selectors=selector_pbs(args.selector), page_size=1000)
@@ -309,47 +340,74 @@ async def cmd_entry_show(api: AdminAPIStub, args: argparse.Namespace) -> None:
             first = False
         out.write("]\n}\n" if first else "\n  ]\n}\n")
         return
-    texts = [pretty(entry_json(e)) async for e in stream]
-    print(printable(f"Found {len(texts)} entries\n" + "\n\n".join(texts), keep_layout=True))
+    texts = [entry_text(args, entry_json(e)) async for e in stream]
+    print(printable(listing(f"Found {len(texts)} {'entry' if len(texts) == 1 else 'entries'}", texts),
+                    keep_layout=True))
 
 
 async def cmd_entry_count(api: AdminAPIStub, args: argparse.Namespace) -> None:
     """entry count"""
-    count = (await api.CountEntries(admin_pb2.CountRequest())).count
-    emit(args, {"count": count}, f"{count} registration entries")
+    if args.match_selectors and not args.selector:
+        raise CliError("--match-selectors: needs --selector")
+    req = admin_pb2.CountEntriesRequest(spiffe_id=args.spiffe_id or "", parent_id=args.parent_id or "",
+                                        selectors=selector_pbs(args.selector), hint=args.hint or "",
+                                        match_selectors=args.match_selectors or "")
+    filtered = req != admin_pb2.CountEntriesRequest()
+    count = (await (api.CountEntriesMatching(req) if filtered else api.CountEntries(admin_pb2.CountRequest()))).count
+    emit(args, {"count": count}, f"{count} registration {'entry' if count == 1 else 'entries'}")
 
 
 async def cmd_entry_quarantine(api: AdminAPIStub, args: argparse.Namespace) -> None:
     """entry quarantine"""
-    entry = await api.QuarantineEntry(admin_pb2.QuarantineEntryRequest(id=args.entry_id, reason=args.reason))
-    emit(args, entry_json(entry))
+    entry = entry_json(await api.QuarantineEntry(admin_pb2.QuarantineEntryRequest(id=args.entry_id,
+                                                                                reason=args.reason)))
+    emit(args, entry, entry_text(args, entry))
 
 
 # -- parsers -------------------------------------------------------------------------------------
 
 
 def _entry_flags(p: argparse.ArgumentParser, *, update: bool) -> None:
-    p.add_argument("--data", help="JSON file ('-' = stdin) of {\"entries\": [...]}: a batch instead of the flags")
-    p.add_argument("--entry-id", default="", help="the entry to update" if update else "id for the new entry")
-    p.add_argument("--spiffe-id", help="update: omit to patch labels/quarantine only")
-    p.add_argument("--parent-id")
+    p.add_argument("--data", metavar="FILE",
+                   help="JSON file ('-' = stdin) of {\"entries\": [...]}: a batch instead of the flags")
+    p.add_argument("--entry-id", default="",
+                   help="the entry to update" if update else "ID for the new entry (generated when omitted)")
+    p.add_argument("--spiffe-id", help="SPIFFE ID of the workload" + ("; omit to patch labels/quarantine only"
+                                                                      if update else ""))
+    p.add_argument("--parent-id", help="SPIFFE ID of the agent (or node alias) the workload runs under")
     p.add_argument("--node", action="store_true", help="parent is the server: a node-alias entry")
-    p.add_argument("--selector", action="append", help="type:value (repeat)")
-    p.add_argument("--x509-svid-ttl", type=seconds_arg, default=0, help="e.g. 1h, 90s or seconds")
-    p.add_argument("--jwt-svid-ttl", type=seconds_arg, default=0, help="e.g. 5m, 90s or seconds")
-    p.add_argument("--dns-name", action="append")
-    p.add_argument("--hint", default="")
-    p.add_argument("--admin", action="store_true")
-    p.add_argument("--downstream", action="store_true")
-    p.add_argument("--federates-with", action="append")
-    p.add_argument("--label", action="append", help="k=v (repeat)")
-    p.add_argument("--expires-at", type=expires_at_arg, default=0, help="task end: Unix seconds or RFC 3339")
-    p.add_argument("--bind-to-process", action="store_true")
-    p.add_argument("--max-lifetime", type=seconds_arg, default=0, help="e.g. 1h, 90s or seconds")
-    p.add_argument("--jwt-claim", action="append", help="k=v (repeat)")
+    p.add_argument("--selector", action="append", metavar="TYPE:VALUE",
+                   help="selector the workload must have, e.g. unix:uid:1000 (repeat)")
+    p.add_argument("--allow-unknown-selector", action="store_true",
+                   help="accept selector types the server knows no attestor for (agent-only attestors)")
+    p.add_argument("--x509-svid-ttl", type=seconds_arg, default=0, metavar="DURATION",
+                   help="X509-SVID lifetime, e.g. 1h, 90s or seconds; 0 = the server's default")
+    p.add_argument("--jwt-svid-ttl", type=seconds_arg, default=0, metavar="DURATION",
+                   help="JWT-SVID lifetime, e.g. 5m, 90s or seconds; 0 = the server's default")
+    p.add_argument("--dns-name", action="append", help="DNS SAN of the X509-SVID (repeat)")
+    p.add_argument("--hint", default="", help="hint passed to workloads to tell their SVIDs apart")
+    p.add_argument("--admin", action="store_true", help="the SVID may call the admin API")
+    p.add_argument("--downstream", action="store_true", help="the SVID may sign downstream SVIDs")
+    p.add_argument("--federates-with", action="append", metavar="TRUST_DOMAIN",
+                   help="trust domain whose bundle the workload also gets (repeat)")
+    p.add_argument("--label", action="append", metavar="KEY=VALUE", help="label of the entry (repeat)")
+    p.add_argument("--expires-at", type=expires_at_arg, default=0, metavar="TIME",
+                   help="task end: Unix seconds or RFC 3339; 0 = never")
+    p.add_argument("--bind-to-process", action="store_true",
+                   help="the SVID is valid only for the process that fetched it")
+    p.add_argument("--max-lifetime", type=seconds_arg, default=0, metavar="DURATION",
+                   help="task end relative to creation, e.g. 1h; 0 = none")
+    p.add_argument("--jwt-claim", action="append", metavar="KEY=VALUE", help="extra JWT-SVID claim (repeat)")
     if update:
-        p.add_argument("--remove-label", action="append", help="key (repeat); patch mode")
+        p.add_argument("--remove-label", action="append", metavar="KEY", help="label to remove (repeat); patch mode")
         p.add_argument("--clear-quarantine", action="store_true", help="allow minting again; patch mode")
+
+
+def _filters(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--spiffe-id", help="only entries with this SPIFFE ID")
+    p.add_argument("--parent-id", help="only entries with this parent ID")
+    p.add_argument("--selector", action="append", metavar="TYPE:VALUE",
+                   help="only entries with exactly these selectors (repeat)")
 
 
 def add_parsers(sub: Any) -> None:
@@ -359,15 +417,18 @@ def add_parsers(sub: Any) -> None:
     _entry_flags(admin_parser(entry, "update", cmd_entry_update, "replace an entry, or a --data batch"),
                  update=True)
     p = admin_parser(entry, "delete", cmd_entry_delete, "delete an entry, or a --data batch of ids")
-    p.add_argument("--entry-id")
-    p.add_argument("--data", help='JSON file (\'-\' = stdin) of {"ids": [...]}')
-    p = admin_parser(entry, "show", cmd_entry_show, "show entries")
-    p.add_argument("--entry-id")
-    p.add_argument("--spiffe-id")
-    p.add_argument("--parent-id")
-    p.add_argument("--selector", action="append")
-    admin_parser(entry, "count", cmd_entry_count, "count entries")
+    p.add_argument("--entry-id", help="the entry to delete")
+    p.add_argument("--data", metavar="FILE", help='JSON file (\'-\' = stdin) of {"ids": [...]}')
+    p = admin_parser(entry, "show", cmd_entry_show, "show one entry, or every entry matching the filters")
+    p.add_argument("--entry-id", help="the entry to show (the filters are ignored)")
+    _filters(p)
+    p = admin_parser(entry, "count", cmd_entry_count, "count entries, or those matching the filters")
+    _filters(p)
+    p.add_argument("--match-selectors", choices=("exact", "subset", "superset", "any"),
+                   help="how --selector compares: exact (default) same set, subset entry's within them, "
+                        "superset entry's include them, any one in common")
+    p.add_argument("--hint", help="only entries with this hint")
     p = admin_parser(entry, "quarantine", cmd_entry_quarantine,
                      "quarantine an entry: revoke its SVIDs, mint nothing until --clear-quarantine")
-    p.add_argument("--entry-id", required=True)
+    p.add_argument("--entry-id", required=True, help="the entry to quarantine")
     p.add_argument("--reason", default="", help="shown in denials and the audit trail")

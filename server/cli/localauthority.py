@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
+from spiffe_py._cli import fields, yes_no
 from spiffe_py._proto.spiffepy.server.v1 import admin_pb2
-from spiffe_server.cli._common import CliError, admin_parser, emit, group, pretty
+from spiffe_server.cli._common import CliError, admin_parser, emit, group, listing, time_text
 
 if TYPE_CHECKING:
     from spiffe_py._proto.spiffepy.server.v1.admin_grpc import AdminAPIStub
@@ -24,7 +25,12 @@ async def cmd_localauthority(api: AdminAPIStub, args: argparse.Namespace) -> Non
     resp = await rpc(admin_pb2.LocalAuthorityRequest(kind=args.kind, authority_id=args.authority_id or ""))
     items = [{"authority_id": a.authority_id, "status": a.status, "not_before": a.not_before,
               "not_after": a.not_after, "tainted": a.tainted} for a in resp.authorities]
-    emit(args, {"authorities": items}, "\n\n".join(pretty(a) for a in items))
+    texts = [fields([("Authority ID", a["authority_id"]), ("Status", a["status"]),
+                     ("Not before", time_text(args, a["not_before"], expiry=False)),
+                     ("Not after", time_text(args, a["not_after"])), ("Tainted", yes_no(a["tainted"]))])
+             for a in items]
+    emit(args, {"authorities": items},
+         listing(f"{len(items)} {args.kind} authorit{'y' if len(items) == 1 else 'ies'}", texts))
 
 
 def add_parsers(sub: Any) -> None:

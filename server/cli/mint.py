@@ -89,20 +89,23 @@ async def cmd_jwt_mint(api: AdminAPIStub, args: argparse.Namespace) -> None:
     if args.write:
         with _writing(Path(args.write)):
             write_private(Path(args.write), resp.token.encode())
-    emit(args, {"token": resp.token, "expires_at": resp.expires_at}, resp.token)
+    emit(args, {"token": resp.token, "expires_at": resp.expires_at},
+         f"{args.write} written" if args.write else resp.token)
 
 
 def add_parsers(sub: Any) -> None:
-    x509_cmd = group(sub, "x509", "X.509-SVIDs")
+    x509_cmd = group(sub, "x509", "X.509-SVIDs without an entry")
     p = admin_parser(x509_cmd, "mint", cmd_x509_mint, "mint an X.509-SVID")
-    p.add_argument("--spiffe-id", required=True)
-    p.add_argument("--ttl", type=seconds_arg, default=0, help="e.g. 1h, 90s or seconds (default: the server's)")
-    p.add_argument("--dns-name", action="append")
-    p.add_argument("--write", help="directory for svid.pem, key.pem, bundle.pem")
+    p.add_argument("--spiffe-id", required=True, help="SPIFFE ID of the SVID")
+    p.add_argument("--ttl", type=seconds_arg, default=0, metavar="DURATION",
+                   help="e.g. 1h, 90s or seconds (default: the server's)")
+    p.add_argument("--dns-name", action="append", help="DNS SAN (repeat); the first is also the subject CN")
+    p.add_argument("--write", metavar="DIR", help="directory for svid.pem, key.pem (0600), bundle.pem")
 
-    jwt_cmd = group(sub, "jwt", "JWT-SVIDs")
+    jwt_cmd = group(sub, "jwt", "JWT-SVIDs without an entry")
     p = admin_parser(jwt_cmd, "mint", cmd_jwt_mint, "mint a JWT-SVID")
-    p.add_argument("--spiffe-id", required=True)
-    p.add_argument("--audience", action="append", required=True)
-    p.add_argument("--ttl", type=seconds_arg, default=0, help="e.g. 5m, 90s or seconds (default: the server's)")
-    p.add_argument("--write", help="file for the token (0600)")
+    p.add_argument("--spiffe-id", required=True, help="SPIFFE ID of the SVID (the sub claim)")
+    p.add_argument("--audience", action="append", required=True, help="aud claim (repeat)")
+    p.add_argument("--ttl", type=seconds_arg, default=0, metavar="DURATION",
+                   help="e.g. 5m, 90s or seconds (default: the server's)")
+    p.add_argument("--write", metavar="FILE", help="file for the token (0600)")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
+from spiffe_py._cli import fields
 from spiffe_py._proto.spiffepy.server.v1 import admin_pb2, types_pb2
-from spiffe_server.cli._common import CliError, admin_parser, all_pages, emit, group, pretty
+from spiffe_server.cli._common import CliError, admin_parser, all_pages, emit, group, listing, time_text
 
 if TYPE_CHECKING:
     from spiffe_py._proto.spiffepy.server.v1.admin_grpc import AdminAPIStub
@@ -18,9 +19,20 @@ def revocation_json(r: types_pb2.Revocation) -> dict[str, Any]:
             "agent_id": r.agent_id, "reason": r.reason, "revoked_at": r.revoked_at, "expires_at": r.expires_at}
 
 
+def revocation_text(args: argparse.Namespace, r: dict[str, Any]) -> str:
+    """A revocation as aligned fields."""
+    rows: list[tuple[str, str | list[str]]] = [
+        ("Kind", r["kind"]), ("Serial" if r["kind"] == "x509" else "JWT ID", r["value"]), ("SPIFFE ID", r["spiffe_id"]),
+        ("Entry ID", r["entry_id"] or "-"), ("Agent ID", r["agent_id"] or "-"), ("Reason", r["reason"] or "-"),
+        ("Revoked at", time_text(args, r["revoked_at"], expiry=False)),
+        ("SVID expires at", time_text(args, r["expires_at"]))]
+    return fields(rows)
+
+
 def _emit_revoked(args: argparse.Namespace, resp: admin_pb2.RevokeResponse) -> None:
     revs = [revocation_json(r) for r in resp.revocations]
-    emit(args, {"revocations": revs}, f"Revoked {len(revs)} SVIDs\n" + "\n\n".join(pretty(r) for r in revs))
+    emit(args, {"revocations": revs},
+         listing(f"Revoked {len(revs)} SVID{'' if len(revs) == 1 else 's'}", [revocation_text(args, r) for r in revs]))
 
 
 async def cmd_revoke_svid(api: AdminAPIStub, args: argparse.Namespace) -> None:
@@ -52,7 +64,8 @@ async def cmd_revocation_list(api: AdminAPIStub, args: argparse.Namespace) -> No
     revs: list[types_pb2.Revocation] = await all_pages(
         api.ListRevocations, admin_pb2.ListRevocationsRequest(page_size=1000), lambda page: page.revocations)
     items = [revocation_json(r) for r in revs]
-    emit(args, {"revocations": items}, f"Found {len(items)} revocations\n" + "\n\n".join(pretty(r) for r in items))
+    emit(args, {"revocations": items}, listing(f"Found {len(items)} revocation{'' if len(items) == 1 else 's'}",
+                                               [revocation_text(args, r) for r in items]))
 
 
 def add_parsers(sub: Any) -> None:
@@ -61,11 +74,11 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--serial", help="X.509-SVID serial number (hex)")
     p.add_argument("--jti", help="JWT-SVID ID")
     p = admin_parser(revoke, "entry", cmd_revoke_entry, "revoke every SVID issued under an entry")
-    p.add_argument("--entry-id", required=True)
+    p.add_argument("--entry-id", required=True, help="the entry whose SVIDs to revoke")
     p.add_argument("--delete", action="store_true", help="also delete the entry")
     p = admin_parser(revoke, "agent", cmd_revoke_agent, "evict an agent and revoke every SVID issued to it")
-    p.add_argument("--spiffe-id", required=True)
+    p.add_argument("--spiffe-id", required=True, help="the agent's ID")
     for action in revoke.choices.values():
         action.add_argument("--reason", default="", help="recorded with the revocation")
-    revocation = group(sub, "revocation", "revocations")
+    revocation = group(sub, "revocation", "revocations in force")
     admin_parser(revocation, "list", cmd_revocation_list, "list unexpired revocations")

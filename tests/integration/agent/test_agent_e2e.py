@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ from grpclib.exceptions import GRPCError
 from spiffe_py import _pem
 from spiffe_py._proto import workload_pb2
 from spiffe_py._proto.workload_grpc import SpiffeWorkloadAPIStub
-from tests.integration.agent.conftest import TD, Env, x509_stream
+from tests.integration.agent.conftest import TD, VENV_BIN, Env, x509_stream
 
 pytestmark = pytest.mark.slow
 
@@ -88,6 +89,29 @@ def test_cli_validate_rejects_wrong_audience(env: Env) -> None:
     assert bad.returncode == 1
     assert "INVALID_ARGUMENT" in bad.stderr
     assert svid not in bad.stderr  # no token in error output
+
+
+def test_cli_fetch_defaults_to_x509_and_pretty_output_has_no_reprs(env: Env) -> None:
+    out = env.agent_cli("api", "fetch").stdout  # no kind: x509, as in SPIRE
+    assert out.startswith("Received 1 X509-SVID\n")
+    assert f"SPIFFE ID    : {WORKLOAD_ID}" in out.splitlines()
+    assert re.search(r"^Expires at   : \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \(in \d+[smh]\)$", out, re.M), out
+    token = json.loads(env.agent_cli("api", "fetch", "jwt", "--audience", "svc-b", "--output", "json").stdout)[0]
+    valid = env.agent_cli("api", "validate", "jwt", "--audience", "svc-b", "--svid", token["svid"]).stdout
+    assert valid.startswith("SVID is valid.\n")
+    assert re.search(r"^exp +: \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \(in \d+[smh]\)$", valid, re.M), valid
+    assert re.search(r"^aud +: svc-b$", valid, re.M), valid
+    for text in (out, valid):
+        assert not re.search(r"[{}']", text), text  # no Python reprs
+
+
+def test_each_cli_names_the_other_kind_of_socket(env: Env) -> None:
+    agent = subprocess.run([str(VENV_BIN / "spiffe-agent"), "api", "fetch", "--socket-path", str(env.admin_socket)],
+                           capture_output=True, text=True, timeout=60, check=False)
+    assert agent.returncode == 1 and "this is not a SPIFFE Workload API (spiffe-agent) socket" in agent.stderr
+    server = subprocess.run([str(VENV_BIN / "spiffe-server"), "entry", "count", "--socket-path", str(env.socket_path)],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert server.returncode == 1 and "this is not a spiffe-server admin socket" in server.stderr, server.stderr
 
 
 async def test_missing_security_header_is_invalid_argument_we05(env: Env) -> None:

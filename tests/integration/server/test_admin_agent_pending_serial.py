@@ -1,7 +1,8 @@
 """`spiffe-server agent show|list` print an agent's pending SVID serial while there is one.
 
 A real RenewAgent (the test client plays the agent) leaves the new SVID pending; the CLI then
-shows it as ``new_serial``/``new_expires_at`` beside the current ``serial``. The first call made
+shows it as ``new_serial``/``new_expires_at`` (pretty: ``New serial``/``New expires at``) beside the current
+``serial``. The first call made
 with the new SVID promotes it, and the pending fields disappear again (docs/security.md).
 """
 
@@ -13,6 +14,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from grpclib.const import Status
 
+from spiffe_py._cli import rfc3339
 from spiffe_py._proto.spiffepy.server.v1 import agent_pb2
 from spiffe_server.revocation import serial_hex
 from tests.integration.server.agent_client import TestAgent, agent_channel, attest, csr_for, server_roots
@@ -36,6 +38,11 @@ def _show(srv: ServerProc, agent: TestAgent) -> dict[str, Any]:
 
 def _pretty(srv: ServerProc, agent: TestAgent) -> str:
     return srv.cli("agent", "show", "--spiffe-id", agent.spiffe_id, "--output", "pretty").stdout
+
+
+def _field(lines: list[str], label: str) -> str:
+    """The value of the aligned ``label : value`` line."""
+    return next(line.split(" : ", 1)[1] for line in lines if line.split(" : ", 1)[0].strip() == label)
 
 
 async def _renew(srv: ServerProc, agent: TestAgent, roots: str) -> TestAgent:
@@ -63,7 +70,7 @@ async def test_agent_show_and_list_print_the_pending_serial_until_it_is_promoted
     fresh = _show(server, old)
     assert fresh["serial"] == _serial(old)
     assert "new_serial" not in fresh and "new_expires_at" not in fresh  # nothing pending: nothing extra
-    assert "new_" not in _pretty(server, old)
+    assert "New serial" not in _pretty(server, old)
 
     new = await _renew(server, old, roots)
     assert _serial(new) != _serial(old)
@@ -72,14 +79,15 @@ async def test_agent_show_and_list_print_the_pending_serial_until_it_is_promoted
     assert (shown["new_serial"], shown["new_expires_at"]) == (_serial(new), _not_after(new))
     assert server.cli_json("agent", "list")["agents"] == [shown]
     pretty = _pretty(server, old).splitlines()
-    assert f"serial: {_serial(old)}" in pretty
-    assert f"new_serial: {_serial(new)}" in pretty and f"new_expires_at: {_not_after(new)}" in pretty
+    assert _field(pretty, "Serial") == _serial(old)
+    assert _field(pretty, "New serial") == _serial(new)
+    assert _field(pretty, "New expires at").startswith(rfc3339(_not_after(new)) + " (in ")
     listed = server.cli("agent", "list", "--output", "pretty").stdout.splitlines()
-    assert f"new_serial: {_serial(new)}" in listed
+    assert _field(listed, "New serial") == _serial(new) and _field(listed, "Status") == "active"
 
     await _mint(server, new, roots, entry_id)  # first use of the new SVID promotes it
     promoted = _show(server, old)
     assert (promoted["serial"], promoted["expires_at"]) == (_serial(new), _not_after(new))
     assert "new_serial" not in promoted and "new_expires_at" not in promoted
-    assert "new_" not in _pretty(server, old)
-    assert "new_" not in server.cli("agent", "list", "--output", "pretty").stdout
+    assert "New serial" not in _pretty(server, old)
+    assert "New serial" not in server.cli("agent", "list", "--output", "pretty").stdout

@@ -171,7 +171,7 @@ def test_cli_escapes_control_characters_it_echoes(srv: ServerProc) -> None:
     try:
         pretty = srv.cli("entry", "show", "--entry-id", created["id"]).stdout
         assert ESC not in pretty and "\x07" not in pretty
-        assert "labels: note=x\\x1b[2J\\x1b]0;pwned\\x07" in pretty
+        assert "Labels        : note=x\\x1b[2J\\x1b]0;pwned\\x07" in pretty
         raw = srv.cli("entry", "show", "--entry-id", created["id"], "--output", "json").stdout
         assert ESC not in raw and json.loads(raw)["entries"][0]["labels"]["note"] == f"x{ESC}[2J{ESC}]0;pwned\x07"
         err = srv.cli("entry", "show", "--entry-id", f"no{ESC}[2Jsuch", check=False)
@@ -231,8 +231,9 @@ def test_unused_join_token_is_not_shown_by_entry_show(srv: ServerProc) -> None:
     assert [e["parent_id"] for e in json.loads(shown)["entries"]] == [token["agent_id"]]
     assert token["value"] not in srv.cli("entry", "show").stdout
     pretty = srv.cli("token", "generate").stdout.splitlines()
-    assert pretty[0].startswith("Token: ") and pretty[1].startswith(f"Agent ID: {TD}/spire/agent/join_token/")
-    assert pretty[0].removeprefix("Token: ") not in pretty[1]
+    assert pretty[0].startswith("Token      : ")
+    assert pretty[1].startswith(f"Agent ID   : {TD}/spire/agent/join_token/")
+    assert pretty[0].removeprefix("Token      : ") not in pretty[1]
 
 
 async def test_join_token_agent_gets_the_advertised_id_and_its_alias(server: ServerProc) -> None:

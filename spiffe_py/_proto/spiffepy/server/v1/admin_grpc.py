@@ -155,6 +155,30 @@ class AdminAPIBase(abc.ABC):
     async def RevokeLocalAuthority(self, stream: 'grpclib.server.Stream[spiffe_py._proto.spiffepy.server.v1.admin_pb2.LocalAuthorityRequest, spiffe_py._proto.spiffepy.server.v1.admin_pb2.LocalAuthorityResponse]') -> None:
         pass
 
+    @abc.abstractmethod
+    async def PurgeAgents(self, stream: 'grpclib.server.Stream[spiffe_py._proto.spiffepy.server.v1.admin_pb2.PurgeAgentsRequest, spiffe_py._proto.spiffepy.server.v1.admin_pb2.PurgeAgentsResponse]') -> None:
+        pass
+
+    @abc.abstractmethod
+    async def CountEntriesMatching(self, stream: 'grpclib.server.Stream[spiffe_py._proto.spiffepy.server.v1.admin_pb2.CountEntriesRequest, spiffe_py._proto.spiffepy.server.v1.admin_pb2.CountResponse]') -> None:
+        pass
+
+    @abc.abstractmethod
+    async def CountBundles(self, stream: 'grpclib.server.Stream[spiffe_py._proto.spiffepy.server.v1.admin_pb2.CountRequest, spiffe_py._proto.spiffepy.server.v1.admin_pb2.CountResponse]') -> None:
+        pass
+
+    @abc.abstractmethod
+    async def GetLogger(self, stream: 'grpclib.server.Stream[spiffe_py._proto.spiffepy.server.v1.admin_pb2.GetLoggerRequest, spiffe_py._proto.spiffepy.server.v1.admin_pb2.Logger]') -> None:
+        pass
+
+    @abc.abstractmethod
+    async def SetLogLevel(self, stream: 'grpclib.server.Stream[spiffe_py._proto.spiffepy.server.v1.admin_pb2.SetLogLevelRequest, spiffe_py._proto.spiffepy.server.v1.admin_pb2.Logger]') -> None:
+        pass
+
+    @abc.abstractmethod
+    async def ResetLogLevel(self, stream: 'grpclib.server.Stream[spiffe_py._proto.spiffepy.server.v1.admin_pb2.ResetLogLevelRequest, spiffe_py._proto.spiffepy.server.v1.admin_pb2.Logger]') -> None:
+        pass
+
     def __mapping__(self) -> typing.Dict[str, grpclib.const.Handler]:
         return {
             '/spiffepy.server.v1.AdminAPI/CreateEntry': grpclib.const.Handler(
@@ -366,6 +390,42 @@ class AdminAPIBase(abc.ABC):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 spiffe_py._proto.spiffepy.server.v1.admin_pb2.LocalAuthorityRequest,
                 spiffe_py._proto.spiffepy.server.v1.admin_pb2.LocalAuthorityResponse,
+            ),
+            '/spiffepy.server.v1.AdminAPI/PurgeAgents': grpclib.const.Handler(
+                self.PurgeAgents,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.PurgeAgentsRequest,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.PurgeAgentsResponse,
+            ),
+            '/spiffepy.server.v1.AdminAPI/CountEntriesMatching': grpclib.const.Handler(
+                self.CountEntriesMatching,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.CountEntriesRequest,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.CountResponse,
+            ),
+            '/spiffepy.server.v1.AdminAPI/CountBundles': grpclib.const.Handler(
+                self.CountBundles,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.CountRequest,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.CountResponse,
+            ),
+            '/spiffepy.server.v1.AdminAPI/GetLogger': grpclib.const.Handler(
+                self.GetLogger,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.GetLoggerRequest,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.Logger,
+            ),
+            '/spiffepy.server.v1.AdminAPI/SetLogLevel': grpclib.const.Handler(
+                self.SetLogLevel,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.SetLogLevelRequest,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.Logger,
+            ),
+            '/spiffepy.server.v1.AdminAPI/ResetLogLevel': grpclib.const.Handler(
+                self.ResetLogLevel,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.ResetLogLevelRequest,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.Logger,
             ),
         }
 
@@ -582,4 +642,40 @@ class AdminAPIStub:
             '/spiffepy.server.v1.AdminAPI/RevokeLocalAuthority',
             spiffe_py._proto.spiffepy.server.v1.admin_pb2.LocalAuthorityRequest,
             spiffe_py._proto.spiffepy.server.v1.admin_pb2.LocalAuthorityResponse,
+        )
+        self.PurgeAgents = grpclib.client.UnaryUnaryMethod(
+            channel,
+            '/spiffepy.server.v1.AdminAPI/PurgeAgents',
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.PurgeAgentsRequest,
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.PurgeAgentsResponse,
+        )
+        self.CountEntriesMatching = grpclib.client.UnaryUnaryMethod(
+            channel,
+            '/spiffepy.server.v1.AdminAPI/CountEntriesMatching',
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.CountEntriesRequest,
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.CountResponse,
+        )
+        self.CountBundles = grpclib.client.UnaryUnaryMethod(
+            channel,
+            '/spiffepy.server.v1.AdminAPI/CountBundles',
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.CountRequest,
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.CountResponse,
+        )
+        self.GetLogger = grpclib.client.UnaryUnaryMethod(
+            channel,
+            '/spiffepy.server.v1.AdminAPI/GetLogger',
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.GetLoggerRequest,
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.Logger,
+        )
+        self.SetLogLevel = grpclib.client.UnaryUnaryMethod(
+            channel,
+            '/spiffepy.server.v1.AdminAPI/SetLogLevel',
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.SetLogLevelRequest,
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.Logger,
+        )
+        self.ResetLogLevel = grpclib.client.UnaryUnaryMethod(
+            channel,
+            '/spiffepy.server.v1.AdminAPI/ResetLogLevel',
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.ResetLogLevelRequest,
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.Logger,
         )

@@ -8,16 +8,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class CreateEntryRequest(_message.Message):
-    __slots__ = ("entry",)
+    __slots__ = ("entry", "allow_unknown_selectors")
     ENTRY_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_UNKNOWN_SELECTORS_FIELD_NUMBER: _ClassVar[int]
     entry: _types_pb2.Entry
-    def __init__(self, entry: _Optional[_Union[_types_pb2.Entry, _Mapping]] = ...) -> None: ...
+    allow_unknown_selectors: bool
+    def __init__(self, entry: _Optional[_Union[_types_pb2.Entry, _Mapping]] = ..., allow_unknown_selectors: _Optional[bool] = ...) -> None: ...
 
 class UpdateEntryRequest(_message.Message):
-    __slots__ = ("entry",)
+    __slots__ = ("entry", "allow_unknown_selectors")
     ENTRY_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_UNKNOWN_SELECTORS_FIELD_NUMBER: _ClassVar[int]
     entry: _types_pb2.Entry
-    def __init__(self, entry: _Optional[_Union[_types_pb2.Entry, _Mapping]] = ...) -> None: ...
+    allow_unknown_selectors: bool
+    def __init__(self, entry: _Optional[_Union[_types_pb2.Entry, _Mapping]] = ..., allow_unknown_selectors: _Optional[bool] = ...) -> None: ...
 
 class DeleteEntryRequest(_message.Message):
     __slots__ = ("id",)
@@ -58,16 +62,20 @@ class ListEntriesResponse(_message.Message):
     def __init__(self, entries: _Optional[_Iterable[_Union[_types_pb2.Entry, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class BatchCreateEntryRequest(_message.Message):
-    __slots__ = ("entries",)
+    __slots__ = ("entries", "allow_unknown_selectors")
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_UNKNOWN_SELECTORS_FIELD_NUMBER: _ClassVar[int]
     entries: _containers.RepeatedCompositeFieldContainer[_types_pb2.Entry]
-    def __init__(self, entries: _Optional[_Iterable[_Union[_types_pb2.Entry, _Mapping]]] = ...) -> None: ...
+    allow_unknown_selectors: bool
+    def __init__(self, entries: _Optional[_Iterable[_Union[_types_pb2.Entry, _Mapping]]] = ..., allow_unknown_selectors: _Optional[bool] = ...) -> None: ...
 
 class BatchUpdateEntryRequest(_message.Message):
-    __slots__ = ("entries",)
+    __slots__ = ("entries", "allow_unknown_selectors")
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_UNKNOWN_SELECTORS_FIELD_NUMBER: _ClassVar[int]
     entries: _containers.RepeatedCompositeFieldContainer[_types_pb2.Entry]
-    def __init__(self, entries: _Optional[_Iterable[_Union[_types_pb2.Entry, _Mapping]]] = ...) -> None: ...
+    allow_unknown_selectors: bool
+    def __init__(self, entries: _Optional[_Iterable[_Union[_types_pb2.Entry, _Mapping]]] = ..., allow_unknown_selectors: _Optional[bool] = ...) -> None: ...
 
 class BatchDeleteEntryRequest(_message.Message):
     __slots__ = ("ids",)
@@ -394,3 +402,53 @@ class QuarantineEntryRequest(_message.Message):
     id: str
     reason: str
     def __init__(self, id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class CountEntriesRequest(_message.Message):
+    __slots__ = ("spiffe_id", "parent_id", "selectors", "match_selectors", "hint")
+    SPIFFE_ID_FIELD_NUMBER: _ClassVar[int]
+    PARENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SELECTORS_FIELD_NUMBER: _ClassVar[int]
+    MATCH_SELECTORS_FIELD_NUMBER: _ClassVar[int]
+    HINT_FIELD_NUMBER: _ClassVar[int]
+    spiffe_id: str
+    parent_id: str
+    selectors: _containers.RepeatedCompositeFieldContainer[_types_pb2.Selector]
+    match_selectors: str
+    hint: str
+    def __init__(self, spiffe_id: _Optional[str] = ..., parent_id: _Optional[str] = ..., selectors: _Optional[_Iterable[_Union[_types_pb2.Selector, _Mapping]]] = ..., match_selectors: _Optional[str] = ..., hint: _Optional[str] = ...) -> None: ...
+
+class PurgeAgentsRequest(_message.Message):
+    __slots__ = ("expired_for", "dry_run")
+    EXPIRED_FOR_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    expired_for: int
+    dry_run: bool
+    def __init__(self, expired_for: _Optional[int] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+
+class PurgeAgentsResponse(_message.Message):
+    __slots__ = ("agents",)
+    AGENTS_FIELD_NUMBER: _ClassVar[int]
+    agents: _containers.RepeatedCompositeFieldContainer[_types_pb2.Agent]
+    def __init__(self, agents: _Optional[_Iterable[_Union[_types_pb2.Agent, _Mapping]]] = ...) -> None: ...
+
+class GetLoggerRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class SetLogLevelRequest(_message.Message):
+    __slots__ = ("level",)
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    level: str
+    def __init__(self, level: _Optional[str] = ...) -> None: ...
+
+class ResetLogLevelRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Logger(_message.Message):
+    __slots__ = ("current_level", "launch_level")
+    CURRENT_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    LAUNCH_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    current_level: str
+    launch_level: str
+    def __init__(self, current_level: _Optional[str] = ..., launch_level: _Optional[str] = ...) -> None: ...
