@@ -33,7 +33,9 @@ from spiffe_agent.audit import AgentAudit
 from spiffe_agent.config import AgentConfig
 from spiffe_agent.errors import AgentConfigError, WorkloadAttestationError
 from spiffe_agent.guard.decision import WorkloadGuard
-from spiffe_agent.manager.manager import Manager, ManagerConfig
+from spiffe_agent.health import HealthServer
+from spiffe_agent.manager.manager import AgentHealth, Manager, ManagerConfig
+from spiffe_agent.metrics import EXPIRY, ExpiryReading
 from spiffe_agent.workloadapi.coalesce import CoalescingServer, CoalescingTransport
 from spiffe_agent.workloadapi.handler import WorkloadApiHandler
 from spiffe_agent.workloadapi.introspection import with_health_and_reflection
@@ -75,6 +77,13 @@ def manager_config(cfg: AgentConfig) -> ManagerConfig:
         resync_interval=cfg.resync_interval,
         max_x509_svids=cfg.max_x509_svids,
     )
+
+
+def expiry_reading(health: AgentHealth) -> ExpiryReading:
+    """What the expiry gauges show, from the readiness checks."""
+    return ExpiryReading(agent_svid_not_after=health.agent_svid_not_after, cached_svids=health.cached_svids,
+                         earliest_cached_not_after=health.earliest_cached_not_after,
+                         expired_cached_svids=health.expired_cached_svids, ready=health.ready)
 
 
 def _check_socket_ancestor(directory: Path, child: Path, child_uid: int, euid: int) -> None:
@@ -221,8 +230,13 @@ async def _serve_with(cfg: AgentConfig, audit: AgentAudit) -> None:
         source=GuardedSource(ManagerSource(manager), guard),
         validator=JwtSvidValidator(clock),
     )
+    EXPIRY.watch(lambda: expiry_reading(manager.health()))
     if cfg.metrics_port:
         start_http_server(cfg.metrics_port, addr=cfg.metrics_address)
+    health_cfg = cfg.health_listener()
+    health = HealthServer(health_cfg, manager.health) if health_cfg is not None else None
+    if health is not None:
+        await health.start()  # /live answers from now on; /ready once attested and synced
     socket_path = Path(cfg.socket_path)
     prepare_socket_dir(socket_path)
     # one send() per response instead of three; the caller is captured as each connection is accepted;
@@ -249,6 +263,8 @@ async def _serve_with(cfg: AgentConfig, audit: AgentAudit) -> None:
             task.cancel()
         # let them finish unwinding (a forward in flight, its position file) before the audit log closes
         await asyncio.wait(background, timeout=SHUTDOWN_GRACE)
+        if health is not None:
+            health.close()
         server.close()
         # open Workload API streams never end on their own; do not wait for them forever
         with contextlib.suppress(TimeoutError):

@@ -29,6 +29,7 @@ from grpclib.exceptions import GRPCError
 from spiffe_agent.attest.registry import default_registry
 from spiffe_agent.config import (
     ENDPOINT_ENV,
+    LOG_FORMATS,
     LOG_LEVELS,
     ROOT_SOCKET_PATH,
     USER_SOCKET_PATH,
@@ -42,6 +43,7 @@ from spiffe_py import _pem
 from spiffe_py._cli import CliParser, add_version, fields, json_scalar, when
 from spiffe_py._proto import workload_pb2
 from spiffe_py._proto.workload_grpc import SpiffeWorkloadAPIStub
+from spiffe_py._serving.logs import configure_logging
 from spiffe_py._text import printable
 from spiffe_py.errors import SpiffeError
 from spiffe_py.fsutil import write_private, write_public
@@ -229,6 +231,8 @@ _RUN_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("--join-token", {"help": "single-use join token for the first attestation"}),
     ("--trust-bundle", {"help": "PEM file with the server's bootstrap trust anchors"}),
     ("--log-level", {"choices": LOG_LEVELS, "help": "(config log_level; default info)"}),
+    ("--log-format", {"choices": LOG_FORMATS, "help": "text or json, one object per line (config log_format; "
+                                                      "default text)"}),
     ("--policy-file", {"help": argparse.SUPPRESS}),  # same as --policy
 )
 
@@ -244,13 +248,14 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     x509pop = {"cert_file": args.x509pop_cert, "key_file": args.x509pop_key}
     if any(x509pop.values()):
         values["x509pop"] = {k: v for k, v in x509pop.items() if v}
+    if getattr(args, "health_port", None):
+        values["health"] = {"bind_port": args.health_port}
     return values
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(Path(args.config) if args.config else None, _overrides(args))
-    logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("hpack").setLevel(logging.WARNING)  # per-header noise at debug level
+    configure_logging(level=cfg.log_level, fmt=cfg.log_format)  # the server's formats, hpack/h2 kept quiet
     if cfg.log_level != "debug":
         # grpclib logs every cancelled request at info, and every Workload API stream ends that way
         logging.getLogger("grpclib.server").setLevel(logging.WARNING)
@@ -294,6 +299,8 @@ def _config_flags(p: argparse.ArgumentParser) -> None:
                    help="workload attestor to run (repeat; default unix)")
     p.add_argument("--x509pop-cert", help="x509pop: PEM node certificate (leaf first, then intermediates)")
     p.add_argument("--x509pop-key", help="x509pop: PEM private key of the node certificate")
+    p.add_argument("--health-port", type=int, metavar="PORT",
+                   help="serve HTTP /live and /ready on this port ([health] bind_address, default 127.0.0.1)")
 
 
 def _cmd_helper(args: argparse.Namespace) -> int:

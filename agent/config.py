@@ -27,6 +27,13 @@ Example file::
     rate = 50.0                       # per second, sustained
     burst = 200                       # at once; enabled = false turns it off
 
+    log_level = "info"                # debug, info, warn (or warning), error
+    log_format = "json"               # or "text" (default): the server's formats and keys
+
+    [health]                          # HTTP /live and /ready (also: spiffe-agent run --health-port)
+    bind_address = "127.0.0.1"
+    bind_port = 8080
+
     [x509pop]
     cert_file = "/etc/spiffe-py/node.pem"   # leaf first, then intermediates
     key_file = "/etc/spiffe-py/node.key"
@@ -51,6 +58,8 @@ from spiffe_agent.nodeattest.base import NodeAttestorClient
 from spiffe_agent.nodeattest.registry import build_node_attestor
 from spiffe_py._duration import parse_seconds
 from spiffe_py._serving.limits import WORKLOAD_API_MESSAGE_LIMIT, check_message_limit
+from spiffe_py._serving.logs import LOG_FORMATS as _LOG_FORMATS
+from spiffe_py._serving.logs import LOG_LEVELS as _LOG_LEVELS
 from spiffe_py.errors import InvalidTrustDomainError
 from spiffe_py.spiffeid import TrustDomain
 
@@ -100,7 +109,9 @@ DEFAULT_CONNECTION_IDLE_TIMEOUT = 300.0
 AUDIT_FSYNC_MODES = ("interval", "always")
 MAX_AUDIT_FLUSH_INTERVAL = 10.0  # a longer power-loss window is never what anyone wants
 MIN_AUDIT_FILE_BYTES = 1024 * 1024  # a record may be up to 256 KiB; rotating below this is churn
-LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_LEVELS = _LOG_LEVELS  # "warn" is accepted as "warning", as SPIRE spells it
+LOG_FORMATS = _LOG_FORMATS
+HEALTH_KEYS = ("bind_address", "bind_port", "live_path", "ready_path")
 MAX_SERVER_ADDRESSES = 16
 MAX_HOST_LENGTH = 253  # the longest DNS name
 
@@ -126,6 +137,16 @@ def parse_server_address(text: str, default_port: int) -> tuple[str, int]:
 
 
 @dataclass(frozen=True, slots=True)
+class HealthListener:
+    """Where the agent serves HTTP ``/live`` and ``/ready`` (the ``[health]`` table, as the server's)."""
+
+    bind_address: str = "127.0.0.1"
+    bind_port: int = 8080
+    live_path: str = "/live"
+    ready_path: str = "/ready"
+
+
+@dataclass(frozen=True, slots=True)
 class AgentConfig:
     """All agent settings; field names are the TOML keys."""
 
@@ -140,6 +161,8 @@ class AgentConfig:
     trust_bundle: str | None = None
     insecure_bootstrap: bool = False
     log_level: str = "info"
+    log_format: str = "text"  # or "json": one object per line, the server's keys
+    health: dict[str, Any] | None = None  # [health] bind_address, bind_port: HTTP /live and /ready
     workload_attestors: tuple[str, ...] = ("unix",)
     discover_workload_path: bool = False
     workload_size_limit: int = 0
@@ -205,6 +228,9 @@ class AgentConfig:
         self.attestor_tables()
         if self.log_level not in LOG_LEVELS:
             raise AgentConfigError(f"config: log_level must be one of {LOG_LEVELS!r}: {self.log_level!r}")
+        if self.log_format not in LOG_FORMATS:
+            raise AgentConfigError(f"config: log_format must be one of {LOG_FORMATS!r}: {self.log_format!r}")
+        self.health_listener()
         if self.resync_interval <= 0 or self.max_x509_svids < 1:
             raise AgentConfigError("config: resync_interval and max_x509_svids must be positive")
         self.guard_settings()
@@ -228,6 +254,25 @@ class AgentConfig:
             raise AgentConfigError(
                 f"config: audit_max_file_bytes must be at least {MIN_AUDIT_FILE_BYTES} and audit_max_files at "
                 f"least 1: {self.audit_max_file_bytes!r}, {self.audit_max_files!r}")
+
+    def health_listener(self) -> HealthListener | None:
+        """The HTTP health listener of ``[health]``, or None when the table is absent."""
+        if self.health is None:
+            return None
+        unknown = sorted(set(self.health) - set(HEALTH_KEYS))
+        if unknown:
+            raise AgentConfigError(f"config: [health]: unknown keys: {unknown!r}")
+        listener = HealthListener(**self.health)
+        if not isinstance(listener.bind_address, str) or not listener.bind_address:
+            raise AgentConfigError("config: [health] bind_address must be a non-empty string")
+        port = listener.bind_port
+        if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+            raise AgentConfigError(f"config: [health] bind_port out of range: {port!r}")
+        for name in ("live_path", "ready_path"):
+            path = getattr(listener, name)
+            if not isinstance(path, str) or not path.startswith("/") or len(path) > 256:
+                raise AgentConfigError(f"config: [health] {name} must be an absolute path: {path!r}")
+        return listener
 
     def node_attestor_client(self) -> NodeAttestorClient | None:
         """The configured node attestor, or None when it has no evidence (a stored identity must do)."""
@@ -267,7 +312,7 @@ class AgentConfig:
 _FIELDS = {f.name: f for f in dataclasses.fields(AgentConfig)}
 # keys that take "90s"/"5m"/"1h30m" as well as plain seconds
 DURATION_KEYS = frozenset({"connection_idle_timeout", "resync_interval", "audit_flush_interval"})
-_TABLES = ("rate_limit", "uid_rate_limit", "anomaly", "attestor", "x509pop")
+_TABLES = ("rate_limit", "uid_rate_limit", "anomaly", "attestor", "x509pop", "health")
 
 
 def _coerce(name: str, value: Any) -> Any:

@@ -2,7 +2,7 @@
 # Run the examples against a freshly started spiffe-server + spiffe-agent (CI runs this):
 #
 #   bash examples/run_all.sh                          # all of them
-#   bash examples/run_all.sh ai_agent_tool_mtls       # one (workload_identity, watch_svid, ai_agent_tool_mtls, jwt_instead_of_api_key, oidc_token_exchange, ai_agent_via_broker, openai_without_a_key)
+#   bash examples/run_all.sh ai_agent_tool_mtls       # one (workload_identity, watch_svid, ai_agent_tool_mtls, jwt_instead_of_api_key, oidc_token_exchange, ai_agent_via_broker, openai_without_a_key, fastapi_httpx_mtls)
 #
 # Installs into .venv if needed, registers the examples' entries for the current user (10 s
 # X509-SVID TTL so rotations happen within the run), runs each example, and exits non-zero if any failed.
@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source examples/_env.sh
 
-ALL=(workload_identity watch_svid ai_agent_tool_mtls jwt_instead_of_api_key oidc_token_exchange ai_agent_via_broker openai_without_a_key)
+ALL=(workload_identity watch_svid ai_agent_tool_mtls jwt_instead_of_api_key oidc_token_exchange ai_agent_via_broker openai_without_a_key fastapi_httpx_mtls)
 [ $# -gt 0 ] && SELECTED=("$@") || SELECTED=("${ALL[@]}")
 for name in "${SELECTED[@]}"; do
     [[ " ${ALL[*]} " == *" $name "* ]] || { echo "unknown example: $name (known: ${ALL[*]})" >&2; exit 2; }
@@ -25,6 +25,7 @@ declare -A COMMAND=(
     [oidc_token_exchange]="python -m examples.oidc_token_exchange"  # starts its own server with [oidc]
     [ai_agent_via_broker]="python -m examples.ai_agent_via_broker"  # starts spiffe-broker and a stand-in chat API
     [openai_without_a_key]="python -m examples.openai_without_a_key --seconds 15"  # own server with [oidc] + agent
+    [fastapi_httpx_mtls]="python -m examples.fastapi_httpx_mtls --seconds 20"
 )
 
 started=$SECONDS
@@ -36,7 +37,7 @@ env_start
 
 step "register the examples' identities"
 IDS=()
-for path in watcher ai-agent tool billing-client; do
+for path in watcher ai-agent tool billing-client web-api web-client; do
     IDS+=("spiffe://$TRUST_DOMAIN/examples/$path")
     env_register "spiffe://$TRUST_DOMAIN/examples/$path" --x509-svid-ttl 10
 done

@@ -44,7 +44,7 @@ from spiffe_server.config import ServerConfig
 from spiffe_server.datastore import DataStore, open_datastore
 from spiffe_server.health import start_health_listener
 from spiffe_server.logging import configure_logging
-from spiffe_server.metrics import BUNDLE_SEQUENCE, start_metrics_listener
+from spiffe_server.metrics import BUNDLE_SEQUENCE, CA_EXPIRY, start_metrics_listener
 from spiffe_server.nodeattest.base import NodeAttestor, PluginHost
 from spiffe_server.nodeattest.registry import node_attestor_plugins
 from spiffe_server.oidc import OidcProvider
@@ -180,6 +180,7 @@ class App:
         if cfg.health is not None:
             self._side.append(await start_health_listener(ctx, cfg.health))
         if cfg.metrics is not None:
+            CA_EXPIRY.watch(ctx.ca)
             start_metrics_listener(cfg.metrics)
         if cfg.bundle_endpoint is not None:
             self._side.append(await start_bundle_endpoint(ctx, cfg.bundle_endpoint))

@@ -38,7 +38,7 @@ from spiffe_server.nodeattest.registry import node_attestor_plugins
 
 DEFAULT_DATA_DIR = Path(DEFAULT_DATA_DIR_NAME)
 CA_KEY_TYPES = frozenset({"ec-p256", "ec-p384", "rsa-2048", "rsa-4096"})
-LOG_LEVELS = frozenset({"debug", "info", "warning", "error"})
+LOG_LEVELS = frozenset({"debug", "info", "warning", "warn", "error"})  # "warn" as SPIRE spells it
 LOG_FORMATS = frozenset({"text", "json"})
 _MAX_UNIX_PATH = 107  # sun_path is 108 bytes including the terminating NUL
 

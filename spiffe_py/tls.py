@@ -1,4 +1,4 @@
-"""mTLS from SPIFFE sources: pyOpenSSL contexts and grpcio credentials.
+"""mTLS from SPIFFE sources: pyOpenSSL contexts, standard library ``ssl`` contexts and grpcio credentials.
 
 Peers are authenticated with the bundle of the peer's own trust domain (WA-09) through
 :func:`spiffe_py.x509svid.verify_x509_svid` (plus the source's CRLs), then authorized by an
@@ -21,11 +21,22 @@ and does not follow rotation (build a new channel to pick up a new SVID)::
 
     server = grpc.server(pool, interceptors=[SpiffeAuthInterceptor(source, authorize_id(client_id))])
     server.add_secure_port("127.0.0.1:8443", grpc_server_credentials(source, source, td))
+
+Libraries built on the standard library's ``ssl`` (httpx, requests/urllib3, aiohttp, uvicorn) take
+a :class:`SpiffeSSLContext`: the bundle of one trust domain as CA data plus a SPIFFE ID check
+right after each handshake, with the current SVID and bundle for every new connection::
+
+    httpx.Client(verify=SpiffeSSLContext.client(source, source, td, authorize_id(server_id)))
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import ssl
+import tempfile
+import threading
 import weakref
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -39,7 +50,7 @@ from spiffe_py.bundle import X509Bundle, X509BundleSource
 from spiffe_py.clock import Clock, SystemClock
 from spiffe_py.errors import AuthorizationError, BundleNotFoundError, SpiffeError, VerificationError
 from spiffe_py.spiffeid import SpiffeId, TrustDomain
-from spiffe_py.x509svid import X509Svid, X509SvidSource, verify_x509_svid
+from spiffe_py.x509svid import X509Svid, X509SvidSource, validate_leaf_profile, verify_x509_svid
 
 log = logging.getLogger(__name__)
 
@@ -398,3 +409,195 @@ class SpiffeAuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]  # gr
                     response_serializer=handler.response_serializer,
                 )
         return handler
+
+
+# -- standard library ssl (httpx, requests/urllib3, aiohttp, uvicorn) --------------------------------
+
+
+class _SpiffeSsl:
+    """State behind a :class:`SpiffeSSLContext`: the per-SVID inner context and the peer check.
+
+    The standard library cannot verify a chain in Python, so the work is split: OpenSSL verifies
+    the peer chain against ONE trust domain's bundle (given as CA data, nothing else trusted), and
+    after the handshake the leaf must carry a SPIFFE ID of that trust domain with the X509-SVID
+    leaf profile, not be on a CRL of its issuer, and pass the authorizer.
+    """
+
+    def __init__(self, svids: X509SvidSource, bundles: X509BundleSource, trust_domain: TrustDomain,
+                 authorizer: Authorizer, *, server_side: bool, crls: CrlSource | None) -> None:
+        self._svids = svids
+        self._bundles = bundles
+        self._trust_domain = trust_domain
+        self._authorizer = authorizer
+        self._server_side = server_side
+        self._crls = crls
+        self._lock = threading.Lock()  # requests and httpx may open connections from several threads
+        self._built: tuple[X509Svid, X509Bundle, tuple[str, ...], ssl.SSLContext] | None = None
+        self.alpn: tuple[str, ...] = ()
+
+    def current(self) -> ssl.SSLContext:
+        """The context for a new connection: the current SVID and bundle (rebuilt when either rotated)."""
+        svid = self._svids.get_x509_svid()
+        bundle = self._bundles.get_x509_bundle_for_trust_domain(self._trust_domain)
+        with self._lock:
+            built = self._built
+            # a dataclass bundle compares by its authorities: equal after a refetch, different after a rotation
+            if built is not None and built[0] is svid and built[1] == bundle and built[2] == self.alpn:
+                return built[3]
+            ctx = _stdlib_context(svid, bundle, server_side=self._server_side, alpn=self.alpn)
+            self._built = (svid, bundle, self.alpn, ctx)
+            return ctx
+
+    def check(self, leaf_der: bytes | None) -> SpiffeId:
+        """The verified peer's SPIFFE ID after the handshake; SSLCertVerificationError saying why not."""
+        if leaf_der is None:
+            raise ssl.SSLCertVerificationError("tls: peer presented no certificate")
+        leaf = x509.load_der_x509_certificate(leaf_der)
+        try:
+            peer = validate_leaf_profile(leaf)
+            if not peer.member_of(self._trust_domain):
+                raise VerificationError(
+                    f"tls: peer belongs to trust domain {peer.trust_domain.name!r}, this context trusts only "
+                    f"{self._trust_domain.name!r}")
+            crls = self._crls.get_crls() if self._crls is not None else ()
+            if any(crl.issuer == leaf.issuer and crl.get_revoked_certificate_by_serial_number(leaf.serial_number)
+                   for crl in crls):
+                raise VerificationError(f"tls: certificate serial {leaf.serial_number:x} is revoked")
+            self._authorizer(peer, [leaf])
+        except (SpiffeError, ValueError) as err:
+            rejection = _rejection(err, [leaf])
+            log.info("%s", rejection)
+            raise ssl.SSLCertVerificationError(str(rejection)) from err
+        return peer
+
+
+def _stdlib_context(svid: X509Svid, bundle: X509Bundle, *, server_side: bool, alpn: Sequence[str]) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if server_side else ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.check_hostname = False  # SPIFFE IDs are checked after the handshake, not host names
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.load_verify_locations(cadata=bundle.to_pem().decode())
+    # the standard library loads keys only from files: a private directory, gone right after loading
+    with tempfile.TemporaryDirectory(prefix="spiffe-tls-") as tmp:
+        cert_path, key_path = os.path.join(tmp, "svid.pem"), os.path.join(tmp, "svid.key")
+        for path, data in ((cert_path, svid.chain_pem()), (key_path, svid.key_pem())):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        ctx.load_cert_chain(cert_path, key_path)
+    if alpn:
+        ctx.set_alpn_protocols(list(alpn))
+    return ctx
+
+
+class SpiffeSSLContext(ssl.SSLContext):
+    """An :class:`ssl.SSLContext` for mTLS with SVIDs, for libraries that take one.
+
+    Each new connection gets the source's current SVID and ``trust_domain``'s current bundle (as CA
+    data), so rotation needs no restart; after the handshake the peer's SPIFFE ID is checked
+    (see :class:`_SpiffeSsl`) and a refused peer fails the handshake with
+    :class:`ssl.SSLCertVerificationError` naming the stage and the presented ID. ::
+
+        ctx = SpiffeSSLContext.client(source, source, td, authorize_id(server_id))
+        httpx.Client(verify=ctx)
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx))
+        urllib3.PoolManager(ssl_context=ctx, assert_hostname=False)   # requests: the same, in an HTTPAdapter
+        uvicorn.Config(app, ssl_context_factory=lambda config, default: SpiffeSSLContext.server(
+            source, source, td, authorize_member_of(td)))
+
+    urllib3 (and so requests) matches host names itself unless told ``assert_hostname=False``; an
+    SVID has no host name to match, its SPIFFE ID is checked instead.
+
+    Only peers of ``trust_domain`` are accepted (one context per trust domain: the standard library
+    cannot pick the bundle by the peer's trust domain). Settings made on this object other than
+    ALPN protocols do not reach connections; the peer is always verified.
+    """
+
+    _spiffe: _SpiffeSsl
+
+    @classmethod
+    def client(cls, svid_source: X509SvidSource, bundle_source: X509BundleSource, trust_domain: TrustDomain,
+               authorizer: Authorizer, *, crls: CrlSource | None = None) -> SpiffeSSLContext:
+        """A client context presenting the current SVID and authorizing the server."""
+        return cls._build(ssl.PROTOCOL_TLS_CLIENT, svid_source, bundle_source, trust_domain, authorizer, crls=crls)
+
+    @classmethod
+    def server(cls, svid_source: X509SvidSource, bundle_source: X509BundleSource, trust_domain: TrustDomain,
+               authorizer: Authorizer, *, crls: CrlSource | None = None) -> SpiffeSSLContext:
+        """A server context requiring a client SVID of ``trust_domain`` that ``authorizer`` accepts."""
+        return cls._build(ssl.PROTOCOL_TLS_SERVER, svid_source, bundle_source, trust_domain, authorizer, crls=crls)
+
+    @classmethod
+    def _build(cls, protocol: int, svids: X509SvidSource, bundles: X509BundleSource, trust_domain: TrustDomain,
+               authorizer: Authorizer, *, crls: CrlSource | None) -> SpiffeSSLContext:
+        ctx = cls(protocol)
+        server_side = protocol == ssl.PROTOCOL_TLS_SERVER
+        if not server_side:
+            ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        state = _SpiffeSsl(svids, bundles, trust_domain, authorizer, server_side=server_side,
+                           crls=_crl_source(bundles, crls))
+        ctx._spiffe = state
+        state.current()  # fail now, not on the first connection, when there is no SVID or bundle
+        ctx.sslobject_class = _object_class(state)  # asyncio: uvicorn, aiohttp, httpx async
+        ctx.sslsocket_class = _socket_class(state, ctx)  # blocking sockets: requests/urllib3, httpx sync
+        return ctx
+
+    def set_alpn_protocols(self, alpn_protocols: Any) -> None:
+        """Record the ALPN protocols (httpx sets them) for the connections' contexts."""
+        super().set_alpn_protocols(alpn_protocols)
+        self._spiffe.alpn = tuple(alpn_protocols)
+
+    def current_context(self) -> ssl.SSLContext:
+        """The context the next connection will use (current SVID and bundle)."""
+        return self._spiffe.current()
+
+
+def peer_id_from_ssl(obj: ssl.SSLObject | ssl.SSLSocket) -> SpiffeId:
+    """The SPIFFE ID of the peer of a connection made with a :class:`SpiffeSSLContext` (checked at handshake)."""
+    peer = getattr(obj, "spiffe_id", None)
+    if not isinstance(peer, SpiffeId):
+        raise VerificationError("tls: peer was not verified")
+    return peer
+
+
+def _object_class(state: _SpiffeSsl) -> type[ssl.SSLObject]:
+    class SpiffeSSLObject(ssl.SSLObject):
+        spiffe_id: SpiffeId | None = None
+
+        @classmethod
+        def _create(cls, *args: Any, context: ssl.SSLContext, **kwargs: Any) -> Any:
+            return super()._create(*args, context=state.current(), **kwargs)  # type: ignore[misc]
+
+        def do_handshake(self) -> None:
+            super().do_handshake()
+            self.spiffe_id = state.check(self.getpeercert(binary_form=True))
+
+    return SpiffeSSLObject
+
+
+def _socket_class(state: _SpiffeSsl, outer: ssl.SSLContext) -> type[ssl.SSLSocket]:
+    class SpiffeSSLSocket(ssl.SSLSocket):
+        spiffe_id: SpiffeId | None = None
+
+        def accept(self) -> tuple[ssl.SSLSocket, Any]:
+            # a listening socket's connections go through the outer context too (current SVID, peer check)
+            conn, address = socket.socket.accept(self)
+            settings = vars(self)  # set by SSLSocket._create; not in the type stubs
+            return outer.wrap_socket(conn, server_side=True,
+                                     do_handshake_on_connect=settings.get("do_handshake_on_connect", True),
+                                     suppress_ragged_eofs=settings.get("suppress_ragged_eofs", True)), address
+
+        @classmethod
+        def _create(cls, *args: Any, context: ssl.SSLContext, **kwargs: Any) -> Any:
+            return super()._create(*args, context=state.current(), **kwargs)  # type: ignore[misc]
+
+        def do_handshake(self, block: bool = False) -> None:
+            super().do_handshake(block)
+            try:
+                self.spiffe_id = state.check(self.getpeercert(binary_form=True))
+            except ssl.SSLError:
+                self.close()
+                raise
+
+    return SpiffeSSLSocket

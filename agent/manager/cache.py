@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from spiffe_agent.errors import AgentError
+from spiffe_agent.errors import AgentError, NotReadyError
 from spiffe_agent.manager.process_binding import ProcessKey, Released
 from spiffe_py.bundle import SpiffeBundle
 from spiffe_py.rotation import half_life, should_rotate
@@ -425,6 +425,10 @@ class WorkloadCache:
         """Number of cached X.509-SVIDs."""
         return len(self._svids)
 
+    def cached_svids(self) -> tuple[IssuedSvid, ...]:
+        """Every cached X.509-SVID, shared and bound (for expiry checks and gauges)."""
+        return (*self._svids.values(), *self.bound.svids())
+
     def has_svid(self, entry_id: str) -> bool:
         """True if an SVID for ``entry_id`` is cached."""
         return entry_id in self._svids
@@ -485,6 +489,27 @@ class WorkloadCache:
             self._jwts.popitem(last=False)
 
 
+class ExpiredSvidError(NotReadyError):
+    """An SVID the caller would get has expired (the agent could not renew it): refused, never served."""
+
+
+def expired_svid_error(view: WorkloadView, *, now: datetime,
+                       agent_not_after: datetime | None) -> ExpiredSvidError | None:
+    """Why ``view`` must not be served: the first of its SVIDs that expired, or None when all are valid."""
+    for entry, svid in view.svids():
+        if svid.not_after <= now:
+            why = "the agent's own SVID expired at " + _rfc3339(agent_not_after) if (
+                agent_not_after is not None and agent_not_after <= now) else "the server could not be reached"
+            return ExpiredSvidError(
+                f"agent: the X509-SVID of {entry.spiffe_id} expired at {_rfc3339(svid.not_after)} and was not "
+                f"renewed ({why}); an expired SVID is never served")
+    return None
+
+
+def _rfc3339(when: datetime) -> str:
+    return when.isoformat().replace("+00:00", "Z")
+
+
 class TooManyBoundProcessesError(AgentError):
     """The agent already holds credentials for as many bound processes as it allows."""
 
@@ -521,6 +546,10 @@ class BoundCredentials:
             )
         self._issued[proc] = (set(), set())
         return True
+
+    def svids(self) -> tuple[IssuedSvid, ...]:
+        """Every process's SVIDs."""
+        return tuple(self._svids.values())
 
     def svid(self, proc: ProcessKey, entry_id: str) -> IssuedSvid | None:
         """The process's SVID for ``entry_id``."""

@@ -15,6 +15,7 @@ import asyncio
 import ssl
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from time import perf_counter
 from typing import Any
 
 from cryptography import x509
@@ -23,6 +24,7 @@ from grpclib.client import Channel
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
 from spiffe_agent.errors import ServerUnavailableError
+from spiffe_agent.metrics import AGENT_API_LATENCY
 from spiffe_agent.nodeattest.base import NodeAttestorClient
 from spiffe_py._proto.spiffepy.server.v1 import agent_pb2
 from spiffe_py._proto.spiffepy.server.v1.agent_grpc import AgentAPIStub
@@ -69,6 +71,11 @@ def peer_spiffe_ids(cert: dict[str, Any] | None) -> list[str]:
     return [value for kind, value in cert.get("subjectAltName", ()) if kind == "URI"]
 
 
+def _method_name(method: Any) -> str:
+    """The RPC name of a grpclib stub method (``/pkg.AgentAPI/RenewAgent`` -> ``RenewAgent``)."""
+    return str(getattr(method, "name", "")).rsplit("/", 1)[-1] or "unknown"
+
+
 class ServerClient:
     """One connection to the server's Agent API."""
 
@@ -91,6 +98,7 @@ class ServerClient:
             raise ServerCallError(f"client: server presented {ids!r}, expected {self._expected!r}", "UNAUTHENTICATED")
 
     async def _unary(self, method: Any, request: Any) -> Any:
+        started, code = perf_counter(), "OK"
         try:
             async with method.open(timeout=CALL_TIMEOUT) as stream:
                 await stream.send_request()
@@ -98,9 +106,16 @@ class ServerClient:
                 await stream.send_message(request, end=True)
                 return await stream.recv_message()
         except GRPCError as err:
+            code = err.status.name
             raise ServerCallError(f"client: server refused the call: {err.message!r}", err.status.name) from err
         except _TRANSPORT_ERRORS as err:
+            code = "UNAVAILABLE"
             raise ServerCallError(f"client: server unreachable: {type(err).__name__}") from err
+        except ServerCallError as err:
+            code = err.status
+            raise
+        finally:
+            AGENT_API_LATENCY.observe(perf_counter() - started, _method_name(method), code)
 
     async def attest(self, attestor: NodeAttestorClient, csr_der: bytes) -> agent_pb2.AttestResult:
         """Node attestation: send the attestor's evidence, answer the server's challenges, return the result."""

@@ -26,6 +26,7 @@ from spiffe_agent.manager.client import ServerCallError, server_ssl_context
 from spiffe_agent.manager.convert import ServerResponseError, bundle_from_proto, leaf_spiffe_id, load_chain
 from spiffe_agent.manager.servers import FAILOVER_STATUSES, ServerPool, display_address
 from spiffe_agent.manager.storage import AgentState, clear_state, key_path, load_state, save_state, svid_path
+from spiffe_agent.metrics import SYNC_ERRORS
 from spiffe_agent.nodeattest.base import NodeAttestorClient
 from spiffe_py.clock import Clock
 from spiffe_py.rotation import should_rotate
@@ -181,6 +182,7 @@ class AgentIdentity:
                 else:
                     await self._renew(state)
             except (ServerCallError, ServerResponseError, NodeAttestationError) as err:
+                SYNC_ERRORS.inc("renewal")
                 log.warning("agent svid renewal failed: %s", err)
 
     def update_trust(self, authorities: tuple[x509.Certificate, ...]) -> None:

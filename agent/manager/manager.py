@@ -18,9 +18,11 @@ talking to one server at a time through :class:`~agent.manager.servers.ServerPoo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from cryptography import x509
@@ -34,6 +36,7 @@ from spiffe_agent.manager.cache import (
     RevocationState,
     WorkloadCache,
     WorkloadView,
+    expired_svid_error,
 )
 from spiffe_agent.manager.client import ServerClient
 from spiffe_agent.manager.identity import AgentIdentity
@@ -66,27 +69,59 @@ class ManagerConfig:
         return f"ManagerConfig(trust_domain={self.trust_domain.name!r}, servers={servers})"
 
 
+@dataclass(frozen=True, slots=True)
+class AgentHealth:
+    """The readiness checks (each ``"ok"`` or why not) and the expiries behind them."""
+
+    checks: Mapping[str, str]
+    agent_svid_not_after: datetime | None
+    cached_svids: int
+    earliest_cached_not_after: datetime | None
+    expired_cached_svids: int
+
+    @property
+    def ready(self) -> bool:
+        """True when every check passed."""
+        return all(v == "ok" for v in self.checks.values())
+
+
+def _rfc3339(when: datetime) -> str:
+    return when.isoformat().replace("+00:00", "Z")
+
+
 class Subscription:
     """One open Workload API stream's interest in the cache (an async context manager: registered inside it)."""
 
-    def __init__(self, manager: Manager, selectors: frozenset[Selector], process: ProcessKey | None = None) -> None:
+    def __init__(self, manager: Manager, selectors: frozenset[Selector], process: ProcessKey | None = None, *,
+                 svids: bool = False) -> None:
         self.selectors = selectors
         self.process = process  # the caller, for --bind-to-process entries
         self._manager = manager
+        self._svids = svids  # the stream serves X509-SVIDs: an expired one ends it (ExpiredSvidError)
         self._changed = asyncio.Event()
         self._changed.set()  # the first view is due immediately (WA-06)
         self._pinned: list[str] = []
+        self._expires: datetime | None = None  # when the first SVID of the last view expires
 
     def notify(self) -> None:
         """Wake the stream."""
         self._changed.set()
 
     async def next(self) -> WorkloadView:
-        """Wait for a change, then return the current view."""
-        await self._changed.wait()
+        """Wait for a change (or the expiry of an SVID it served), then return the current view.
+
+        Raises:
+            ExpiredSvidError: with ``svids``, an SVID of the view has expired (it was not renewed in time).
+        """
+        timeout = None if self._expires is None else self._manager.seconds_until(self._expires)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout)
         self._changed.clear()
         view = self._manager.view(self.selectors, self.process)
         self._repin([i.entry.id for i in view.identities])
+        if self._svids:
+            self._manager.check_unexpired(view)
+            self._expires = min((svid.not_after for _, svid in view.svids()), default=None)
         return view
 
     def _repin(self, entry_ids: list[str]) -> None:
@@ -142,6 +177,7 @@ class Manager:
         self, config: ManagerConfig, *, clock: Clock, rng: random.Random | None = None, audit: AuditSink | None = None
     ) -> None:
         self.config = config
+        self._clock = clock
         self.cache = WorkloadCache(max_x509_svids=config.max_x509_svids)
         rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self._subs: set[Subscription] = set()
@@ -169,9 +205,48 @@ class Manager:
             self.bound.bind(process)
         return self.cache.view(selectors, process)
 
-    def subscribe(self, selectors: frozenset[Selector], process: ProcessKey | None = None) -> Subscription:
-        """Interest in ``selectors`` of the caller ``process`` while ``async with`` it lasts; SVIDs minted first."""
-        return Subscription(self, selectors, process)
+    def subscribe(self, selectors: frozenset[Selector], process: ProcessKey | None = None, *,
+                  svids: bool = False) -> Subscription:
+        """Interest in ``selectors`` of the caller ``process`` while ``async with`` it lasts; SVIDs minted first.
+
+        With ``svids`` (a stream that serves X509-SVIDs), a view holding an expired SVID raises
+        ExpiredSvidError instead of being returned, also on an open stream when that SVID expires.
+        """
+        return Subscription(self, selectors, process, svids=svids)
+
+    def seconds_until(self, when: datetime) -> float:
+        """Seconds from now until ``when`` (0 when past)."""
+        return max(0.0, (when - self._clock.now()).total_seconds())
+
+    def check_unexpired(self, view: WorkloadView) -> None:
+        """Raise ExpiredSvidError when an SVID of ``view`` has expired: it must not be served."""
+        state = self.identity.state
+        agent_not_after = None if state is None else state.not_after
+        err = expired_svid_error(view, now=self._clock.now(), agent_not_after=agent_not_after)
+        if err is not None:
+            raise err
+
+    def health(self) -> AgentHealth:
+        """The readiness checks: own SVID valid, synced, no cached SVID expired (read now)."""
+        now = self._clock.now()
+        state = self.identity.state
+        svids = self.cache.cached_svids()
+        expired = [s for s in svids if s.not_after <= now]
+        checks = {
+            "agent_svid": "not attested yet" if state is None else (
+                f"expired at {_rfc3339(state.not_after)}" if state.not_after <= now else "ok"),
+            "sync": "ok" if self.cache.ready else "not synced with the server yet",
+            "svids": "ok" if not expired else (
+                f"{len(expired)} cached X509-SVID(s) expired, the first at "
+                f"{_rfc3339(min(s.not_after for s in expired))}; the agent could not renew them"),
+        }
+        return AgentHealth(
+            checks=checks,
+            agent_svid_not_after=None if state is None else state.not_after,
+            cached_svids=len(svids),
+            earliest_cached_not_after=min((s.not_after for s in svids), default=None),
+            expired_cached_svids=len(expired),
+        )
 
     def _subscribed(self, sub: Subscription) -> None:
         self._subs.add(sub)

@@ -25,6 +25,7 @@ from spiffe_agent.manager.convert import ServerResponseError, issued_svid, jws_k
 from spiffe_agent.manager.identity import build_csr, new_key
 from spiffe_agent.manager.process_binding import ProcessKey, Released
 from spiffe_agent.manager.servers import ServerPool
+from spiffe_agent.metrics import SYNC_ERRORS
 from spiffe_py._proto.spiffepy.server.v1 import agent_pb2
 from spiffe_py.clock import Clock
 from spiffe_py.errors import SpiffeError
@@ -94,6 +95,7 @@ class Minter:
                 for i in range(0, len(targets), CSR_BATCH):
                     await self._mint(targets[i : i + CSR_BATCH])
             except ServerCallError as err:
+                SYNC_ERRORS.inc("mint")
                 log.warning("minting workload svids failed: %s", err)
 
     async def _mint(self, targets: list[tuple[Entry, ProcessKey | None]]) -> None:

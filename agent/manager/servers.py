@@ -87,6 +87,10 @@ class ServerPool:
         if old is not None:
             old.close()
 
+    def replaced(self, client: ServerClient) -> bool:
+        """True when ``client`` is no longer the pool's: it was closed on purpose (renewal, new trust, failover)."""
+        return client is not self._client
+
     def succeeded(self) -> bool:
         """The current server answered; True when that ends a run of failures."""
         recovered, self._failures = self._failures > 0, 0
@@ -108,11 +112,20 @@ class ServerPool:
         return self._backoff.delay(round_, self._rng.random())
 
     async def call(self, func: Callable[[ServerClient], Awaitable[T]]) -> T:
-        """``func`` on the current server; when it is unreachable, once more on the next one."""
+        """``func`` on the current server; when it is unreachable, once more on the next one.
+
+        A call cut off because its connection was replaced on purpose (the agent renewed its SVID)
+        is retried once on the new connection, quietly: the server did not fail.
+        """
         client = self.client()
         try:
             result = await func(client)
         except ServerCallError as err:
+            if err.status in FAILOVER_STATUSES and self.replaced(client):
+                log.debug("server call retried on the new connection to %s: %s", display_address(self.current), err)
+                result = await func(self.client())
+                self.succeeded()
+                return result
             if err.status not in FAILOVER_STATUSES or len(self._addresses) == 1:
                 raise
             self.failed(client)

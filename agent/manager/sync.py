@@ -19,6 +19,7 @@ from spiffe_agent.manager.client import ServerCallError, ServerClient
 from spiffe_agent.manager.convert import ServerResponseError, sync_update_from_proto
 from spiffe_agent.manager.identity import AgentIdentity
 from spiffe_agent.manager.servers import ServerPool, display_address
+from spiffe_agent.metrics import SYNC_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,14 @@ class SyncLoop:
             except (ServerCallError, ServerResponseError) as err:
                 if isinstance(err, ServerCallError) and err.status == "PERMISSION_DENIED":
                     self._evicted(err)
+                if isinstance(err, ServerCallError) and self._servers.replaced(client):
+                    # a planned restart: the agent renewed its SVID (or took new trust anchors, or
+                    # another task failed over) and closed this connection; the next one carries it
+                    log.debug("sync stream restarted on a new connection to %s: %s",
+                              display_address(self._servers.current), err)
+                    continue
                 self._broken = True
+                SYNC_ERRORS.inc("stream")
                 delay = self._servers.failed(client)
                 log.warning("sync with server %s failed, retrying with %s in %.1fs: %s",
                             display_address(client.address), display_address(self._servers.current), delay, err)

@@ -13,7 +13,8 @@ accepted; it is passed on as a parameter. Errors map to gRPC status by the table
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from time import perf_counter
 from typing import Any, Protocol
 
 from google.protobuf import struct_pb2
@@ -24,6 +25,7 @@ from grpclib.exceptions import GRPCError
 from spiffe_agent.attest.caller import Caller
 from spiffe_agent.errors import NoIdentityIssuedError, WorkloadAttestationError
 from spiffe_agent.manager.cache import Entry, JwtToken, WorkloadView
+from spiffe_agent.metrics import WORKLOAD_API_LATENCY
 from spiffe_agent.workloadapi.coalesce import connection_of, send_stream_message, send_unary_response
 from spiffe_agent.workloadapi.convert import (
     audience_list,
@@ -130,8 +132,28 @@ class WorkloadApiHandler(SpiffeWorkloadAPIBase):
         except Exception as err:
             raise to_grpc_error(err) from err
 
-    async def _stream_views(self, stream: Any, build: Callable[[WorkloadView], Any], need_svids: bool) -> None:
-        _, caller, selectors = await self._caller(stream)
+    async def _stream_views(self, method: str, stream: Any, build: Callable[[WorkloadView], Any],
+                            need_svids: bool) -> None:
+        started = perf_counter()
+        sent = False
+
+        def first_sent() -> None:  # a stream's latency is the time to its first message
+            nonlocal sent
+            if not sent:
+                sent = True
+                WORKLOAD_API_LATENCY.observe(perf_counter() - started, method, "OK")
+
+        try:
+            _, caller, selectors = await self._caller(stream)
+            await self._send_views(stream, caller, selectors, build, need_svids, on_send=first_sent)
+        except GRPCError as err:
+            if not sent:  # refused before its first message: the refusal is its latency
+                WORKLOAD_API_LATENCY.observe(perf_counter() - started, method, err.status.name)
+            raise
+
+    async def _send_views(self, stream: Any, caller: Caller, selectors: frozenset[Selector],
+                          build: Callable[[WorkloadView], Any], need_svids: bool, *,
+                          on_send: Callable[[], None]) -> None:
         try:
             async with self._source.subscribe(caller, selectors, svids=need_svids) as sub:
                 last = None
@@ -146,6 +168,7 @@ class WorkloadApiHandler(SpiffeWorkloadAPIBase):
                     msg = build(view)
                     if msg != last:
                         await send_stream_message(stream, msg)
+                        on_send()
                         last = msg
         except GRPCError:
             raise
@@ -154,18 +177,21 @@ class WorkloadApiHandler(SpiffeWorkloadAPIBase):
 
     async def FetchX509SVID(self, stream: Any) -> None:
         """Stream X.509-SVIDs: full state now, then on every change."""
-        await self._stream_views(stream, self._x509_response, need_svids=True)
+        await self._stream_views("FetchX509SVID", stream, self._x509_response, need_svids=True)
 
     async def FetchX509Bundles(self, stream: Any) -> None:
         """Stream X.509 bundles."""
-        await self._stream_views(stream, x509_bundles_response, need_svids=False)
+        await self._stream_views("FetchX509Bundles", stream, x509_bundles_response, need_svids=False)
 
     async def FetchJWTBundles(self, stream: Any) -> None:
         """Stream JWT bundles (JWKS)."""
-        await self._stream_views(stream, jwt_bundles_response, need_svids=False)
+        await self._stream_views("FetchJWTBundles", stream, jwt_bundles_response, need_svids=False)
 
     async def FetchJWTSVID(self, stream: Any) -> None:
         """Mint (or reuse cached) JWT-SVIDs for the caller."""
+        await _timed("FetchJWTSVID", self._fetch_jwt_svid(stream))
+
+    async def _fetch_jwt_svid(self, stream: Any) -> None:
         request, caller, selectors = await self._caller(stream)
         audience = audience_list(request.audience)
         if not audience:
@@ -183,6 +209,9 @@ class WorkloadApiHandler(SpiffeWorkloadAPIBase):
 
     async def ValidateJWTSVID(self, stream: Any) -> None:
         """Validate a JWT-SVID against the bundles the caller may see; return its claims."""
+        await _timed("ValidateJWTSVID", self._validate_jwt_svid(stream))
+
+    async def _validate_jwt_svid(self, stream: Any) -> None:
         request, caller, selectors = await self._caller(stream)
         if not request.audience:
             raise _invalid("audience must be specified")
@@ -212,6 +241,19 @@ class WorkloadApiHandler(SpiffeWorkloadAPIBase):
     async def FetchWITBundles(self, stream: Any) -> None:
         """WIT bundles are not supported (WA-28)."""
         raise GRPCError(Status.UNIMPLEMENTED, "wit-svid profile is not supported")
+
+
+async def _timed(method: str, call: Awaitable[None]) -> None:
+    """Await a unary call, observing its latency by status (OK, or the status it was refused with)."""
+    started = perf_counter()
+    code = "OK"
+    try:
+        await call
+    except GRPCError as err:
+        code = err.status.name
+        raise
+    finally:
+        WORKLOAD_API_LATENCY.observe(perf_counter() - started, method, code)
 
 
 def _snapshot(view: WorkloadView) -> tuple[object, ...]:

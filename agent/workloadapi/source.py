@@ -65,9 +65,9 @@ class Manager(Protocol):
         """Current view."""
         ...
 
-    def subscribe(self, selectors: frozenset[Selector],
-                  process: ProcessKey | None = None) -> AbstractAsyncContextManager[ViewSubscription]:
-        """Subscribe to changes."""
+    def subscribe(self, selectors: frozenset[Selector], process: ProcessKey | None = None, *,
+                  svids: bool = False) -> AbstractAsyncContextManager[ViewSubscription]:
+        """Subscribe to changes (``svids``: an expired SVID raises instead of being served)."""
         ...
 
     def jwt_entries(self, selectors: frozenset[Selector], spiffe_id: SpiffeId | None = None,
@@ -92,7 +92,7 @@ class ManagerSource:
 
     def subscribe(self, caller: Caller, selectors: frozenset[Selector], *,
                   svids: bool) -> AbstractAsyncContextManager[ViewSubscription]:
-        return self.manager.subscribe(selectors, caller.process)
+        return self.manager.subscribe(selectors, caller.process, svids=svids)
 
     def jwt_entries(self, caller: Caller, selectors: frozenset[Selector],
                     spiffe_id: SpiffeId | None) -> list[Entry]:

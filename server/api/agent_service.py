@@ -48,7 +48,7 @@ from spiffe_server.datastore import (
 from spiffe_server.entryindex import advance
 from spiffe_server.errors import AttestationError, FailedPreconditionError, InvalidCsrError
 from spiffe_server.guard import CsrBatch
-from spiffe_server.metrics import AGENTS_SYNCING, SIGNED
+from spiffe_server.metrics import AGENTS_SYNCING, SIGN_LATENCY, SIGNED
 from spiffe_server.nodeattest.base import AttestResult
 from spiffe_server.revocation import check_reason, jwt_issuance, serial_hex, x509_issuance
 
@@ -221,8 +221,9 @@ class AgentService(AgentAPIBase):
         if not csr:
             raise RequestError("csr", "required")
         public_key = public_key_from_csr(csr, spiffe_id=agent_id)
-        chain = self._ctx.ca.sign_x509_svid(X509SvidParams(spiffe_id=agent_id, public_key=public_key,
-                                                           kind=SvidKind.AGENT))
+        with SIGN_LATENCY.labels(kind="agent").time():
+            chain = self._ctx.ca.sign_x509_svid(X509SvidParams(spiffe_id=agent_id, public_key=public_key,
+                                                               kind=SvidKind.AGENT))
         SIGNED.labels(kind="agent").inc()
         return self._ctx.issued_chain(chain)
 
@@ -431,8 +432,10 @@ class AgentService(AgentAPIBase):
             where.append(index)
         outcomes: list[Outcome | None] = [None] * len(params)
         if items:
-            for index, outcome in zip(where, await self._ctx.signer.sign(
-                    usable, items, subject=ca.policy.svid_subject, now=now, keep=ca.x509_signers()), strict=True):
+            with SIGN_LATENCY.labels(kind="x509").time():
+                signed = await self._ctx.signer.sign(usable, items, subject=ca.policy.svid_subject, now=now,
+                                                     keep=ca.x509_signers())
+            for index, outcome in zip(where, signed, strict=True):
                 outcomes[index] = outcome
         return authority, outcomes
 
@@ -470,10 +473,14 @@ class AgentService(AgentAPIBase):
             self._ctx.sign_limiter.take(agent_id, 1, now=self._ctx.clock.now())
             end = entry_end(entry, now=self._ctx.clock.now())
             mint = self._ctx.guard.agent_jwt_request(actor=agent_id, entry=entry, audiences=audience)
-            token = await self._ctx.guard.mint_jwt(mint, lambda ttl: self._ctx.ca.sign_jwt_svid(JwtSvidParams(
-                spiffe_id=SpiffeId.parse(entry.spiffe_id), audience=audience, expires_at=end, ttl=ttl,
-                extra_claims=dict(entry.jwt_claims))),  # policy + audit + issuance log, one transaction
-                lambda tok: jwt_issuance(jwt_claims_of(tok), entry_id=entry.id, agent_id=agent_id))
+            def sign(ttl: timedelta | None) -> str:
+                with SIGN_LATENCY.labels(kind="jwt").time():
+                    return self._ctx.ca.sign_jwt_svid(JwtSvidParams(
+                        spiffe_id=SpiffeId.parse(entry.spiffe_id), audience=audience, expires_at=end, ttl=ttl,
+                        extra_claims=dict(entry.jwt_claims)))
+
+            token = await self._ctx.guard.mint_jwt(  # policy + audit + issuance log, one transaction
+                mint, sign, lambda tok: jwt_issuance(jwt_claims_of(tok), entry_id=entry.id, agent_id=agent_id))
             SIGNED.labels(kind="jwt").inc()
             claims = jwt_claims_of(token)
             await stream.send_message(agent_pb2.NewJWTSVIDResponse(token=token, expires_at=int(claims["exp"]),

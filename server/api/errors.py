@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator, Mapping
+from time import perf_counter
 from types import MappingProxyType
 from typing import Any
 
@@ -44,7 +45,7 @@ from spiffe_server.audit import ForwardError
 from spiffe_server.config import ConfigError
 from spiffe_server.datastore import errors as ds
 from spiffe_server.datastore.schema import UniqueViolation
-from spiffe_server.metrics import RPCS
+from spiffe_server.metrics import LONG_LIVED_RPCS, RPC_LATENCY, RPCS
 from spiffe_server.ratelimit import RateLimitedError
 from spiffe_server.revocation import RevocationRequestError
 
@@ -140,14 +141,18 @@ def to_grpc_error(err: BaseException, method: str) -> GRPCError:
 
 @contextlib.contextmanager
 def grpc_errors(method: str) -> Iterator[None]:
-    """Re-raise whatever the block raises as the mapped GRPCError; count the call by status."""
+    """Re-raise whatever the block raises as the mapped GRPCError; count and time the call by status."""
+    started, code = perf_counter(), "OK"
     try:
         yield
     except GRPCError as err:
-        RPCS.labels(method=method, code=err.status.name).inc()
+        code = err.status.name
         raise
     except Exception as err:  # the mapping boundary: nothing may escape unmapped
         mapped = to_grpc_error(err, method)
-        RPCS.labels(method=method, code=mapped.status.name).inc()
+        code = mapped.status.name
         raise mapped from err
-    RPCS.labels(method=method, code="OK").inc()
+    finally:
+        RPCS.labels(method=method, code=code).inc()
+        if method not in LONG_LIVED_RPCS:
+            RPC_LATENCY.labels(method=method, code=code).observe(perf_counter() - started)

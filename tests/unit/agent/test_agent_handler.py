@@ -70,7 +70,8 @@ class FakeSource:
         return FULL
 
     @contextlib.asynccontextmanager
-    async def subscribe(self, selectors: frozenset[Selector], process: object = None) -> AsyncIterator[FakeSub]:
+    async def subscribe(self, selectors: frozenset[Selector], process: object = None,
+                        svids: bool = False) -> AsyncIterator[FakeSub]:
         if not self.ready:
             raise NotReadyError("agent: not synced with the server yet")
         yield FakeSub(self)
@@ -256,7 +257,8 @@ class BrokenSource(FakeSource):
         raise StorageError(STATE_SECRET)
 
     @contextlib.asynccontextmanager
-    async def subscribe(self, selectors: frozenset[Selector], process: object = None) -> AsyncIterator[FakeSub]:
+    async def subscribe(self, selectors: frozenset[Selector], process: object = None,
+                        svids: bool = False) -> AsyncIterator[FakeSub]:
         raise StorageError(STATE_SECRET)
         yield FakeSub(self)  # pragma: no cover
 
