@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from spiffe_server.cli import agent, audit, bundle, entry, localauthority, mint, revocation, run, token
+from spiffe_server.cli import agent, audit, bundle, entry, federation, localauthority, mint, revocation, run, token
 from spiffe_server.cli._common import run_admin
 
 
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spiffe-server", description="spiffe-py server")
     sub = parser.add_subparsers(dest="cmd", required=True)
     run.add_parsers(sub)
-    for noun in (token, entry, agent, bundle, mint, revocation, localauthority, audit):
+    for noun in (token, entry, agent, bundle, mint, revocation, localauthority, audit, federation):
         noun.add_parsers(sub)
     return parser
 
