@@ -137,6 +137,10 @@ async def test_a_good_fetch_replaces_the_bundle_and_records_the_refresh(rig: Rig
     assert status.last_refresh is not None and status.last_error == ""
     assert rig.notified, "agents must be told about the new bundle"
     assert rig.store.get_federation(B.name).last_refresh is not None
+    labels = {"trust_domain": B.name}
+    assert REGISTRY.get_sample_value("spiffe_server_federation_bundle_age_seconds", labels) == 0
+    last = REGISTRY.get_sample_value("spiffe_server_federation_last_refresh_timestamp_seconds", labels)
+    assert last == pytest.approx(status.last_refresh.timestamp())
 
 
 async def expect_refusal(rig: Rig, reason: str, caplog: pytest.LogCaptureFixture,

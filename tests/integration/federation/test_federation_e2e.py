@@ -306,7 +306,7 @@ def test_deleting_the_relationship_removes_the_bundle_from_workloads_within_a_se
                                admin_pb2.FederationRelationshipId(trust_domain="b.test")))
         while True:
             ctx = next(updates)
-            if not any(b.trust_domain == B for b in ctx.bundles.x509_bundles):
+            if not any(b.trust_domain == B for b in ctx.bundles.x509_bundles()):
                 break
         elapsed = time.monotonic() - started
     assert pair.a.server.cli_json("federation", "list") == {"relationships": []}
