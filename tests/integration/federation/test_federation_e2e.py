@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import socket
 import threading
@@ -70,7 +71,6 @@ def endpoint_table(port: int, profile: str, web: tuple[Path, Path] | None) -> st
 class Domain:
     server: ServerProc
     agent: AgentProc
-    endpoint_port: int
     workload_id: str
 
     @property
@@ -107,7 +107,7 @@ class Pair:
 
 
 @contextlib.contextmanager
-def federated_pair(tmp: Path, *, a_to_b: str, b_to_a: str) -> Iterator[Pair]:
+def federated_servers(tmp: Path, *, a_to_b: str, b_to_a: str) -> Iterator[tuple[ServerProc, ServerProc, Path]]:
     """a fetches b over ``a_to_b`` (federation create), b fetches a over ``b_to_a`` (static config)."""
     pki = WebPki.create()
     web_root = tmp / "web-root.pem"
@@ -116,7 +116,6 @@ def federated_pair(tmp: Path, *, a_to_b: str, b_to_a: str) -> Iterator[Pair]:
     web = {name: (tmp / f"{name}-web.pem", tmp / f"{name}-web.key") for name in ports}
     for name in ports:
         pki.write_serving(*web[name], dns_names=["localhost"])
-        web[name][1].chmod(0o600)
     # each server serves with the profile its peer fetches with
     a_config = endpoint_table(ports["a"], b_to_a, web["a"])
     b_config = endpoint_table(ports["b"], a_to_b, web["b"])
@@ -131,19 +130,26 @@ def federated_pair(tmp: Path, *, a_to_b: str, b_to_a: str) -> Iterator[Pair]:
         (tmp / "a-bootstrap.json").write_text(a_srv.cli("bundle", "show", "--format", "spiffe").stdout)
         b_srv = stack.enter_context(ServerProc.start(trust_domain="b.test", config_text=b_config, env=env))
         (tmp / "b-bootstrap.json").write_text(b_srv.cli("bundle", "show", "--format", "spiffe").stdout)
+        host = "127.0.0.1" if a_to_b == "https_spiffe" else "localhost"
         create = ["federation", "create", "--trust-domain", "b.test",
-                  "--bundle-endpoint-url", f"https://{'127.0.0.1' if a_to_b == 'https_spiffe' else 'localhost'}"
-                                           f":{ports['b']}",
-                  "--bundle-endpoint-profile", a_to_b]
+                  "--bundle-endpoint-url", f"https://{host}:{ports['b']}", "--bundle-endpoint-profile", a_to_b]
         if a_to_b == "https_spiffe":
             create += ["--endpoint-spiffe-id", "spiffe://b.test/spire/server",
                        "--trust-domain-bundle-path", str(tmp / "b-bootstrap.json")]
         a_srv.cli_json(*create)
+        yield a_srv, b_srv, web_root
+
+
+@contextlib.contextmanager
+def federated_pair(tmp: Path, *, a_to_b: str, b_to_a: str) -> Iterator[Pair]:
+    """:func:`federated_servers` with one agent each and a workload entry federating with the other side."""
+    with federated_servers(tmp, a_to_b=a_to_b, b_to_a=b_to_a) as (a_srv, b_srv, web_root), \
+            contextlib.ExitStack() as stack:
         agents = [stack.enter_context(AgentProc.start(srv, f"{srv.trust_domain}-agent")) for srv in (a_srv, b_srv)]
         for agent in agents:
             agent.wait_ready()
-        pair = Pair(Domain(a_srv, agents[0], ports["a"], "spiffe://a.test/web"),
-                    Domain(b_srv, agents[1], ports["b"], "spiffe://b.test/api"), web_root)
+        pair = Pair(Domain(a_srv, agents[0], "spiffe://a.test/web"), Domain(b_srv, agents[1], "spiffe://b.test/api"),
+                    web_root)
         pair.a.create_entry(pair.a.workload_id, "b.test")
         pair.b.create_entry(pair.b.workload_id, "a.test")
         for here, there in ((pair.a, pair.b), (pair.b, pair.a)):
@@ -256,8 +262,6 @@ def test_py_spiffe_sees_the_federated_bundle_and_validates_a_foreign_jwt(pair: P
 
 
 def test_bundle_show_prints_the_refresh_hint(pair: Pair) -> None:
-    import json
-
     printed = json.loads(pair.b.server.cli("bundle", "show", "--format", "spiffe").stdout)
     assert printed["spiffe_refresh_hint"] == REFRESH_S
     assert all(k["use"] in ("x509-svid", "jwt-svid") for k in printed["keys"])
@@ -322,3 +326,20 @@ async def admin_call(server: ServerProc, method: str, request: Any) -> Any:
         return await getattr(AdminAPIStub(channel), method)(request)
     finally:
         channel.close()
+
+
+def test_swapped_profiles_federate_too(tmp_path: Path) -> None:
+    """a fetches b over https_web and b fetches a over https_spiffe: each direction under the other profile."""
+    with federated_servers(tmp_path, a_to_b="https_web", b_to_a="https_spiffe") as (a_srv, b_srv, _root):
+        for here, there, profile in ((a_srv, b_srv, "https_web"), (b_srv, a_srv, "https_spiffe")):
+            def fetched(srv: ServerProc = here) -> Any:
+                (rel,) = srv.cli_json("federation", "list")["relationships"]
+                return rel if rel["last_refresh"] else None
+
+            rel = wait_for(fetched, 30, f"{here.trust_domain} fetching {there.trust_domain}")
+            assert (rel["trust_domain"], rel["bundle_endpoint_profile"], rel["last_error"]) == \
+                (there.trust_domain, profile, None)
+            (held,) = here.cli_json("bundle", "list", "--format", "spiffe")["bundles"]
+            served = json.loads(there.cli("bundle", "show", "--format", "spiffe").stdout)
+            assert held["trust_domain"] == there.trust_domain
+            assert json.loads(held["spiffe"])["keys"] == served["keys"]
