@@ -44,6 +44,7 @@ def client_context(rel: Relationship, roots: Sequence[x509.Certificate]) -> ssl.
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.check_hostname = False  # an X509-SVID is checked by its SPIFFE ID, not a DNS name (FED-21)
     ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN  # every bundle authority is a trust anchor, root or not
     ctx.load_verify_locations(cadata="".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in roots))
     return ctx
 

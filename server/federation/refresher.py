@@ -176,9 +176,12 @@ class Federation:
         worker = self._workers.pop(td, None)
         if worker is None:
             return
-        worker.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await worker.task
+        # A fetch in flight finishes first: its datastore write runs in a thread a cancel cannot
+        # stop, and must not land after the caller deletes the bundle.
+        async with worker.fetching:
+            worker.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker.task
         for gauge in (FEDERATION_BUNDLE_AGE, FEDERATION_LAST_REFRESH):
             with contextlib.suppress(KeyError):
                 gauge.remove(td.name)
