@@ -161,7 +161,8 @@ class AdminService(AdminAPIBase):
         with grpc_errors("CreateEntry"):
             req = await self._request(stream)
             entry = entry_from_proto(req.entry, trust_domain=self._ctx.config.trust_domain, now=self._ctx.clock.now())
-            check_federates_with(entry, await self._federated_domains())
+            if entry.federates_with:
+                check_federates_with(entry, await self._federated_domains())
             created = await self._ctx.call(self._ctx.store.create_entry, entry)
             self._ctx.changes.notify()
             log.info("entry created", extra={"entry_id": created.id, "spiffe_id": created.spiffe_id})
@@ -174,7 +175,8 @@ class AdminService(AdminAPIBase):
             req = await self._request(stream)
             _required(req.entry.id, "entry.id")
             entry = entry_from_proto(req.entry, trust_domain=self._ctx.config.trust_domain, now=self._ctx.clock.now())
-            check_federates_with(entry, await self._federated_domains())
+            if entry.federates_with:
+                check_federates_with(entry, await self._federated_domains())
             entry = keep_quarantine(entry, await self._ctx.call(self._ctx.store.get_entry, entry.id))
             updated = await self._ctx.call(self._ctx.store.update_entry, entry)
             self._ctx.changes.notify()
@@ -267,7 +269,7 @@ class AdminService(AdminAPIBase):
             req = await self._request(stream)
             self._batch(req.entries)
             parsed = self._parse_entries(req.entries, need_id=False,
-                                         federated=await self._federated_domains())
+                                         federated=await self._federated_domains_for(req.entries))
             await stream.send_message(await self._entry_results(stream, "BatchCreateEntry", parsed,
                                                                 self._ctx.store.create_entries))
 
@@ -277,7 +279,7 @@ class AdminService(AdminAPIBase):
             req = await self._request(stream)
             self._batch(req.entries)
             parsed = self._parse_entries(req.entries, need_id=True,
-                                         federated=await self._federated_domains())
+                                         federated=await self._federated_domains_for(req.entries))
             store = self._ctx.store
             await stream.send_message(await self._entry_results(
                 stream, "BatchUpdateEntry", parsed, lambda batch: store.update_entries(batch, merge=keep_quarantine)))
@@ -426,6 +428,10 @@ class AdminService(AdminAPIBase):
         if self._federation is not None:
             names.update(td.name for td in await self._federation.wanted())
         return frozenset(names)
+
+    async def _federated_domains_for(self, items: Sequence[types_pb2.Entry]) -> frozenset[str]:
+        """:meth:`_federated_domains`, read only when some entry names a trust domain."""
+        return await self._federated_domains() if any(item.federates_with for item in items) else frozenset()
 
     def _fed(self) -> Federation:
         if self._federation is None:
