@@ -30,11 +30,13 @@ from OpenSSL import SSL
 
 from spiffe_py._proto.spiffepy.server.v1 import admin_pb2
 from spiffe_py._proto.spiffepy.server.v1.admin_grpc import AdminAPIStub
+from spiffe_py.bundle import SpiffeBundle
 from spiffe_py.errors import SpiffeError
 from spiffe_py.spiffeid import TrustDomain
 from spiffe_py.tls import authorize_id, client_context, handshake, server_context
 from spiffe_py.workloadapi import WorkloadApiClient
 from spiffe_py.x509svid import X509Svid
+from spiffe_server.api.convert import bundle_from_proto
 from tests.support.agent_proc import AgentProc
 from tests.support.server_proc import ServerProc, free_port
 from tests.support.web_pki import WebPki
@@ -127,9 +129,9 @@ def federated_servers(tmp: Path, *, a_to_b: str, b_to_a: str) -> Iterator[tuple[
     env = {"SSL_CERT_FILE": str(web_root)}  # https_web trusts the system store: here, the test root
     with contextlib.ExitStack() as stack:
         a_srv = stack.enter_context(ServerProc.start(trust_domain="a.test", config_text=a_config, env=env))
-        (tmp / "a-bootstrap.json").write_text(a_srv.cli("bundle", "show", "--format", "spiffe").stdout)
+        (tmp / "a-bootstrap.json").write_bytes(own_bundle(a_srv).to_json())
         b_srv = stack.enter_context(ServerProc.start(trust_domain="b.test", config_text=b_config, env=env))
-        (tmp / "b-bootstrap.json").write_text(b_srv.cli("bundle", "show", "--format", "spiffe").stdout)
+        (tmp / "b-bootstrap.json").write_bytes(own_bundle(b_srv).to_json())
         host = "127.0.0.1" if a_to_b == "https_spiffe" else "localhost"
         create = ["federation", "create", "--trust-domain", "b.test",
                   "--bundle-endpoint-url", f"https://{host}:{ports['b']}", "--bundle-endpoint-profile", a_to_b]
@@ -227,6 +229,15 @@ def test_federates_with_is_refused_without_bundle_or_relationship(pair: Pair) ->
     out = pair.a.create_entry("spiffe://a.test/c-client", "c.test", check=False)
     assert out.returncode == 1
     assert "no bundle and no federation relationship for 'c.test'" in out.stderr
+    batch = {"entries": [{"spiffe_id": f"spiffe://a.test/batch-{td}", "parent_id": pair.a.agent.agent_id,
+                          "selectors": [{"type": "unix", "value": "uid:1"}], "federates_with": [td]}
+                         for td in ("c.test", "b.test")]}
+    out = pair.a.server.cli("entry", "create", "--data", "-", "--output", "json", check=False,
+                            stdin=json.dumps(batch).encode())
+    assert out.returncode == 1  # one item failed
+    results = json.loads(out.stdout)["results"]
+    assert [r["status"]["code"] for r in results] == [3, 0]  # INVALID_ARGUMENT alone; b.test has a relationship
+    assert "no bundle and no federation relationship for 'c.test'" in results[0]["status"]["message"]
 
 
 def test_list_shows_both_relationships_with_their_last_refresh(pair: Pair) -> None:
@@ -333,13 +344,17 @@ def test_swapped_profiles_federate_too(tmp_path: Path) -> None:
     with federated_servers(tmp_path, a_to_b="https_web", b_to_a="https_spiffe") as (a_srv, b_srv, _root):
         for here, there, profile in ((a_srv, b_srv, "https_web"), (b_srv, a_srv, "https_spiffe")):
             def fetched(srv: ServerProc = here) -> Any:
-                (rel,) = srv.cli_json("federation", "list")["relationships"]
-                return rel if rel["last_refresh"] else None
+                (rel,) = asyncio.run(admin_call(srv, "ListFederationRelationships",
+                                                admin_pb2.ListFederationRelationshipsRequest())).relationships
+                return rel if rel.last_refresh else None
 
             rel = wait_for(fetched, 30, f"{here.trust_domain} fetching {there.trust_domain}")
-            assert (rel["trust_domain"], rel["bundle_endpoint_profile"], rel["last_error"]) == \
-                (there.trust_domain, profile, None)
-            (held,) = here.cli_json("bundle", "list", "--format", "spiffe")["bundles"]
-            served = json.loads(there.cli("bundle", "show", "--format", "spiffe").stdout)
-            assert held["trust_domain"] == there.trust_domain
-            assert json.loads(held["spiffe"])["keys"] == served["keys"]
+            assert (rel.trust_domain, rel.bundle_endpoint_profile, rel.last_error) == (there.trust_domain, profile, "")
+            (held,) = asyncio.run(admin_call(here, "ListFederatedBundles",
+                                             admin_pb2.ListFederatedBundlesRequest())).bundles
+            assert bundle_from_proto(held) == own_bundle(there)
+
+
+def own_bundle(server: ServerProc) -> SpiffeBundle:
+    """The server's own bundle, over its admin socket (no CLI process start)."""
+    return bundle_from_proto(asyncio.run(admin_call(server, "GetBundle", admin_pb2.GetBundleRequest())))
