@@ -474,7 +474,8 @@ class AdminService(AdminAPIBase):
         log.info("federation relationship %s", "created" if method.startswith("Create") else "updated",
                  extra={"trust_domain": record.trust_domain, "url": record.bundle_endpoint_url})
         fed = self._fed()
-        await fed.reconcile()  # its refresher starts (or restarts) now, with a first fetch
+        await fed.reconcile()  # its refresher starts (or restarts) now
+        await fed.first_fetch(rel.trust_domain)  # the reply shows how the first fetch went
         await stream.send_message(relationship_to_proto(await fed.status(rel.trust_domain)))
 
     async def CreateFederationRelationship(

@@ -209,13 +209,19 @@ class Federation:
                 return status
         raise NotFoundError(f"federation: no relationship for trust domain {trust_domain.name!r}")
 
+    async def first_fetch(self, trust_domain: TrustDomain) -> None:
+        """Wait for a new relationship's first fetch (done now if its refresher has not started it)."""
+        worker = self._workers.get(trust_domain)
+        if worker is not None:
+            await self.refresh_once(worker)  # a no-op when the refresher's own first fetch came first
+
     async def refresh(self, trust_domain: TrustDomain) -> RelationshipStatus:
         """Fetch now; FetchRefused if the fetch failed or was refused (the last good bundle stays)."""
         await self.reconcile()
         worker = self._workers.get(trust_domain)
         if worker is None:
             raise NotFoundError(f"federation: no relationship for trust domain {trust_domain.name!r}")
-        await self.refresh_once(worker)
+        await self.refresh_once(worker, force=True)
         worker.wake.set()  # the loop waits again, until the next_due this fetch set
         if worker.status.last_error:
             raise FetchRefused("refresh", worker.status.last_error)
@@ -246,9 +252,11 @@ class Federation:
         known = await self._stored_bundle(td)
         return () if known is None else known.x509_authorities
 
-    async def refresh_once(self, worker: _Worker) -> None:
-        """Fetch, check and store the relationship's bundle once; sets when the next fetch is due."""
+    async def refresh_once(self, worker: _Worker, *, force: bool = False) -> None:
+        """Fetch, check and store the relationship's bundle if due (or ``force``); sets when the next is due."""
         async with worker.fetching:
+            if not force and time.monotonic() < worker.next_due:
+                return  # someone else fetched while we waited for the lock
             delay = await self._refresh(worker)
             worker.next_due = time.monotonic() + delay.total_seconds()
 

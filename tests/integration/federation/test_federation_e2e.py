@@ -278,6 +278,24 @@ def test_bundle_show_prints_the_refresh_hint(pair: Pair) -> None:
     assert all(k["use"] in ("x509-svid", "jwt-svid") for k in printed["keys"])
 
 
+def test_update_to_a_dead_url_keeps_the_bundle_then_recovers(pair: Pair) -> None:
+    shown = pair.a.server.cli_json("federation", "show", "--trust-domain", "b.test")
+    roots = pair.a.foreign_roots(B)
+    flags = ["--trust-domain", "b.test", "--bundle-endpoint-profile", "https_spiffe",
+             "--endpoint-spiffe-id", "spiffe://b.test/spire/server"]
+    dead = f"https://127.0.0.1:{free_port()}"
+    updated = pair.a.server.cli_json("federation", "update", "--bundle-endpoint-url", dead, *flags)
+    assert updated["bundle_endpoint_url"] == dead
+    assert dead in updated["last_error"]  # the reply carries the first fetch's outcome
+    assert pair.a.foreign_roots(B) == roots  # the last good bundle stays
+    restored = asyncio.run(admin_call(pair.a.server, "UpdateFederationRelationship",
+                                      admin_pb2.FederationRelationshipRequest(relationship=admin_pb2.FederationRelationship(
+                                          trust_domain="b.test", bundle_endpoint_url=shown["bundle_endpoint_url"],
+                                          bundle_endpoint_profile="https_spiffe",
+                                          endpoint_spiffe_id="spiffe://b.test/spire/server"))))
+    assert restored.last_error == "" and restored.last_refresh > 0
+
+
 def test_ca_rotation_reaches_the_other_domain_within_one_refresh(pair: Pair) -> None:
     before = pair.a.foreign_roots(B)
     prepared = pair.b.server.cli_json("localauthority", "x509", "prepare")
