@@ -51,6 +51,7 @@ from spiffe_server.metrics import FEDERATION_BUNDLE_AGE, FEDERATION_LAST_REFRESH
 log = logging.getLogger("spiffe_server.federation")
 
 Call = Callable[..., Awaitable[Any]]
+RETRY_AFTER_FAULT_SECONDS = 30.0  # after a fault of our own (not a refused fetch)
 RECONCILE_SECONDS = 5.0  # relationships another server created in a shared datastore start within this
 
 
@@ -85,7 +86,11 @@ class _Worker:
     async def _loop(self, fed: Federation) -> None:
         while True:
             if time.monotonic() >= self.next_due:
-                await fed.refresh_once(self)  # sets next_due
+                try:
+                    await fed.refresh_once(self)  # sets next_due
+                except Exception:  # e.g. the datastore is down: log, keep the last good bundle, retry
+                    log.exception("federation: refresh of %r failed", self.rel.trust_domain.name)
+                    self.next_due = time.monotonic() + RETRY_AFTER_FAULT_SECONDS
             self.wake.clear()
             # woken early by a refresh on request, which moved next_due; asyncio.timeout, not
             # wait_for: on 3.11 wait_for can swallow a cancel that races the wake-up
@@ -145,6 +150,7 @@ class Federation:
         """Static relationships, then stored ones (a static one wins on the same trust domain)."""
         own = self.own_trust_domain
         out: dict[TrustDomain, Relationship] = {}
+        records: dict[TrustDomain, FederationRecord] = {}
         for record in await self._call(self._store.list_federations):
             try:
                 rel = relationship_from_record(record, own)
@@ -152,7 +158,8 @@ class Federation:
                 log.warning("federation: skipping invalid stored relationship %r: %s", record.trust_domain, err)
                 continue
             out[rel.trust_domain] = rel
-            self._records[rel.trust_domain] = record
+            records[rel.trust_domain] = record
+        self._records = records
         out.update(self._static)
         return out
 
