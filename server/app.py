@@ -35,13 +35,14 @@ from spiffe_server.api.admin_service import AdminService, expire_label_grants
 from spiffe_server.api.agent_service import AgentService
 from spiffe_server.api.context import ServerContext
 from spiffe_server.api.tls import ServerTls
-from spiffe_server.bundle_endpoint import start_bundle_endpoint
 from spiffe_server.ca.keys import DiskKeyManager, KeyType, load_upstream_authority
 from spiffe_server.ca.manager import CaConfig, CaManager
 from spiffe_server.ca.pool import InlineSigner, ProcessSigningPool, Signer
 from spiffe_server.ca.templates import SvidKind, SvidPolicy, X509SvidParams
 from spiffe_server.config import ServerConfig
 from spiffe_server.datastore import DataStore, open_datastore
+from spiffe_server.federation.endpoint import BundleEndpoint
+from spiffe_server.federation.refresher import Federation, bootstrap_static_bundles, static_relationships
 from spiffe_server.health import start_health_listener
 from spiffe_server.logging import configure_logging
 from spiffe_server.metrics import BUNDLE_SEQUENCE, CA_EXPIRY, start_metrics_listener
@@ -80,8 +81,10 @@ def build_ca(cfg: ServerConfig, store: DataStore, clock: Clock) -> CaManager:
         upstream = load_upstream_authority(cfg.upstream_authority.cert_file, cfg.upstream_authority.key_file)
     policy = SvidPolicy(x509_svid_ttl=cfg.default_x509_svid_ttl, jwt_svid_ttl=cfg.default_jwt_svid_ttl,
                         jwt_issuer=cfg.jwt_issuer or None)
+    endpoint = cfg.federation.bundle_endpoint
     return CaManager(CaConfig(trust_domain=cfg.trust_domain, ca_ttl=cfg.ca_ttl, ca_key_type=KeyType(cfg.ca_key_type),
-                              jwt_key_type=KeyType(cfg.jwt_key_type) if cfg.jwt_key_type else None, policy=policy),
+                              jwt_key_type=KeyType(cfg.jwt_key_type) if cfg.jwt_key_type else None, policy=policy,
+                              refresh_hint=endpoint.refresh_hint if endpoint is not None else None),
                      keys=DiskKeyManager(cfg.data_dir / "keys"), journal=store, clock=clock, upstream=upstream)
 
 
@@ -153,6 +156,10 @@ class App:
         self._tasks: list[asyncio.Task[None]] = []
         self.oidc: OidcProvider | None = None
         self.console: Any = None  # server.console.web.Console when [console] is set (aiohttp is an extra)
+        self.bundle_endpoint: BundleEndpoint | None = None
+        self.federation = Federation(store=store, own=self.ctx.ca.bundle, clock=clock,
+                                     static=static_relationships(cfg), call=self.ctx.call,
+                                     notify=self.ctx.changes.notify)
 
     async def start(self) -> None:
         """Open the datastore-backed services on TCP and the Unix socket, start background loops."""
@@ -160,7 +167,7 @@ class App:
         self.svid.refresh(force=True)
         await ctx.entries.catch_up()  # the entry index is built once, before the first agent connects
         BUNDLE_SEQUENCE.set(ctx.ca.bundle().sequence_number or 0)
-        admin = AdminService(ctx)
+        admin = AdminService(ctx, federation=self.federation)
         limits = cfg.serving
         # requests over the limit are refused on their length prefix; TLS, the per-IP cap and the
         # handshake and idle timeouts are the guard's (so no ssl= to start())
@@ -182,8 +189,17 @@ class App:
         if cfg.metrics is not None:
             CA_EXPIRY.watch(ctx.ca)
             start_metrics_listener(cfg.metrics)
-        if cfg.bundle_endpoint is not None:
-            self._side.append(await start_bundle_endpoint(ctx, cfg.bundle_endpoint))
+        if cfg.federation.bundle_endpoint is not None:
+            svid_dir = cfg.data_dir / "server-svid"  # ServerTls writes the renewed server SVID here
+
+            async def crls() -> tuple[bytes, ...]:
+                return tuple((await ctx.revocations.snapshot(ctx)).crls)
+
+            self.bundle_endpoint = BundleEndpoint(cfg.federation.bundle_endpoint, bundle=ctx.ca.bundle, crls=crls,
+                                                  svid_files=(svid_dir / "svid.pem", svid_dir / "svid.key"))
+            await self.bundle_endpoint.start()
+        await ctx.call(bootstrap_static_bundles, cfg, ctx.store)
+        await self.federation.start()
         if cfg.oidc is not None:
             o = cfg.oidc
             self.oidc = OidcProvider(issuer=o.issuer, bind_address=o.bind_address, bind_port=o.bind_port,
@@ -243,6 +259,9 @@ class App:
             await self.oidc.close()
         if self.console is not None:
             await self.console.close()
+        if self.bundle_endpoint is not None:
+            await self.bundle_endpoint.close()
+        await self.federation.close()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

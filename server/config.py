@@ -33,6 +33,7 @@ from spiffe_py._serving.limits import SERVER_API_MESSAGE_LIMIT, check_message_li
 from spiffe_py.errors import SpiffeError
 from spiffe_py.spiffeid import TrustDomain
 from spiffe_server.defaults import ADMIN_SOCKET_NAME, DEFAULT_DATA_DIR_NAME
+from spiffe_server.federation.relationship import RelationshipError, parse_relationship
 from spiffe_server.nodeattest.base import PluginConfigError
 from spiffe_server.nodeattest.registry import node_attestor_plugins
 
@@ -74,11 +75,41 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class BundleEndpointConfig:
-    """HTTP endpoint serving the trust bundle and the CRLs (off unless the table is present)."""
+class FederationEndpointConfig:
+    """``[federation.bundle_endpoint]``: serve this trust domain's SPIFFE bundle to federated peers.
+
+    ``profile`` https_spiffe presents the server's own X509-SVID; https_web presents
+    ``cert_file``/``key_file`` (re-read when they change). Plain HTTP only with
+    ``insecure_http = true`` (and no profile). ``refresh_hint`` is the bundle's
+    ``spiffe_refresh_hint`` (None: derived from ca_ttl).
+    """
 
     bind_address: str = "127.0.0.1"
-    bind_port: int = 8082
+    bind_port: int = 8443
+    refresh_hint: timedelta | None = None
+    profile: str = "https_spiffe"
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure_http: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class FederatesWithConfig:
+    """``[federation.federates_with."<td>"]``: a static federation relationship."""
+
+    trust_domain: str
+    bundle_endpoint_url: str
+    bundle_endpoint_profile: str
+    endpoint_spiffe_id: str = ""
+    trust_domain_bundle_path: Path | None = None  # bootstrap bundle, used when none is stored yet
+
+
+@dataclass(frozen=True, slots=True)
+class FederationConfig:
+    """``[federation]``: the bundle endpoint this server serves and the relationships it fetches."""
+
+    bundle_endpoint: FederationEndpointConfig | None = None
+    federates_with: tuple[FederatesWithConfig, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +200,7 @@ class ServerConfig:
     extra_selector_types: tuple[str, ...] = ()
     health: HealthConfig | None = None
     metrics: MetricsConfig | None = None
-    bundle_endpoint: BundleEndpointConfig | None = None
+    federation: FederationConfig = field(default_factory=FederationConfig)
     oidc: OidcConfig | None = None
     console: ConsoleConfig | None = None
     policy_file: Path | None = None
@@ -197,6 +228,10 @@ class ServerConfig:
             if ttl > limit:
                 out.append(f"config: {name} ({_fmt(ttl)}) exceeds ca_ttl/6 ({_fmt(limit)}); "
                            "SVIDs will be cut short at CA expiry")
+        endpoint = self.federation.bundle_endpoint
+        if endpoint is not None and endpoint.insecure_http:
+            out.append("config: federation.bundle_endpoint.insecure_http: the bundle endpoint serves plain HTTP; "
+                       "federated peers need the https_web or https_spiffe profile (SPIFFE Federation)")
         if self.oidc is not None and self.oidc.insecure_http:
             out.append("config: oidc.insecure_http: the discovery provider serves plain HTTP; "
                        "only run it behind a TLS-terminating proxy")
@@ -274,8 +309,7 @@ def _names(cls: type) -> frozenset[str]:
     return frozenset(f.name for f in dataclasses.fields(cls))
 
 
-def _listener(raw: object, key: str, cls: type[HealthConfig] | type[MetricsConfig] | type[BundleEndpointConfig],
-              ) -> Any:
+def _listener(raw: object, key: str, cls: type[HealthConfig] | type[MetricsConfig]) -> Any:
     table = _table(raw, key, _names(cls))
     kwargs: dict[str, Any] = {}
     for name, value in table.items():
@@ -360,6 +394,71 @@ def _console(raw: object) -> ConsoleConfig:
         raise ConfigError(f"config: console.bind_address: plain HTTP only on a loopback address, got {address!r}; "
                           "set cert_file and key_file to serve HTTPS")
     return ConsoleConfig(**kwargs)
+def _old_bundle_endpoint(raw: object) -> None:
+    raise ConfigError("config: bundle_endpoint: replaced by [federation.bundle_endpoint] (profile https_spiffe or "
+                      "https_web; plain HTTP only with insecure_http = true)")
+
+
+_ENDPOINT_PROFILES = frozenset({"https_spiffe", "https_web"})
+
+
+def _federation_endpoint(raw: object) -> FederationEndpointConfig:
+    key = "federation.bundle_endpoint"
+    table = _table(raw, key, _names(FederationEndpointConfig))
+    kwargs: dict[str, Any] = {}
+    if "bind_address" in table:
+        kwargs["bind_address"] = _address(table["bind_address"], f"{key}.bind_address")
+    if "bind_port" in table:
+        kwargs["bind_port"] = _port(table["bind_port"], f"{key}.bind_port")
+    if "refresh_hint" in table:
+        kwargs["refresh_hint"] = parse_duration(table["refresh_hint"], f"{key}.refresh_hint")
+    for name in ("cert_file", "key_file"):
+        if name in table:
+            kwargs[name] = Path(_expect(table[name], str, f"{key}.{name}"))
+    insecure = _expect(table.get("insecure_http", False), bool, f"{key}.insecure_http")
+    kwargs["insecure_http"] = insecure
+    has_files = "cert_file" in kwargs or "key_file" in kwargs
+    if insecure:
+        if "profile" in table or has_files:
+            raise ConfigError(f"config: {key}.insecure_http: plain HTTP takes no profile, cert_file or key_file")
+        return FederationEndpointConfig(**kwargs)
+    profile = _choice(table.get("profile", "https_spiffe"), f"{key}.profile", _ENDPOINT_PROFILES)
+    kwargs["profile"] = profile
+    if profile == "https_web":
+        for name in ("cert_file", "key_file"):
+            if name not in kwargs:
+                raise ConfigError(f"config: {key}.{name}: required by profile https_web")
+    elif has_files:
+        raise ConfigError(f"config: {key}.cert_file: profile https_spiffe serves the server's own X509-SVID; "
+                          "cert_file and key_file belong to https_web")
+    return FederationEndpointConfig(**kwargs)
+
+
+def _federates_with(raw: object) -> tuple[FederatesWithConfig, ...]:
+    tables: dict[str, Any] = _expect(raw, dict, "federation.federates_with")
+    out = []
+    for name, value in tables.items():
+        key = f"federation.federates_with.{name}"
+        table = _table(value, key, _names(FederatesWithConfig) - {"trust_domain"})
+        for required in ("bundle_endpoint_url", "bundle_endpoint_profile"):
+            if required not in table:
+                raise ConfigError(f"config: {key}.{required}: required")
+        path = table.get("trust_domain_bundle_path")
+        out.append(FederatesWithConfig(
+            trust_domain=name,
+            bundle_endpoint_url=_expect(table["bundle_endpoint_url"], str, f"{key}.bundle_endpoint_url"),
+            bundle_endpoint_profile=_expect(table["bundle_endpoint_profile"], str, f"{key}.bundle_endpoint_profile"),
+            endpoint_spiffe_id=_expect(table.get("endpoint_spiffe_id", ""), str, f"{key}.endpoint_spiffe_id"),
+            trust_domain_bundle_path=None if path is None else Path(_expect(path, str,
+                                                                            f"{key}.trust_domain_bundle_path"))))
+    return tuple(out)
+
+
+def _federation(raw: object) -> FederationConfig:
+    table = _table(raw, "federation", _names(FederationConfig))
+    return FederationConfig(
+        bundle_endpoint=None if "bundle_endpoint" not in table else _federation_endpoint(table["bundle_endpoint"]),
+        federates_with=_federates_with(table.get("federates_with", {})))
 
 
 def _upstream(raw: object) -> UpstreamAuthorityConfig:
@@ -508,7 +607,8 @@ _SCALARS: dict[str, Any] = {
     "extra_selector_types": _selector_types,
     "health": lambda v: _listener(v, "health", HealthConfig),
     "metrics": lambda v: _listener(v, "metrics", MetricsConfig),
-    "bundle_endpoint": lambda v: _listener(v, "bundle_endpoint", BundleEndpointConfig),
+    "bundle_endpoint": _old_bundle_endpoint,
+    "federation": _federation,
     "oidc": _oidc,
     "console": _console,
     "policy_file": lambda v: Path(_expect(v, str, "policy_file")),
@@ -530,9 +630,19 @@ def build_config(raw: Mapping[str, Any]) -> ServerConfig:
             raise ConfigError(f"config: jwt_issuer: {cfg.jwt_issuer!r} differs from oidc.issuer "
                               f"{cfg.oidc.issuer!r}; set one of them, or both to the same URL")
         cfg = dataclasses.replace(cfg, jwt_issuer=cfg.oidc.issuer)
+    for rel in cfg.federation.federates_with:
+        _check_relationship(rel, cfg.trust_domain)
     if cfg.socket_path is None and len(str(cfg.admin_socket)) > _MAX_UNIX_PATH:
         raise ConfigError(f"config: socket_path: default {str(cfg.admin_socket)!r} is too long; set socket_path")
     return cfg
+
+
+def _check_relationship(rel: FederatesWithConfig, own: TrustDomain) -> None:
+    try:
+        parse_relationship(rel.trust_domain, rel.bundle_endpoint_url, rel.bundle_endpoint_profile,
+                           rel.endpoint_spiffe_id, own=own, source="config")
+    except RelationshipError as err:
+        raise ConfigError(f"config: federation.federates_with.{rel.trust_domain}.{err}") from err
 
 
 def parse_config(text: str, overrides: Mapping[str, Any] | None = None) -> ServerConfig:

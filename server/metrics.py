@@ -120,3 +120,13 @@ class CaExpiryCollector:
 
 
 CA_EXPIRY = CaExpiryCollector()
+# -- federation: the bundle endpoint client --
+FEDERATION_REFRESHES = Counter("spiffe_server_federation_refreshes",
+                               "Bundle endpoint fetches by foreign trust domain and result (ok or the refusal reason)",
+                               ["trust_domain", "result"], registry=REGISTRY)
+FEDERATION_LAST_REFRESH = Gauge("spiffe_server_federation_last_refresh_timestamp_seconds",
+                                "Unix time of the last good fetch of a federated bundle", ["trust_domain"],
+                                registry=REGISTRY)
+FEDERATION_BUNDLE_AGE = Gauge("spiffe_server_federation_bundle_age_seconds",
+                              "Seconds since the last good fetch of a federated bundle (-1: none yet)",
+                              ["trust_domain"], registry=REGISTRY)

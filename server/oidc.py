@@ -224,7 +224,8 @@ class ServingCertificate:
     files. A half-written or mismatched pair is refused and the previous one kept.
     """
 
-    def __init__(self, cert_file: Path, key_file: Path) -> None:
+    def __init__(self, cert_file: Path, key_file: Path, *, label: str = "oidc") -> None:
+        self._label = label  # which listener, for the logs
         self._files = (cert_file, key_file)
         self._signature = _file_signature(cert_file, key_file)
         self._current = _tls_context(cert_file, key_file)
@@ -243,11 +244,11 @@ class ServingCertificate:
                 return False
             fresh = _tls_context(*self._files)
         except (OSError, ssl.SSLError) as err:
-            log.warning("oidc: serving certificate not reloaded, keeping the previous one: %s",
-                        err.__class__.__name__)
+            log.warning("%s: serving certificate not reloaded, keeping the previous one: %s",
+                        self._label, err.__class__.__name__)
             return False
         self._current, self._signature = fresh, signature
-        log.info("oidc: serving certificate reloaded", extra={"cert_file": str(self._files[0])})
+        log.info("%s: serving certificate reloaded", self._label, extra={"cert_file": str(self._files[0])})
         return True
 
 

@@ -90,7 +90,7 @@ def normalize_key_id(text: str) -> str:
 def sync_update_from_proto(msg: agent_pb2.SyncAuthorizedResponse) -> SyncUpdate:
     """Convert one SyncAuthorized message."""
     federated = None
-    if msg.full or msg.federated_bundles:
+    if msg.full or msg.federated_bundles or msg.federated_bundles_set:
         federated = tuple(bundle_from_proto(b) for b in msg.federated_bundles)
     has_bundle = msg.HasField("bundle")
     return SyncUpdate(

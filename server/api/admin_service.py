@@ -9,6 +9,7 @@ Callers are the local CLI over the Unix socket (SO_PEERCRED uid 0, the server's 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -70,9 +71,11 @@ from spiffe_server.datastore import (
     AuditRecord,
     BundleRecord,
     EntryFilter,
+    FederationRecord,
     JoinToken,
     LabelGrant,
     MatchMode,
+    NotFoundError,
     Page,
     RegistrationEntry,
     Revocation,
@@ -82,6 +85,8 @@ from spiffe_server.datastore import (
 from spiffe_server.datastore.errors import DataStoreError
 from spiffe_server.datastore.models import MAX_PAGE_SIZE
 from spiffe_server.errors import FailedPreconditionError
+from spiffe_server.federation.refresher import Federation, RelationshipStatus
+from spiffe_server.federation.relationship import Relationship, parse_bootstrap_bundle, parse_relationship
 from spiffe_server.guard import keep_quarantine, patch_entry
 from spiffe_server.health import run_checks
 from spiffe_server.nodeattest.join_token import DEFAULT_JOIN_TOKEN_TTL, generate_join_token, join_token_agent_id
@@ -122,8 +127,9 @@ def _page(size: int, token: str) -> Page:
 class AdminService(AdminAPIBase):
     """grpclib handlers of ``spiffepy.server.v1.AdminAPI``."""
 
-    def __init__(self, ctx: ServerContext) -> None:
+    def __init__(self, ctx: ServerContext, *, federation: Federation | None = None) -> None:
         self._ctx = ctx
+        self._federation = federation
         self._uids = frozenset({0, os.getuid(), *ctx.config.admin_uids})
         # deny records are sealed: each is parsed for the approvals inbox once
         self._denials: Memo[tuple[int, str], Denial | None] = Memo(max_size=4 * INBOX_SCAN)
@@ -195,6 +201,8 @@ class AdminService(AdminAPIBase):
             req = await self._request(stream)
             entry = entry_from_proto(req.entry, trust_domain=self._ctx.config.trust_domain, now=self._ctx.clock.now())
             self._check_selectors(entry, allow_unknown=req.allow_unknown_selectors)
+            if entry.federates_with:
+                check_federates_with(entry, await self._federated_domains())
             created = await self._ctx.call(self._ctx.store.create_entry, entry)
             self._ctx.changes.notify()
             log.info("entry created", extra={"entry_id": created.id, "spiffe_id": created.spiffe_id})
@@ -208,6 +216,8 @@ class AdminService(AdminAPIBase):
             _required(req.entry.id, "entry.id")
             entry = entry_from_proto(req.entry, trust_domain=self._ctx.config.trust_domain, now=self._ctx.clock.now())
             self._check_selectors(entry, allow_unknown=req.allow_unknown_selectors)
+            if entry.federates_with:
+                check_federates_with(entry, await self._federated_domains())
             entry = keep_quarantine(entry, await self._ctx.call(self._ctx.store.get_entry, entry.id))
             updated = await self._ctx.call(self._ctx.store.update_entry, entry)
             self._ctx.changes.notify()
@@ -311,7 +321,7 @@ class AdminService(AdminAPIBase):
                         else {"entry_id": e.id}) for e in entries])
 
     def _parse_entries(self, items: Sequence[types_pb2.Entry], *, need_id: bool,
-                       allow_unknown: bool) -> list[RegistrationEntry | Exception]:
+                       allow_unknown: bool, federated: frozenset[str]) -> list[RegistrationEntry | Exception]:
         td, now = self._ctx.config.trust_domain, self._ctx.clock.now()
         out: list[RegistrationEntry | Exception] = []
         for item in items:
@@ -320,6 +330,7 @@ class AdminService(AdminAPIBase):
                     _required(item.id, "entry.id")
                 entry = entry_from_proto(item, trust_domain=td, now=now)
                 self._check_selectors(entry, allow_unknown=allow_unknown)
+                check_federates_with(entry, federated)
                 out.append(entry)
             except SpiffeError as err:
                 out.append(err)
@@ -330,7 +341,8 @@ class AdminService(AdminAPIBase):
         with grpc_errors("BatchCreateEntry"):
             req = await self._request(stream)
             self._batch(req.entries)
-            parsed = self._parse_entries(req.entries, need_id=False, allow_unknown=req.allow_unknown_selectors)
+            parsed = self._parse_entries(req.entries, need_id=False, allow_unknown=req.allow_unknown_selectors,
+                                         federated=await self._federated_domains_for(req.entries))
             await stream.send_message(await self._entry_results(stream, "BatchCreateEntry", parsed,
                                                                 self._ctx.store.create_entries))
 
@@ -339,7 +351,8 @@ class AdminService(AdminAPIBase):
         with grpc_errors("BatchUpdateEntry"):
             req = await self._request(stream)
             self._batch(req.entries)
-            parsed = self._parse_entries(req.entries, need_id=True, allow_unknown=req.allow_unknown_selectors)
+            parsed = self._parse_entries(req.entries, need_id=True, allow_unknown=req.allow_unknown_selectors,
+                                         federated=await self._federated_domains_for(req.entries))
             store = self._ctx.store
             await stream.send_message(await self._entry_results(
                 stream, "BatchUpdateEntry", parsed, lambda batch: store.update_entries(batch, merge=keep_quarantine)))
@@ -479,6 +492,123 @@ class AdminService(AdminAPIBase):
             self._ctx.changes.notify()
             await self._audit(stream, "DeleteFederatedBundle", None, trust_domain=td.name)
             await stream.send_message(admin_pb2.DeleteFederatedBundleResponse())
+
+    # -- federation relationships ---------------------------------------------------------------
+
+    async def _federated_domains(self) -> frozenset[str]:
+        """Trust domains an entry may federate with: those with a stored bundle or a relationship."""
+        names = {record.trust_domain for record in await self._ctx.call(self._ctx.store.list_bundles)}
+        if self._federation is not None:
+            names.update(td.name for td in await self._federation.wanted())
+        return frozenset(names)
+
+    async def _federated_domains_for(self, items: Sequence[types_pb2.Entry]) -> frozenset[str]:
+        """:meth:`_federated_domains`, read only when some entry names a trust domain."""
+        return await self._federated_domains() if any(item.federates_with for item in items) else frozenset()
+
+    def _fed(self) -> Federation:
+        if self._federation is None:
+            raise FailedPreconditionError("federation: not running on this server")
+        return self._federation
+
+    def _relationship(self, pb: admin_pb2.FederationRelationship) -> Relationship:
+        rel = parse_relationship(pb.trust_domain, pb.bundle_endpoint_url, pb.bundle_endpoint_profile,
+                                 pb.endpoint_spiffe_id, own=self._ctx.config.trust_domain)
+        if self._fed().is_static(rel.trust_domain):
+            raise FailedPreconditionError(f"federation: the relationship with {rel.trust_domain.name!r} comes "
+                                          "from the config file; change it there")
+        return rel
+
+    async def _store_bootstrap(self, rel: Relationship, data: bytes) -> None:
+        if not data:
+            return
+        try:
+            bundle = parse_bootstrap_bundle(rel.trust_domain, data)
+        except SpiffeError as err:
+            raise RequestError("trust_domain_bundle", str(err)) from err
+        await self._ctx.call(self._ctx.store.set_bundle,
+                             BundleRecord(trust_domain=rel.trust_domain.name, data=bundle.to_json()))
+        self._ctx.changes.notify()
+
+    async def _write_relationship(self, stream: Stream[Any, Any], method: str) -> None:
+        req = await self._request(stream)
+        rel = self._relationship(req.relationship)
+        record = FederationRecord(trust_domain=rel.trust_domain.name, bundle_endpoint_url=rel.bundle_endpoint_url,
+                                  bundle_endpoint_profile=rel.profile.value,
+                                  endpoint_spiffe_id=str(rel.endpoint_spiffe_id or ""),
+                                  created_at=self._ctx.clock.now())
+        write = self._ctx.store.create_federation if method == "CreateFederationRelationship" \
+            else self._ctx.store.update_federation
+        await self._ctx.call(write, record)
+        await self._store_bootstrap(rel, req.trust_domain_bundle)
+        await self._audit(stream, method, None, trust_domain=record.trust_domain, url=record.bundle_endpoint_url,
+                          profile=record.bundle_endpoint_profile, endpoint_spiffe_id=record.endpoint_spiffe_id,
+                          bootstrap_bundle=bool(req.trust_domain_bundle))
+        log.info("federation relationship %s", "created" if method.startswith("Create") else "updated",
+                 extra={"trust_domain": record.trust_domain, "url": record.bundle_endpoint_url})
+        fed = self._fed()
+        await fed.reconcile()  # its refresher starts (or restarts) now
+        await fed.first_fetch(rel.trust_domain)  # the reply shows how the first fetch went
+        await stream.send_message(relationship_to_proto(await fed.status(rel.trust_domain)))
+
+    async def CreateFederationRelationship(
+        self, stream: Stream[admin_pb2.FederationRelationshipRequest, admin_pb2.FederationRelationship]
+    ) -> None:
+        with grpc_errors("CreateFederationRelationship"):
+            await self._write_relationship(stream, "CreateFederationRelationship")
+
+    async def UpdateFederationRelationship(
+        self, stream: Stream[admin_pb2.FederationRelationshipRequest, admin_pb2.FederationRelationship]
+    ) -> None:
+        with grpc_errors("UpdateFederationRelationship"):
+            await self._write_relationship(stream, "UpdateFederationRelationship")
+
+    async def DeleteFederationRelationship(
+        self, stream: Stream[admin_pb2.FederationRelationshipId, admin_pb2.DeleteFederationRelationshipResponse]
+    ) -> None:
+        with grpc_errors("DeleteFederationRelationship"):
+            req = await self._request(stream)
+            td = self._foreign(req.trust_domain, "trust_domain")
+            fed = self._fed()
+            if fed.is_static(td):
+                raise FailedPreconditionError(f"federation: the relationship with {td.name!r} comes from the "
+                                              "config file; remove it there")
+            await self._ctx.call(self._ctx.store.delete_federation, td.name)
+            await fed.stop_refreshing(td)  # no fetch in flight may store the bundle again
+            with contextlib.suppress(NotFoundError):
+                await self._ctx.call(self._ctx.store.delete_bundle, td.name)
+            self._ctx.changes.notify()  # workloads lose the bundle with their next sync message (FED-25)
+            await self._audit(stream, "DeleteFederationRelationship", None, trust_domain=td.name)
+            log.info("federation relationship deleted", extra={"trust_domain": td.name})
+            await stream.send_message(admin_pb2.DeleteFederationRelationshipResponse())
+
+    async def ListFederationRelationships(
+        self, stream: Stream[admin_pb2.ListFederationRelationshipsRequest,
+                             admin_pb2.ListFederationRelationshipsResponse]
+    ) -> None:
+        with grpc_errors("ListFederationRelationships"):
+            await self._request(stream)
+            statuses = await self._fed().statuses()
+            await stream.send_message(admin_pb2.ListFederationRelationshipsResponse(
+                relationships=[relationship_to_proto(s) for s in statuses]))
+
+    async def GetFederationRelationship(
+        self, stream: Stream[admin_pb2.FederationRelationshipId, admin_pb2.FederationRelationship]
+    ) -> None:
+        with grpc_errors("GetFederationRelationship"):
+            req = await self._request(stream)
+            td = self._foreign(req.trust_domain, "trust_domain")
+            await stream.send_message(relationship_to_proto(await self._fed().status(td)))
+
+    async def RefreshFederationRelationship(
+        self, stream: Stream[admin_pb2.FederationRelationshipId, admin_pb2.FederationRelationship]
+    ) -> None:
+        with grpc_errors("RefreshFederationRelationship"):
+            req = await self._request(stream)
+            td = self._foreign(req.trust_domain, "trust_domain")
+            status = await self._fed().refresh(td)
+            await self._audit(stream, "RefreshFederationRelationship", None, trust_domain=td.name)
+            await stream.send_message(relationship_to_proto(status))
 
     # -- minting --------------------------------------------------------------------------------
 
@@ -876,6 +1006,26 @@ def _authority_to_proto(info: AuthorityInfo) -> admin_pb2.LocalAuthority:
     return admin_pb2.LocalAuthority(authority_id=info.authority_id, status=info.status.value,
                                     not_before=ts(info.not_before), not_after=ts(info.not_after),
                                     tainted=info.tainted)
+
+
+def check_federates_with(entry: RegistrationEntry, known: frozenset[str]) -> None:
+    """An entry may only federate with a trust domain that has a bundle or a federation relationship."""
+    for name in entry.federates_with:
+        if name not in known:
+            raise RequestError("entry.federates_with", f"no bundle and no federation relationship for {name!r}; "
+                                                       "create one first (bundle set or federation create)")
+
+
+def relationship_to_proto(status: RelationshipStatus) -> admin_pb2.FederationRelationship:
+    """A relationship with its refresh state, on the wire."""
+    rel = status.relationship
+    return admin_pb2.FederationRelationship(
+        trust_domain=rel.trust_domain.name, bundle_endpoint_url=rel.bundle_endpoint_url,
+        bundle_endpoint_profile=rel.profile.value, endpoint_spiffe_id=str(rel.endpoint_spiffe_id or ""),
+        source=rel.source, last_refresh=0 if status.last_refresh is None else int(status.last_refresh.timestamp()),
+        last_error=status.last_error,
+        next_refresh=0 if status.next_refresh is None else int(status.next_refresh.timestamp()),
+        bundle_sequence=-1 if status.bundle_sequence is None else min(status.bundle_sequence, 2**63 - 1))
 
 
 def check_audience(values: Any) -> tuple[str, ...]:

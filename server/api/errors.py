@@ -45,6 +45,7 @@ from spiffe_server.audit import ForwardError
 from spiffe_server.config import ConfigError
 from spiffe_server.datastore import errors as ds
 from spiffe_server.datastore.schema import UniqueViolation
+from spiffe_server.federation.relationship import FetchRefused, RelationshipError
 from spiffe_server.metrics import LONG_LIVED_RPCS, RPC_LATENCY, RPCS
 from spiffe_server.ratelimit import RateLimitedError
 from spiffe_server.revocation import RevocationRequestError
@@ -76,6 +77,7 @@ SERVER_STATUS: Mapping[type[BaseException], Status] = MappingProxyType({
     ds.InvalidArgumentError: Status.INVALID_ARGUMENT,
     RevocationRequestError: Status.INVALID_ARGUMENT,
     ConfigError: Status.INVALID_ARGUMENT,
+    RelationshipError: Status.INVALID_ARGUMENT,
     # who the caller is and what it may do
     VerificationError: Status.UNAUTHENTICATED,
     PeerCredError: Status.UNAUTHENTICATED,
@@ -93,6 +95,7 @@ SERVER_STATUS: Mapping[type[BaseException], Status] = MappingProxyType({
     # state
     srv.FailedPreconditionError: Status.FAILED_PRECONDITION,
     ForwardError: Status.FAILED_PRECONDITION,
+    FetchRefused: Status.FAILED_PRECONDITION,  # a bundle endpoint refresh failed; the last good bundle stays
     PolicyError: Status.FAILED_PRECONDITION,
     srv.CaUnavailableError: Status.UNAVAILABLE,
     TimeoutError: Status.DEADLINE_EXCEEDED,  # a client that stalls mid-handshake (a challenge never answered)

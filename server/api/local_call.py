@@ -20,7 +20,8 @@ from cryptography import x509
 READ_METHODS = frozenset({
     "GetEntry", "ListEntries", "CountEntries", "ListAgents", "GetAgent", "CountAgents", "GetBundle",
     "ListFederatedBundles", "Health", "ListAudit", "VerifyAudit", "ListRevocations", "ShowLocalAuthorities",
-    "ListPendingApprovals", "CountEntriesMatching", "CountBundles", "GetLogger",
+    "ListPendingApprovals", "CountEntriesMatching", "CountBundles", "GetLogger", "ListFederationRelationships",
+    "GetFederationRelationship",
 })
 
 READONLY_LABEL = "admin_readonly"  # on an admin entry, with the value "true": that identity may only read

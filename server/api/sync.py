@@ -90,6 +90,7 @@ class SyncState:
             first.bundle.CopyFrom(bundle)
         if fed_changed or full:
             first.federated_bundles.extend(federated)
+            first.federated_bundles_set = True  # an empty list is news too: the last one was removed
         if crls_changed or full:
             first.crls.crls.extend(crls)
             first.crls.SetInParent()  # an empty set is news too: every CRL is gone

@@ -42,6 +42,7 @@ from spiffe_server.datastore.models import (
     ChangeBatch,
     ChangeKind,
     EntryFilter,
+    FederationRecord,
     Issuance,
     JoinToken,
     LabelGrant,
@@ -57,6 +58,26 @@ from spiffe_server.datastore.models import (
     check_time,
 )
 from spiffe_server.datastore.schema import Backend, Tx, UniqueViolation, migrate
+
+_FEDERATION_SELECT = ("SELECT trust_domain, bundle_endpoint_url, bundle_endpoint_profile, endpoint_spiffe_id,"
+                      " created_at, last_refresh, last_error FROM federation_relationships")
+
+
+def _federation_row(record: FederationRecord) -> dict[str, object]:
+    return {"trust_domain": record.trust_domain, "bundle_endpoint_url": record.bundle_endpoint_url,
+            "bundle_endpoint_profile": record.bundle_endpoint_profile,
+            "endpoint_spiffe_id": record.endpoint_spiffe_id, "created_at": codec.to_micros(record.created_at),
+            "last_refresh": None if record.last_refresh is None else codec.to_micros(record.last_refresh),
+            "last_error": record.last_error}
+
+
+def _federation_record(row: tuple[Any, ...]) -> FederationRecord:
+    td, url, profile, endpoint_id, created, refreshed, error = row
+    return FederationRecord(trust_domain=td, bundle_endpoint_url=url, bundle_endpoint_profile=profile,
+                            endpoint_spiffe_id=endpoint_id, created_at=codec.from_micros(created),
+                            last_refresh=None if refreshed is None else codec.from_micros(refreshed),
+                            last_error=error)
+
 
 _ENTRY_SELECT = f"SELECT {', '.join('e.' + c for c in codec.ENTRY_COLUMNS)} FROM entries e"
 _AGENT_COLS = ", ".join(codec.AGENT_COLUMNS)
@@ -546,6 +567,61 @@ class SqlDataStore:
             if not tx.execute("DELETE FROM bundles WHERE trust_domain = ? RETURNING trust_domain", (trust_domain,)):
                 raise NotFoundError(f"datastore: no bundle for trust domain: {trust_domain!r}")
             _record_change(tx, ChangeKind.BUNDLE, trust_domain, deleted=True)
+
+    # -- federation relationships --------------------------------------------------------------
+
+    def create_federation(self, record: FederationRecord) -> None:
+        """Store a new relationship; AlreadyExistsError if the trust domain has one."""
+        try:
+            with self._backend.transaction() as tx:
+                _insert(tx, "federation_relationships", _federation_row(record))
+        except UniqueViolation as err:
+            raise AlreadyExistsError(
+                f"datastore: federation relationship already exists: {record.trust_domain!r}") from err
+
+    def update_federation(self, record: FederationRecord) -> None:
+        """Replace the operator's fields of a relationship; NotFoundError if absent."""
+        with self._backend.transaction() as tx:
+            if not tx.execute("UPDATE federation_relationships SET bundle_endpoint_url = ?,"
+                              " bundle_endpoint_profile = ?, endpoint_spiffe_id = ?"
+                              " WHERE trust_domain = ? RETURNING trust_domain",
+                              (record.bundle_endpoint_url, record.bundle_endpoint_profile,
+                               record.endpoint_spiffe_id, record.trust_domain)):
+                raise NotFoundError(f"datastore: no federation relationship for: {record.trust_domain!r}")
+
+    def get_federation(self, trust_domain: str) -> FederationRecord:
+        """The relationship of ``trust_domain``; NotFoundError if absent."""
+        with self._backend.transaction() as tx:
+            rows = tx.execute(f"{_FEDERATION_SELECT} WHERE trust_domain = ?", (trust_domain,))
+        if not rows:
+            raise NotFoundError(f"datastore: no federation relationship for: {trust_domain!r}")
+        return _federation_record(rows[0])
+
+    def list_federations(self) -> tuple[FederationRecord, ...]:
+        """All relationships, ordered by trust domain."""
+        with self._backend.transaction() as tx:
+            rows = tx.execute(f"{_FEDERATION_SELECT} ORDER BY trust_domain")
+        return tuple(_federation_record(row) for row in rows)
+
+    def delete_federation(self, trust_domain: str) -> None:
+        """Delete a relationship; NotFoundError if absent."""
+        with self._backend.transaction() as tx:
+            if not tx.execute("DELETE FROM federation_relationships WHERE trust_domain = ? RETURNING trust_domain",
+                              (trust_domain,)):
+                raise NotFoundError(f"datastore: no federation relationship for: {trust_domain!r}")
+
+    def record_federation_refresh(self, trust_domain: str, *, refreshed_at: datetime | None, error: str) -> None:
+        """Note a fetch: a good one (``refreshed_at``) sets last_refresh and clears the error."""
+        check_time("refreshed_at", refreshed_at)
+        check_str("error", error)
+        with self._backend.transaction() as tx:
+            if refreshed_at is None:
+                tx.execute("UPDATE federation_relationships SET last_error = ? WHERE trust_domain = ?",
+                           (error, trust_domain))
+            else:
+                tx.execute("UPDATE federation_relationships SET last_refresh = ?, last_error = ''"
+                           " WHERE trust_domain = ?",
+                           (codec.to_micros(refreshed_at), trust_domain))
 
     # -- CA journal ----------------------------------------------------------------------------
 

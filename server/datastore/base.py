@@ -23,6 +23,7 @@ from spiffe_server.datastore.models import (
     BundleRecord,
     ChangeBatch,
     EntryFilter,
+    FederationRecord,
     Issuance,
     JoinToken,
     LabelGrant,
@@ -190,6 +191,34 @@ class BundleStore(Protocol):
         ...
 
 
+class FederationStore(Protocol):
+    """Federation relationships by foreign trust domain name."""
+
+    def create_federation(self, record: FederationRecord) -> None:
+        """Store a new relationship; AlreadyExistsError if the trust domain has one."""
+        ...
+
+    def update_federation(self, record: FederationRecord) -> None:
+        """Replace the operator's fields of a relationship; NotFoundError if absent."""
+        ...
+
+    def get_federation(self, trust_domain: str) -> FederationRecord:
+        """The relationship of ``trust_domain``; NotFoundError if absent."""
+        ...
+
+    def list_federations(self) -> tuple[FederationRecord, ...]:
+        """All relationships, ordered by trust domain."""
+        ...
+
+    def delete_federation(self, trust_domain: str) -> None:
+        """Delete a relationship; NotFoundError if absent (its bundle is the caller's to delete)."""
+        ...
+
+    def record_federation_refresh(self, trust_domain: str, *, refreshed_at: datetime | None, error: str) -> None:
+        """Note a fetch: a good one sets last_refresh and clears the error; a failed one only sets the error."""
+        ...
+
+
 class CaJournalStore(Protocol):
     """The CA's journal, an opaque blob."""
 
@@ -344,7 +373,7 @@ class ApprovalStore(Protocol):
 
 class DataStore(
     EntryStore, ChangeStore, AgentStore, JoinTokenStore, BundleStore, CaJournalStore, RevocationStore, IssuanceStore,
-    AuditStore, ApprovalStore, Protocol,
+    AuditStore, ApprovalStore, FederationStore, Protocol,
 ):
     """The whole datastore."""
 

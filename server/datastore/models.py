@@ -201,6 +201,32 @@ class JoinToken:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class FederationRecord:
+    """A stored federation relationship: where a foreign trust domain's bundle is fetched from.
+
+    ``last_refresh`` and ``last_error`` are the refresher's bookkeeping (None / '' until the
+    first fetch); the other fields are the operator's.
+    """
+
+    trust_domain: str
+    bundle_endpoint_url: str
+    bundle_endpoint_profile: str
+    endpoint_spiffe_id: str = ""
+    created_at: datetime
+    last_refresh: datetime | None = None
+    last_error: str = ""
+
+    def __post_init__(self) -> None:
+        check_str("trust_domain", self.trust_domain, required=True)
+        check_str("bundle_endpoint_url", self.bundle_endpoint_url, required=True)
+        check_str("bundle_endpoint_profile", self.bundle_endpoint_profile, required=True)
+        check_str("endpoint_spiffe_id", self.endpoint_spiffe_id)
+        check_time("created_at", self.created_at)
+        check_time("last_refresh", self.last_refresh)
+        check_str("last_error", self.last_error)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BundleRecord:
     """A trust domain's bundle as opaque SPIFFE bundle JSON."""
 

@@ -169,7 +169,16 @@ _V_LABEL_GRANTS = (
     "CREATE INDEX audit_decision_seq ON audit (decision, seq)",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V_LABEL_GRANTS)
+
+# Federation relationships managed through the admin API (static ones live in the config).
+# last_refresh: Unix microseconds of the last good fetch (NULL: never); last_error: the last
+# failure's reason ('' after a good fetch).
+_FEDERATION = ("""CREATE TABLE federation_relationships (
+        trust_domain TEXT PRIMARY KEY, bundle_endpoint_url TEXT NOT NULL, bundle_endpoint_profile TEXT NOT NULL,
+        endpoint_spiffe_id TEXT NOT NULL, created_at BIGINT NOT NULL, last_refresh BIGINT,
+        last_error TEXT NOT NULL DEFAULT '')""",)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V_LABEL_GRANTS, _FEDERATION)
 """Migration N (1-based) is ``MIGRATIONS[N - 1]``; append new ones, never edit applied ones."""
 
 

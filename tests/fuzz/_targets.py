@@ -40,6 +40,7 @@ from spiffe_server.api.convert import (
 )
 from spiffe_server.api.errors import status_for as server_status_for
 from spiffe_server.ca.signer import parse_csr, public_key_from_csr
+from spiffe_server.federation.relationship import parse_bootstrap_bundle, parse_relationship
 from spiffe_server.nodeattest.join_token import JoinTokenAttestor, MemoryJoinTokenStore
 from spiffe_server.nodeattest.x509pop import X509PopAttestor
 from spiffe_server.revocation import check_jti, check_reason, parse_serial
@@ -122,6 +123,11 @@ def validate(req: Any) -> None:
         "spiffepy.server.v1.SetFederatedBundleRequest": lambda r: bundle_to_proto(
             _stored(bundle_from_proto(r.bundle))),
         "spiffepy.server.v1.DeleteFederatedBundleRequest": lambda r: TrustDomain.parse(r.trust_domain),
+        "spiffepy.server.v1.FederationRelationshipRequest": lambda r: (
+            parse_relationship(r.relationship.trust_domain, r.relationship.bundle_endpoint_url,
+                               r.relationship.bundle_endpoint_profile, r.relationship.endpoint_spiffe_id, own=TD),
+            r.trust_domain_bundle and parse_bootstrap_bundle(TrustDomain.parse(r.relationship.trust_domain),
+                                                             r.trust_domain_bundle)),
         "spiffepy.server.v1.MintX509SVIDRequest": lambda r: (r.csr and parse_csr(r.csr), check_ttl(r.ttl, "ttl")),
         "spiffepy.server.v1.MintJWTSVIDRequest": lambda r: (
             parse_workload_id(r.spiffe_id, "spiffe_id", TD), check_audience(r.audience), check_ttl(r.ttl, "ttl")),

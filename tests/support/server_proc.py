@@ -47,7 +47,8 @@ class ServerProc:
     """One spiffe-server subprocess plus helpers to call its CLI."""
 
     def __init__(self, data_dir: Path, *, trust_domain: str, port: int, extra_args: Sequence[str],
-                 config_text: str | None, owns_dir: bool, socket_path: Path | None = None) -> None:
+                 config_text: str | None, owns_dir: bool, socket_path: Path | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
         self.trust_domain = trust_domain
         self.port = port
@@ -60,12 +61,13 @@ class ServerProc:
             self.config_path.write_text(config_text)
         self.log_path = data_dir.parent / f"{stem}.log"
         self._owns_dir = owns_dir
+        self.env = env or {}  # extra environment of the server process (e.g. SSL_CERT_FILE)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @classmethod
     def start(cls, *, trust_domain: str = "example.org", extra_args: Sequence[str] = (),
               config_text: str | None = None, data_dir: Path | None = None,
-              socket_path: Path | None = None) -> ServerProc:
+              socket_path: Path | None = None, env: dict[str, str] | None = None) -> ServerProc:
         """Launch ``spiffe-server run`` and wait until ``healthcheck`` passes.
 
         Give an existing ``data_dir`` (and another ``socket_path``) to run a second server on the
@@ -75,7 +77,7 @@ class ServerProc:
         if data_dir is None:
             data_dir = Path(tempfile.mkdtemp(prefix="ss-", dir="/tmp")) / "d"
         srv = cls(data_dir, trust_domain=trust_domain, port=free_port(), extra_args=extra_args,
-                  config_text=config_text, owns_dir=owns, socket_path=socket_path)
+                  config_text=config_text, owns_dir=owns, socket_path=socket_path, env=env)
         srv.launch()
         return srv
 
@@ -94,7 +96,7 @@ class ServerProc:
 
     def launch(self) -> None:
         """Start the process (appending to the log) and wait until it is healthy."""
-        self.proc = spawn(self.run_args(), self.log_path)
+        self.proc = spawn(self.run_args(), self.log_path, self.env)
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -34,7 +34,8 @@ WAIT_S = 20.0
 def revocation_server() -> Iterator[ServerProc]:
     """A server for example.org with the bundle/CRL endpoint on a free port (``srv.bundle_port``)."""
     port = free_port()
-    with ServerProc.start(config_text=f'[bundle_endpoint]\nbind_port = {port}\n') as srv:
+    config = f'[federation.bundle_endpoint]\ninsecure_http = true\nbind_port = {port}\n'
+    with ServerProc.start(config_text=config) as srv:
         srv.bundle_port = port  # type: ignore[attr-defined]
         yield srv
 

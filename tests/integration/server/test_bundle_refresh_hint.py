@@ -10,7 +10,8 @@ from tests.support.server_proc import ServerProc, free_port
 
 def test_bundle_show_and_bundle_endpoint_carry_the_refresh_hint_tdb05() -> None:
     port = free_port()
-    with ServerProc.start(config_text=f'ca_ttl = "20m"\n[bundle_endpoint]\nbind_port = {port}\n') as srv:
+    config = f'ca_ttl = "20m"\n[federation.bundle_endpoint]\ninsecure_http = true\nbind_port = {port}\n'
+    with ServerProc.start(config_text=config) as srv:
         printed = json.loads(srv.cli("bundle", "show", "--format", "spiffe").stdout)
         assert printed["spiffe_refresh_hint"] == 120  # ca_ttl / 10
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/bundle", timeout=10) as resp:

@@ -195,6 +195,30 @@ class AdminAPIBase(abc.ABC):
     async def CreateConsoleLogin(self, stream: 'grpclib.server.Stream[spiffe_py._proto.spiffepy.server.v1.admin_pb2.CreateConsoleLoginRequest, spiffe_py._proto.spiffepy.server.v1.admin_pb2.CreateConsoleLoginResponse]') -> None:
         pass
 
+    @abc.abstractmethod
+    async def CreateFederationRelationship(self, stream: 'grpclib.server.Stream[spiffe_py._proto.spiffepy.server.v1.admin_pb2.FederationRelationshipRequest, spiffe_py._proto.spiffepy.server.v1.admin_pb2.FederationRelationship]') -> None:
+        pass
+
+    @abc.abstractmethod
+    async def UpdateFederationRelationship(self, stream: 'grpclib.server.Stream[spiffe_py._proto.spiffepy.server.v1.admin_pb2.FederationRelationshipRequest, spiffe_py._proto.spiffepy.server.v1.admin_pb2.FederationRelationship]') -> None:
+        pass
+
+    @abc.abstractmethod
+    async def DeleteFederationRelationship(self, stream: 'grpclib.server.Stream[spiffe_py._proto.spiffepy.server.v1.admin_pb2.FederationRelationshipId, spiffe_py._proto.spiffepy.server.v1.admin_pb2.DeleteFederationRelationshipResponse]') -> None:
+        pass
+
+    @abc.abstractmethod
+    async def ListFederationRelationships(self, stream: 'grpclib.server.Stream[spiffe_py._proto.spiffepy.server.v1.admin_pb2.ListFederationRelationshipsRequest, spiffe_py._proto.spiffepy.server.v1.admin_pb2.ListFederationRelationshipsResponse]') -> None:
+        pass
+
+    @abc.abstractmethod
+    async def GetFederationRelationship(self, stream: 'grpclib.server.Stream[spiffe_py._proto.spiffepy.server.v1.admin_pb2.FederationRelationshipId, spiffe_py._proto.spiffepy.server.v1.admin_pb2.FederationRelationship]') -> None:
+        pass
+
+    @abc.abstractmethod
+    async def RefreshFederationRelationship(self, stream: 'grpclib.server.Stream[spiffe_py._proto.spiffepy.server.v1.admin_pb2.FederationRelationshipId, spiffe_py._proto.spiffepy.server.v1.admin_pb2.FederationRelationship]') -> None:
+        pass
+
     def __mapping__(self) -> typing.Dict[str, grpclib.const.Handler]:
         return {
             '/spiffepy.server.v1.AdminAPI/CreateEntry': grpclib.const.Handler(
@@ -466,6 +490,42 @@ class AdminAPIBase(abc.ABC):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 spiffe_py._proto.spiffepy.server.v1.admin_pb2.CreateConsoleLoginRequest,
                 spiffe_py._proto.spiffepy.server.v1.admin_pb2.CreateConsoleLoginResponse,
+            ),
+            '/spiffepy.server.v1.AdminAPI/CreateFederationRelationship': grpclib.const.Handler(
+                self.CreateFederationRelationship,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.FederationRelationshipRequest,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.FederationRelationship,
+            ),
+            '/spiffepy.server.v1.AdminAPI/UpdateFederationRelationship': grpclib.const.Handler(
+                self.UpdateFederationRelationship,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.FederationRelationshipRequest,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.FederationRelationship,
+            ),
+            '/spiffepy.server.v1.AdminAPI/DeleteFederationRelationship': grpclib.const.Handler(
+                self.DeleteFederationRelationship,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.FederationRelationshipId,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.DeleteFederationRelationshipResponse,
+            ),
+            '/spiffepy.server.v1.AdminAPI/ListFederationRelationships': grpclib.const.Handler(
+                self.ListFederationRelationships,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.ListFederationRelationshipsRequest,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.ListFederationRelationshipsResponse,
+            ),
+            '/spiffepy.server.v1.AdminAPI/GetFederationRelationship': grpclib.const.Handler(
+                self.GetFederationRelationship,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.FederationRelationshipId,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.FederationRelationship,
+            ),
+            '/spiffepy.server.v1.AdminAPI/RefreshFederationRelationship': grpclib.const.Handler(
+                self.RefreshFederationRelationship,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.FederationRelationshipId,
+                spiffe_py._proto.spiffepy.server.v1.admin_pb2.FederationRelationship,
             ),
         }
 
@@ -742,4 +802,40 @@ class AdminAPIStub:
             '/spiffepy.server.v1.AdminAPI/CreateConsoleLogin',
             spiffe_py._proto.spiffepy.server.v1.admin_pb2.CreateConsoleLoginRequest,
             spiffe_py._proto.spiffepy.server.v1.admin_pb2.CreateConsoleLoginResponse,
+        )
+        self.CreateFederationRelationship = grpclib.client.UnaryUnaryMethod(
+            channel,
+            '/spiffepy.server.v1.AdminAPI/CreateFederationRelationship',
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.FederationRelationshipRequest,
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.FederationRelationship,
+        )
+        self.UpdateFederationRelationship = grpclib.client.UnaryUnaryMethod(
+            channel,
+            '/spiffepy.server.v1.AdminAPI/UpdateFederationRelationship',
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.FederationRelationshipRequest,
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.FederationRelationship,
+        )
+        self.DeleteFederationRelationship = grpclib.client.UnaryUnaryMethod(
+            channel,
+            '/spiffepy.server.v1.AdminAPI/DeleteFederationRelationship',
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.FederationRelationshipId,
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.DeleteFederationRelationshipResponse,
+        )
+        self.ListFederationRelationships = grpclib.client.UnaryUnaryMethod(
+            channel,
+            '/spiffepy.server.v1.AdminAPI/ListFederationRelationships',
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.ListFederationRelationshipsRequest,
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.ListFederationRelationshipsResponse,
+        )
+        self.GetFederationRelationship = grpclib.client.UnaryUnaryMethod(
+            channel,
+            '/spiffepy.server.v1.AdminAPI/GetFederationRelationship',
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.FederationRelationshipId,
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.FederationRelationship,
+        )
+        self.RefreshFederationRelationship = grpclib.client.UnaryUnaryMethod(
+            channel,
+            '/spiffepy.server.v1.AdminAPI/RefreshFederationRelationship',
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.FederationRelationshipId,
+            spiffe_py._proto.spiffepy.server.v1.admin_pb2.FederationRelationship,
         )

@@ -534,3 +534,53 @@ class CreateConsoleLoginResponse(_message.Message):
     url: str
     expires_at: int
     def __init__(self, url: _Optional[str] = ..., expires_at: _Optional[int] = ...) -> None: ...
+
+class FederationRelationship(_message.Message):
+    __slots__ = ("trust_domain", "bundle_endpoint_url", "bundle_endpoint_profile", "endpoint_spiffe_id", "source", "last_refresh", "last_error", "next_refresh", "bundle_sequence")
+    TRUST_DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_ENDPOINT_URL_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_ENDPOINT_PROFILE_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_SPIFFE_ID_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    LAST_REFRESH_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    NEXT_REFRESH_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    trust_domain: str
+    bundle_endpoint_url: str
+    bundle_endpoint_profile: str
+    endpoint_spiffe_id: str
+    source: str
+    last_refresh: int
+    last_error: str
+    next_refresh: int
+    bundle_sequence: int
+    def __init__(self, trust_domain: _Optional[str] = ..., bundle_endpoint_url: _Optional[str] = ..., bundle_endpoint_profile: _Optional[str] = ..., endpoint_spiffe_id: _Optional[str] = ..., source: _Optional[str] = ..., last_refresh: _Optional[int] = ..., last_error: _Optional[str] = ..., next_refresh: _Optional[int] = ..., bundle_sequence: _Optional[int] = ...) -> None: ...
+
+class FederationRelationshipRequest(_message.Message):
+    __slots__ = ("relationship", "trust_domain_bundle")
+    RELATIONSHIP_FIELD_NUMBER: _ClassVar[int]
+    TRUST_DOMAIN_BUNDLE_FIELD_NUMBER: _ClassVar[int]
+    relationship: FederationRelationship
+    trust_domain_bundle: bytes
+    def __init__(self, relationship: _Optional[_Union[FederationRelationship, _Mapping]] = ..., trust_domain_bundle: _Optional[bytes] = ...) -> None: ...
+
+class FederationRelationshipId(_message.Message):
+    __slots__ = ("trust_domain",)
+    TRUST_DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    trust_domain: str
+    def __init__(self, trust_domain: _Optional[str] = ...) -> None: ...
+
+class DeleteFederationRelationshipResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListFederationRelationshipsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListFederationRelationshipsResponse(_message.Message):
+    __slots__ = ("relationships",)
+    RELATIONSHIPS_FIELD_NUMBER: _ClassVar[int]
+    relationships: _containers.RepeatedCompositeFieldContainer[FederationRelationship]
+    def __init__(self, relationships: _Optional[_Iterable[_Union[FederationRelationship, _Mapping]]] = ...) -> None: ...
