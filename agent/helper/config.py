@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from spiffe_py.errors import SpiffeError
+from spiffe_agent.errors import AgentConfigError
 
 DEFAULT_AGENT_ADDRESS = "unix:///tmp/spire-agent/public/api.sock"  # spiffe-helper's default
 _X509_KEYS = ("svid_file_name", "svid_key_file_name", "svid_bundle_file_name")
@@ -33,7 +33,7 @@ _KEYS = frozenset({"agent_address", "cmd", "cmd_args", "cert_dir", "renew_signal
 _JWT_KEYS = frozenset({"jwt_audience", "jwt_extra_audiences", "jwt_svid_file_name"})
 
 
-class HelperConfigError(SpiffeError, ValueError):
+class HelperConfigError(AgentConfigError):
     """``helper.toml`` is invalid; the message names the key."""
 
 

@@ -41,7 +41,7 @@ COMMANDS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
                     ("revocation", "revocations in force"))),
     ("localauthority", (("localauthority", "the CA's X.509 and JWT authorities"),)),
     ("audit", (("audit", "the tamper-evident audit trail"),)),
-    ("federation", (("federation", "federation relationships with other trust domains"),)),
+    ("federation", (("federation", "federation relationships with foreign trust domains"),)),
     ("logger", (("logger", "the running server's log level"),)),
     ("backup", (("backup", "write the datastore (SQLite) and the CA, JWT and audit keys to an archive; "
                            "the server may keep running"),

@@ -106,12 +106,14 @@ def add_parsers(sub: Any) -> None:
         p = admin_parser(federation, name, handler, text)
         p.add_argument("--trust-domain", required=True, help="the foreign trust domain, e.g. b.test")
         p.add_argument("--bundle-endpoint-url", required=True, help="https URL of its bundle endpoint")
-        p.add_argument("--bundle-endpoint-profile", required=True, choices=PROFILES)
+        p.add_argument("--bundle-endpoint-profile", required=True, choices=PROFILES,
+                       help="how the endpoint authenticates: a web PKI certificate, or its SPIFFE ID")
         p.add_argument("--endpoint-spiffe-id", help="the endpoint's SPIFFE ID (https_spiffe only)")
         p.add_argument("--trust-domain-bundle-path",
                        help="bootstrap bundle of the trust domain (SPIFFE bundle JSON or PEM; - = stdin)")
     for name, handler, text in (("delete", cmd_delete, "delete a relationship and its bundle"),
                                 ("show", cmd_show, "show one relationship"),
                                 ("refresh", cmd_refresh, "fetch a relationship's bundle now")):
-        admin_parser(federation, name, handler, text).add_argument("--trust-domain", required=True)
+        admin_parser(federation, name, handler, text).add_argument("--trust-domain", required=True,
+                                                                    help="the foreign trust domain")
     admin_parser(federation, "list", cmd_list, "list federation relationships")
