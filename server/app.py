@@ -193,6 +193,11 @@ class App:
             asyncio.create_task(_every(POLICY_POLL_SECONDS, self._poll_policy, "policy reload")),
             asyncio.create_task(self.guard.audit.checkpoint_forever()),
         ]
+        retention = cfg.audit_retention
+        if retention.max_age is not None or retention.max_records is not None:
+            self._tasks.append(asyncio.create_task(self.guard.audit.prune_forever(
+                max_age=retention.max_age, max_records=retention.max_records,
+                interval=retention.prune_interval.total_seconds())))
         log.info("server started", extra={"trust_domain": cfg.trust_domain.name,
                                            "address": f"{cfg.bind_address}:{cfg.bind_port}",
                                            "socket": str(cfg.admin_socket)})
