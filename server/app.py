@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -145,7 +146,10 @@ class App:
                                  attestors=build_attestors(cfg, store), signer=build_signer(cfg))
         self.tls = ServerTls(cfg.data_dir / "server-svid")
         self.svid = ServerSvid(self.ctx, self.tls)
+        opened = time.monotonic()
         self.guard = self.ctx.guard  # load the policy and audit head now; a broken policy stops the start
+        log.info("audit chain opened", extra={"seq": self.guard.audit.head[0],
+                                              "elapsed_ms": round((time.monotonic() - opened) * 1000)})
         self._servers: list[Server] = []
         self._side: list[asyncio.Server] = []
         self._tasks: list[asyncio.Task[None]] = []

@@ -230,7 +230,7 @@ class CentralAudit:
             return
         log.info("audit: scanning the chain once for agent sub-chain heads", extra={"seq": through})
         heads: dict[str, tuple[int, str]] = {}
-        page = Page(token="0", size=MAX_PAGE_SIZE)
+        page = Page(size=MAX_PAGE_SIZE)
         while True:
             result = self._store.list_audit(page=page)
             for row in result.items:

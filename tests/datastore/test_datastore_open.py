@@ -59,7 +59,8 @@ def test_newer_schema_is_refused(backend: StoreFactory) -> None:
     backend.open()
     backend.close_all()
     backend.raw("INSERT INTO schema_version (version) VALUES (?)", (len(MIGRATIONS) + 1,))
-    with pytest.raises(SchemaVersionError, match=f"version {len(MIGRATIONS) + 1} is newer than supported version {len(MIGRATIONS)}"):
+    newer = f"version {len(MIGRATIONS) + 1} is newer than supported version {len(MIGRATIONS)}"
+    with pytest.raises(SchemaVersionError, match=newer):
         backend.open()
 
 
