@@ -5,6 +5,7 @@ pruning and a restart without reading the chain."""
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,6 +18,7 @@ from spiffe_py.clock import ManualClock
 from spiffe_server.audit import CHECKPOINT_KEY_FILE, CentralAudit, CheckpointSigner, ForwardError, verify_store
 from spiffe_server.datastore import DataStore, open_datastore
 from tests.support.audit_sink import sealed_lines
+from tests.support.server_proc import ServerProc
 
 NOW = datetime(2026, 5, 6, 7, 8, 9, tzinfo=UTC)
 AGENT = "spiffe://example.org/spire/agent/join_token/a1"
@@ -183,3 +185,15 @@ def test_a_chain_written_before_agent_heads_were_kept_is_scanned_once(
     assert store.audit_heads_pending() == 0
     assert store.audit_agent_head(AGENT) is not None
     assert reopened.forward(AGENT, lines[1:5]) == 2
+
+
+def test_a_real_server_prunes_under_its_configured_policy_and_audit_verify_passes() -> None:
+    config = ('trust_domain = "example.org"\n[audit_retention]\nmax_records = 3\nprune_interval = 1\n')
+    with ServerProc.start(config_text=config) as srv:
+        for _ in range(6):
+            srv.cli("token", "generate")  # each one audited
+        deadline = time.monotonic() + 15
+        while (result := srv.cli_json("audit", "verify"))["count"] > 3 and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert result == {"ok": True, "count": 3}
+        assert "audit records pruned" in srv.log_text()
