@@ -52,7 +52,8 @@ from spiffe_server.revocation import serial_hex
 
 log = logging.getLogger("spiffe_server")
 
-CHANGE_POLL_SECONDS = 1.0
+CHANGE_POLL_SECONDS = 1.0  # SQLite: other servers' changes are found by polling the change log
+CHANGE_SAFETY_POLL_SECONDS = 30.0  # PostgreSQL: LISTEN/NOTIFY pushes them; the poll is only a safety net
 POLICY_POLL_SECONDS = 0.25  # one stat; a tightened policy reaches agents' SVIDs within a second
 CRL_CHECK_SECONDS = 60.0
 CHANGE_PRUNE_SECONDS = 60.0
@@ -154,6 +155,7 @@ class App:
         self._side: list[asyncio.Server] = []
         self._tasks: list[asyncio.Task[None]] = []
         self.oidc: OidcProvider | None = None
+        self._unwatch: Callable[[], None] | None = None
 
     async def start(self) -> None:
         """Open the datastore-backed services on TCP and the Unix socket, start background loops."""
@@ -189,9 +191,16 @@ class App:
             self.oidc = OidcProvider(issuer=o.issuer, bind_address=o.bind_address, bind_port=o.bind_port,
                                      bundle=ctx.ca.bundle, cert_file=o.cert_file, key_file=o.key_file)
             await self.oidc.start()
+        loop = asyncio.get_running_loop()
+        # other servers' commits on a shared PostgreSQL wake the entry feed at once (LISTEN/NOTIFY)
+        def wake() -> None:
+            loop.call_soon_threadsafe(ctx.changes.notify)
+
+        self._unwatch = ctx.store.watch_changes(wake)
+        poll = CHANGE_POLL_SECONDS if self._unwatch is None else CHANGE_SAFETY_POLL_SECONDS
         self._tasks = [
             asyncio.create_task(_every(rotator_interval(cfg.ca_ttl), self._rotate, "ca rotation")),
-            asyncio.create_task(ctx.entries.run(CHANGE_POLL_SECONDS)),  # also picks up other servers' changes
+            asyncio.create_task(ctx.entries.run(poll)),  # also picks up other servers' changes
             asyncio.create_task(_every(CRL_CHECK_SECONDS, self._refresh_crls, "crl refresh")),
             asyncio.create_task(_every(CHANGE_PRUNE_SECONDS, self._prune_changes, "change log prune")),
             asyncio.create_task(_every(POLICY_POLL_SECONDS, self._poll_policy, "policy reload")),
@@ -236,6 +245,8 @@ class App:
             side.close()
         if self.oidc is not None:
             await self.oidc.close()
+        if self._unwatch is not None:
+            await asyncio.to_thread(self._unwatch)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -56,6 +56,8 @@ from spiffe_server.datastore.models import (
 )
 from spiffe_server.datastore.schema import Backend, Tx, UniqueViolation, migrate
 
+CHANGE_CHANNEL = "spiffe_py_changes"  # PostgreSQL NOTIFY channel of committed changes (postgres.py LISTENs)
+
 _ENTRY_SELECT = f"SELECT {', '.join('e.' + c for c in codec.ENTRY_COLUMNS)} FROM entries e"
 _AGENT_COLS = ", ".join(codec.AGENT_COLUMNS)
 _AUDIT_COLS = ", ".join(codec.AUDIT_COLUMNS)
@@ -152,6 +154,17 @@ class SqlDataStore:
         """Release connections."""
         self._backend.close()
 
+    def watch_changes(self, on_change: Callable[[], None]) -> Callable[[], None] | None:
+        """Have ``on_change()`` called (from another thread) when any server commits a change.
+
+        Returns a stopper, or None if the backend cannot push (SQLite: poll ``changes_since``).
+        """
+        listen = getattr(self._backend, "listen", None)
+        if listen is None:
+            return None
+        stopper: Callable[[], None] = listen(on_change)
+        return stopper
+
     @contextmanager
     def _change_tx(self) -> Iterator[Tx]:
         """A transaction for writes that record changes."""
@@ -160,6 +173,8 @@ class SqlDataStore:
             # between e.g. a prune and an update) and their sequence numbers commit in order.
             tx.execute("UPDATE counters SET value = value WHERE name = ?", ("change",))
             yield tx
+            if self._backend.dialect.name == "postgresql":  # delivered to LISTENing servers at commit
+                tx.execute("SELECT pg_notify(?, current_schema())", (CHANGE_CHANNEL,))
 
     # -- entries -----------------------------------------------------------------------------
 

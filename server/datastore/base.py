@@ -103,6 +103,10 @@ class ChangeStore(Protocol):
         """Changes with a sequence number above ``seq``, oldest first."""
         ...
 
+    def watch_changes(self, on_change: Callable[[], None]) -> Callable[[], None] | None:
+        """Call ``on_change()`` from another thread when any server commits a change; a stopper, or None (poll)."""
+        ...
+
     def prune_changes(self, *, keep_last: int) -> int:
         """Forget all but the newest ``keep_last`` changes; returns how many were removed."""
         ...
