@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
+import secrets
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -73,16 +75,72 @@ def build_attestors(cfg: ServerConfig, store: DataStore) -> dict[str, NodeAttest
     return {name: attestor for name, attestor in built.items() if attestor is not None}
 
 
+JOURNAL_ID_FILE = "ca-journal-id"
+
+
+class ServerJournal:
+    """This server's CA journal in the datastore, and the journals of the other servers sharing it."""
+
+    def __init__(self, store: DataStore, journal_id: int) -> None:
+        self._store = store
+        self.journal_id = journal_id
+
+    def load_journal(self) -> bytes | None:
+        """This server's journal."""
+        return self._store.load_journal(self.journal_id)
+
+    def save_journal(self, data: bytes) -> None:
+        """Replace this server's journal (no other server writes it)."""
+        self._store.save_journal(data, self.journal_id)
+
+    def peer_journals(self) -> list[bytes]:
+        """Every other server's journal."""
+        return [data for jid, data in self._store.list_journals().items() if jid != self.journal_id]
+
+
+def journal_id(data_dir: Path, store: DataStore) -> int:
+    """The ID of this server's CA journal, kept in ``<data_dir>/ca-journal-id`` (chosen on first start).
+
+    Each server (each data dir) has its own CA key pair and journal, so servers sharing a
+    datastore never overwrite each other's CA state. A data dir whose keys already belong to the
+    single journal of older versions (ID 1) keeps it; a new one takes a random ID.
+    """
+    path = data_dir / JOURNAL_ID_FILE
+    with contextlib.suppress(FileNotFoundError):
+        return int(path.read_text().strip())
+    legacy = store.load_journal(1)
+    keys = data_dir / "keys"
+    try:
+        doc = json.loads(legacy) if legacy is not None else {}
+    except ValueError:
+        doc = {}  # a corrupt journal is not this data dir's: the CA starts its own
+    ours = isinstance(doc, dict) and any(
+        (keys / f"{item.get('key_id')}.pem").exists()
+        for kind in ("x509", "jwt") for item in doc.get(kind, ()) if isinstance(item, dict))
+    chosen = 1 if ours else secrets.randbelow(2**31 - 3) + 2  # the column is a 32-bit INTEGER
+    aside = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    aside.write_text(f"{chosen}\n")
+    try:
+        os.link(aside, path)  # servers sharing a data dir race here: the first one's ID wins
+    except FileExistsError:
+        return int(path.read_text().strip())
+    finally:
+        aside.unlink(missing_ok=True)
+    return chosen
+
+
 def build_ca(cfg: ServerConfig, store: DataStore, clock: Clock) -> CaManager:
     """The CA manager, journaled in the datastore, keys on disk under the data dir."""
     upstream = None
     if cfg.upstream_authority is not None:
         upstream = load_upstream_authority(cfg.upstream_authority.cert_file, cfg.upstream_authority.key_file)
+    journal = ServerJournal(store, journal_id(cfg.data_dir, store))
     policy = SvidPolicy(x509_svid_ttl=cfg.default_x509_svid_ttl, jwt_svid_ttl=cfg.default_jwt_svid_ttl,
                         jwt_issuer=cfg.jwt_issuer or None)
     return CaManager(CaConfig(trust_domain=cfg.trust_domain, ca_ttl=cfg.ca_ttl, ca_key_type=KeyType(cfg.ca_key_type),
                               policy=policy),
-                     keys=DiskKeyManager(cfg.data_dir / "keys"), journal=store, clock=clock, upstream=upstream)
+                     keys=DiskKeyManager(cfg.data_dir / "keys"), journal=journal, clock=clock, upstream=upstream,
+                     peers=journal)
 
 
 def build_signer(cfg: ServerConfig) -> Signer:
@@ -217,6 +275,7 @@ class App:
 
     async def _rotate(self) -> None:
         changed = await self.ctx.call(self.ctx.ca.tick)
+        changed = await self.ctx.call(self.ctx.ca.refresh_peers) or changed  # other servers' new CAs
         if changed:
             BUNDLE_SEQUENCE.set(self.ctx.ca.bundle().sequence_number or 0)
             log.info("trust bundle changed", extra={"sequence": self.ctx.ca.bundle().sequence_number})

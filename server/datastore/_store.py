@@ -569,19 +569,25 @@ class SqlDataStore:
 
     # -- CA journal ----------------------------------------------------------------------------
 
-    def load_journal(self) -> bytes | None:
-        """The saved CA journal, or None if never saved."""
+    def load_journal(self, journal_id: int = 1) -> bytes | None:
+        """The saved CA journal ``journal_id`` (one per server CA; 1 by default), or None if never saved."""
         with self._backend.transaction() as tx:
-            rows = tx.execute("SELECT data FROM ca_journal WHERE id = 1")
+            rows = tx.execute("SELECT data FROM ca_journal WHERE id = ?", (journal_id,))
         return bytes(rows[0][0]) if rows else None
 
-    def save_journal(self, data: bytes) -> None:
-        """Replace the CA journal."""
+    def save_journal(self, data: bytes, journal_id: int = 1) -> None:
+        """Replace the CA journal ``journal_id``."""
         if not isinstance(data, bytes) or len(data) > MAX_JOURNAL_BYTES:
             raise InvalidArgumentError("journal", f"must be bytes of at most {MAX_JOURNAL_BYTES} bytes")
         with self._backend.transaction() as tx:
-            tx.execute("INSERT INTO ca_journal (id, data) VALUES (1, ?)"
-                       " ON CONFLICT (id) DO UPDATE SET data = excluded.data", (data,))
+            tx.execute("INSERT INTO ca_journal (id, data) VALUES (?, ?)"
+                       " ON CONFLICT (id) DO UPDATE SET data = excluded.data", (journal_id, data))
+
+    def list_journals(self) -> dict[int, bytes]:
+        """Every server CA's journal by ID (servers sharing the database publish each other's roots)."""
+        with self._backend.transaction() as tx:
+            rows = tx.execute("SELECT id, data FROM ca_journal ORDER BY id LIMIT 256")
+        return {int(r[0]): bytes(r[1]) for r in rows}
 
     # -- revocations ---------------------------------------------------------------------------
 

@@ -195,12 +195,16 @@ class BundleStore(Protocol):
 class CaJournalStore(Protocol):
     """The CA's journal, an opaque blob."""
 
-    def load_journal(self) -> bytes | None:
-        """The saved journal, or None if never saved."""
+    def load_journal(self, journal_id: int = 1) -> bytes | None:
+        """The saved journal ``journal_id`` (one per server CA), or None if never saved."""
         ...
 
-    def save_journal(self, data: bytes) -> None:
-        """Replace the journal."""
+    def save_journal(self, data: bytes, journal_id: int = 1) -> None:
+        """Replace the journal ``journal_id``."""
+        ...
+
+    def list_journals(self) -> dict[int, bytes]:
+        """Every server CA's journal by ID."""
         ...
 
 

@@ -7,7 +7,11 @@ import asyncio
 import time
 from datetime import UTC, datetime
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
 from spiffe_py._proto.spiffepy.server.v1 import agent_pb2
+from spiffe_server.app import JOURNAL_ID_FILE
 from spiffe_server.datastore import RegistrationEntry, open_datastore
 from tests.datastore.helpers import sel
 from tests.integration.server.agent_client import agent_channel, attest
@@ -69,3 +73,22 @@ async def test_entry_and_revocation_written_on_a_reach_agent_of_b_within_a_secon
             assert delays[-1] < MAX_PROPAGATION_S, delays
         finally:
             b.stop()
+
+
+def _roots(srv: ServerProc) -> set[bytes]:
+    pem = srv.cli("bundle", "show", "--format", "pem").stdout.encode()
+    return {c.fingerprint(hashes.SHA256()) for c in x509.load_pem_x509_certificates(pem)}
+
+
+def test_each_server_has_its_own_ca_and_every_bundle_publishes_all_roots(pg_schema: str) -> None:
+    config = 'trust_domain = "example.org"\nca_ttl = "5m"\n'  # a short CA TTL: the rotator ticks every second
+    with ServerProc.start(extra_args=["--database", pg_schema], config_text=config) as a, \
+            ServerProc.start(extra_args=["--database", pg_schema], config_text=config) as b:
+        ids = {(srv.data_dir / JOURNAL_ID_FILE).read_text() for srv in (a, b)}
+        assert len(ids) == 2  # two journals, two CA key pairs
+        deadline = time.monotonic() + 20
+        while (len(roots := _roots(a)) < 2 or roots != _roots(b)) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert len(roots) == 2 and roots == _roots(b)
+        a.restart()  # its own CA again, not the other's: the bundle is unchanged
+        assert _roots(a) == roots
