@@ -34,6 +34,7 @@ import asyncio
 import json
 import os
 import secrets
+import subprocess
 import sys
 import tempfile
 import time
@@ -84,7 +85,8 @@ def batch_load(srv: ServerProc, count: int) -> float:
                         "selectors": [{"type": "unix", "value": f"uid:{i}"}]} for i in range(count)]}
     data = json.dumps(doc).encode()
     t0 = time.perf_counter()
-    srv.cli("entry", "create", "--data", "-", stdin=data)
+    subprocess.run([sys.executable, "-m", "spiffe_server.cli", "entry", "create", "--data", "-",
+                    "--socket-path", str(srv.socket_path)], input=data, capture_output=True, check=True, timeout=3600)
     return time.perf_counter() - t0
 
 
