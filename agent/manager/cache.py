@@ -212,6 +212,7 @@ class WorkloadCache:
         self._matching: dict[frozenset[Selector], tuple[Entry, ...]] = {}
         self._jtis: frozenset[str] | None = None
         self._soonest: int | None = None  # next_expiry(), None = not computed since the last change
+        self._svid_lapse: datetime | None = None  # earliest not_after of a held SVID, None = recompute
 
     @property
     def ready(self) -> bool:
@@ -325,6 +326,26 @@ class WorkloadCache:
         self._drop_orphans()
         return True
 
+    def drop_lapsed(self, *, now: datetime) -> bool:
+        """Forget X.509-SVIDs (shared and bound) that expired at ``now``: an expired SVID is never served.
+
+        They lapse when the server could not renew them (an outage longer than their TTL); the
+        identities then show as not minted yet, and the mint loop re-issues them when it can.
+        Cheap when nothing lapsed: one comparison against the earliest expiry held.
+        """
+        if self._svid_lapse is None:
+            self._svid_lapse = min((s.not_after for s in self._svids.values()), default=None)
+            bound = self.bound.earliest_expiry()
+            if bound is not None and (self._svid_lapse is None or bound < self._svid_lapse):
+                self._svid_lapse = bound
+        if self._svid_lapse is None or self._svid_lapse > now:
+            return False
+        for entry_id in [i for i, svid in self._svids.items() if svid.not_after <= now]:
+            del self._svids[entry_id]
+        self.bound.drop(lambda svid: svid.not_after <= now, lambda _entry_id, token: token.expires_at <= now)
+        self._svid_lapse = None
+        return True
+
     def next_expiry(self) -> int:
         """The earliest entry ``expires_at`` (Unix seconds), 0 if none expires."""
         if self._soonest is None:
@@ -392,6 +413,7 @@ class WorkloadCache:
         self._svids[svid.entry_id] = svid
         self._svids.move_to_end(svid.entry_id)
         self._refused.pop(svid.entry_id, None)
+        self._svid_lapse = None  # a replaced SVID may have been the earliest
         for entry_id in list(self._svids):
             if len(self._svids) <= self._max_x509:
                 break
@@ -517,6 +539,10 @@ class BoundCredentials:
     def svid(self, proc: ProcessKey, entry_id: str) -> IssuedSvid | None:
         """The process's SVID for ``entry_id``."""
         return self._svids.get((proc, entry_id))
+
+    def earliest_expiry(self) -> datetime | None:
+        """The earliest ``not_after`` of the SVIDs held for processes, if any."""
+        return min((s.not_after for s in self._svids.values()), default=None)
 
     def put_svid(self, proc: ProcessKey, svid: IssuedSvid) -> bool:
         """Store an SVID minted for ``proc``; False (not stored) once the process was released."""

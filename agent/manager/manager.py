@@ -144,6 +144,7 @@ class Manager:
         if not self.cache.ready:
             raise NotReadyError("agent: not synced with the server yet")
         self.minter.expire()
+        self.minter.drop_lapsed()
         if process is not None and any(e.bind_to_process for e in self.cache.matching(selectors)):
             self.bound.bind(process)
         return self.cache.view(selectors, process)

@@ -64,6 +64,13 @@ class Minter:
         if self._cache.drop_expired(now=self._clock.now()):
             self._on_change()
 
+    def drop_lapsed(self) -> None:
+        """Forget SVIDs that expired unrenewed (a long server outage) and wake their streams: never serve them."""
+        if self._cache.drop_lapsed(now=self._clock.now()):
+            log.warning("x509-svids expired before they could be renewed (is the server reachable?); "
+                        "their workloads get none until the server signs new ones")
+            self._on_change()
+
     def _wait(self) -> float:
         """Seconds until the loop must look again: the rotation tick, or sooner if an entry expires."""
         end = self._cache.next_expiry()
@@ -83,6 +90,7 @@ class Minter:
             if not self._cache.ready:
                 continue
             self.expire()
+            self.drop_lapsed()
             now = self._clock.now()
             interests = self._interests()
             targets: list[tuple[Entry, ProcessKey | None]] = [

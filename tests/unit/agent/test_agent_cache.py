@@ -261,3 +261,17 @@ def test_a_reminted_svid_never_loops() -> None:
     assert not outdated(a, minted(a, seconds=120), now=NOW)
     b = changed(a, x509_ttl_in_force=60)
     assert not outdated(b, minted(b, seconds=60), now=NOW)
+
+
+def test_an_svid_that_expired_unrenewed_is_dropped_never_served() -> None:
+    a, b = entry("a"), entry("b")
+    cache = cache_with(a, b)
+    cache.put_svid(svid(a, hours=1))
+    cache.put_svid(svid(b, hours=2))
+    assert cache.drop_lapsed(now=NOW + timedelta(minutes=59)) is False
+    assert cache.drop_lapsed(now=NOW + timedelta(hours=1)) is True  # a's not_after: expired
+    view = cache.view({UID})
+    assert [i.svid is not None for i in view.identities] == [False, True]
+    assert not view.complete  # the stream waits for a new SVID rather than sending none or an old one
+    assert cache.drop_lapsed(now=NOW + timedelta(hours=1)) is False
+    assert [e.id for e in cache.svid_targets([{UID}], now=NOW + timedelta(hours=1))][0] == "a"  # re-issued first
