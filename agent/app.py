@@ -48,6 +48,7 @@ from spiffe_py.errors import SpiffeError
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE = 5.0
+WORKLOAD_API_BACKLOG = 4096  # pending Workload API connections (the kernel caps it at net.core.somaxconn)
 
 
 def build_attestors(cfg: AgentConfig, procfs: ProcFs,
@@ -232,7 +233,9 @@ async def _serve_with(cfg: AgentConfig, audit: AgentAudit) -> None:
                               idle_timeout=cfg.connection_idle_timeout,
                               max_message_bytes=cfg.workload_api_max_message_bytes)
     # serve before attesting so callers get UNAVAILABLE rather than a missing socket (WE-13)
-    await server.start(path=str(socket_path))
+    # a deep accept queue: a thousand workloads connecting at once (all restarted together) must wait,
+    # not be refused by a full backlog (grpclib's default is 100)
+    await server.start(path=str(socket_path), backlog=WORKLOAD_API_BACKLOG)
     os.chmod(socket_path, 0o777)  # noqa: S103 - any local workload may connect (WE-12); attestation decides
     log.info("workload api listening on %s", socket_path)
     loop = asyncio.get_running_loop()
