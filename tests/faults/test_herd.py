@@ -4,8 +4,10 @@ connections opened at once right after an agent restart are all served, with no 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 
 from grpclib.client import Channel
@@ -60,20 +62,19 @@ def test_1000_workload_connections_at_once_after_an_agent_restart() -> None:
 
 
 def test_20_agents_restarted_at_once_all_come_back() -> None:
-    with ServerProc.start() as srv, ExitStack() as stack:
-        agents = [stack.enter_context(AgentProc.start(srv, f"ag{n}")) for n in range(AGENTS)]
-        for n, agent in enumerate(agents):
-            srv.cli("entry", "create", "--spiffe-id", f"{TD}/w{n}", "--parent-id", agent.agent_id,
-                    "--selector", f"unix:uid:{os.geteuid()}")
-        for agent in agents:
-            agent.wait_ready()
-        for agent in agents:  # all down, then all up at once
-            agent.stop()
+    with ServerProc.start() as srv, ExitStack() as stack, ThreadPoolExecutor(AGENTS) as pool:
+        # set up in parallel (each start runs a CLI for its join token), entries in one batch call
+        agents = list(pool.map(lambda n: stack.enter_context(AgentProc.start(srv, f"ag{n}")), range(AGENTS)))
+        doc = {"entries": [{"spiffe_id": f"{TD}/w{n}", "parent_id": agent.agent_id,
+                            "selectors": [{"type": "unix", "value": f"uid:{os.geteuid()}"}]}
+                           for n, agent in enumerate(agents)]}
+        srv.cli("entry", "create", "--data", "-", stdin=json.dumps(doc).encode())
+        list(pool.map(lambda agent: agent.wait_ready(), agents))
+        list(pool.map(lambda agent: agent.stop(), agents))  # all down, then all up at once
         t0 = time.monotonic()
         for agent in agents:
             agent.launch()
-        for agent in agents:
-            agent.wait_ready()
+        list(pool.map(lambda agent: agent.wait_ready(), agents))
         results = [asyncio.run(_fetch_all(str(agent.socket_path), 1)) for agent in agents]
         print(f"{AGENTS} agents back and serving in {time.monotonic() - t0:.1f} s")
         assert [r for r in results if r != (1, [])] == []
