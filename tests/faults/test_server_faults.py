@@ -66,10 +66,10 @@ def test_kill_9_mid_signing_batch_loses_nothing_and_the_agent_resumes() -> None:
         db = srv.data_dir / "datastore.sqlite3"
         with AgentProc.start(srv, "ag", ("--config", str(_agent_config(srv)))) as agent:
             agent.wait_ready()
-            srv.cli("entry", "create", "--data", "-", stdin=_batch(agent.agent_id, 0, 1200))
+            srv.cli("entry", "create", "--data", "-", stdin=_batch(agent.agent_id, 0, 700))
             mine = srv.cli_json("entry", "create", "--spiffe-id", f"{TD}/mine", "--parent-id", agent.agent_id,
                                 "--selector", f"unix:uid:{UID}")["id"]
-            # the agent now mints 1,000 SVIDs (its prefetch limit) in batches of 500: kill the server while it signs
+            # the agent now mints 701 SVIDs in batches of 500: kill the server while it signs
             deadline = time.monotonic() + 30
             while _sql(db, "SELECT COUNT(*) FROM issuances") == [(0,)] and time.monotonic() < deadline:
                 time.sleep(0.005)
@@ -77,7 +77,7 @@ def test_kill_9_mid_signing_batch_loses_nothing_and_the_agent_resumes() -> None:
             _assert_db_ok(db)
             srv.launch()
             _assert_intact(srv, db)
-            assert _sql(db, "SELECT COUNT(*) FROM entries") == [(1201,)]
+            assert _sql(db, "SELECT COUNT(*) FROM entries") == [(701,)]
             with Fetcher(agent.socket_path) as fetcher:
                 deadline = time.monotonic() + 40
                 while fetcher.ok < 5 and time.monotonic() < deadline:
