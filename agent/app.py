@@ -248,6 +248,7 @@ async def _serve_with(cfg: AgentConfig, audit: AgentAudit) -> None:
                               idle_timeout=cfg.connection_idle_timeout,
                               max_message_bytes=cfg.workload_api_max_message_bytes)
     # serve before attesting so callers get UNAVAILABLE rather than a missing socket (WE-13)
+    # (with a listen backlog a thousand workloads connecting at once fit in: _serving.limits.LISTEN_BACKLOG)
     await server.start(path=str(socket_path))
     os.chmod(socket_path, 0o777)  # noqa: S103 - any local workload may connect (WE-12); attestation decides
     log.info("workload api listening on %s", socket_path)

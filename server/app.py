@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
+import secrets
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -53,7 +56,8 @@ from spiffe_server.revocation import serial_hex
 
 log = logging.getLogger("spiffe_server")
 
-CHANGE_POLL_SECONDS = 1.0
+CHANGE_POLL_SECONDS = 1.0  # SQLite: other servers' changes are found by polling the change log
+CHANGE_SAFETY_POLL_SECONDS = 30.0  # PostgreSQL: LISTEN/NOTIFY pushes them; the poll is only a safety net
 POLICY_POLL_SECONDS = 0.25  # one stat; a tightened policy reaches agents' SVIDs within a second
 CRL_CHECK_SECONDS = 60.0
 CHANGE_PRUNE_SECONDS = 60.0
@@ -74,18 +78,74 @@ def build_attestors(cfg: ServerConfig, store: DataStore) -> dict[str, NodeAttest
     return {name: attestor for name, attestor in built.items() if attestor is not None}
 
 
+JOURNAL_ID_FILE = "ca-journal-id"
+
+
+class ServerJournal:
+    """This server's CA journal in the datastore, and the journals of the other servers sharing it."""
+
+    def __init__(self, store: DataStore, journal_id: int) -> None:
+        self._store = store
+        self.journal_id = journal_id
+
+    def load_journal(self) -> bytes | None:
+        """This server's journal."""
+        return self._store.load_journal(self.journal_id)
+
+    def save_journal(self, data: bytes) -> None:
+        """Replace this server's journal (no other server writes it)."""
+        self._store.save_journal(data, self.journal_id)
+
+    def peer_journals(self) -> list[bytes]:
+        """Every other server's journal."""
+        return [data for jid, data in self._store.list_journals().items() if jid != self.journal_id]
+
+
+def journal_id(data_dir: Path, store: DataStore) -> int:
+    """The ID of this server's CA journal, kept in ``<data_dir>/ca-journal-id`` (chosen on first start).
+
+    Each server (each data dir) has its own CA key pair and journal, so servers sharing a
+    datastore never overwrite each other's CA state. A data dir whose keys already belong to the
+    single journal of older versions (ID 1) keeps it; a new one takes a random ID.
+    """
+    path = data_dir / JOURNAL_ID_FILE
+    with contextlib.suppress(FileNotFoundError):
+        return int(path.read_text().strip())
+    legacy = store.load_journal(1)
+    keys = data_dir / "keys"
+    try:
+        doc = json.loads(legacy) if legacy is not None else {}
+    except ValueError:
+        doc = {}  # a corrupt journal is not this data dir's: the CA starts its own
+    ours = isinstance(doc, dict) and any(
+        (keys / f"{item.get('key_id')}.pem").exists()
+        for kind in ("x509", "jwt") for item in doc.get(kind, ()) if isinstance(item, dict))
+    chosen = 1 if ours else secrets.randbelow(2**31 - 3) + 2  # the column is a 32-bit INTEGER
+    aside = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    aside.write_text(f"{chosen}\n")
+    try:
+        os.link(aside, path)  # servers sharing a data dir race here: the first one's ID wins
+    except FileExistsError:
+        return int(path.read_text().strip())
+    finally:
+        aside.unlink(missing_ok=True)
+    return chosen
+
+
 def build_ca(cfg: ServerConfig, store: DataStore, clock: Clock) -> CaManager:
     """The CA manager, journaled in the datastore, keys on disk under the data dir."""
     upstream = None
     if cfg.upstream_authority is not None:
         upstream = load_upstream_authority(cfg.upstream_authority.cert_file, cfg.upstream_authority.key_file)
+    journal = ServerJournal(store, journal_id(cfg.data_dir, store))
     policy = SvidPolicy(x509_svid_ttl=cfg.default_x509_svid_ttl, jwt_svid_ttl=cfg.default_jwt_svid_ttl,
                         jwt_issuer=cfg.jwt_issuer or None)
     endpoint = cfg.federation.bundle_endpoint
     return CaManager(CaConfig(trust_domain=cfg.trust_domain, ca_ttl=cfg.ca_ttl, ca_key_type=KeyType(cfg.ca_key_type),
                               jwt_key_type=KeyType(cfg.jwt_key_type) if cfg.jwt_key_type else None, policy=policy,
                               refresh_hint=endpoint.refresh_hint if endpoint is not None else None),
-                     keys=DiskKeyManager(cfg.data_dir / "keys"), journal=store, clock=clock, upstream=upstream)
+                     keys=DiskKeyManager(cfg.data_dir / "keys"), journal=journal, clock=clock, upstream=upstream,
+                     peers=journal)
 
 
 def build_signer(cfg: ServerConfig) -> Signer:
@@ -150,7 +210,10 @@ class App:
                                  attestors=build_attestors(cfg, store), signer=build_signer(cfg))
         self.tls = ServerTls(cfg.data_dir / "server-svid")
         self.svid = ServerSvid(self.ctx, self.tls)
+        opened = time.monotonic()
         self.guard = self.ctx.guard  # load the policy and audit head now; a broken policy stops the start
+        log.info("audit chain opened", extra={"seq": self.guard.audit.head[0],
+                                              "elapsed_ms": round((time.monotonic() - opened) * 1000)})
         self._servers: list[Server] = []
         self._side: list[asyncio.Server] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -160,6 +223,7 @@ class App:
         self.federation = Federation(store=store, own=self.ctx.ca.bundle, clock=clock,
                                      static=static_relationships(cfg), call=self.ctx.call,
                                      notify=self.ctx.changes.notify)
+        self._unwatch: Callable[[], None] | None = None
 
     async def start(self) -> None:
         """Open the datastore-backed services on TCP and the Unix socket, start background loops."""
@@ -211,21 +275,34 @@ class App:
             self.console = Console(ctx, admin, cfg.console)
             await self.console.start()
             ctx.console_logins = self.console.logins
+        loop = asyncio.get_running_loop()
+        # other servers' commits on a shared PostgreSQL wake the entry feed at once (LISTEN/NOTIFY)
+        def wake() -> None:
+            loop.call_soon_threadsafe(ctx.changes.notify)
+
+        self._unwatch = ctx.store.watch_changes(wake)
+        poll = CHANGE_POLL_SECONDS if self._unwatch is None else CHANGE_SAFETY_POLL_SECONDS
         self._tasks = [
             asyncio.create_task(_every(rotator_interval(cfg.ca_ttl), self._rotate, "ca rotation")),
-            asyncio.create_task(ctx.entries.run(CHANGE_POLL_SECONDS)),  # also picks up other servers' changes
+            asyncio.create_task(ctx.entries.run(poll)),  # also picks up other servers' changes
             asyncio.create_task(_every(CRL_CHECK_SECONDS, self._refresh_crls, "crl refresh")),
             asyncio.create_task(_every(CHANGE_PRUNE_SECONDS, self._prune_changes, "change log prune")),
             asyncio.create_task(_every(POLICY_POLL_SECONDS, self._poll_policy, "policy reload")),
             asyncio.create_task(self.guard.audit.checkpoint_forever()),
             asyncio.create_task(_every(LABEL_EXPIRY_SECONDS, self._expire_labels, "label expiry")),
         ]
+        retention = cfg.audit_retention
+        if retention.max_age is not None or retention.max_records is not None:
+            self._tasks.append(asyncio.create_task(self.guard.audit.prune_forever(
+                max_age=retention.max_age, max_records=retention.max_records,
+                interval=retention.prune_interval.total_seconds())))
         log.info("server started", extra={"trust_domain": cfg.trust_domain.name,
                                            "address": f"{cfg.bind_address}:{cfg.bind_port}",
                                            "socket": str(cfg.admin_socket)})
 
     async def _rotate(self) -> None:
         changed = await self.ctx.call(self.ctx.ca.tick)
+        changed = await self.ctx.call(self.ctx.ca.refresh_peers) or changed  # other servers' new CAs
         if changed:
             BUNDLE_SEQUENCE.set(self.ctx.ca.bundle().sequence_number or 0)
             log.info("trust bundle changed", extra={"sequence": self.ctx.ca.bundle().sequence_number})
@@ -262,6 +339,8 @@ class App:
         if self.bundle_endpoint is not None:
             await self.bundle_endpoint.close()
         await self.federation.close()
+        if self._unwatch is not None:
+            await asyncio.to_thread(self._unwatch)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

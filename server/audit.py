@@ -3,14 +3,18 @@
 One chain for the whole trust domain: the server's own decisions (attestations, mints, admin
 changes) and every agent's forwarded records, each wrapped with the forwarding agent's ID::
 
-    chain = CentralAudit(store, clock=clock)     # scans the stored chain once for its head
+    chain = CentralAudit(store, clock=clock)     # reads the newest row: no chain scan at start
     chain.append([build_event(now=now, actor="server", spiffe_id=sid, selectors=[], decision="allow",
                               reason="attested", method="AttestAgent")])
     chain.forward(agent_id, records_json)        # checks the agent's own sub-chain first
     result = verify_store(store.iter_audit())     # VerifyResult naming the first broken record
 
 A sealed record's ``seq`` equals the datastore row's ``seq`` (1, 2, 3, ...), so the stored
-chain verifies with ``verify_chain(records, first_seq=1)``. The row's indexed columns
+chain verifies with ``verify_chain(records, first_seq=1)``. Pruning (:meth:`CentralAudit.prune`,
+under the ``audit_retention`` policy) deletes the oldest rows together with a signed *prune
+anchor* naming the newest deleted record's seq and hash; the rows left then verify from that
+anchor, so a chain cut anywhere else still fails. Each agent's forwarded sub-chain head is kept
+in its own table, written in the append's transaction, so a restart reads only the newest row. The row's indexed columns
 (``spiffe_id``, ``decision``, ``time``, ``hash``, ``prev_hash``) must agree with the sealed JSON,
 so filtering cannot be fooled by editing a column either.
 """
@@ -28,7 +32,7 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -72,8 +76,10 @@ FORWARD_METHOD = "ForwardAudit"
 CHECKPOINT_EVERY = 1000  # a signed checkpoint at every record whose seq is a multiple of this
 CHECKPOINT_INTERVAL = 60.0  # seconds: a moved head is also checkpointed at least this often
 CHECKPOINT_KEY_FILE = "audit-checkpoint.key"
+PRUNE_BATCH = 50_000  # records deleted per prune transaction (each with its own signed anchor)
 # signed bytes are this prefix and canonical JSON: never valid as any other message the server signs
 _CHECKPOINT_CONTEXT = b"spiffe-py audit checkpoint v1\n"
+_PRUNE_CONTEXT = b"spiffe-py audit prune anchor v1\n"  # "records up to seq were deleted by policy"
 R = TypeVar("R")
 # The store calls a SealAt inside its transaction with the chain head locked: (newest seq, its hash).
 SealAt = Callable[[int, str], AuditAppend]
@@ -118,9 +124,10 @@ def _forwarded(record: Mapping[str, Any]) -> Mapping[str, Any] | None:
 # -- signed checkpoints ----------------------------------------------------------------------------
 
 
-def checkpoint_payload(seq: int, hash_: str, time: datetime) -> bytes:
-    """The bytes a checkpoint's signature covers."""
-    return _CHECKPOINT_CONTEXT + canonical_json({"hash": hash_, "seq": seq, "time": format_time(time)})
+def checkpoint_payload(seq: int, hash_: str, time: datetime, *, prune: bool = False) -> bytes:
+    """The bytes a checkpoint's (or, with ``prune``, a prune anchor's) signature covers."""
+    context = _PRUNE_CONTEXT if prune else _CHECKPOINT_CONTEXT
+    return context + canonical_json({"hash": hash_, "seq": seq, "time": format_time(time)})
 
 
 class CheckpointSigner:
@@ -160,9 +167,12 @@ class CheckpointSigner:
             aside.unlink(missing_ok=True)
         return cls(key)
 
-    def sign(self, seq: int, hash_: str, time: datetime) -> AuditCheckpoint:
-        """A checkpoint stating that record ``seq`` has hash ``hash_``, made at ``time``."""
-        signature = self._key.sign(checkpoint_payload(seq, hash_, time))
+    def sign(self, seq: int, hash_: str, time: datetime, *, prune: bool = False) -> AuditCheckpoint:
+        """A checkpoint stating that record ``seq`` has hash ``hash_``, made at ``time``.
+
+        With ``prune``, a prune anchor: it also states that the records up to ``seq`` were deleted.
+        """
+        signature = self._key.sign(checkpoint_payload(seq, hash_, time, prune=prune))
         return AuditCheckpoint(seq=seq, hash=hash_, time=time, signature=base64.b64encode(signature).decode())
 
 
@@ -173,11 +183,13 @@ def _load_key(path: Path) -> Ed25519PrivateKey:
     return key
 
 
-def checkpoint_signature_ok(checkpoint: AuditCheckpoint, public_key: Ed25519PublicKey) -> bool:
-    """Whether ``checkpoint`` was signed by the key of ``public_key``."""
+def checkpoint_signature_ok(checkpoint: AuditCheckpoint, public_key: Ed25519PublicKey, *,
+                            prune: bool = False) -> bool:
+    """Whether ``checkpoint`` (a prune anchor with ``prune``) was signed by the key of ``public_key``."""
     try:
         signature = base64.b64decode(checkpoint.signature, validate=True)
-        public_key.verify(signature, checkpoint_payload(checkpoint.seq, checkpoint.hash, checkpoint.time))
+        public_key.verify(signature, checkpoint_payload(checkpoint.seq, checkpoint.hash, checkpoint.time,
+                                                        prune=prune))
     except (InvalidSignature, binascii.Error, ValueError):
         return False
     return True
@@ -195,10 +207,9 @@ class CentralAudit:
         self._signer = signer
         self._checkpoint_every = checkpoint_every
         self._lock = threading.Lock()
-        self._head = _Head(FIRST_SEQ - 1, GENESIS_HASH)
-        self._agents: dict[str, _Head] = {}
-        # reads the whole chain once, to learn each agent's sub-chain head (appending does not need it)
-        self._catch_up()
+        newest = store.audit_head()  # one indexed read, however long the chain
+        self._head = _Head(FIRST_SEQ - 1, GENESIS_HASH) if newest is None else _Head(newest.seq, newest.hash)
+        self._fill_agent_heads()
         latest = store.latest_audit_checkpoint() if signer is not None else None
         self._checkpointed = latest.seq if latest is not None else 0
 
@@ -212,6 +223,29 @@ class CentralAudit:
         """The key checkpoints are verified with (None: this chain signs none)."""
         return None if self._signer is None else self._signer.public_key
 
+    def _fill_agent_heads(self) -> None:
+        """Once, for a chain written before agent heads had their own table: find them in the older rows."""
+        through = self._store.audit_heads_pending()
+        if through <= 0:
+            return
+        log.info("audit: scanning the chain once for agent sub-chain heads", extra={"seq": through})
+        heads: dict[str, tuple[int, str]] = {}
+        page = Page(size=MAX_PAGE_SIZE)
+        while True:
+            result = self._store.list_audit(page=page)
+            for row in result.items:
+                if row.seq > through:
+                    break
+                with contextlib.suppress(ValueError):  # a damaged row is verify's business
+                    record = json.loads(row.record)
+                    inner = _forwarded(record) if isinstance(record, dict) else None
+                    if inner is not None and isinstance(inner.get("seq"), int):
+                        heads[str(record.get("actor"))] = (int(inner["seq"]), str(inner.get("hash")))
+            if not result.next_token or (result.items and result.items[-1].seq >= through):
+                break
+            page = Page(token=result.next_token, size=MAX_PAGE_SIZE)
+        self._store.fill_audit_agent_heads(heads, through=through)
+
     def _catch_up(self) -> None:
         """Read records stored after our head (at start, or after another server appended)."""
         page = Page(token=str(self._head.seq), size=MAX_PAGE_SIZE)
@@ -224,19 +258,8 @@ class CentralAudit:
             page = Page(token=result.next_token, size=MAX_PAGE_SIZE)
 
     def _absorb(self, row: AuditRecord) -> None:
-        """Move the head to a stored row (from the datastore: its JSON is parsed to follow agent sub-chains)."""
-        try:
-            record = json.loads(row.record)
-        except ValueError:
-            self._head = _Head(row.seq, row.hash)
-            return  # a damaged row is verify's business, not the appender's
-        self._advance(row, record if isinstance(record, dict) else {})
-
-    def _advance(self, row: AuditRecord, record: Mapping[str, Any]) -> None:
+        """Move the head to a stored row (agent sub-chain heads live in the store, not here)."""
         self._head = _Head(row.seq, row.hash)
-        inner = _forwarded(record)
-        if inner is not None and isinstance(inner.get("seq"), int):
-            self._agents[str(record.get("actor"))] = _Head(int(inner["seq"]), str(inner.get("hash")))
 
     def append(self, events: Sequence[AuditEvent], issuances: Sequence[Issuance] = ()) -> list[dict[str, Any]]:
         """Seal and store ``events`` in order, with ``issuances`` logged in the same transaction.
@@ -246,10 +269,11 @@ class CentralAudit:
         with self._lock:
             return self._append_all(events, issuances)
 
-    def _append_all(self, events: Sequence[AuditEvent], issuances: Sequence[Issuance]) -> list[dict[str, Any]]:
+    def _append_all(self, events: Sequence[AuditEvent], issuances: Sequence[Issuance],
+                    agent_heads: Mapping[str, tuple[int, str]] | None = None) -> list[dict[str, Any]]:
         """One transaction for every event and issuance (a batch's single write), sealed under the chain lock."""
-        _, records = self._write(lambda sealer: self._store.append_audit_sealed(sealer(events), issuances),
-                                 lambda rows: rows)
+        _, records = self._write(
+            lambda sealer: self._store.append_audit_sealed(sealer(events), issuances, agent_heads), lambda rows: rows)
         return records
 
     def append_in(self, write: Callable[[Sealer], R], stored: Callable[[R], Sequence[AuditRecord]]) -> R:
@@ -347,13 +371,59 @@ class CentralAudit:
             with contextlib.suppress(AuditWriteError):  # logged and counted by _write_failed
                 await asyncio.to_thread(self.checkpoint)
 
+    def prune(self, *, max_age: timedelta | None, max_records: int | None, batch: int = PRUNE_BATCH) -> int:
+        """Delete the records the retention policy no longer keeps; returns how many.
+
+        ``max_records`` keeps that many newest records, ``max_age`` drops records older than it;
+        either may be None. The newest record always stays. Each transaction deletes at most
+        ``batch`` records and stores a signed prune anchor at its last one, so ``audit verify``
+        still proves the remaining chain (and a crash between transactions leaves a valid chain).
+        Without a checkpoint signer nothing is pruned: the rest of the chain would prove nothing.
+        """
+        if self._signer is None or (max_age is None and max_records is None):
+            return 0
+        now = self._clock.now()
+        with self._lock:
+            self._catch_up()
+            head = self._head.seq
+        cutoff = 0
+        if max_records is not None:
+            cutoff = head - max_records
+        if max_age is not None:
+            cutoff = max(cutoff, self._store.audit_seq_before(now - max_age))
+        cutoff = min(cutoff, head - 1)
+        latest = self._store.latest_audit_prune()
+        done, total = (latest.seq if latest is not None else 0), 0
+        try:
+            while done < cutoff:
+                step = min(cutoff, done + batch)
+                row = self._store.get_audit(step)
+                if row is None:
+                    log.error("audit: cannot prune: record seq %d is missing", step)
+                    break
+                total += self._store.prune_audit(self._signer.sign(step, row.hash, now, prune=True))
+                done = step
+        except Exception as err:
+            raise self._write_failed(err) from err
+        if total:
+            log.info("audit records pruned", extra={"count": total, "seq": done})
+        return total
+
+    async def prune_forever(self, *, max_age: timedelta | None, max_records: int | None,
+                            interval: float) -> None:
+        """:meth:`prune` every ``interval`` seconds until cancelled; a failure is logged, the loop goes on."""
+        while True:
+            with contextlib.suppress(AuditWriteError):  # logged and counted by _write_failed
+                await asyncio.to_thread(self.prune, max_age=max_age, max_records=max_records)
+            await asyncio.sleep(interval)
+
     def _append_one(self, event: AuditEvent) -> dict[str, Any]:
         return self._append_all([event], ())[0]
 
     def _accept(self, record: Mapping[str, Any], stored: AuditRecord) -> None:
         if stored.seq != record["seq"]:
             raise self._write_failed(ValueError(f"store assigned seq {stored.seq}, sealed {record['seq']}"))
-        self._advance(stored, record)
+        self._absorb(stored)
         if self._signer is not None and stored.seq % self._checkpoint_every == 0:
             self._checkpointed = max(self._checkpointed, stored.seq)
         AUDIT_RECORDS.labels(decision=record["decision"]).inc()
@@ -379,16 +449,18 @@ class CentralAudit:
             fresh = self._fresh(agent_id, records)
             if not fresh:
                 return 0
-            # One transaction for the whole call: all of it is stored, or none (the agent resends).
-            self._append_all([_wrap(agent_id, r) for r in fresh], ())
-            self._agents[agent_id] = _Head(int(fresh[-1]["seq"]), str(fresh[-1]["hash"]))
+            # One transaction for the whole call, the agent's new head included: all of it, or none
+            # (the agent resends).
+            self._append_all([_wrap(agent_id, r) for r in fresh], (),
+                             {agent_id: (int(fresh[-1]["seq"]), str(fresh[-1]["hash"]))})
             return len(fresh)
 
     def _fresh(self, agent_id: str, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The records not stored yet, once they verify as the continuation of the agent's sub-chain."""
         if not records:
             return []
-        head = self._agents.get(agent_id)
+        stored = self._store.audit_agent_head(agent_id)  # shared by every server on the database
+        head = None if stored is None else _Head(*stored)
         start = _start_of(records[0])
         restart = False
         if head is not None:
@@ -472,12 +544,16 @@ def _column_problem(row: AuditRecord, record: Mapping[str, Any]) -> str | None:
 
 
 def verify_store(rows: Iterable[AuditRecord], checkpoints: Iterable[AuditCheckpoint] = (),
-                 public_key: Ed25519PublicKey | None = None) -> VerifyResult:
+                 public_key: Ed25519PublicKey | None = None, pruned: AuditCheckpoint | None = None) -> VerifyResult:
     """Verify the stored chain: every row's JSON, its indexed columns, the hash links, then the checkpoints; pure.
 
     Each checkpoint must carry a valid signature of ``public_key`` (required when there are
     checkpoints) and name a record of the chain by its seq and hash. A chain cut and re-hashed
     from before a checkpoint therefore fails, even though its links are consistent.
+
+    ``pruned`` is the newest prune anchor. A chain that does not start at seq 1 must start right
+    after it: the anchor must be signed by ``public_key`` as a prune anchor and name the first
+    remaining record's ``prev_hash``. Any other missing head is a cut chain.
     """
     records: list[dict[str, Any]] = []
     seqs: list[int] = []
@@ -495,8 +571,12 @@ def verify_store(rows: Iterable[AuditRecord], checkpoints: Iterable[AuditCheckpo
             if problem is not None:
                 kind = BreakKind.MALFORMED if not record else BreakKind.EDITED
                 early = VerifyResult(ok=False, count=0, index=index, seq=row.seq, kind=kind, reason=problem)
-    chained = verify_chain(records, first_seq=FIRST_SEQ)
     count = len(records)
+    first_seq = seqs[0] if seqs else (pruned.seq + 1 if pruned is not None else FIRST_SEQ)
+    start = _prune_problem(records[0] if records else None, first_seq, pruned, public_key)
+    if isinstance(start, VerifyResult):
+        return VerifyResult(ok=False, count=count, index=0, seq=start.seq, kind=start.kind, reason=start.reason)
+    chained = verify_chain(records, prev_hash=start, first_seq=first_seq)
     if early is not None and (chained.ok or (chained.index or 0) >= (early.index or 0)):
         return VerifyResult(ok=False, count=count, index=early.index, seq=early.seq, kind=early.kind,
                             reason=early.reason)
@@ -505,29 +585,55 @@ def verify_store(rows: Iterable[AuditRecord], checkpoints: Iterable[AuditCheckpo
                             kind=chained.kind, reason=chained.reason)
     if not chained.ok:
         return chained
-    return _verify_checkpoints(records, checkpoints, public_key)
+    return _verify_checkpoints(records, checkpoints, public_key, first_seq)
+
+
+def _prune_problem(first: Mapping[str, Any] | None, first_seq: int, pruned: AuditCheckpoint | None,
+                   public_key: Ed25519PublicKey | None) -> str | VerifyResult:
+    """The hash the first remaining record must link to, or why the chain's start is not a proven prune."""
+    if pruned is None:
+        if first_seq == FIRST_SEQ:
+            return GENESIS_HASH
+        return VerifyResult(ok=False, count=0, seq=first_seq, kind=BreakKind.TRUNCATED,
+                            reason=f"the chain starts at seq {first_seq} and no signed prune anchor covers "
+                                   f"seq {FIRST_SEQ}..{first_seq - 1}: its head was cut")
+    if public_key is None or not checkpoint_signature_ok(pruned, public_key, prune=True):
+        return VerifyResult(ok=False, count=0, seq=first_seq, kind=BreakKind.EDITED,
+                            reason=f"the prune anchor at seq {pruned.seq} is not signed by this server's audit key")
+    if pruned.seq != first_seq - 1:
+        kind = BreakKind.TRUNCATED if pruned.seq < first_seq - 1 else BreakKind.EDITED
+        return VerifyResult(ok=False, count=0, seq=first_seq, kind=kind,
+                            reason=f"records up to seq {pruned.seq} were pruned, but the chain starts at seq "
+                                   f"{first_seq}")
+    if first is not None and first.get("prev_hash") != pruned.hash:
+        return VerifyResult(ok=False, count=0, seq=first_seq, kind=BreakKind.EDITED,
+                            reason=f"record seq {first_seq} does not follow the pruned record seq {pruned.seq}")
+    return pruned.hash
 
 
 def _verify_checkpoints(records: Sequence[Mapping[str, Any]], checkpoints: Iterable[AuditCheckpoint],
-                        public_key: Ed25519PublicKey | None) -> VerifyResult:
+                        public_key: Ed25519PublicKey | None, first_seq: int = FIRST_SEQ) -> VerifyResult:
     """The first checkpoint that is not signed by ``public_key`` or that the (linked) chain does not contain."""
     count = len(records)
     for checkpoint in checkpoints:
-        problem = _checkpoint_problem(records, checkpoint, public_key)
+        problem = _checkpoint_problem(records, checkpoint, public_key, first_seq)
         if problem is not None:
             kind, reason, seq = problem
-            return VerifyResult(ok=False, count=count, index=min(seq - FIRST_SEQ, count), seq=seq, kind=kind,
-                                reason=reason)
+            return VerifyResult(ok=False, count=count, index=max(0, min(seq - first_seq, count)), seq=seq,
+                                kind=kind, reason=reason)
     return VerifyResult(ok=True, count=count)
 
 
 def _checkpoint_problem(records: Sequence[Mapping[str, Any]], checkpoint: AuditCheckpoint,
-                        public_key: Ed25519PublicKey | None) -> tuple[BreakKind, str, int] | None:
-    seq, index = checkpoint.seq, checkpoint.seq - FIRST_SEQ
+                        public_key: Ed25519PublicKey | None,
+                        first_seq: int = FIRST_SEQ) -> tuple[BreakKind, str, int] | None:
+    seq, index = checkpoint.seq, checkpoint.seq - first_seq
     if public_key is None or not checkpoint_signature_ok(checkpoint, public_key):
         return BreakKind.EDITED, f"the checkpoint at seq {seq} is not signed by this server's audit key", seq
+    if index < 0:
+        return None  # a pruned record: the prune anchor (checked already) vouches for everything up to it
     if index >= len(records):
-        last = len(records) + FIRST_SEQ - 1
+        last = len(records) + first_seq - 1
         return (BreakKind.TRUNCATED, f"a signed checkpoint names seq {seq} but the chain ends at seq {last}: "
                                      "its tail was cut", last)
     if records[index].get("hash") != checkpoint.hash:

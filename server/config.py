@@ -157,6 +157,20 @@ class ServingConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditRetentionConfig:
+    """How long the central audit chain keeps records (docs/operations.md, "Audit retention").
+
+    Records older than ``max_age`` and all but the newest ``max_records`` are deleted every
+    ``prune_interval``, each deletion with a signed prune anchor so ``audit verify`` still proves
+    the rest. Unset limits keep everything.
+    """
+
+    max_age: timedelta | None = None
+    max_records: int | None = None
+    prune_interval: timedelta = timedelta(hours=1)
+
+
+@dataclass(frozen=True, slots=True)
 class AgentLimitsConfig:
     """Per-agent throttles, so one compromised agent cannot flood signing or the revocation list.
 
@@ -208,6 +222,7 @@ class ServerConfig:
     agent_limits: AgentLimitsConfig = field(default_factory=AgentLimitsConfig)
     # X.509-SVID signing processes: None one per core, 0 sign in the serving process (server.ca.pool)
     signing_workers: int | None = None
+    audit_retention: AuditRetentionConfig = field(default_factory=AuditRetentionConfig)
 
     @property
     def admin_socket(self) -> Path:
@@ -512,6 +527,21 @@ def _serving(raw: object) -> ServingConfig:
 _MAX_SIGNING_WORKERS = 256
 
 
+def _audit_retention(raw: object) -> AuditRetentionConfig:
+    table = _table(raw, "audit_retention", _names(AuditRetentionConfig))
+    kwargs: dict[str, Any] = {}
+    for name, value in table.items():
+        key = _join("audit_retention", name)
+        if name == "max_records":
+            count: int = _expect(value, int, key)
+            if not 1 <= count <= 10**12:
+                raise ConfigError(f"config: {key}: must be within 1..{10**12}, got {count!r}")
+            kwargs[name] = count
+        else:
+            kwargs[name] = parse_duration(value, key)
+    return AuditRetentionConfig(**kwargs)
+
+
 def _signing_workers(raw: object) -> int:
     count: int = _expect(raw, int, "signing_workers")
     if not 0 <= count <= _MAX_SIGNING_WORKERS:
@@ -615,6 +645,7 @@ _SCALARS: dict[str, Any] = {
     "serving": _serving,
     "agent_limits": _agent_limits,
     "signing_workers": _signing_workers,
+    "audit_retention": _audit_retention,
 }
 
 

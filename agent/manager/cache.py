@@ -429,6 +429,16 @@ class WorkloadCache:
         """Every cached X.509-SVID, shared and bound (for expiry checks and gauges)."""
         return (*self._svids.values(), *self.bound.svids())
 
+    @property
+    def max_x509_svids(self) -> int:
+        """How many shared X.509-SVIDs are kept (least recently used dropped first) and prefetched."""
+        return self._max_x509
+
+    def shared_entry_count(self) -> int:
+        """Entries that get a shared X.509-SVID (not bound to a process): over ``max_x509_svids``,
+        those beyond the limit are signed on demand when a workload asks for them."""
+        return sum(1 for e in self._entries.values() if not e.bind_to_process)
+
     def has_svid(self, entry_id: str) -> bool:
         """True if an SVID for ``entry_id`` is cached."""
         return entry_id in self._svids

@@ -21,7 +21,9 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from grpclib.client import Channel
+from grpclib.config import Configuration
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
+from grpclib.protocol import H2Protocol
 
 from spiffe_agent.errors import ServerUnavailableError
 from spiffe_agent.metrics import AGENT_API_LATENCY
@@ -31,6 +33,9 @@ from spiffe_py._proto.spiffepy.server.v1.agent_grpc import AgentAPIStub
 from spiffe_py.spiffeid import SpiffeId, TrustDomain
 
 CALL_TIMEOUT = 30.0
+KEEPALIVE_S = 4.0
+KEEPALIVE_TIMEOUT_S = 4.0
+SSL_SHUTDOWN_TIMEOUT_S = 1.0
 MAX_CHALLENGES = 4  # more rounds than any attestor needs: a server asking more is refused
 _TRANSPORT_ERRORS = (OSError, ssl.SSLError, asyncio.TimeoutError, StreamTerminatedError, ProtocolError)
 
@@ -75,6 +80,19 @@ def _method_name(method: Any) -> str:
     """The RPC name of a grpclib stub method (``/pkg.AgentAPI/RenewAgent`` -> ``RenewAgent``)."""
     return str(getattr(method, "name", "")).rsplit("/", 1)[-1] or "unknown"
 
+class _KeepaliveChannel(Channel):  # type: ignore[misc]  # grpclib ships no type hints
+    """A Channel whose TLS close gives up after SSL_SHUTDOWN_TIMEOUT_S.
+
+    When a keepalive PING goes unanswered, grpclib closes the transport; asyncio would then wait
+    up to 30 s for a paused server's TLS close_notify before the open streams learn of it.
+    """
+
+    async def _create_connection(self) -> H2Protocol:
+        _, protocol = await self._loop.create_connection(
+            self._protocol_factory, self._host, self._port, ssl=self._ssl,
+            ssl_shutdown_timeout=SSL_SHUTDOWN_TIMEOUT_S)
+        return protocol
+
 
 class ServerClient:
     """One connection to the server's Agent API."""
@@ -83,7 +101,11 @@ class ServerClient:
         self.address = (host, port)
         self._expected = str(SpiffeId.from_path(trust_domain, "/spire/server"))
         self._verify_peer = ctx.verify_mode == ssl.CERT_REQUIRED
-        self._channel = Channel(host, port, ssl=ctx)
+        # HTTP/2 PINGs on open calls: a server that stops answering (paused, partitioned) ends the
+        # sync stream within KEEPALIVE_S + KEEPALIVE_TIMEOUT_S, so the agent fails over to the next one
+        self._channel = _KeepaliveChannel(host, port, ssl=ctx, config=Configuration(
+            _keepalive_time=KEEPALIVE_S, _keepalive_timeout=KEEPALIVE_TIMEOUT_S, _http2_max_pings_without_data=0,
+            _http2_min_sent_ping_interval_without_data=KEEPALIVE_S))
         self._stub = AgentAPIStub(self._channel)
 
     def close(self) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from datetime import datetime
 from pathlib import Path
 
 from cryptography import x509
+from prometheus_client import Gauge
 
 from spiffe_agent.errors import AgentEvictedError, NoIdentityIssuedError, NotReadyError
 from spiffe_agent.manager.bound import BoundProcesses
@@ -48,6 +50,15 @@ from spiffe_agent.nodeattest.base import NodeAttestorClient
 from spiffe_py.clock import Clock
 from spiffe_py.selectors import Selector
 from spiffe_py.spiffeid import SpiffeId, TrustDomain
+
+log = logging.getLogger(__name__)
+
+X509_SVIDS_CACHED = Gauge("spiffe_agent_x509_svids_cached", "Shared X.509-SVIDs the agent holds")
+X509_SVID_ENTRIES = Gauge("spiffe_agent_x509_svid_entries", "Authorized entries that get a shared X.509-SVID")
+X509_SVID_LIMIT = Gauge("spiffe_agent_x509_svid_cache_limit", "max_x509_svids: shared X.509-SVIDs kept and prefetched")
+X509_SVID_CACHE_OVER_LIMIT = Gauge(
+    "spiffe_agent_x509_svid_cache_over_limit",
+    "1 while more entries are authorized than max_x509_svids (those beyond are signed on demand)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +205,10 @@ class Manager:
                              rotation_tick=config.rotation_tick, interests=self._interests, on_change=self._notify)
         self.sync = SyncLoop(self.servers, self.identity, self.cache, on_change=self._changed,
                              resync_interval=config.resync_interval, on_applied=self._revocations_changed)
+        self._over_limit = False
+        X509_SVIDS_CACHED.set_function(self.cache.svid_count)
+        X509_SVID_ENTRIES.set_function(self.cache.shared_entry_count)
+        X509_SVID_LIMIT.set(self.cache.max_x509_svids)
 
     # ---- workload-facing -------------------------------------------------
     def view(self, selectors: frozenset[Selector], process: ProcessKey | None = None) -> WorkloadView:
@@ -314,6 +329,24 @@ class Manager:
     def _changed(self) -> None:
         self._mint_kick.set()
         self._notify()
+        self._check_cache_limit()
+
+    def _check_cache_limit(self) -> None:
+        """Say (log line and metric) when more entries match this agent than ``max_x509_svids``.
+
+        Nothing stops: SVIDs beyond the limit are signed on demand for the workloads that connect,
+        and the least recently used unpinned ones are dropped (SPIRE's LRU cache does the same).
+        """
+        entries, limit = self.cache.shared_entry_count(), self.cache.max_x509_svids
+        over = entries > limit
+        X509_SVID_CACHE_OVER_LIMIT.set(1 if over else 0)
+        if over and not self._over_limit:
+            log.warning("agent: %d entries are authorized for this agent, more than max_x509_svids (%d): X.509-SVIDs "
+                        "beyond the limit are signed on demand when a workload connects, least recently used ones "
+                        "are dropped", entries, limit)
+        elif self._over_limit and not over:
+            log.info("agent: %d authorized entries fit max_x509_svids (%d) again", entries, limit)
+        self._over_limit = over
 
     # ---- server ------------------------------------------------------------
     def server_client(self) -> ServerClient:

@@ -13,6 +13,7 @@ accepted; it is passed on as a parameter. Errors map to gRPC status by the table
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from time import perf_counter
 from typing import Any, Protocol
@@ -46,7 +47,10 @@ from spiffe_py.selectors import Selector
 from spiffe_py.spiffeid import SpiffeId
 
 SECURITY_HEADER = "workload.spiffe.io"
+log = logging.getLogger(__name__)
+
 MEMO_SIZE = 256
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024  # gRPC clients' default receive limit
 MAX_TOKEN_BYTES = 64 * 1024
 MAX_AUDIENCES = 32
 MAX_AUDIENCE_LEN = 256  # characters per audience value, as the server allows
@@ -167,6 +171,7 @@ class WorkloadApiHandler(SpiffeWorkloadAPIBase):
                         raise NoIdentityIssuedError("no identity issued")  # the server refused every one
                     msg = build(view)
                     if msg != last:
+                        _check_response_size(msg, len(view.identities))
                         await send_stream_message(stream, msg)
                         on_send()
                         last = msg
@@ -260,6 +265,21 @@ def _snapshot(view: WorkloadView) -> tuple[object, ...]:
     """The immutable parts of ``view`` a response is built from (frozen entries, SVIDs, bundles, CRLs)."""
     return (view.bundle, view.crls, *(x for i in view.identities for x in (i.entry, i.svid, i.refused)),
             *(x for item in view.federated.items() for x in item))
+
+
+def _check_response_size(msg: Any, identities: int) -> None:
+    """Refuse, with a message that says why, a response no standard Workload API client would accept.
+
+    gRPC clients (go-spiffe, py-spiffe, java-spiffe, grpcio) receive at most 4 MiB per message by
+    default; a bigger one fails in the client as an unexplained RESOURCE_EXHAUSTED. About 3,000
+    X.509 identities for one workload reach it (docs/architecture.md, "Agent SVID cache and response size").
+    """
+    size = msg.ByteSize()
+    if size > MAX_RESPONSE_BYTES:
+        log.warning("workload api response too large", extra={"bytes": size, "identities": identities})
+        raise GRPCError(Status.RESOURCE_EXHAUSTED,
+                        f"response of {size} bytes for {identities} identities is over the {MAX_RESPONSE_BYTES} "
+                        "bytes a Workload API client accepts: register fewer entries for this workload's selectors")
 
 
 class ResponseMemo:

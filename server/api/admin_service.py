@@ -667,7 +667,8 @@ class AdminService(AdminAPIBase):
         with grpc_errors("VerifyAudit"):
             await self._request(stream)
             store, key = self._ctx.store, self._ctx.guard.audit.public_key
-            result = await self._ctx.call(lambda: verify_store(store.iter_audit(), store.iter_audit_checkpoints(), key))
+            result = await self._ctx.call(lambda: verify_store(store.iter_audit(), store.iter_audit_checkpoints(), key,
+                                                               store.latest_audit_prune()))
             await stream.send_message(admin_pb2.VerifyAuditResponse(
                 ok=result.ok, count=result.count, seq=result.seq or 0, kind=str(result.kind or ""),
                 reason=result.reason))

@@ -17,11 +17,13 @@ import enum
 import logging
 import secrets
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_public_key
 
 from spiffe_py import _json
 from spiffe_py._pem import DecodeError, certificates_from_pem, certificates_to_pem
@@ -106,6 +108,14 @@ class CaJournalStore(Protocol):
         ...
 
 
+class PeerJournals(Protocol):
+    """The journals of the other servers' CAs on a shared datastore (their public parts are published)."""
+
+    def peer_journals(self) -> Sequence[bytes]:
+        """Every other server's saved journal."""
+        ...
+
+
 class MemoryJournalStore:
     """A journal kept in memory (tests, ephemeral servers)."""
 
@@ -119,6 +129,15 @@ class MemoryJournalStore:
     def save_journal(self, data: bytes) -> None:
         """Keep ``data``."""
         self.data = data
+
+
+@dataclass(frozen=True, slots=True)
+class _Peers:
+    """What the other servers' journals publish: X.509 roots, JWT keys, and their bundle sequences' sum."""
+
+    roots: tuple[x509.Certificate, ...] = ()
+    jwt: tuple[tuple[str, Any], ...] = ()
+    sequence: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,8 +164,11 @@ class CaManager:
         journal: CaJournalStore,
         clock: Clock,
         upstream: UpstreamAuthority | None = None,
+        peers: PeerJournals | None = None,
     ) -> None:
         self._config = config
+        self._peer_source = peers
+        self._peers = _Peers()
         self._keys = keys
         self._journal = journal
         self._clock = clock
@@ -158,8 +180,38 @@ class CaManager:
         self._state = self._load()
         # The bundle built for one state (its JWKs and tuples); a commit replaces the state, so an
         # identity check is the whole invalidation. Readers on other threads see old or new, both whole.
-        self._bundle_cache: tuple[_State, SpiffeBundle] | None = None
+        self._bundle_cache: tuple[_State, _Peers, SpiffeBundle] | None = None
         self.rotate(clock.now())
+        self.refresh_peers()
+
+    def refresh_peers(self) -> bool:
+        """Re-read the other servers' journals; True if what they publish changed (the bundle did too).
+
+        Each server on a shared datastore has its own CA key pair; the bundle every server serves
+        holds all their roots and JWT keys, and its sequence is the sum of all servers' sequences
+        (each only grows, so the sum does).
+        """
+        if self._peer_source is None:
+            return False
+        roots: list[x509.Certificate] = []
+        jwt: list[tuple[str, Any]] = []
+        sequence = 0
+        for data in self._peer_source.peer_journals():
+            try:
+                doc = _json.load_object(data, max_bytes=_MAX_JOURNAL_BYTES)
+                sequence += int(doc["sequence"])
+                if self._upstream is None:  # with an upstream authority every server chains to its roots
+                    roots.extend(certificates_from_pem(item["chain_pem"].encode())[0] for item in doc["x509"])
+                jwt.extend((item["id"], load_pem_public_key(item["public_key_pem"].encode()))
+                           for item in doc["jwt"] if "public_key_pem" in item)
+            except (KeyError, TypeError, ValueError, DecodeError, _json.JsonError) as err:
+                log.warning("ca: a peer server's journal is unreadable; not publishing it: %s",
+                            err.__class__.__name__)
+        peers = _Peers(tuple(roots), tuple(sorted(jwt, key=lambda kv: kv[0])), sequence)
+        if _peer_content(peers) == _peer_content(self._peers):
+            return False
+        self._peers = peers
+        return True
 
     # -- rotation ---------------------------------------------------------------------------
 
@@ -241,22 +293,26 @@ class CaManager:
 
     def bundle(self) -> SpiffeBundle:
         """The trust domain's bundle: every published authority (prepared, active, old); cached per state."""
-        state = self._state
+        state, peers = self._state, self._peers
         cached = self._bundle_cache
-        if cached is not None and cached[0] is state:
-            return cached[1]
-        bundle = self._build_bundle(state)
-        self._bundle_cache = (state, bundle)
+        if cached is not None and cached[0] is state and cached[1] is peers:
+            return cached[2]
+        bundle = self._build_bundle(state, peers)
+        self._bundle_cache = (state, peers, bundle)
         return bundle
 
     # -- internals --------------------------------------------------------------------------
 
-    def _build_bundle(self, state: _State) -> SpiffeBundle:
+    def _build_bundle(self, state: _State, peers: _Peers) -> SpiffeBundle:
+        own = self._x509_roots(state)
+        roots = own + tuple(r for r in peers.roots if r not in own)
+        jwt = dict(peers.jwt)
+        jwt.update({s.authority_id: s.payload.key.public_key() for s in state.jwt})
         return SpiffeBundle(
             trust_domain=self._config.trust_domain,
-            x509_authorities=self._x509_roots(state),
-            jwt_authorities={s.authority_id: s.payload.key.public_key() for s in state.jwt},
-            sequence_number=state.sequence,
+            x509_authorities=roots,
+            jwt_authorities=jwt,
+            sequence_number=state.sequence + peers.sequence,
             refresh_hint=self._config.bundle_refresh_hint,
         )
 
@@ -361,8 +417,16 @@ def _info_json(slot: sl.Slot[Any]) -> dict[str, Any]:
 
 def _dump(state: _State) -> bytes:
     x509_items = [{**_info_json(s), "chain_pem": certificates_to_pem(s.payload.chain).decode()} for s in state.x509]
+    # the JWT public key is kept too, so servers sharing the datastore can publish it (never the private key)
+    jwt_items = [{**_info_json(s), "public_key_pem": s.payload.key.public_key().public_bytes(
+        Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()} for s in state.jwt]
     return _json.dump({"version": JOURNAL_VERSION, "sequence": state.sequence, "x509": x509_items,
-                       "jwt": [_info_json(s) for s in state.jwt]})
+                       "jwt": jwt_items})
+
+
+def _peer_content(peers: _Peers) -> tuple[object, ...]:
+    spki = tuple(key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo) for _, key in peers.jwt)
+    return peers.roots, tuple(kid for kid, _ in peers.jwt), spki, peers.sequence
 
 
 def _x509_from_json(item: dict[str, Any], key: CaPrivateKey) -> sl.Slot[Any]:

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
@@ -78,6 +78,7 @@ def _federation_record(row: tuple[Any, ...]) -> FederationRecord:
                             last_refresh=None if refreshed is None else codec.from_micros(refreshed),
                             last_error=error)
 
+CHANGE_CHANNEL = "spiffe_py_changes"  # PostgreSQL NOTIFY channel of committed changes (postgres.py LISTENs)
 
 _ENTRY_SELECT = f"SELECT {', '.join('e.' + c for c in codec.ENTRY_COLUMNS)} FROM entries e"
 _AGENT_COLS = ", ".join(codec.AGENT_COLUMNS)
@@ -118,6 +119,13 @@ def _bump(tx: Tx, counter: str, by: int = 1) -> int:
 
 def _counter(tx: Tx, counter: str) -> int:
     return int(tx.execute("SELECT value FROM counters WHERE name = ?", (counter,))[0][0])
+
+
+def _upsert_agent_heads(tx: Tx, heads: Mapping[str, tuple[int, str]], *, replace_newer: bool) -> None:
+    action = "DO UPDATE SET seq = excluded.seq, hash = excluded.hash" if replace_newer else "DO NOTHING"
+    for agent_id, (seq, hash_) in sorted(heads.items()):
+        tx.execute(f"INSERT INTO audit_agent_heads (agent_id, seq, hash) VALUES (?, ?, ?)"
+                   f" ON CONFLICT (agent_id) {action}", (agent_id, seq, hash_))
 
 
 def _record_change(tx: Tx, kind: ChangeKind, key: str, *, deleted: bool = False) -> None:
@@ -168,6 +176,17 @@ class SqlDataStore:
         """Release connections."""
         self._backend.close()
 
+    def watch_changes(self, on_change: Callable[[], None]) -> Callable[[], None] | None:
+        """Have ``on_change()`` called (from another thread) when any server commits a change.
+
+        Returns a stopper, or None if the backend cannot push (SQLite: poll ``changes_since``).
+        """
+        listen = getattr(self._backend, "listen", None)
+        if listen is None:
+            return None
+        stopper: Callable[[], None] = listen(on_change)
+        return stopper
+
     @contextmanager
     def _change_tx(self) -> Iterator[Tx]:
         """A transaction for writes that record changes."""
@@ -176,6 +195,8 @@ class SqlDataStore:
             # between e.g. a prune and an update) and their sequence numbers commit in order.
             tx.execute("UPDATE counters SET value = value WHERE name = ?", ("change",))
             yield tx
+            if self._backend.dialect.name == "postgresql":  # delivered to LISTENing servers at commit
+                tx.execute("SELECT pg_notify(?, current_schema())", (CHANGE_CHANNEL,))
 
     # -- entries -----------------------------------------------------------------------------
 
@@ -625,19 +646,25 @@ class SqlDataStore:
 
     # -- CA journal ----------------------------------------------------------------------------
 
-    def load_journal(self) -> bytes | None:
-        """The saved CA journal, or None if never saved."""
+    def load_journal(self, journal_id: int = 1) -> bytes | None:
+        """The saved CA journal ``journal_id`` (one per server CA; 1 by default), or None if never saved."""
         with self._backend.transaction() as tx:
-            rows = tx.execute("SELECT data FROM ca_journal WHERE id = 1")
+            rows = tx.execute("SELECT data FROM ca_journal WHERE id = ?", (journal_id,))
         return bytes(rows[0][0]) if rows else None
 
-    def save_journal(self, data: bytes) -> None:
-        """Replace the CA journal."""
+    def save_journal(self, data: bytes, journal_id: int = 1) -> None:
+        """Replace the CA journal ``journal_id``."""
         if not isinstance(data, bytes) or len(data) > MAX_JOURNAL_BYTES:
             raise InvalidArgumentError("journal", f"must be bytes of at most {MAX_JOURNAL_BYTES} bytes")
         with self._backend.transaction() as tx:
-            tx.execute("INSERT INTO ca_journal (id, data) VALUES (1, ?)"
-                       " ON CONFLICT (id) DO UPDATE SET data = excluded.data", (data,))
+            tx.execute("INSERT INTO ca_journal (id, data) VALUES (?, ?)"
+                       " ON CONFLICT (id) DO UPDATE SET data = excluded.data", (journal_id, data))
+
+    def list_journals(self) -> dict[int, bytes]:
+        """Every server CA's journal by ID (servers sharing the database publish each other's roots)."""
+        with self._backend.transaction() as tx:
+            rows = tx.execute("SELECT id, data FROM ca_journal ORDER BY id LIMIT 256")
+        return {int(r[0]): bytes(r[1]) for r in rows}
 
     # -- revocations ---------------------------------------------------------------------------
 
@@ -847,18 +874,77 @@ class SqlDataStore:
         return stored
 
     def append_audit_sealed(self, seal: Callable[[int, str], AuditAppend],
-                            issuances: Sequence[Issuance] = ()) -> list[AuditRecord]:
+                            issuances: Sequence[Issuance] = (),
+                            agent_heads: Mapping[str, tuple[int, str]] | None = None) -> list[AuditRecord]:
         """Append the records ``seal(seq, hash)`` chains after the newest record, with the chain head locked.
 
         ``seq`` is the newest record's seq (0 when empty) and ``hash`` its hash ("" when empty or
         when that row is missing). ``seal`` returns the records and, optionally, checkpoints to
         store in the same transaction. Every appender (threads, servers sharing the database)
         queues on the lock, so nothing is sealed after a stale head and no append has to retry.
+        ``agent_heads`` (agent ID -> (seq, hash) of its newest forwarded record) are stored in the
+        same transaction.
         """
         with self._backend.transaction() as tx:
             stored = self._append_sealed(tx, seal)
             _insert_issuances(tx, issuances)
+            _upsert_agent_heads(tx, agent_heads or {}, replace_newer=True)
         return stored
+
+    def audit_head(self) -> AuditRecord | None:
+        """The newest record of the chain (one indexed read, whatever the chain's length)."""
+        with self._backend.transaction() as tx:
+            rows = tx.execute(f"SELECT {_AUDIT_COLS} FROM audit ORDER BY seq DESC LIMIT 1")
+        return codec.audit_from_row(rows[0]) if rows else None
+
+    def get_audit(self, seq: int) -> AuditRecord | None:
+        """The record ``seq``, if stored."""
+        with self._backend.transaction() as tx:
+            rows = tx.execute(f"SELECT {_AUDIT_COLS} FROM audit WHERE seq = ?", (seq,))
+        return codec.audit_from_row(rows[0]) if rows else None
+
+    def audit_seq_before(self, time: datetime) -> int:
+        """The seq of the newest record older than ``time`` (0 if none); uses the time index."""
+        check_time("time", time)
+        with self._backend.transaction() as tx:
+            rows = tx.execute("SELECT MAX(seq) FROM audit WHERE time < ?", (codec.to_micros(time),))
+        return int(rows[0][0] or 0)
+
+    def audit_agent_head(self, agent_id: str) -> tuple[int, str] | None:
+        """(seq, hash) of the newest record forwarded for ``agent_id``, if any."""
+        with self._backend.transaction() as tx:
+            rows = tx.execute("SELECT seq, hash FROM audit_agent_heads WHERE agent_id = ?", (agent_id,))
+        return (int(rows[0][0]), str(rows[0][1])) if rows else None
+
+    def audit_heads_pending(self) -> int:
+        """The seq up to which older rows were written before agent heads were kept (0: none pending)."""
+        with self._backend.transaction() as tx:
+            return _counter(tx, "audit_heads_pending")
+
+    def fill_audit_agent_heads(self, heads: Mapping[str, tuple[int, str]], *, through: int) -> None:
+        """Store heads found in rows up to ``through`` (newer heads already stored win); clears the pending mark."""
+        with self._backend.transaction() as tx:
+            _upsert_agent_heads(tx, heads, replace_newer=False)
+            tx.execute("UPDATE counters SET value = 0 WHERE name = ? AND value <= ?", ("audit_heads_pending", through))
+
+    def prune_audit(self, anchor: AuditCheckpoint) -> int:
+        """Store the signed prune ``anchor`` and delete the records and checkpoints up to its seq; one transaction.
+
+        Returns how many records were deleted.
+        """
+        with self._backend.transaction() as tx:
+            _insert_rows(tx, "audit_prunes", codec.CHECKPOINT_COLUMNS, [codec.checkpoint_row(anchor)],
+                         " ON CONFLICT (seq) DO NOTHING")
+            deleted = len(tx.execute("DELETE FROM audit WHERE seq <= ? RETURNING seq", (anchor.seq,)))
+            tx.execute("DELETE FROM audit_checkpoints WHERE seq <= ?", (anchor.seq,))
+        return deleted
+
+    def latest_audit_prune(self) -> AuditCheckpoint | None:
+        """The newest prune anchor, if the chain was ever pruned."""
+        with self._backend.transaction() as tx:
+            rows = tx.execute(f"SELECT {', '.join(codec.CHECKPOINT_COLUMNS)} FROM audit_prunes"
+                              " ORDER BY seq DESC LIMIT 1")
+        return codec.checkpoint_from_row(rows[0]) if rows else None
 
     def _append_sealed(self, tx: Tx, seal: Callable[[int, str], AuditAppend]) -> list[AuditRecord]:
         # the row lock on the audit counter serialises chain appends until this transaction ends

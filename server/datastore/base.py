@@ -8,7 +8,7 @@ Every method is synchronous and thread-safe; asyncio callers use ``asyncio.to_th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -104,6 +104,10 @@ class ChangeStore(Protocol):
 
     def changes_since(self, seq: int, *, limit: int = 1000) -> ChangeBatch:
         """Changes with a sequence number above ``seq``, oldest first."""
+        ...
+
+    def watch_changes(self, on_change: Callable[[], None]) -> Callable[[], None] | None:
+        """Call ``on_change()`` from another thread when any server commits a change; a stopper, or None (poll)."""
         ...
 
     def prune_changes(self, *, keep_last: int) -> int:
@@ -222,12 +226,16 @@ class FederationStore(Protocol):
 class CaJournalStore(Protocol):
     """The CA's journal, an opaque blob."""
 
-    def load_journal(self) -> bytes | None:
-        """The saved journal, or None if never saved."""
+    def load_journal(self, journal_id: int = 1) -> bytes | None:
+        """The saved journal ``journal_id`` (one per server CA), or None if never saved."""
         ...
 
-    def save_journal(self, data: bytes) -> None:
-        """Replace the journal."""
+    def save_journal(self, data: bytes, journal_id: int = 1) -> None:
+        """Replace the journal ``journal_id``."""
+        ...
+
+    def list_journals(self) -> dict[int, bytes]:
+        """Every server CA's journal by ID."""
         ...
 
 
@@ -309,8 +317,44 @@ class AuditStore(Protocol):
         ...
 
     def append_audit_sealed(self, seal: Callable[[int, str], AuditAppend],
-                            issuances: Sequence[Issuance] = ()) -> list[AuditRecord]:
-        """Append what ``seal(newest seq, newest hash)`` returns, with the chain head locked; one transaction."""
+                            issuances: Sequence[Issuance] = (),
+                            agent_heads: Mapping[str, tuple[int, str]] | None = None) -> list[AuditRecord]:
+        """Append what ``seal(newest seq, newest hash)`` returns, with the chain head locked; one transaction.
+
+        ``agent_heads`` (agent ID -> its newest forwarded record's (seq, hash)) are stored with it.
+        """
+        ...
+
+    def audit_head(self) -> AuditRecord | None:
+        """The newest record (one indexed read)."""
+        ...
+
+    def get_audit(self, seq: int) -> AuditRecord | None:
+        """The record ``seq``, if stored."""
+        ...
+
+    def audit_seq_before(self, time: datetime) -> int:
+        """The seq of the newest record older than ``time`` (0 if none)."""
+        ...
+
+    def audit_agent_head(self, agent_id: str) -> tuple[int, str] | None:
+        """(seq, hash) of the newest record forwarded for ``agent_id``, if any."""
+        ...
+
+    def audit_heads_pending(self) -> int:
+        """The seq up to which older rows still have to be scanned for agent heads (0: none)."""
+        ...
+
+    def fill_audit_agent_heads(self, heads: Mapping[str, tuple[int, str]], *, through: int) -> None:
+        """Store heads found in rows up to ``through`` without replacing newer ones; clears the pending mark."""
+        ...
+
+    def prune_audit(self, anchor: AuditCheckpoint) -> int:
+        """Store the signed prune ``anchor``, delete records and checkpoints up to its seq (one transaction)."""
+        ...
+
+    def latest_audit_prune(self) -> AuditCheckpoint | None:
+        """The newest prune anchor, if any."""
         ...
 
     def add_audit_checkpoint(self, checkpoint: AuditCheckpoint) -> None:

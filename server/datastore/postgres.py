@@ -9,21 +9,28 @@ tokens are consumed with ``DELETE ... RETURNING``::
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import psycopg
 
-from spiffe_server.datastore._store import SqlDataStore
+from spiffe_server.datastore._store import CHANGE_CHANNEL, SqlDataStore
 from spiffe_server.datastore.errors import DataStoreError
 from spiffe_server.datastore.models import MAX_REVOCATIONS
 from spiffe_server.datastore.schema import POSTGRES, UniqueViolation
 
+log = logging.getLogger("spiffe_server.datastore")
+
 DEFAULT_POOL_SIZE = 4
 _CONNECT_TIMEOUT_S = 10
+# Every transaction that records changes ends with pg_notify(CHANGE_CHANNEL, current_schema()):
+# servers sharing the database LISTEN on it (the payload tells schemas sharing one database apart).
+_LISTEN_WAIT_S = 1.0  # how often the listener looks up from its socket to see whether it must stop
+_LISTEN_RETRY_S = (0.2, 5.0)  # reconnect backoff after a lost listener connection: first, cap
 
 
 class _PgTx:
@@ -88,6 +95,43 @@ class PostgresBackend:
             conn.close()
         else:
             self._idle.put(conn)
+
+    def listen(self, on_change: Callable[[], None]) -> Callable[[], None]:
+        """Call ``on_change()`` (on a thread of its own) whenever any server commits a change; returns a stopper.
+
+        One dedicated connection LISTENs on :data:`CHANGE_CHANNEL`. After every (re)connect it
+        also calls ``on_change()`` once, since notifications sent while it was away are lost
+        (a PostgreSQL restart): the caller re-reads the change log, so nothing is missed.
+        """
+        stop = threading.Event()
+        thread = threading.Thread(target=self._listen_loop, args=(on_change, stop), name="pg-listen", daemon=True)
+        thread.start()
+
+        def stopper() -> None:
+            stop.set()
+            thread.join(_LISTEN_WAIT_S * 3)
+        return stopper
+
+    def _listen_loop(self, on_change: Callable[[], None], stop: threading.Event) -> None:
+        delay = _LISTEN_RETRY_S[0]
+        while not stop.is_set():
+            try:
+                with psycopg.connect(self._url, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_S) as conn:
+                    row = conn.execute("SELECT current_schema()").fetchone()
+                    schema = str(row[0]) if row else ""
+                    conn.execute(f"LISTEN {CHANGE_CHANNEL}")
+                    log.info("listening for changes of other servers", extra={"channel": CHANGE_CHANNEL})
+                    delay = _LISTEN_RETRY_S[0]
+                    on_change()
+                    while not stop.is_set():
+                        if any(n.payload == schema for n in conn.notifies(timeout=_LISTEN_WAIT_S)):
+                            on_change()
+            except psycopg.Error as err:
+                # SQLSTATE only (the message may quote the URL); polling covers the gap meanwhile
+                log.warning("change listener lost its connection; reconnecting",
+                            extra={"sqlstate": err.sqlstate or "", "retry_s": delay})
+                stop.wait(delay)
+                delay = min(delay * 2, _LISTEN_RETRY_S[1])
 
     def close(self) -> None:
         """Close idle connections; busy ones close when released."""

@@ -178,7 +178,18 @@ _FEDERATION = ("""CREATE TABLE federation_relationships (
         endpoint_spiffe_id TEXT NOT NULL, created_at BIGINT NOT NULL, last_refresh BIGINT,
         last_error TEXT NOT NULL DEFAULT '')""",)
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V_LABEL_GRANTS, _FEDERATION)
+
+# Audit at scale: each agent's forwarded sub-chain head (so a restart reads no chain), the seq up to
+# which that table still has to be filled from older rows (0 once done), and the signed prune anchors
+# (the newest pruned record's seq and hash: the chain left after pruning must start right after one).
+_V_AUDIT_SCALE = (
+    "CREATE TABLE audit_agent_heads (agent_id TEXT PRIMARY KEY, seq BIGINT NOT NULL, hash TEXT NOT NULL)",
+    "INSERT INTO counters (name, value) SELECT 'audit_heads_pending', value FROM counters WHERE name = 'audit'",
+    """CREATE TABLE audit_prunes (
+        seq BIGINT PRIMARY KEY, hash TEXT NOT NULL, time BIGINT NOT NULL, signature TEXT NOT NULL)""",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V_LABEL_GRANTS, _FEDERATION, _V_AUDIT_SCALE)
 """Migration N (1-based) is ``MIGRATIONS[N - 1]``; append new ones, never edit applied ones."""
 
 

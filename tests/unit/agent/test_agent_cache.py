@@ -261,3 +261,4 @@ def test_a_reminted_svid_never_loops() -> None:
     assert not outdated(a, minted(a, seconds=120), now=NOW)
     b = changed(a, x509_ttl_in_force=60)
     assert not outdated(b, minted(b, seconds=60), now=NOW)
+

@@ -155,3 +155,20 @@ def test_jwt_key_type_is_independent_of_the_ca_key_type() -> None:
     assert parse_config('trust_domain = "example.org"\n').jwt_key_type == ""  # "": same as ca_key_type
     with pytest.raises(ConfigError, match="jwt_key_type"):
         parse_config('trust_domain = "example.org"\njwt_key_type = "dsa"\n')
+def test_audit_retention_parses_and_keeps_everything_by_default() -> None:
+    default = parse_config('trust_domain = "example.org"').audit_retention
+    assert (default.max_age, default.max_records) == (None, None)
+    cfg = parse_config('trust_domain = "example.org"\n[audit_retention]\nmax_age = "720h"\nmax_records = 1000000\n'
+                       'prune_interval = "10m"\n').audit_retention
+    assert (cfg.max_age, cfg.max_records, cfg.prune_interval) == (timedelta(days=30), 1_000_000, timedelta(minutes=10))
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ("max_rows = 1", "unknown key 'audit_retention.max_rows'"),
+    ("max_records = 0", "audit_retention.max_records: must be within 1.."),
+    ("max_records = true", "audit_retention.max_records: expected an integer"),
+    ('max_age = "-1h"', "audit_retention.max_age"),
+])
+def test_audit_retention_errors_name_the_key(body: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_config(f'trust_domain = "example.org"\n[audit_retention]\n{body}\n')
