@@ -44,6 +44,7 @@ from spiffe_server.ca.pool import InlineSigner, ProcessSigningPool, Signer
 from spiffe_server.ca.templates import SvidKind, SvidPolicy, X509SvidParams
 from spiffe_server.config import ServerConfig
 from spiffe_server.datastore import DataStore, open_datastore
+from spiffe_server.defaults import JOURNAL_ID_FILE
 from spiffe_server.federation.endpoint import BundleEndpoint
 from spiffe_server.federation.refresher import Federation, bootstrap_static_bundles, static_relationships
 from spiffe_server.health import start_health_listener
@@ -78,7 +79,6 @@ def build_attestors(cfg: ServerConfig, store: DataStore) -> dict[str, NodeAttest
     return {name: attestor for name, attestor in built.items() if attestor is not None}
 
 
-JOURNAL_ID_FILE = "ca-journal-id"
 
 
 class ServerJournal:

@@ -34,7 +34,7 @@ from typing import IO, Any
 
 from spiffe_py._cli import package_version
 from spiffe_server.cli._common import CliError, fail
-from spiffe_server.defaults import ADMIN_SOCKET_NAME, DEFAULT_DATA_DIR_NAME
+from spiffe_server.defaults import ADMIN_SOCKET_NAME, DEFAULT_DATA_DIR_NAME, JOURNAL_ID_FILE
 
 FORMAT = "spiffe-server-backup/1"
 MANIFEST = "manifest.json"
@@ -142,6 +142,10 @@ def _backup(args: argparse.Namespace) -> int:
         if not keys:
             raise CliError(f"backup: no keys in {str(where.keys)!r}: is --data-dir (or data_dir) right?")
         files.update({f"{KEYS}/{name}": _sha256(data) for name, data in keys.items()})
+        journal = where.data_dir / JOURNAL_ID_FILE  # which CA journal (and so which keys) is this server's
+        journal_id = journal.read_bytes() if journal.exists() else None
+        if journal_id is not None:
+            files[JOURNAL_ID_FILE] = _sha256(journal_id)
         manifest = {"format": FORMAT, "version": package_version(), "trust_domain": where.trust_domain,
                     "datastore": "postgresql" if where.postgres else "sqlite", "files": files}
         fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never over an existing file
@@ -149,6 +153,8 @@ def _backup(args: argparse.Namespace) -> int:
             _add(tar, MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode())
             for name, data in keys.items():
                 _add(tar, f"{KEYS}/{name}", data)
+            if journal_id is not None:
+                _add(tar, JOURNAL_ID_FILE, journal_id)
             if DATASTORE in files:
                 info = tar.gettarinfo(str(db_copy), DATASTORE)
                 info.mode, info.uid, info.gid, info.uname, info.gname = 0o600, 0, 0, "", ""
@@ -199,9 +205,10 @@ def _manifest(data: bytes) -> dict[str, Any]:
             or doc.get("datastore") not in ("sqlite", "postgresql")):
         raise CliError(f"restore: {MANIFEST} is malformed")
     for name in files:
-        if name != DATASTORE and not (name.startswith(KEYS + "/") and _KEY_NAME.fullmatch(name[len(KEYS) + 1:])):
+        if name not in (DATASTORE, JOURNAL_ID_FILE) and not (
+                name.startswith(KEYS + "/") and _KEY_NAME.fullmatch(name[len(KEYS) + 1:])):
             raise CliError(f"restore: unexpected file {name!r} in {MANIFEST}")
-    keys = sum(1 for name in files if name != DATASTORE)
+    keys = sum(1 for name in files if name.startswith(KEYS + "/"))
     if not 0 < keys <= MAX_KEYS:
         raise CliError(f"restore: {MANIFEST} must list 1..{MAX_KEYS} keys, got {keys}")
     return doc
@@ -306,3 +313,5 @@ def _swap_in(where: Locations, staging: Path, manifest: dict[str, Any]) -> None:
     if where.keys.exists():
         os.replace(where.keys, old)
     os.replace(staging / KEYS, where.keys)  # the old keys go with the staging directory
+    if JOURNAL_ID_FILE in manifest["files"]:
+        os.replace(staging / JOURNAL_ID_FILE, where.data_dir / JOURNAL_ID_FILE)

@@ -33,13 +33,13 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return res
 
 
-def _snapshot(url: str) -> tuple[list[str], bytes | None]:
+def _snapshot(url: str) -> tuple[list[str], dict[int, bytes]]:
     store = open_datastore(url)
     try:
         from spiffe_server.datastore import Page
 
         entries = sorted(e.spiffe_id for e in store.list_entries(None, Page(size=1000)).items)
-        return entries, store.load_journal()
+        return entries, store.list_journals()  # each server's CA journal, by ID
     finally:
         store.close()
 
@@ -69,4 +69,6 @@ def test_pg_dump_and_key_backup_restore_the_server(pg_schema: str, tmp_path: Pat
     _cli("restore", "--data-dir", str(target), "--database", pg_schema, "--from", str(archive))
     assert _snapshot(pg_schema) == before
     assert {p.name: p.read_bytes() for p in (target / "keys").iterdir()} == keys_before
+    # the restored data dir names the same CA journal, so a server started on it uses the restored keys
+    assert (target / "ca-journal-id").read_text() == (srv.data_dir / "ca-journal-id").read_text()
     assert all(p.stat().st_mode & 0o777 == 0o600 for p in (target / "keys").iterdir())
