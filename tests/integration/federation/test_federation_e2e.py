@@ -257,19 +257,22 @@ def test_workloads_do_mtls_and_validate_jwts_across_domains(pair: Pair) -> None:
     check_jwt_both_ways(pair)
 
 
-def test_py_spiffe_sees_the_federated_bundle_and_validates_a_foreign_jwt(pair: Pair) -> None:
+@pytest.mark.parametrize("side", ["a.test", "b.test"])
+def test_py_spiffe_sees_the_federated_bundle_and_validates_a_foreign_jwt(pair: Pair, side: str) -> None:
+    """py-spiffe as the workload on each side: the other domain's bundle and JWT-SVIDs."""
     from spiffe import TrustDomain as PyTrustDomain
     from spiffe import WorkloadApiClient as PySpiffeClient
 
-    with pair.b.client() as bc:
-        token = bc.fetch_jwt_svid("aud-a.test").token
-    with PySpiffeClient(pair.a.agent.address) as client:  # py-spiffe, on a.test's side
+    here, there, foreign = (pair.a, pair.b, B) if side == "a.test" else (pair.b, pair.a, A)
+    with there.client() as other:
+        token = other.fetch_jwt_svid(f"aud-{side}").token
+    with PySpiffeClient(here.agent.address) as client:
         bundles = client.fetch_x509_bundles()
-        b_bundle = bundles.get_bundle_for_trust_domain(PyTrustDomain("b.test"))
-        validated = client.validate_jwt_svid(token, "aud-a.test")
-    assert b_bundle is not None and b_bundle.x509_authorities
-    assert {c.public_bytes(Encoding.DER) for c in b_bundle.x509_authorities} == pair.a.foreign_roots(B)
-    assert str(validated.spiffe_id) == pair.b.workload_id
+        bundle = bundles.get_bundle_for_trust_domain(PyTrustDomain(foreign.name))
+        validated = client.validate_jwt_svid(token, f"aud-{side}")
+    assert bundle is not None and bundle.x509_authorities
+    assert {c.public_bytes(Encoding.DER) for c in bundle.x509_authorities} == here.foreign_roots(foreign)
+    assert str(validated.spiffe_id) == there.workload_id
 
 
 def test_bundle_show_prints_the_refresh_hint(pair: Pair) -> None:
