@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import secrets
 import subprocess
 import sys
@@ -62,13 +61,23 @@ TARGET_LOAD_100K = 30.0
 TARGET_RSS = 300 * 1024 * 1024
 STREAM_TIMEOUT = 120.0
 SETTLE = 0.2  # after each trial, so trailing server work lands in the CPU delta
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of ``pid`` so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime (fields 14 and 15)
+    """CPU time of ``pid`` so far, all its live threads, in nanoseconds (schedstat; /proc/<pid>/stat
+    counts in 10 ms ticks, too coarse for a few ms per change)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # a thread that exited between the listing and the read
+    return total / 1e9
+
+
+def net_cpu(row: dict[str, Any]) -> float:
+    """Server CPU per change, less the background work (policy polls, keepalives) of the same wall time."""
+    return float(row["cpu"] - row["idle_per_trial"])
 
 
 def rss_bytes(pid: int) -> int:
@@ -278,14 +287,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"datastore: {'PostgreSQL' if args.postgres else 'SQLite'}; {args.server_entries} entries under other "
           f"parents, loaded through the batch API in {load_s:.1f} s")
     print(f"{'entries/agent':>13} {'insert s':>9} {'1st sync s':>10} {'p50 ms':>7} {'p99 ms':>7} "
-          f"{'CPU/change ms':>13} {'CPU/unrelated ms':>16} {'idle/trial ms':>13} {'resync s':>8} "
-          f"{'resync CPU s':>12}")
+          f"{'CPU/change ms':>13} {'CPU/unrelated ms':>16} {'idle/trial ms':>13} {'net CPU/change ms':>17} "
+          f"{'resync s':>8} {'resync CPU s':>12}")
     ok = True
     for r in rows:
         print(f"{r['n']:>13} {r['load_s']:>9.1f} {r['first_sync_s']:>10.2f} {r['p50'] * 1e3:>7.1f} "
               f"{r['p99'] * 1e3:>7.1f} {r['cpu'] * 1e3:>13.1f} {r['cpu_other'] * 1e3:>16.1f} "
-              f"{r['idle_per_trial'] * 1e3:>13.1f} {r['resync_s']:>8.2f} {r['resync_cpu']:>12.2f}")
-        ok = ok and r["p99"] < TARGET_P99 and r["cpu"] <= TARGET_CPU
+              f"{r['idle_per_trial'] * 1e3:>13.1f} {net_cpu(r) * 1e3:>17.1f} {r['resync_s']:>8.2f} "
+              f"{r['resync_cpu']:>12.2f}")
+        ok = ok and r["p99"] < TARGET_P99 and net_cpu(r) <= TARGET_CPU
     total = args.server_entries + max(args.sizes) + 1
     print(f"server with {total} entries: entry show {figures['show_s']:.1f} s ({figures['shown_bytes'] / 1e6:.1f} MB"
           f" JSON); RSS {figures['rss'] / 2**20:.0f} MiB (after restart {figures['rss_after_restart'] / 2**20:.0f} MiB,"
@@ -294,8 +304,9 @@ def main(argv: list[str] | None = None) -> int:
         ok = ok and load_s <= TARGET_LOAD_100K * args.server_entries / 100_000
     if total >= 100_000:
         ok = ok and figures["rss"] <= TARGET_RSS
-    print(f"targets: p99 < {TARGET_P99 * 1e3:.0f} ms, CPU per change <= {TARGET_CPU * 1e3:.0f} ms "
-          f"(CPU includes the admin CreateEntry call and its audit record), 100k batch load <= "
+    print(f"targets: p99 < {TARGET_P99 * 1e3:.0f} ms, net CPU per change <= {TARGET_CPU * 1e3:.0f} ms "
+          f"(the admin CreateEntry call, its audit record and the push; minus the idle rate measured in the same "
+          f"run over the trial's settle time), 100k batch load <= "
           f"{TARGET_LOAD_100K:.0f} s (SQLite), RSS <= {TARGET_RSS / 2**20:.0f} MiB at 100k: {'PASS' if ok else 'MISS'}")
     return 0 if ok or not args.check else 1
 
