@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from cryptography import x509
 from grpclib.server import Stream
 
+from spiffe_py._memo import Identity, Memo
 from spiffe_py._proto.spiffepy.server.v1 import agent_pb2, types_pb2
 from spiffe_py._proto.spiffepy.server.v1.agent_grpc import AgentAPIBase
 from spiffe_py.errors import AuthorizationError, SpiffeError
@@ -147,6 +148,8 @@ class AgentService(AgentAPIBase):
 
     def __init__(self, ctx: ServerContext) -> None:
         self._ctx = ctx
+        # the wire bundle is rebuilt only when the CA's bundle object is (a new CA state), not per push
+        self._bundles: Memo[Identity, types_pb2.Bundle] = Memo(max_size=4)
 
     # -- caller ------------------------------------------------------------------------------
 
@@ -344,7 +347,8 @@ class AgentService(AgentAPIBase):
                 changed = {**view.allowed, **changed}
             entries = {eid: None if e is None else self._entry_pb(e) for eid, e in changed.items()}
             revoked = await ctx.revocations.snapshot(ctx)
-            for message in state.plan_changes(entries, own_bundle(ctx.ca), await self._federated_for(view.federates),
+            bundle = self._bundles.get_or_build(Identity(ctx.ca.bundle()), lambda: own_bundle(ctx.ca))
+            for message in state.plan_changes(entries, bundle, await self._federated_for(view.federates),
                                               revocations=revoked.revocations, crls=revoked.crls):
                 await stream.send_message(message)
             await watch.event.wait()
