@@ -55,6 +55,7 @@ from spiffe_py.audit import (
 from spiffe_py.clock import Clock
 from spiffe_py.errors import SpiffeError
 from spiffe_server.datastore import (
+    AlreadyExistsError,
     AuditCheckpoint,
     AuditRecord,
     AuditStore,
@@ -280,7 +281,7 @@ class CentralAudit:
         """Run ``write(sealer)``: one store transaction that appends ``sealer(events)``'s rows with its own writes.
 
         ``stored`` picks the appended rows out of ``write``'s result. The request's own refusals
-        (NotFoundError, LimitExceededError, InvalidArgumentError) pass through with nothing written;
+        (NotFoundError, AlreadyExistsError, LimitExceededError, InvalidArgumentError) pass through with nothing written;
         any other failure is an AuditWriteError.
         """
         with self._lock:
@@ -300,7 +301,7 @@ class CentralAudit:
 
         try:
             result = write(sealer)
-        except (NotFoundError, LimitExceededError, InvalidArgumentError):
+        except (NotFoundError, AlreadyExistsError, LimitExceededError, InvalidArgumentError):
             raise
         except Exception as err:  # any store failure (disk full, read-only, driver error) is loud
             raise self._write_failed(err) from err

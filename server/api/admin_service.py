@@ -23,7 +23,7 @@ from spiffe_py._peercred import peer_cred
 from spiffe_py._proto.spiffepy.server.v1 import admin_pb2, types_pb2
 from spiffe_py._proto.spiffepy.server.v1.admin_grpc import AdminAPIBase
 from spiffe_py._selector_schema import check_selector
-from spiffe_py.audit import build_event
+from spiffe_py.audit import AuditEvent, build_event
 from spiffe_py.bundle import SpiffeBundle
 from spiffe_py.errors import AuthorizationError, InvalidSvidError, SpiffeError
 from spiffe_py.selectors import Selector
@@ -58,7 +58,7 @@ from spiffe_server.api.revocations import (
     revoke_svid,
 )
 from spiffe_server.approvals import Denial, approval_rules, check_approval_ttl, denial_of, pending_approvals
-from spiffe_server.audit import verify_store
+from spiffe_server.audit import Sealer, verify_store
 from spiffe_server.ca.manager import AuthorityKind
 from spiffe_server.ca.signer import parse_csr
 from spiffe_server.ca.slots import AuthorityInfo, SlotStatus
@@ -67,6 +67,7 @@ from spiffe_server.datastore import (
     AgentFilter,
     ApprovalDecision,
     AttestedAgent,
+    AuditedEntry,
     AuditFilter,
     AuditRecord,
     BundleRecord,
@@ -82,6 +83,7 @@ from spiffe_server.datastore import (
     RevocationKind,
     SelectorMatch,
 )
+from spiffe_server.datastore.base import EntrySeal
 from spiffe_server.datastore.errors import DataStoreError
 from spiffe_server.datastore.models import MAX_PAGE_SIZE
 from spiffe_server.errors import FailedPreconditionError
@@ -109,6 +111,15 @@ def _item_status(err: Exception, method: str) -> admin_pb2.ItemStatus:
     """One batch item's failure as the status a single call would have returned (INTERNAL stays generic)."""
     mapped = to_grpc_error(err, method)
     return admin_pb2.ItemStatus(code=mapped.status.value, message=mapped.message or "")
+
+
+def _entry_event(now: datetime, actor: str, method: str, entry: RegistrationEntry) -> AuditEvent:
+    """The audit event of an admin entry change (a deletion carries no labels)."""
+    details: dict[str, Any] = {"entry_id": entry.id}
+    if not method.endswith("DeleteEntry"):
+        details["labels"] = dict(entry.labels)
+    return build_event(now=now, actor=actor, spiffe_id=entry.spiffe_id, selectors=(), decision="allow",
+                       reason="admin change", method=method, details=details)
 
 
 def _required(value: str, field: str = "id") -> str:
@@ -203,11 +214,9 @@ class AdminService(AdminAPIBase):
             self._check_selectors(entry, allow_unknown=req.allow_unknown_selectors)
             if entry.federates_with:
                 check_federates_with(entry, await self._federated_domains())
-            created = await self._ctx.call(self._ctx.store.create_entry, entry)
-            self._ctx.changes.notify()
+            created = await self._write_entry(
+                stream, "CreateEntry", lambda seal: self._ctx.store.create_entry_audited(entry, seal))
             log.info("entry created", extra={"entry_id": created.id, "spiffe_id": created.spiffe_id})
-            await self._audit(stream, "CreateEntry", created.spiffe_id, entry_id=created.id,
-                              labels=dict(created.labels))
             await stream.send_message(entry_to_proto(created))
 
     async def UpdateEntry(self, stream: Stream[admin_pb2.UpdateEntryRequest, types_pb2.Entry]) -> None:
@@ -219,19 +228,16 @@ class AdminService(AdminAPIBase):
             if entry.federates_with:
                 check_federates_with(entry, await self._federated_domains())
             entry = keep_quarantine(entry, await self._ctx.call(self._ctx.store.get_entry, entry.id))
-            updated = await self._ctx.call(self._ctx.store.update_entry, entry)
-            self._ctx.changes.notify()
-            await self._audit(stream, "UpdateEntry", updated.spiffe_id, entry_id=updated.id,
-                              labels=dict(updated.labels))
+            updated = await self._write_entry(
+                stream, "UpdateEntry", lambda seal: self._ctx.store.update_entry_audited(entry, seal))
             await stream.send_message(entry_to_proto(updated))
 
     async def DeleteEntry(self, stream: Stream[admin_pb2.DeleteEntryRequest, admin_pb2.DeleteEntryResponse]) -> None:
         with grpc_errors("DeleteEntry"):
             req = await self._request(stream)
             _required(req.id)
-            deleted = await self._ctx.call(self._ctx.store.delete_entry, req.id)
-            self._ctx.changes.notify()
-            await self._audit(stream, "DeleteEntry", deleted.spiffe_id, entry_id=deleted.id)
+            await self._write_entry(stream, "DeleteEntry",
+                                    lambda seal: self._ctx.store.delete_entry_audited(req.id, seal))
             await stream.send_message(admin_pb2.DeleteEntryResponse())
 
     async def GetEntry(self, stream: Stream[admin_pb2.GetEntryRequest, types_pb2.Entry]) -> None:
@@ -314,11 +320,19 @@ class AdminService(AdminAPIBase):
 
     async def _audit_many(self, stream: Stream[Any, Any], method: str, entries: Sequence[RegistrationEntry]) -> None:
         actor, now = self._actor(stream), self._ctx.clock.now()
-        await self._ctx.guard.record([
-            build_event(now=now, actor=actor, spiffe_id=e.spiffe_id, selectors=(), decision="allow",
-                        reason="admin change", method=method,
-                        details={"entry_id": e.id, "labels": dict(e.labels)} if method != "BatchDeleteEntry"
-                        else {"entry_id": e.id}) for e in entries])
+        await self._ctx.guard.record([_entry_event(now, actor, method, e) for e in entries])
+
+    async def _write_entry(self, stream: Stream[Any, Any], method: str,
+                           write: Callable[[EntrySeal], AuditedEntry]) -> RegistrationEntry:
+        """One entry write and its audit record, in one transaction; wakes the sync streams."""
+        actor, now = self._actor(stream), self._ctx.clock.now()
+
+        def audited(sealer: Sealer) -> AuditedEntry:
+            return write(lambda entry: sealer([_entry_event(now, actor, method, entry)]))
+
+        result: AuditedEntry = await self._ctx.call(self._ctx.guard.audit.append_in, audited, lambda r: r.audit)
+        self._ctx.changes.notify()
+        return result.entry
 
     def _parse_entries(self, items: Sequence[types_pb2.Entry], *, need_id: bool,
                        allow_unknown: bool, federated: frozenset[str]) -> list[RegistrationEntry | Exception]:

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from spiffe_server.datastore import _codec as codec
 from spiffe_server.datastore._query import Clause, agent_where, audit_where, entry_where, revocation_where
-from spiffe_server.datastore.base import AuditAppend
+from spiffe_server.datastore.base import AuditAppend, EntrySeal
 from spiffe_server.datastore.errors import (
     AlreadyExistsError,
     ConflictError,
@@ -35,6 +35,7 @@ from spiffe_server.datastore.models import (
     ApprovalDecision,
     AttestedAgent,
     AuditCheckpoint,
+    AuditedEntry,
     AuditFilter,
     AuditRecord,
     BundleRecord,
@@ -225,26 +226,52 @@ class SqlDataStore:
 
     def create_entry(self, entry: RegistrationEntry) -> RegistrationEntry:
         """Store a new entry (revision 0, ID generated if empty); AlreadyExistsError on a duplicate."""
-        entry = replace(entry, id=entry.id or str(uuid.uuid4()), revision=0)
-        with self._change_tx() as tx:
-            self._insert_entry(tx, entry)
-            _record_change(tx, ChangeKind.ENTRY, entry.id)
-        return entry
+        return self._entry_write(self._create, entry, None).entry
 
     def update_entry(self, entry: RegistrationEntry) -> RegistrationEntry:
         """Replace the entry with ``entry.id`` and bump its revision; keeps ``created_at``."""
-        with self._change_tx() as tx:
-            old = self._delete_entry(tx, entry.id)
-            entry = replace(entry, revision=old.revision + 1, created_at=old.created_at)
-            self._insert_entry(tx, entry)
-            _record_change(tx, ChangeKind.ENTRY, entry.id)
-        return entry
+        return self._entry_write(self._update, entry, None).entry
 
     def delete_entry(self, entry_id: str) -> RegistrationEntry:
         """Delete and return the entry; NotFoundError if absent."""
+        return self._entry_write(self._delete, entry_id, None).entry
+
+    def create_entry_audited(self, entry: RegistrationEntry, seal: EntrySeal) -> AuditedEntry:
+        """:meth:`create_entry` and ``seal(created)``'s audit records in one transaction (all or none)."""
+        return self._entry_write(self._create, entry, seal)
+
+    def update_entry_audited(self, entry: RegistrationEntry, seal: EntrySeal) -> AuditedEntry:
+        """:meth:`update_entry` and ``seal(updated)``'s audit records in one transaction (all or none)."""
+        return self._entry_write(self._update, entry, seal)
+
+    def delete_entry_audited(self, entry_id: str, seal: EntrySeal) -> AuditedEntry:
+        """:meth:`delete_entry` and ``seal(deleted)``'s audit records in one transaction (all or none)."""
+        return self._entry_write(self._delete, entry_id, seal)
+
+    def _entry_write(self, write: Callable[[Tx, _T], RegistrationEntry], arg: _T,
+                     seal: EntrySeal | None) -> AuditedEntry:
         with self._change_tx() as tx:
-            entry = self._delete_entry(tx, entry_id)
-            _record_change(tx, ChangeKind.ENTRY, entry_id, deleted=True)
+            entry = write(tx, arg)
+            # the audit rows ride in the change's transaction: no change without its record, one commit
+            audit = () if seal is None else tuple(self._append_sealed(tx, seal(entry)))
+        return AuditedEntry(entry, audit)
+
+    def _create(self, tx: Tx, entry: RegistrationEntry) -> RegistrationEntry:
+        entry = replace(entry, id=entry.id or str(uuid.uuid4()), revision=0)
+        self._insert_entry(tx, entry)
+        _record_change(tx, ChangeKind.ENTRY, entry.id)
+        return entry
+
+    def _update(self, tx: Tx, entry: RegistrationEntry) -> RegistrationEntry:
+        old = self._delete_entry(tx, entry.id)
+        entry = replace(entry, revision=old.revision + 1, created_at=old.created_at)
+        self._insert_entry(tx, entry)
+        _record_change(tx, ChangeKind.ENTRY, entry.id)
+        return entry
+
+    def _delete(self, tx: Tx, entry_id: str) -> RegistrationEntry:
+        entry = self._delete_entry(tx, entry_id)
+        _record_change(tx, ChangeKind.ENTRY, entry_id, deleted=True)
         return entry
 
     def create_entries(self, entries: Sequence[RegistrationEntry]) -> list[RegistrationEntry | DataStoreError]:

@@ -18,6 +18,7 @@ from spiffe_server.datastore.models import (
     ApprovalDecision,
     AttestedAgent,
     AuditCheckpoint,
+    AuditedEntry,
     AuditFilter,
     AuditRecord,
     BundleRecord,
@@ -38,6 +39,8 @@ from spiffe_server.datastore.models import (
 
 # what an audit seal callback returns inside the store's transaction: the records, then checkpoints
 AuditAppend = tuple[Sequence[AuditRecord], Sequence[AuditCheckpoint]]
+# given the entry as written, the seal of its audit records (called with the chain head locked)
+EntrySeal = Callable[[RegistrationEntry], Callable[[int, str], AuditAppend]]
 
 
 class EntryStore(Protocol):
@@ -53,6 +56,18 @@ class EntryStore(Protocol):
 
     def delete_entry(self, entry_id: str) -> RegistrationEntry:
         """Delete and return the entry; NotFoundError if absent."""
+        ...
+
+    def create_entry_audited(self, entry: RegistrationEntry, seal: EntrySeal) -> AuditedEntry:
+        """:meth:`create_entry` and ``seal(created)``'s audit records in one transaction (all or none)."""
+        ...
+
+    def update_entry_audited(self, entry: RegistrationEntry, seal: EntrySeal) -> AuditedEntry:
+        """:meth:`update_entry` and ``seal(updated)``'s audit records in one transaction (all or none)."""
+        ...
+
+    def delete_entry_audited(self, entry_id: str, seal: EntrySeal) -> AuditedEntry:
+        """:meth:`delete_entry` and ``seal(deleted)``'s audit records in one transaction (all or none)."""
         ...
 
     def create_entries(self, entries: Sequence[RegistrationEntry]) -> list[RegistrationEntry | DataStoreError]:

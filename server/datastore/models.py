@@ -341,6 +341,14 @@ class RevocationRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditedEntry:
+    """An entry write and the audit rows stored in the same transaction."""
+
+    entry: RegistrationEntry
+    audit: tuple[AuditRecord, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class RevokeResult:
     """What :meth:`revoke` did: every revocation it covered, those that were new, and the stored audit rows."""
 
