@@ -29,7 +29,7 @@ from prometheus_client import start_http_server
 
 from spiffe_broker import metrics
 from spiffe_broker.admission import Admission, Caller, check_not_revoked
-from spiffe_broker.audit import BrokerAudit
+from spiffe_broker.audit import BrokerAudit, SelectedSvid, ServerAuditClient
 from spiffe_broker.budget import Budgets
 from spiffe_broker.config import BrokerConfig, Upstream
 from spiffe_broker.errors import (
@@ -463,12 +463,26 @@ class Broker:
         app.router.add_route("*", "/{upstream}/{tail:.*}", self.proxy)
         return app
 
+    def _audit_client(self) -> ServerAuditClient | None:
+        """The server the audit trail is forwarded to (``server_address``), or None: it stays local."""
+        if self.cfg.server_address is None:
+            log.info("audit: no server_address configured: the audit trail stays local in %s", self.audit.path)
+            return None
+        host, port = self.cfg.server_address
+        client = ServerAuditClient(host, port, SelectedSvid(self.x509, self.cfg.spiffe_id), self.x509,
+                                   self.spiffe_id.trust_domain)
+        log.info("audit: forwarding the audit trail to the server at %s as %s", client.address, self.spiffe_id)
+        return client
+
     async def serve(self) -> None:
         """Serve until cancelled."""
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=256, keepalive_timeout=60,
                                          ssl=ssl.create_default_context())
         self.session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
         tasks = [asyncio.create_task(self.follow_revocations()), asyncio.create_task(self.watch_secrets())]
+        forwarding = self._audit_client()
+        if forwarding is not None:
+            tasks.append(asyncio.create_task(self.audit.forwarder.forward_forever(forwarding.connect)))
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, self.secrets.reload)
         runner = web.AppRunner(self.application(), access_log=None)
@@ -488,6 +502,8 @@ class Broker:
         finally:
             for task in tasks:
                 task.cancel()
+            if forwarding is not None:
+                forwarding.close()
             await runner.cleanup()
             await self.session.close()
             await self.x509.aclose()

@@ -32,7 +32,7 @@ _RESERVED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "c
 _TOP_KEYS = frozenset({"bind_address", "bind_port", "policy_file", "audience", "workload_api_socket", "data_dir",
                        "metrics_address", "metrics_port", "max_request_bytes", "max_response_bytes",
                        "upstream_connect_timeout", "upstream_read_timeout", "upstream_total_timeout", "log_level",
-                       "upstream", "token_exchange", "secret_check_interval", "spiffe_id"})
+                       "upstream", "token_exchange", "secret_check_interval", "spiffe_id", "server_address"})
 _UPSTREAM_KEYS = frozenset({"name", "base_url", "secret_file", "inject", "allow", "requests_per_minute",
                             "tokens_per_day"})
 _EXCHANGE_KEYS = frozenset({"max_ttl", "max_act_depth", "audiences", "issuer"})
@@ -100,6 +100,7 @@ class BrokerConfig:
     secret_check_interval: float = 1.0
     log_level: str = "info"
     token_exchange: TokenExchange = field(default_factory=TokenExchange)
+    server_address: tuple[str, int] | None = None  # the server's Agent API; None = the audit trail stays local
 
 
 def _err(source: str, key: str, message: str) -> ConfigError:
@@ -204,6 +205,22 @@ def _spiffe_id(raw: Mapping[str, Any], source: str) -> str:
     return value
 
 
+def _server_address(raw: Mapping[str, Any], source: str) -> tuple[str, int] | None:
+    """``host:port`` (``[v6]:port``) of the server the audit trail is forwarded to; None when unset."""
+    text = _str(raw, "server_address", "", source)
+    if not text:
+        return None
+    try:
+        parts = urlsplit(f"//{text}")
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host, port = None, None
+    if not host or port is None or not 0 < port < 65536 or parts.path or parts.query or parts.fragment \
+            or parts.username is not None or any(c.isspace() for c in text):
+        raise _err(source, "server_address", f"must be host:port, got {text[:100]!r}")
+    return host, port
+
+
 def parse_config(text: str, *, source: str = "<string>") -> BrokerConfig:
     """Parse and validate; ConfigError names the key at fault."""
     try:
@@ -247,4 +264,5 @@ def parse_config(text: str, *, source: str = "<string>") -> BrokerConfig:
         secret_check_interval=_seconds(raw, "secret_check_interval", 1.0, source),
         log_level=_str(raw, "log_level", "info", source),
         token_exchange=_exchange(raw.get("token_exchange", {}), source),
+        server_address=_server_address(raw, source),
     )

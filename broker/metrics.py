@@ -12,3 +12,5 @@ DURATION = Histogram("spiffe_broker_request_duration_seconds", "Time from reques
 REFUSALS = Counter("spiffe_broker_refusals_total", "Requests refused before forwarding", ("upstream", "reason"))
 EXCHANGES = Counter("spiffe_broker_token_exchanges_total", "Token exchanges by result", ("result",))
 REVOKED = Gauge("spiffe_broker_revoked_values", "Revoked serials and jtis known from the agent")
+AUDIT_FORWARDED = Counter("spiffe_broker_audit_forwarded_total", "Audit records acknowledged by the server")
+AUDIT_FORWARD_FAILURES = Counter("spiffe_broker_audit_forward_failures_total", "Failed ForwardAudit calls")

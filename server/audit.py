@@ -1,7 +1,8 @@
 """The server's central audit chain, kept in the datastore and linked like ``spiffe_py.audit``.
 
 One chain for the whole trust domain: the server's own decisions (attestations, mints, admin
-changes) and every agent's forwarded records, each wrapped with the forwarding agent's ID::
+changes) and every agent's forwarded records (and those of the workloads in ``[audit] forwarders``,
+alike), each wrapped with the forwarding agent's ID::
 
     chain = CentralAudit(store, clock=clock)     # reads the newest row: no chain scan at start
     chain.append([build_event(now=now, actor="server", spiffe_id=sid, selectors=[], decision="allow",

@@ -31,7 +31,7 @@ from spiffe_py._serving.connections import (
 )
 from spiffe_py._serving.limits import SERVER_API_MESSAGE_LIMIT, check_message_limit
 from spiffe_py.errors import SpiffeError
-from spiffe_py.spiffeid import TrustDomain
+from spiffe_py.spiffeid import SpiffeId, TrustDomain
 from spiffe_server.defaults import ADMIN_SOCKET_NAME, DEFAULT_DATA_DIR_NAME
 from spiffe_server.federation.relationship import RelationshipError, parse_relationship
 from spiffe_server.nodeattest.base import PluginConfigError
@@ -171,6 +171,17 @@ class AuditRetentionConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditConfig:
+    """``[audit]``: who besides attested agents may forward its audit trail (``AgentAPI.ForwardAudit``).
+
+    ``forwarders``: SPIFFE IDs of workloads (e.g. the AI credential broker) of this trust domain;
+    their records join the central chain under their own ID. Empty (the default): agents only.
+    """
+
+    forwarders: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
 class AgentLimitsConfig:
     """Per-agent throttles, so one compromised agent cannot flood signing or the revocation list.
 
@@ -223,6 +234,7 @@ class ServerConfig:
     # X.509-SVID signing processes: None one per core, 0 sign in the serving process (server.ca.pool)
     signing_workers: int | None = None
     audit_retention: AuditRetentionConfig = field(default_factory=AuditRetentionConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
 
     @property
     def admin_socket(self) -> Path:
@@ -542,6 +554,27 @@ def _audit_retention(raw: object) -> AuditRetentionConfig:
     return AuditRetentionConfig(**kwargs)
 
 
+_MAX_FORWARDERS = 100
+
+
+def _audit(raw: object) -> AuditConfig:
+    table = _table(raw, "audit", _names(AuditConfig))
+    items: list[Any] = _expect(table.get("forwarders", []), list, "audit.forwarders")
+    if len(items) > _MAX_FORWARDERS:
+        raise ConfigError(f"config: audit.forwarders: at most {_MAX_FORWARDERS} SPIFFE IDs, got {len(items)}")
+    forwarders = set()
+    for item in items:
+        try:
+            spiffe_id = SpiffeId.parse(_expect(item, str, "audit.forwarders"))
+        except SpiffeError as err:
+            raise ConfigError(f"config: audit.forwarders: {err}") from None
+        if spiffe_id.path == "/spire" or spiffe_id.path.startswith("/spire/"):
+            raise ConfigError(f"config: audit.forwarders: {item!r} is reserved for the server and agents "
+                              "(agents forward as agents)")
+        forwarders.add(str(spiffe_id))
+    return AuditConfig(forwarders=frozenset(forwarders))
+
+
 def _signing_workers(raw: object) -> int:
     count: int = _expect(raw, int, "signing_workers")
     if not 0 <= count <= _MAX_SIGNING_WORKERS:
@@ -646,6 +679,7 @@ _SCALARS: dict[str, Any] = {
     "agent_limits": _agent_limits,
     "signing_workers": _signing_workers,
     "audit_retention": _audit_retention,
+    "audit": _audit,
 }
 
 
@@ -663,6 +697,10 @@ def build_config(raw: Mapping[str, Any]) -> ServerConfig:
         cfg = dataclasses.replace(cfg, jwt_issuer=cfg.oidc.issuer)
     for rel in cfg.federation.federates_with:
         _check_relationship(rel, cfg.trust_domain)
+    for forwarder in sorted(cfg.audit.forwarders):  # only SVIDs of our own bundle can authenticate
+        if not SpiffeId.parse(forwarder).member_of(cfg.trust_domain):
+            raise ConfigError(f"config: audit.forwarders: {forwarder!r} is not in trust domain "
+                              f"{cfg.trust_domain.name!r}")
     if cfg.socket_path is None and len(str(cfg.admin_socket)) > _MAX_UNIX_PATH:
         raise ConfigError(f"config: socket_path: default {str(cfg.admin_socket)!r} is too long; set socket_path")
     return cfg

@@ -2,7 +2,8 @@
 
 Every call except AttestAgent re-verifies the caller's mTLS SVID against the current bundle
 and refuses unknown, evicted or banned agents with PERMISSION_DENIED, as well as an agent SVID
-that is neither the agent's current one nor the one its last renewal issued (SPIRE parity)::
+that is neither the agent's current one nor the one its last renewal issued (SPIRE parity).
+ForwardAudit also accepts the workloads listed in ``[audit] forwarders`` (the broker)::
 
     server = Server([AgentService(ctx)])
     await server.start(cfg.bind_address, cfg.bind_port, ssl=tls.server_context)
@@ -82,6 +83,14 @@ def decide_agent_serial(presented: str, *, current: str, new: str) -> SerialChec
     if presented and presented == new:
         return SerialCheck.PROMOTE
     return SerialCheck.REFUSE
+
+
+class ForwarderRefusedError(AuthorizationError):
+    """A ForwardAudit caller that is neither an attested agent nor an unrevoked ``[audit] forwarders`` workload."""
+
+
+class UnknownAgentError(AuthorizationError):
+    """The caller's SPIFFE ID is not an attested agent (never attested, or evicted)."""
 
 
 class StaleAgentSvidError(AuthorizationError):
@@ -179,7 +188,7 @@ class AgentService(AgentAPIBase):
         try:
             agent = self._ctx.store.get_agent(agent_id)
         except NotFoundError:
-            raise AuthorizationError(f"agent: unknown or evicted agent {agent_id!r}") from None
+            raise UnknownAgentError(f"agent: unknown or evicted agent {agent_id!r}") from None
         if agent.banned:
             raise AuthorizationError(f"agent: agent is banned: {agent_id!r}")
         return agent
@@ -506,10 +515,32 @@ class AgentService(AgentAPIBase):
     async def ForwardAudit(self, stream: Stream[agent_pb2.ForwardAuditRequest, agent_pb2.ForwardAuditResponse]
                            ) -> None:
         with grpc_errors("ForwardAudit"):
-            agent = await self._agent(stream, "ForwardAudit")
+            caller = self._caller(stream)
+            try:
+                source = await self._authenticated("ForwardAudit", self._audit_source_now, caller)
+            except ForwarderRefusedError as err:
+                await self._ctx.guard.note(actor=caller.agent_id, method="ForwardAudit", spiffe_id=caller.agent_id,
+                                           decision="deny", reason=str(err), details={"serial": caller.serial})
+                raise
             req = await recv_request(stream)
-            accepted = await self._ctx.call(self._ctx.guard.audit.forward, agent.spiffe_id, list(req.records))
+            accepted = await self._ctx.call(self._ctx.guard.audit.forward, source, list(req.records))
             await stream.send_message(agent_pb2.ForwardAuditResponse(accepted=accepted))
+
+    def _audit_source_now(self, caller: _Caller) -> str:
+        """Blocking: whose sub-chain the caller forwards: an attested agent's, or a listed forwarder's (``[audit]``).
+
+        A forwarder is a workload (the broker): its SVID chained to our bundle (``_caller``) and must
+        not be revoked; it has no agent record, so no serial history to check.
+        """
+        if caller.agent_id in self._ctx.config.audit.forwarders:
+            if self._ctx.store.is_revoked(RevocationKind.SERIAL, caller.serial):
+                raise ForwarderRefusedError(f"audit: forwarder svid {caller.serial} is revoked: {caller.agent_id!r}")
+            return caller.agent_id
+        try:
+            return self._known_agent_now(caller).spiffe_id
+        except UnknownAgentError:
+            raise ForwarderRefusedError(f"audit: {caller.agent_id!r} may not forward audit records: it is not an "
+                                        "attested agent and not listed in [audit] forwarders") from None
 
     # -- QuarantineOwn (agent anomaly guardrail) ---------------------------------------------
 

@@ -1,6 +1,6 @@
-"""Every Prometheus metric the server and the agent register is in docs/operations.md's reference.
+"""Every Prometheus metric the server, the agent and the broker register is in docs/operations.md's reference.
 
-All modules of both packages are imported (metrics are module-level objects), then every family
+All modules of the three packages are imported (metrics are module-level objects), then every family
 named ``spiffe_*`` in the agent's registry (prometheus_client's default) and the server's own
 registry is looked up in the metrics tables by its exposed name (a counter with ``_total``).
 """
@@ -39,6 +39,7 @@ def _documented() -> dict[str, str]:
 def test_every_registered_metric_is_documented_with_its_type() -> None:
     _import_all("spiffe_agent")
     _import_all("spiffe_server")
+    _import_all("spiffe_broker")
     from spiffe_server.metrics import REGISTRY as SERVER_REGISTRY
 
     registered = {**_exposed(REGISTRY), **_exposed(SERVER_REGISTRY)}
@@ -54,6 +55,7 @@ def test_every_registered_metric_is_documented_with_its_type() -> None:
 def test_the_reference_lists_no_metric_that_does_not_exist() -> None:
     _import_all("spiffe_agent")
     _import_all("spiffe_server")
+    _import_all("spiffe_broker")
     from spiffe_server.metrics import REGISTRY as SERVER_REGISTRY
 
     registered = {**_exposed(REGISTRY), **_exposed(SERVER_REGISTRY)}

@@ -24,6 +24,13 @@ from tests.support.server_proc import ServerProc, free_port
 
 TD = "example.org"
 BROKER_ID = f"spiffe://{TD}/broker"
+UNLISTED_BROKER_ID = f"spiffe://{TD}/broker-unlisted"  # a broker the server's [audit] forwarders does not name
+SERVER_CONFIG = f"""
+trust_domain = "{TD}"
+
+[audit]
+forwarders = ["{BROKER_ID}"]
+"""
 UID = f"unix:uid:{os.geteuid()}"
 OPENAI_KEY = "sk-proj-OPENAIKEY-f00dfeedcafe1234567890"
 ANTHROPIC_KEY = "sk-ant-api03-ANTHROPICKEY-0123456789abcdef"
@@ -31,7 +38,7 @@ HERE = Path(__file__).parent
 BROKER = [str(Path(sys.executable).parent / "spiffe-broker")]
 # the callers' identities (one per test that revokes or quarantines, so tests do not disturb each other)
 CALLERS = ("agent", "mtls", "revoked-jwt", "revoked-x509", "quarantined", "budget", "orchestrator", "sub-agent",
-           "sub-sub-agent", "wrong-aud")
+           "sub-sub-agent", "wrong-aud", "audited")
 POLICY = """
 [[rule]]
 name = "model-allow-list"
@@ -78,6 +85,7 @@ class BrokerEnv:
     entries: dict[str, str] = field(default_factory=dict)  # caller name -> entry id
     broker: subprocess.Popen[bytes] | None = None
     metrics_port: int = 0
+    upstream_port: int = 0
 
     @property
     def base(self) -> str:
@@ -128,18 +136,21 @@ def _write_secret(path: Path, value: str) -> None:
     path.write_text(value + "\n")
 
 
-def _config(env: BrokerEnv, upstream_port: int) -> str:
-    base = f"http://127.0.0.1:{upstream_port}"
+def broker_config(env: BrokerEnv, *, port: int, spiffe_id: str = BROKER_ID, data_dir: str = "data",
+                  metrics_port: int = 0) -> str:
+    """A broker's config: its listener, SVID and data dir; the upstreams; the trail forwarded to the server."""
+    base = f"http://127.0.0.1:{env.upstream_port}"
     return f"""
 bind_address = "127.0.0.1"
-bind_port = {env.port}
+bind_port = {port}
 policy_file = "{env.root / 'policy.toml'}"
 workload_api_socket = "{env.agent.address}"
-spiffe_id = "{BROKER_ID}"
-data_dir = "{env.root / 'data'}"
+spiffe_id = "{spiffe_id}"
+data_dir = "{env.root / data_dir}"
 upstream_read_timeout = "10s"
 max_request_bytes = 65536
-metrics_port = {env.metrics_port}
+metrics_port = {metrics_port}
+server_address = "127.0.0.1:{env.server.port}"
 
 [token_exchange]
 max_ttl = "5m"
@@ -178,7 +189,7 @@ allow = ["spiffe://{TD}/ai/*"]
 
 @pytest.fixture(scope="package")
 def broker_env() -> Iterator[BrokerEnv]:
-    server = ServerProc.start(trust_domain=TD)
+    server = ServerProc.start(trust_domain=TD, config_text=SERVER_CONFIG)
     agent = AgentProc.start(server, "a1")
     root = Path(tempfile.mkdtemp(prefix="broker-", dir="/tmp"))
     env = BrokerEnv(server=server, agent=agent, root=root, port=free_port(), upstream_log=root / "upstream.jsonl",
@@ -187,24 +198,21 @@ def broker_env() -> Iterator[BrokerEnv]:
     upstream: subprocess.Popen[bytes] | None = None
     try:
         env.entries = {name: f"broker-test-{name}" for name in CALLERS}
-        create_entries(env, [{"id": "broker-test-broker", "spiffe_id": BROKER_ID, "dns_names": ["localhost"]}]
-                       + [{"id": env.entries[n], "spiffe_id": env.spiffe_id(n)} for n in CALLERS])
+        brokers = [{"id": "broker-test-broker", "spiffe_id": BROKER_ID, "dns_names": ["localhost"]},
+                   {"id": "broker-test-unlisted", "spiffe_id": UNLISTED_BROKER_ID, "dns_names": ["localhost"]}]
+        create_entries(env, brokers + [{"id": env.entries[n], "spiffe_id": env.spiffe_id(n)} for n in CALLERS])
         _write_secret(root / "openai.key", OPENAI_KEY)
         _write_secret(root / "anthropic.key", ANTHROPIC_KEY)
         (root / "policy.toml").write_text(POLICY)
-        upstream_port = free_port()
+        env.upstream_port = free_port()
         upstream = subprocess.Popen(
-            [sys.executable, str(HERE / "provider_standin.py"), str(upstream_port), str(root / "openai.key"),
+            [sys.executable, str(HERE / "provider_standin.py"), str(env.upstream_port), str(root / "openai.key"),
              str(root / "anthropic.key"), str(env.upstream_log)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        (root / "broker.toml").write_text(_config(env, upstream_port))
+        (root / "broker.toml").write_text(broker_config(env, port=env.port, metrics_port=env.metrics_port))
         agent.wait_ready()
         wait_until(lambda: _has(env, BROKER_ID), "the broker's SVID")
         assert upstream.stdout is not None and b"ready" in upstream.stdout.readline()
-        # the broker's environment holds no provider key either: it reads the files
-        clean_env = {k: v for k, v in os.environ.items() if "KEY" not in k.upper()}
-        env.broker = subprocess.Popen([*BROKER, "run", "--config", str(root / "broker.toml"), "--log-level", "debug"],
-                                      stdout=env.broker_log.open("ab"), stderr=subprocess.STDOUT, env=clean_env)
-        wait_until(lambda: _healthy(env), "the broker to serve", timeout=60)
+        env.broker = start_broker(env, root / "broker.toml", env.broker_log, env.port)
         yield env
     finally:
         print(env.log_text()[-6000:])
@@ -213,6 +221,20 @@ def broker_env() -> Iterator[BrokerEnv]:
         agent.close()
         server.close()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def start_broker(env: BrokerEnv, config: Path, log: Path, port: int) -> subprocess.Popen[bytes]:
+    """``spiffe-broker run`` with ``config``, once it serves on ``port``."""
+    # the broker's environment holds no provider key either: it reads the files
+    clean_env = {k: v for k, v in os.environ.items() if "KEY" not in k.upper()}
+    proc = subprocess.Popen([*BROKER, "run", "--config", str(config), "--log-level", "debug"],
+                            stdout=log.open("ab"), stderr=subprocess.STDOUT, env=clean_env)
+    try:
+        wait_until(lambda: _healthy(env, proc, port, log), "the broker to serve", timeout=60)
+    except BaseException:
+        terminate(proc)
+        raise
+    return proc
 
 
 def create_entries(env: BrokerEnv, entries: list[dict[str, object]]) -> None:
@@ -228,14 +250,15 @@ def _has(env: BrokerEnv, spiffe_id: str) -> bool:
         return spiffe_id in {str(s.spiffe_id) for s in client.fetch_x509_context().svids}
 
 
-def _healthy(env: BrokerEnv) -> bool:
-    if env.broker is not None and env.broker.poll() is not None:
-        raise AssertionError(f"broker exited:\n{env.log_text()}")
+def _healthy(env: BrokerEnv, proc: subprocess.Popen[bytes], port: int, log: Path) -> bool:
+    if proc.poll() is not None:
+        raise AssertionError(f"broker exited:\n{log.read_text(errors='replace')}")
     try:
         with env.client() as c:
-            return c.get(f"{env.base}/healthz").status_code == 200
+            return c.get(f"https://localhost:{port}/healthz").status_code == 200
     except httpx.HTTPError:
         return False
 
 
-__all__ = ["ANTHROPIC_KEY", "BROKER_ID", "OPENAI_KEY", "TD", "BrokerEnv", "spawn", "wait_until"]
+__all__ = ["ANTHROPIC_KEY", "BROKER_ID", "OPENAI_KEY", "TD", "UNLISTED_BROKER_ID", "BrokerEnv", "broker_config",
+           "spawn", "start_broker", "wait_until"]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
@@ -153,3 +154,46 @@ async def test_forward_audit_needs_an_agent_svid(server: ServerProc) -> None:
         with pytest.raises(GRPCError) as err:
             await stub.ForwardAudit(agent_pb2.ForwardAuditRequest(records=_agent_records(1)))
     assert err.value.status in (Status.UNAUTHENTICATED, Status.PERMISSION_DENIED)
+
+
+async def test_a_workload_listed_in_audit_forwarders_forwards_like_an_agent_until_revoked() -> None:
+    listed, unlisted = f"{TD}/broker", f"{TD}/web"
+    config = f'trust_domain = "example.org"\n\n[audit]\nforwarders = ["{listed}"]\n'
+    with ServerProc.start(config_text=config) as srv:
+        agent = await attest(srv, "join_token", srv.cli_json("token", "generate")["value"].encode())
+        workloads = {}
+        async with agent_channel(srv, agent) as stub:
+            for spiffe_id in (listed, unlisted):
+                entry_id = srv.cli_json("entry", "create", "--parent-id", agent.spiffe_id, "--spiffe-id", spiffe_id,
+                                        "--selector", "unix:uid:1")["id"]
+                key = ec.generate_private_key(ec.SECP256R1())
+                resp = await stub.BatchNewX509SVID(agent_pb2.BatchNewX509SVIDRequest(params=[
+                    agent_pb2.NewX509SVIDParams(entry_id=entry_id, csr=csr_for(key, spiffe_id))]))
+                chain = [x509.load_der_x509_certificate(d) for d in resp.results[0].cert_chain]
+                workloads[spiffe_id] = TestAgent(spiffe_id, chain, key, agent.result)
+        lines = _agent_records(3)
+        async with agent_channel(srv, workloads[listed]) as stub:
+            assert (await stub.ForwardAudit(agent_pb2.ForwardAuditRequest(records=lines[:2]))).accepted == 2
+            assert (await stub.ForwardAudit(agent_pb2.ForwardAuditRequest(records=lines))).accepted == 1
+            with pytest.raises(GRPCError) as err:  # bounded as for agents
+                await stub.ForwardAudit(agent_pb2.ForwardAuditRequest(records=["{}"] * 1001))
+            assert err.value.status is Status.FAILED_PRECONDITION and "at most 1000 records" in str(err.value.message)
+        async with agent_channel(srv, workloads[unlisted]) as stub:
+            with pytest.raises(GRPCError) as err:
+                await stub.ForwardAudit(agent_pb2.ForwardAuditRequest(records=lines))
+        assert err.value.status is Status.PERMISSION_DENIED
+        assert err.value.message == (f"audit: '{unlisted}' may not forward audit records: it is not an attested "
+                                     "agent and not listed in [audit] forwarders")
+        serial = f"{workloads[listed].chain[0].serial_number:x}"
+        srv.cli_json("revoke", "svid", "--serial", serial, "--reason", "leaked key")
+        async with agent_channel(srv, workloads[listed]) as stub:
+            with pytest.raises(GRPCError) as err:
+                await stub.ForwardAudit(agent_pb2.ForwardAuditRequest(records=_agent_records(1)))
+        assert err.value.status is Status.PERMISSION_DENIED and "is revoked" in str(err.value.message)
+        records = show(srv)
+        stored = [(r["reason"], r["details"]["forwarded"]["seq"]) for r in records if r["actor"] == listed
+                  and r["method"] != "ForwardAudit"]
+        assert stored == [("agent decision 0", 0), ("agent decision 1", 1), ("agent decision 2", 2)]
+        denied = [(r["actor"], r["decision"]) for r in records if r["method"] == "ForwardAudit"]
+        assert denied == [(unlisted, "deny"), (listed, "deny")]
+        assert srv.cli("audit", "verify").returncode == 0

@@ -59,6 +59,16 @@ def test_config_refusals_name_the_key(text: str, key: str) -> None:
         parse_config(text)
 
 
+def test_server_address_is_optional_host_and_port() -> None:
+    assert parse_config(UPSTREAM).server_address is None  # the audit trail stays local
+    assert parse_config('server_address = "spiffe.example.org:8081"\n' + UPSTREAM).server_address == (
+        "spiffe.example.org", 8081)
+    assert parse_config('server_address = "[::1]:8081"\n' + UPSTREAM).server_address == ("::1", 8081)
+    for bad in ("127.0.0.1", "127.0.0.1:0", "h:8081/x", "u@h:8081", "h :8081", "h:8081?x"):
+        with pytest.raises(ConfigError, match="server_address: must be host:port"):
+            parse_config(f'server_address = "{bad}"\n' + UPSTREAM)
+
+
 def test_http_upstream_only_to_loopback() -> None:
     cfg = parse_config(UPSTREAM.replace("https://api.openai.com", "http://127.0.0.1:9"))
     assert cfg.upstreams["openai"].base_url == "http://127.0.0.1:9/v1"

@@ -172,3 +172,22 @@ def test_audit_retention_parses_and_keeps_everything_by_default() -> None:
 def test_audit_retention_errors_name_the_key(body: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_config(f'trust_domain = "example.org"\n[audit_retention]\n{body}\n')
+
+
+def test_audit_forwarders_default_to_none_and_parse() -> None:
+    assert parse_config('trust_domain = "example.org"').audit.forwarders == frozenset()  # agents only
+    cfg = parse_config('trust_domain = "example.org"\n[audit]\nforwarders = ["spiffe://example.org/broker"]\n')
+    assert cfg.audit.forwarders == frozenset({"spiffe://example.org/broker"})
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ('forwarders = "spiffe://example.org/broker"', "audit.forwarders: expected a list"),
+    ('forwarders = ["example.org/broker"]', "audit.forwarders: .*scheme"),
+    ('forwarders = ["spiffe://other.org/broker"]', "audit.forwarders: 'spiffe://other.org/broker' is not in trust "
+                                                   "domain 'example.org'"),
+    ('forwarders = ["spiffe://example.org/spire/agent/x"]', "audit.forwarders: .* reserved for the server and agents"),
+    ("forwarderz = []", "unknown key 'audit.forwarderz'"),
+])
+def test_audit_forwarders_errors_name_the_key(body: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_config(f'trust_domain = "example.org"\n[audit]\n{body}\n')
