@@ -43,6 +43,7 @@ from spiffe_server.api.convert import (
     entry_to_proto,
     from_ts,
     jwt_claims_of,
+    parse_label_filter,
     parse_member_id,
     parse_selectors,
     parse_workload_id,
@@ -249,12 +250,7 @@ class AdminService(AdminAPIBase):
     async def ListEntries(self, stream: Stream[admin_pb2.ListEntriesRequest, admin_pb2.ListEntriesResponse]) -> None:
         with grpc_errors("ListEntries"):
             req = await self._request(stream)
-            td = self._ctx.config.trust_domain
-            selectors = parse_selectors(req.selectors, "selectors")
-            flt = EntryFilter(
-                by_spiffe_id=str(parse_member_id(req.spiffe_id, "spiffe_id", td)) if req.spiffe_id else None,
-                by_parent_id=str(parse_member_id(req.parent_id, "parent_id", td)) if req.parent_id else None,
-                by_selectors=SelectorMatch(selectors=selectors) if selectors else None)
+            flt = self._entry_filter(req, labels=parse_label_filter(req.labels))
             result = await self._ctx.call(self._ctx.store.list_entries, flt, _page(req.page_size, req.page_token))
             await stream.send_message(admin_pb2.ListEntriesResponse(
                 entries=[entry_to_proto(e) for e in result.items], next_page_token=result.next_token))
@@ -269,22 +265,28 @@ class AdminService(AdminAPIBase):
                                                         admin_pb2.CountResponse]) -> None:
         with grpc_errors("CountEntriesMatching"):
             req = await self._request(stream)
-            td = self._ctx.config.trust_domain
-            selectors = parse_selectors(req.selectors, "selectors")
-            try:
-                mode = MatchMode(req.match_selectors or "exact")
-            except ValueError:
-                raise RequestError("match_selectors", "must be exact, subset, superset or any, "
-                                                      f"got {req.match_selectors!r}") from None
-            if req.match_selectors and not selectors:
-                raise RequestError("match_selectors", "needs selectors")
-            flt = EntryFilter(
-                by_spiffe_id=str(parse_member_id(req.spiffe_id, "spiffe_id", td)) if req.spiffe_id else None,
-                by_parent_id=str(parse_member_id(req.parent_id, "parent_id", td)) if req.parent_id else None,
-                by_selectors=SelectorMatch(selectors=selectors, mode=mode) if selectors else None,
-                by_hint=req.hint or None)
+            flt = self._entry_filter(req, hint=req.hint or None)
             count = await self._ctx.call(self._ctx.store.count_entries, flt)
             await stream.send_message(admin_pb2.CountResponse(count=count))
+
+    def _entry_filter(self, req: admin_pb2.ListEntriesRequest | admin_pb2.CountEntriesRequest,
+                      hint: str | None = None, labels: tuple[dict[str, str], tuple[str, ...]] = ({}, ())
+                      ) -> EntryFilter:
+        """The datastore filter of a ListEntries or CountEntriesMatching request (INVALID_ARGUMENT if malformed)."""
+        td = self._ctx.config.trust_domain
+        selectors = parse_selectors(req.selectors, "selectors")
+        try:
+            mode = MatchMode(req.match_selectors or "exact")
+        except ValueError:
+            raise RequestError("match_selectors", "must be exact, subset, superset or any, "
+                                                  f"got {req.match_selectors!r}") from None
+        if req.match_selectors and not selectors:
+            raise RequestError("match_selectors", "needs selectors")
+        return EntryFilter(
+            by_spiffe_id=str(parse_member_id(req.spiffe_id, "spiffe_id", td)) if req.spiffe_id else None,
+            by_parent_id=str(parse_member_id(req.parent_id, "parent_id", td)) if req.parent_id else None,
+            by_selectors=SelectorMatch(selectors=selectors, mode=mode) if selectors else None,
+            by_hint=hint, labels=labels[0], label_keys=labels[1])
 
     def _check_selectors(self, entry: RegistrationEntry, *, allow_unknown: bool) -> None:
         """INVALID_ARGUMENT naming the first selector no attestor produces (with a suggestion), unless allowed."""
@@ -424,7 +426,14 @@ class AdminService(AdminAPIBase):
             req = await self._request(stream)
             result = await self._ctx.call(self._ctx.store.list_agents, None, _page(req.page_size, req.page_token))
             await stream.send_message(admin_pb2.ListAgentsResponse(
-                agents=[agent_to_proto(a) for a in result.items], next_page_token=result.next_token))
+                agents=[self._agent_pb(a) for a in result.items], next_page_token=result.next_token))
+
+    def _agent_pb(self, agent: AttestedAgent) -> types_pb2.Agent:
+        """The agent on the wire, with this server's in-memory view of its sync (not shared between servers)."""
+        pb = agent_to_proto(agent)
+        last, syncing = self._ctx.syncs.state(agent.spiffe_id)
+        pb.last_sync, pb.syncing = ts(last), syncing
+        return pb
 
     async def _agent_id(self, stream: Stream[Any, Any]) -> str:
         req = await self._request(stream)
@@ -433,7 +442,7 @@ class AdminService(AdminAPIBase):
     async def GetAgent(self, stream: Stream[admin_pb2.AgentRequest, types_pb2.Agent]) -> None:
         with grpc_errors("GetAgent"):
             agent_id = await self._agent_id(stream)
-            await stream.send_message(agent_to_proto(await self._ctx.call(self._ctx.store.get_agent, agent_id)))
+            await stream.send_message(self._agent_pb(await self._ctx.call(self._ctx.store.get_agent, agent_id)))
 
     async def BanAgent(self, stream: Stream[admin_pb2.AgentRequest, admin_pb2.AgentActionResponse]) -> None:
         with grpc_errors("BanAgent"):

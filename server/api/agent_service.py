@@ -313,6 +313,7 @@ class AgentService(AgentAPIBase):
             # logged like workload SVIDs, so `revoke svid --serial` and `revoke agent` reach agent SVIDs too
             await self._ctx.call(self._ctx.store.record_issuances, [x509_issuance(
                 leaf, spiffe_id=agent.spiffe_id, agent_id=agent.spiffe_id)])
+            self._ctx.syncs.synced(agent.spiffe_id, now=self._ctx.clock.now())
             await stream.send_message(agent_pb2.RenewAgentResponse(svid_chain=certs_to_der(chain)))
 
     # -- SyncAuthorized ----------------------------------------------------------------------------
@@ -326,10 +327,12 @@ class AgentService(AgentAPIBase):
             await stream.recv_message()
             watch = self._ctx.changes.subscribe(caller.agent_id)
             AGENTS_SYNCING.inc()
+            self._ctx.syncs.opened(caller.agent_id, now=self._ctx.clock.now())
             try:
                 await self._push_loop(stream, caller, watch)
             finally:
                 AGENTS_SYNCING.dec()
+                self._ctx.syncs.closed(caller.agent_id)
                 self._ctx.changes.unsubscribe(watch)
 
     async def _push_loop(self, stream: Stream[Any, Any], caller: _Caller, watch: Watch) -> None:
@@ -357,9 +360,12 @@ class AgentService(AgentAPIBase):
             entries = {eid: None if e is None else self._entry_pb(e) for eid, e in changed.items()}
             revoked = await ctx.revocations.snapshot(ctx)
             bundle = self._bundles.get_or_build(Identity(ctx.ca.bundle()), lambda: own_bundle(ctx.ca))
-            for message in state.plan_changes(entries, bundle, await self._federated_for(view.federates),
-                                              revocations=revoked.revocations, crls=revoked.crls):
+            messages = state.plan_changes(entries, bundle, await self._federated_for(view.federates),
+                                          revocations=revoked.revocations, crls=revoked.crls)
+            for message in messages:
                 await stream.send_message(message)
+            if messages:
+                ctx.syncs.synced(caller.agent_id, now=ctx.clock.now())
             await watch.event.wait()
 
     def _entry_pb(self, entry: RegistrationEntry) -> types_pb2.Entry:
@@ -405,6 +411,7 @@ class AgentService(AgentAPIBase):
             await gate.commit(issued)
             if issued:
                 SIGNED.labels(kind="x509").inc(len(issued))
+                self._ctx.syncs.synced(agent_id, now=self._ctx.clock.now())
             await stream.send_message(agent_pb2.BatchNewX509SVIDResponse(results=results))
 
     async def _entitled(self, agent: AttestedAgent, entry_ids: Iterable[str]) -> dict[str, RegistrationEntry]:
@@ -495,6 +502,7 @@ class AgentService(AgentAPIBase):
             token = await self._ctx.guard.mint_jwt(  # policy + audit + issuance log, one transaction
                 mint, sign, lambda tok: jwt_issuance(jwt_claims_of(tok), entry_id=entry.id, agent_id=agent_id))
             SIGNED.labels(kind="jwt").inc()
+            self._ctx.syncs.synced(agent_id, now=self._ctx.clock.now())
             claims = jwt_claims_of(token)
             await stream.send_message(agent_pb2.NewJWTSVIDResponse(token=token, expires_at=int(claims["exp"]),
                                                                    issued_at=int(claims.get("iat", 0)),

@@ -24,6 +24,7 @@ from spiffe_py.clock import Clock
 from spiffe_py.spiffeid import SpiffeId
 from spiffe_server.api.entryfeed import ChangeNotifier, EntryFeed
 from spiffe_server.api.revocation_hub import RevocationHub
+from spiffe_server.api.syncs import SyncTracker
 from spiffe_server.ca.manager import CaManager
 from spiffe_server.ca.pool import InlineSigner, Signer
 from spiffe_server.ca.signer import SignedSvid
@@ -57,6 +58,7 @@ class ServerContext:
     revocations: RevocationHub = field(default_factory=RevocationHub)  # revocations + CRLs
     signer: Signer = field(default_factory=InlineSigner)  # X.509-SVID batches (server.ca.pool)
     console_logins: ConsoleLogins | None = None  # set when the web console runs
+    syncs: SyncTracker = field(default_factory=SyncTracker)  # each agent's last sync with this server
     _chain_der: Memo[Identity, tuple[bytes, ...]] = field(default_factory=lambda: Memo(max_size=8), init=False,
                                                           repr=False, compare=False)
 

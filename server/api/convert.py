@@ -87,6 +87,21 @@ def parse_selectors(items: Iterable[types_pb2.Selector], field: str) -> tuple[Se
     return tuple(out)
 
 
+def parse_label_filter(items: Iterable[str], field: str = "labels") -> tuple[dict[str, str], tuple[str, ...]]:
+    """``key=value`` (that value) and ``key`` (any value) filters: ({key: value}, keys); a key is required."""
+    values: dict[str, str] = {}
+    keys: list[str] = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not key.strip():
+            raise RequestError(field, f"{item[:80]!r} is not key or key=value")
+        if sep:
+            values[key.strip()] = value.strip()
+        else:
+            keys.append(key.strip())
+    return values, tuple(keys)
+
+
 def check_unix_seconds(value: int, field: str) -> int:
     """Unix seconds a datetime can hold: 0 (unset) up to the end of year 9999."""
     if not 0 <= value <= MAX_UNIX_SECONDS:

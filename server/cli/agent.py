@@ -29,6 +29,8 @@ def agent_json(a: types_pb2.Agent) -> dict[str, Any]:
         "spiffe_id": a.spiffe_id, "attestation_type": a.attestation_type, "serial": a.serial,
         "expires_at": a.expires_at, "banned": a.banned, "selectors": selector_strings(a.selectors),
         "can_reattest": a.can_reattest, "created_at": a.created_at,
+        # this server's in-memory view: 0 = no sync with this server since it started
+        "last_sync": a.last_sync, "syncing": a.syncing,
     }
     if a.new_serial:  # the SVID the last RenewAgent issued, not presented yet (docs/security.md)
         out.update(new_serial=a.new_serial, new_expires_at=a.new_expires_at)
@@ -52,8 +54,16 @@ def agent_text(args: argparse.Namespace, a: dict[str, Any]) -> str:
     if "new_serial" in a:
         rows += [("New serial", a["new_serial"]), ("New expires at", time_text(args, a["new_expires_at"]))]
     rows += [("Can re-attest", yes_no(a["can_reattest"])), ("Selectors", a["selectors"]),
-             ("Created at", time_text(args, a["created_at"], expiry=False))]
+             ("Created at", time_text(args, a["created_at"], expiry=False)), ("Last sync", sync_text(args, a))]
     return fields(rows)
+
+
+def sync_text(args: argparse.Namespace, a: dict[str, Any]) -> str:
+    """The agent's last sync as this server knows it (servers sharing a database each know their own agents)."""
+    if not a["last_sync"]:
+        return "none with this server since it started (another server's agent, or offline)"
+    when = time_text(args, a["last_sync"], expiry=False)
+    return f"{when}, connected" if a["syncing"] else when
 
 
 async def cmd_agent_list(api: AdminAPIStub, args: argparse.Namespace) -> None:

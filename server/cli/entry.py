@@ -326,8 +326,11 @@ async def cmd_entry_show(api: AdminAPIStub, args: argparse.Namespace) -> None:
         entry = entry_json(await api.GetEntry(admin_pb2.GetEntryRequest(id=args.entry_id)))
         emit(args, {"entries": [entry]}, listing("Found 1 entry", [entry_text(args, entry)]))
         return
+    if args.match_selectors and not args.selector:
+        raise CliError("--match-selectors: needs --selector")
     req = admin_pb2.ListEntriesRequest(spiffe_id=args.spiffe_id or "", parent_id=args.parent_id or "",
-                                       selectors=selector_pbs(args.selector), page_size=1000)
+                                       selectors=selector_pbs(args.selector), page_size=1000, labels=args.label,
+                                       match_selectors=args.match_selectors or "")
     stream = pages(api.ListEntries, req, lambda page: page.entries)
     if args.output == "json":
         # the same document as before, written as the pages arrive
@@ -365,6 +368,12 @@ async def cmd_entry_quarantine(api: AdminAPIStub, args: argparse.Namespace) -> N
 
 
 # -- parsers -------------------------------------------------------------------------------------
+
+
+def _match_selectors(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--match-selectors", choices=("exact", "subset", "superset", "any"),
+                   help="how --selector compares: exact (default) same set, subset entry's within them, "
+                        "superset entry's include them, any one in common")
 
 
 def _entry_flags(p: argparse.ArgumentParser, *, update: bool) -> None:
@@ -422,11 +431,12 @@ def add_parsers(sub: Any) -> None:
     p = admin_parser(entry, "show", cmd_entry_show, "show one entry, or every entry matching the filters")
     p.add_argument("--entry-id", help="the entry to show (the filters are ignored)")
     _filters(p)
+    _match_selectors(p)
+    p.add_argument("--label", action="append", default=[], metavar="KEY[=VALUE]",
+                   help="only entries with this label (any value, or this one); repeatable, all must match")
     p = admin_parser(entry, "count", cmd_entry_count, "count entries, or those matching the filters")
     _filters(p)
-    p.add_argument("--match-selectors", choices=("exact", "subset", "superset", "any"),
-                   help="how --selector compares: exact (default) same set, subset entry's within them, "
-                        "superset entry's include them, any one in common")
+    _match_selectors(p)
     p.add_argument("--hint", help="only entries with this hint")
     p = admin_parser(entry, "quarantine", cmd_entry_quarantine,
                      "quarantine an entry: revoke its SVIDs, mint nothing until --clear-quarantine")

@@ -49,7 +49,7 @@ from spiffe_server.approvals import approval_rules
 from spiffe_server.config import ConsoleConfig
 from spiffe_server.console.admin import AdminCaller, AdminCallError
 from spiffe_server.console.auth import LoginError, LoginRegistry, Session, csrf_ok
-from spiffe_server.datastore import AuditFilter
+from spiffe_server.datastore import AuditFilter, AuditMinuteCount
 
 log = logging.getLogger("spiffe_server.console")
 
@@ -69,6 +69,12 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
+# What counts in the overview's "SVIDs issued / denied" chart (see svid_series_of):
+# server-side signing calls, whose allow records stand for SVIDs the CA signed (details.items of
+# them for a batch) and whose deny records for refused requests; and the Workload API calls an
+# agent refused by itself (its forwarded deny records: those requests never reached the server).
+SIGNING_METHODS = frozenset({"BatchNewX509SVID", "NewJWTSVID", "MintX509SVID", "MintJWTSVID"})
+AGENT_FETCH_METHODS = frozenset({"FetchX509SVID", "FetchJWTSVID"})
 NAV = (("/", "Overview"), ("/entries", "Entries"), ("/agents", "Agents"), ("/revocations", "Revocations"),
        ("/audit", "Audit"), ("/policy", "Policy"), ("/approvals", "Approvals"))
 
@@ -143,6 +149,20 @@ def _labels(text: str) -> dict[str, str]:
     return out
 
 
+def svid_series_of(count: AuditMinuteCount) -> str | None:
+    """``"issued"``, ``"denied"`` or None (a record about something else) for the overview chart.
+
+    An agent's forwarded ``FetchX509SVID``/``FetchJWTSVID`` allow is not counted: it hands out an
+    SVID the server signed (and counted) already, from the agent's cache or by a ``NewJWTSVID``.
+    A forwarded record claiming a server method is the agent's own word, so it is not counted either.
+    """
+    if count.forwarded:
+        return "denied" if count.decision == "deny" and count.method in AGENT_FETCH_METHODS else None
+    if count.method not in SIGNING_METHODS:
+        return None
+    return {"allow": "issued", "deny": "denied"}.get(count.decision)
+
+
 def _record_view(text: str) -> dict[str, Any]:
     """The fields the audit table shows, from one sealed record (forwarded agent records unwrapped)."""
     try:
@@ -180,7 +200,7 @@ class Console:
         self._ssl: ssl.SSLContext | None = None
         self._roots: tuple[x509.Certificate, ...] = ()
         self.port = cfg.bind_port
-        self._series: Counter[tuple[int, bool]] = Counter()  # (minute, denied) -> audit records
+        self._series: Counter[tuple[int, str]] = Counter()  # (minute, "issued" | "denied") -> SVIDs
         self._series_seq = 0  # the newest audit seq counted into _series
         # (policy generation, when the console first saw it): the holder keeps no load time
         self._policy_seen = (ctx.guard.policy_generation, ctx.clock.now())
@@ -379,7 +399,7 @@ class Console:
         return f"{len(reply.revocations)}+" if reply.next_page_token else str(len(reply.revocations))
 
     async def _overview_series(self, request: web.Request) -> web.StreamResponse:
-        """Allowed and denied decisions per minute over the last hour (the audit trail), for uPlot.
+        """SVIDs issued and denied per minute over the last hour (the audit trail, svid_series_of), for uPlot.
 
         The per-minute counts are kept between requests; each request counts only the records
         appended since the previous one.
@@ -390,30 +410,36 @@ class Console:
         fresh, self._series_seq = await self._ctx.call(self._ctx.store.audit_counts_by_minute,
                                                        since=datetime.fromtimestamp(first, UTC),
                                                        after_seq=self._series_seq)
-        for minute, decision, count in fresh:
-            self._series[(int(minute.timestamp()), decision == "deny")] += count
+        for count in fresh:
+            series = svid_series_of(count)
+            if series is not None:
+                self._series[(int(count.minute.timestamp()), series)] += count.total
         for key in [k for k in self._series if k[0] < first]:
             del self._series[key]
         minutes = [first + 60 * i for i in range(61)]
-        return web.json_response({"t": minutes, "issued": [self._series[(m, False)] for m in minutes],
-                                  "denied": [self._series[(m, True)] for m in minutes]})
+        return web.json_response({"t": minutes, "issued": [self._series[(m, "issued")] for m in minutes],
+                                  "denied": [self._series[(m, "denied")] for m in minutes]})
 
     # -- entries --------------------------------------------------------------------------------
 
     async def _entries(self, request: web.Request) -> web.StreamResponse:
         q = request.query
-        spiffe_id, parent_id = q.get("spiffe_id", "")[:2048], q.get("parent_id", "")[:2048]
-        selector, label = q.get("selector", "")[:2048], q.get("label", "")[:256]
+        filters = {"spiffe_id": q.get("spiffe_id", "")[:2048], "parent_id": q.get("parent_id", "")[:2048],
+                   "selector": q.get("selector", "")[:2048], "match": q.get("match", "")[:10] or "superset",
+                   "label": q.get("label", "")[:256]}
+        selectors = _selectors(filters["selector"]) if filters["selector"] else []
+        # every filter is the admin API's, applied by the datastore query before paging
         reply = await self._call(request, "ListEntries", admin_pb2.ListEntriesRequest(
-            spiffe_id=spiffe_id, parent_id=parent_id, selectors=_selectors(selector) if selector else [],
+            spiffe_id=filters["spiffe_id"], parent_id=filters["parent_id"], selectors=selectors,
+            match_selectors=filters["match"] if selectors else "",
+            labels=[x.strip() for x in filters["label"].split(",") if x.strip()],
             page_size=PAGE_SIZE, page_token=q.get("page", "")[:256]))
-        entries = list(reply.entries)
-        if label:
-            key, _, value = label.partition("=")
-            entries = [e for e in entries if key in e.labels and (not value or e.labels[key] == value)]
-        return self._render(request, "entries.html", entries=entries, next_page=reply.next_page_token,
-                            filters={"spiffe_id": spiffe_id, "parent_id": parent_id, "selector": selector,
-                                     "label": label}, message=q.get("message", "")[:300])
+        next_page = ""
+        if reply.next_page_token:
+            next_page = "/entries?" + urlencode({**{k: v for k, v in filters.items() if v},
+                                                 "page": reply.next_page_token})
+        return self._render(request, "entries.html", entries=list(reply.entries), next_page=next_page,
+                            filters=filters, message=q.get("message", "")[:300])
 
     async def _entry_create(self, request: web.Request) -> web.StreamResponse:
         form = await request.post()

@@ -51,6 +51,8 @@ def entry_where(flt: EntryFilter, *, after: str = "") -> Clause:
         ("EXISTS (SELECT 1 FROM entry_labels l WHERE l.entry_id = e.id AND l.key = ? AND l.value = ?)", [key, value])
         for key, value in flt.labels.items()
     )
+    parts.extend(("EXISTS (SELECT 1 FROM entry_labels l WHERE l.entry_id = e.id AND l.key = ?)", [key])
+                 for key in flt.label_keys)
     if after:
         parts.append(("e.id > ?", [after]))
     return _and(parts)

@@ -37,6 +37,7 @@ from spiffe_server.datastore.models import (
     AuditCheckpoint,
     AuditedEntry,
     AuditFilter,
+    AuditMinuteCount,
     AuditRecord,
     BundleRecord,
     Change,
@@ -163,6 +164,21 @@ def _item(tx: Tx, work: Callable[[Tx, _A], _T], arg: _A) -> _T | DataStoreError:
         return err
     tx.execute("RELEASE SAVEPOINT batch_item")
     return result
+
+
+# The sealed JSON's method, whether it wraps an agent's record, and its item count, as columns
+# (shared SQL has no JSON syntax common to both backends); the records are canonical JSON. Per
+# backend: the document read once per row ("OFFSET 0" keeps PostgreSQL from inlining the subquery
+# and casting to jsonb once per field), then the fields read from it.
+_AUDIT_JSON: dict[str, tuple[str, str, str]] = {
+    "sqlite": ("record", "",
+               "json_extract(doc, '$.method') AS method,"
+               " json_type(doc, '$.details.forwarded') IS NOT NULL AS forwarded,"
+               " COALESCE(json_extract(doc, '$.details.items'), 1) AS items"),
+    "postgresql": ("record::jsonb", " OFFSET 0",
+                   "doc ->> 'method' AS method, doc -> 'details' -> 'forwarded' IS NOT NULL AS forwarded,"
+                   " COALESCE((doc -> 'details' ->> 'items')::bigint, 1) AS items"),
+}
 
 
 class SqlDataStore:
@@ -1072,17 +1088,24 @@ class SqlDataStore:
         return tuple(codec.audit_from_row(r) for r in rows)
 
     def audit_counts_by_minute(self, *, since: datetime, after_seq: int = 0
-                               ) -> tuple[tuple[tuple[datetime, str, int], ...], int]:
-        """(minute, decision, records) of the records after ``after_seq`` timed since ``since``, and the newest seq.
+                               ) -> tuple[tuple[AuditMinuteCount, ...], int]:
+        """Per (minute, decision, method, forwarded) counts of the records after ``after_seq`` timed since
+        ``since``, and the newest seq.
 
-        Callers keep the counts and ask again with the seq returned, so each record is counted once.
+        A record counts its ``details.items`` (how many SVIDs one BatchNewX509SVID record stands
+        for), else 1; ``forwarded`` is true for an agent's record the server appended. Callers keep
+        the counts and ask again with the seq returned, so each record is counted once.
         """
+        doc, fence, fields = _AUDIT_JSON[self._backend.dialect.name]
         with self._backend.transaction() as tx:
             head = max(after_seq, int(tx.execute("SELECT COALESCE(MAX(seq), 0) FROM audit")[0][0]))
-            rows = tx.execute("SELECT time / 60000000, decision, COUNT(*) FROM audit"
-                              " WHERE seq > ? AND seq <= ? AND +time >= ? GROUP BY time / 60000000, decision",
+            rows = tx.execute(f"SELECT minute, decision, method, forwarded, SUM(items) FROM (SELECT minute, decision,"
+                              f" {fields} FROM (SELECT time / 60000000 AS minute, decision, {doc} AS doc FROM audit"
+                              f" WHERE seq > ? AND seq <= ? AND +time >= ?{fence}) d) a"
+                              " GROUP BY minute, decision, method, forwarded",
                               (after_seq, head, codec.to_micros(since)))
-        return tuple((codec.from_micros(int(r[0]) * 60_000_000), str(r[1]), int(r[2])) for r in rows), head
+        return tuple(AuditMinuteCount(codec.from_micros(int(r[0]) * 60_000_000), str(r[1]), str(r[2] or ""),
+                                      bool(r[3]), int(r[4])) for r in rows), head
 
     # -- label grants and approval decisions ----------------------------------------------------
 

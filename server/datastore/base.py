@@ -20,6 +20,7 @@ from spiffe_server.datastore.models import (
     AuditCheckpoint,
     AuditedEntry,
     AuditFilter,
+    AuditMinuteCount,
     AuditRecord,
     BundleRecord,
     ChangeBatch,
@@ -425,8 +426,9 @@ class ApprovalStore(Protocol):
         ...
 
     def audit_counts_by_minute(self, *, since: datetime, after_seq: int = 0
-                               ) -> tuple[tuple[tuple[datetime, str, int], ...], int]:
-        """(minute, decision, records) of the records after ``after_seq`` timed since ``since``, and the newest seq."""
+                               ) -> tuple[tuple[AuditMinuteCount, ...], int]:
+        """Per (minute, decision, method, forwarded) counts of the records after ``after_seq`` timed since
+        ``since`` (a record counts its ``details.items``, else 1), and the newest seq."""
         ...
 
 

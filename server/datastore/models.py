@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 from spiffe_py.selectors import Selector
 from spiffe_server.datastore.errors import InvalidArgumentError
@@ -378,6 +378,16 @@ class AuditRecord:
         check_str("decision", self.decision)
 
 
+class AuditMinuteCount(NamedTuple):
+    """How many audit records (or SVIDs, for records that count ``details.items``) of one kind fell in one minute."""
+
+    minute: datetime
+    decision: str
+    method: str
+    forwarded: bool  # an agent's record, appended by the server
+    total: int
+
+
 class MatchMode(enum.Enum):
     """How an entry's selectors are compared with the filter's selectors."""
 
@@ -409,6 +419,7 @@ class EntryFilter:
     by_selectors: SelectorMatch | None = None
     by_hint: str | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
+    label_keys: tuple[str, ...] = ()  # labels the entry must carry, whatever their value
 
     def __post_init__(self) -> None:
         for name in ("by_spiffe_id", "by_parent_id", "by_hint"):
@@ -416,6 +427,10 @@ class EntryFilter:
             if value is not None:
                 check_str(name, value)
         _set(self, "labels", _mapping("labels", self.labels, MAX_LABELS))
+        if len(self.label_keys) > MAX_LABELS:
+            raise InvalidArgumentError("label_keys", f"at most {MAX_LABELS} allowed, got {len(self.label_keys)}")
+        for key in self.label_keys:
+            check_str("label_keys", key, required=True)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -154,6 +154,8 @@ def test_attribute_filters_combine_with_and(store: SqlDataStore, filtered: dict[
     assert _ids(store, EntryFilter(by_hint="h1")) == ["a", "bc"]
     assert _ids(store, EntryFilter(labels={"env": "prod"})) == ["a", "ab"]
     assert _ids(store, EntryFilter(labels={"env": "prod", "team": "x"})) == ["ab"]
+    assert _ids(store, EntryFilter(label_keys=("team",))) == ["ab"]  # the key, whatever its value
+    assert _ids(store, EntryFilter(label_keys=("env",), labels={"team": "x"})) == ["ab"]
     assert _ids(store, EntryFilter(by_hint="h1", by_parent_id=AGENT_ID)) == ["a"]
     sub = SelectorMatch(selectors=sel("t:a", "t:b", "t:c"), mode=MatchMode.SUBSET)
     assert _ids(store, EntryFilter(by_selectors=sub, labels={"env": "prod"})) == ["a", "ab"]

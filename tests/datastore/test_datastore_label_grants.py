@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -67,16 +68,29 @@ def test_recent_audit_is_newest_first_and_filtered(store: SqlDataStore) -> None:
         store.list_audit_recent(limit=0)
 
 
+def _sealed_like(method: str, decision: str, **details: object) -> str:
+    """A record text shaped like a sealed one (canonical JSON) for the fields the counts read."""
+    return json.dumps({"decision": decision, "details": details, "method": method}, sort_keys=True,
+                      separators=(",", ":"))
+
+
 def test_audit_counts_by_minute_count_each_record_once(store: SqlDataStore) -> None:
+    texts = [_sealed_like("NewJWTSVID", "deny"), _sealed_like("BatchNewX509SVID", "allow", items=3),
+             _sealed_like("NewJWTSVID", "allow"), _sealed_like("FetchJWTSVID", "deny", forwarded={"seq": 1}),
+             _sealed_like("FetchJWTSVID", "deny", forwarded={"seq": 2}), _sealed_like("NewJWTSVID", "allow")]
     prev = ""
-    for n in range(6):  # minutes 0, 0, 1, 1, 2, 2; every third a denial
-        record = AuditRecord(time=NOW + timedelta(seconds=30 * n), record=f'{{"n":{n}}}', prev_hash=prev,
-                             hash=f"h{n}", decision="deny" if n % 3 == 0 else "allow")
+    for n, text in enumerate(texts):  # minutes 0, 0, 1, 1, 2, 2
+        record = AuditRecord(time=NOW + timedelta(seconds=30 * n), record=text, prev_hash=prev,
+                             hash=f"h{n}", decision=json.loads(text)["decision"])
         prev = store.append_audit(record).hash
     counts, head = store.audit_counts_by_minute(since=NOW + timedelta(minutes=1))
     assert head == 6
-    assert sorted(counts) == [(NOW + timedelta(minutes=1), "allow", 1), (NOW + timedelta(minutes=1), "deny", 1),
-                              (NOW + timedelta(minutes=2), "allow", 2)]
+    one, two = NOW + timedelta(minutes=1), NOW + timedelta(minutes=2)
+    assert sorted(counts) == [(one, "allow", "NewJWTSVID", False, 1), (one, "deny", "FetchJWTSVID", True, 1),
+                              (two, "allow", "NewJWTSVID", False, 1), (two, "deny", "FetchJWTSVID", True, 1)]
+    assert sorted(store.audit_counts_by_minute(since=NOW)[0])[:2] == [
+        (NOW, "allow", "BatchNewX509SVID", False, 3), (NOW, "deny", "NewJWTSVID", False, 1)]  # items counted
     assert store.audit_counts_by_minute(since=NOW, after_seq=head) == ((), 6)
-    store.append_audit(AuditRecord(time=NOW, record='{"n":6}', prev_hash=prev, hash="h6", decision="deny"))
-    assert store.audit_counts_by_minute(since=NOW, after_seq=head) == (((NOW, "deny", 1),), 7)
+    store.append_audit(AuditRecord(time=NOW, record=_sealed_like("LabelExpired", "allow"), prev_hash=prev,
+                                   hash="h6", decision="allow"))
+    assert store.audit_counts_by_minute(since=NOW, after_seq=head) == (((NOW, "allow", "LabelExpired", False, 1),), 7)

@@ -32,8 +32,8 @@ function drawCharts(root) {
     fetch(el.dataset.src, { credentials: "same-origin" }).then(function (r) { return r.json(); }).then(function (d) {
       var width = Math.max(280, el.clientWidth || 600);
       if (el.dataset.chart === "overview") {
-        new uPlot({ width: width, height: 220, series: [{}, { label: "allowed", stroke: "#1a7f37" },
-          { label: "denied", stroke: "#b42318" }] }, [d.t, d.issued, d.denied], el);
+        new uPlot({ width: width, height: 220, series: [{}, { label: "SVIDs issued", stroke: "#1a7f37" },
+          { label: "SVIDs denied", stroke: "#b42318" }] }, [d.t, d.issued, d.denied], el);
       } else {
         var xs = d.rules.map(function (_, i) { return i; });
         new uPlot({ width: width, height: 220, scales: { x: { time: false } },

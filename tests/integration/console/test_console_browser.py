@@ -204,6 +204,17 @@ def test_create_an_entry_and_the_workload_gets_its_svid(stack: Stack) -> None:
     stack.shot(page, "entries")
 
 
+def test_the_agent_shows_its_last_sync_with_this_server(stack: Stack) -> None:
+    # the agent's sync stream is open and the workload's SVID was signed for it: the server knows
+    page = stack.admin
+    page.goto(stack.url("/agents"))
+    cell = page.locator("tr", has_text=stack.agent.agent_id).locator("td.last-sync").inner_text()
+    assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC connected", cell), cell
+    shown = stack.server.cli("agent", "show", "--spiffe-id", stack.agent.agent_id).stdout
+    assert re.search(r"Last sync\s+\S+.*, connected", shown), shown  # the CLI shows the same
+    stack.shot(page, "agents")
+
+
 def test_payments_denied_then_approved_from_the_inbox(stack: Stack) -> None:
     page = stack.admin
     assert not stack.payments_ok()  # denied: the entry has no approved=true label
@@ -232,6 +243,10 @@ def test_payments_denied_then_approved_from_the_inbox(stack: Stack) -> None:
     assert page.locator(f'li.item[data-entry="{stack.entry_id}"]').count() == 0
     records = admin_call(stack.server, "ListAudit", admin_pb2.ListAuditRequest(page_size=1000)).records
     assert any('"method":"ApproveRequest"' in r and '"actor":"console:admin"' in r for r in records)
+    # the overview chart: the X.509-SVID and the approved JWT-SVID were issued, the first payments
+    # request denied by the agent (its forwarded record)
+    series = page.request.get(stack.url("/overview/series")).json()
+    assert sum(series["issued"]) >= 2 and sum(series["denied"]) >= 1, series
 
 
 def test_the_approval_expires_and_the_request_is_denied_again(stack: Stack) -> None:
@@ -379,4 +394,6 @@ def test_revoke_the_entry_and_the_workload_is_refused(stack: Stack) -> None:
     wait_for(lambda: stack.x509_id() is None, 15, "the workload to be refused")
     page.goto(stack.url("/revocations"))
     assert "key leaked" in page.content()
+    row = page.locator("tbody tr", has_text="key leaked").first.inner_text()
+    assert "agent confirmation not tracked" in row  # agents do not acknowledge; the page says so
     stack.shot(page, "revocations")

@@ -40,18 +40,22 @@ class GetEntryRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class ListEntriesRequest(_message.Message):
-    __slots__ = ("spiffe_id", "parent_id", "selectors", "page_size", "page_token")
+    __slots__ = ("spiffe_id", "parent_id", "selectors", "page_size", "page_token", "labels", "match_selectors")
     SPIFFE_ID_FIELD_NUMBER: _ClassVar[int]
     PARENT_ID_FIELD_NUMBER: _ClassVar[int]
     SELECTORS_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    MATCH_SELECTORS_FIELD_NUMBER: _ClassVar[int]
     spiffe_id: str
     parent_id: str
     selectors: _containers.RepeatedCompositeFieldContainer[_types_pb2.Selector]
     page_size: int
     page_token: str
-    def __init__(self, spiffe_id: _Optional[str] = ..., parent_id: _Optional[str] = ..., selectors: _Optional[_Iterable[_Union[_types_pb2.Selector, _Mapping]]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    match_selectors: str
+    def __init__(self, spiffe_id: _Optional[str] = ..., parent_id: _Optional[str] = ..., selectors: _Optional[_Iterable[_Union[_types_pb2.Selector, _Mapping]]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., match_selectors: _Optional[str] = ...) -> None: ...
 
 class ListEntriesResponse(_message.Message):
     __slots__ = ("entries", "next_page_token")

@@ -73,7 +73,7 @@ class Entry(_message.Message):
     def __init__(self, id: _Optional[str] = ..., spiffe_id: _Optional[str] = ..., parent_id: _Optional[str] = ..., selectors: _Optional[_Iterable[_Union[Selector, _Mapping]]] = ..., x509_svid_ttl: _Optional[int] = ..., jwt_svid_ttl: _Optional[int] = ..., dns_names: _Optional[_Iterable[str]] = ..., hint: _Optional[str] = ..., admin: _Optional[bool] = ..., downstream: _Optional[bool] = ..., federates_with: _Optional[_Iterable[str]] = ..., expires_at: _Optional[int] = ..., revision: _Optional[int] = ..., created_at: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., bind_to_process: _Optional[bool] = ..., max_lifetime: _Optional[int] = ..., jwt_claims: _Optional[_Mapping[str, str]] = ..., quarantined: _Optional[bool] = ..., x509_svid_ttl_in_force: _Optional[int] = ...) -> None: ...
 
 class Agent(_message.Message):
-    __slots__ = ("spiffe_id", "attestation_type", "serial", "expires_at", "banned", "selectors", "can_reattest", "created_at", "new_serial", "new_expires_at")
+    __slots__ = ("spiffe_id", "attestation_type", "serial", "expires_at", "banned", "selectors", "can_reattest", "created_at", "new_serial", "new_expires_at", "last_sync", "syncing")
     SPIFFE_ID_FIELD_NUMBER: _ClassVar[int]
     ATTESTATION_TYPE_FIELD_NUMBER: _ClassVar[int]
     SERIAL_FIELD_NUMBER: _ClassVar[int]
@@ -84,6 +84,8 @@ class Agent(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     NEW_SERIAL_FIELD_NUMBER: _ClassVar[int]
     NEW_EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    LAST_SYNC_FIELD_NUMBER: _ClassVar[int]
+    SYNCING_FIELD_NUMBER: _ClassVar[int]
     spiffe_id: str
     attestation_type: str
     serial: str
@@ -94,7 +96,9 @@ class Agent(_message.Message):
     created_at: int
     new_serial: str
     new_expires_at: int
-    def __init__(self, spiffe_id: _Optional[str] = ..., attestation_type: _Optional[str] = ..., serial: _Optional[str] = ..., expires_at: _Optional[int] = ..., banned: _Optional[bool] = ..., selectors: _Optional[_Iterable[_Union[Selector, _Mapping]]] = ..., can_reattest: _Optional[bool] = ..., created_at: _Optional[int] = ..., new_serial: _Optional[str] = ..., new_expires_at: _Optional[int] = ...) -> None: ...
+    last_sync: int
+    syncing: bool
+    def __init__(self, spiffe_id: _Optional[str] = ..., attestation_type: _Optional[str] = ..., serial: _Optional[str] = ..., expires_at: _Optional[int] = ..., banned: _Optional[bool] = ..., selectors: _Optional[_Iterable[_Union[Selector, _Mapping]]] = ..., can_reattest: _Optional[bool] = ..., created_at: _Optional[int] = ..., new_serial: _Optional[str] = ..., new_expires_at: _Optional[int] = ..., last_sync: _Optional[int] = ..., syncing: _Optional[bool] = ...) -> None: ...
 
 class Bundle(_message.Message):
     __slots__ = ("trust_domain", "x509_authorities", "jwt_authorities", "sequence_number", "refresh_hint", "tainted_x509_authorities")
