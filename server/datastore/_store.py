@@ -187,6 +187,7 @@ class SqlDataStore:
     def __init__(self, backend: Backend, *, max_revocations: int = MAX_REVOCATIONS) -> None:
         self._backend = backend
         self._max_revocations = max_revocations
+        self._committed: Callable[[], None] | None = None  # watch_changes' callback, for this store's own commits
         self.schema_version = migrate(backend)
 
     def close(self) -> None:
@@ -196,8 +197,11 @@ class SqlDataStore:
     def watch_changes(self, on_change: Callable[[], None]) -> Callable[[], None] | None:
         """Have ``on_change()`` called (from another thread) when any server commits a change.
 
-        Returns a stopper, or None if the backend cannot push (SQLite: poll ``changes_since``).
+        This store's own commits call it as they return, whatever the writer; other servers'
+        reach it through the backend. Returns a stopper, or None if the backend cannot push
+        other servers' changes (SQLite: poll ``changes_since`` for those).
         """
+        self._committed = on_change
         listen = getattr(self._backend, "listen", None)
         if listen is None:
             return None
@@ -214,6 +218,8 @@ class SqlDataStore:
             yield tx
             if self._backend.dialect.name == "postgresql":  # delivered to LISTENing servers at commit
                 tx.execute("SELECT pg_notify(?, current_schema())", (CHANGE_CHANNEL,))
+        if self._committed is not None:
+            self._committed()
 
     # -- entries -----------------------------------------------------------------------------
 
@@ -991,11 +997,10 @@ class SqlDataStore:
 
     def _append_sealed(self, tx: Tx, seal: Callable[[int, str], AuditAppend]) -> list[AuditRecord]:
         # the row lock on the audit counter serialises chain appends until this transaction ends
-        tx.execute("UPDATE counters SET value = value WHERE name = ?", ("audit",))
-        seq = _counter(tx, "audit")
+        seq = int(tx.execute("UPDATE counters SET value = value WHERE name = ? RETURNING value", ("audit",))[0][0])
         newest = tx.execute("SELECT hash FROM audit WHERE seq = ?", (seq,))
         records, checkpoints = seal(seq, newest[0][0] if newest else "")
-        stored = self._append_audit(tx, records)
+        stored = self._append_audit(tx, records, newest=newest[0][0] if newest else None)
         _insert_rows(tx, "audit_checkpoints", codec.CHECKPOINT_COLUMNS,
                      [codec.checkpoint_row(cp) for cp in checkpoints], " ON CONFLICT (seq) DO NOTHING")
         return stored
@@ -1028,12 +1033,14 @@ class SqlDataStore:
         return codec.checkpoint_from_row(rows[0]) if rows else None
 
     @staticmethod
-    def _append_audit(tx: Tx, records: Sequence[AuditRecord]) -> list[AuditRecord]:
+    def _append_audit(tx: Tx, records: Sequence[AuditRecord], *, newest: str | None = None) -> list[AuditRecord]:
+        """Append records that chain after ``newest`` (the newest stored hash; read here when not given)."""
         if not records:
             return []
         last_seq = _bump(tx, "audit", len(records))  # one bump for the whole batch
-        newest_row = tx.execute("SELECT hash FROM audit ORDER BY seq DESC LIMIT 1")
-        newest = newest_row[0][0] if newest_row else ""
+        if newest is None:
+            newest_row = tx.execute("SELECT hash FROM audit ORDER BY seq DESC LIMIT 1")
+            newest = newest_row[0][0] if newest_row else ""
         stored = []
         for seq, record in enumerate(records, start=last_seq - len(records) + 1):
             if record.prev_hash != newest:

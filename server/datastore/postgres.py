@@ -60,14 +60,19 @@ class PostgresBackend:
         self._slots = threading.BoundedSemaphore(pool_size)
         self._idle: queue.LifoQueue[Any] = queue.LifoQueue()
         self._closed = False
+        # backend PIDs of the pool's connections: the listener skips our own notifications (the
+        # store reports its own commits directly), so a local change is read once, not twice
+        self._own_pids: dict[int, int] = {}  # id(connection) -> its backend PID, read when it was opened
         self._idle.put(self._connect())  # fail fast on a bad URL or an unreachable server
 
     def _connect(self) -> Any:
         try:
-            return psycopg.connect(self._url, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_S)
+            conn = psycopg.connect(self._url, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_S)
         except psycopg.Error as err:
             # The URL may carry a password: never echo it.
             raise DataStoreError("datastore: cannot connect to postgresql") from err
+        self._own_pids[id(conn)] = conn.info.backend_pid
+        return conn
 
     def _checkout(self) -> Any:
         if self._closed:
@@ -92,6 +97,7 @@ class PostgresBackend:
 
     def _release(self, conn: Any) -> None:
         if self._closed or conn.closed or conn.broken:
+            self._own_pids.pop(id(conn), None)
             conn.close()
         else:
             self._idle.put(conn)
@@ -124,7 +130,9 @@ class PostgresBackend:
                     delay = _LISTEN_RETRY_S[0]
                     on_change()
                     while not stop.is_set():
-                        if any(n.payload == schema for n in conn.notifies(timeout=_LISTEN_WAIT_S)):
+                        notes = list(conn.notifies(timeout=_LISTEN_WAIT_S))
+                        own = frozenset(self._own_pids.values())
+                        if any(n.payload == schema and n.pid not in own for n in notes):
                             on_change()
             except psycopg.Error as err:
                 # SQLSTATE only (the message may quote the URL); polling covers the gap meanwhile
