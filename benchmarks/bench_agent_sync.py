@@ -53,6 +53,7 @@ from datetime import datetime
 from pathlib import Path
 
 import psycopg
+from bench_scale import rss_bytes
 from bench_server_signing import floor_sign, make_batches, time_in_process
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -98,14 +99,6 @@ def cpu_seconds(pid: int) -> float:
     """utime + stime of ``pid`` (all its threads, dead ones included)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def rss_bytes(pid: int) -> int:
-    """VmRSS of ``pid``."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise ValueError(f"no VmRSS for pid {pid}")
 
 
 def children(pid: int) -> list[int]:
