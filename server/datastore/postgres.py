@@ -130,9 +130,9 @@ class PostgresBackend:
                     delay = _LISTEN_RETRY_S[0]
                     on_change()
                     while not stop.is_set():
-                        notes = list(conn.notifies(timeout=_LISTEN_WAIT_S))
-                        own = frozenset(self._own_pids.values())
-                        if any(n.payload == schema and n.pid not in own for n in notes):
+                        # any() returns at the first foreign notification (notifies() yields as they come)
+                        if any(n.payload == schema and n.pid not in frozenset(self._own_pids.values())
+                               for n in conn.notifies(timeout=_LISTEN_WAIT_S)):
                             on_change()
             except psycopg.Error as err:
                 # SQLSTATE only (the message may quote the URL); polling covers the gap meanwhile
