@@ -410,11 +410,24 @@ class WorkloadCache:
         self._svids[svid.entry_id] = svid
         self._svids.move_to_end(svid.entry_id)
         self._refused.pop(svid.entry_id, None)
-        for entry_id in list(self._svids):
-            if len(self._svids) <= self._max_x509:
+        if len(self._svids) > self._max_x509:
+            self._evict(keep=svid.entry_id)
+
+    def _evict(self, *, keep: str) -> None:
+        """Drop the least recently used unpinned SVIDs (never ``keep``) until the limit holds.
+
+        Walks from the oldest only as far as it must (past pinned ones), so a store costs O(1)
+        amortised rather than a copy of the whole cache.
+        """
+        excess = len(self._svids) - self._max_x509
+        victims: list[str] = []
+        for entry_id in self._svids:
+            if len(victims) == excess:
                 break
-            if entry_id not in self._pins and entry_id != svid.entry_id:
-                del self._svids[entry_id]
+            if entry_id not in self._pins and entry_id != keep:
+                victims.append(entry_id)
+        for entry_id in victims:
+            del self._svids[entry_id]
 
     def mark_refused(self, entry_id: str, *, now: datetime) -> None:
         """Record that the server refused to sign for ``entry_id``; retried after REFUSAL_RETRY."""

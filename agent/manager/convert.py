@@ -147,23 +147,39 @@ def load_chain(chain_der: list[bytes] | tuple[bytes, ...]) -> tuple[x509.Certifi
         raise ServerResponseError("svid: server sent a malformed certificate") from err
 
 
-def leaf_spiffe_id(cert: x509.Certificate) -> SpiffeId:
-    """The single URI SAN of a certificate as a SPIFFE ID."""
+def _uri_sans(cert: x509.Certificate) -> list[str]:
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        uris = san.get_values_for_type(x509.UniformResourceIdentifier)
-        if len(uris) != 1:
-            raise ServerResponseError(f"svid: certificate must carry exactly one uri san: {uris!r}")
+    except x509.ExtensionNotFound:
+        return []
+    return san.get_values_for_type(x509.UniformResourceIdentifier)
+
+
+def leaf_spiffe_id(cert: x509.Certificate) -> SpiffeId:
+    """The single URI SAN of a certificate as a SPIFFE ID."""
+    uris = _uri_sans(cert)
+    if len(uris) != 1:
+        raise ServerResponseError(f"svid: certificate must carry exactly one uri san: {uris!r}")
+    try:
         return SpiffeId.parse(uris[0])
-    except (x509.ExtensionNotFound, SpiffeError) as err:
+    except SpiffeError as err:
         raise ServerResponseError("svid: certificate has no valid spiffe id") from err
+
+
+def names_spiffe_id(cert: x509.Certificate, spiffe_id: SpiffeId) -> bool:
+    """True when ``spiffe_id`` is the certificate's only URI SAN.
+
+    The same check as ``leaf_spiffe_id(cert) == spiffe_id`` without parsing: a SPIFFE ID parses
+    only from its one canonical spelling, so the SAN names it exactly when it is ``str(spiffe_id)``.
+    """
+    return _uri_sans(cert) == [str(spiffe_id)]
 
 
 def issued_svid(entry: Entry, chain_der: list[bytes], key: ec.EllipticCurvePrivateKey) -> IssuedSvid:
     """Build an IssuedSvid after checking the leaf names the entry's ID and holds our key."""
     chain = load_chain(chain_der)
     leaf = chain[0]
-    if leaf_spiffe_id(leaf) != entry.spiffe_id:
+    if not names_spiffe_id(leaf, entry.spiffe_id):
         raise ServerResponseError(f"svid: server issued the wrong spiffe id for entry {entry.id!r}")
     if leaf.public_key() != key.public_key():
         raise ServerResponseError(f"svid: issued certificate does not match our key for entry {entry.id!r}")

@@ -14,8 +14,12 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from spiffe_agent.errors import NoIdentityIssuedError
 from spiffe_agent.manager.bound import BoundProcesses
@@ -34,10 +38,34 @@ from spiffe_py.selectors import Selector
 log = logging.getLogger(__name__)
 
 CSR_BATCH = 500  # SPIRE's batch limit
+MINT_IN_FLIGHT = 2  # CSR batches at the server at once: the agent builds the next while the server signs
 MAX_JWT_BYTES = 64 * 1024
 JITTER = 0.1  # rotate within ±10% of half-life, like SPIRE
 
 Interest = tuple[frozenset[Selector], ProcessKey | None]
+Target = tuple[Entry, ProcessKey | None]  # an entry to mint for, and the process for a bound one
+
+
+@dataclass(frozen=True, slots=True)
+class CsrBatch:
+    """One BatchNewX509SVID request: a fresh key and CSR per target, in target order."""
+
+    targets: list[Target]
+    keys: list[ec.EllipticCurvePrivateKey]
+    params: list[agent_pb2.NewX509SVIDParams]
+
+
+def csr_batch(targets: list[Target]) -> CsrBatch:
+    """Keys and CSRs for ``targets`` (CPU-bound: run in a worker thread, off the event loop)."""
+    keys = [new_key() for _ in targets]
+    params = [
+        agent_pb2.NewX509SVIDParams(entry_id=e.id, csr=build_csr(k, e.spiffe_id))
+        for (e, _), k in zip(targets, keys, strict=True)
+    ]
+    return CsrBatch(targets, keys, params)
+
+
+InFlight = deque[tuple[CsrBatch, asyncio.Task[list[agent_pb2.X509SVIDResult]]]]  # oldest first
 
 
 class Minter:
@@ -86,28 +114,49 @@ class Minter:
             self.expire()
             now = self._clock.now()
             interests = self._interests()
-            targets: list[tuple[Entry, ProcessKey | None]] = [
+            targets: list[Target] = [
                 (e, None) for e in self._cache.svid_targets([s for s, _ in interests], now=now, jitter=self._jitter())
             ]
             bound = [(s, p) for s, p in interests if p is not None]
             targets += self._cache.bound_targets(bound, now=now, jitter=self._jitter())
             try:
-                for i in range(0, len(targets), CSR_BATCH):
-                    await self._mint(targets[i : i + CSR_BATCH])
+                await self._mint(targets)
             except ServerCallError as err:
                 SYNC_ERRORS.inc("mint")
                 log.warning("minting workload svids failed: %s", err)
 
-    async def _mint(self, targets: list[tuple[Entry, ProcessKey | None]]) -> None:
-        """Mint one SVID per target; a bound entry appears once per process, each with its own key."""
-        keys = [new_key() for _ in targets]
-        params = [
-            agent_pb2.NewX509SVIDParams(entry_id=e.id, csr=build_csr(k, e.spiffe_id))
-            for (e, _), k in zip(targets, keys, strict=True)
-        ]
-        results = await self._servers.call(lambda client: client.batch_new_x509(params))
+    async def _mint(self, targets: list[Target]) -> None:
+        """Mint one SVID per target in CSR_BATCH batches; a bound entry appears once per process, each with its own key.
+
+        Pipelined: each batch's keys and CSRs are built in a worker thread while up to
+        MINT_IN_FLIGHT earlier batches are at the server, and results are stored in batch order.
+        A failed call ends the round (what is left is retried on the next one): batches still in
+        flight are cancelled.
+        """
+        in_flight: InFlight = deque()
+        try:
+            for i in range(0, len(targets), CSR_BATCH):
+                batch = await asyncio.to_thread(csr_batch, targets[i : i + CSR_BATCH])
+                if len(in_flight) == MINT_IN_FLIGHT:
+                    await self._store_oldest(in_flight)
+                in_flight.append((batch, asyncio.create_task(self._sign(batch))))
+            while in_flight:
+                await self._store_oldest(in_flight)
+        finally:
+            for _, call in in_flight:
+                call.cancel()
+            await asyncio.gather(*(call for _, call in in_flight), return_exceptions=True)
+
+    async def _sign(self, batch: CsrBatch) -> list[agent_pb2.X509SVIDResult]:
+        return await self._servers.call(lambda client: client.batch_new_x509(batch.params))
+
+    async def _store_oldest(self, in_flight: InFlight) -> None:
+        """Wait for the oldest batch in flight, then check and cache its SVIDs (refusals and rejections per entry)."""
+        batch, call = in_flight[0]
+        results = await call
+        in_flight.popleft()
         # results come back in request order (the same entry may appear for several processes)
-        for (entry, process), key, r in zip(targets, keys, results, strict=False):
+        for (entry, process), key, r in zip(batch.targets, batch.keys, results, strict=False):
             if r.entry_id != entry.id:
                 continue
             if r.status_code != 0:

@@ -107,6 +107,21 @@ def test_lru_evicts_least_recently_used_but_not_pinned() -> None:
     assert cache.has_svid("b")
 
 
+def test_store_over_the_limit_evicts_the_oldest_unpinned_down_to_the_limit() -> None:
+    a, b, c, d, e = (entry(i) for i in "abcde")
+    cache = cache_with(a, b, c, d, e, limit=2)
+    cache.pin(["a", "b", "c"])
+    for x in (a, b, c):
+        cache.put_svid(svid(x))
+    assert cache.svid_count() == 3  # all pinned: over the limit until released
+    cache.unpin(["a", "c"])
+    cache.put_svid(svid(d))  # over by two: a and c go, pinned b and the new d stay
+    assert [i for i in "abcde" if cache.has_svid(i)] == ["b", "d"]
+    cache.unpin(["b"])
+    cache.put_svid(svid(e))
+    assert [i for i in "abcde" if cache.has_svid(i)] == ["d", "e"]
+
+
 def test_svid_targets_subscribed_first_then_prefetch_within_limit() -> None:
     a, b = entry("a", sels=(GID,)), entry("b", sels=(UID,))
     cache = cache_with(a, b, limit=1)

@@ -16,6 +16,7 @@ from spiffe_agent.manager.convert import (
     entry_from_proto,
     issued_svid,
     jws_key_id,
+    names_spiffe_id,
     sync_update_from_proto,
 )
 from spiffe_agent.manager.identity import build_csr, display_id
@@ -99,6 +100,26 @@ def test_issued_svid_checks_id_and_key() -> None:
         issued_svid(entry, _issued_for(str(SID), ec.generate_private_key(ec.SECP256R1())), key)
     with pytest.raises(ServerResponseError, match="empty or oversized"):
         issued_svid(entry, [], key)
+
+
+@pytest.mark.parametrize(
+    "uris",
+    [
+        ["spiffe://EXAMPLE.org/web"],  # another spelling, not the entry's ID
+        ["spiffe://example.org/web/"],
+        [str(SID), "spiffe://example.org/other"],
+        [str(SID), "https://example.org/"],
+        [],
+    ],
+)
+def test_issued_svid_needs_the_entry_id_as_its_only_uri_san(uris: list[str]) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    entry = Entry(id="e1", spiffe_id=SID, selectors=frozenset({Selector("unix", "uid:1")}))
+    issued = CA.create("example.org", now=NOW).child_ca().issue_svid(str(SID), key=key, uris=uris)
+    chain = [c.public_bytes(Encoding.DER) for c in issued.chain]
+    assert not names_spiffe_id(issued.chain[0], SID)
+    with pytest.raises(ServerResponseError, match="wrong spiffe id"):
+        issued_svid(entry, chain, key)
 
 
 def test_build_csr_carries_spiffe_id() -> None:
