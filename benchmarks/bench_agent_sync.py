@@ -15,10 +15,10 @@ from its attestation.
 
 Split of the time, all observed from outside: the agent's own histogram of its
 ``BatchNewX509SVID`` calls (the wait on the server, summed), the server's handling of those calls
-and its signing in the worker processes (server histograms), and the rest of the mint phase,
-which is the agent's own work (an EC P-256 key and a CSR per entry, checking and storing each
-returned chain). The agent builds a 500-CSR batch, waits for it, then builds the next, so the
-two sides do not overlap. An in-process reference row times N ``new_key()`` + ``build_csr()``
+and its signing in the worker processes (server histograms), and the rest of the mint phase
+(the mint phase less the summed waits). The agent keeps up to two 500-CSR batches at the server
+while it builds the next in a thread, so the waits overlap its own work and that row can be
+negative; it is shown only as a rough split. An in-process reference row times N ``new_key()`` + ``build_csr()``
 (the agent's functions) alone. CPU seconds of the agent and of the server (main process and
 signing workers) over the round, and after the full sync the VmRSS of the agent, the server's
 main process and its signing workers (/proc/<pid>/status).
@@ -143,7 +143,7 @@ class Round:
 
     @property
     def mint_rest(self) -> float:
-        """The mint phase less the agent's waits on BatchNewX509SVID: the agent's own work."""
+        """The mint phase less the agent's summed waits on BatchNewX509SVID (overlapping waits can make it negative)."""
         return self.done - self.synced - self.agent_rpc
 
 
@@ -296,7 +296,7 @@ def report(rounds: Sequence[Round], n: int) -> float:
     row("    agent waits on BatchNewX509SVID (agent histogram sum)", lambda r: r.agent_rpc)
     row("      server handles BatchNewX509SVID (server histogram sum)", lambda r: r.server_rpc)
     row("        server signs in its workers (ca_sign x509 sum)", lambda r: r.server_sign)
-    row("    agent's own work (mint phase less its waits)", lambda r: r.mint_rest)
+    row("    mint phase less the summed waits (overlapped)", lambda r: r.mint_rest)
     row("agent CPU, start -> all SVIDs", lambda r: r.agent_cpu)
     row("server CPU (main + signing workers), same span", lambda r: r.server_cpu)
     row("agent VmRSS after the full sync", lambda r: r.agent_rss, "MiB", mib)

@@ -70,8 +70,9 @@ def der_integer(value: int) -> bytes:
     return tlv(_INTEGER, value.to_bytes(value.bit_length() // 8 + 1, "big"))
 
 
+@functools.lru_cache(maxsize=64)
 def der_oid(dotted: str) -> bytes:
-    """An OBJECT IDENTIFIER from its dotted form."""
+    """An OBJECT IDENTIFIER from its dotted form (a leaf uses the same few OIDs: each is encoded once)."""
     arcs = [int(part) for part in dotted.split(".")]
     if len(arcs) < 2 or arcs[0] > 2 or (arcs[0] < 2 and arcs[1] > 39):
         raise ValueError(f"leafder: not an object identifier: {dotted!r}")
