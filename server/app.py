@@ -276,11 +276,13 @@ class App:
             await self.console.start()
             ctx.console_logins = self.console.logins
         loop = asyncio.get_running_loop()
-        # other servers' commits on a shared PostgreSQL wake the entry feed at once (LISTEN/NOTIFY)
+        # every commit of this server's store wakes the entry feed, and so do other servers' on a
+        # shared PostgreSQL (LISTEN/NOTIFY)
         def wake() -> None:
-            loop.call_soon_threadsafe(ctx.changes.notify)
+            loop.call_soon_threadsafe(ctx.changes.committed)
 
         self._unwatch = ctx.store.watch_changes(wake)
+        ctx.changes.store_reports_commits = True
         poll = CHANGE_POLL_SECONDS if self._unwatch is None else CHANGE_SAFETY_POLL_SECONDS
         self._tasks = [
             asyncio.create_task(_every(rotator_interval(cfg.ca_ttl), self._rotate, "ca rotation")),

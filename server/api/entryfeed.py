@@ -47,6 +47,9 @@ class ChangeNotifier:
     def __init__(self) -> None:
         self._watches: set[Watch] = set()
         self.poked = asyncio.Event()
+        # set once the datastore reports its own commits (DataStore.watch_changes -> committed()):
+        # writers' notify() calls are then redundant, and skipping them saves a second, empty read
+        self.store_reports_commits = False
 
     def subscribe(self, agent_id: str) -> Watch:
         """A new watch for ``agent_id``; pass it to :meth:`unsubscribe` when done."""
@@ -59,7 +62,12 @@ class ChangeNotifier:
         self._watches.discard(watch)
 
     def notify(self) -> None:
-        """The datastore changed: the feed reads the change log and wakes the streams it affects."""
+        """A writer changed the datastore: the feed reads the change log and wakes the streams it affects."""
+        if not self.store_reports_commits:
+            self.poked.set()
+
+    def committed(self) -> None:
+        """The datastore reports a commit (this server's, or another's through the backend)."""
         self.poked.set()
 
     def notify_all(self) -> None:
