@@ -1,10 +1,12 @@
 """The I/O shell around server/entryindex.py: reads the datastore change log into the index, wakes streams.
 
-Writers call ``notify()`` after a datastore change; the feed (one task) reads the changes since
-the index's position, fetches the entries they name, applies them, and wakes only the
-SyncAuthorized streams whose view the changes touch (an agent change wakes that agent's
+In a running server the datastore reports every commit (its own, and on PostgreSQL other
+servers' through LISTEN/NOTIFY) with ``committed()``; writers' ``notify()`` matters only where
+nothing reports commits (a ServerContext used without the app). The feed (one task) reads the
+changes since the index's position, fetches the entries they name, applies them, and wakes only
+the SyncAuthorized streams whose view the changes touch (an agent change wakes that agent's
 streams, a bundle or revocation change wakes all). It also polls, to pick up changes made by
-another server sharing the database::
+another server sharing a SQLite file, and as a safety net on PostgreSQL::
 
     feed = EntryFeed(store, ChangeNotifier(), server_id, call=ctx.call)
     watch = feed.notifier.subscribe(agent_id)      # watch.event is set when the agent is affected
