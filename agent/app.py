@@ -241,9 +241,10 @@ async def _serve_with(cfg: AgentConfig, audit: AgentAudit) -> None:
     prepare_socket_dir(socket_path)
     # one send() per response instead of three; the caller is captured as each connection is accepted;
     # oversized requests are refused on their length prefix
-    # gRPC health (NOT_SERVING until the agent has its identity) and reflection beside the Workload API
+    # gRPC health (SERVING when /ready would say ready) and reflection beside the Workload API
     # and the read-only revocation watch: revoked serials and jtis for relying workloads (the broker)
-    services, ready = with_health_and_reflection(handler, RevocationWatchService(manager))
+    services = with_health_and_reflection(handler, RevocationWatchService(manager),
+                                          ready=lambda: manager.health().ready)
     server = CoalescingServer(services, accept=CallerAcceptor(procfs, ConnectionLimit(cfg.max_connections_per_uid)),
                               idle_timeout=cfg.connection_idle_timeout,
                               max_message_bytes=cfg.workload_api_max_message_bytes)
@@ -257,7 +258,6 @@ async def _serve_with(cfg: AgentConfig, audit: AgentAudit) -> None:
                   loop.create_task(guard.watch_policy())]
     try:
         await manager.start()
-        ready.set(True)
         await manager.run()
     finally:
         for task in background:

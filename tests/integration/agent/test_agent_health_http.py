@@ -3,8 +3,8 @@
 One server and one agent with 12 s SVIDs (agent and workload), started with ``--health-port`` and
 ``--log-format json``. The agent renews its SVID once (a planned sync restart, logged at debug),
 then the server is stopped: nothing can be renewed, and ``/ready`` must turn false within 1 s of
-the first SVID expiring; the open FetchX509SVID stream and a new one are refused with
-UNAVAILABLE and a message that says the SVID expired.
+the first SVID expiring (gRPC health on the socket turns NOT_SERVING too); the open FetchX509SVID
+stream and a new one are refused with UNAVAILABLE and a message that says the SVID expired.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from cryptography import x509
 from grpclib.client import Channel, Stream
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
+from grpclib.health.v1.health_grpc import HealthStub
+from grpclib.health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
 
 from spiffe_py import _pem
 from spiffe_py._proto import workload_pb2
@@ -118,6 +120,14 @@ def _wait_status(port: int, path: str, want: int, timeout: float) -> bool:
     return False
 
 
+async def _grpc_health(e: Env, service: str) -> int:
+    channel = Channel(path=str(e.socket_path))
+    try:
+        return int((await HealthStub(channel).Check(HealthCheckRequest(service=service), timeout=5)).status)
+    finally:
+        channel.close()
+
+
 async def _first_svid(e: Env) -> None:
     async with x509_stream(e.socket_path) as stream:
         msg = await asyncio.wait_for(stream.recv_message(), 30)
@@ -160,6 +170,10 @@ async def _server_stopped_then_expiry(e: Env, health_port: int, metrics_port: in
         assert expiry - 0.05 <= turned_false <= expiry + 1.0
         assert body["ready"] is False and "expired" in json.dumps(body["checks"])
         assert _gauge(metrics_port, "spiffe_agent_ready") == 0.0
+        # gRPC health on the Workload API socket agrees (its answer is reused for up to 0.25 s)
+        await asyncio.sleep(0.3)
+        for service in ("", "SpiffeWorkloadAPI"):
+            assert await _grpc_health(e, service) == HealthCheckResponse.NOT_SERVING
 
         # the open stream ends when its SVID expires; it never delivers the expired one again
         with pytest.raises(GRPCError) as open_err:
