@@ -33,6 +33,7 @@ from spiffe_server.api.convert import bundle_to_proto, certs_to_der, check_dns_n
 from spiffe_server.api.entryfeed import Watch
 from spiffe_server.api.errors import RequestError, grpc_errors, recv_request, to_grpc_error
 from spiffe_server.api.peer import peer_leaf, verify_peer_svid
+from spiffe_server.api.revocation_hub import RevocationSnapshot
 from spiffe_server.api.revocations import X509IssuanceLog, revoke_entry, revoke_own
 from spiffe_server.api.sync import SyncState, own_bundle
 from spiffe_server.authz import check_entry_authorized
@@ -340,16 +341,22 @@ class AgentService(AgentAPIBase):
         ctx = self._ctx
         state = SyncState()
         generation: int | None = None
+        agent: AttestedAgent | None = None
+        revoked: RevocationSnapshot | None = None
         while True:
             watch.event.clear()
-            # a ban or eviction ends the stream; so does revoking the SVID it opened with
-            agent = await ctx.call(self._stored_unrevoked, caller)
-            if decide_agent_serial(caller.serial, current=agent.serial, new=agent.new_serial) is SerialCheck.REFUSE:
-                # Opened with an SVID since superseded. Not PERMISSION_DENIED: the agent takes that for
-                # eviction. It closes such streams itself on renewal; anyone else's ends here.
-                log.info("sync stream ended: its agent svid was superseded",
-                         extra={"spiffe_id": caller.agent_id, "serial": caller.serial})
-                return
+            if watch.recheck or agent is None or revoked is None:
+                watch.recheck = False  # first: a change that lands during the reads sets it again
+                # a ban or eviction ends the stream; so does revoking the SVID it opened with
+                agent = await ctx.call(self._stored_unrevoked, caller)
+                if decide_agent_serial(caller.serial, current=agent.serial,
+                                       new=agent.new_serial) is SerialCheck.REFUSE:
+                    # Opened with an SVID since superseded. Not PERMISSION_DENIED: the agent takes that for
+                    # eviction. It closes such streams itself on renewal; anyone else's ends here.
+                    log.info("sync stream ended: its agent svid was superseded",
+                             extra={"spiffe_id": caller.agent_id, "serial": caller.serial})
+                    return
+                revoked = await ctx.revocations.snapshot(ctx)
             # The first sync reads every committed change; later, the feed applied what woke us before waking us.
             index = await (ctx.entries.catch_up() if watch.view is None else ctx.entries.loaded())
             view, changed = advance(index, watch.view, agent.spiffe_id, agent.selectors)
@@ -358,7 +365,6 @@ class AgentService(AgentAPIBase):
                 generation = ctx.guard.policy_generation
                 changed = {**view.allowed, **changed}
             entries = {eid: None if e is None else self._entry_pb(e) for eid, e in changed.items()}
-            revoked = await ctx.revocations.snapshot(ctx)
             bundle = self._bundles.get_or_build(Identity(ctx.ca.bundle()), lambda: own_bundle(ctx.ca))
             messages = state.plan_changes(entries, bundle, await self._federated_for(view.federates),
                                           revocations=revoked.revocations, crls=revoked.crls)

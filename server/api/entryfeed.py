@@ -41,6 +41,9 @@ class Watch:
     agent_id: str
     event: asyncio.Event = field(default_factory=asyncio.Event)
     view: AgentView | None = None
+    # the agent's record, or what every agent receives (revocations, bundles, policy), may have
+    # changed: the stream re-reads them before its next push (entry-only changes need neither)
+    recheck: bool = True
 
 
 class ChangeNotifier:
@@ -75,16 +78,19 @@ class ChangeNotifier:
     def notify_all(self) -> None:
         """Something every agent receives changed (bundle, CRLs, policy): wake every stream."""
         for watch in self._watches:
+            watch.recheck = True
             watch.event.set()
 
     def wake(self, deltas: list[Delta], agents: Iterable[str], *, server_id: str) -> None:
         """Wake the streams of ``agents`` and those whose view ``deltas`` touch."""
         agent_ids = set(agents)
         for watch in self._watches:
-            if watch.event.is_set():
+            if watch.agent_id in agent_ids:  # its record changed (ban, eviction, renewal, selectors)
+                watch.recheck = True
+                watch.event.set()
+            elif watch.event.is_set():
                 continue
-            if (watch.view is None or watch.agent_id in agent_ids
-                    or (deltas and watch.view.touched_by(deltas, server_id))):
+            elif watch.view is None or (deltas and watch.view.touched_by(deltas, server_id)):
                 watch.event.set()
 
 

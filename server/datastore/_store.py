@@ -522,19 +522,20 @@ class SqlDataStore:
 
         Compare-and-set on both serials, so of two servers promoting at once only one writes:
         ConflictError unless the stored current serial is ``serial`` and the pending one is
-        ``new_serial`` (re-read and decide again); NotFoundError if the agent is gone. Records no
-        change: nothing cached elsewhere depends on which SVID the agent uses.
+        ``new_serial`` (re-read and decide again); NotFoundError if the agent is gone. Records an
+        agent change: sync streams opened with the superseded SVID end at once.
         """
         check_str("serial", serial)
         check_str("new_serial", new_serial, required=True)
         check_time("now", now)
-        with self._backend.transaction() as tx:
+        with self._change_tx() as tx:
             rows = tx.execute(
                 "UPDATE agents SET serial = new_serial, expires_at = new_expires_at, new_serial = '',"
                 " new_expires_at = NULL, updated_at = ? WHERE spiffe_id = ? AND serial = ? AND new_serial = ?"
                 f" RETURNING {_AGENT_COLS}", (codec.to_micros(now), spiffe_id, serial, new_serial))
             if not rows:
                 self._agent_changed(tx, spiffe_id)
+            _record_change(tx, ChangeKind.AGENT, spiffe_id)
         return codec.agent_from_row(rows[0])
 
     def get_agent(self, spiffe_id: str) -> AttestedAgent:

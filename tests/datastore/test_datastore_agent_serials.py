@@ -14,7 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from spiffe_server.datastore import AttestedAgent, ConflictError, InvalidArgumentError, NotFoundError, SqlDataStore
+from spiffe_server.datastore import (
+    AttestedAgent,
+    ChangeKind,
+    ConflictError,
+    InvalidArgumentError,
+    NotFoundError,
+    SqlDataStore,
+)
 from spiffe_server.datastore.postgres import PostgresBackend
 from spiffe_server.datastore.schema import MIGRATIONS, migrate
 from spiffe_server.datastore.sqlite import SqliteBackend
@@ -73,14 +80,15 @@ def test_renew_is_refused_once_the_current_serial_changed(store: SqlDataStore) -
         store.renew_agent(f"{TD}/spire/agent/x", serial="01", new_serial="02", new_expires_at=NEWER, now=LATER)
 
 
-def test_promote_moves_pending_to_current_without_recording_a_change(store: SqlDataStore) -> None:
+def test_promote_moves_pending_to_current_and_records_an_agent_change(store: SqlDataStore) -> None:
     store.create_agent(make_agent())
     store.renew_agent(AGENT_ID, serial="01", new_serial="02", new_expires_at=NEWER, now=NOW)
     seq = store.change_seq()
     promoted = store.promote_agent_serial(AGENT_ID, serial="01", new_serial="02", now=LATER)
     assert promoted == make_agent(serial="02", expires_at=NEWER, updated_at=LATER)
     assert store.get_agent(AGENT_ID) == promoted
-    assert store.change_seq() == seq
+    # streams opened with the superseded SVID learn of it from the change log
+    assert [(c.kind, c.key) for c in store.changes_since(seq).changes] == [(ChangeKind.AGENT, AGENT_ID)]
 
 
 @pytest.mark.parametrize(("serial", "new_serial"), [("01", "03"), ("02", "02"), ("09", "02")])

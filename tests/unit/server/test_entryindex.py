@@ -141,13 +141,18 @@ def test_notifier_wakes_only_the_affected_agents() -> None:
         a, b = notifier.subscribe(AGENT), notifier.subscribe(OTHER)
         a.view, _ = advance(index, None, AGENT, ())
         b.view, _ = advance(index, None, OTHER, ())
+        a.recheck = b.recheck = False  # as a stream leaves them after its first push
         notifier.wake(index.apply({"w": _entry("w", AGENT, f"{TD}/w")}, seq=1), (), server_id=SERVER)
         assert a.event.is_set() and not b.event.is_set()
+        assert not a.recheck  # an entry change: no need to re-read the agent or the revocations
+        notifier.wake([], [AGENT], server_id=SERVER)  # already woken: still told to re-read its agent
+        assert a.recheck
         a.event.clear()
+        a.recheck = False
         notifier.wake([], [OTHER], server_id=SERVER)  # an agent change (ban, eviction, re-attestation)
-        assert b.event.is_set() and not a.event.is_set()
-        notifier.notify_all()
-        assert a.event.is_set()
+        assert b.event.is_set() and b.recheck and not a.event.is_set() and not a.recheck
+        notifier.notify_all()  # revocations, bundles, policy: every stream re-reads
+        assert a.event.is_set() and a.recheck
 
     asyncio.run(run())
 
