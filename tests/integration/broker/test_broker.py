@@ -90,9 +90,10 @@ def test_openai_sdk_with_mtls_svid(broker_env: BrokerEnv) -> None:
     reply = client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
     SEEN.append(reply.model_dump_json())
     assert reply.choices[0].message.content == "hello from the stand-in"
-    records = load_jsonl(broker_env.audit_path)
-    assert any(r["spiffe_id"] == broker_env.spiffe_id("mtls") and r["details"].get("status") == 200
-               and r["serial"] for r in records)
+    # the broker appends its record as the response completes: the client may read it first
+    wait_until(lambda: any(r["spiffe_id"] == broker_env.spiffe_id("mtls") and r["details"].get("status") == 200
+                           and r["serial"] for r in load_jsonl(broker_env.audit_path)),
+               "the mTLS caller's record, with its serial", timeout=5)
 
 
 def test_anthropic_sdk_with_x_api_key_injection(broker_env: BrokerEnv) -> None:
@@ -108,9 +109,13 @@ def test_anthropic_sdk_with_x_api_key_injection(broker_env: BrokerEnv) -> None:
     assert text == "".join(f"t{i} " for i in range(20)) and final.usage.output_tokens == 20
     seen = [r for r in broker_env.upstream_requests() if r["route"] == "anthropic"]
     assert len(seen) == 2 and all(r["key_ok"] and r["leaked"] is None for r in seen)
-    tokens = [r["details"].get("tokens") for r in load_jsonl(broker_env.audit_path)
-              if r["details"].get("upstream") == "anthropic" and r["details"].get("status") == 200]
-    assert tokens == [15, 30]  # input + output, from the body and from the stream
+
+    def tokens() -> list[object]:
+        return [r["details"].get("tokens") for r in load_jsonl(broker_env.audit_path)
+                if r["details"].get("upstream") == "anthropic" and r["details"].get("status") == 200]
+
+    wait_until(lambda: len(tokens()) >= 2, "both anthropic records", timeout=5)
+    assert tokens() == [15, 30]  # input + output, from the body and from the stream
 
 
 def test_policy_model_allow_list_and_max_tokens_cap(broker_env: BrokerEnv) -> None:
