@@ -57,6 +57,7 @@ from spiffe_agent.guard.config import GuardSettings, anomaly_config, rate_limit_
 from spiffe_agent.nodeattest.base import NodeAttestorClient
 from spiffe_agent.nodeattest.registry import build_node_attestor
 from spiffe_py._duration import parse_seconds
+from spiffe_py._hostport import split_host_port
 from spiffe_py._serving.limits import WORKLOAD_API_MESSAGE_LIMIT, check_message_limit
 from spiffe_py._serving.logs import LOG_FORMATS as _LOG_FORMATS
 from spiffe_py._serving.logs import LOG_LEVELS as _LOG_LEVELS
@@ -113,27 +114,16 @@ LOG_LEVELS = _LOG_LEVELS  # "warn" is accepted as "warning", as SPIRE spells it
 LOG_FORMATS = _LOG_FORMATS
 HEALTH_KEYS = ("bind_address", "bind_port", "live_path", "ready_path")
 MAX_SERVER_ADDRESSES = 16
-MAX_HOST_LENGTH = 253  # the longest DNS name
-
-
 def parse_server_address(text: str, default_port: int) -> tuple[str, int]:
     """``HOST[:PORT]`` (``[V6]:PORT``, or a bare IPv6 address) as (host, port); ``default_port`` when none.
 
     Raises:
         AgentConfigError: an empty or over-long host, stray brackets or whitespace, or a bad port.
     """
-    host, port = text, str(default_port)
-    if text.startswith("["):
-        inner, sep, rest = text[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            raise AgentConfigError(f"config: invalid server address: {text!r}")
-        host, port = inner, rest[1:] if rest else port
-    elif text.count(":") == 1:
-        host, _, port = text.partition(":")
-    if (not host or len(host) > MAX_HOST_LENGTH or any(c.isspace() or c in "[]/@" for c in host)
-            or not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536):
-        raise AgentConfigError(f"config: invalid server address: {text!r}")
-    return host, int(port)
+    try:
+        return split_host_port(text, default_port=default_port)
+    except ValueError:
+        raise AgentConfigError(f"config: invalid server address: {text!r}") from None
 
 
 @dataclass(frozen=True, slots=True)

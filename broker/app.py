@@ -518,8 +518,8 @@ async def run(cfg: BrokerConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, task.cancel)
-    broker = await Broker.start(cfg)
-    with contextlib.suppress(asyncio.CancelledError):
+    with contextlib.suppress(asyncio.CancelledError):  # a stop while waiting for the first SVID is as clean
+        broker = await Broker.start(cfg)
         await broker.serve()
     log.info("broker stopped")
 

@@ -20,8 +20,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from spiffe_py._duration import parse_seconds
-from spiffe_py.errors import SpiffeError
+from spiffe_py._hostport import split_host_port
+from spiffe_py.errors import InvalidEndpointError, SpiffeError
 from spiffe_py.spiffeid import SpiffeId
+from spiffe_py.workloadapi import endpoint_address, parse_endpoint
 
 DEFAULT_PORT = 8445
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
@@ -126,6 +128,17 @@ def _seconds(raw: Mapping[str, Any], key: str, default: float, source: str) -> f
     return float(value)
 
 
+def _socket(raw: Mapping[str, Any], source: str) -> str:
+    """``workload_api_socket``: "" (use SPIFFE_ENDPOINT_SOCKET), a Workload API URI or a bare socket path."""
+    value = endpoint_address(_str(raw, "workload_api_socket", "", source))
+    if value:
+        try:
+            parse_endpoint(value)
+        except InvalidEndpointError as err:
+            raise _err(source, "workload_api_socket", str(err)) from None
+    return value
+
+
 def _str(raw: Mapping[str, Any], key: str, default: str, source: str) -> str:
     value = raw.get(key, default)
     if not isinstance(value, str):
@@ -211,14 +224,9 @@ def _server_address(raw: Mapping[str, Any], source: str) -> tuple[str, int] | No
     if not text:
         return None
     try:
-        parts = urlsplit(f"//{text}")
-        host, port = parts.hostname, parts.port
+        return split_host_port(text, default_port=None)
     except ValueError:
-        host, port = None, None
-    if not host or port is None or not 0 < port < 65536 or parts.path or parts.query or parts.fragment \
-            or parts.username is not None or any(c.isspace() for c in text):
-        raise _err(source, "server_address", f"must be host:port, got {text[:100]!r}")
-    return host, port
+        raise _err(source, "server_address", f"must be host:port, got {text[:100]!r}") from None
 
 
 def parse_config(text: str, *, source: str = "<string>") -> BrokerConfig:
@@ -251,7 +259,7 @@ def parse_config(text: str, *, source: str = "<string>") -> BrokerConfig:
         bind_port=_int(raw, "bind_port", DEFAULT_PORT, source, lo=0, hi=65535),
         policy_file=Path(policy) if policy else None,
         audience=audience,
-        workload_api_socket=_str(raw, "workload_api_socket", "", source),
+        workload_api_socket=_socket(raw, source),
         spiffe_id=_spiffe_id(raw, source),
         data_dir=Path(_str(raw, "data_dir", "/var/lib/spiffe-broker", source)),
         metrics_address=_str(raw, "metrics_address", "127.0.0.1", source),

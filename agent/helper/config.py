@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from spiffe_agent.errors import AgentConfigError
+from spiffe_py.workloadapi import endpoint_address
 
 DEFAULT_AGENT_ADDRESS = "unix:///tmp/spire-agent/public/api.sock"  # spiffe-helper's default
 _X509_KEYS = ("svid_file_name", "svid_key_file_name", "svid_bundle_file_name")
@@ -89,10 +90,6 @@ def _signal(name: str) -> signal.Signals:
         raise HelperConfigError(f"helper config: renew_signal: unknown signal {name!r} (e.g. \"SIGHUP\")") from None
 
 
-def _address(value: str) -> str:
-    return "unix://" + value if value.startswith("/") else value
-
-
 def _jwt_svids(value: object) -> tuple[JwtSvidFile, ...]:
     if not isinstance(value, list):
         raise HelperConfigError("helper config: jwt_svids: expected an array of tables")
@@ -144,7 +141,7 @@ def build_config(raw: Mapping[str, Any], *, env: Mapping[str, str]) -> HelperCon
         raise HelperConfigError(f"helper config: cmd_args: {err}") from None
     address = _str(raw, "agent_address") or env.get("SPIFFE_ENDPOINT_SOCKET", "") or DEFAULT_AGENT_ADDRESS
     return HelperConfig(
-        agent_address=_address(address), cert_dir=Path(cert_dir), cmd=_str(raw, "cmd"), cmd_args=cmd_args,
+        agent_address=endpoint_address(address), cert_dir=Path(cert_dir), cmd=_str(raw, "cmd"), cmd_args=cmd_args,
         renew_signal=_signal(renew) if renew else None, pid_file_name=Path(pid_file) if pid_file else None,
         add_intermediates_to_bundle=intermediates, jwt_svids=jwts, jwt_bundle_file_name=jwt_bundle,
         daemon_mode=daemon_mode, **x509)

@@ -10,7 +10,13 @@
 
 from __future__ import annotations
 
-from spiffe_py.workloadapi._address import ENDPOINT_ENV, Endpoint, endpoint_from_env, parse_endpoint
+from spiffe_py.workloadapi._address import (
+    ENDPOINT_ENV,
+    Endpoint,
+    endpoint_address,
+    endpoint_from_env,
+    parse_endpoint,
+)
 from spiffe_py.workloadapi._backoff import Backoff, is_retryable
 from spiffe_py.workloadapi._client import HEADER, AsyncWorkloadApiClient, Watch, WorkloadApiClient
 from spiffe_py.workloadapi._convert import InvalidResponseError, X509BundlesUpdate, X509Context
@@ -31,6 +37,7 @@ __all__ = [
     "X509BundlesUpdate",
     "X509Context",
     "X509Source",
+    "endpoint_address",
     "endpoint_from_env",
     "is_retryable",
     "parse_endpoint",

@@ -45,6 +45,12 @@ def _fail(reason: str, text: str) -> InvalidEndpointError:
     return InvalidEndpointError(f"workloadapi: {reason}: {shown!r}")
 
 
+def endpoint_address(value: str) -> str:
+    """A configured agent address as an endpoint URI: a bare absolute path is a Unix socket (as in
+    spiffe-helper's ``agent_address``); anything else is left for :func:`parse_endpoint` to judge."""
+    return "unix://" + value if value.startswith("/") else value
+
+
 def parse_endpoint(text: str) -> Endpoint:
     """Parse ``unix:///abs/path`` (or ``unix:/abs/path``) or ``tcp://<ip>:<port>`` (WE-09..WE-11)."""
     if not text:

@@ -59,6 +59,16 @@ def test_config_refusals_name_the_key(text: str, key: str) -> None:
         parse_config(text)
 
 
+def test_workload_api_socket_takes_a_uri_or_a_bare_path_and_refuses_anything_else() -> None:
+    assert parse_config(UPSTREAM).workload_api_socket == ""  # SPIFFE_ENDPOINT_SOCKET then
+    for given, kept in (("/run/agent/api.sock", "unix:///run/agent/api.sock"),
+                        ("unix:///run/agent/api.sock", "unix:///run/agent/api.sock")):
+        assert parse_config(f'workload_api_socket = "{given}"\n' + UPSTREAM).workload_api_socket == kept
+    for bad in ("agent.sock", "http://127.0.0.1:1"):  # a clear ConfigError, not a traceback at start
+        with pytest.raises(ConfigError, match="workload_api_socket"):
+            parse_config(f'workload_api_socket = "{bad}"\n' + UPSTREAM)
+
+
 def test_server_address_is_optional_host_and_port() -> None:
     assert parse_config(UPSTREAM).server_address is None  # the audit trail stays local
     assert parse_config('server_address = "spiffe.example.org:8081"\n' + UPSTREAM).server_address == (
