@@ -27,7 +27,7 @@ from prometheus_client import Counter
 from spiffe_agent.errors import NotReadyError
 from spiffe_agent.metrics import HotCounter
 from spiffe_py.audit import AuditEvent, AuditLog, FsyncMode, JsonlFileSink, last_rotated_record, load_jsonl
-from spiffe_py.audit_forward import MAX_BATCH, MAX_BATCH_BYTES, ForwardHooks, Send, TrailForwarder, split_batch
+from spiffe_py.audit_forward import MAX_BATCH, ForwardHooks, Send, TrailForwarder
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,6 @@ AUDIT_FILE = "audit.jsonl"
 POSITION_FILE = "audit.forwarded"
 NOT_ATTESTED_POLL = 1.0  # until the first attestation there is no server connection to forward to
 FLUSH_INTERVAL = 0.05
-FORWARD_INTERVAL = 0.5  # while records keep coming, one ForwardAudit per this many seconds (spiffe_py.audit_forward)
 FLUSH_RECORDS = 256
 # the trail rotates to a new file at this size, keeping this many rotated files (docs/audit.md): the
 # active file, read and verified at every start, stays small, and the disk use is bounded
@@ -67,28 +66,15 @@ def _fsync_failed(err: OSError) -> None:
     log.error("AUDIT FSYNC FAILED: recent records may not be on disk; the next request will fail: %s", err)
 
 
-def read_batch(path: Path, offset: int, limit: int | None = None) -> tuple[list[str], int]:
-    """Complete lines from ``offset`` to byte ``limit`` (at most MAX_BATCH / MAX_BATCH_BYTES); the offset after them."""
-    size = MAX_BATCH_BYTES if limit is None else max(0, min(MAX_BATCH_BYTES, limit - offset))
-    try:
-        with path.open("rb") as fh:
-            fh.seek(offset)
-            data = fh.read(size)
-    except FileNotFoundError:
-        return [], offset
-    return split_batch(data, offset)
-
-
 class AgentAudit:
     """The local chain plus the forwarding position."""
 
     def __init__(self, log_: AuditLog, sink: JsonlFileSink, position_path: Path, *,
-                 batch_window: float = FLUSH_INTERVAL, forward_interval: float = FORWARD_INTERVAL) -> None:
+                 batch_window: float = FLUSH_INTERVAL) -> None:
         self._log = log_
         self._sink = sink
         self.path = sink.path
-        self._forwarder = TrailForwarder(sink, position_path, hooks=_HOOKS, batch_window=batch_window,
-                                         forward_interval=forward_interval)
+        self._forwarder = TrailForwarder(sink, position_path, hooks=_HOOKS, batch_window=batch_window)
 
     @classmethod
     def open(cls, data_dir: Path, *, fsync: FsyncMode | str = FsyncMode.INTERVAL,
@@ -148,4 +134,4 @@ class AgentAudit:
         await self._forwarder.forward_forever(connect)
 
 
-__all__ = ["MAX_BATCH", "AgentAudit", "AuditForwarder", "read_batch", "split_batch"]
+__all__ = ["MAX_BATCH", "AgentAudit", "AuditForwarder"]

@@ -45,6 +45,7 @@ from typing import Any
 import psycopg
 from _agent_client import TRUST_DOMAIN, agent_channel, enroll
 from _stats import Result
+from bench_workload_api import cpu_seconds  # schedstat: ns, all threads
 
 from spiffe_py._proto.spiffepy.server.v1 import admin_pb2, agent_pb2, types_pb2
 from spiffe_py._proto.spiffepy.server.v1.admin_grpc import AdminAPIStub
@@ -61,18 +62,6 @@ TARGET_LOAD_100K = 30.0
 TARGET_RSS = 300 * 1024 * 1024
 STREAM_TIMEOUT = 120.0
 SETTLE = 0.2  # after each trial, so trailing server work lands in the CPU delta
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time of ``pid`` so far, all its live threads, in nanoseconds (schedstat; /proc/<pid>/stat
-    counts in 10 ms ticks, too coarse for a few ms per change)."""
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            total += int((task / "schedstat").read_text().split()[0])
-        except (FileNotFoundError, ProcessLookupError):
-            continue  # a thread that exited between the listing and the read
-    return total / 1e9
 
 
 def net_cpu(row: dict[str, Any]) -> float:

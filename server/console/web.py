@@ -69,10 +69,7 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
-# What counts in the overview's "SVIDs issued / denied" chart (see svid_series_of):
-# server-side signing calls, whose allow records stand for SVIDs the CA signed (details.items of
-# them for a batch) and whose deny records for refused requests; and the Workload API calls an
-# agent refused by itself (its forwarded deny records: those requests never reached the server).
+# the audit methods the overview's "SVIDs issued / denied" chart counts (svid_series_of)
 SIGNING_METHODS = frozenset({"BatchNewX509SVID", "NewJWTSVID", "MintX509SVID", "MintJWTSVID"})
 AGENT_FETCH_METHODS = frozenset({"FetchX509SVID", "FetchJWTSVID"})
 NAV = (("/", "Overview"), ("/entries", "Entries"), ("/agents", "Agents"), ("/revocations", "Revocations"),

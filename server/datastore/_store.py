@@ -999,9 +999,10 @@ class SqlDataStore:
     def _append_sealed(self, tx: Tx, seal: Callable[[int, str], AuditAppend]) -> list[AuditRecord]:
         # the row lock on the audit counter serialises chain appends until this transaction ends
         seq = int(tx.execute("UPDATE counters SET value = value WHERE name = ? RETURNING value", ("audit",))[0][0])
-        newest = tx.execute("SELECT hash FROM audit WHERE seq = ?", (seq,))
-        records, checkpoints = seal(seq, newest[0][0] if newest else "")
-        stored = self._append_audit(tx, records, newest=newest[0][0] if newest else None)
+        rows = tx.execute("SELECT hash FROM audit WHERE seq = ?", (seq,))
+        head = str(rows[0][0]) if rows else None  # None: that row is gone, _append_audit looks for the newest
+        records, checkpoints = seal(seq, head or "")
+        stored = self._append_audit(tx, records, newest=head)
         _insert_rows(tx, "audit_checkpoints", codec.CHECKPOINT_COLUMNS,
                      [codec.checkpoint_row(cp) for cp in checkpoints], " ON CONFLICT (seq) DO NOTHING")
         return stored

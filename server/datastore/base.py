@@ -123,7 +123,8 @@ class ChangeStore(Protocol):
         ...
 
     def watch_changes(self, on_change: Callable[[], None]) -> Callable[[], None] | None:
-        """Call ``on_change()`` from another thread when any server commits a change; a stopper, or None (poll)."""
+        """Call ``on_change()`` from another thread on every commit of a change: this store's own as it
+        returns, other servers' when the backend can push them. A stopper, or None (poll for other servers')."""
         ...
 
     def prune_changes(self, *, keep_last: int) -> int:

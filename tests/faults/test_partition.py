@@ -1,7 +1,7 @@
 """SIGSTOP of the server an agent syncs with (a partition): the agent fails over to the other
 server, workloads see no error, and the stopped server catches up when resumed.
 
-The pause is 30 s, as the issue asks. The agent's HTTP/2 keepalive (a PING
+The pause is 30 s. The agent's HTTP/2 keepalive (a PING
 after 4 s without a frame, 4 s to answer it) ends the stream to the paused server; measured
 failover 12-15 s on a busy 2-core box, required under 20 s.
 """

@@ -12,7 +12,7 @@ import pytest
 from grpclib.const import Status
 
 from spiffe_agent.anomaly import AnomalyConfig
-from spiffe_agent.audit import AgentAudit, read_batch
+from spiffe_agent.audit import AgentAudit
 from spiffe_agent.errors import AgentConfigError
 from spiffe_agent.guard.config import GuardSettings, anomaly_config, rate_limit_config
 from spiffe_agent.guard.decision import PolicyDeniedError, RateLimitedError, WorkloadGuard, refusal, workload_facts
@@ -203,10 +203,3 @@ def test_audit_file_is_private_chained_and_forwarded_from_its_position(tmp_path:
     assert asyncio.run(audit.forward_once(server)) == 0
     reopened = AgentAudit.open(tmp_path / "data")  # a restart resumes the chain and the position
     assert reopened.position() == audit.path.stat().st_size
-
-
-def test_read_batch_stops_at_a_partial_line(tmp_path: Path) -> None:
-    path = tmp_path / "a.jsonl"
-    path.write_bytes(b'{"a":1}\n{"b":')
-    assert read_batch(path, 0) == (['{"a":1}'], 8)
-    assert read_batch(tmp_path / "missing", 5) == ([], 5)

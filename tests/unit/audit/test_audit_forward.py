@@ -7,6 +7,7 @@ as the core takes it injected.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -106,6 +107,8 @@ async def test_forward_forever_retries_with_backoff_then_sends_what_was_appended
             break
         await asyncio.sleep(0.01)
     task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task  # stopped before the sink closes under it
     sink.close()
     assert [len(b) for b in server.batches] == [3, 1] and len(failures) == 2
     assert json.loads(server.batches[1][0])["reason"] == "late"
