@@ -70,9 +70,8 @@ def _check_basic_constraints(cert: x509.Certificate, role: str, *, ca: bool) -> 
         raise _invalid(f"{role} certificate must {'' if ca else 'not '}be a ca")
 
 
-def validate_leaf_profile(cert: x509.Certificate) -> SpiffeId:
-    """Check the X509-SVID leaf profile (no crypto) and return the leaf's SPIFFE ID."""
-    uris, san_critical = _uri_sans(cert)
+def validate_leaf_san(uris: Sequence[str], *, critical: bool, empty_subject: bool) -> SpiffeId:
+    """The SAN part of the leaf profile, from the URI SANs and the SAN's criticality: the leaf's SPIFFE ID."""
     if len(uris) != 1:  # X5-01, X5-02, X5-18
         raise _invalid(f"leaf certificate must have exactly one uri san, found {len(uris)}")
     try:
@@ -81,8 +80,15 @@ def validate_leaf_profile(cert: x509.Certificate) -> SpiffeId:
         raise _invalid(f"leaf certificate uri san is not a valid spiffe id: {err.reason}") from err
     if spiffe_id.is_root:  # X5-03, X5-18
         raise _invalid(f"leaf certificate spiffe id must have a non-root path: {str(spiffe_id)!r}")
-    if len(cert.subject) == 0 and not san_critical:  # X5-04, RFC 5280 §4.1.2.6
+    if empty_subject and not critical:  # X5-04, RFC 5280 §4.1.2.6
         raise _invalid("leaf certificate with an empty subject must have a critical san extension")
+    return spiffe_id
+
+
+def validate_leaf_profile(cert: x509.Certificate) -> SpiffeId:
+    """Check the X509-SVID leaf profile (no crypto) and return the leaf's SPIFFE ID."""
+    uris, san_critical = _uri_sans(cert)
+    spiffe_id = validate_leaf_san(uris, critical=san_critical, empty_subject=len(cert.subject) == 0)
     _check_basic_constraints(cert, "leaf", ca=False)  # X5-08, X5-17
     key_usage = _check_key_usage(cert, "leaf")
     if not key_usage.digital_signature:  # X5-11

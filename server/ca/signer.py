@@ -23,7 +23,7 @@ from spiffe_py._memo import Identity, Memo
 from spiffe_py.errors import InvalidSpiffeIdError
 from spiffe_py.jwtsvid import sign_jwt_svid
 from spiffe_py.spiffeid import SpiffeId, TrustDomain
-from spiffe_py.x509svid import validate_leaf_profile, validate_signing_profile
+from spiffe_py.x509svid import validate_leaf_profile, validate_leaf_san, validate_signing_profile
 from spiffe_server.ca.keys import CaPrivateKey, UpstreamAuthority
 from spiffe_server.ca.leafder import LeafProfile, signature_hash
 from spiffe_server.ca.templates import (
@@ -151,11 +151,12 @@ class BuilderLeafEncoder:
 
 
 class ProfileLeafEncoder:
-    """The fast path the signing benchmark needs: per (authority, subject, SAN), the DER shared by the
+    """The fast path the signing benchmark needs: per (authority, subject), the DER shared by the
     leaves (server.ca.leafder) is built once, and the first leaf signed with it is profile-checked.
 
-    Serial, validity, key and SKI, the only per-leaf parts, are not part of the X509-SVID profile,
-    so checking one signed leaf of a profile covers all of them. tests/unit/server/ca/test_leafder.py
+    Serial, validity, key and SKI are not part of the X509-SVID profile, so checking one signed
+    leaf of a profile covers them. The SAN is, and differs per entry: every leaf's SAN gets the
+    profile's SAN check (X5-01..04) before it is signed. tests/unit/server/ca/test_leafder.py
     proves the TBS byte-identical to :class:`BuilderLeafEncoder`'s.
     """
 
@@ -164,10 +165,12 @@ class ProfileLeafEncoder:
 
     def encode(self, authority: X509Authority, fields: LeafFields, public_key: CertPublicKey) -> bytes:
         """Sign one leaf from its cached profile (built and checked on first use)."""
-        # By identity: the authority lives until rotation and _leaf_names returns the same objects per entry.
-        key = Identity(authority, fields.subject, fields.san)
+        # By identity: the authority lives until rotation and leaf subjects are shared (_leaf_names).
+        key = Identity(authority, fields.subject)
         profile = self._profiles.get(key)
         if profile is not None:
+            validate_leaf_san(fields.san.get_values_for_type(x509.UniformResourceIdentifier),
+                              critical=profile.san_critical, empty_subject=len(fields.subject) == 0)
             return _sign_leaf(authority, profile, fields, public_key)
         profile = LeafProfile.build(issuer=fields.issuer, ca_key=authority.key, subject=fields.subject,
                                     extensions=fields.extensions(public_key))
@@ -180,7 +183,7 @@ class ProfileLeafEncoder:
 
 def _sign_leaf(authority: X509Authority, profile: LeafProfile, fields: LeafFields, public_key: CertPublicKey) -> bytes:
     tbs = profile.tbs(serial=fields.serial, not_before=fields.not_before, not_after=fields.not_after,
-                      public_key=public_key)
+                      public_key=public_key, san=fields.san)
     return profile.certificate(tbs, _sign_bytes(authority.key, tbs))
 
 

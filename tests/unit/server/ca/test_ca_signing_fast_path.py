@@ -63,6 +63,37 @@ def test_an_encoder_refuses_a_non_conformant_signed_leaf(
         encoder().encode(CA_AUTHORITY, fields, LEAF_KEY.public_key())
 
 
+@pytest.mark.parametrize(("san", "message"), [
+    (x509.SubjectAlternativeName([x509.DNSName("web.example")]), "exactly one uri san, found 0"),  # X5-01
+    (x509.SubjectAlternativeName([x509.UniformResourceIdentifier("spiffe://example.org/a"),
+                                  x509.UniformResourceIdentifier("spiffe://example.org/b")]),
+     "exactly one uri san, found 2"),  # X5-02
+    (x509.SubjectAlternativeName([x509.UniformResourceIdentifier("spiffe://example.org")]),
+     "must have a non-root path"),  # X5-03
+    (x509.SubjectAlternativeName([x509.UniformResourceIdentifier("https://example.org/web")]),
+     "not a valid spiffe id"),
+])
+def test_a_memoised_profile_still_checks_every_leafs_san(san: x509.SubjectAlternativeName, message: str) -> None:
+    """The SAN is per leaf: a good first leaf does not let a later bad SAN through the shared profile."""
+    encoder = ProfileLeafEncoder()
+    good = _fields()
+    encoder.encode(CA_AUTHORITY, good, LEAF_KEY.public_key())
+    with pytest.raises(InvalidX509SvidError, match=message):
+        encoder.encode(CA_AUTHORITY, dataclasses.replace(good, san=san), LEAF_KEY.public_key())
+
+
+def test_one_profile_signs_leaves_for_many_entries() -> None:
+    """Leaves of different entries under one CA and subject: each carries its own SPIFFE ID and passes the profile."""
+    encoder = ProfileLeafEncoder()
+    for name in ("web", "db", "queue"):
+        sid = SpiffeId.parse(f"spiffe://example.org/{name}")
+        fields = leaf_fields(X509SvidParams(spiffe_id=sid, public_key=LEAF_KEY.public_key()), policy=SvidPolicy(),
+                             issuer=CA_AUTHORITY.cert, now=NOW)
+        leaf = x509.load_der_x509_certificate(encoder.encode(CA_AUTHORITY, fields, LEAF_KEY.public_key()))
+        leaf.verify_directly_issued_by(CA_AUTHORITY.cert)
+        assert validate_leaf_profile(leaf) == sid
+
+
 def test_the_profile_encoder_checks_each_profile_again_after_a_refusal() -> None:
     """A refused profile is not memoised: the same bad fields are refused every time."""
     encoder = ProfileLeafEncoder()

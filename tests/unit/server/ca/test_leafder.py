@@ -14,9 +14,10 @@ from cryptography import x509
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from spiffe_py._der import der_integer, der_oid, tlv
 from spiffe_py.spiffeid import SpiffeId, TrustDomain
 from spiffe_server.ca.keys import KeyType, generate_key
-from spiffe_server.ca.leafder import LeafProfile, der_integer, der_oid, der_time, spki_and_key_id, tlv
+from spiffe_server.ca.leafder import LeafProfile, der_time, spki_and_key_id
 from spiffe_server.ca.signer import (
     BuilderLeafEncoder,
     LeafEncoder,
@@ -64,7 +65,7 @@ def test_tbs_is_byte_identical_to_certificate_builder(ca_kind: KeyType, leaf: in
     profile = LeafProfile.build(issuer=fields.issuer, ca_key=ca.key, subject=fields.subject,
                                 extensions=fields.extensions(public_key))
     ours = profile.tbs(serial=serial, not_before=fields.not_before, not_after=fields.not_after,
-                       public_key=public_key)
+                       public_key=public_key, san=fields.san)
     reference = _tbs(BuilderLeafEncoder(), ca, fields, public_key)
     assert ours == reference
     assert _tbs(ProfileLeafEncoder(), ca, fields, public_key) == reference
@@ -126,7 +127,7 @@ def test_key_id_is_rfc5280_method_1_for_every_key_type() -> None:
         assert key_id == x509.SubjectKeyIdentifier.from_public_key(key.public_key()).digest
 
 
-def test_profile_needs_exactly_one_ski() -> None:
+def test_profile_needs_exactly_one_ski_and_one_san() -> None:
     ca = CAS[KeyType.EC_P256]
     fields = leaf_fields(X509SvidParams(spiffe_id=SpiffeId.parse("spiffe://example.org/w"),
                                         public_key=LEAF_KEYS[0].public_key()),
@@ -135,4 +136,8 @@ def test_profile_needs_exactly_one_ski() -> None:
     for wrong in ([e for e in extensions if not isinstance(e.value, x509.SubjectKeyIdentifier)],
                   [*extensions, extensions[4]]):
         with pytest.raises(ValueError, match="exactly one non-critical subject key identifier"):
+            LeafProfile.build(issuer=fields.issuer, ca_key=ca.key, subject=fields.subject, extensions=wrong)
+    for wrong in ([e for e in extensions if not isinstance(e.value, x509.SubjectAlternativeName)],
+                  [*extensions, extensions[3]]):
+        with pytest.raises(ValueError, match="exactly one subject alternative name"):
             LeafProfile.build(issuer=fields.issuer, ca_key=ca.key, subject=fields.subject, extensions=wrong)
