@@ -198,13 +198,11 @@ class SpiffeId:
         rest = text[len(SCHEME_PREFIX) :]
         _reject_query_or_fragment(rest, text)
         name, slash, path = rest.partition("/")
-        problem = _trust_domain_problem(name)
-        if problem is not None:
-            raise InvalidTrustDomainError(problem, _shown(text))
-        problem = _path_problem(slash + path)
-        if problem is not None:
-            raise InvalidSpiffeIdError(problem, _shown(text))
-        return cls(TrustDomain(name), slash + path)
+        # The constructors validate; their errors are re-raised naming the whole text.
+        try:
+            return cls(TrustDomain(name), slash + path)
+        except InvalidSpiffeIdError as err:
+            raise type(err)(err.reason, _shown(text)) from None
 
     @classmethod
     def from_path(cls, trust_domain: TrustDomain, path: str) -> SpiffeId:
