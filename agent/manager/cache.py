@@ -103,6 +103,7 @@ class SyncUpdate:
     """One SyncAuthorized message in domain form."""
 
     full: bool
+    full_messages: int = 0  # on a full update: the messages of its snapshot, this one included (0: unknown)
     entries: tuple[Entry, ...] = ()
     removed_entry_ids: tuple[str, ...] = ()
     bundle: SpiffeBundle | None = None

@@ -9,7 +9,9 @@ Everything here handles server input, so it is validated and bounded::
 from __future__ import annotations
 
 import base64
+import functools
 import json
+from collections.abc import Sequence
 from datetime import timedelta
 
 from cryptography import x509
@@ -95,6 +97,7 @@ def sync_update_from_proto(msg: agent_pb2.SyncAuthorizedResponse) -> SyncUpdate:
     has_bundle = msg.HasField("bundle")
     return SyncUpdate(
         full=msg.full,
+        full_messages=max(0, msg.full_messages) if msg.full else 0,
         entries=tuple(entry_from_proto(e) for e in msg.entries),
         removed_entry_ids=tuple(msg.removed_entry_ids),
         bundle=bundle_from_proto(msg.bundle) if has_bundle else None,
@@ -119,45 +122,60 @@ def jws_key_id(token: str) -> str:
     return kid if isinstance(kid, str) else ""
 
 
-def authority_ids(chain: tuple[x509.Certificate, ...]) -> frozenset[str]:
-    """Key ids of the CAs that issued ``chain`` (leaf AKI, intermediates' SKI and AKI)."""
+def _key_ids(cert: x509.Certificate, *kinds: type[x509.AuthorityKeyIdentifier | x509.SubjectKeyIdentifier],
+             ) -> set[str]:
+    """The lowercase hex key ids of ``cert``'s extensions of ``kinds`` (AKI: its issuer's; SKI: its own)."""
     ids: set[str] = set()
-    for i, cert in enumerate(chain):
-        kinds: list[type[x509.ExtensionType]] = [x509.AuthorityKeyIdentifier]
-        if i > 0:
-            kinds.append(x509.SubjectKeyIdentifier)
-        for kind in kinds:
-            try:
-                value = cert.extensions.get_extension_for_class(kind).value
-            except x509.ExtensionNotFound:
-                continue
-            key_id = getattr(value, "key_identifier", None) or getattr(value, "digest", None)
-            if key_id:
-                ids.add(key_id.hex())
+    for kind in kinds:
+        try:
+            value = cert.extensions.get_extension_for_class(kind).value
+        except x509.ExtensionNotFound:
+            continue
+        key_id = value.digest if isinstance(value, x509.SubjectKeyIdentifier) else value.key_identifier
+        if key_id:
+            ids.add(key_id.hex())
+    return ids
+
+
+@functools.lru_cache(maxsize=16)
+def _above_leaf_ids(chain_der: tuple[bytes, ...]) -> frozenset[str]:
+    """Key ids (SKI and AKI) of the CA certificates above a leaf: parsed once, as every SVID of one CA shares them."""
+    ids: set[str] = set()
+    for der in chain_der:
+        ids |= _key_ids(_load(der), x509.AuthorityKeyIdentifier, x509.SubjectKeyIdentifier)
     return frozenset(ids)
 
 
-def load_chain(chain_der: list[bytes] | tuple[bytes, ...]) -> tuple[x509.Certificate, ...]:
-    """Parse a DER chain (leaf first) from the server."""
+def _checked_size(chain_der: Sequence[bytes]) -> None:
     if not chain_der or len(chain_der) > MAX_CHAIN_CERTS:
         raise ServerResponseError("svid: server sent an empty or oversized certificate chain")
+
+
+def _load(der: bytes) -> x509.Certificate:
     try:
-        return tuple(x509.load_der_x509_certificate(d) for d in chain_der)
+        return x509.load_der_x509_certificate(der)
     except ValueError as err:
         raise ServerResponseError("svid: server sent a malformed certificate") from err
 
 
-def _uri_sans(cert: x509.Certificate) -> list[str]:
+def load_chain(chain_der: Sequence[bytes]) -> tuple[x509.Certificate, ...]:
+    """Parse a DER chain (leaf first) from the server."""
+    _checked_size(chain_der)
+    return tuple(_load(d) for d in chain_der)
+
+
+def _sans(cert: x509.Certificate) -> tuple[list[str], list[str]]:
+    """The certificate's URI and DNS SANs."""
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
-        return []
-    return san.get_values_for_type(x509.UniformResourceIdentifier)
+        return [], []
+    return san.get_values_for_type(x509.UniformResourceIdentifier), san.get_values_for_type(x509.DNSName)
 
 
 def leaf_spiffe_id(cert: x509.Certificate) -> SpiffeId:
     """The single URI SAN of a certificate as a SPIFFE ID."""
-    uris = _uri_sans(cert)
+    uris, _ = _sans(cert)
     if len(uris) != 1:
         raise ServerResponseError(f"svid: certificate must carry exactly one uri san: {uris!r}")
     try:
@@ -166,20 +184,13 @@ def leaf_spiffe_id(cert: x509.Certificate) -> SpiffeId:
         raise ServerResponseError("svid: certificate has no valid spiffe id") from err
 
 
-def names_spiffe_id(cert: x509.Certificate, spiffe_id: SpiffeId) -> bool:
-    """True when ``spiffe_id`` is the certificate's only URI SAN.
-
-    The same check as ``leaf_spiffe_id(cert) == spiffe_id`` without parsing: a SPIFFE ID parses
-    only from its one canonical spelling, so the SAN names it exactly when it is ``str(spiffe_id)``.
-    """
-    return _uri_sans(cert) == [str(spiffe_id)]
-
-
-def issued_svid(entry: Entry, chain_der: list[bytes], key: ec.EllipticCurvePrivateKey) -> IssuedSvid:
+def issued_svid(entry: Entry, chain_der: Sequence[bytes], key: ec.EllipticCurvePrivateKey) -> IssuedSvid:
     """Build an IssuedSvid after checking the leaf names the entry's ID and holds our key."""
-    chain = load_chain(chain_der)
-    leaf = chain[0]
-    if not names_spiffe_id(leaf, entry.spiffe_id):
+    _checked_size(chain_der)
+    leaf = _load(chain_der[0])
+    uris, dns_names = _sans(leaf)
+    # A SPIFFE ID parses only from its one canonical spelling: the SAN names it exactly when it is str(spiffe_id).
+    if uris != [str(entry.spiffe_id)]:
         raise ServerResponseError(f"svid: server issued the wrong spiffe id for entry {entry.id!r}")
     if leaf.public_key() != key.public_key():
         raise ServerResponseError(f"svid: issued certificate does not match our key for entry {entry.id!r}")
@@ -194,15 +205,7 @@ def issued_svid(entry: Entry, chain_der: list[bytes], key: ec.EllipticCurvePriva
         not_before=leaf.not_valid_before_utc,
         not_after=leaf.not_valid_after_utc,
         serial=leaf.serial_number,
-        authority_ids=authority_ids(chain),
-        dns_names=_dns_names(leaf),
+        authority_ids=frozenset(_key_ids(leaf, x509.AuthorityKeyIdentifier)) | _above_leaf_ids(tuple(chain_der[1:])),
+        dns_names=tuple(dns_names),
         entry_version=entry.version,
     )
-
-
-def _dns_names(leaf: x509.Certificate) -> tuple[str, ...]:
-    try:
-        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return ()
-    return tuple(san.get_values_for_type(x509.DNSName))

@@ -27,6 +27,19 @@ SYNC_QUIET = 0.2  # seconds without a sync message that end a burst
 MAX_SYNC_BATCH = 10_000
 
 
+async def _rest_of_snapshot(queue: asyncio.Queue[SyncUpdate | None], count: int) -> list[SyncUpdate | None]:
+    """The messages after a full one that complete its snapshot: the ``count - 1`` the server counted,
+    or (``count`` 0: an older server) those arriving before SYNC_QUIET passes without one. None ends the stream."""
+    rest: list[SyncUpdate | None] = []
+    limit = min(count, MAX_SYNC_BATCH) if count else MAX_SYNC_BATCH
+    while len(rest) + 1 < limit and (not rest or rest[-1] is not None):
+        try:
+            rest.append(await (queue.get() if count else asyncio.wait_for(queue.get(), SYNC_QUIET)))
+        except TimeoutError:
+            break
+    return rest
+
+
 class SyncLoop:
     """Keeps ``cache`` in step with the server; ``on_change`` runs when the cache changed."""
 
@@ -75,16 +88,13 @@ class SyncLoop:
         reader = asyncio.create_task(self._read(client, queue))
         try:
             while True:
-                batch = [await queue.get()]
+                first = await queue.get()
+                batch = [first]
                 # a paged full sync arrives as a burst: apply the burst as one batch so
                 # workloads never see (and SVIDs are never dropped for) a half-applied state.
                 # Changes (full=False) are additive and applied at once: a revocation must not wait.
-                first = batch[0]
-                while first is not None and first.full and batch[-1] is not None and len(batch) < MAX_SYNC_BATCH:
-                    try:
-                        batch.append(await asyncio.wait_for(queue.get(), SYNC_QUIET))
-                    except TimeoutError:
-                        break
+                if first is not None and first.full:
+                    batch += await _rest_of_snapshot(queue, first.full_messages)
                 self._apply([u for u in batch if u is not None])
                 if batch[-1] is None:
                     await reader  # re-raises why the stream ended

@@ -97,6 +97,8 @@ class SyncState:
         messages = [first]
         _paged(messages, "entries", upserts, page_size)
         _paged(messages, "revocations", added, MAX_REVOCATIONS_PER_MESSAGE)
+        if full:
+            first.full_messages = len(messages)
         return messages
 
 

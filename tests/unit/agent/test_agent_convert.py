@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import cast
 
 import pytest
 from cryptography import x509
@@ -16,7 +17,6 @@ from spiffe_agent.manager.convert import (
     entry_from_proto,
     issued_svid,
     jws_key_id,
-    names_spiffe_id,
     sync_update_from_proto,
 )
 from spiffe_agent.manager.identity import build_csr, display_id
@@ -117,7 +117,6 @@ def test_issued_svid_needs_the_entry_id_as_its_only_uri_san(uris: list[str]) -> 
     entry = Entry(id="e1", spiffe_id=SID, selectors=frozenset({Selector("unix", "uid:1")}))
     issued = CA.create("example.org", now=NOW).child_ca().issue_svid(str(SID), key=key, uris=uris)
     chain = [c.public_bytes(Encoding.DER) for c in issued.chain]
-    assert not names_spiffe_id(issued.chain[0], SID)
     with pytest.raises(ServerResponseError, match="wrong spiffe id"):
         issued_svid(entry, chain, key)
 
@@ -175,6 +174,15 @@ def test_issued_svid_records_serial_and_issuing_authorities() -> None:
     mid_ski = mid.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest.hex()
     assert svid.serial == issued.leaf.serial_number
     assert mid_ski in svid.authority_ids
+    def ids(cert: x509.Certificate) -> set[str]:
+        exts = cert.extensions
+        return {exts.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest.hex(),
+                cast(bytes, exts.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier).hex()}
+    leaf_aki = issued.leaf.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
+    expected = {cast(bytes, leaf_aki).hex()}.union(*(ids(c) for c in issued.chain[1:]))
+    assert svid.authority_ids == expected  # the leaf's issuer, and every CA above it by its own and its issuer's id
+    again = issued_svid(entry, [c.public_bytes(Encoding.DER) for c in issued.chain], key)
+    assert again.authority_ids == expected  # the CA part is memoised per chain: the same answer
 
 
 def test_entry_ttl_in_force_and_svid_names_are_kept_for_re_evaluation() -> None:

@@ -129,6 +129,11 @@ def test_sync_pages_large_entry_sets() -> None:
     messages = SyncState().plan(entries, types_pb2.Bundle(), [], page_size=500)
     assert [len(m.entries) for m in messages] == [500, 500, 201]
     assert [m.full for m in messages] == [True, False, False]
+    assert [m.full_messages for m in messages] == [3, 0, 0]  # the agent applies the snapshot on the third
+    more = {**entries, **{f"f{i:04}": _pb(f"f{i:04}") for i in range(600)}}
+    state = SyncState()
+    state.plan(entries, types_pb2.Bundle(), [], page_size=500)
+    assert [m.full_messages for m in state.plan(more, types_pb2.Bundle(), [], page_size=500)] == [0, 0]
 
 
 JWT = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl"

@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from spiffe_py._proto.spiffepy.server.v1 import types_pb2 as spiffepy_dot_server_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _POOL.AddSerializedFile(b'\n\x1espiffepy/server/v1/agent.proto\x12\x12spiffepy.server.v1\x1a\x1espiffepy/server/v1/types.proto\"F\n\x0c\x41ttestParams\x12\x18\n\x10\x61ttestation_type\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x0b\n\x03\x63sr\x18\x03 \x01(\x0c\"n\n\x12\x41ttestAgentRequest\x12\x32\n\x06params\x18\x01 \x01(\x0b\x32 .spiffepy.server.v1.AttestParamsH\x00\x12\x1c\n\x12\x63hallenge_response\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04step\"w\n\x0c\x41ttestResult\x12\x11\n\tspiffe_id\x18\x01 \x01(\t\x12\x12\n\nsvid_chain\x18\x02 \x03(\x0c\x12\x14\n\x0c\x63\x61n_reattest\x18\x03 \x01(\x08\x12*\n\x06\x62undle\x18\x04 \x01(\x0b\x32\x1a.spiffepy.server.v1.Bundle\"f\n\x13\x41ttestAgentResponse\x12\x13\n\tchallenge\x18\x01 \x01(\x0cH\x00\x12\x32\n\x06result\x18\x02 \x01(\x0b\x32 .spiffepy.server.v1.AttestResultH\x00\x42\x06\n\x04step\" \n\x11RenewAgentRequest\x12\x0b\n\x03\x63sr\x18\x01 \x01(\x0c\"(\n\x12RenewAgentResponse\x12\x12\n\nsvid_chain\x18\x01 \x03(\x0c\"\x17\n\x15SyncAuthorizedRequest\"\xce\x02\n\x16SyncAuthorizedResponse\x12\x0c\n\x04\x66ull\x18\x01 \x01(\x08\x12*\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x19.spiffepy.server.v1.Entry\x12\x19\n\x11removed_entry_ids\x18\x03 \x03(\t\x12*\n\x06\x62undle\x18\x04 \x01(\x0b\x32\x1a.spiffepy.server.v1.Bundle\x12\x35\n\x11\x66\x65\x64\x65rated_bundles\x18\x05 \x03(\x0b\x32\x1a.spiffepy.server.v1.Bundle\x12\x33\n\x0brevocations\x18\x06 \x03(\x0b\x32\x1e.spiffepy.server.v1.Revocation\x12(\n\x04\x63rls\x18\x07 \x01(\x0b\x32\x1a.spiffepy.server.v1.CrlSet\x12\x1d\n\x15\x66\x65\x64\x65rated_bundles_set\x18\x08 \x01(\x08\"\x16\n\x06\x43rlSet\x12\x0c\n\x04\x63rls\x18\x01 \x03(\x0c\"I\n\x10RevokeOwnRequest\x12\x14\n\x0cx509_serials\x18\x01 \x03(\t\x12\x0f\n\x07jwt_ids\x18\x02 \x03(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"$\n\x11RevokeOwnResponse\x12\x0f\n\x07revoked\x18\x01 \x01(\x05\"&\n\x13\x46orwardAuditRequest\x12\x0f\n\x07records\x18\x01 \x03(\t\"(\n\x14\x46orwardAuditResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x03\"8\n\x14QuarantineOwnRequest\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"(\n\x15QuarantineOwnResponse\x12\x0f\n\x07revoked\x18\x01 \x01(\x05\"2\n\x11NewX509SVIDParams\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\x12\x0b\n\x03\x63sr\x18\x02 \x01(\x0c\"P\n\x17\x42\x61tchNewX509SVIDRequest\x12\x35\n\x06params\x18\x01 \x03(\x0b\x32%.spiffepy.server.v1.NewX509SVIDParams\"c\n\x0eX509SVIDResult\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\x12\x13\n\x0bstatus_code\x18\x02 \x01(\x05\x12\x16\n\x0estatus_message\x18\x03 \x01(\t\x12\x12\n\ncert_chain\x18\x04 \x03(\x0c\"O\n\x18\x42\x61tchNewX509SVIDResponse\x12\x33\n\x07results\x18\x01 \x03(\x0b\x32\".spiffepy.server.v1.X509SVIDResult\"\xac\x01\n\x11NewJWTSVIDRequest\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\x12\x10\n\x08\x61udience\x18\x02 \x03(\t\x12\x43\n\x07\x63ontext\x18\x03 \x03(\x0b\x32\x32.spiffepy.server.v1.NewJWTSVIDRequest.ContextEntry\x1a.\n\x0c\x43ontextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"W\n\x12NewJWTSVIDResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12\x12\n\nexpires_at\x18\x02 \x01(\x03\x12\x11\n\tissued_at\x18\x03 \x01(\x03\x12\x0b\n\x03jti\x18\x04 \x01(\t2\xa5\x06\n\x08\x41gentAPI\x12\x62\n\x0b\x41ttestAgent\x12&.spiffepy.server.v1.AttestAgentRequest\x1a\'.spiffepy.server.v1.AttestAgentResponse(\x01\x30\x01\x12[\n\nRenewAgent\x12%.spiffepy.server.v1.RenewAgentRequest\x1a&.spiffepy.server.v1.RenewAgentResponse\x12i\n\x0eSyncAuthorized\x12).spiffepy.server.v1.SyncAuthorizedRequest\x1a*.spiffepy.server.v1.SyncAuthorizedResponse0\x01\x12m\n\x10\x42\x61tchNewX509SVID\x12+.spiffepy.server.v1.BatchNewX509SVIDRequest\x1a,.spiffepy.server.v1.BatchNewX509SVIDResponse\x12[\n\nNewJWTSVID\x12%.spiffepy.server.v1.NewJWTSVIDRequest\x1a&.spiffepy.server.v1.NewJWTSVIDResponse\x12X\n\tRevokeOwn\x12$.spiffepy.server.v1.RevokeOwnRequest\x1a%.spiffepy.server.v1.RevokeOwnResponse\x12\x61\n\x0c\x46orwardAudit\x12\'.spiffepy.server.v1.ForwardAuditRequest\x1a(.spiffepy.server.v1.ForwardAuditResponse\x12\x64\n\rQuarantineOwn\x12(.spiffepy.server.v1.QuarantineOwnRequest\x1a).spiffepy.server.v1.QuarantineOwnResponseb\x06proto3')
+DESCRIPTOR = _POOL.AddSerializedFile(b'\n\x1espiffepy/server/v1/agent.proto\x12\x12spiffepy.server.v1\x1a\x1espiffepy/server/v1/types.proto\"F\n\x0c\x41ttestParams\x12\x18\n\x10\x61ttestation_type\x18\x01 \x01(\t\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\x12\x0b\n\x03\x63sr\x18\x03 \x01(\x0c\"n\n\x12\x41ttestAgentRequest\x12\x32\n\x06params\x18\x01 \x01(\x0b\x32 .spiffepy.server.v1.AttestParamsH\x00\x12\x1c\n\x12\x63hallenge_response\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04step\"w\n\x0c\x41ttestResult\x12\x11\n\tspiffe_id\x18\x01 \x01(\t\x12\x12\n\nsvid_chain\x18\x02 \x03(\x0c\x12\x14\n\x0c\x63\x61n_reattest\x18\x03 \x01(\x08\x12*\n\x06\x62undle\x18\x04 \x01(\x0b\x32\x1a.spiffepy.server.v1.Bundle\"f\n\x13\x41ttestAgentResponse\x12\x13\n\tchallenge\x18\x01 \x01(\x0cH\x00\x12\x32\n\x06result\x18\x02 \x01(\x0b\x32 .spiffepy.server.v1.AttestResultH\x00\x42\x06\n\x04step\" \n\x11RenewAgentRequest\x12\x0b\n\x03\x63sr\x18\x01 \x01(\x0c\"(\n\x12RenewAgentResponse\x12\x12\n\nsvid_chain\x18\x01 \x03(\x0c\"\x17\n\x15SyncAuthorizedRequest\"\xe5\x02\n\x16SyncAuthorizedResponse\x12\x0c\n\x04\x66ull\x18\x01 \x01(\x08\x12*\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x19.spiffepy.server.v1.Entry\x12\x19\n\x11removed_entry_ids\x18\x03 \x03(\t\x12*\n\x06\x62undle\x18\x04 \x01(\x0b\x32\x1a.spiffepy.server.v1.Bundle\x12\x35\n\x11\x66\x65\x64\x65rated_bundles\x18\x05 \x03(\x0b\x32\x1a.spiffepy.server.v1.Bundle\x12\x33\n\x0brevocations\x18\x06 \x03(\x0b\x32\x1e.spiffepy.server.v1.Revocation\x12(\n\x04\x63rls\x18\x07 \x01(\x0b\x32\x1a.spiffepy.server.v1.CrlSet\x12\x1d\n\x15\x66\x65\x64\x65rated_bundles_set\x18\x08 \x01(\x08\x12\x15\n\rfull_messages\x18\t \x01(\x05\"\x16\n\x06\x43rlSet\x12\x0c\n\x04\x63rls\x18\x01 \x03(\x0c\"I\n\x10RevokeOwnRequest\x12\x14\n\x0cx509_serials\x18\x01 \x03(\t\x12\x0f\n\x07jwt_ids\x18\x02 \x03(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"$\n\x11RevokeOwnResponse\x12\x0f\n\x07revoked\x18\x01 \x01(\x05\"&\n\x13\x46orwardAuditRequest\x12\x0f\n\x07records\x18\x01 \x03(\t\"(\n\x14\x46orwardAuditResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x03\"8\n\x14QuarantineOwnRequest\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"(\n\x15QuarantineOwnResponse\x12\x0f\n\x07revoked\x18\x01 \x01(\x05\"2\n\x11NewX509SVIDParams\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\x12\x0b\n\x03\x63sr\x18\x02 \x01(\x0c\"P\n\x17\x42\x61tchNewX509SVIDRequest\x12\x35\n\x06params\x18\x01 \x03(\x0b\x32%.spiffepy.server.v1.NewX509SVIDParams\"c\n\x0eX509SVIDResult\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\x12\x13\n\x0bstatus_code\x18\x02 \x01(\x05\x12\x16\n\x0estatus_message\x18\x03 \x01(\t\x12\x12\n\ncert_chain\x18\x04 \x03(\x0c\"O\n\x18\x42\x61tchNewX509SVIDResponse\x12\x33\n\x07results\x18\x01 \x03(\x0b\x32\".spiffepy.server.v1.X509SVIDResult\"\xac\x01\n\x11NewJWTSVIDRequest\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\x12\x10\n\x08\x61udience\x18\x02 \x03(\t\x12\x43\n\x07\x63ontext\x18\x03 \x03(\x0b\x32\x32.spiffepy.server.v1.NewJWTSVIDRequest.ContextEntry\x1a.\n\x0c\x43ontextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"W\n\x12NewJWTSVIDResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12\x12\n\nexpires_at\x18\x02 \x01(\x03\x12\x11\n\tissued_at\x18\x03 \x01(\x03\x12\x0b\n\x03jti\x18\x04 \x01(\t2\xa5\x06\n\x08\x41gentAPI\x12\x62\n\x0b\x41ttestAgent\x12&.spiffepy.server.v1.AttestAgentRequest\x1a\'.spiffepy.server.v1.AttestAgentResponse(\x01\x30\x01\x12[\n\nRenewAgent\x12%.spiffepy.server.v1.RenewAgentRequest\x1a&.spiffepy.server.v1.RenewAgentResponse\x12i\n\x0eSyncAuthorized\x12).spiffepy.server.v1.SyncAuthorizedRequest\x1a*.spiffepy.server.v1.SyncAuthorizedResponse0\x01\x12m\n\x10\x42\x61tchNewX509SVID\x12+.spiffepy.server.v1.BatchNewX509SVIDRequest\x1a,.spiffepy.server.v1.BatchNewX509SVIDResponse\x12[\n\nNewJWTSVID\x12%.spiffepy.server.v1.NewJWTSVIDRequest\x1a&.spiffepy.server.v1.NewJWTSVIDResponse\x12X\n\tRevokeOwn\x12$.spiffepy.server.v1.RevokeOwnRequest\x1a%.spiffepy.server.v1.RevokeOwnResponse\x12\x61\n\x0c\x46orwardAudit\x12\'.spiffepy.server.v1.ForwardAuditRequest\x1a(.spiffepy.server.v1.ForwardAuditResponse\x12\x64\n\rQuarantineOwn\x12(.spiffepy.server.v1.QuarantineOwnRequest\x1a).spiffepy.server.v1.QuarantineOwnResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -50,35 +50,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SYNCAUTHORIZEDREQUEST']._serialized_start=571
   _globals['_SYNCAUTHORIZEDREQUEST']._serialized_end=594
   _globals['_SYNCAUTHORIZEDRESPONSE']._serialized_start=597
-  _globals['_SYNCAUTHORIZEDRESPONSE']._serialized_end=931
-  _globals['_CRLSET']._serialized_start=933
-  _globals['_CRLSET']._serialized_end=955
-  _globals['_REVOKEOWNREQUEST']._serialized_start=957
-  _globals['_REVOKEOWNREQUEST']._serialized_end=1030
-  _globals['_REVOKEOWNRESPONSE']._serialized_start=1032
-  _globals['_REVOKEOWNRESPONSE']._serialized_end=1068
-  _globals['_FORWARDAUDITREQUEST']._serialized_start=1070
-  _globals['_FORWARDAUDITREQUEST']._serialized_end=1108
-  _globals['_FORWARDAUDITRESPONSE']._serialized_start=1110
-  _globals['_FORWARDAUDITRESPONSE']._serialized_end=1150
-  _globals['_QUARANTINEOWNREQUEST']._serialized_start=1152
-  _globals['_QUARANTINEOWNREQUEST']._serialized_end=1208
-  _globals['_QUARANTINEOWNRESPONSE']._serialized_start=1210
-  _globals['_QUARANTINEOWNRESPONSE']._serialized_end=1250
-  _globals['_NEWX509SVIDPARAMS']._serialized_start=1252
-  _globals['_NEWX509SVIDPARAMS']._serialized_end=1302
-  _globals['_BATCHNEWX509SVIDREQUEST']._serialized_start=1304
-  _globals['_BATCHNEWX509SVIDREQUEST']._serialized_end=1384
-  _globals['_X509SVIDRESULT']._serialized_start=1386
-  _globals['_X509SVIDRESULT']._serialized_end=1485
-  _globals['_BATCHNEWX509SVIDRESPONSE']._serialized_start=1487
-  _globals['_BATCHNEWX509SVIDRESPONSE']._serialized_end=1566
-  _globals['_NEWJWTSVIDREQUEST']._serialized_start=1569
-  _globals['_NEWJWTSVIDREQUEST']._serialized_end=1741
-  _globals['_NEWJWTSVIDREQUEST_CONTEXTENTRY']._serialized_start=1695
-  _globals['_NEWJWTSVIDREQUEST_CONTEXTENTRY']._serialized_end=1741
-  _globals['_NEWJWTSVIDRESPONSE']._serialized_start=1743
-  _globals['_NEWJWTSVIDRESPONSE']._serialized_end=1830
-  _globals['_AGENTAPI']._serialized_start=1833
-  _globals['_AGENTAPI']._serialized_end=2638
+  _globals['_SYNCAUTHORIZEDRESPONSE']._serialized_end=954
+  _globals['_CRLSET']._serialized_start=956
+  _globals['_CRLSET']._serialized_end=978
+  _globals['_REVOKEOWNREQUEST']._serialized_start=980
+  _globals['_REVOKEOWNREQUEST']._serialized_end=1053
+  _globals['_REVOKEOWNRESPONSE']._serialized_start=1055
+  _globals['_REVOKEOWNRESPONSE']._serialized_end=1091
+  _globals['_FORWARDAUDITREQUEST']._serialized_start=1093
+  _globals['_FORWARDAUDITREQUEST']._serialized_end=1131
+  _globals['_FORWARDAUDITRESPONSE']._serialized_start=1133
+  _globals['_FORWARDAUDITRESPONSE']._serialized_end=1173
+  _globals['_QUARANTINEOWNREQUEST']._serialized_start=1175
+  _globals['_QUARANTINEOWNREQUEST']._serialized_end=1231
+  _globals['_QUARANTINEOWNRESPONSE']._serialized_start=1233
+  _globals['_QUARANTINEOWNRESPONSE']._serialized_end=1273
+  _globals['_NEWX509SVIDPARAMS']._serialized_start=1275
+  _globals['_NEWX509SVIDPARAMS']._serialized_end=1325
+  _globals['_BATCHNEWX509SVIDREQUEST']._serialized_start=1327
+  _globals['_BATCHNEWX509SVIDREQUEST']._serialized_end=1407
+  _globals['_X509SVIDRESULT']._serialized_start=1409
+  _globals['_X509SVIDRESULT']._serialized_end=1508
+  _globals['_BATCHNEWX509SVIDRESPONSE']._serialized_start=1510
+  _globals['_BATCHNEWX509SVIDRESPONSE']._serialized_end=1589
+  _globals['_NEWJWTSVIDREQUEST']._serialized_start=1592
+  _globals['_NEWJWTSVIDREQUEST']._serialized_end=1764
+  _globals['_NEWJWTSVIDREQUEST_CONTEXTENTRY']._serialized_start=1718
+  _globals['_NEWJWTSVIDREQUEST_CONTEXTENTRY']._serialized_end=1764
+  _globals['_NEWJWTSVIDRESPONSE']._serialized_start=1766
+  _globals['_NEWJWTSVIDRESPONSE']._serialized_end=1853
+  _globals['_AGENTAPI']._serialized_start=1856
+  _globals['_AGENTAPI']._serialized_end=2661
 # @@protoc_insertion_point(module_scope)

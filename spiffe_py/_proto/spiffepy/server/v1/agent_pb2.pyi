@@ -62,7 +62,7 @@ class SyncAuthorizedRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class SyncAuthorizedResponse(_message.Message):
-    __slots__ = ("full", "entries", "removed_entry_ids", "bundle", "federated_bundles", "revocations", "crls", "federated_bundles_set")
+    __slots__ = ("full", "entries", "removed_entry_ids", "bundle", "federated_bundles", "revocations", "crls", "federated_bundles_set", "full_messages")
     FULL_FIELD_NUMBER: _ClassVar[int]
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     REMOVED_ENTRY_IDS_FIELD_NUMBER: _ClassVar[int]
@@ -71,6 +71,7 @@ class SyncAuthorizedResponse(_message.Message):
     REVOCATIONS_FIELD_NUMBER: _ClassVar[int]
     CRLS_FIELD_NUMBER: _ClassVar[int]
     FEDERATED_BUNDLES_SET_FIELD_NUMBER: _ClassVar[int]
+    FULL_MESSAGES_FIELD_NUMBER: _ClassVar[int]
     full: bool
     entries: _containers.RepeatedCompositeFieldContainer[_types_pb2.Entry]
     removed_entry_ids: _containers.RepeatedScalarFieldContainer[str]
@@ -79,7 +80,8 @@ class SyncAuthorizedResponse(_message.Message):
     revocations: _containers.RepeatedCompositeFieldContainer[_types_pb2.Revocation]
     crls: CrlSet
     federated_bundles_set: bool
-    def __init__(self, full: _Optional[bool] = ..., entries: _Optional[_Iterable[_Union[_types_pb2.Entry, _Mapping]]] = ..., removed_entry_ids: _Optional[_Iterable[str]] = ..., bundle: _Optional[_Union[_types_pb2.Bundle, _Mapping]] = ..., federated_bundles: _Optional[_Iterable[_Union[_types_pb2.Bundle, _Mapping]]] = ..., revocations: _Optional[_Iterable[_Union[_types_pb2.Revocation, _Mapping]]] = ..., crls: _Optional[_Union[CrlSet, _Mapping]] = ..., federated_bundles_set: _Optional[bool] = ...) -> None: ...
+    full_messages: int
+    def __init__(self, full: _Optional[bool] = ..., entries: _Optional[_Iterable[_Union[_types_pb2.Entry, _Mapping]]] = ..., removed_entry_ids: _Optional[_Iterable[str]] = ..., bundle: _Optional[_Union[_types_pb2.Bundle, _Mapping]] = ..., federated_bundles: _Optional[_Iterable[_Union[_types_pb2.Bundle, _Mapping]]] = ..., revocations: _Optional[_Iterable[_Union[_types_pb2.Revocation, _Mapping]]] = ..., crls: _Optional[_Union[CrlSet, _Mapping]] = ..., federated_bundles_set: _Optional[bool] = ..., full_messages: _Optional[int] = ...) -> None: ...
 
 class CrlSet(_message.Message):
     __slots__ = ("crls",)
