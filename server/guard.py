@@ -34,6 +34,7 @@ from cryptography import x509
 from prometheus_client import Counter
 
 from spiffe_py._policy import (
+    ALLOW_ALL,
     EMPTY_POLICY,
     QUARANTINE_REASON_LABEL,
     QUARANTINE_RULE,
@@ -115,6 +116,8 @@ def decide(policy: Policy, req: MintRequest, *, now: datetime) -> Decision:
     quarantined = quarantine_decision(req.entries)
     if quarantined is not None:
         return quarantined
+    if not policy.rules:  # nothing to evaluate: no documents to build
+        return ALLOW_ALL
     decisions = [policy.evaluate(policy_document(req, e, now=now)) for e in (req.entries or (None,))]
     denied = next((d for d in decisions if not d.allowed), None)
     if denied is not None:

@@ -128,7 +128,6 @@ class _EntryPlan:
     """What every X.509-SVID of one entry in a batch shares, worked out once per batch."""
 
     entry: RegistrationEntry
-    spiffe_id: SpiffeId
     expires_at: datetime | None
     requested_ttl: timedelta | None
 
@@ -144,8 +143,7 @@ def _plan_for(entry_id: str, allowed: Mapping[str, RegistrationEntry], plans: di
                 check_dns_names(entry.dns_names, "entry.dns_names")
             except RequestError as err:
                 raise FailedPreconditionError(f"agent: entry {entry.id!r} cannot be signed: {err}") from None
-            plan = _EntryPlan(entry=entry, spiffe_id=SpiffeId.parse(entry.spiffe_id),
-                              expires_at=entry_end(entry, now=now),
+            plan = _EntryPlan(entry=entry, expires_at=entry_end(entry, now=now),
                               requested_ttl=timedelta(seconds=entry.x509_svid_ttl) if entry.x509_svid_ttl else None)
         except SpiffeError as err:
             plan = err
@@ -452,7 +450,7 @@ class AgentService(AgentAPIBase):
             if isinstance(plan, SpiffeError):
                 continue
             allowed, ttl = gate.allows(plan.entry, plan.requested_ttl)  # a denied entry's CSRs are only verified
-            items.append(SignItem(csr=bytes(param.csr), spiffe_id=str(plan.spiffe_id), sign=allowed and bool(usable),
+            items.append(SignItem(csr=bytes(param.csr), spiffe_id=plan.entry.spiffe_id, sign=allowed and bool(usable),
                                   ttl=default_ttl if ttl is None else ttl, dns_names=tuple(plan.entry.dns_names),
                                   expires_at=plan.expires_at))
             where.append(index)
