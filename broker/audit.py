@@ -54,7 +54,15 @@ _HOOKS = ForwardHooks(forwarded=metrics.AUDIT_FORWARDED.inc, failed=lambda _: me
 
 
 class ForwardCallError(SpiffeError):
-    """A ForwardAudit call failed (refused by the server, or the server was unreachable); retried with backoff."""
+    """A ForwardAudit call failed (refused by the server, or the server was unreachable); retried with backoff.
+
+    ``status`` is the gRPC status name (UNAVAILABLE when unreachable): the forwarder retries a refusal
+    (PERMISSION_DENIED, UNAUTHENTICATED) only rarely.
+    """
+
+    def __init__(self, message: str, status: str = "UNAVAILABLE") -> None:
+        self.status = status
+        super().__init__(message)
 
 
 class BrokerAudit:
@@ -133,7 +141,7 @@ class ServerAuditClient:
             response = await AgentAPIStub(self._channel).ForwardAudit(request, timeout=CALL_TIMEOUT)
         except GRPCError as err:
             raise ForwardCallError(f"audit: the server refused ForwardAudit: {err.status.name}: "
-                                   f"{err.message}") from None
+                                   f"{err.message}", err.status.name) from None
         except (OSError, StreamTerminatedError, ProtocolError) as err:  # TLS, refused, timed out
             self.close()
             raise ForwardCallError(f"audit: server {self.address} unreachable: {type(err).__name__}: "
