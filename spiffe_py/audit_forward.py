@@ -2,7 +2,10 @@
 
 The records on disk are sent in batches with the server's ``AgentAPI.ForwardAudit``, from the
 last acknowledged byte offset of the trail, kept in a position file; so nothing is lost across
-server outages or restarts (the server skips records it already has). Only fsynced records
+server outages or restarts (the server skips records it already has). A permanent refusal
+(:data:`REFUSED_STATUSES`: the caller is not allowed to forward) is logged once at ERROR and
+retried every :data:`REFUSED_RETRY` only, as each refused call is a deny record in the server's
+central chain; other failures are retried with exponential backoff. Only fsynced records
 leave: after a power loss the server must never hold a record the local chain lost. The call
 itself is injected (a :data:`Send`), and so are the metrics (:class:`ForwardHooks`)::
 
@@ -32,6 +35,10 @@ MAX_BATCH = 500  # records per ForwardAudit call (the server accepts up to 1000)
 MAX_BATCH_BYTES = 2 * 1024 * 1024
 FIRST_BACKOFF = 1.0  # seconds after the first failed call, doubling up to MAX_BACKOFF
 MAX_BACKOFF = 30.0
+# the server refuses the caller itself (not in [audit] forwarders, evicted, SVID revoked): no retry
+# can succeed until an operator acts, and each one adds a deny record to the server's chain
+REFUSED_STATUSES = frozenset({"PERMISSION_DENIED", "UNAUTHENTICATED"})
+REFUSED_RETRY = 600.0  # seconds between calls while refused
 IDLE_POLL = 5.0
 BATCH_WINDOW = 0.05
 # while records keep coming, one ForwardAudit per this many seconds (unless a batch is full): per-RPC
@@ -39,7 +46,9 @@ BATCH_WINDOW = 0.05
 FORWARD_INTERVAL = 0.5
 
 Send = Callable[[list[str]], Awaitable[object]]
-"""Sends canonical JSON records (chain order) to the server; raises SpiffeError or OSError on failure."""
+"""Sends canonical JSON records (chain order) to the server; raises SpiffeError or OSError on failure.
+
+A failed call's error carries the gRPC status name in ``status`` (e.g. ``"PERMISSION_DENIED"``)."""
 
 
 def _nothing(_: object) -> None:
@@ -64,6 +73,20 @@ def split_batch(data: bytes, offset: int) -> tuple[list[str], int]:
         lines.append(raw.decode().rstrip("\n"))
         end += len(raw)
     return lines, end
+
+
+def _log_refusal(status: str, err: Exception, *, first: bool) -> None:
+    if not first:
+        log.debug("audit: still refused (%s), retrying in %.0fs: %s", status, REFUSED_RETRY, err)
+        return
+    log.error(
+        "audit: the server refuses to take this audit trail (%s): a workload such as the broker must be listed "
+        "in the server's [audit] forwarders, an agent must be attested again (evicted, or its SVID revoked); "
+        "the records stay on disk, retried every %.0fs: %s",
+        status,
+        REFUSED_RETRY,
+        err,
+    )
 
 
 class TrailForwarder:
@@ -131,20 +154,32 @@ class TrailForwarder:
     async def forward_forever(self, connect: Callable[[], Awaitable[Send]]) -> None:
         """Forward until cancelled, retrying with exponential backoff while the server is unreachable.
 
-        ``connect()`` gives the :data:`Send` of each round; it may wait (e.g. until the agent is attested).
+        While the server refuses the caller (:data:`REFUSED_STATUSES`) it retries every
+        :data:`REFUSED_RETRY` only, until a call succeeds. ``connect()`` gives the :data:`Send` of
+        each round; it may wait (e.g. until the agent is attested).
         """
         backoff = FIRST_BACKOFF
+        refused = False  # logged at ERROR once; cleared by the next successful call
         while True:
             self._wake.clear()  # before reading, so a record appended meanwhile wakes the next round
             try:
                 sent = await self.forward_once(await connect())
-                backoff = FIRST_BACKOFF
             except (SpiffeError, OSError) as err:
                 self._hooks.failed(err)
+                status = getattr(err, "status", None)
+                if status in REFUSED_STATUSES:
+                    _log_refusal(status, err, first=not refused)
+                    refused = True
+                    await asyncio.sleep(REFUSED_RETRY)
+                    continue
                 log.warning("audit: forwarding failed, retrying in %.0fs: %s", backoff, err)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
                 continue
+            backoff = FIRST_BACKOFF
+            if refused:
+                refused = False
+                log.info("audit: the server takes the audit trail again; forwarding resumed")
             if sent == 0:
                 # woken by the next append, or polls anyway (another process may not wake us)
                 with contextlib.suppress(TimeoutError):
