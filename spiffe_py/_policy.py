@@ -25,13 +25,17 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
-
-import cel
+from typing import TYPE_CHECKING, Any
 
 from spiffe_py.clock import Clock
 from spiffe_py.errors import SpiffeError
 from spiffe_py.selectors import Selector
+
+# At run time ``cel`` is imported where a policy is compiled or evaluated: ``import cel`` also
+# loads the package's own REPL (typer, rich, prompt_toolkit), about 0.25 s at every start of a
+# process that has no policy.
+if TYPE_CHECKING:
+    import cel
 
 MAX_POLICY_BYTES = 1 << 20
 MAX_RULES = 1000
@@ -117,6 +121,8 @@ class Policy:
         """Decide one request; evaluation errors and non-boolean results deny."""
         if not self.rules:
             return ALLOW_ALL
+        import cel
+
         context = cel.Context(_project(document, self._uses))
         best: Rule | None = None
         best_ttl = timedelta.max
@@ -230,6 +236,8 @@ def _rule_lines(text: str) -> list[_RuleLines]:
 
 def _compile(expression: str, *, source: str, line: int | None, name: str) -> cel.Program:
     try:
+        import cel
+
         return cel.compile(expression)
     except ValueError as err:
         message = str(err)

@@ -20,8 +20,8 @@ from typing import TypeVar
 
 from spiffe_agent.errors import NotReadyError
 from spiffe_agent.manager.client import ServerCallError, ServerClient
+from spiffe_py._backoff import Backoff
 from spiffe_py.spiffeid import TrustDomain
-from spiffe_py.workloadapi._backoff import Backoff
 
 log = logging.getLogger(__name__)
 

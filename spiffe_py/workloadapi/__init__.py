@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from spiffe_py._backoff import Backoff, is_retryable
 from spiffe_py.workloadapi._address import (
     ENDPOINT_ENV,
     Endpoint,
@@ -17,7 +18,6 @@ from spiffe_py.workloadapi._address import (
     endpoint_from_env,
     parse_endpoint,
 )
-from spiffe_py.workloadapi._backoff import Backoff, is_retryable
 from spiffe_py.workloadapi._client import HEADER, AsyncWorkloadApiClient, Watch, WorkloadApiClient
 from spiffe_py.workloadapi._convert import InvalidResponseError, X509BundlesUpdate, X509Context
 from spiffe_py.workloadapi._revocations import RevocationState, watch_revocations

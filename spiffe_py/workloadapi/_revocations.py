@@ -21,8 +21,8 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from spiffe_py._backoff import Backoff, RetryState
 from spiffe_py._proto.spiffepy.agent.v1 import revocations_pb2 as pb
-from spiffe_py.workloadapi._backoff import Backoff, RetryState
 from spiffe_py.workloadapi._client import _endpoint
 
 log = logging.getLogger(__name__)

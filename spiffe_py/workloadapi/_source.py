@@ -26,11 +26,11 @@ from typing import Any, Generic, Self, TypeVar
 
 from cryptography import x509
 
+from spiffe_py._backoff import Backoff, RetryState
 from spiffe_py.bundle import BundleSet, JwtBundle, X509Bundle
 from spiffe_py.errors import NoIdentityError, SpiffeError, WorkloadApiError
 from spiffe_py.jwtsvid import JwtSvid
 from spiffe_py.spiffeid import SpiffeId, TrustDomain
-from spiffe_py.workloadapi._backoff import Backoff, RetryState
 from spiffe_py.workloadapi._client import AsyncWorkloadApiClient, Watch, WorkloadApiClient
 from spiffe_py.workloadapi._convert import X509Context
 from spiffe_py.x509svid import X509Svid

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from spiffe_py.workloadapi._backoff import Backoff, RetryState, is_retryable
+from spiffe_py._backoff import Backoff, RetryState, is_retryable
 
 
 def test_delay_grows_exponentially_without_jitter() -> None:

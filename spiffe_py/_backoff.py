@@ -1,4 +1,4 @@
-"""Retry policy for Workload API watch streams (pure; randomness injected).
+"""Retry policy for Workload API watch streams and the agent's server failover (pure; randomness injected).
 
 Exponential, capped, jittered; INVALID_ARGUMENT (WE-05) and UNIMPLEMENTED (WE-15) are final::
 
