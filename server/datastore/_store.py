@@ -130,6 +130,11 @@ def _upsert_agent_heads(tx: Tx, heads: Mapping[str, tuple[int, str]], *, replace
                    f" ON CONFLICT (agent_id) {action}", (agent_id, seq, hash_))
 
 
+def _as_new(entry: RegistrationEntry) -> RegistrationEntry:
+    """``entry`` as created: its ID, or a new UUID when it has none, at revision 0."""
+    return entry.as_stored(entry_id=entry.id or str(uuid.uuid4()), revision=0, created_at=entry.created_at)
+
+
 def _record_change(tx: Tx, kind: ChangeKind, key: str, *, deleted: bool = False) -> None:
     _insert(tx, "changes", {"seq": _bump(tx, "change"), "kind": kind.value, "key": key, "deleted": deleted})
 
@@ -279,14 +284,14 @@ class SqlDataStore:
         return AuditedEntry(entry, audit)
 
     def _create(self, tx: Tx, entry: RegistrationEntry) -> RegistrationEntry:
-        entry = replace(entry, id=entry.id or str(uuid.uuid4()), revision=0)
+        entry = _as_new(entry)
         self._insert_entry(tx, entry)
         _record_change(tx, ChangeKind.ENTRY, entry.id)
         return entry
 
     def _update(self, tx: Tx, entry: RegistrationEntry) -> RegistrationEntry:
         old = self._delete_entry(tx, entry.id)
-        entry = replace(entry, revision=old.revision + 1, created_at=old.created_at)
+        entry = entry.as_stored(entry_id=entry.id, revision=old.revision + 1, created_at=old.created_at)
         self._insert_entry(tx, entry)
         _record_change(tx, ChangeKind.ENTRY, entry.id)
         return entry
@@ -300,7 +305,7 @@ class SqlDataStore:
         """:meth:`create_entry` for many entries in one transaction. An entry that would be a
         duplicate (of a stored one or of an earlier one in the batch) gets its AlreadyExistsError in
         its place; the others are stored with a few multi-row statements, not one round trip each."""
-        fresh = [replace(e, id=e.id or str(uuid.uuid4()), revision=0) for e in entries]
+        fresh = [_as_new(e) for e in entries]
         rows = [codec.entry_row(e) for e in fresh]
         out: list[RegistrationEntry | DataStoreError] = []
         with self._change_tx() as tx:
@@ -356,7 +361,7 @@ class SqlDataStore:
         def update(tx: Tx, entry: RegistrationEntry) -> RegistrationEntry:
             old = self._delete_entry(tx, entry.id)
             new = merge(entry, old) if merge is not None else entry
-            new = replace(new, revision=old.revision + 1, created_at=old.created_at)
+            new = new.as_stored(entry_id=new.id, revision=old.revision + 1, created_at=old.created_at)
             self._insert_entry(tx, new)
             _record_change(tx, ChangeKind.ENTRY, new.id)
             return new

@@ -67,6 +67,20 @@ def test_entry_normalises_selectors_and_labels() -> None:
         entry.labels["x"] = "y"  # type: ignore[index]
 
 
+def test_as_stored_sets_the_bookkeeping_fields_and_checks_only_them() -> None:
+    entry = make_entry(selectors=sel("b:1", "a:2"), labels={"z": "1"})
+    stored = entry.as_stored(entry_id="e-1", revision=3, created_at=LATER)
+    assert (stored.id, stored.revision, stored.created_at) == ("e-1", 3, LATER)
+    assert stored.selectors == entry.selectors and stored.labels == entry.labels and stored.spiffe_id == entry.spiffe_id
+    assert (entry.id, entry.revision, entry.created_at) == ("", 0, NOW)  # the original is untouched
+    for fields, field in (({"entry_id": ""}, "id"), ({"revision": -1}, "revision"),
+                          ({"created_at": datetime(2026, 1, 1)}, "created_at")):
+        args: dict[str, Any] = {"entry_id": "e-1", "revision": 0, "created_at": LATER, **fields}
+        with pytest.raises(InvalidArgumentError) as info:
+            entry.as_stored(**args)
+        assert info.value.field == field
+
+
 @pytest.mark.parametrize(
     ("build", "field"),
     [
