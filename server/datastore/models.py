@@ -13,7 +13,6 @@ record from a request gets an :class:`InvalidArgumentError` naming the field::
 
 from __future__ import annotations
 
-import copy
 import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -158,7 +157,9 @@ class RegistrationEntry:
         check_str("id", entry_id, required=True)
         check_int("revision", revision, high=2**62)
         check_time("created_at", created_at)
-        stored = copy.copy(self)
+        stored = object.__new__(RegistrationEntry)
+        for name in self.__slots__:
+            _set(stored, name, getattr(self, name))
         for name, value in (("id", entry_id), ("revision", revision), ("created_at", created_at)):
             _set(stored, name, value)
         return stored
