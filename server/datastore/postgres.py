@@ -45,7 +45,8 @@ class _PgTx:
         except psycopg.Error as err:
             # SQLSTATE only: the server's message may quote row values.
             raise DataStoreError(f"datastore: postgresql query failed (sqlstate {err.sqlstate})") from err
-        return list(self._cursor.fetchall()) if self._cursor.description is not None else []
+        # rownumber is None when the statement returned no rows to fetch (description would build its columns)
+        return list(self._cursor.fetchall()) if self._cursor.rownumber is not None else []
 
 
 class PostgresBackend:
